@@ -1,0 +1,11 @@
+// The `kiln` subcommands. Each *_command.cc registers one subcommand on the CLI11 app; the
+// callback stores its exit code in *exit_code.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace kiln::apps {
+
+void register_generate_command(CLI::App& app, int* exit_code);
+void register_tokenize_commands(CLI::App& app, int* exit_code);  // tokenize, detokenize
+
+}  // namespace kiln::apps

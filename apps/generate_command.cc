@@ -1,0 +1,126 @@
+// `kiln generate`: load a model, generate a continuation of a prompt, print it and the speed.
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "apps/default_model.h"
+#include "kiln/core/log.h"
+#include "kiln/engine/generator.h"
+#include "kiln/io/model_loader.h"
+#include "kiln/tokenizer/chat_template.h"
+#include "kiln/tokenizer/tokenizer.h"
+
+namespace kiln::apps {
+namespace {
+
+struct GenerateFlags {
+  std::string model, prompt, prompt_ids, dtype = "f32", device = "cpu";
+  int64_t n = 64;
+  float temperature = 0.f, top_p = 1.f, min_p = 0.f;
+  int32_t top_k = 0;
+  uint64_t seed = 0;
+  bool chat = false;
+  int64_t moe_top_k = 0;
+};
+
+Result<std::vector<int32_t>> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      ids.push_back(static_cast<int32_t>(std::stol(item)));
+    } catch (...) {
+      return invalid_argument("--prompt-ids: '" + item + "' is not an integer");
+    }
+  }
+  return ids;
+}
+
+Result<std::vector<int32_t>> prompt_tokens(const GenerateFlags& f, const Tokenizer& tok) {
+  if (!f.prompt_ids.empty()) return parse_ids(f.prompt_ids);
+  if (!f.chat) return tok.encode(f.prompt, true);
+  KILN_ASSIGN_OR_RETURN(std::string text, render_chat(tok.chat_template(), {{"user", f.prompt}}, true,
+                                                      tok.bos_id() >= 0 ? tok.token_piece(tok.bos_id()) : "",
+                                                      tok.eos_ids().empty() ? "" : tok.token_piece(tok.eos_ids()[0])));
+  return tok.encode(text, false);
+}
+
+Status run_generate(const GenerateFlags& f) {
+  if (f.device != "cpu")
+    return unimplemented("--device " + f.device + ": only the CPU backend is built into this command so far");
+  KILN_ASSIGN_OR_RETURN(DType dtype, dtype_from_name(f.dtype));
+  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
+    return unimplemented("--dtype " + f.dtype + " on the CPU (supported: f32, bf16, f16)");
+  const std::string path = f.model.empty() ? default_model_path() : f.model;
+  log_info("loading ", path);
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(path, dtype));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(loaded));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, prompt_tokens(f, *tok));
+  ModelOptions options;
+  options.moe_top_k = f.moe_top_k;
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), options));
+  GenerateOptions go;
+  go.max_new_tokens = f.n;
+  go.sampling = {f.temperature, f.top_k, f.top_p, f.min_p, f.seed};
+  go.stop_ids = tok->eos_ids();
+  std::vector<int32_t> out;
+  std::string printed;
+  std::fputs(f.prompt_ids.empty() ? f.prompt.c_str() : tok->decode(prompt).c_str(), stdout);
+  std::fflush(stdout);
+  auto on_token = [&](int32_t id) {
+    out.push_back(id);
+    const std::string text = tok->decode(out, true);
+    // Print only whole characters: hold back a trailing incomplete UTF-8 sequence.
+    size_t end = text.size();
+    while (end > 0 && (static_cast<unsigned char>(text[end - 1]) & 0xC0) == 0x80) --end;
+    if (end > 0 && static_cast<unsigned char>(text[end - 1]) >= 0xC0) --end;
+    if (end > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::fwrite(text.data() + printed.size(), 1, end - printed.size(), stdout);
+      std::fflush(stdout);
+      printed = text.substr(0, end);
+    }
+  };
+  KILN_ASSIGN_OR_RETURN(GenerateResult r, generate(*model, prompt, go, on_token));
+  const std::string full = tok->decode(out, true);
+  if (full.size() > printed.size()) std::fputs(full.c_str() + printed.size(), stdout);
+  std::printf("\n");
+  std::fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s | generation: %zu tokens, %.1f tokens/s\n",
+               static_cast<long long>(r.prompt_tokens), static_cast<double>(r.prompt_tokens) / r.prefill_seconds,
+               r.tokens.size(), static_cast<double>(r.tokens.size() > 1 ? r.tokens.size() - 1 : 0) / r.decode_seconds);
+  std::string ids;
+  for (int32_t id : r.tokens) ids += (ids.empty() ? "" : " ") + std::to_string(id);
+  log_debug("generated ids: ", ids);
+  return ok_status();
+}
+
+}  // namespace
+
+void register_generate_command(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<GenerateFlags>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate a continuation of a prompt");
+  cmd->add_option("-m,--model", flags->model, "Model: a .gguf file or a Hugging Face directory (default: SmolLM2-135M)");
+  cmd->add_option("-p,--prompt", flags->prompt, "Prompt text");
+  cmd->add_option("--prompt-ids", flags->prompt_ids, "Prompt as comma-separated token ids (instead of text)");
+  cmd->add_option("-n,--max-tokens", flags->n, "Tokens to generate")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--temperature", flags->temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--top-k", flags->top_k, "Top-k (0 = off)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", flags->top_p, "Top-p")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--min-p", flags->min_p, "Min-p")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--seed", flags->seed, "Sampling seed");
+  cmd->add_option("--dtype", flags->dtype, "Weight dtype: f32, bf16, f16");
+  cmd->add_option("--device", flags->device, "cpu or cuda");
+  cmd->add_option("--moe-top-k", flags->moe_top_k, "Experts per token (MoE; 0 = the model's)");
+  cmd->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template");
+  cmd->callback([flags, exit_code] {
+    if (flags->prompt.empty() && flags->prompt_ids.empty()) flags->prompt = "Once upon a time";
+    Status s = run_generate(*flags);
+    if (!s.ok()) {
+      std::fprintf(stderr, "kiln generate: %s\n", s.to_string().c_str());
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace kiln::apps

@@ -1,0 +1,216 @@
+// parse_hf_config: a Hugging Face config.json -> ModelConfig for Llama, Mistral, Qwen2 and Mixtral.
+// Optional keys fall back to the transformers defaults of the architecture; null counts as absent.
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "kiln/io/model_loader.h"
+
+namespace kiln {
+namespace {
+
+using Json = nlohmann::json;
+
+// Typed access to the top-level keys of a config, with errors that name the file and key.
+class ConfigKeys {
+ public:
+  ConfigKeys(const Json& j, const std::string& path) : j_(j), path_(path) {}
+
+  const Json* get(const char* key) const {
+    auto it = j_.find(key);
+    return (it == j_.end() || it->is_null()) ? nullptr : &*it;
+  }
+  Status missing(const char* key) const { return not_found(path_ + ": missing required config key '" + key + "'"); }
+  Status bad(const char* key, const char* want) const {
+    return data_loss(path_ + ": config key '" + key + "' must be " + want);
+  }
+
+  Result<int64_t> required_int(const char* key) const {
+    const Json* v = get(key);
+    if (!v) return missing(key);
+    return as_int(key, *v);
+  }
+  Result<int64_t> int_or(const char* key, int64_t fallback) const {
+    const Json* v = get(key);
+    return v ? as_int(key, *v) : Result<int64_t>(fallback);
+  }
+  Result<double> float_or(const Json& obj, const char* key, double fallback) const {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return fallback;
+    if (!it->is_number()) return bad(key, "a number");
+    return it->get<double>();
+  }
+  Result<double> float_or(const char* key, double fallback) const { return float_or(j_, key, fallback); }
+  Result<bool> bool_or(const char* key, bool fallback) const {
+    const Json* v = get(key);
+    if (!v) return fallback;
+    if (!v->is_boolean()) return bad(key, "true or false");
+    return v->get<bool>();
+  }
+  Result<int64_t> as_int(const char* key, const Json& v) const {
+    if (v.is_number_integer()) return v.get<int64_t>();
+    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) return static_cast<int64_t>(v.get<double>());
+    return bad(key, "an integer");
+  }
+
+ private:
+  const Json& j_;
+  const std::string& path_;
+};
+
+Result<Arch> detect_arch(const Json& j, const std::string& path) {
+  struct Known {
+    const char* architecture;
+    const char* model_type;
+    Arch arch;
+  };
+  static constexpr Known kKnown[] = {
+      {"LlamaForCausalLM", "llama", Arch::kLlama},
+      {"MistralForCausalLM", "mistral", Arch::kMistral},
+      {"Qwen2ForCausalLM", "qwen2", Arch::kQwen2},
+      {"MixtralForCausalLM", "mixtral", Arch::kMixtral},
+  };
+  std::string seen;
+  if (auto it = j.find("architectures"); it != j.end() && it->is_array()) {
+    for (const auto& a : *it) {
+      if (!a.is_string()) continue;
+      for (const auto& k : kKnown) {
+        if (a.get<std::string>() == k.architecture) return k.arch;
+      }
+      seen += (seen.empty() ? "" : ", ") + a.get<std::string>();
+    }
+  }
+  if (auto it = j.find("model_type"); it != j.end() && it->is_string()) {
+    for (const auto& k : kKnown) {
+      if (it->get<std::string>() == k.model_type) return k.arch;
+    }
+    seen += (seen.empty() ? "model_type " : ", model_type ") + it->get<std::string>();
+  }
+  return unimplemented(path + ": unsupported architecture " + (seen.empty() ? "(none given)" : seen) +
+                       " (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM)");
+}
+
+Status parse_rope_scaling(const Json& j, const ConfigKeys& keys, const std::string& path, RopeScaling* out) {
+  auto it = j.find("rope_scaling");
+  if (it == j.end() || it->is_null()) return ok_status();
+  const Json& rs = *it;
+  if (!rs.is_object()) return keys.bad("rope_scaling", "an object or null");
+  std::string type;
+  for (const char* k : {"rope_type", "type"}) {
+    if (auto t = rs.find(k); t != rs.end() && t->is_string()) {
+      type = t->get<std::string>();
+      break;
+    }
+  }
+  if (type == "default" || type.empty()) return ok_status();
+  if (type != "llama3" && type != "linear") {
+    return unimplemented(path + ": rope_scaling type '" + type + "' (supported: llama3, linear)");
+  }
+  out->type = type == "llama3" ? RopeScaling::Type::kLlama3 : RopeScaling::Type::kLinear;
+  KILN_ASSIGN_OR_RETURN(double factor, keys.float_or(rs, "factor", 1.0));
+  KILN_ASSIGN_OR_RETURN(double low, keys.float_or(rs, "low_freq_factor", 1.0));
+  KILN_ASSIGN_OR_RETURN(double high, keys.float_or(rs, "high_freq_factor", 4.0));
+  KILN_ASSIGN_OR_RETURN(double orig, keys.float_or(rs, "original_max_position_embeddings", 8192));
+  out->factor = static_cast<float>(factor);
+  out->low_freq_factor = static_cast<float>(low);
+  out->high_freq_factor = static_cast<float>(high);
+  out->original_max_position_embeddings = static_cast<int64_t>(orig);
+  return ok_status();
+}
+
+Status parse_token_ids(const ConfigKeys& keys, ModelConfig* c) {
+  KILN_ASSIGN_OR_RETURN(c->bos_token_id, keys.int_or("bos_token_id", -1));
+  const Json* eos = keys.get("eos_token_id");
+  if (!eos) return ok_status();
+  if (eos->is_array()) {
+    for (const auto& e : *eos) {
+      KILN_ASSIGN_OR_RETURN(int64_t id, keys.as_int("eos_token_id", e));
+      c->eos_token_ids.push_back(id);
+    }
+  } else {
+    KILN_ASSIGN_OR_RETURN(int64_t id, keys.as_int("eos_token_id", *eos));
+    c->eos_token_ids.push_back(id);
+  }
+  return ok_status();
+}
+
+// Heads, sizes and positions shared by every architecture.
+Status parse_shapes(const ConfigKeys& keys, const std::string& path, ModelConfig* c) {
+  KILN_ASSIGN_OR_RETURN(c->vocab_size, keys.required_int("vocab_size"));
+  KILN_ASSIGN_OR_RETURN(c->hidden_size, keys.required_int("hidden_size"));
+  KILN_ASSIGN_OR_RETURN(c->intermediate_size, keys.required_int("intermediate_size"));
+  KILN_ASSIGN_OR_RETURN(c->num_layers, keys.required_int("num_hidden_layers"));
+  KILN_ASSIGN_OR_RETURN(c->num_q_heads, keys.required_int("num_attention_heads"));
+  KILN_ASSIGN_OR_RETURN(c->num_kv_heads, keys.int_or("num_key_value_heads", c->num_q_heads));
+  if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_layers <= 0 ||
+      c->num_q_heads <= 0 || c->num_kv_heads <= 0) {
+    return data_loss(path + ": vocab_size, hidden_size, intermediate_size, num_hidden_layers and head counts must be positive");
+  }
+  if (c->num_q_heads % c->num_kv_heads != 0) {
+    return data_loss(path + ": num_attention_heads (" + std::to_string(c->num_q_heads) +
+                     ") is not a multiple of num_key_value_heads (" + std::to_string(c->num_kv_heads) + ")");
+  }
+  if (!keys.get("head_dim") && c->hidden_size % c->num_q_heads != 0) {
+    return data_loss(path + ": hidden_size is not a multiple of num_attention_heads and head_dim is not given");
+  }
+  KILN_ASSIGN_OR_RETURN(c->head_dim, keys.int_or("head_dim", c->hidden_size / c->num_q_heads));
+  if (c->head_dim <= 0 || c->head_dim % 2 != 0) return data_loss(path + ": head_dim must be positive and even");
+  return ok_status();
+}
+
+}  // namespace
+
+Result<ModelConfig> parse_hf_config(const std::string& json_text, const std::string& path) {
+  Json j = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return data_loss(path + ": malformed JSON");
+  if (!j.is_object()) return data_loss(path + ": config is not a JSON object");
+  try {
+    ConfigKeys keys(j, path);
+    ModelConfig c;
+    KILN_ASSIGN_OR_RETURN(c.arch, detect_arch(j, path));
+    const bool mixtral = c.arch == Arch::kMixtral;
+    KILN_RETURN_IF_ERROR(parse_shapes(keys, path, &c));
+
+    // transformers defaults per architecture.
+    const int64_t default_max_pos = c.arch == Arch::kLlama ? 2048 : c.arch == Arch::kQwen2 ? 32768 : 4096 * 32;
+    KILN_ASSIGN_OR_RETURN(c.max_position_embeddings, keys.int_or("max_position_embeddings", default_max_pos));
+    KILN_ASSIGN_OR_RETURN(double eps, keys.float_or("rms_norm_eps", mixtral ? 1e-5 : 1e-6));
+    c.rms_norm_eps = static_cast<float>(eps);
+    // transformers >= 5 moves rope_theta into "rope_parameters".
+    double theta_default = mixtral ? 1e6 : 10000.0;
+    if (const Json* rp = keys.get("rope_parameters"); rp && rp->is_object()) {
+      KILN_ASSIGN_OR_RETURN(theta_default, keys.float_or(*rp, "rope_theta", theta_default));
+    }
+    KILN_ASSIGN_OR_RETURN(double theta, keys.float_or("rope_theta", theta_default));
+    c.rope_theta = static_cast<float>(theta);
+    KILN_RETURN_IF_ERROR(parse_rope_scaling(j, keys, path, &c.rope_scaling));
+    KILN_ASSIGN_OR_RETURN(c.tie_word_embeddings, keys.bool_or("tie_word_embeddings", false));
+
+    if (c.arch == Arch::kQwen2) {
+      c.attention_bias = true;  // Qwen2's q/k/v always carry a bias
+      KILN_ASSIGN_OR_RETURN(bool use_sw, keys.bool_or("use_sliding_window", false));
+      if (use_sw) {
+        KILN_ASSIGN_OR_RETURN(c.sliding_window, keys.int_or("sliding_window", 0));
+      }
+    } else {
+      KILN_ASSIGN_OR_RETURN(c.attention_bias, keys.bool_or("attention_bias", false));
+      if (c.arch != Arch::kLlama) {
+        KILN_ASSIGN_OR_RETURN(c.sliding_window, keys.int_or("sliding_window", 0));
+      }
+    }
+    if (mixtral) {
+      KILN_ASSIGN_OR_RETURN(c.num_experts, keys.int_or("num_local_experts", 8));
+      KILN_ASSIGN_OR_RETURN(c.num_experts_per_tok, keys.int_or("num_experts_per_tok", 2));
+      c.norm_topk_prob = true;
+      if (c.num_experts <= 0 || c.num_experts_per_tok <= 0 || c.num_experts_per_tok > c.num_experts) {
+        return data_loss(path + ": num_experts_per_tok must be in [1, num_local_experts]");
+      }
+    }
+    KILN_RETURN_IF_ERROR(parse_token_ids(keys, &c));
+    return c;
+  } catch (const std::exception& e) {  // nlohmann type errors; not expected past the checks above
+    return data_loss(path + ": " + e.what());
+  }
+}
+
+}  // namespace kiln

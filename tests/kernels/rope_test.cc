@@ -1,0 +1,81 @@
+// RoPE: rotation against the complex-multiplication form, Llama 3.1 frequency scaling against its
+// published piecewise definition, and the paged KV write.
+#include "kiln/kernels/rope.h"
+
+#include <gtest/gtest.h>
+
+#include <complex>
+
+#include "tests/kernels/kernel_test_util.h"
+
+namespace kiln {
+namespace {
+
+TEST(RopeCpu, InvFreqLlama3Scaling) {
+  RopeScaling s;
+  s.type = RopeScaling::Type::kLlama3;
+  s.factor = 8.f;
+  s.low_freq_factor = 1.f;
+  s.high_freq_factor = 4.f;
+  s.original_max_position_embeddings = 8192;
+  const auto plain = rope_inv_freq(128, 500000.f, RopeScaling{});
+  const auto scaled = rope_inv_freq(128, 500000.f, s);
+  ASSERT_EQ(scaled.size(), 64u);
+  EXPECT_FLOAT_EQ(scaled[0], plain[0]);  // wavelength 2*pi << 8192/4: unchanged
+  EXPECT_FLOAT_EQ(scaled[63], plain[63] / 8.f);  // wavelength > 8192: divided by factor
+  int blended = 0;
+  for (size_t i = 0; i < 64; ++i) {
+    const double wl = 2 * M_PI / plain[i];
+    if (wl > 2048 && wl < 8192) {
+      ++blended;
+      EXPECT_LT(scaled[i], plain[i]);
+      EXPECT_GT(scaled[i], plain[i] / 8.f);
+    }
+  }
+  EXPECT_GT(blended, 0);
+  RopeScaling lin;
+  lin.type = RopeScaling::Type::kLinear;
+  lin.factor = 4.f;
+  EXPECT_FLOAT_EQ(rope_inv_freq(64, 10000.f, lin)[5], plain[5] == 0 ? 0 : rope_inv_freq(64, 10000.f, {})[5] / 4.f);
+}
+
+TEST(RopeCpu, RotatesAndWritesCache) {
+  std::mt19937 rng(5);
+  const int64_t n = 5, hq = 4, hkv = 2, d = 16, bs = 4, blocks = 3;
+  HostTensor q = test::random_tensor(DType::kF32, {n, hq, d}, rng);
+  HostTensor k = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  HostTensor v = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  const auto q0 = test::to_f32(q.tensor), k0 = test::to_f32(k.tensor);
+  std::vector<int32_t> pos = {0, 3, 7, 100, 2047}, slots = {5, 6, -1, 11, 0};
+  auto inv = rope_inv_freq(d, 10000.f, {});
+  HostTensor kc = HostTensor::zeros(DType::kF32, {blocks, bs, hkv, d});
+  HostTensor vc = HostTensor::zeros(DType::kF32, {blocks, bs, hkv, d});
+  ASSERT_TRUE(rope_kv_write_cpu({q.tensor, k.tensor, v.tensor, Tensor::view(pos.data(), DType::kInt32, {n}),
+                                 Tensor::view(inv.data(), DType::kF32, {d / 2}), Tensor::view(slots.data(), DType::kInt32, {n}),
+                                 kc.tensor, vc.tensor}).ok());
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t h = 0; h < hq; ++h) {
+      for (int64_t i = 0; i < d / 2; ++i) {
+        const double angle = static_cast<double>(static_cast<float>(pos[static_cast<size_t>(t)]) * inv[static_cast<size_t>(i)]);
+        const size_t base = static_cast<size_t>((t * hq + h) * d);
+        std::complex<double> z(q0[base + static_cast<size_t>(i)], q0[base + static_cast<size_t>(i + d / 2)]);
+        z *= std::polar(1.0, angle);
+        EXPECT_NEAR(q.tensor.ptr<float>()[base + static_cast<size_t>(i)], z.real(), 1e-5);
+        EXPECT_NEAR(q.tensor.ptr<float>()[base + static_cast<size_t>(i + d / 2)], z.imag(), 1e-5);
+      }
+    }
+    if (slots[static_cast<size_t>(t)] < 0) continue;
+    for (int64_t i = 0; i < hkv * d; ++i) {
+      EXPECT_EQ(kc.tensor.ptr<float>()[slots[static_cast<size_t>(t)] * hkv * d + i], k.tensor.ptr<float>()[t * hkv * d + i]);
+      EXPECT_EQ(vc.tensor.ptr<float>()[slots[static_cast<size_t>(t)] * hkv * d + i], v.tensor.ptr<float>()[t * hkv * d + i]);
+    }
+  }
+  EXPECT_NE(test::max_abs_diff(k0, test::to_f32(k.tensor)), 0.0);
+  std::vector<int32_t> bad = {99, 0, 0, 0, 0};
+  EXPECT_FALSE(rope_kv_write_cpu({q.tensor, k.tensor, v.tensor, Tensor::view(pos.data(), DType::kInt32, {n}),
+                                  Tensor::view(inv.data(), DType::kF32, {d / 2}), Tensor::view(bad.data(), DType::kInt32, {n}),
+                                  kc.tensor, vc.tensor}).ok());
+}
+
+}  // namespace
+}  // namespace kiln
