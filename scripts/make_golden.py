@@ -8,6 +8,9 @@ Part B: SmolLM2-135M-Instruct from the local Q4_1 GGUF (dequantized by transform
         a few positions, per-position argmax and greedy continuations for two prompts.
 
 Usage:  python3 scripts/make_golden.py [--out tests/golden] [--gguf PATH] [--skip-smollm2]
+                                      [--only llama3 qwen2 ... smollm2]
+Needs: torch, transformers (5.x), safetensors, numpy; part B also gguf and accelerate
+(transformers refuses to load a GGUF without accelerate). No network: HF_HUB_OFFLINE=1.
 
 Everything is seeded and deterministic; rerunning rewrites the same files (up to float32
 reduction-order noise of the local torch build in the reference logits).
@@ -28,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import safetensors  # noqa: E402
 from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 import transformers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
@@ -352,6 +355,30 @@ def numpy_reference(path, ids):
     return x @ head.T
 
 
+def save_golden(tensors, path, metadata):
+    """safetensors writer with a byte-stable header (safetensors.torch.save_file orders the
+    metadata from a hash map, so reruns would differ byte-wise). Tensors sorted by name,
+    header padded with spaces to 8 bytes, as the format allows. Checked by reading back."""
+    dt = {torch.float32: "F32", torch.int32: "I32"}
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, off = [], 0
+    for k in sorted(tensors):
+        t = tensors[k].contiguous()
+        b = t.numpy().tobytes()
+        header[k] = {"dtype": dt[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    back = load_file(path)
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
+
+
 def top_gaps(logits):
     top = torch.topk(logits.float(), 2, dim=-1).values
     return (top[..., 0] - top[..., 1])
@@ -483,7 +510,7 @@ def make_tiny_attempt(spec, out_dir, seed):
     if not ok:
         return dict(ok=False)
 
-    save_file(
+    save_golden(
         {
             "input_ids": input_ids.to(torch.int32).contiguous(),
             "logits": logits,
@@ -580,7 +607,7 @@ def make_smollm2(gguf_path, out_dir):
         log(f"[smollm2]     greedy {greedy}")
         log(f"[smollm2]     text   {full!r}")
 
-    save_file(tensors, os.path.join(path, "golden.safetensors"),
+    save_golden(tensors, os.path.join(path, "golden.safetensors"),
               metadata={"gguf": os.path.basename(gguf_path), "greedy_new": str(SMOL_GREEDY_NEW),
                         "prompt_0": SMOL_PROMPTS[0], "prompt_1": SMOL_PROMPTS[1], "add_bos": "false",
                         "transformers": transformers.__version__, "torch": torch.__version__})
