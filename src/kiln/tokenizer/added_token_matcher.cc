@@ -1,5 +1,7 @@
 #include "kiln/tokenizer/added_token_matcher.h"
 
+#include <algorithm>
+
 #include "kiln/tokenizer/utf8.h"
 
 namespace kiln {

@@ -2,6 +2,7 @@
 // merge loop: repeatedly merge the adjacent pair of lowest rank, leftmost first, until no pair
 // has a rule. Short words use a linear scan; long ones a heap over a linked list of symbols.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -37,7 +38,7 @@ class BpeMerges {
     return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
   }
   size_t slot_of(uint64_t key) const {
-    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_) ;
+    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
   }
 
   std::vector<Slot> slots_;  // open addressing, linear probing, load <= 1/2
