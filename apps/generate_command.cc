@@ -68,6 +68,7 @@ Status run_generate(const GenerateFlags& f) {
   std::vector<int32_t> out;
   std::string printed;
   std::fputs(f.prompt_ids.empty() ? f.prompt.c_str() : tok->decode(prompt).c_str(), stdout);
+  if (f.chat) std::fputs("\n", stdout);
   std::fflush(stdout);
   auto on_token = [&](int32_t id) {
     out.push_back(id);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 
 #include "gguf_test_writer.h"
 #include "kiln/io/ggml_quant.h"
@@ -12,8 +13,8 @@
 namespace kiln {
 namespace {
 
-using testing::Bytes;
-using testing::GgufTestWriter;
+using io_test::Bytes;
+using io_test::GgufTestWriter;
 using VT = GgufValueType;
 
 uint16_t f16_bits(float f) { return f32_to_f16(f); }
@@ -21,15 +22,15 @@ uint16_t f16_bits(float f) { return f32_to_f16(f); }
 // Q8_0 block: d, q[32].
 Bytes q8_0_block(float d, const int8_t* q) {
   Bytes b;
-  testing::put(b, f16_bits(d));
+  io_test::put(b, f16_bits(d));
   for (int i = 0; i < 32; ++i) b.push_back(static_cast<uint8_t>(q[i]));
   return b;
 }
 // Q4_0 / Q4_1 block from 32 nibbles (element i is nibble i).
 Bytes q4_block(float d, const float* m, const uint8_t* nib) {
   Bytes b;
-  testing::put(b, f16_bits(d));
-  if (m) testing::put(b, f16_bits(*m));
+  io_test::put(b, f16_bits(d));
+  if (m) io_test::put(b, f16_bits(*m));
   for (int i = 0; i < 16; ++i) b.push_back(static_cast<uint8_t>(nib[i] | (nib[i + 16] << 4)));
   return b;
 }
@@ -41,26 +42,26 @@ struct Sample {
   std::map<std::string, std::vector<float>> expected;
 
   Sample() {
-    w.add("general.architecture", testing::str("llama"));
-    w.add("k.u8", testing::scalar(VT::kUint8, uint8_t{200}));
-    w.add("k.i8", testing::scalar(VT::kInt8, int8_t{-100}));
-    w.add("k.u16", testing::scalar(VT::kUint16, uint16_t{60000}));
-    w.add("k.i16", testing::scalar(VT::kInt16, int16_t{-30000}));
-    w.add("k.u32", testing::u32(4000000000u));
-    w.add("k.i32", testing::scalar(VT::kInt32, int32_t{-2000000000}));
-    w.add("k.f32", testing::f32v(0.25f));
-    w.add("k.bool", testing::scalar(VT::kBool, uint8_t{1}));
-    w.add("k.str", testing::str("héllo"));
-    w.add("k.u64", testing::scalar(VT::kUint64, uint64_t{1} << 40));
-    w.add("k.i64", testing::scalar(VT::kInt64, int64_t{-(int64_t{1} << 40)}));
-    w.add("k.f64", testing::scalar(VT::kFloat64, 1e-300));
-    w.add("k.strs", testing::array(VT::kString, {testing::str("a"), testing::str(""), testing::str("ccc")}));
-    w.add("k.ints", testing::array(VT::kInt32, {testing::scalar(VT::kInt32, int32_t{-1}),
-                                                testing::scalar(VT::kInt32, int32_t{5})}));
-    w.add("k.floats", testing::array(VT::kFloat32, {testing::f32v(1.5f), testing::f32v(-2.f)}));
-    w.add("k.nested", testing::array(VT::kArray, {testing::array(VT::kUint8, {testing::scalar(VT::kUint8, uint8_t{1})}),
-                                                  testing::array(VT::kString, {testing::str("x")})}));
-    w.add("k.empty", testing::array(VT::kUint32, {}));
+    w.add("general.architecture", io_test::str("llama"));
+    w.add("k.u8", io_test::scalar(VT::kUint8, uint8_t{200}));
+    w.add("k.i8", io_test::scalar(VT::kInt8, int8_t{-100}));
+    w.add("k.u16", io_test::scalar(VT::kUint16, uint16_t{60000}));
+    w.add("k.i16", io_test::scalar(VT::kInt16, int16_t{-30000}));
+    w.add("k.u32", io_test::u32(4000000000u));
+    w.add("k.i32", io_test::scalar(VT::kInt32, int32_t{-2000000000}));
+    w.add("k.f32", io_test::f32v(0.25f));
+    w.add("k.bool", io_test::scalar(VT::kBool, uint8_t{1}));
+    w.add("k.str", io_test::str("héllo"));
+    w.add("k.u64", io_test::scalar(VT::kUint64, uint64_t{1} << 40));
+    w.add("k.i64", io_test::scalar(VT::kInt64, int64_t{-(int64_t{1} << 40)}));
+    w.add("k.f64", io_test::scalar(VT::kFloat64, 1e-300));
+    w.add("k.strs", io_test::array(VT::kString, {io_test::str("a"), io_test::str(""), io_test::str("ccc")}));
+    w.add("k.ints", io_test::array(VT::kInt32, {io_test::scalar(VT::kInt32, int32_t{-1}),
+                                                io_test::scalar(VT::kInt32, int32_t{5})}));
+    w.add("k.floats", io_test::array(VT::kFloat32, {io_test::f32v(1.5f), io_test::f32v(-2.f)}));
+    w.add("k.nested", io_test::array(VT::kArray, {io_test::array(VT::kUint8, {io_test::scalar(VT::kUint8, uint8_t{1})}),
+                                                  io_test::array(VT::kString, {io_test::str("x")})}));
+    w.add("k.empty", io_test::array(VT::kUint32, {}));
 
     std::vector<float> f32(2 * 3);
     for (size_t i = 0; i < f32.size(); ++i) f32[i] = static_cast<float>(i) - 2.5f;
@@ -70,7 +71,7 @@ struct Sample {
     Bytes f16;
     std::vector<float> f16_vals;
     for (float v : {1.f, -0.5f, 65504.f, 1e-7f}) {
-      testing::put(f16, f16_bits(v));
+      io_test::put(f16, f16_bits(v));
       f16_vals.push_back(f16_to_f32(f16_bits(v)));
     }
     w.add_tensor("t.f16", {4}, GgmlType::kF16, f16);
@@ -79,7 +80,7 @@ struct Sample {
     Bytes bf16;
     std::vector<float> bf16_vals;
     for (float v : {3.f, -1e30f, 0.1f, 7.f}) {
-      testing::put(bf16, f32_to_bf16(v));
+      io_test::put(bf16, f32_to_bf16(v));
       bf16_vals.push_back(bf16_to_f32(f32_to_bf16(v)));
     }
     w.add_tensor("t.bf16", {2, 2}, GgmlType::kBF16, bf16);
@@ -128,7 +129,8 @@ void expect_error(const Result<GgufFile>& f, StatusCode code, const std::string&
 }
 
 TEST(Gguf, ReadsMetadataOfEveryType) {
-  const std::string dir = testing::temp_dir("gguf_meta");
+  const io_test::TempDir tmp("gguf_meta");
+  const std::string& dir = tmp.path;
   Sample s;
   Result<GgufFile> f = open_bytes(dir, "m.gguf", s.w.bytes());
   ASSERT_TRUE(f.ok()) << f.status().to_string();
@@ -162,7 +164,8 @@ TEST(Gguf, ReadsMetadataOfEveryType) {
 }
 
 TEST(Gguf, GettersReportMissingAndWrongTypes) {
-  const std::string dir = testing::temp_dir("gguf_getters");
+  const io_test::TempDir tmp("gguf_getters");
+  const std::string& dir = tmp.path;
   Sample s;
   Result<GgufFile> f = open_bytes(dir, "g.gguf", s.w.bytes());
   ASSERT_TRUE(f.ok());
@@ -178,7 +181,8 @@ TEST(Gguf, GettersReportMissingAndWrongTypes) {
 }
 
 TEST(Gguf, DequantizesEverySupportedType) {
-  const std::string dir = testing::temp_dir("gguf_dequant");
+  const io_test::TempDir tmp("gguf_dequant");
+  const std::string& dir = tmp.path;
   Sample s;
   Result<GgufFile> f = open_bytes(dir, "d.gguf", s.w.bytes());
   ASSERT_TRUE(f.ok()) << f.status().to_string();
@@ -209,7 +213,8 @@ TEST(Gguf, DequantizesEverySupportedType) {
 }
 
 TEST(Gguf, UnsupportedTypeIsUnimplementedAtDequantize) {
-  const std::string dir = testing::temp_dir("gguf_q4k");
+  const io_test::TempDir tmp("gguf_q4k");
+  const std::string& dir = tmp.path;
   GgufTestWriter w;
   w.add_tensor("t.q4_k", {256}, GgmlType::kQ4_K, Bytes(144, 0));
   Result<GgufFile> f = open_bytes(dir, "k.gguf", w.bytes());
@@ -223,11 +228,12 @@ TEST(Gguf, UnsupportedTypeIsUnimplementedAtDequantize) {
 }
 
 TEST(Gguf, HonoursAlignmentAndVersion2) {
-  const std::string dir = testing::temp_dir("gguf_align");
+  const io_test::TempDir tmp("gguf_align");
+  const std::string& dir = tmp.path;
   GgufTestWriter w;
   w.version = 2;
   w.alignment = 64;
-  w.add("general.alignment", testing::u32(64));
+  w.add("general.alignment", io_test::u32(64));
   w.add_f32_tensor("a", {3}, {1.f, 2.f, 3.f});
   w.add_f32_tensor("b", {2}, {4.f, 5.f});
   Result<GgufFile> f = open_bytes(dir, "a.gguf", w.bytes());
@@ -245,7 +251,8 @@ TEST(Gguf, HonoursAlignmentAndVersion2) {
 }
 
 TEST(Gguf, TruncationAtEveryByteIsDataLoss) {
-  const std::string dir = testing::temp_dir("gguf_trunc");
+  const io_test::TempDir tmp("gguf_trunc");
+  const std::string& dir = tmp.path;
   Sample s;
   const Bytes full = s.w.bytes();
   const std::string path = dir + "/t.gguf";
@@ -259,7 +266,8 @@ TEST(Gguf, TruncationAtEveryByteIsDataLoss) {
 }
 
 TEST(Gguf, CorruptHeadersAreCleanErrors) {
-  const std::string dir = testing::temp_dir("gguf_corrupt");
+  const io_test::TempDir tmp("gguf_corrupt");
+  const std::string& dir = tmp.path;
   Sample s;
   Bytes b = s.w.bytes();
   b[0] = 'X';
@@ -285,32 +293,33 @@ TEST(Gguf, CorruptHeadersAreCleanErrors) {
   expect_error(open_bytes(dir, "keylen.gguf", b), StatusCode::kDataLoss, dir + "/keylen.gguf", "length");
 
   GgufTestWriter w;
-  testing::GgufTestValue long_string{VT::kString, {}};
-  testing::put<uint64_t>(long_string.payload, ~uint64_t{0});
+  io_test::GgufTestValue long_string{VT::kString, {}};
+  io_test::put<uint64_t>(long_string.payload, ~uint64_t{0});
   w.add("k", long_string);
   expect_error(open_bytes(dir, "strlen.gguf", w.bytes()), StatusCode::kDataLoss, dir + "/strlen.gguf", "length");
 
   GgufTestWriter arr;
-  testing::GgufTestValue big_array{VT::kArray, {}};
-  testing::put<uint32_t>(big_array.payload, static_cast<uint32_t>(VT::kUint64));
-  testing::put<uint64_t>(big_array.payload, huge);
+  io_test::GgufTestValue big_array{VT::kArray, {}};
+  io_test::put<uint32_t>(big_array.payload, static_cast<uint32_t>(VT::kUint64));
+  io_test::put<uint64_t>(big_array.payload, huge);
   arr.add("k", big_array);
   expect_error(open_bytes(dir, "arr.gguf", arr.bytes()), StatusCode::kDataLoss, dir + "/arr.gguf", "array of");
 
   GgufTestWriter bad_type;
-  bad_type.add("k", testing::GgufTestValue{static_cast<VT>(77), {}});
+  bad_type.add("k", io_test::GgufTestValue{static_cast<VT>(77), {}});
   expect_error(open_bytes(dir, "type.gguf", bad_type.bytes()), StatusCode::kDataLoss, dir + "/type.gguf",
                "value type 77");
 
   GgufTestWriter deep;  // 20 nested arrays
-  testing::GgufTestValue nest = testing::array(VT::kUint8, {});
-  for (int i = 0; i < 20; ++i) nest = testing::array(VT::kArray, {nest});
+  io_test::GgufTestValue nest = io_test::array(VT::kUint8, {});
+  for (int i = 0; i < 20; ++i) nest = io_test::array(VT::kArray, {nest});
   deep.add("k", nest);
   expect_error(open_bytes(dir, "deep.gguf", deep.bytes()), StatusCode::kDataLoss, dir + "/deep.gguf", "nested");
 }
 
 TEST(Gguf, TensorInfoErrors) {
-  const std::string dir = testing::temp_dir("gguf_tinfo");
+  const io_test::TempDir tmp("gguf_tinfo");
+  const std::string& dir = tmp.path;
   // Data past the end: declare a 1000-element tensor but store 4 floats.
   GgufTestWriter past;
   past.add_tensor("big", {1000}, GgmlType::kF32, Bytes(16, 0));
@@ -335,6 +344,33 @@ TEST(Gguf, TensorInfoErrors) {
   dup.add_f32_tensor("x", {1}, {1.f});
   dup.add_f32_tensor("x", {1}, {2.f});
   expect_error(open_bytes(dir, "dup.gguf", dup.bytes()), StatusCode::kDataLoss, dir + "/dup.gguf", "duplicate");
+}
+
+TEST(Gguf, RandomCorruptionNeverCrashes) {
+  // Flip random bytes of a valid file; whatever opens must dequantize without reading out of bounds.
+  const io_test::TempDir tmp("gguf_fuzz");
+  const std::string& dir = tmp.path;
+  Sample s;
+  const Bytes full = s.w.bytes();
+  std::mt19937 rng(7);
+  int opened = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    Bytes b = full;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) b[rng() % b.size()] = static_cast<uint8_t>(rng());
+    Result<GgufFile> f = open_bytes(dir, "f.gguf", b);
+    if (!f.ok()) {
+      EXPECT_NE(f.status().message().find(dir + "/f.gguf"), std::string::npos) << f.status().message();
+      continue;
+    }
+    ++opened;
+    for (const auto& t : f->tensors()) {
+      if (t.numel() > (1 << 20)) continue;
+      std::vector<float> out(static_cast<size_t>(t.numel()));
+      (void)f->dequantize(t, DType::kF32, out.data());
+    }
+  }
+  EXPECT_GT(opened, 0);
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // A tiny GGUF writer for tests: metadata of any type (nested arrays included), tensors with raw
-// block bytes, and knobs to corrupt the result (version, alignment, bogus offsets).
+// block bytes, and knobs for damaged files (version, data alignment).
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,7 +13,7 @@
 
 #include "kiln/io/gguf.h"
 
-namespace kiln::testing {
+namespace kiln::io_test {
 
 using Bytes = std::vector<uint8_t>;
 
@@ -118,13 +119,26 @@ class GgufTestWriter {
   std::vector<Tensor> tensors_;
 };
 
-// A fresh, empty temporary directory ("<tmp>/kiln_io_<name>_<pid>").
-inline std::string temp_dir(const std::string& name) {
-  namespace fs = std::filesystem;
-  const fs::path p = fs::temp_directory_path() / ("kiln_io_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+// A fresh, empty temporary directory, removed again at the end of the test. Prefers /dev/shm
+// (the corruption tests write thousands of small files) unless TMPDIR is set.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& name) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::path root = fs::temp_directory_path(ec);
+    if (!std::getenv("TMPDIR") && fs::is_directory("/dev/shm", ec)) root = "/dev/shm";
+    const fs::path p = root / ("kiln_io_" + name + "_" + std::to_string(::getpid()));
+    fs::remove_all(p, ec);
+    fs::create_directories(p, ec);
+    path = p.string();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
-}  // namespace kiln::testing
+}  // namespace kiln::io_test

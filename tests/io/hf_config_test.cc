@@ -120,6 +120,18 @@ TEST(HfConfig, ModelTypeDefaultsAndExplicitHeadDim) {
       "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}})", "c.json");
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_FLOAT_EQ(c->rope_theta, 1e6f);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kNone);
+
+  // ... and the llama3 scaling fields too, without a rope_scaling key.
+  c = parse_hf_config(R"({"model_type": "llama", "vocab_size": 100, "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192}})", "c.json");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_FLOAT_EQ(c->rope_theta, 5e5f);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLlama3);
+  EXPECT_FLOAT_EQ(c->rope_scaling.factor, 32.f);
 }
 
 void expect_error(const std::string& json, StatusCode code, const std::string& fragment) {

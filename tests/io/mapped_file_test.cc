@@ -9,8 +9,9 @@ namespace kiln {
 namespace {
 
 TEST(MappedFile, MapsContents) {
-  const std::string dir = testing::temp_dir("mapped_file");
-  testing::GgufTestWriter::write_file(dir + "/a.bin", {1, 2, 3, 250});
+  const io_test::TempDir tmp("mapped_file");
+  const std::string& dir = tmp.path;
+  io_test::GgufTestWriter::write_file(dir + "/a.bin", {1, 2, 3, 250});
   Result<MappedFile> f = MappedFile::open(dir + "/a.bin");
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   ASSERT_EQ(f->size(), 4u);
@@ -22,15 +23,17 @@ TEST(MappedFile, MapsContents) {
 }
 
 TEST(MappedFile, EmptyFile) {
-  const std::string dir = testing::temp_dir("mapped_file_empty");
-  testing::GgufTestWriter::write_file(dir + "/empty.bin", {});
+  const io_test::TempDir tmp("mapped_file_empty");
+  const std::string& dir = tmp.path;
+  io_test::GgufTestWriter::write_file(dir + "/empty.bin", {});
   Result<MappedFile> f = MappedFile::open(dir + "/empty.bin");
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   EXPECT_EQ(f->size(), 0u);
 }
 
 TEST(MappedFile, ErrorsNameThePath) {
-  const std::string dir = testing::temp_dir("mapped_file_err");
+  const io_test::TempDir tmp("mapped_file_err");
+  const std::string& dir = tmp.path;
   Result<MappedFile> missing = MappedFile::open(dir + "/nope.bin");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 
@@ -15,8 +16,8 @@
 namespace kiln {
 namespace {
 
-using testing::Bytes;
-using testing::GgufTestWriter;
+using io_test::Bytes;
+using io_test::GgufTestWriter;
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
@@ -39,7 +40,8 @@ const char* kTinyConfig = R"({"architectures": ["LlamaForCausalLM"], "vocab_size
   "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2})";
 
 TEST(ModelLoader, HfDirectory) {
-  const std::string dir = testing::temp_dir("hf_dir");
+  const io_test::TempDir tmp("hf_dir");
+  const std::string& dir = tmp.path;
   write_text(dir + "/config.json", kTinyConfig);
   std::vector<uint16_t> embed(24);
   for (size_t i = 0; i < embed.size(); ++i) embed[i] = f32_to_bf16(static_cast<float>(i) * 0.5f);
@@ -70,7 +72,8 @@ TEST(ModelLoader, HfDirectory) {
 }
 
 TEST(ModelLoader, HfShardedDirectory) {
-  const std::string dir = testing::temp_dir("hf_sharded");
+  const io_test::TempDir tmp("hf_sharded");
+  const std::string& dir = tmp.path;
   write_text(dir + "/config.json", kTinyConfig);
   std::vector<float> a = iota(24, 1.f), b = {1.f, 2.f, 3.f, 4.f};
   ASSERT_TRUE(write_safetensors(dir + "/model-00001-of-00002.safetensors",
@@ -111,7 +114,8 @@ TEST(ModelLoader, HfShardedDirectory) {
 }
 
 TEST(ModelLoader, HfDirectoryErrors) {
-  const std::string dir = testing::temp_dir("hf_errors");
+  const io_test::TempDir tmp("hf_errors");
+  const std::string& dir = tmp.path;
   Result<LoadedModel> m = load_model(dir, DType::kF32);
   EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
   EXPECT_NE(m.status().message().find(dir + "/config.json"), std::string::npos);
@@ -125,6 +129,49 @@ TEST(ModelLoader, HfDirectoryErrors) {
   EXPECT_NE(m.status().message().find(dir + "/model.safetensors"), std::string::npos);
   EXPECT_EQ(load_model(dir + "/nope", DType::kF32).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(load_model(dir, DType::kInt8).status().code(), StatusCode::kInvalidArgument);
+}
+
+// The checked-in tiny transformers checkpoints (tests/golden, scripts/make_golden.py).
+TEST(ModelLoader, GoldenHfCheckpoints) {
+  struct Golden {
+    const char* dir;
+    Arch arch;
+    int64_t layers;
+    bool tied;
+    bool bias;
+    int64_t experts;
+  };
+  const Golden kGolden[] = {{"llama3", Arch::kLlama, 2, false, false, 0},
+                            {"llama_tied_sharded", Arch::kLlama, 3, true, false, 0},
+                            {"qwen2", Arch::kQwen2, 2, true, true, 0},
+                            {"mistral", Arch::kMistral, 2, false, false, 0},
+                            {"mixtral", Arch::kMixtral, 2, false, false, 4}};
+  for (const Golden& g : kGolden) {
+    SCOPED_TRACE(g.dir);
+    const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/" + g.dir;
+    if (!std::ifstream(dir + "/config.json").good()) continue;
+    Result<LoadedModel> m = load_model(dir, DType::kBF16);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const ModelConfig& c = m->config;
+    EXPECT_EQ(c.arch, g.arch);
+    EXPECT_EQ(c.num_layers, g.layers);
+    EXPECT_EQ(c.vocab_size, 320);
+    EXPECT_EQ(c.hidden_size, 64);
+    EXPECT_EQ(c.num_q_heads, 4);
+    EXPECT_EQ(c.num_kv_heads, 2);
+    EXPECT_EQ(c.head_dim, 16);
+    EXPECT_EQ(c.tie_word_embeddings, g.tied);
+    EXPECT_EQ(c.attention_bias, g.bias);
+    EXPECT_EQ(c.num_experts, g.experts);
+    EXPECT_EQ(c.sliding_window, 0);
+    if (c.arch == Arch::kLlama && !g.tied) {
+      EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::kLlama3);
+      EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 64);
+    }
+    const int64_t per_layer = 4 + 2 + (g.bias ? 3 : 0) + (g.experts ? 1 + 3 * g.experts : 3);
+    EXPECT_EQ(static_cast<int64_t>(m->weights.size()), 2 + (g.tied ? 0 : 1) + g.layers * per_layer);
+    EXPECT_EQ(m->find("model.layers.0.self_attn.k_proj.weight")->shape_string(), "[32, 64] bf16 cpu");
+  }
 }
 
 // ---- synthetic GGUF --------------------------------------------------------------------------
@@ -152,20 +199,20 @@ struct TinyGguf {
   GgufTestWriter w;
 
   explicit TinyGguf(const std::string& arch, bool permute) {
-    w.add("general.architecture", testing::str(arch));
-    w.add(arch + ".block_count", testing::u32(1));
-    w.add(arch + ".context_length", testing::u32(256));
-    w.add(arch + ".embedding_length", testing::u32(8));
-    w.add(arch + ".feed_forward_length", testing::u32(32));
-    w.add(arch + ".attention.head_count", testing::u32(2));
-    w.add(arch + ".attention.head_count_kv", testing::u32(1));
-    w.add(arch + ".rope.freq_base", testing::f32v(500000.f));
-    w.add(arch + ".attention.layer_norm_rms_epsilon", testing::f32v(1e-6f));
-    w.add(arch + ".rope.dimension_count", testing::u32(4));
-    w.add("tokenizer.ggml.tokens", testing::array(GgufValueType::kString, {testing::str("a"), testing::str("b"),
-                                   testing::str("c"), testing::str("d"), testing::str("e")}));
-    w.add("tokenizer.ggml.bos_token_id", testing::u32(1));
-    w.add("tokenizer.ggml.eos_token_id", testing::u32(2));
+    w.add("general.architecture", io_test::str(arch));
+    w.add(arch + ".block_count", io_test::u32(1));
+    w.add(arch + ".context_length", io_test::u32(256));
+    w.add(arch + ".embedding_length", io_test::u32(8));
+    w.add(arch + ".feed_forward_length", io_test::u32(32));
+    w.add(arch + ".attention.head_count", io_test::u32(2));
+    w.add(arch + ".attention.head_count_kv", io_test::u32(1));
+    w.add(arch + ".rope.freq_base", io_test::f32v(500000.f));
+    w.add(arch + ".attention.layer_norm_rms_epsilon", io_test::f32v(1e-6f));
+    w.add(arch + ".rope.dimension_count", io_test::u32(4));
+    w.add("tokenizer.ggml.tokens", io_test::array(GgufValueType::kString, {io_test::str("a"), io_test::str("b"),
+                                   io_test::str("c"), io_test::str("d"), io_test::str("e")}));
+    w.add("tokenizer.ggml.bos_token_id", io_test::u32(1));
+    w.add("tokenizer.ggml.eos_token_id", io_test::u32(2));
     w.add_f32_tensor("token_embd.weight", {8, 5}, embd);
     w.add_f32_tensor("blk.0.attn_norm.weight", {8}, norm);
     w.add_f32_tensor("blk.0.attn_q.weight", {8, 8}, permute ? permute_for_gguf(q, 2, 8, 8) : q);
@@ -175,12 +222,13 @@ struct TinyGguf {
     w.add_f32_tensor("blk.0.attn_output.weight", {8, 8}, o);
     w.add_f32_tensor("blk.0.ffn_norm.weight", {8}, norm);
     w.add_f32_tensor("output_norm.weight", {8}, norm);
-    w.add_f32_tensor("rope_freqs.weight", {2}, {1.f, 1.f});
+    w.add_f32_tensor("rope_freqs.weight", {2}, {1.f, 1.f});  // no scaling
   }
 };
 
 TEST(ModelLoader, GgufLlamaUnpermutesQk) {
-  const std::string dir = testing::temp_dir("gguf_llama");
+  const io_test::TempDir tmp("gguf_llama");
+  const std::string& dir = tmp.path;
   TinyGguf g("llama", /*permute=*/true);
   g.w.add_f32_tensor("blk.0.ffn_gate.weight", {8, 32}, iota(256, 0.1f));
   g.w.add_f32_tensor("blk.0.ffn_up.weight", {8, 32}, iota(256, 0.2f));
@@ -204,6 +252,7 @@ TEST(ModelLoader, GgufLlamaUnpermutesQk) {
   EXPECT_FALSE(c.attention_bias);
   EXPECT_EQ(c.bos_token_id, 1);
   EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{2}));
+  EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::kNone);
   ASSERT_NE(m->gguf, nullptr);
   EXPECT_TRUE(m->hf_dir.empty());
 
@@ -227,7 +276,8 @@ TEST(ModelLoader, GgufLlamaUnpermutesQk) {
 }
 
 TEST(ModelLoader, GgufQwen2KeepsQkAndHasBias) {
-  const std::string dir = testing::temp_dir("gguf_qwen2");
+  const io_test::TempDir tmp("gguf_qwen2");
+  const std::string& dir = tmp.path;
   TinyGguf g("qwen2", /*permute=*/false);
   g.w.add_f32_tensor("output.weight", {8, 5}, g.embd);
   g.w.write(dir + "/q.gguf");
@@ -245,10 +295,11 @@ TEST(ModelLoader, GgufQwen2KeepsQkAndHasBias) {
 }
 
 TEST(ModelLoader, GgufMixtralSplitsStackedExperts) {
-  const std::string dir = testing::temp_dir("gguf_mixtral");
+  const io_test::TempDir tmp("gguf_mixtral");
+  const std::string& dir = tmp.path;
   TinyGguf g("llama", /*permute=*/true);
-  g.w.add("llama.expert_count", testing::u32(2));
-  g.w.add("llama.expert_used_count", testing::u32(1));
+  g.w.add("llama.expert_count", io_test::u32(2));
+  g.w.add("llama.expert_used_count", io_test::u32(1));
   g.w.add_f32_tensor("blk.0.ffn_gate_inp.weight", {8, 2}, iota(16, 1.f));
   const std::vector<float> gate = iota(2 * 32 * 8, 0.25f), up = iota(2 * 32 * 8, 0.5f);
   g.w.add_f32_tensor("blk.0.ffn_gate_exps.weight", {8, 32, 2}, gate);
@@ -257,7 +308,7 @@ TEST(ModelLoader, GgufMixtralSplitsStackedExperts) {
   Bytes down;
   for (int e = 0; e < 2; ++e) {
     for (int r = 0; r < 8; ++r) {
-      testing::put(down, f32_to_f16(static_cast<float>(e + 1)));
+      io_test::put(down, f32_to_f16(static_cast<float>(e + 1)));
       for (int i = 0; i < 32; ++i) down.push_back(static_cast<uint8_t>(r + i));
     }
   }
@@ -287,25 +338,83 @@ TEST(ModelLoader, GgufMixtralSplitsStackedExperts) {
   EXPECT_EQ(m->find("model.layers.0.mlp.gate_proj.weight"), nullptr);
 }
 
-TEST(ModelLoader, GgufConfigErrors) {
-  const std::string dir = testing::temp_dir("gguf_cfg_err");
+// llama.cpp's convert_hf_to_gguf.py (LlamaModel.generate_extra_tensors) in float32.
+std::vector<float> llama_cpp_rope_freqs(float theta, int dim, float factor, float low, float high, float old_ctx) {
+  std::vector<float> out;
+  for (int i = 0; i < dim; i += 2) {
+    const float freq = 1.f / std::pow(theta, static_cast<float>(i) / static_cast<float>(dim));
+    const double wavelen = 2 * 3.141592653589793 / freq;
+    if (wavelen < old_ctx / high) {
+      out.push_back(1.f);
+    } else if (wavelen > old_ctx / low) {
+      out.push_back(factor);
+    } else {
+      const double smooth = (old_ctx / wavelen - low) / (high - low);
+      out.push_back(static_cast<float>(1 / ((1 - smooth) / factor + smooth)));
+    }
+  }
+  return out;
+}
+
+Result<ModelConfig> config_with_rope_freqs(const std::string& path, const std::vector<float>& freqs) {
   GgufTestWriter w;
-  w.add("general.architecture", testing::str("gpt2"));
+  w.add("general.architecture", io_test::str("llama"));
+  w.add("llama.block_count", io_test::u32(1));
+  w.add("llama.embedding_length", io_test::u32(256));
+  w.add("llama.feed_forward_length", io_test::u32(512));
+  w.add("llama.attention.head_count", io_test::u32(2));
+  w.add("llama.rope.freq_base", io_test::f32v(500000.f));
+  w.add("llama.vocab_size", io_test::u32(10));
+  w.add_f32_tensor("rope_freqs.weight", {freqs.size()}, freqs);
+  w.write(path);
+  Result<GgufFile> g = GgufFile::open(path);
+  if (!g.ok()) return g.status();
+  return config_from_gguf(*g);
+}
+
+TEST(ModelLoader, GgufLlama3RopeFreqs) {
+  const io_test::TempDir tmp("gguf_rope_freqs");
+  const std::string& dir = tmp.path;
+  for (auto [factor, old_ctx] : {std::pair{8.f, 8192.f}, std::pair{32.f, 8192.f}, std::pair{16.f, 4096.f}}) {
+    Result<ModelConfig> c = config_with_rope_freqs(dir + "/r.gguf", llama_cpp_rope_freqs(500000.f, 128, factor, 1, 4, old_ctx));
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    EXPECT_EQ(c->head_dim, 128);
+    EXPECT_EQ(c->num_kv_heads, 2);
+    EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLlama3);
+    EXPECT_FLOAT_EQ(c->rope_scaling.factor, factor);
+    EXPECT_FLOAT_EQ(c->rope_scaling.low_freq_factor, 1.f);
+    EXPECT_FLOAT_EQ(c->rope_scaling.high_freq_factor, 4.f);
+    EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, static_cast<int64_t>(old_ctx));
+  }
+  std::vector<float> odd(64, 1.f);
+  odd[5] = 3.f;  // not llama3-shaped: ignored with a warning
+  Result<ModelConfig> c = config_with_rope_freqs(dir + "/odd.gguf", odd);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kNone);
+  c = config_with_rope_freqs(dir + "/short.gguf", std::vector<float>(10, 1.f));
+  EXPECT_EQ(c.status().code(), StatusCode::kDataLoss);
+}
+
+TEST(ModelLoader, GgufConfigErrors) {
+  const io_test::TempDir tmp("gguf_cfg_err");
+  const std::string& dir = tmp.path;
+  GgufTestWriter w;
+  w.add("general.architecture", io_test::str("gpt2"));
   w.write(dir + "/a.gguf");
   Result<LoadedModel> m = load_model(dir + "/a.gguf", DType::kF32);
   EXPECT_EQ(m.status().code(), StatusCode::kUnimplemented);
   EXPECT_NE(m.status().message().find("gpt2"), std::string::npos);
 
   GgufTestWriter missing;
-  missing.add("general.architecture", testing::str("llama"));
-  missing.add("llama.block_count", testing::u32(1));
+  missing.add("general.architecture", io_test::str("llama"));
+  missing.add("llama.block_count", io_test::u32(1));
   missing.write(dir + "/b.gguf");
   m = load_model(dir + "/b.gguf", DType::kF32);
   EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
   EXPECT_NE(m.status().message().find("llama.embedding_length"), std::string::npos) << m.status().message();
   EXPECT_NE(m.status().message().find(dir + "/b.gguf"), std::string::npos);
 
-  testing::GgufTestWriter::write_file(dir + "/c.gguf", {'n', 'o', 'p', 'e', 0, 0, 0, 0});
+  io_test::GgufTestWriter::write_file(dir + "/c.gguf", {'n', 'o', 'p', 'e', 0, 0, 0, 0});
   EXPECT_EQ(load_model(dir + "/c.gguf", DType::kF32).status().code(), StatusCode::kDataLoss);
 }
 

@@ -226,9 +226,9 @@ Status read_tensor_infos(Reader& r, uint64_t count, const uint8_t* base, uint64_
     GgufTensorInfo& t = (*tensors)[k];
     const uint64_t nbytes = static_cast<uint64_t>(t.nbytes);
     if (data_start > file_size || offsets[k] > file_size - data_start || nbytes > file_size - data_start - offsets[k]) {
-      return r.fail_no_offset("tensor '" + t.name + "' data [" +
-                       std::to_string(data_start + offsets[k]) + ", +" + std::to_string(nbytes) +
-                       ") runs past the end of the file (" + std::to_string(file_size) + " bytes)");
+      return r.fail_no_offset("tensor '" + t.name + "' data [" + std::to_string(data_start + offsets[k]) + ", +" +
+                              std::to_string(nbytes) + ") runs past the end of the file (" +
+                              std::to_string(file_size) + " bytes)");
     }
     t.data = base + data_start + offsets[k];
   }

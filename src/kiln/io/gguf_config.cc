@@ -1,5 +1,10 @@
 // config_from_gguf: GGUF metadata ("general.architecture", "<arch>.block_count", ...) ->
-// ModelConfig. llama.cpp stores Mixtral as arch "llama" with <arch>.expert_count > 0.
+// ModelConfig. llama.cpp stores Mixtral as arch "llama" with <arch>.expert_count > 0, and Llama 3.1
+// rope scaling as a rope_freqs.weight tensor.
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
 #include "kiln/core/log.h"
 #include "kiln/io/model_loader.h"
 
@@ -37,10 +42,68 @@ Result<Arch> detect_arch(const GgufFile& g, const std::string& name) {
   return unimplemented(g.path() + ": unsupported general.architecture '" + name + "' (supported: llama, mistral, qwen2)");
 }
 
-Status read_rope_scaling(const GgufFile& g, const std::string& a, RopeScaling* out) {
-  if (g.find_tensor("rope_freqs.weight")) {
-    log_warn(g.path(), ": rope_freqs.weight (llama3 rope scaling) is ignored; positions beyond the original "
-                       "context will drift");
+// llama.cpp stores Llama 3.1 rope scaling only as rope_freqs.weight: one divisor per rotary
+// frequency. kiln needs the llama3 parameters, so the loader recovers them: factor is the largest
+// divisor, and (low, high, original context) are the first of the usual choices that reproduce
+// every divisor.
+std::vector<double> llama3_rope_divisors(const RopeScaling& rs, double theta, int64_t head_dim) {
+  const double kPi = 3.14159265358979323846;
+  const double low_wavelen = rs.original_max_position_embeddings / rs.low_freq_factor;
+  const double high_wavelen = rs.original_max_position_embeddings / rs.high_freq_factor;
+  std::vector<double> out;
+  for (int64_t i = 0; i < head_dim; i += 2) {
+    const double freq = 1.0 / std::pow(theta, static_cast<double>(i) / static_cast<double>(head_dim));
+    const double wavelen = 2 * kPi / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(rs.factor);
+    } else {
+      const double smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) /
+                            (rs.high_freq_factor - rs.low_freq_factor);
+      out.push_back(1.0 / ((1 - smooth) / rs.factor + smooth));
+    }
+  }
+  return out;
+}
+
+Status recover_llama3_scaling(const GgufFile& g, const GgufTensorInfo& t, const ModelConfig& c, RopeScaling* out) {
+  if (t.numel() != c.head_dim / 2) {
+    return data_loss(g.path() + ": rope_freqs.weight has " + std::to_string(t.numel()) + " entries, expected " +
+                     std::to_string(c.head_dim / 2));
+  }
+  std::vector<float> divisors(static_cast<size_t>(t.numel()));
+  KILN_RETURN_IF_ERROR(g.dequantize(t, DType::kF32, divisors.data()));
+  RopeScaling rs;
+  rs.type = RopeScaling::Type::kLlama3;
+  // With a short head_dim no frequency may reach the fully scaled band, so max is only a guess.
+  const float max_divisor = *std::max_element(divisors.begin(), divisors.end());
+  if (max_divisor == 1.f && *std::min_element(divisors.begin(), divisors.end()) == 1.f) return ok_status();
+  for (float factor : {max_divisor, 8.f, 32.f, 16.f, 4.f, 2.f}) {
+    for (int64_t original : {8192, 4096, 2048, 16384, 32768, 65536, 131072}) {
+      for (auto [low, high] : {std::pair{1.f, 4.f}, std::pair{1.f, 2.f}, std::pair{2.f, 4.f}}) {
+        if (factor <= 1.f) continue;
+        rs.factor = factor;
+        rs.original_max_position_embeddings = original;
+        rs.low_freq_factor = low;
+        rs.high_freq_factor = high;
+        const std::vector<double> want = llama3_rope_divisors(rs, c.rope_theta, c.head_dim);
+        bool match = true;
+        for (size_t i = 0; i < want.size() && match; ++i) match = std::fabs(want[i] - divisors[i]) <= 1e-4 * want[i];
+        if (match) {
+          *out = rs;
+          return ok_status();
+        }
+      }
+    }
+  }
+  log_warn(g.path(), ": rope_freqs.weight does not match llama3 rope scaling; ignored (long contexts will drift)");
+  return ok_status();
+}
+
+Status read_rope_scaling(const GgufFile& g, const std::string& a, const ModelConfig& c, RopeScaling* out) {
+  if (const GgufTensorInfo* freqs = g.find_tensor("rope_freqs.weight")) {
+    return recover_llama3_scaling(g, *freqs, c, out);
   }
   if (!g.find(a + ".rope.scaling.type")) return ok_status();
   KILN_ASSIGN_OR_RETURN(std::string type, g.get_string(a + ".rope.scaling.type"));
@@ -102,7 +165,7 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
   } else {
     return not_found(g.path() + ": no " + a + ".vocab_size, tokenizer.ggml.tokens or token_embd.weight");
   }
-  KILN_RETURN_IF_ERROR(read_rope_scaling(g, a, &c.rope_scaling));
+  KILN_RETURN_IF_ERROR(read_rope_scaling(g, a, c, &c.rope_scaling));
   KILN_ASSIGN_OR_RETURN(c.sliding_window, int_or(g, a + ".attention.sliding_window", 0));
   c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
   c.attention_bias = c.arch == Arch::kQwen2;

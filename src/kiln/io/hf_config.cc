@@ -91,7 +91,9 @@ Result<Arch> detect_arch(const Json& j, const std::string& path) {
 }
 
 Status parse_rope_scaling(const Json& j, const ConfigKeys& keys, const std::string& path, RopeScaling* out) {
+  // transformers >= 5 writes the same fields into "rope_parameters" (and may drop rope_scaling).
   auto it = j.find("rope_scaling");
+  if (it == j.end() || it->is_null()) it = j.find("rope_parameters");
   if (it == j.end() || it->is_null()) return ok_status();
   const Json& rs = *it;
   if (!rs.is_object()) return keys.bad("rope_scaling", "an object or null");

@@ -13,4 +13,19 @@ struct SiluMulArgs {
 
 Status silu_mul_cpu(const SiluMulArgs& args);
 
+// ---- CUDA (kernels/cuda/activation/silu_mul.cu) --------------------------------------------
+// The same operation on device tensors: gate_up and out bf16, math in f32. inter % 8 == 0, rows
+// 16-byte aligned. One table row per shipped variant; tests iterate it.
+}  // namespace kiln
+#include <span>
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+namespace kiln {
+
+struct SiluMulCudaVariant {
+  DType act;  // gate_up and out
+  Status (*launch)(const SiluMulArgs& args, CUstream_st* stream);
+};
+std::span<const SiluMulCudaVariant> silu_mul_cuda_variants();
+Status silu_mul_cuda(const SiluMulArgs& args, CUstream_st* stream);
+
 }  // namespace kiln

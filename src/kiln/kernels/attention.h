@@ -25,3 +25,25 @@ struct PagedAttentionArgs {
 Status paged_attention_cpu(const PagedAttentionArgs& args);
 
 }  // namespace kiln
+
+// ---- CUDA backend (kernels/cuda/attention) ------------------------------------------------------
+// Same arguments with bf16 q, k_cache, v_cache and out, int32 metadata, all device tensors, and a
+// power-of-two block_size; fp32 softmax and accumulation. Variants: bf16 x head_dim {64, 128}.
+struct CUstream_st;  // cudaStream_t without the CUDA headers
+
+namespace kiln {
+
+// Picks by shape: decode when num_tokens == batch (every q_len is then 1; split-K when
+// batch * num_kv_heads cannot fill the GPU, its workspace taken with cudaMallocAsync on `stream`),
+// prefill otherwise (any mix of q_len, causal, over the paged prefix).
+Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream);
+
+// The explicit kernels, for benchmarks and tests. Decode needs every q_len == 1. num_splits 0 picks
+// by shape; with more than one split the kernel needs decode_attention_workspace_bytes(args,
+// num_splits) bytes of device workspace (nullptr: allocated on the stream).
+Result<int64_t> decode_attention_workspace_bytes(const PagedAttentionArgs& args, int num_splits);
+Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, void* workspace,
+                             CUstream_st* stream);
+Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream);
+
+}  // namespace kiln

@@ -16,4 +16,20 @@ struct MoeRouteArgs {
 
 Status moe_route_cpu(const MoeRouteArgs& args);
 
+// ---- CUDA (kernels/cuda/moe/moe_route.cu) --------------------------------------------------
+// The same routing on device tensors (logits f32, ids int32, weights f32): one warp per token,
+// num_experts <= 256. Ids match moe_route_cpu's (descending probability, ties to the lower id).
+// Permutation, grouped expert GEMM and un-permutation: kernels/moe_cuda.h.
+}  // namespace kiln
+#include <span>
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+namespace kiln {
+
+struct MoeRouteCudaVariant {
+  DType logits;
+  Status (*launch)(const MoeRouteArgs& args, CUstream_st* stream);
+};
+std::span<const MoeRouteCudaVariant> moe_route_cuda_variants();
+Status moe_route_cuda(const MoeRouteArgs& args, CUstream_st* stream);
+
 }  // namespace kiln

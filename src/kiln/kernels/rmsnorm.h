@@ -18,4 +18,22 @@ struct RmsNormArgs {
 
 Status rmsnorm_cpu(const RmsNormArgs& args);
 
+// ---- CUDA (kernels/cuda/norm/rmsnorm.cu) ---------------------------------------------------
+// The same operation on device tensors: x, residual and out bf16, weight bf16, math in f32. The
+// residual sum is stored in bf16 and the norm is taken of that stored value. hidden % 8 == 0,
+// hidden <= 32768, rows 16-byte aligned. One table row per shipped variant; tests iterate it.
+}  // namespace kiln
+#include <span>
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+namespace kiln {
+
+struct RmsNormCudaVariant {
+  DType act;      // x, residual, out
+  DType weight;
+  bool residual;  // fused residual add
+  Status (*launch)(const RmsNormArgs& args, CUstream_st* stream);
+};
+std::span<const RmsNormCudaVariant> rmsnorm_cuda_variants();
+Status rmsnorm_cuda(const RmsNormArgs& args, CUstream_st* stream);
+
 }  // namespace kiln

@@ -26,4 +26,23 @@ struct RopeKvWriteArgs {
 
 Status rope_kv_write_cpu(const RopeKvWriteArgs& args);
 
+// ---- CUDA (kernels/cuda/rope/rope_kv_write.cu) ---------------------------------------------
+// The same operation on device tensors: q, k, v, k_cache, v_cache bf16 (math in f32, angles'
+// cos/sin in double as the CPU reference); positions, slot_mapping int32, inv_freq f32, all on
+// the device. q, k and v may be views with a token stride (e.g. slices of a fused qkv output)
+// but heads must be contiguous; head_dim % 16 == 0. Slots outside the cache are skipped (no
+// error from the device: callers own the slot mapping on the host).
+}  // namespace kiln
+#include <span>
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+namespace kiln {
+
+struct RopeKvWriteCudaVariant {
+  DType act;    // q, k, v
+  DType cache;  // k_cache, v_cache
+  Status (*launch)(const RopeKvWriteArgs& args, CUstream_st* stream);
+};
+std::span<const RopeKvWriteCudaVariant> rope_kv_write_cuda_variants();
+Status rope_kv_write_cuda(const RopeKvWriteArgs& args, CUstream_st* stream);
+
 }  // namespace kiln

@@ -1,0 +1,252 @@
+// Paged attention micro-benchmarks: decode (achieved K+V bytes per second against the copy
+// bandwidth) and causal prefill (FLOP rate, causal FLOPs = 4 * T^2 * d * heads / 2, against cuDNN's
+// prefill and the dense bf16 rate). Median of timed runs after warm-ups, cudaEvent timing, an L2
+// flush before each run. Ceilings come from $KILN_GPU_CEILINGS (gpu_ceilings.py's JSON) when set,
+// else a measured device-to-device copy and the issue's figures (591 / 750 TFLOP/s).
+//   attention_bench [decode|prefill]   (default: both)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kiln/kernels/attention.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
+
+namespace kiln {
+namespace {
+
+#define BENCH_CHECK(expr)                                                                    \
+  do {                                                                                       \
+    const Status s_ = (expr);                                                                \
+    if (!s_.ok()) { std::fprintf(stderr, "%s: %s\n", #expr, s_.to_string().c_str()); std::exit(1); } \
+  } while (0)
+#define BENCH_CUDA(expr)                                                                     \
+  do {                                                                                       \
+    const cudaError_t e_ = (expr);                                                           \
+    if (e_ != cudaSuccess) { std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(e_)); std::exit(1); } \
+  } while (0)
+
+__global__ void fill_random_bf16(uint16_t* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 15, x *= 2246822519u, x ^= x >> 13;
+    const float f = (x & 0xffff) / 32768.0f - 1.0f;  // [-1, 1)
+    p[i] = static_cast<uint16_t>(__float_as_uint(f) >> 16);
+  }
+}
+
+DeviceTensor random_device(std::initializer_list<int64_t> shape, uint32_t seed) {
+  Result<DeviceTensor> t = DeviceTensor::empty(DType::kBF16, shape);
+  BENCH_CHECK(t.status());
+  fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(t->tensor.data), t->tensor.numel(), seed);
+  BENCH_CUDA(cudaGetLastError());
+  return std::move(*t);
+}
+
+DeviceTensor int32_device(const std::vector<int32_t>& v, std::initializer_list<int64_t> shape) {
+  Result<DeviceTensor> t = to_device(Tensor::view(const_cast<int32_t*>(v.data()), DType::kInt32, shape));
+  BENCH_CHECK(t.status());
+  return std::move(*t);
+}
+
+struct Ceilings {
+  double copy_gbps = 0, cudnn_prefill_tflops = 591, dense_tflops = 750;
+  std::string source = "issue figures";
+};
+
+double json_number(const std::string& text, const std::string& key, double fallback) {
+  const size_t at = text.find("\"" + key + "\"");
+  if (at == std::string::npos) return fallback;
+  const size_t colon = text.find(':', at);
+  return colon == std::string::npos ? fallback : std::strtod(text.c_str() + colon + 1, nullptr);
+}
+
+// Median milliseconds of `fn` over `reps` runs, each after an L2 flush, after 3 warm-ups.
+template <typename Fn>
+double median_ms(Fn&& fn, void* flush, size_t flush_bytes, int reps = 15) {
+  cudaEvent_t start, stop;
+  BENCH_CUDA(cudaEventCreate(&start));
+  BENCH_CUDA(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) fn();
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    BENCH_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
+    BENCH_CUDA(cudaEventRecord(start));
+    fn();
+    BENCH_CUDA(cudaEventRecord(stop));
+    BENCH_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  BENCH_CUDA(cudaGetLastError());
+  std::sort(ms.begin(), ms.end());
+  BENCH_CUDA(cudaEventDestroy(start));
+  BENCH_CUDA(cudaEventDestroy(stop));
+  return ms[ms.size() / 2];
+}
+
+Ceilings measure_ceilings(void* flush, size_t flush_bytes) {
+  Ceilings c;
+  if (const char* path = std::getenv("KILN_GPU_CEILINGS")) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    const std::string text = ss.str();
+    c.copy_gbps = json_number(text, "copy_GBps", 0);
+    const size_t prefill = text.find("\"prefill_attention\"");
+    if (prefill != std::string::npos) c.cudnn_prefill_tflops = json_number(text.substr(prefill), "TFLOPs", 591);
+    if (c.copy_gbps > 0) c.source = path;
+  }
+  if (c.copy_gbps <= 0) {  // 1 GiB device-to-device copy, bytes read + written
+    const size_t n = size_t{1} << 30;
+    Result<DeviceBuffer> a = DeviceBuffer::alloc(n), b = DeviceBuffer::alloc(n);
+    BENCH_CHECK(a.status());
+    BENCH_CHECK(b.status());
+    BENCH_CUDA(cudaMemset(a->data(), 1, n));
+    const double ms = median_ms([&] { BENCH_CUDA(cudaMemcpyAsync(b->data(), a->data(), n, cudaMemcpyDeviceToDevice)); },
+                                flush, flush_bytes, 10);
+    c.copy_gbps = 2.0 * n / ms / 1e6;
+    c.source = "measured copy + issue figures";
+  }
+  return c;
+}
+
+// A paged batch over a randomly permuted block pool (block size 16).
+struct Batch {
+  DeviceTensor q, k, v, out, cu, kv_lens, tables;
+  int64_t kv_bytes = 0;  // K + V bytes the batch must read
+  double causal_flops = 0;
+  PagedAttentionArgs args(int64_t d, int64_t window = 0) const {
+    return {q.tensor, k.tensor, v.tensor, cu.tensor, kv_lens.tensor, tables.tensor, out.tensor,
+            1.0f / std::sqrt(static_cast<float>(d)), window};
+  }
+};
+
+Batch make_batch(const std::vector<std::pair<int32_t, int32_t>>& seqs /* q_len, kv_len */, int64_t hq, int64_t hkv,
+                 int64_t d) {
+  constexpr int64_t kBs = 16;
+  const int64_t batch = static_cast<int64_t>(seqs.size());
+  int64_t tokens = 0, blocks = 0, max_blocks = 1;
+  Batch b;
+  std::vector<int32_t> cu = {0}, kv_lens;
+  for (auto [q_len, kv_len] : seqs) {
+    tokens += q_len;
+    blocks += (kv_len + kBs - 1) / kBs;
+    max_blocks = std::max<int64_t>(max_blocks, (kv_len + kBs - 1) / kBs);
+    cu.push_back(cu.back() + q_len);
+    kv_lens.push_back(kv_len);
+    b.kv_bytes += int64_t{kv_len} * hkv * d * 2 * 2;
+    for (int64_t i = 0; i < q_len; ++i) b.causal_flops += 4.0 * d * hq * (kv_len - q_len + i + 1);
+  }
+  std::vector<int32_t> perm(static_cast<size_t>(blocks)), tables(static_cast<size_t>(batch * max_blocks), 0);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(1));
+  size_t next = 0;
+  for (int64_t i = 0; i < batch; ++i)
+    for (int64_t j = 0; j < (seqs[static_cast<size_t>(i)].second + kBs - 1) / kBs; ++j)
+      tables[static_cast<size_t>(i * max_blocks + j)] = perm[next++];
+  b.q = random_device({tokens, hq, d}, 1);
+  b.k = random_device({blocks, kBs, hkv, d}, 2);
+  b.v = random_device({blocks, kBs, hkv, d}, 3);
+  Result<DeviceTensor> out = DeviceTensor::empty(DType::kBF16, {tokens, hq, d});
+  BENCH_CHECK(out.status());
+  b.out = std::move(*out);
+  b.cu = int32_device(cu, {batch + 1});
+  b.kv_lens = int32_device(kv_lens, {batch});
+  b.tables = int32_device(tables, {batch, max_blocks});
+  return b;
+}
+
+struct Row {
+  std::string kernel, shape;
+  double ms, achieved, ceiling, target;
+  const char* unit;
+};
+
+void print_rows(const std::vector<Row>& rows) {
+  std::printf("\n%-8s %-44s %9s %10s %10s %7s %8s %9s\n", "kernel", "shape", "time(us)", "achieved", "ceiling",
+              "%ceil", "target", "%target");
+  for (const Row& r : rows)
+    std::printf("%-8s %-44s %9.1f %10.1f %10.1f %6.1f%% %8.0f %8.1f%%\n", r.kernel.c_str(), r.shape.c_str(),
+                r.ms * 1e3, r.achieved, r.ceiling, 100 * r.achieved / r.ceiling, r.target,
+                r.target > 0 ? 100 * r.achieved / r.target : 0.0);
+  for (const Row& r : rows)  // machine-readable, for scripts/device_run.sh
+    std::printf("@@ %s | %s | %.1f %s | %.1f %s | %.3f\n", r.kernel.c_str(), r.shape.c_str(), r.achieved, r.unit,
+                r.ceiling, r.unit, r.achieved / r.ceiling);
+}
+
+struct DecodeCase { int64_t batch, ctx, hq, hkv, d; int splits; double target_fraction; };
+struct PrefillCase { std::vector<std::pair<int32_t, int32_t>> seqs; int64_t hq, hkv, d; std::string name; double target; };
+
+void bench_decode(const Ceilings& c, void* flush, size_t flush_bytes, std::vector<Row>& rows) {
+  const std::vector<DecodeCase> cases = {
+      {64, 4096, 32, 8, 128, 0, 0.9},  {1, 32768, 32, 8, 128, 0, 0.8}, {1, 32768, 32, 8, 128, 1, 0},
+      {16, 8192, 32, 8, 128, 0, 0},    {128, 2048, 32, 8, 128, 0, 0},  {8, 4096, 32, 8, 128, 0, 0},
+      {32, 4096, 32, 32, 128, 0, 0},   {64, 4096, 9, 3, 64, 0, 0},     {4, 16384, 32, 4, 128, 0, 0},
+  };
+  for (const DecodeCase& dc : cases) {
+    Batch b = make_batch(std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(dc.batch), {1, static_cast<int32_t>(dc.ctx)}),
+                         dc.hq, dc.hkv, dc.d);
+    const PagedAttentionArgs a = b.args(dc.d);
+    Result<int64_t> ws_bytes = decode_attention_workspace_bytes(a, dc.splits);
+    BENCH_CHECK(ws_bytes.status());
+    Result<DeviceBuffer> ws = DeviceBuffer::alloc(*ws_bytes);
+    BENCH_CHECK(ws.status());
+    const double ms = median_ms([&] { BENCH_CHECK(decode_attention_cuda(a, dc.splits, ws->data(), nullptr)); }, flush, flush_bytes);
+    const int64_t splits_bytes = *ws_bytes;
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld %s", (long long)dc.batch, (long long)dc.ctx,
+                  (long long)dc.hq, (long long)dc.hkv, (long long)dc.d,
+                  dc.splits == 1 ? "no-split" : (splits_bytes > 0 ? "split-K" : "1 split"));
+    rows.push_back({"decode", shape, ms, b.kv_bytes / ms / 1e6, c.copy_gbps, dc.target_fraction * c.copy_gbps, "GB/s"});
+  }
+}
+
+void bench_prefill(const Ceilings& c, void* flush, size_t flush_bytes, std::vector<Row>& rows) {
+  std::vector<PrefillCase> cases;
+  for (int32_t t : {1024, 2048, 4096, 8192})
+    cases.push_back({{{t, t}}, 32, 8, 128, "causal T" + std::to_string(t) + " 32/8 d128", t == 8192 ? 350.0 : 0.0});
+  cases.push_back({{{8192, 8192}}, 32, 8, 64, "causal T8192 32/8 d64", 0});
+  cases.push_back({{{8192, 8192}}, 32, 32, 128, "causal T8192 32/32 d128", 0});
+  cases.push_back({{{2048, 2048}, {2048, 2048}, {2048, 2048}, {2048, 2048}}, 32, 8, 128, "causal 4x2048 32/8 d128", 0});
+  cases.push_back({std::vector<std::pair<int32_t, int32_t>>(8, {512, 4096}), 32, 8, 128, "8x q512 on kv4096 32/8 d128", 0});
+  for (const PrefillCase& pc : cases) {
+    Batch b = make_batch(pc.seqs, pc.hq, pc.hkv, pc.d);
+    const PagedAttentionArgs a = b.args(pc.d);
+    const double ms = median_ms([&] { BENCH_CHECK(prefill_attention_cuda(a, nullptr)); }, flush, flush_bytes);
+    rows.push_back({"prefill", pc.name, ms, b.causal_flops / ms / 1e9, c.cudnn_prefill_tflops, pc.target, "TFLOP/s"});
+  }
+}
+
+}  // namespace
+}  // namespace kiln
+
+int main(int argc, char** argv) {
+  using namespace kiln;
+  const std::string which = argc > 1 ? argv[1] : "all";
+  if (!cuda_available()) {
+    std::printf("attention_bench: %s\n", cuda_device_summary().c_str());
+    return 0;
+  }
+  std::printf("attention_bench on %s\n", cuda_device_summary().c_str());
+  const size_t flush_bytes = size_t{256} << 20;  // > 50 MB L2
+  Result<DeviceBuffer> flush = DeviceBuffer::alloc(static_cast<int64_t>(flush_bytes));
+  BENCH_CHECK(flush.status());
+  const Ceilings c = measure_ceilings(flush->data(), flush_bytes);
+  std::printf("ceilings (%s): copy %.0f GB/s, cuDNN prefill %.0f TFLOP/s, dense bf16 %.0f TFLOP/s\n", c.source.c_str(),
+              c.copy_gbps, c.cudnn_prefill_tflops, c.dense_tflops);
+  std::vector<Row> rows;
+  if (which == "all" || which == "decode") bench_decode(c, flush->data(), flush_bytes, rows);
+  if (which == "all" || which == "prefill") bench_prefill(c, flush->data(), flush_bytes, rows);
+  print_rows(rows);
+  return 0;
+}

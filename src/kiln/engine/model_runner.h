@@ -1,0 +1,35 @@
+// ModelRunner: turns a scheduled step into one Model::forward over the paged KV cache it owns
+// (token ids, positions, slot mapping from each sequence's block table), and returns the logits
+// rows the step produced: one per sequence whose uncomputed tokens all ran (it samples next),
+// plus every row of a prompt chunk whose sequence asked for prompt logprobs.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kiln/engine/kv_cache.h"
+#include "kiln/engine/scheduler.h"
+#include "kiln/models/model.h"
+
+namespace kiln {
+
+struct StepLogits {
+  Tensor logits;                      // [rows, vocab] f32 (owned by the runner until the next run)
+  std::vector<int32_t> sample_row;    // per scheduled sequence: its row to sample from, or -1
+  std::vector<int32_t> first_row;     // per scheduled sequence: row of its first token, or -1
+};
+
+class ModelRunner {
+ public:
+  ModelRunner(Model& model, int64_t num_blocks, int64_t block_size);
+  const ModelConfig& config() const { return model_.config(); }
+  Result<StepLogits> run(const SchedulerOutput& step);
+
+ private:
+  ForwardBatch build_batch(const SchedulerOutput& step, StepLogits& rows) const;
+
+  Model& model_;
+  KvCache cache_;
+  std::vector<float> logits_;
+};
+
+}  // namespace kiln

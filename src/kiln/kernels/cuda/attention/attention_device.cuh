@@ -1,0 +1,172 @@
+// Device helpers shared by the decode and prefill attention kernels: async copies, ldmatrix and
+// mma.sync m16n8k16 (bf16 in, f32 accumulate), the swizzled shared-memory tile layout and paged
+// K/V addressing.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16; g = lane / 4, t = lane % 4):
+//   A 16x16 row-major, 4 regs: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
+//   B 16x8 "col", 2 regs:      b0 (k 2t..2t+1, n g)  b1 (k 2t+8.., n g)
+//   C 16x8 f32, 4 regs:        c0,c1 (g, 2t..2t+1)   c2,c3 (g+8, 2t..2t+1)
+// so the C fragments of S for keys [16j, 16j+16) are the A fragment of P for the same keys.
+#pragma once
+#include <cuda_bf16.h>
+#include <cstdint>
+
+#include "kiln/kernels/cuda/attention/attention_params.h"
+
+namespace kiln::cuda::attn {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, through L2 only; zero-fills the 16 bytes when !valid.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += a * b for one m16n8k16 tile.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Two floats as a bf16x2 register, `lo` in the low half (the lower column of a fragment).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a [rows, kHeadDim] bf16 shared tile. Chunks
+// are XOR-swizzled by row so that the 8 row addresses of an ldmatrix (one chunk column) and the
+// 4-byte fragment stores of an epilogue fall in distinct bank groups.
+template <int kHeadDim>
+__device__ __forceinline__ uint32_t tile_offset(int row, int chunk) {
+  return static_cast<uint32_t>((row * (kHeadDim / 8) + (chunk ^ (row & 7))) * 16);
+}
+
+// The same layout split for ldmatrix loops: a lane's row (whose low 3 bits are fixed across the
+// loop) and chunk parity give a base; chunk pair kk is then base ^ (kk << 5), because kk only
+// touches address bits 5..7 and the row offset starts at bit 7 (128-byte rows) or 8. One LOP3
+// per address instead of one live register each.
+template <int kHeadDim>
+__device__ __forceinline__ uint32_t lane_offset(int row, int chunk_parity) {
+  static_assert(kHeadDim == 64 || kHeadDim == 128);
+  return static_cast<uint32_t>(row * kHeadDim * 2 + ((chunk_parity ^ (row & 7)) << 4));
+}
+__device__ __forceinline__ uint32_t chunk_pair(uint32_t lane_off, int kk) { return lane_off ^ (kk << 5); }
+
+// Addresses one KV head's rows in the paged cache: token j lives in block table[j >> log2_bs],
+// slot j & (bs - 1).
+struct PagedRows {
+  const int32_t* table;  // [max_blocks_per_seq] of this sequence
+  int log2_bs;
+  int64_t token_stride;  // num_kv_heads * head_dim elements between slots
+  int64_t head_offset;   // kv_head * head_dim
+
+  __device__ __forceinline__ int64_t offset(int token) const {
+    const int64_t block = table[token >> log2_bs];
+    const int64_t slot = (block << log2_bs) | (token & ((1 << log2_bs) - 1));
+    return slot * token_stride + head_offset;
+  }
+};
+
+// Async-copies keys/values [tile_start, tile_start + kRows) of one KV head into swizzled [kRows,
+// kHeadDim] tiles; rows outside [lo, hi) are zero-filled and never read from the cache (their block
+// table entries may be garbage, and a zero V row keeps a masked key from turning P*V into NaN).
+template <int kHeadDim, int kRows, int kThreads>
+__device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, const __nv_bfloat16* k_cache,
+                                             const __nv_bfloat16* v_cache, const PagedRows& rows,
+                                             int tile_start, int lo, int hi, int tid) {
+  constexpr int kChunks = kHeadDim / 8;
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0);
+  const int chunk = tid % kChunks;
+#pragma unroll
+  for (int i = 0; i < kRows / kRowsPerPass; ++i) {
+    const int r = tid / kChunks + i * kRowsPerPass;
+    const int token = tile_start + r;
+    const bool valid = token >= lo && token < hi;
+    const int64_t off = valid ? rows.offset(token) + chunk * 8 : 0;
+    const uint32_t dst = tile_offset<kHeadDim>(r, chunk);
+    cp_async_16(k_tile + dst, k_cache + off, valid);
+    cp_async_16(v_tile + dst, v_cache + off, valid);
+  }
+}
+
+// Online-softmax step for the two rows a thread holds in the C fragments s[kN][4] (row g: c0,c1;
+// row g+8: c2,c3): updates the running max m (in score units) and the thread-partial sum l, and
+// overwrites s with P = exp(scale * (s - m)). The max is lazy: it moves only when a row's new
+// max exceeds it by more than 2^8 in P (so P <= 256, harmless in bf16 and f32), which makes the
+// O rescale rare after the first tiles; the final O / l is exact either way. Returns whether any
+// row of the warp moved its max; then O must be multiplied by `rescale` (1 for unmoved rows). A
+// row with no unmasked key yet keeps m = -inf and gets P = 0.
+template <int kN>
+__device__ __forceinline__ bool softmax_step(float (&s)[kN][4], float (&m)[2], float (&l)[2], float (&rescale)[2],
+                                             float scale_log2) {
+  constexpr float kLazyLog2 = 8.f;
+  bool moved = false;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = m[h];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
+    mx = quad_max(mx);
+    rescale[h] = 1.f;
+    if ((mx - m[h]) * scale_log2 > kLazyLog2) {  // false while both are -inf (NaN)
+      rescale[h] = exp2_approx((m[h] - mx) * scale_log2);
+      m[h] = mx;
+      moved = true;
+    }
+    const float base = m[h] == -INFINITY ? 0.f : m[h] * scale_log2;
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < kN; ++j) {
+#pragma unroll
+      for (int e = 2 * h; e < 2 * h + 2; ++e) {
+        s[j][e] = exp2_approx(fmaf(s[j][e], scale_log2, -base));
+        sum += s[j][e];
+      }
+    }
+    l[h] = l[h] * rescale[h] + sum;
+  }
+  return __any_sync(0xffffffffu, moved);
+}
+
+}  // namespace kiln::cuda::attn

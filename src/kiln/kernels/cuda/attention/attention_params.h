@@ -1,0 +1,59 @@
+// Host side of the CUDA paged attention family (no CUDA includes): the params struct every kernel
+// takes __grid_constant__, the variant tables that dispatch and the tests share, and the checks
+// that turn PagedAttentionArgs into params.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "kiln/kernels/attention.h"
+
+namespace kiln::cuda {
+
+// Everything a paged attention kernel reads, as raw pointers and int sizes.
+struct PagedAttentionParams {
+  const void* q;                // [num_tokens, num_q_heads, head_dim] bf16
+  const void* k_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] bf16
+  const void* v_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] bf16
+  const int32_t* cu_seqlens_q;  // [batch + 1]
+  const int32_t* kv_lens;       // [batch]
+  const int32_t* block_tables;  // [batch, table_stride]
+  void* out;                    // [num_tokens, num_q_heads, head_dim] bf16
+  float* partial_o;             // [num_splits, batch, num_q_heads, head_dim] f32 (decode split-K)
+  float* partial_lse;           // [num_splits, batch, num_q_heads] f32, log2 of the softmax sum
+  int num_tokens, batch, num_q_heads, num_kv_heads, group, head_dim;
+  int block_size_log2;          // block_size == 1 << block_size_log2
+  int table_stride;             // elements between block table rows (>= max_blocks_per_seq)
+  int max_kv_len;               // host-side bound: max_blocks_per_seq * block_size
+  float scale;                  // softmax scale (> 0), usually 1/sqrt(head_dim)
+  int sliding_window;           // 0 = unlimited
+  int num_splits;               // decode: KV splits per sequence (1 = no split-K)
+  int split_len;                // decode: keys per split, a multiple of the decode KV tile
+};
+
+// One compiled kernel variant: a row of an explicit table, looked up at dispatch.
+struct AttentionVariant {
+  DType dtype;
+  int head_dim;
+  Status (*launch)(const PagedAttentionParams& params, CUstream_st* stream);
+  int (*ctas_per_sm)();  // occupancy of the main kernel, for split-K planning
+};
+
+std::span<const AttentionVariant> decode_attention_variants();
+std::span<const AttentionVariant> prefill_attention_variants();
+
+// The row for (dtype, head_dim), or an error listing what the table holds.
+Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table,
+                                                       const char* family, DType dtype, int head_dim);
+
+// Checks dtypes, devices and shapes; num_splits = 1.
+Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArgs& args);
+
+// Decode split-K: sets num_splits / split_len (num_splits 0 = pick from the GPU's size), then the
+// workspace the split needs (0 bytes for one split) and where its partials go.
+constexpr int kDecodeTileKeys = 64;  // keys per decode pipeline stage; split_len is a multiple
+Status plan_decode_splits(PagedAttentionParams& params, const AttentionVariant& variant, int num_splits);
+int64_t decode_workspace_bytes(const PagedAttentionParams& params);
+void bind_decode_workspace(PagedAttentionParams& params, void* workspace);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,206 @@
+// Entry points of the CUDA paged attention family: argument checks, variant lookup, split-K
+// planning for decode, and paged_attention_cuda, which picks decode or prefill by shape.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+
+#include "kiln/kernels/cuda/attention/attention_params.h"
+
+namespace kiln::cuda {
+namespace {
+
+bool is_device(const Tensor& t) { return t.device == Device::kCuda && t.data != nullptr; }
+
+Status check_metadata(const Tensor& t, const char* name, int ndim) {
+  if (t.dtype != DType::kInt32 || t.ndim != ndim || !is_device(t) || t.strides[ndim - 1] != 1)
+    return invalid_argument(std::string("paged_attention_cuda: ") + name + " must be a " + std::to_string(ndim) +
+                            "-D int32 cuda tensor with unit inner stride, got " + t.shape_string());
+  return ok_status();
+}
+
+int sm_count() {
+  static const int n = [] {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+      return 1;
+    return count;
+  }();
+  return n;
+}
+
+int64_t align256(int64_t n) { return (n + 255) / 256 * 256; }
+
+}  // namespace
+
+Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table, const char* family,
+                                                       DType dtype, int head_dim) {
+  std::string supported;
+  for (const AttentionVariant& v : table) {
+    if (v.dtype == dtype && v.head_dim == head_dim) return &v;
+    supported += std::string(supported.empty() ? "" : ", ") + std::string(dtype_name(v.dtype)) + " x " +
+                 std::to_string(v.head_dim);
+  }
+  return unimplemented(std::string(family) + ": no variant for " + std::string(dtype_name(dtype)) + " head_dim " +
+                       std::to_string(head_dim) + "; supported: " + supported);
+}
+
+Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArgs& a) {
+  const Tensor &q = a.q, &kc = a.k_cache, &vc = a.v_cache, &out = a.out;
+  if (q.ndim != 3 || kc.ndim != 4 || out.ndim != 3 || vc.ndim != 4 || q.shape != out.shape || kc.shape != vc.shape ||
+      kc.shape[3] != q.shape[2] || kc.shape[2] == 0 || q.shape[1] % kc.shape[2] != 0)
+    return invalid_argument("paged_attention_cuda: want q/out [tokens, hq, d], k/v cache [blocks, block_size, hkv, d] "
+                            "with hq % hkv == 0; got q " + q.shape_string() + ", k_cache " + kc.shape_string() +
+                            ", v_cache " + vc.shape_string() + ", out " + out.shape_string());
+  for (const Tensor* t : {&q, &kc, &vc, &out})
+    if (t->dtype != q.dtype || !is_device(*t) || !t->is_contiguous())
+      return invalid_argument("paged_attention_cuda: q, caches and out must be contiguous cuda tensors of one dtype; got " +
+                              t->shape_string());
+  const int64_t batch = a.kv_lens.numel();
+  KILN_RETURN_IF_ERROR(check_metadata(a.cu_seqlens_q, "cu_seqlens_q", 1));
+  KILN_RETURN_IF_ERROR(check_metadata(a.kv_lens, "kv_lens", 1));
+  KILN_RETURN_IF_ERROR(check_metadata(a.block_tables, "block_tables", 2));
+  if (a.cu_seqlens_q.numel() != batch + 1 || a.block_tables.shape[0] != batch)
+    return invalid_argument("paged_attention_cuda: cu_seqlens_q [batch + 1] and block_tables [batch, blocks] must "
+                            "match kv_lens [batch]");
+  const int64_t block_size = kc.shape[1];
+  if (block_size <= 0 || (block_size & (block_size - 1)) != 0)
+    return unimplemented("paged_attention_cuda: block_size " + std::to_string(block_size) + " is not a power of two");
+  const int64_t max_kv = a.block_tables.shape[1] * block_size;
+  if (!(a.scale > 0.f) || a.sliding_window < 0 || max_kv > (int64_t{1} << 30) || q.shape[0] * q.shape[1] > (int64_t{1} << 31) - 1)
+    return invalid_argument("paged_attention_cuda: need scale > 0, sliding_window >= 0 and sizes that fit int32");
+  PagedAttentionParams p{};
+  p.q = q.data;
+  p.k_cache = kc.data;
+  p.v_cache = vc.data;
+  p.cu_seqlens_q = a.cu_seqlens_q.ptr<int32_t>();
+  p.kv_lens = a.kv_lens.ptr<int32_t>();
+  p.block_tables = a.block_tables.ptr<int32_t>();
+  p.out = out.data;
+  p.num_tokens = static_cast<int>(q.shape[0]);
+  p.batch = static_cast<int>(batch);
+  p.num_q_heads = static_cast<int>(q.shape[1]);
+  p.num_kv_heads = static_cast<int>(kc.shape[2]);
+  p.group = p.num_q_heads / p.num_kv_heads;
+  p.head_dim = static_cast<int>(q.shape[2]);
+  p.block_size_log2 = 0;
+  while ((int64_t{1} << p.block_size_log2) < block_size) ++p.block_size_log2;
+  p.table_stride = static_cast<int>(a.block_tables.strides[0]);
+  p.max_kv_len = static_cast<int>(max_kv);
+  p.scale = a.scale;
+  p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
+  p.num_splits = 1;
+  p.split_len = static_cast<int>(std::max<int64_t>(kDecodeTileKeys, (max_kv + kDecodeTileKeys - 1) /
+                                                                        kDecodeTileKeys * kDecodeTileKeys));
+  return p;
+}
+
+Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& variant, int num_splits) {
+  const int keys = std::max(1, p.sliding_window > 0 ? std::min(p.sliding_window, p.max_kv_len) : p.max_kv_len);
+  auto round_tile = [](int64_t n) { return (n + kDecodeTileKeys - 1) / kDecodeTileKeys * kDecodeTileKeys; };
+  if (num_splits < 0) return invalid_argument("decode_attention: num_splits < 0");
+  if (num_splits == 0) {
+    // Fill one wave of CTAs without spilling into a second: split only when batch * kv_heads leaves
+    // SMs idle, never below 256 keys per split (a split pays a pipeline ramp-up and a partial write).
+    constexpr int kMinSplitKeys = 256;
+    const int64_t ctas = static_cast<int64_t>(p.batch) * p.num_kv_heads;
+    const int64_t slots = static_cast<int64_t>(sm_count()) * variant.ctas_per_sm();
+    num_splits = 1;
+    if (ctas > 0 && 2 * ctas <= slots && keys > kMinSplitKeys) {
+      const int64_t want = slots / ctas;  // rounding the length up keeps ctas * splits <= slots
+      const int64_t len = std::max<int64_t>(kMinSplitKeys, round_tile((keys + want - 1) / want));
+      num_splits = static_cast<int>((keys + len - 1) / len);
+    }
+  }
+  p.split_len = static_cast<int>(round_tile((keys + num_splits - 1) / num_splits));
+  p.num_splits = static_cast<int>((keys + p.split_len - 1) / p.split_len);
+  if (p.num_splits > 65535) return invalid_argument("decode_attention: too many splits");
+  p.partial_o = nullptr;
+  p.partial_lse = nullptr;
+  return ok_status();
+}
+
+int64_t decode_workspace_bytes(const PagedAttentionParams& p) {
+  if (p.num_splits <= 1) return 0;
+  const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
+  return align256(slots * 4) + slots * p.head_dim * 4;
+}
+
+void bind_decode_workspace(PagedAttentionParams& p, void* workspace) {
+  const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
+  p.partial_lse = static_cast<float*>(workspace);
+  p.partial_o = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(slots * 4));
+}
+
+}  // namespace kiln::cuda
+
+namespace kiln {
+
+using cuda::PagedAttentionParams;
+
+namespace {
+
+Status run_decode(PagedAttentionParams p, const cuda::AttentionVariant& v, int num_splits, void* workspace,
+                  CUstream_st* stream) {
+  KILN_RETURN_IF_ERROR(cuda::plan_decode_splits(p, v, num_splits));
+  const int64_t bytes = cuda::decode_workspace_bytes(p);
+  if (bytes == 0) return v.launch(p, stream);
+  const bool own = workspace == nullptr;
+  if (own) {
+    const cudaError_t err = cudaMallocAsync(&workspace, static_cast<size_t>(bytes), stream);
+    if (err != cudaSuccess)
+      return resource_exhausted(std::string("decode_attention workspace: ") + cudaGetErrorString(err));
+  }
+  cuda::bind_decode_workspace(p, workspace);
+  Status status = v.launch(p, stream);
+  if (own) (void)cudaFreeAsync(workspace, stream);
+  return status;
+}
+
+}  // namespace
+
+Result<int64_t> decode_attention_workspace_bytes(const PagedAttentionArgs& args, int num_splits) {
+  KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
+  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
+                                                     args.q.dtype, p.head_dim));
+  KILN_RETURN_IF_ERROR(cuda::plan_decode_splits(p, *v, num_splits));
+  return cuda::decode_workspace_bytes(p);
+}
+
+Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, void* workspace, CUstream_st* stream) {
+  KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
+  if (p.num_tokens != p.batch)
+    return invalid_argument("decode_attention_cuda: want one query token per sequence, got " +
+                            std::to_string(p.num_tokens) + " tokens for " + std::to_string(p.batch) + " sequences");
+  if (p.group > 16) return unimplemented("decode_attention_cuda: at most 16 query heads per kv head");
+  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
+                                                     args.q.dtype, p.head_dim));
+  return run_decode(p, *v, num_splits, workspace, stream);
+}
+
+Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
+  KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
+  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                        cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention",
+                                                     args.q.dtype, p.head_dim));
+  return v->launch(p, stream);
+}
+
+Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
+  KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
+  if (p.num_tokens == p.batch && p.group <= 16) {
+    KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                          cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
+                                                       args.q.dtype, p.head_dim));
+    return run_decode(p, *v, 0, nullptr, stream);
+  }
+  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                        cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention",
+                                                     args.q.dtype, p.head_dim));
+  return v->launch(p, stream);
+}
+
+}  // namespace kiln

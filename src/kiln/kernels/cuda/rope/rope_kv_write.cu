@@ -1,0 +1,166 @@
+// CUDA RoPE (rotate-half) on q and k in place, fused with writing the rotated k and v into the
+// paged KV cache. One block per token: the token's cos/sin table goes to shared memory once, then
+// the threads walk (head, 8-pair chunk) items with 16-byte loads of both halves.
+// Variants: bf16 q/k/v -> bf16 cache.
+#include <cuda_bf16.h>
+
+#include <string>
+
+#include "kiln/kernels/cuda/common/bf16.cuh"
+#include "kiln/kernels/cuda/common/cuda_check.h"
+#include "kiln/kernels/cuda/common/kernel_args.h"
+#include "kiln/kernels/rope.h"
+
+namespace kiln {
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kThreads = 128;
+constexpr int kMaxHalf = 256;  // head_dim <= 512
+
+struct RopeParams {
+  bf16* __restrict__ q;        // [n, hq, d], token stride q_stride
+  bf16* __restrict__ k;        // [n, hkv, d], token stride k_stride
+  const bf16* __restrict__ v;  // [n, hkv, d], token stride v_stride
+  const int32_t* positions;    // [n]
+  const float* inv_freq;       // [d / 2]
+  const int32_t* slots;        // [n] or null
+  bf16* __restrict__ k_cache;  // [num_slots, hkv, d]
+  bf16* __restrict__ v_cache;  // [num_slots, hkv, d]
+  int64_t q_stride, k_stride, v_stride;
+  int64_t num_slots;
+  int hq, hkv, head_dim;
+};
+
+// x1 = x[i..i+8), x2 = x[half + i..): (x1, x2) <- (x1 cos - x2 sin, x2 cos + x1 sin).
+__device__ __forceinline__ void rotate_pair(float (&x1)[8], float (&x2)[8], const float* cos_t, const float* sin_t) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float a = x1[i], b = x2[i];
+    x1[i] = a * cos_t[i] - b * sin_t[i];
+    x2[i] = b * cos_t[i] + a * sin_t[i];
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_constant__ RopeParams p) {
+  __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
+  const int64_t t = blockIdx.x;
+  const int half = p.head_dim / 2, chunks = half / 8;
+  const float pos = static_cast<float>(p.positions[t]);
+  for (int i = threadIdx.x; i < half; i += kThreads) {
+    const float angle = pos * p.inv_freq[i];  // fp32 product, as the reference
+    double s, c;
+    sincos(static_cast<double>(angle), &s, &c);
+    cos_s[i] = static_cast<float>(c);
+    sin_s[i] = static_cast<float>(s);
+  }
+  __syncthreads();
+  const int64_t slot = p.slots ? p.slots[t] : -1;
+  const bool write_cache = slot >= 0 && slot < p.num_slots;
+  const int64_t cache_off = slot * p.hkv * p.head_dim;
+
+  // Rotation items: q heads then k heads, each split into `chunks` 8-pair pieces.
+  const int rot_items = (p.hq + p.hkv) * chunks;
+  for (int item = threadIdx.x; item < rot_items; item += kThreads) {
+    const int head = item / chunks, c = item - head * chunks;
+    const bool is_k = head >= p.hq;
+    const int h = is_k ? head - p.hq : head;
+    bf16* x = is_k ? p.k + t * p.k_stride + h * p.head_dim : p.q + t * p.q_stride + h * p.head_dim;
+    float x1[8], x2[8];
+    cuda::load_bf16x8(x + c * 8, x1);
+    cuda::load_bf16x8(x + half + c * 8, x2);
+    rotate_pair(x1, x2, cos_s + c * 8, sin_s + c * 8);
+    const uint4 r1 = cuda::f32_to_bf16x8(x1), r2 = cuda::f32_to_bf16x8(x2);
+    *reinterpret_cast<uint4*>(x + c * 8) = r1;
+    *reinterpret_cast<uint4*>(x + half + c * 8) = r2;
+    if (is_k && write_cache) {
+      bf16* kc = p.k_cache + cache_off + h * p.head_dim;
+      *reinterpret_cast<uint4*>(kc + c * 8) = r1;
+      *reinterpret_cast<uint4*>(kc + half + c * 8) = r2;
+    }
+  }
+  if (!write_cache) return;
+  const int v_vecs_per_head = p.head_dim / 8, v_items = p.hkv * v_vecs_per_head;
+  for (int item = threadIdx.x; item < v_items; item += kThreads) {
+    const int h = item / v_vecs_per_head, c = item - h * v_vecs_per_head;
+    const uint4 val = *reinterpret_cast<const uint4*>(p.v + t * p.v_stride + h * p.head_dim + c * 8);
+    *reinterpret_cast<uint4*>(p.v_cache + cache_off + h * p.head_dim + c * 8) = val;
+  }
+}
+
+// [n, heads, d] with contiguous heads and a (possibly larger) token stride.
+Status check_heads(const Tensor& t, int64_t n, int64_t d, const char* name) {
+  if (t.device != Device::kCuda || t.dtype != DType::kBF16 || t.ndim != 3 || t.shape[0] != n || t.shape[2] != d)
+    return invalid_argument(std::string("rope_kv_write_cuda: ") + name + " is " + t.shape_string() +
+                            ", want [num_tokens, heads, head_dim] bf16 cuda");
+  if (t.strides[2] != 1 || t.strides[1] != d || t.strides[0] < t.shape[1] * d || t.strides[0] % 8 ||
+      !cuda::aligned16(t.data))
+    return invalid_argument(std::string("rope_kv_write_cuda: ") + name +
+                            " needs contiguous heads and 16-byte aligned token rows");
+  return ok_status();
+}
+
+Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
+  constexpr const char* kName = "rope_kv_write_cuda";
+  if (a.q.ndim != 3 || a.k.ndim != 3) return invalid_argument("rope_kv_write_cuda: q and k must be [n, heads, head_dim]");
+  const int64_t n = a.q.shape[0], hq = a.q.shape[1], hkv = a.k.shape[1], d = a.q.shape[2];
+  KILN_RETURN_IF_ERROR(check_heads(a.q, n, d, "q"));
+  KILN_RETURN_IF_ERROR(check_heads(a.k, n, d, "k"));
+  KILN_RETURN_IF_ERROR(check_heads(a.v, n, d, "v"));
+  if (a.v.shape[1] != hkv) return invalid_argument("rope_kv_write_cuda: k and v differ in heads");
+  if (d % 16 != 0 || d / 2 > kMaxHalf)
+    return unimplemented("rope_kv_write_cuda: head_dim " + std::to_string(d) + " (supported: multiples of 16 up to 512)");
+  KILN_RETURN_IF_ERROR(cuda::expect_device(a.positions, DType::kInt32, n, kName, "positions"));
+  KILN_RETURN_IF_ERROR(cuda::expect_device(a.inv_freq, DType::kF32, d / 2, kName, "inv_freq"));
+  int64_t num_slots = 0;
+  if (!a.slot_mapping.empty()) {
+    KILN_RETURN_IF_ERROR(cuda::expect_device(a.slot_mapping, DType::kInt32, n, kName, "slot_mapping"));
+    for (const Tensor* c : {&a.k_cache, &a.v_cache}) {
+      KILN_RETURN_IF_ERROR(cuda::expect_device(*c, DType::kBF16, -1, kName, "k_cache / v_cache"));
+      if (c->ndim != 4 || c->shape[2] != hkv || c->shape[3] != d || !cuda::aligned16(c->data))
+        return invalid_argument("rope_kv_write_cuda: cache " + c->shape_string() + ", want [blocks, block_size, " +
+                                std::to_string(hkv) + ", " + std::to_string(d) + "]");
+    }
+    if (a.k_cache.numel() != a.v_cache.numel()) return invalid_argument("rope_kv_write_cuda: k/v caches differ");
+    num_slots = a.k_cache.shape[0] * a.k_cache.shape[1];
+  }
+  if (n == 0) return ok_status();
+  if (n > 0x7fffffff) return out_of_range("rope_kv_write_cuda: too many tokens");
+  RopeParams p{};
+  p.q = static_cast<bf16*>(a.q.data);
+  p.k = static_cast<bf16*>(a.k.data);
+  p.v = static_cast<const bf16*>(a.v.data);
+  p.positions = static_cast<const int32_t*>(a.positions.data);
+  p.inv_freq = static_cast<const float*>(a.inv_freq.data);
+  p.slots = a.slot_mapping.empty() ? nullptr : static_cast<const int32_t*>(a.slot_mapping.data);
+  p.k_cache = static_cast<bf16*>(a.k_cache.data);
+  p.v_cache = static_cast<bf16*>(a.v_cache.data);
+  p.q_stride = a.q.strides[0]; p.k_stride = a.k.strides[0]; p.v_stride = a.v.strides[0];
+  p.num_slots = num_slots;
+  p.hq = static_cast<int>(hq); p.hkv = static_cast<int>(hkv); p.head_dim = static_cast<int>(d);
+  rope_kv_write_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(p);
+  KILN_CUDA_CHECK_LAUNCH();
+  return ok_status();
+}
+
+constexpr RopeKvWriteCudaVariant kVariants[] = {
+    {DType::kBF16, DType::kBF16, &launch_rope_kv_write},
+};
+
+}  // namespace
+
+std::span<const RopeKvWriteCudaVariant> rope_kv_write_cuda_variants() { return kVariants; }
+
+Status rope_kv_write_cuda(const RopeKvWriteArgs& a, CUstream_st* stream) {
+  const DType cache = a.k_cache.empty() ? DType::kBF16 : a.k_cache.dtype;
+  for (const auto& v : kVariants)
+    if (v.act == a.q.dtype && v.cache == cache) return v.launch(a, stream);
+  std::string supported;
+  for (const auto& v : kVariants)
+    supported += std::string(supported.empty() ? "" : ", ") + std::string(dtype_name(v.act)) + " -> cache " +
+                 std::string(dtype_name(v.cache));
+  return unimplemented("rope_kv_write_cuda: " + std::string(dtype_name(a.q.dtype)) + " -> cache " +
+                       std::string(dtype_name(cache)) + " (supported: " + supported + ")");
+}
+
+}  // namespace kiln

@@ -1,0 +1,43 @@
+// Gemm: the linear layer y = x @ w^T (+ bias) on the GPU through cuBLASLt: bf16 x and w (w in the
+// Hugging Face [out_features, in_features] layout), f32 accumulation, bf16 or f32 y. One Gemm
+// object owns a cuBLASLt handle and workspace and caches the heuristic's choice per shape, so a
+// decode step looks its plans up instead of asking the heuristic again. Not thread-safe.
+// CUDA-free header (defined in kernels/cuda/gemm/gemm.cu).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "kiln/core/status.h"
+#include "kiln/kernels/linear.h"
+
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+
+namespace kiln {
+
+// The shipped dtype combinations (the bias, when given, has y's dtype). Tests iterate this.
+struct GemmCudaVariant {
+  DType x, w, y;
+};
+std::span<const GemmCudaVariant> gemm_cuda_variants();
+
+class Gemm {
+ public:
+  static constexpr int64_t kDefaultWorkspaceBytes = 32 << 20;  // what cuBLAS asks for on Hopper
+  static Result<Gemm> create(int64_t workspace_bytes = kDefaultWorkspaceBytes);
+  Gemm(Gemm&&) noexcept;
+  Gemm& operator=(Gemm&&) noexcept;
+  ~Gemm();
+
+  // args: x [m, k], w [n, k], bias [n] or empty, y [m, n], all device tensors; rows of x, w and y
+  // may be strided (last dimension contiguous). m == 0 is a no-op.
+  Status run(const LinearArgs& args, CUstream_st* stream);
+  int64_t cached_plans() const;
+
+ private:
+  struct Impl;
+  explicit Gemm(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln

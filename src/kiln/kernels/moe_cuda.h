@@ -1,0 +1,60 @@
+// The GPU mixture-of-experts pipeline after routing (moe_route_cuda in moe.h):
+//   moe_permute_cuda         group the token rows by expert (stable: token order within an expert)
+//   moe_grouped_gemm_cuda    one GEMM per expert over its rows
+//   moe_unpermute_cuda       out[t] = sum_j topk_weights[t, j] * y[row of assignment (t, j)]
+// An assignment is (token t, choice j), numbered t * k + j. CUDA-free header (kernels/cuda/moe/).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kiln/core/status.h"
+#include "kiln/core/tensor.h"
+
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+
+namespace kiln {
+
+class Gemm;
+
+struct MoePermuteArgs {
+  Tensor topk_ids;        // [num_tokens, k] int32, each in [0, num_experts)
+  Tensor x;               // [num_tokens, hidden] bf16
+  int64_t num_experts = 0;  // <= 256
+  Tensor expert_offsets;  // [num_experts + 1] int32 out: expert e owns rows [offsets[e], offsets[e + 1])
+  Tensor permuted_src;    // [num_tokens * k] int32 out: the assignment behind each permuted row
+  Tensor inverse;         // [num_tokens * k] int32 out: the permuted row of each assignment
+  Tensor x_permuted;      // [num_tokens * k, hidden] bf16 out: x_permuted[r] = x[permuted_src[r] / k]
+};
+Status moe_permute_cuda(const MoePermuteArgs& args, CUstream_st* stream);
+
+struct MoeUnpermuteArgs {
+  Tensor y_permuted;    // [num_tokens * k, hidden] bf16
+  Tensor topk_weights;  // [num_tokens, k] f32
+  Tensor inverse;       // [num_tokens * k] int32 (from moe_permute_cuda)
+  Tensor out;           // [num_tokens, hidden] bf16, overwritten (a gather, deterministic: no atomics)
+};
+Status moe_unpermute_cuda(const MoeUnpermuteArgs& args, CUstream_st* stream);
+
+struct MoeCudaVariant {
+  DType act;  // x, x_permuted, y_permuted, out
+  Status (*permute)(const MoePermuteArgs& args, CUstream_st* stream);
+  Status (*unpermute)(const MoeUnpermuteArgs& args, CUstream_st* stream);
+};
+std::span<const MoeCudaVariant> moe_cuda_variants();
+
+// The expert offsets on the host (synchronizes the stream): the grouped GEMM needs them there.
+Result<std::vector<int32_t>> moe_offsets_to_host(const Tensor& expert_offsets, CUstream_st* stream);
+
+struct MoeGroupedGemmArgs {
+  Tensor x;                            // [rows, k] bf16, grouped by expert
+  std::span<const Tensor> weights;     // [num_experts] device tensors [n, k] bf16 (HF layout)
+  std::span<const int32_t> offsets;    // [num_experts + 1] host copy of expert_offsets
+  Tensor y;                            // [rows, n] bf16 | f32
+};
+// First version: a loop of cuBLASLt GEMMs, one per expert that has rows (experts without rows
+// are skipped). A device-side grouped GEMM would save the host round trip for the offsets and
+// the launch per expert.
+Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& args, CUstream_st* stream);
+
+}  // namespace kiln

@@ -1,0 +1,269 @@
+// CUDA paged attention against paged_attention_cpu on the same bf16-rounded inputs: every row of the
+// decode and prefill variant tables on kv lengths 1, 17, 97, 2048, block sizes 1 and 16, GQA ratios
+// 1/3/4/8, split-K, mixed decode + prefix-extending prefill batches, causal q_len == kv_len, sliding
+// windows; then the shape-picking entry point and its errors. Unused cache slots hold NaN, unused
+// block-table entries point far out of range and outputs start as NaN, so a read past a sequence or
+// an unwritten output fails the comparison. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <numeric>
+#include <random>
+
+#include "kiln/kernels/attention.h"
+#include "kiln/kernels/cuda/attention/attention_params.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace kiln {
+namespace {
+
+struct Seq { int32_t q_len, kv_len; };
+struct Shape {
+  std::vector<Seq> seqs;
+  int64_t hq, hkv, block_size;
+  int64_t window = 0;
+};
+
+std::string describe(const Shape& s, int64_t d) {
+  std::string r = "d=" + std::to_string(d) + " hq=" + std::to_string(s.hq) + " hkv=" + std::to_string(s.hkv) +
+                  " bs=" + std::to_string(s.block_size) + " window=" + std::to_string(s.window) + " seqs(q/kv)=";
+  for (const Seq& q : s.seqs) r += std::to_string(q.q_len) + "/" + std::to_string(q.kv_len) + " ";
+  return r;
+}
+
+// One attention problem: f32 host tensors holding bf16 values (the CPU reference reads these) and
+// their bf16 / int32 device copies.
+struct Problem {
+  Shape shape;
+  int64_t d = 0, n = 0, batch = 0, table_width = 0;
+  HostTensor q, k_cache, v_cache;
+  std::vector<int32_t> cu, kv_lens, tables;
+  DeviceTensor dq, dk, dv, dcu, dkv, dtables, dout;
+
+  PagedAttentionArgs args(bool device, const Tensor& out) const {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    if (device) return {dq.tensor, dk.tensor, dv.tensor, dcu.tensor, dkv.tensor, dtables.tensor, out, scale, shape.window};
+    auto i32 = [](const std::vector<int32_t>& v, std::initializer_list<int64_t> s) {
+      return Tensor::view(const_cast<int32_t*>(v.data()), DType::kInt32, s);
+    };
+    return {q.tensor, k_cache.tensor, v_cache.tensor, i32(cu, {batch + 1}), i32(kv_lens, {batch}),
+            i32(tables, {batch, table_width}), out, scale, shape.window};
+  }
+};
+
+HostTensor bf16_rounded(std::initializer_list<int64_t> dims, std::mt19937& rng) {
+  HostTensor b = test::random_tensor(DType::kBF16, dims, rng);
+  HostTensor f = HostTensor::zeros(DType::kF32, dims);
+  EXPECT_TRUE(convert(b.tensor.data, DType::kBF16, f.tensor.data, DType::kF32, b.tensor.numel()).ok());
+  return f;
+}
+
+Result<Problem> make_problem(const Shape& s, int64_t d, std::mt19937& rng) {
+  Problem p;
+  p.shape = s;
+  p.d = d;
+  p.batch = static_cast<int64_t>(s.seqs.size());
+  const int64_t bs = s.block_size;
+  int64_t used_blocks = 0, max_blocks = 1;
+  for (const Seq& q : s.seqs) {
+    p.n += q.q_len;
+    used_blocks += (q.kv_len + bs - 1) / bs;
+    max_blocks = std::max<int64_t>(max_blocks, (q.kv_len + bs - 1) / bs);
+  }
+  const int64_t num_blocks = used_blocks + 3;  // spare blocks stay NaN
+  p.table_width = max_blocks + 1;             // a wider table than needed: the tail is garbage
+  p.q = bf16_rounded({p.n, s.hq, d}, rng);
+  p.k_cache = HostTensor::zeros(DType::kF32, {num_blocks, bs, s.hkv, d});
+  p.v_cache = HostTensor::zeros(DType::kF32, {num_blocks, bs, s.hkv, d});
+  std::fill_n(p.k_cache.tensor.ptr<float>(), p.k_cache.tensor.numel(), NAN);
+  std::fill_n(p.v_cache.tensor.ptr<float>(), p.v_cache.tensor.numel(), NAN);
+  std::vector<int32_t> perm(static_cast<size_t>(num_blocks));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  p.tables.assign(static_cast<size_t>(p.batch * p.table_width), 1 << 28);
+  p.cu = {0};
+  size_t next = 0;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const Seq q = s.seqs[static_cast<size_t>(b)];
+    HostTensor k = bf16_rounded({q.kv_len, s.hkv, d}, rng), v = bf16_rounded({q.kv_len, s.hkv, d}, rng);
+    int32_t* table = p.tables.data() + b * p.table_width;
+    for (int64_t j = 0; j < (q.kv_len + bs - 1) / bs; ++j) table[j] = perm[next++];
+    for (int64_t j = 0; j < q.kv_len; ++j) {
+      const int64_t slot = table[j / bs] * bs + j % bs;
+      std::copy_n(k.tensor.ptr<float>() + j * s.hkv * d, s.hkv * d, p.k_cache.tensor.ptr<float>() + slot * s.hkv * d);
+      std::copy_n(v.tensor.ptr<float>() + j * s.hkv * d, s.hkv * d, p.v_cache.tensor.ptr<float>() + slot * s.hkv * d);
+    }
+    p.cu.push_back(p.cu.back() + q.q_len);
+    p.kv_lens.push_back(q.kv_len);
+  }
+  KILN_ASSIGN_OR_RETURN(p.dq, to_device(p.q.tensor, DType::kBF16));
+  KILN_ASSIGN_OR_RETURN(p.dk, to_device(p.k_cache.tensor, DType::kBF16));
+  KILN_ASSIGN_OR_RETURN(p.dv, to_device(p.v_cache.tensor, DType::kBF16));
+  KILN_ASSIGN_OR_RETURN(p.dcu, to_device(Tensor::view(p.cu.data(), DType::kInt32, {p.batch + 1})));
+  KILN_ASSIGN_OR_RETURN(p.dkv, to_device(Tensor::view(p.kv_lens.data(), DType::kInt32, {p.batch})));
+  KILN_ASSIGN_OR_RETURN(p.dtables, to_device(Tensor::view(p.tables.data(), DType::kInt32, {p.batch, p.table_width})));
+  KILN_ASSIGN_OR_RETURN(p.dout, DeviceTensor::empty(DType::kBF16, {p.n, s.hq, d}));
+  return std::move(p);
+}
+
+using Runner = std::function<Status(const PagedAttentionArgs&)>;
+
+// Runs `run` on the device (output poisoned first) and the CPU reference; returns
+// max |gpu - cpu| / max |cpu|, or infinity when an output is not finite.
+double relative_error(Problem& p, const Runner& run) {
+  EXPECT_TRUE(fill_bytes(p.dout.tensor, 0xff).ok());
+  const Status st = run(p.args(true, p.dout.tensor));
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  EXPECT_TRUE(cuda_synchronize().ok());
+  HostTensor ref = HostTensor::zeros(DType::kF32, {p.n, p.shape.hq, p.d});
+  EXPECT_TRUE(paged_attention_cpu(p.args(false, ref.tensor)).ok());
+  Result<HostTensor> got = to_host(p.dout.tensor, DType::kF32);
+  EXPECT_TRUE(got.ok());
+  if (!st.ok() || !got.ok()) return INFINITY;
+  const float* g = got->tensor.ptr<float>();
+  const float* r = ref.tensor.ptr<float>();
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < ref.tensor.numel(); ++i) {
+    if (!std::isfinite(g[i])) return INFINITY;
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(r[i])));
+    max_diff = std::max(max_diff, std::fabs(static_cast<double>(g[i]) - r[i]));
+  }
+  return max_ref > 0 ? max_diff / max_ref : max_diff;
+}
+
+constexpr double kTolerance = 1e-2;  // bf16 inputs, P and output
+
+// Runs one table row directly with params from the same checks as the entry points.
+Runner decode_row(const cuda::AttentionVariant& v, int num_splits) {
+  return [&v, num_splits](const PagedAttentionArgs& a) -> Status {
+    KILN_ASSIGN_OR_RETURN(cuda::PagedAttentionParams p, cuda::make_paged_attention_params(a));
+    KILN_RETURN_IF_ERROR(cuda::plan_decode_splits(p, v, num_splits));
+    KILN_ASSIGN_OR_RETURN(DeviceBuffer ws, DeviceBuffer::alloc(cuda::decode_workspace_bytes(p)));
+    if (p.num_splits > 1) cuda::bind_decode_workspace(p, ws.data());
+    KILN_RETURN_IF_ERROR(v.launch(p, nullptr));
+    return cuda_synchronize();  // before ws goes away
+  };
+}
+Runner prefill_row(const cuda::AttentionVariant& v) {
+  return [&v](const PagedAttentionArgs& a) -> Status {
+    KILN_ASSIGN_OR_RETURN(cuda::PagedAttentionParams p, cuda::make_paged_attention_params(a));
+    return v.launch(p, nullptr);
+  };
+}
+
+std::vector<std::pair<int64_t, int64_t>> head_configs(int64_t d) {
+  std::vector<std::pair<int64_t, int64_t>> h = {{4, 4}, {16, 4}, {16, 2}};  // GQA ratios 1, 4, 8
+  if (d == 64) h.push_back({9, 3});                                         // SmolLM2
+  return h;
+}
+
+void expect_close(Problem& p, const Runner& run, const std::string& what) {
+  const double err = relative_error(p, run);
+  std::printf("[attention_cuda] %-8s %s rel err %.2e\n", what.c_str(), describe(p.shape, p.d).c_str(), err);
+  EXPECT_LT(err, kTolerance) << what << " " << describe(p.shape, p.d);
+}
+
+TEST(PagedAttentionCuda, DecodeVariantsMatchCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(7);
+  for (const cuda::AttentionVariant& v : cuda::decode_attention_variants()) {
+    for (auto [hq, hkv] : head_configs(v.head_dim)) {
+      for (int64_t bs : {1, 16}) {
+        for (int32_t kv : {1, 17, 97, 2048}) {
+          Result<Problem> p = make_problem({{{1, kv}, {1, kv / 2 + 1}, {1, kv + 3}}, hq, hkv, bs}, v.head_dim, rng);
+          ASSERT_TRUE(p.ok()) << p.status().to_string();
+          for (int splits : {1, 3, 0}) expect_close(*p, decode_row(v, splits), "decode/" + std::to_string(splits));
+        }
+      }
+    }
+  }
+}
+
+TEST(PagedAttentionCuda, PrefillVariantsMatchCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(11);
+  for (const cuda::AttentionVariant& v : cuda::prefill_attention_variants()) {
+    for (auto [hq, hkv] : head_configs(v.head_dim)) {
+      for (int64_t bs : {1, 16}) {
+        for (int32_t kv : {1, 17, 97, 2048}) {
+          if (kv == 2048 && hq != 16) continue;  // keeps the CPU reference's share of the test short
+          std::vector<Shape> shapes = {
+              {{{kv, kv}}, hq, hkv, bs},                                         // causal, q_len == kv_len
+              {{{1, kv}, {5, kv + 4}, {std::min(kv, 40), kv + 40}, {3, 3}}, hq, hkv, bs},  // decode + prefix
+          };
+          for (const Shape& s : shapes) {
+            Result<Problem> p = make_problem(s, v.head_dim, rng);
+            ASSERT_TRUE(p.ok()) << p.status().to_string();
+            expect_close(*p, prefill_row(v), "prefill");
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(PagedAttentionCuda, SlidingWindowMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(13);
+  for (int64_t d : {64, 128}) {
+    for (int64_t window : {8, 100}) {
+      Result<Problem> dec = make_problem({{{1, 300}, {1, 5}, {1, 1000}}, 16, 4, 16, window}, d, rng);
+      ASSERT_TRUE(dec.ok());
+      for (int splits : {1, 2}) {
+        expect_close(*dec, [splits](const PagedAttentionArgs& a) {
+          return decode_attention_cuda(a, splits, nullptr, nullptr);
+        }, "window/decode");
+      }
+      Result<Problem> pre = make_problem({{{300, 300}, {20, 50}, {1, 77}, {150, 400}}, 16, 4, 16, window}, d, rng);
+      ASSERT_TRUE(pre.ok());
+      expect_close(*pre, [](const PagedAttentionArgs& a) { return prefill_attention_cuda(a, nullptr); }, "window/prefill");
+    }
+  }
+}
+
+TEST(PagedAttentionCuda, EntryPointPicksByShape) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(17);
+  auto entry = [](const PagedAttentionArgs& a) { return paged_attention_cuda(a, nullptr); };
+  for (int64_t d : {64, 128}) {
+    Result<Problem> decode = make_problem({{{1, 5000}, {1, 3000}}, 32, 8, 16}, d, rng);  // split-K by shape
+    ASSERT_TRUE(decode.ok());
+    expect_close(*decode, entry, "entry");
+    Result<Problem> wide = make_problem({{{1, 300}}, 32, 1, 16}, d, rng);  // group 32 > 16: prefill kernel
+    ASSERT_TRUE(wide.ok());
+    expect_close(*wide, entry, "entry");
+    Result<Problem> mixed = make_problem({{{1, 700}, {64, 64}, {129, 1000}, {1, 1}}, 32, 8, 16}, d, rng);
+    ASSERT_TRUE(mixed.ok());
+    expect_close(*mixed, entry, "entry");
+  }
+}
+
+TEST(PagedAttentionCuda, RejectsWhatNoVariantCovers) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(19);
+  Result<Problem> p96 = make_problem({{{1, 20}}, 4, 4, 16}, 96, rng);
+  ASSERT_TRUE(p96.ok());
+  const Status s96 = paged_attention_cuda(p96->args(true, p96->dout.tensor), nullptr);
+  EXPECT_EQ(s96.code(), StatusCode::kUnimplemented);
+  EXPECT_NE(s96.message().find("supported: bf16 x 64, bf16 x 128"), std::string::npos) << s96.message();
+
+  Result<Problem> p = make_problem({{{1, 20}}, 4, 4, 16}, 64, rng);
+  ASSERT_TRUE(p.ok());
+  PagedAttentionArgs host = p->args(false, p->q.tensor);  // host tensors
+  EXPECT_EQ(paged_attention_cuda(host, nullptr).code(), StatusCode::kInvalidArgument);
+  PagedAttentionArgs odd = p->args(true, p->dout.tensor);
+  odd.k_cache.shape[1] = odd.v_cache.shape[1] = 12;  // block size 12: not a power of two
+  odd.k_cache.shape[0] = odd.v_cache.shape[0] = 1;
+  odd.k_cache.strides = odd.v_cache.strides = Tensor::view(nullptr, DType::kBF16, {1, 12, 4, 64}).strides;
+  EXPECT_EQ(paged_attention_cuda(odd, nullptr).code(), StatusCode::kUnimplemented);
+  PagedAttentionArgs two_tokens = p->args(true, p->dout.tensor);
+  two_tokens.q.shape[0] = two_tokens.out.shape[0] = 2;  // not a decode batch
+  EXPECT_EQ(decode_attention_cuda(two_tokens, 0, nullptr, nullptr).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,103 @@
+// GPU GEMM (cuBLASLt) against linear_cpu on the same bf16 inputs, for every row of the variant
+// table, over decode and prefill-like shapes, with and without bias, with strided rows; and the
+// plan cache. Skipped when no GPU is present (CI).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/gemm_cuda.h"
+#include "kiln/kernels/linear.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace kiln {
+namespace {
+
+double scaled_error(const std::vector<float>& got, const std::vector<float>& ref) {
+  if (got.size() != ref.size()) return INFINITY;
+  double err = 0, mag = 1e-30;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i]) || std::isnan(ref[i])) return INFINITY;
+    err = std::max(err, std::fabs(static_cast<double>(got[i]) - ref[i]));
+    mag = std::max(mag, std::fabs(static_cast<double>(ref[i])));
+  }
+  return err / mag;
+}
+
+struct GemmCase {
+  int64_t m, n, k;
+  bool bias;
+  int64_t pad;  // extra elements per row of x and y (strided rows)
+};
+
+void check_case(Gemm& gemm, const GemmCudaVariant& v, const GemmCase& c, std::mt19937& rng) {
+  SCOPED_TRACE("m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
+               " bias=" + std::to_string(c.bias) + " pad=" + std::to_string(c.pad) + " y=" + std::string(dtype_name(v.y)));
+  const int64_t m = c.m, n = c.n, k = c.k;
+  HostTensor x = test::random_tensor(v.x, {m, k + c.pad}, rng);
+  HostTensor w = test::random_tensor(v.w, {n, k}, rng, 0.05f);
+  HostTensor b = test::random_tensor(v.y, {n}, rng);
+  auto dx = to_device(x.tensor), dw = to_device(w.tensor), db = to_device(b.tensor);
+  auto dy = DeviceTensor::empty(v.y, {m, n + c.pad});
+  ASSERT_TRUE(dx.ok() && dw.ok() && db.ok() && dy.ok());
+  ASSERT_TRUE(fill_bytes(dy->tensor, 0xff).ok());
+  Tensor xv = dx->tensor, yv = dy->tensor;
+  xv.shape[1] = k;  // views of the first k (n) columns
+  yv.shape[1] = n;
+  const Status st = gemm.run({xv, dw->tensor, c.bias ? db->tensor : Tensor{}, yv}, nullptr);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+
+  // Reference: f32 x (the same bf16 values), bf16 w, f32 bias.
+  const std::vector<float> xf_all = test::to_f32(x.tensor);
+  HostTensor xf = HostTensor::zeros(DType::kF32, {m, k});
+  for (int64_t i = 0; i < m; ++i) std::copy_n(xf_all.begin() + i * (k + c.pad), k, xf.tensor.ptr<float>() + i * k);
+  const std::vector<float> bf = test::to_f32(b.tensor);
+  HostTensor ref = HostTensor::zeros(DType::kF32, {m, n});
+  ASSERT_TRUE(linear_cpu({xf.tensor, w.tensor, c.bias ? Tensor::view(const_cast<float*>(bf.data()), DType::kF32, {n}) : Tensor{},
+                          ref.tensor}).ok());
+  auto y_host = to_host(dy->tensor, DType::kF32);
+  ASSERT_TRUE(y_host.ok());
+  const std::vector<float> y_all = test::to_f32(y_host->tensor);
+  std::vector<float> y(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) std::copy_n(y_all.begin() + i * (n + c.pad), n, y.begin() + i * n);
+  // bf16 output: rounding of the result; f32 output: only the summation order differs.
+  const double tol = v.y == DType::kF32 ? 1e-4 : 1e-2;
+  EXPECT_LT(scaled_error(y, test::to_f32(ref.tensor)), tol);
+}
+
+TEST(GemmCuda, MatchesCpuReference) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(21);
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status().to_string();
+  const GemmCase cases[] = {
+      {1, 4096, 4096, false, 0}, {1, 6144, 4096, true, 0}, {7, 1000, 72, true, 0},   {16, 512, 1024, false, 8},
+      {64, 1536, 2048, true, 0}, {300, 320, 576, false, 24}, {1000, 2048, 256, true, 0},
+  };
+  for (const auto& v : gemm_cuda_variants())
+    for (const auto& c : cases) check_case(*gemm, v, c, rng);
+}
+
+TEST(GemmCuda, CachesPlansPerShape) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(22);
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok());
+  HostTensor x = test::random_tensor(DType::kBF16, {8, 256}, rng), w = test::random_tensor(DType::kBF16, {128, 256}, rng);
+  auto dx = to_device(x.tensor), dw = to_device(w.tensor);
+  auto dy = DeviceTensor::empty(DType::kBF16, {8, 128});
+  ASSERT_TRUE(dx.ok() && dw.ok() && dy.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(gemm->run({dx->tensor, dw->tensor, {}, dy->tensor}, nullptr).ok());
+  EXPECT_EQ(gemm->cached_plans(), 1);
+  ASSERT_TRUE(gemm->run({dx->tensor.slice0(0, 4), dw->tensor, {}, dy->tensor.slice0(0, 4)}, nullptr).ok());
+  EXPECT_EQ(gemm->cached_plans(), 2);
+  // Mismatched shapes and dtypes are errors.
+  EXPECT_FALSE(gemm->run({dx->tensor, dw->tensor, {}, dx->tensor}, nullptr).ok());
+  HostTensor xf = HostTensor::zeros(DType::kF32, {8, 256});
+  auto dxf = to_device(xf.tensor);
+  ASSERT_TRUE(dxf.ok());
+  EXPECT_EQ(gemm->run({dxf->tensor, dw->tensor, {}, dy->tensor}, nullptr).code(), StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace kiln

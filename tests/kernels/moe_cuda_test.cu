@@ -1,0 +1,196 @@
+// GPU MoE: routing against moe_route_cpu (identical ids), the permutation's invariants (stable
+// grouping by expert, inverse, gathered rows bit-exact), the weighted un-permute against a direct
+// sum, and the whole expert block (route, permute, grouped GEMM, SiLU-mul, grouped GEMM,
+// un-permute) against the CPU composition that models/mixtral.cc uses. Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "kiln/kernels/activation.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/gemm_cuda.h"
+#include "kiln/kernels/linear.h"
+#include "kiln/kernels/moe.h"
+#include "kiln/kernels/moe_cuda.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace kiln {
+namespace {
+
+double scaled_error(const std::vector<float>& got, const std::vector<float>& ref) {
+  if (got.size() != ref.size()) return INFINITY;
+  double err = 0, mag = 1e-30;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i]) || std::isnan(ref[i])) return INFINITY;
+    err = std::max(err, std::fabs(static_cast<double>(got[i]) - ref[i]));
+    mag = std::max(mag, std::fabs(static_cast<double>(ref[i])));
+  }
+  return err / mag;
+}
+
+template <typename T>
+std::vector<T> download_as(const Tensor& device) {
+  auto h = to_host(device);
+  EXPECT_TRUE(h.ok()) << h.status().to_string();
+  if (!h.ok()) return {};
+  const T* p = h->tensor.template ptr<T>();
+  return std::vector<T>(p, p + h->tensor.numel());
+}
+
+DeviceTensor make(DType dtype, std::initializer_list<int64_t> shape) {
+  auto r = DeviceTensor::empty(dtype, shape);
+  EXPECT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(fill_bytes(r->tensor, 0xff).ok());
+  return std::move(r).value();
+}
+DeviceTensor upload(const Tensor& host) {
+  auto r = to_device(host);
+  EXPECT_TRUE(r.ok()) << r.status().to_string();
+  return std::move(r).value();
+}
+
+TEST(MoeRouteCuda, MatchesCpuIds) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(31);
+  struct Case { int64_t n, experts, k; bool renormalize; };
+  const Case cases[] = {{1, 8, 2, true}, {37, 8, 2, true}, {100, 64, 6, false}, {300, 256, 8, true}, {5, 3, 3, true}, {2048, 60, 4, false}};
+  for (const auto& v : moe_route_cuda_variants()) {
+    for (const auto& c : cases) {
+      SCOPED_TRACE("n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) + " k=" + std::to_string(c.k));
+      HostTensor logits = test::random_tensor(v.logits, {c.n, c.experts}, rng, 2.0f);
+      HostTensor ids = HostTensor::zeros(DType::kInt32, {c.n, c.k}), w = HostTensor::zeros(DType::kF32, {c.n, c.k});
+      ASSERT_TRUE(moe_route_cpu({logits.tensor, ids.tensor, w.tensor, c.renormalize}).ok());
+      DeviceTensor dl = upload(logits.tensor), dids = make(DType::kInt32, {c.n, c.k}), dw = make(DType::kF32, {c.n, c.k});
+      const Status st = moe_route_cuda({dl.tensor, dids.tensor, dw.tensor, c.renormalize}, nullptr);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      const auto gid = download_as<int32_t>(dids.tensor);
+      const auto gw = download_as<float>(dw.tensor);
+      EXPECT_TRUE(std::equal(gid.begin(), gid.end(), ids.tensor.ptr<int32_t>()));
+      EXPECT_LT(scaled_error(gw, test::to_f32(w.tensor)), 1e-5);
+    }
+  }
+}
+
+TEST(MoePermuteCuda, GroupsStablyAndUnpermutes) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(32);
+  struct Case { int64_t n, experts, k, hidden; };
+  const Case cases[] = {{1, 8, 2, 64}, {33, 8, 2, 576}, {700, 64, 6, 128}, {3000, 256, 8, 64}};
+  for (const auto& v : moe_cuda_variants()) {
+    for (const auto& c : cases) {
+      SCOPED_TRACE("n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) + " k=" + std::to_string(c.k));
+      const int64_t a = c.n * c.k;
+      // Distinct experts per token, as routing gives; skewed so that some experts get no rows.
+      std::vector<int32_t> ids(static_cast<size_t>(a));
+      for (int64_t t = 0; t < c.n; ++t) {
+        std::vector<int32_t> pool(static_cast<size_t>(c.experts));
+        for (int32_t e = 0; e < c.experts; ++e) pool[static_cast<size_t>(e)] = e;
+        std::shuffle(pool.begin(), pool.end() - (c.experts > 4 ? 2 : 0), rng);  // last two experts never chosen
+        std::copy_n(pool.begin(), c.k, ids.begin() + t * c.k);
+      }
+      HostTensor x = test::random_tensor(v.act, {c.n, c.hidden}, rng);
+      DeviceTensor dids = upload(Tensor::view(ids.data(), DType::kInt32, {c.n, c.k})), dx = upload(x.tensor);
+      DeviceTensor doff = make(DType::kInt32, {c.experts + 1}), dsrc = make(DType::kInt32, {a}), dinv = make(DType::kInt32, {a});
+      DeviceTensor dxp = make(v.act, {a, c.hidden});
+      const Status st = moe_permute_cuda({dids.tensor, dx.tensor, c.experts, doff.tensor, dsrc.tensor, dinv.tensor, dxp.tensor}, nullptr);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      const auto off = download_as<int32_t>(doff.tensor), src = download_as<int32_t>(dsrc.tensor), inv = download_as<int32_t>(dinv.tensor);
+      // Offsets are the prefix sums of the counts; rows of an expert list its assignments in order.
+      std::vector<int32_t> want_src;
+      for (int32_t e = 0; e < c.experts; ++e) {
+        EXPECT_EQ(off[static_cast<size_t>(e)], static_cast<int32_t>(want_src.size())) << "expert " << e;
+        for (int64_t i = 0; i < a; ++i) if (ids[static_cast<size_t>(i)] == e) want_src.push_back(static_cast<int32_t>(i));
+      }
+      EXPECT_EQ(off.back(), a);
+      EXPECT_EQ(src, want_src);
+      for (int64_t i = 0; i < a; ++i) ASSERT_EQ(src[static_cast<size_t>(inv[static_cast<size_t>(i)])], i);
+      const auto xp = download_as<uint16_t>(dxp.tensor);
+      for (int64_t r = 0; r < a; ++r)
+        ASSERT_TRUE(std::equal(xp.begin() + r * c.hidden, xp.begin() + (r + 1) * c.hidden,
+                               x.tensor.ptr<uint16_t>() + (src[static_cast<size_t>(r)] / c.k) * c.hidden)) << "row " << r;
+
+      // Un-permute: out[t] = sum_j w[t, j] * y[inv[t * k + j]].
+      HostTensor y = test::random_tensor(v.act, {a, c.hidden}, rng);
+      HostTensor w = test::random_tensor(DType::kF32, {c.n, c.k}, rng);
+      DeviceTensor dy = upload(y.tensor), dw = upload(w.tensor), dout = make(v.act, {c.n, c.hidden});
+      const Status st2 = moe_unpermute_cuda({dy.tensor, dw.tensor, dinv.tensor, dout.tensor}, nullptr);
+      ASSERT_TRUE(st2.ok()) << st2.to_string();
+      const std::vector<float> yf = test::to_f32(y.tensor);
+      std::vector<float> ref(static_cast<size_t>(c.n * c.hidden), 0.f);
+      for (int64_t t = 0; t < c.n; ++t)
+        for (int64_t j = 0; j < c.k; ++j) {
+          const int64_t row = inv[static_cast<size_t>(t * c.k + j)];
+          const float wt = w.tensor.ptr<float>()[t * c.k + j];
+          for (int64_t i = 0; i < c.hidden; ++i) ref[static_cast<size_t>(t * c.hidden + i)] += wt * yf[static_cast<size_t>(row * c.hidden + i)];
+        }
+      auto out = to_host(dout.tensor, DType::kF32);
+      ASSERT_TRUE(out.ok());
+      EXPECT_LT(scaled_error(test::to_f32(out->tensor), ref), 1e-2);
+    }
+  }
+}
+
+// The whole expert block on the GPU against the CPU composition of models/mixtral.cc.
+TEST(MoeBlockCuda, MatchesCpuComposition) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(33);
+  const int64_t hidden = 256, inter = 384, experts = 8, k = 2;
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok());
+  std::vector<HostTensor> gate_up, down;
+  std::vector<DeviceTensor> dgate_up, ddown;
+  for (int64_t e = 0; e < experts; ++e) {
+    gate_up.push_back(test::random_tensor(DType::kBF16, {2 * inter, hidden}, rng, 0.08f));
+    down.push_back(test::random_tensor(DType::kBF16, {hidden, inter}, rng, 0.06f));
+    dgate_up.push_back(upload(gate_up.back().tensor));
+    ddown.push_back(upload(down.back().tensor));
+  }
+  std::vector<Tensor> gu_views, down_views;
+  for (int64_t e = 0; e < experts; ++e) { gu_views.push_back(dgate_up[static_cast<size_t>(e)].tensor); down_views.push_back(ddown[static_cast<size_t>(e)].tensor); }
+  for (int64_t n : {1, 5, 64, 301}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    HostTensor h = test::random_tensor(DType::kBF16, {n, hidden}, rng);
+    HostTensor logits = test::random_tensor(DType::kF32, {n, experts}, rng, 2.0f);
+    // GPU.
+    DeviceTensor dh = upload(h.tensor), dl = upload(logits.tensor);
+    DeviceTensor dids = make(DType::kInt32, {n, k}), dw = make(DType::kF32, {n, k});
+    DeviceTensor doff = make(DType::kInt32, {experts + 1}), dsrc = make(DType::kInt32, {n * k}), dinv = make(DType::kInt32, {n * k});
+    DeviceTensor dxp = make(DType::kBF16, {n * k, hidden}), dgu = make(DType::kBF16, {n * k, 2 * inter});
+    DeviceTensor dact = make(DType::kBF16, {n * k, inter}), dyp = make(DType::kBF16, {n * k, hidden});
+    DeviceTensor dout = make(DType::kBF16, {n, hidden});
+    ASSERT_TRUE(moe_route_cuda({dl.tensor, dids.tensor, dw.tensor, true}, nullptr).ok());
+    ASSERT_TRUE(moe_permute_cuda({dids.tensor, dh.tensor, experts, doff.tensor, dsrc.tensor, dinv.tensor, dxp.tensor}, nullptr).ok());
+    auto off = moe_offsets_to_host(doff.tensor, nullptr);
+    ASSERT_TRUE(off.ok());
+    const Status st = moe_grouped_gemm_cuda(*gemm, {dxp.tensor, gu_views, *off, dgu.tensor}, nullptr);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_TRUE(silu_mul_cuda({dgu.tensor, dact.tensor}, nullptr).ok());
+    const Status st2 = moe_grouped_gemm_cuda(*gemm, {dact.tensor, down_views, *off, dyp.tensor}, nullptr);
+    ASSERT_TRUE(st2.ok()) << st2.to_string();
+    ASSERT_TRUE(moe_unpermute_cuda({dyp.tensor, dw.tensor, dinv.tensor, dout.tensor}, nullptr).ok());
+    auto got = to_host(dout.tensor, DType::kF32);
+    ASSERT_TRUE(got.ok());
+
+    // CPU: route, then per expert gate_up -> silu_mul -> down, accumulated with the gates.
+    HostTensor ids = HostTensor::zeros(DType::kInt32, {n, k}), w = HostTensor::zeros(DType::kF32, {n, k});
+    ASSERT_TRUE(moe_route_cpu({logits.tensor, ids.tensor, w.tensor, true}).ok());
+    const std::vector<float> hf = test::to_f32(h.tensor);
+    std::vector<float> ref(static_cast<size_t>(n * hidden), 0.f);
+    for (int64_t i = 0; i < n * k; ++i) {
+      const int32_t e = ids.tensor.ptr<int32_t>()[i];
+      const int64_t t = i / k;
+      HostTensor x = HostTensor::zeros(DType::kF32, {1, hidden}), gu = HostTensor::zeros(DType::kF32, {1, 2 * inter});
+      HostTensor act = HostTensor::zeros(DType::kF32, {1, inter}), y = HostTensor::zeros(DType::kF32, {1, hidden});
+      std::copy_n(hf.begin() + t * hidden, hidden, x.tensor.ptr<float>());
+      ASSERT_TRUE(linear_cpu({x.tensor, gate_up[static_cast<size_t>(e)].tensor, {}, gu.tensor}).ok());
+      ASSERT_TRUE(silu_mul_cpu({gu.tensor, act.tensor}).ok());
+      ASSERT_TRUE(linear_cpu({act.tensor, down[static_cast<size_t>(e)].tensor, {}, y.tensor}).ok());
+      for (int64_t j = 0; j < hidden; ++j) ref[static_cast<size_t>(t * hidden + j)] += w.tensor.ptr<float>()[i] * y.tensor.ptr<float>()[j];
+    }
+    // Three bf16 roundings of intermediates on the GPU path: a looser bound than one kernel's.
+    EXPECT_LT(scaled_error(test::to_f32(got->tensor), ref), 2e-2);
+  }
+}
+
+}  // namespace
+}  // namespace kiln
