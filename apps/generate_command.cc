@@ -1,5 +1,7 @@
 // `kiln generate`: load a model, generate a continuation of a prompt, print it and the speed.
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -15,7 +17,8 @@ namespace kiln::apps {
 namespace {
 
 struct GenerateFlags {
-  std::string model, prompt, prompt_ids, dtype = "f32", device = "cpu";
+  std::string model, prompt, prompt_ids, dtype = "f32", device = "cpu", load_format = "auto";
+  int64_t random_prompt_len = 0;
   int64_t n = 64;
   float temperature = 0.f, top_p = 1.f, min_p = 0.f;
   int32_t top_k = 0;
@@ -47,19 +50,26 @@ Result<std::vector<int32_t>> prompt_tokens(const GenerateFlags& f, const Tokeniz
   return tok.encode(text, false);
 }
 
+// --load-format dummy: only config.json is read; no tokenizer, prompt from ids or random.
+Status run_dummy(const GenerateFlags& f, const ModelOptions& options);
+void print_speed(const GenerateResult& r);
+
 Status run_generate(const GenerateFlags& f) {
-  if (f.device != "cpu")
-    return unimplemented("--device " + f.device + ": only the CPU backend is built into this command so far");
+  if (f.device != "cpu" && f.device != "cuda") return invalid_argument("--device " + f.device + " (supported: cpu, cuda)");
+  if (f.load_format != "auto" && f.load_format != "dummy")
+    return invalid_argument("--load-format " + f.load_format + " (supported: auto, dummy)");
   KILN_ASSIGN_OR_RETURN(DType dtype, dtype_from_name(f.dtype));
   if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
-    return unimplemented("--dtype " + f.dtype + " on the CPU (supported: f32, bf16, f16)");
-  const std::string path = f.model.empty() ? default_model_path() : f.model;
-  log_info("loading ", path);
-  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(path, dtype));
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(loaded));
-  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, prompt_tokens(f, *tok));
+    return unimplemented("--dtype " + f.dtype + " (supported: f32, bf16, f16; the GPU always computes in bf16)");
   ModelOptions options;
   options.moe_top_k = f.moe_top_k;
+  options.device = f.device == "cuda" ? Device::kCuda : Device::kCpu;
+  if (f.load_format == "dummy") return run_dummy(f, options);
+  const std::string path = f.model.empty() ? default_model_path() : f.model;
+  log_info("loading ", path);
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(path, options.device == Device::kCuda ? DType::kBF16 : dtype));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(loaded));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, prompt_tokens(f, *tok));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), options));
   GenerateOptions go;
   go.max_new_tokens = f.n;
@@ -87,12 +97,49 @@ Status run_generate(const GenerateFlags& f) {
   const std::string full = tok->decode(out, true);
   if (full.size() > printed.size()) std::fputs(full.c_str() + printed.size(), stdout);
   std::printf("\n");
-  std::fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s | generation: %zu tokens, %.1f tokens/s\n",
-               static_cast<long long>(r.prompt_tokens), static_cast<double>(r.prompt_tokens) / r.prefill_seconds,
-               r.tokens.size(), static_cast<double>(r.tokens.size() > 1 ? r.tokens.size() - 1 : 0) / r.decode_seconds);
+  print_speed(r);
   std::string ids;
   for (int32_t id : r.tokens) ids += (ids.empty() ? "" : " ") + std::to_string(id);
   log_debug("generated ids: ", ids);
+  return ok_status();
+}
+
+void print_speed(const GenerateResult& r) {
+  std::fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s | generation: %zu tokens, %.1f tokens/s\n",
+               static_cast<long long>(r.prompt_tokens), static_cast<double>(r.prompt_tokens) / r.prefill_seconds,
+               r.tokens.size(), static_cast<double>(r.tokens.size() > 1 ? r.tokens.size() - 1 : 0) / r.decode_seconds);
+}
+
+Status run_dummy(const GenerateFlags& f, const ModelOptions& base) {
+  if (f.model.empty()) return invalid_argument("--load-format dummy needs --model DIR (a directory with config.json)");
+  const std::string cfg_path = f.model + "/config.json";
+  std::ifstream in(cfg_path);
+  if (!in) return not_found(cfg_path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  LoadedModel loaded;
+  loaded.path = f.model;
+  KILN_ASSIGN_OR_RETURN(loaded.config, parse_hf_config(text.str(), cfg_path));
+  ModelOptions options = base;
+  options.dummy_weights = true;
+  std::vector<int32_t> prompt;
+  if (!f.prompt_ids.empty()) {
+    KILN_ASSIGN_OR_RETURN(prompt, parse_ids(f.prompt_ids));
+  } else {
+    for (int64_t i = 0; i < std::max<int64_t>(1, f.random_prompt_len); ++i)
+      prompt.push_back(static_cast<int32_t>((i * 7919 + 17) % loaded.config.vocab_size));
+  }
+  log_info("dummy weights for ", arch_name(loaded.config.arch), ", ", loaded.config.num_layers, " layers");
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), options));
+  GenerateOptions go;
+  go.max_new_tokens = f.n;
+  go.sampling = {f.temperature, f.top_k, f.top_p, f.min_p, f.seed};
+  go.prefill_chunk = 8192;
+  KILN_ASSIGN_OR_RETURN(GenerateResult r, generate(*model, prompt, go));
+  std::string ids;
+  for (int32_t id : r.tokens) ids += (ids.empty() ? "" : " ") + std::to_string(id);
+  std::printf("%s\n", ids.c_str());
+  print_speed(r);
   return ok_status();
 }
 
@@ -112,6 +159,8 @@ void register_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--seed", flags->seed, "Sampling seed");
   cmd->add_option("--dtype", flags->dtype, "Weight dtype: f32, bf16, f16");
   cmd->add_option("--device", flags->device, "cpu or cuda");
+  cmd->add_option("--load-format", flags->load_format, "auto, or dummy (random weights from config.json; needs --device cuda)");
+  cmd->add_option("--random-prompt-len", flags->random_prompt_len, "With dummy weights: prompt length of synthetic ids");
   cmd->add_option("--moe-top-k", flags->moe_top_k, "Experts per token (MoE; 0 = the model's)");
   cmd->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template");
   cmd->callback([flags, exit_code] {

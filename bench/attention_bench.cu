@@ -3,13 +3,14 @@
 // prefill and the dense bf16 rate). Median of timed runs after warm-ups, cudaEvent timing, an L2
 // flush before each run. Ceilings come from $KILN_GPU_CEILINGS (gpu_ceilings.py's JSON) when set,
 // else a measured device-to-device copy and the issue's figures (591 / 750 TFLOP/s).
-//   attention_bench [decode|prefill]   (default: both)
+//   attention_bench [decode|prefill|all [SHAPE_SUBSTRING]]   (default: all shapes of both)
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -187,13 +188,21 @@ void print_rows(const std::vector<Row>& rows) {
 struct DecodeCase { int64_t batch, ctx, hq, hkv, d; int splits; double target_fraction; };
 struct PrefillCase { std::vector<std::pair<int32_t, int32_t>> seqs; int64_t hq, hkv, d; std::string name; double target; };
 
+std::string g_filter;  // runs only the shapes whose name contains it
+
 void bench_decode(const Ceilings& c, void* flush, size_t flush_bytes, std::vector<Row>& rows) {
   const std::vector<DecodeCase> cases = {
       {64, 4096, 32, 8, 128, 0, 0.9},  {1, 32768, 32, 8, 128, 0, 0.8}, {1, 32768, 32, 8, 128, 1, 0},
+      {1, 32768, 32, 8, 128, 64, 0},   {1, 32768, 32, 8, 128, 128, 0}, {1, 32768, 32, 8, 128, 256, 0},
       {16, 8192, 32, 8, 128, 0, 0},    {128, 2048, 32, 8, 128, 0, 0},  {8, 4096, 32, 8, 128, 0, 0},
       {32, 4096, 32, 32, 128, 0, 0},   {64, 4096, 9, 3, 64, 0, 0},     {4, 16384, 32, 4, 128, 0, 0},
   };
   for (const DecodeCase& dc : cases) {
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld%s", (long long)dc.batch, (long long)dc.ctx,
+                  (long long)dc.hq, (long long)dc.hkv, (long long)dc.d,
+                  dc.splits == 1 ? " no-split" : dc.splits > 1 ? (" splits=" + std::to_string(dc.splits)).c_str() : "");
+    if (std::string(shape).find(g_filter) == std::string::npos) continue;
     Batch b = make_batch(std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(dc.batch), {1, static_cast<int32_t>(dc.ctx)}),
                          dc.hq, dc.hkv, dc.d);
     const PagedAttentionArgs a = b.args(dc.d);
@@ -201,12 +210,9 @@ void bench_decode(const Ceilings& c, void* flush, size_t flush_bytes, std::vecto
     BENCH_CHECK(ws_bytes.status());
     Result<DeviceBuffer> ws = DeviceBuffer::alloc(*ws_bytes);
     BENCH_CHECK(ws.status());
+    BENCH_CUDA(cudaMemset(ws->data(), 0, static_cast<size_t>(*ws_bytes)));  // split counters start at zero
     const double ms = median_ms([&] { BENCH_CHECK(decode_attention_cuda(a, dc.splits, ws->data(), nullptr)); }, flush, flush_bytes);
-    const int64_t splits_bytes = *ws_bytes;
-    char shape[96];
-    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld %s", (long long)dc.batch, (long long)dc.ctx,
-                  (long long)dc.hq, (long long)dc.hkv, (long long)dc.d,
-                  dc.splits == 1 ? "no-split" : (splits_bytes > 0 ? "split-K" : "1 split"));
+    if (*ws_bytes > 0) std::snprintf(shape + std::strlen(shape), sizeof shape - std::strlen(shape), " split-K");
     rows.push_back({"decode", shape, ms, b.kv_bytes / ms / 1e6, c.copy_gbps, dc.target_fraction * c.copy_gbps, "GB/s"});
   }
 }
@@ -220,6 +226,7 @@ void bench_prefill(const Ceilings& c, void* flush, size_t flush_bytes, std::vect
   cases.push_back({{{2048, 2048}, {2048, 2048}, {2048, 2048}, {2048, 2048}}, 32, 8, 128, "causal 4x2048 32/8 d128", 0});
   cases.push_back({std::vector<std::pair<int32_t, int32_t>>(8, {512, 4096}), 32, 8, 128, "8x q512 on kv4096 32/8 d128", 0});
   for (const PrefillCase& pc : cases) {
+    if (pc.name.find(g_filter) == std::string::npos) continue;
     Batch b = make_batch(pc.seqs, pc.hq, pc.hkv, pc.d);
     const PagedAttentionArgs a = b.args(pc.d);
     const double ms = median_ms([&] { BENCH_CHECK(prefill_attention_cuda(a, nullptr)); }, flush, flush_bytes);
@@ -233,6 +240,7 @@ void bench_prefill(const Ceilings& c, void* flush, size_t flush_bytes, std::vect
 int main(int argc, char** argv) {
   using namespace kiln;
   const std::string which = argc > 1 ? argv[1] : "all";
+  if (argc > 2) g_filter = argv[2];
   if (!cuda_available()) {
     std::printf("attention_bench: %s\n", cuda_device_summary().c_str());
     return 0;

@@ -12,7 +12,8 @@ The references come from Hugging Face's own libraries, never from kiln:
   - hf_tiny_bytelevel/, hf_tiny_metaspace/: small tokenizer.json files trained here with `tokenizers`
     (so from_hf_dir is tested on real files), spm_tiny/tokenizer.model trained with sentencepiece.
   - chat_templates.json: cases rendered by transformers' render_jinja_template (trim_blocks,
-    lstrip_blocks, its tojson and raise_exception) from templates/*.jinja.
+    lstrip_blocks, its tojson and raise_exception) from templates/*.jinja; jinja_cases.json:
+    small templates, one or two Jinja features each, rendered by the same environment.
 
 Vocabularies come from the GGUF files (transformers' GGUF loader supplies vocab, merges and added
 tokens); the pre-tokenizer and normalizer are then set to what each model's original
@@ -263,6 +264,8 @@ def train_tiny(out_dir, strings):
                    "chat_template": open(os.path.join(out_dir, "templates", "llama3.jinja")).read()}, f, indent=1)
     write_ids([e.ids for e in tok.encode_batch(strings, add_special_tokens=False)],
               os.path.join(d, "random.txt"), full=False)
+    write_special_cases(lambda t, special: tok.encode(t, add_special_tokens=special).ids,
+                        os.path.join(d, "special_cases.json"))
 
     # Llama 2 layout: characters with byte fallback, '▁' for spaces, a prefix '▁'.
     tok = Tokenizer(models.BPE(byte_fallback=True, fuse_unk=True, unk_token="<unk>"))
@@ -281,6 +284,8 @@ def train_tiny(out_dir, strings):
         json.dump({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}, f, indent=1)
     write_ids([e.ids for e in tok.encode_batch(strings, add_special_tokens=False)],
               os.path.join(d, "random.txt"), full=False)
+    write_special_cases(lambda t, special: tok.encode(t, add_special_tokens=special).ids,
+                        os.path.join(d, "special_cases.json"))
 
     # sentencepiece BPE model (tokenizer.model only): the libsentencepiece path.
     import io
@@ -296,7 +301,31 @@ def train_tiny(out_dir, strings):
         f.write(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     write_ids([sp.encode(s) for s in strings], os.path.join(d, "random.txt"), full=False)
+    # What transformers' slow (legacy) Llama tokenizer does with this model: control pieces in the
+    # text become their ids, sentencepiece encodes the text between them, BOS comes first.
+    # (transformers 5 no longer loads a tokenizer.model-only directory, so the steps are spelled out.)
+    import re
+    controls = {sp.id_to_piece(i): i for i in range(sp.get_piece_size()) if sp.is_control(i)}
+    pattern = re.compile("(" + "|".join(re.escape(c) for c in sorted(controls, key=len, reverse=True)) + ")")
+
+    def sp_encode(text, special):
+        ids = [sp.bos_id()] if special else []
+        for part in pattern.split(text):
+            ids += [controls[part]] if part in controls else (sp.encode(part) if part else [])
+        return ids
+    write_special_cases(sp_encode, os.path.join(d, "special_cases.json"))
     print("tiny tokenizers written")
+
+
+# Added-token handling (lstrip, rstrip, special vs not) and BOS/EOS, checked on each tiny tokenizer.
+SPECIAL_CASES = ["Hello world", " leading space", "a <|lstrip|> b", "a <|rstrip|>   b", "x kilnword y",
+                 "<|eot_id|>\nnext", "<s> after bos", "one</s>two", "  <|lstrip|>", "<|rstrip|>\n\n", ""]
+
+
+def write_special_cases(encode, path):
+    cases = [{"text": t, "ids": encode(t, False), "ids_with_special": encode(t, True)} for t in SPECIAL_CASES]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cases, f, ensure_ascii=False, indent=0)
 
 
 def write_ids(id_lists, path, full):
@@ -339,6 +368,47 @@ FAMILIES = {  # template file -> (bos_token, eos_token)
     "smollm2": ("<|im_start|>", "<|im_end|>"), "phi3": ("<s>", "<|endoftext|>"),
 }
 TOOL_FAMILIES = ["llama31", "qwen25", "mistral_v3"]
+
+
+JINJA_CASES = [  # (template, variables): one Jinja feature or two per case
+  ("{{ 1 + 2 * 3 }}|{{ 7 // 2 }}|{{ -7 // 2 }}|{{ 7 % 3 }}|{{ -7 % 3 }}|{{ 7 / 2 }}|{{ 2 ** 10 }}", {}),
+  ("{{ 'a' ~ 1 ~ none ~ true }}|{{ [1, 'x', none, true, 1.5] }}|{{ {'k': 'v', 'n': 2} }}", {}),
+  ("{{ 0.1 + 0.2 }}|{{ 1e20 }}|{{ 1.0 }}|{{ 3.0 * 2 }}|{{ 1/3 }}|{{ 1e-5 }}", {}),
+  ("{% for x in items %}{{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.first }}/{{ loop.last }}/{{ loop.length }} {% endfor %}", {"items": ["a", "b", "c"]}),
+  ("{% for x in items if x != 'b' %}{{ loop.index }}{{ x }}{% else %}empty{% endfor %}|{% for x in [] %}x{% else %}none{% endfor %}", {"items": ["a", "b", "c"]}),
+  ("{% set ns = namespace(n=0) %}{% for i in range(5) %}{% if i is odd %}{% set ns.n = ns.n + i %}{% endif %}{% endfor %}{{ ns.n }}", {}),
+  ("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}", {}),
+  ("{{ '  hi  ' | trim }}|{{ 'Hello World' | lower }}|{{ 'hello world' | upper }}|{{ 'hello wORLD' | title }}|{{ 'hELLO' | capitalize }}", {}),
+  ("{{ s.strip() }}|{{ s.lstrip() }}|{{ s.rstrip() }}|{{ s.startswith(' a') }}|{{ s.endswith('b ') }}|{{ s.split() }}|{{ 'a,b,,c'.split(',') }}", {"s": " a b "}),
+  ("{{ s[1:] }}|{{ s[:-1] }}|{{ s[::-1] }}|{{ s[0] }}|{{ s[-1] }}|{{ l[1:3] }}|{{ l[-2:] }}|{{ l[::2] }}", {"s": "héllo", "l": [1, 2, 3, 4, 5]}),
+  ("{{ 'b' in 'abc' }}|{{ 2 in [1, 2] }}|{{ 'k' in d }}|{{ 'z' not in d }}|{{ not true }}|{{ 1 < 2 and 2 > 3 or 'x' }}", {"d": {"k": 1}}),
+  ("{{ x is defined }}|{{ y is defined }}|{{ y is undefined }}|{{ n is none }}|{{ x is string }}|{{ 3 is number }}|{{ d is mapping }}|{{ l is iterable }}|{{ 'a' is iterable }}|{{ 4 is divisibleby 2 }}|{{ 'a' is equalto 'a' }}", {"x": "s", "n": None, "d": {}, "l": []}),
+  ("{{ l | length }}|{{ l | join(', ') }}|{{ l | first }}|{{ l | last }}|{{ l | reverse | list }}|{{ l | sort | list }}|{{ 'abc' | length }}|{{ y | default('dflt') }}|{{ '' | default('e', true) }}", {"l": [3, 1, 2]}),
+  ("{{ m | selectattr('role', 'equalto', 'user') | map(attribute='content') | join('+') }}|{{ m | rejectattr('role', 'equalto', 'user') | list | length }}|{{ m | map(attribute='role') | unique | list }}", {"m": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}),
+  ("{{ d | tojson }}|{{ d | tojson(indent=2) }}|{{ 'é\"\\n' | tojson }}|{{ [1, 2.5, none, true] | tojson }}", {"d": {"b": [1, {"c": None}], "a": "x"}}),
+  ("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}|{{ d.get('a') }}|{{ d.get('z', 'dz') }}|{{ d.keys() | list }}|{{ d['a'] }}|{{ d.a }}", {"d": {"a": 1, "b": 2}}),
+  ("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('Bob') }} {{ greet('Al', punct='?') }}", {}),
+  ("a\n  {% if true %}\n  b\n  {% endif %}\nc {{- ' d ' -}} e\n{#- comment -#}\nf", {}),
+  ("{% for i in range(10) %}{% if i == 2 %}{% continue %}{% endif %}{% if i == 5 %}{% break %}{% endif %}{{ i }}{% endfor %}", {}),
+  ("{{ 'yes' if x else 'no' }}|{{ 'yes' if y else 'no' }}|{{ ('a' if false) ~ 'b' }}", {"x": 1, "y": 0}),
+  ("{{ 'x' * 3 }}|{{ [1] + [2] }}|{{ 'a' + 'b' }}|{{ -(3) }}|{{ 10 - 2 - 3 }}|{{ 2 ** 3 ** 2 }}", {}),
+  ("{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set t %}block {{ a }}{% endset %}|{{ t }}|{{ t | length }}", {}),
+  ("{{ 'Hello' | replace('l', 'L') }}|{{ 'a b c' | replace(' ', '') }}|{{ 'x' | indent(2, true) }}|{{ 'l1\nl2' | indent(4) }}|{{ 3.7 | int }}|{{ '42' | int + 1 }}|{{ 2 | float }}", {}),
+  ("{{ messages[0]['content'] }}{{ messages[-1].role }}{{ messages | length }}", {"messages": [{"role": "user", "content": "c0"}, {"role": "assistant", "content": "c1"}]}),
+  ("{{ \"double 'quoted'\" }}|{{ 'it\\'s' }}|{{ 'tab\\there' }}|{{ '\\u00e9' }}", {}),
+  ("  {%- if true %}x{% endif -%}  \n  {% if true %}y{% endif %}\n{%+ if true %}z{% endif %}", {}),
+]
+
+
+def write_jinja_cases(out_dir):
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+    out = []
+    for template, variables in JINJA_CASES:
+        out.append({"template": template, "vars": variables,
+                    "expected": _compile_jinja_template(template).render(**variables)})
+    with open(os.path.join(out_dir, "jinja_cases.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, indent=1)
+    print(f"{len(out)} jinja feature cases")
 
 
 def render(template, messages, add_generation_prompt, bos, eos, tools=None):
@@ -400,6 +470,7 @@ def main():
         train_tiny(args.out, strings)
     if args.only in (None, "chat"):
         write_chat_cases(args.out)
+        write_jinja_cases(args.out)
 
 
 if __name__ == "__main__":

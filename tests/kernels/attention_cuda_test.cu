@@ -4,6 +4,7 @@
 // windows; then the shape-picking entry point and its errors. Unused cache slots hold NaN, unused
 // block-table entries point far out of range and outputs start as NaN, so a read past a sequence or
 // an unwritten output fails the comparison. Skips without a GPU.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -137,13 +138,20 @@ double relative_error(Problem& p, const Runner& run) {
 
 constexpr double kTolerance = 1e-2;  // bf16 inputs, P and output
 
-// Runs one table row directly with params from the same checks as the entry points.
+// Runs one table row directly with params from the same checks as the entry points. Decode runs
+// twice on one workspace, the output poisoned in between: the split counters must come back zero.
 Runner decode_row(const cuda::AttentionVariant& v, int num_splits) {
   return [&v, num_splits](const PagedAttentionArgs& a) -> Status {
     KILN_ASSIGN_OR_RETURN(cuda::PagedAttentionParams p, cuda::make_paged_attention_params(a));
     KILN_RETURN_IF_ERROR(cuda::plan_decode_splits(p, v, num_splits));
-    KILN_ASSIGN_OR_RETURN(DeviceBuffer ws, DeviceBuffer::alloc(cuda::decode_workspace_bytes(p)));
-    if (p.num_splits > 1) cuda::bind_decode_workspace(p, ws.data());
+    const int64_t bytes = cuda::decode_workspace_bytes(p);
+    KILN_ASSIGN_OR_RETURN(DeviceBuffer ws, DeviceBuffer::alloc(bytes));
+    if (p.num_splits > 1) {
+      if (cudaMemset(ws.data(), 0, static_cast<size_t>(bytes)) != cudaSuccess) return internal_error("cudaMemset");
+      cuda::bind_decode_workspace(p, ws.data());
+    }
+    KILN_RETURN_IF_ERROR(v.launch(p, nullptr));
+    KILN_RETURN_IF_ERROR(fill_bytes(a.out, 0xff));
     KILN_RETURN_IF_ERROR(v.launch(p, nullptr));
     return cuda_synchronize();  // before ws goes away
   };

@@ -54,7 +54,7 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
   const int64_t total = static_cast<int64_t>(prompt.size()) + o.max_new_tokens;
   KILN_RETURN_IF_ERROR(check_length(model, total));
   const int64_t max_blocks = (total + o.block_size - 1) / o.block_size;
-  KvCache cache(model.config(), max_blocks, o.block_size);
+  KILN_ASSIGN_OR_RETURN(KvCacheView cache, model.allocate_kv_cache(max_blocks, o.block_size));
   const int64_t vocab = model.config().vocab_size;
   HostTensor logits = HostTensor::zeros(DType::kF32, {1, vocab});
   GenerateResult r;
@@ -63,7 +63,7 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
   for (int64_t begin = 0; begin < r.prompt_tokens; begin += o.prefill_chunk) {
     const int64_t end = std::min(r.prompt_tokens, begin + o.prefill_chunk);
     std::vector<int32_t> chunk(prompt.begin() + begin, prompt.begin() + end);
-    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(chunk, begin, o.block_size, max_blocks, false), cache.view(), logits.tensor));
+    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(chunk, begin, o.block_size, max_blocks, false), cache, logits.tensor));
   }
   r.prefill_seconds = now_seconds() - t0;
   t0 = now_seconds();
@@ -72,7 +72,7 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
     if (step > 0) {
       const std::vector<int32_t> one = {r.tokens.back()};
       KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(one, r.prompt_tokens + step - 1, o.block_size, max_blocks, false),
-                                         cache.view(), logits.tensor));
+                                         cache, logits.tensor));
     }
     KILN_RETURN_IF_ERROR(sample_cpu({logits.tensor, {o.sampling}, {static_cast<uint64_t>(step)}, next.tensor}));
     const int32_t id = next.tensor.ptr<int32_t>()[0];
@@ -89,13 +89,13 @@ Result<HostTensor> prompt_logits(Model& model, const std::vector<int32_t>& promp
   if (n == 0) return invalid_argument("empty prompt");
   KILN_RETURN_IF_ERROR(check_length(model, n));
   const int64_t max_blocks = (n + bs - 1) / bs;
-  KvCache cache(model.config(), max_blocks, bs);
+  KILN_ASSIGN_OR_RETURN(KvCacheView cache, model.allocate_kv_cache(max_blocks, bs));
   HostTensor out = HostTensor::zeros(DType::kF32, {n, vocab});
   for (int64_t begin = 0; begin < n; begin += chunk) {
     const int64_t end = std::min(n, begin + chunk);
     std::vector<int32_t> ids(prompt.begin() + begin, prompt.begin() + end);
     Tensor rows = out.tensor.slice0(begin, end);
-    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(ids, begin, bs, max_blocks, true), cache.view(), rows));
+    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(ids, begin, bs, max_blocks, true), cache, rows));
   }
   return out;
 }

@@ -40,7 +40,8 @@ Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream)
 
 // The explicit kernels, for benchmarks and tests. Decode needs every q_len == 1. num_splits 0 picks
 // by shape; with more than one split the kernel needs decode_attention_workspace_bytes(args,
-// num_splits) bytes of device workspace (nullptr: allocated on the stream).
+// num_splits) bytes of device workspace, zero-filled once before its first use (every launch
+// leaves it fit for the next; nullptr: allocated and zeroed on the stream, per call).
 Result<int64_t> decode_attention_workspace_bytes(const PagedAttentionArgs& args, int num_splits);
 Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, void* workspace,
                              CUstream_st* stream);

@@ -23,22 +23,31 @@ struct ForwardBatch {
   std::vector<int32_t> logits_rows;    // token rows whose logits are wanted (e.g. last of each seq)
 };
 
-// Per-layer K and V caches: [num_blocks, block_size, num_kv_heads, head_dim].
+// Per-layer K and V caches: [num_blocks, block_size, num_kv_heads, head_dim], on the model's
+// device. `owner` keeps the memory alive when the view came from Model::allocate_kv_cache.
 struct KvCacheView {
   std::vector<Tensor> k, v;
+  std::shared_ptr<void> owner;
 };
 
 class Model {
  public:
   virtual ~Model() = default;
   virtual const ModelConfig& config() const = 0;
-  // logits: [batch.logits_rows.size(), vocab] f32.
+  // logits: [batch.logits_rows.size(), vocab] f32, host memory.
   virtual Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) = 0;
+  virtual Device device() const { return Device::kCpu; }
+  // A paged KV cache on the model's device (host memory for CPU models).
+  virtual Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size);
+  // How many blocks fit in the memory left on the device (CPU: a fixed budget of host memory).
+  virtual int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const;
 };
 
 // Options applied when the model is built.
 struct ModelOptions {
   int64_t moe_top_k = 0;  // > 0: route each token to this many experts instead of the config's
+  Device device = Device::kCpu;
+  bool dummy_weights = false;  // random weights from the config alone (vLLM's --load-format dummy)
 };
 
 // Builds the CPU model for loaded.config.arch; takes ownership of the weights.

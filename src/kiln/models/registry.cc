@@ -1,9 +1,12 @@
 // Model registry: which implementation runs which architecture.
 #include "kiln/models/llama.h"
+#include "kiln/models/llama_cuda.h"
 
 namespace kiln {
 
 Result<std::unique_ptr<Model>> create_model(LoadedModel&& loaded, const ModelOptions& options) {
+  if (options.device == Device::kCuda) return create_cuda_model(std::move(loaded), options);
+  if (options.dummy_weights) return unimplemented("--load-format dummy is implemented for --device cuda only");
   switch (loaded.config.arch) {
     case Arch::kLlama:
     case Arch::kMistral:

@@ -296,8 +296,14 @@ void HttpServer::on_signal(std::function<void(int)> fn) {
   impl_->on_signal = std::move(fn);
   impl_->signals.add(SIGINT);
   impl_->signals.add(SIGTERM);
+  wait_signal();
+}
+
+void HttpServer::wait_signal() {
   impl_->signals.async_wait([this](beast::error_code ec, int sig) {
-    if (!ec && impl_->on_signal) impl_->on_signal(sig);
+    if (ec) return;
+    if (impl_->on_signal) impl_->on_signal(sig);
+    wait_signal();  // a second signal is reported too
   });
 }
 

@@ -64,6 +64,7 @@ class HttpServer {
   void stop();
 
  private:
+  void wait_signal();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -16,9 +16,12 @@ namespace kiln::server {
 
 // An error in OpenAI's format: {"error": {"message", "type", "param", "code"}} with an HTTP status.
 struct ApiError {
-  int status = 400;
+  ApiError(int status_, std::string message_, std::string type_ = "invalid_request_error", std::string param_ = "",
+           std::string code_ = "")
+      : status(status_), message(std::move(message_)), type(std::move(type_)), param(std::move(param_)), code(std::move(code_)) {}
+  int status;
   std::string message;
-  std::string type = "invalid_request_error";
+  std::string type;
   std::string param;  // "" -> null
   std::string code;   // "" -> null
 };

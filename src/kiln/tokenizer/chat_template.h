@@ -26,10 +26,11 @@ class ChatTemplate {
   Result<std::string> render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                              const std::string& bos_token, const std::string& eos_token) const;
   // messages as JSON (each an object with role, content and maybe tool_calls, ...); extra holds
-  // further template variables (tools, documents, ...) as a JSON object.
-  Result<std::string> render_json(const nlohmann::json& messages, bool add_generation_prompt,
+  // further template variables (tools, documents, ...) as a JSON object. ordered_json keeps the
+  // key order of the request, which tojson reproduces (as Python dicts do).
+  Result<std::string> render_json(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                   const std::string& bos_token, const std::string& eos_token,
-                                  const nlohmann::json& extra = nlohmann::json::object()) const;
+                                  const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
 
  private:
   std::shared_ptr<const jinja::Template> tmpl_;
@@ -40,8 +41,8 @@ Result<std::string> render_chat(const std::string& tmpl, const std::vector<ChatM
                                 const std::string& eos_token);
 
 namespace jinja {
-// JSON -> template value (objects keep their key order).
-Value value_from_json(const nlohmann::json& j);
+// JSON -> template value (objects keep the key order of the json object).
+Value value_from_json(const nlohmann::ordered_json& j);
 }  // namespace jinja
 
 }  // namespace kiln

@@ -130,42 +130,62 @@ __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, c
   }
 }
 
-// Online-softmax step for the two rows a thread holds in the C fragments s[kN][4] (row g: c0,c1;
-// row g+8: c2,c3): updates the running max m (in score units) and the thread-partial sum l, and
-// overwrites s with P = exp(scale * (s - m)). The max is lazy: it moves only when a row's new
-// max exceeds it by more than 2^8 in P (so P <= 256, harmless in bf16 and f32), which makes the
-// O rescale rare after the first tiles; the final O / l is exact either way. Returns whether any
-// row of the warp moved its max; then O must be multiplied by `rescale` (1 for unmoved rows). A
-// row with no unmasked key yet keeps m = -inf and gets P = 0.
-template <int kN>
-__device__ __forceinline__ bool softmax_step(float (&s)[kN][4], float (&m)[2], float (&l)[2], float (&rescale)[2],
-                                             float scale_log2) {
+// Tree reductions over a fragment row: independent chains instead of one serial one.
+template <int kN, typename Op>
+__device__ __forceinline__ float tree_reduce(float (&v)[kN], Op op) {
+#pragma unroll
+  for (int w = kN / 2; w > 0; w /= 2)
+#pragma unroll
+    for (int j = 0; j < w; ++j) v[j] = op(v[j], v[j + w]);
+  return v[0];
+}
+
+// Online-softmax step for the rows a warp holds in the C fragments s[kM][kN][4] (per m16 tile mt:
+// row g in c0,c1, row g+8 in c2,c3; kN fragments of 8 keys): updates the running max m (in score
+// units) and the thread-partial sum l, and overwrites s with P = exp(scale * (s - m)). The max is
+// lazy: it moves only when a row's new max exceeds it by more than 2^8 in P (so P <= 256,
+// harmless in bf16 and f32), which makes the O rescale rare after the first tiles; the final
+// O / l is exact either way. Returns whether any row of the warp moved its max; then O must be
+// multiplied by `rescale` (1 for unmoved rows). A row with no unmasked key yet keeps m = -inf and
+// gets P = 0. All rows are reduced side by side so their dependency chains overlap.
+template <int kM, int kN>
+__device__ __forceinline__ bool softmax_step(float (&s)[kM][kN][4], float (&m)[kM][2], float (&l)[kM][2],
+                                             float (&rescale)[kM][2], float scale_log2) {
+  static_assert((kN & (kN - 1)) == 0);
   constexpr float kLazyLog2 = 8.f;
+  float mx[kM][2];
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float v[kN];
+#pragma unroll
+      for (int j = 0; j < kN; ++j) v[j] = fmaxf(s[mt][j][2 * h], s[mt][j][2 * h + 1]);
+      mx[mt][h] = fmaxf(m[mt][h], tree_reduce(v, [](float a, float b) { return fmaxf(a, b); }));
+    }
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) mx[mt][h] = quad_max(mx[mt][h]);
   bool moved = false;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float mx = m[h];
+  for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
-    for (int j = 0; j < kN; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
-    mx = quad_max(mx);
-    rescale[h] = 1.f;
-    if ((mx - m[h]) * scale_log2 > kLazyLog2) {  // false while both are -inf (NaN)
-      rescale[h] = exp2_approx((m[h] - mx) * scale_log2);
-      m[h] = mx;
-      moved = true;
-    }
-    const float base = m[h] == -INFINITY ? 0.f : m[h] * scale_log2;
-    float sum = 0.f;
+    for (int h = 0; h < 2; ++h) {
+      const bool move = (mx[mt][h] - m[mt][h]) * scale_log2 > kLazyLog2;  // false while both are -inf (NaN)
+      rescale[mt][h] = move ? exp2_approx((m[mt][h] - mx[mt][h]) * scale_log2) : 1.f;
+      m[mt][h] = move ? mx[mt][h] : m[mt][h];
+      moved |= move;
+      const float base = m[mt][h] == -INFINITY ? 0.f : m[mt][h] * scale_log2;
+      float v[kN];
 #pragma unroll
-    for (int j = 0; j < kN; ++j) {
-#pragma unroll
-      for (int e = 2 * h; e < 2 * h + 2; ++e) {
-        s[j][e] = exp2_approx(fmaf(s[j][e], scale_log2, -base));
-        sum += s[j][e];
+      for (int j = 0; j < kN; ++j) {
+        s[mt][j][2 * h] = exp2_approx(fmaf(s[mt][j][2 * h], scale_log2, -base));
+        s[mt][j][2 * h + 1] = exp2_approx(fmaf(s[mt][j][2 * h + 1], scale_log2, -base));
+        v[j] = s[mt][j][2 * h] + s[mt][j][2 * h + 1];
       }
+      l[mt][h] = l[mt][h] * rescale[mt][h] + tree_reduce(v, [](float a, float b) { return a + b; });
     }
-    l[h] = l[h] * rescale[h] + sum;
-  }
   return __any_sync(0xffffffffu, moved);
 }
 

@@ -21,6 +21,7 @@ struct PagedAttentionParams {
   void* out;                    // [num_tokens, num_q_heads, head_dim] bf16
   float* partial_o;             // [num_splits, batch, num_q_heads, head_dim] f32 (decode split-K)
   float* partial_lse;           // [num_splits, batch, num_q_heads] f32, log2 of the softmax sum
+  int* split_counters;          // [batch, num_kv_heads] splits done; zero before a launch, zero after
   int num_tokens, batch, num_q_heads, num_kv_heads, group, head_dim;
   int block_size_log2;          // block_size == 1 << block_size_log2
   int table_stride;             // elements between block table rows (>= max_blocks_per_seq)
@@ -50,10 +51,13 @@ Result<const AttentionVariant*> find_attention_variant(std::span<const Attention
 Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArgs& args);
 
 // Decode split-K: sets num_splits / split_len (num_splits 0 = pick from the GPU's size), then the
-// workspace the split needs (0 bytes for one split) and where its partials go.
-constexpr int kDecodeTileKeys = 64;  // keys per decode pipeline stage; split_len is a multiple
+// workspace the split needs (0 bytes for one split) and where its partials and counters go. The
+// counters must be zero before the first launch on a workspace; each launch leaves them zero.
+constexpr int kDecodeTileKeys = 64;    // keys per decode pipeline stage; split_len is a multiple
+constexpr int kMaxDecodeSplits = 512;  // the combine keeps [splits, group] weights in shared memory
 Status plan_decode_splits(PagedAttentionParams& params, const AttentionVariant& variant, int num_splits);
 int64_t decode_workspace_bytes(const PagedAttentionParams& params);
+int64_t decode_counters_offset(const PagedAttentionParams& params);  // where the counters start
 void bind_decode_workspace(PagedAttentionParams& params, void* workspace);
 
 }  // namespace kiln::cuda

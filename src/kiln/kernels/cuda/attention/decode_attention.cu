@@ -2,8 +2,9 @@
 // (kv head, sequence, KV split) computes all query heads of the group, so each K/V byte is read
 // once per KV head. The group's heads are the 16 rows of an mma tile (rows >= group are zero);
 // the 4 warps take 16 keys each of a 64-key tile, cp.async-pipelined 3 stages deep, and merge
-// their (max, sum, acc) at the end. Split-K (flash-decoding) writes per-split partials that
-// decode_attention_reduce_kernel combines. Variants: bf16 x head_dim {64, 128}.
+// their (max, sum, acc) at the end. Split-K (flash-decoding) writes per-split partials and the
+// last CTA of each (sequence, kv head) to finish combines them (no second kernel). Variants:
+// bf16 x head_dim {64, 128}.
 #include <cuda_runtime.h>
 
 #include "kiln/kernels/cuda/attention/attention_device.cuh"
@@ -31,7 +32,131 @@ struct DecodeConfig {
   static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
   static_assert(kTileN == kDecodeTileKeys);
   static_assert(kMergeBytes <= kStages * kStageBytes);
+  // merge_splits: weights [kMaxDecodeSplits, 16], 16 inverse sums, up to max(16 * d / 4, kThreads)
+  // float4 shares.
+  static_assert((kMaxDecodeSplits * kRows + kRows) * 4 + (kRows * kHeadDim / 4 + kThreads) * 16 <= kSmemBytes);
 };
+
+// Combines the 4 warps' (m, l, O) of one CTA, each warp having seen 16 of every 64 keys, and
+// writes the group's output rows (one split) or this split's partial (O / l and log2 of its
+// softmax sum). Called by all threads after the K/V stages are drained; `scratch` reuses them.
+template <int kHeadDim>
+__device__ __forceinline__ void merge_warps(const PagedAttentionParams& p, const float (&o)[kHeadDim / 8][4],
+                                            const float (&m)[2], const float (&l_part)[2], uint8_t* scratch, int b,
+                                            int kvh, int split, int q_row, float scale_log2) {
+  using C = DecodeConfig<kHeadDim>;
+  constexpr int kChunks = kHeadDim / 8;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  float* acc = reinterpret_cast<float*>(scratch);  // [warps, rows, kAccStride]
+  float* ms = acc + C::kWarps * C::kRows * C::kAccStride;  // [warps, rows]
+  float* ls = ms + C::kWarps * C::kRows;                   // [warps, rows]
+  const float l0 = attn::quad_sum(l_part[0]), l1 = attn::quad_sum(l_part[1]);
+#pragma unroll
+  for (int n = 0; n < kHeadDim / 8; ++n) {
+    float* row = acc + (warp * C::kRows + g) * C::kAccStride + n * 8 + 2 * t;
+    *reinterpret_cast<float2*>(row) = make_float2(o[n][0], o[n][1]);
+    *reinterpret_cast<float2*>(row + 8 * C::kAccStride) = make_float2(o[n][2], o[n][3]);
+  }
+  if (t == 0) {
+    ms[warp * C::kRows + g] = m[0];
+    ms[warp * C::kRows + g + 8] = m[1];
+    ls[warp * C::kRows + g] = l0;
+    ls[warp * C::kRows + g + 8] = l1;
+  }
+  __syncthreads();
+  for (int i = tid; i < p.group * kChunks; i += C::kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < C::kWarps; ++w) mx = fmaxf(mx, ms[w * C::kRows + r]);
+    float sum = 0.f, v[8] = {};
+#pragma unroll
+    for (int w = 0; w < C::kWarps; ++w) {
+      const float f = attn::exp2_approx((ms[w * C::kRows + r] - mx) * scale_log2);  // 0 for an idle warp
+      sum += f * ls[w * C::kRows + r];
+      const float4* src = reinterpret_cast<const float4*>(acc + (w * C::kRows + r) * C::kAccStride + c * 8);
+      const float4 lo = src[0], hi = src[1];
+      v[0] += f * lo.x, v[1] += f * lo.y, v[2] += f * lo.z, v[3] += f * lo.w;
+      v[4] += f * hi.x, v[5] += f * hi.y, v[6] += f * hi.z, v[7] += f * hi.w;
+    }
+    const float inv = 1.f / sum;
+    const int head = kvh * p.group + r;
+    if (p.num_splits == 1) {
+      const uint4 packed = {attn::pack_bf16(v[0] * inv, v[1] * inv), attn::pack_bf16(v[2] * inv, v[3] * inv),
+                            attn::pack_bf16(v[4] * inv, v[5] * inv), attn::pack_bf16(v[6] * inv, v[7] * inv)};
+      bf16* out = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + head) * kHeadDim;
+      *reinterpret_cast<uint4*>(out + c * 8) = packed;
+    } else {
+      const int64_t slot = (static_cast<int64_t>(split) * p.batch + b) * p.num_q_heads + head;
+      float4* dst = reinterpret_cast<float4*>(p.partial_o + slot * kHeadDim + c * 8);
+      dst[0] = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
+      dst[1] = make_float4(v[4] * inv, v[5] * inv, v[6] * inv, v[7] * inv);
+      if (c == 0) p.partial_lse[slot] = mx * scale_log2 + __log2f(sum);
+    }
+  }
+}
+
+// Split-K combine, run by the last CTA of a (sequence, kv head): out = sum_s w_s O_s / sum_s w_s
+// with w_s = 2^(lse_s - max lse). Weights go through shared memory ([n_splits, group] floats,
+// n_splits <= kMaxDecodeSplits); then each thread takes a 4-float slice of one head's row over a
+// share of the splits, and the shares meet in shared memory. Partials are read with ld.cg: other
+// CTAs wrote them.
+template <int kHeadDim>
+__device__ __forceinline__ void merge_splits(const PagedAttentionParams& p, int b, int kvh, int n_splits, int q_row,
+                                             float* scratch) {
+  using C = DecodeConfig<kHeadDim>;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = p.group;
+  const int64_t split_stride = static_cast<int64_t>(p.batch) * p.num_q_heads;  // slots between splits
+  const int64_t slot0 = static_cast<int64_t>(b) * p.num_q_heads + kvh * group;
+  float* weight = scratch;                          // [n_splits, group]
+  float* inv_sum = weight + n_splits * group;       // [group]
+  float4* shares = reinterpret_cast<float4*>(inv_sum + 16);  // [share, item]
+  for (int i = tid; i < n_splits * group; i += C::kThreads)
+    weight[i] = __ldcg(p.partial_lse + slot0 + (i / group) * split_stride + i % group);
+  __syncthreads();
+  for (int r = warp; r < group; r += C::kWarps) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int s = lane; s < n_splits; s += 32) mx = fmaxf(mx, weight[s * group + r]);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    for (int s = lane; s < n_splits; s += 32) {
+      const float w = attn::exp2_approx(weight[s * group + r] - mx);
+      weight[s * group + r] = w;
+      sum += w;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) inv_sum[r] = 1.f / sum;
+  }
+  __syncthreads();
+  constexpr int kSlices = kHeadDim / 4;
+  const int items = group * kSlices, n_shares = max(1, C::kThreads / items);
+  for (int i = tid; i < items * n_shares; i += C::kThreads) {
+    const int item = i % items, share = i / items, r = item / kSlices, slice = item % kSlices;
+    const float* src = p.partial_o + (slot0 + r) * kHeadDim + slice * 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int s = share; s < n_splits; s += n_shares) {
+      const float w = weight[s * group + r];
+      const float4 x = __ldcg(reinterpret_cast<const float4*>(src + s * split_stride * kHeadDim));
+      acc.x += w * x.x, acc.y += w * x.y, acc.z += w * x.z, acc.w += w * x.w;
+    }
+    shares[share * items + item] = acc;
+  }
+  __syncthreads();
+  bf16* out = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * group) * kHeadDim;
+  for (int item = tid; item < items; item += C::kThreads) {
+    float4 acc = shares[item];
+    for (int share = 1; share < n_shares; ++share) {
+      const float4 x = shares[share * items + item];
+      acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
+    }
+    const int r = item / kSlices, slice = item % kSlices;
+    const float inv = inv_sum[r];
+    *reinterpret_cast<uint2*>(out + r * kHeadDim + slice * 4) =
+        make_uint2(attn::pack_bf16(acc.x * inv, acc.y * inv), attn::pack_bf16(acc.z * inv, acc.w * inv));
+  }
+}
 
 // [num_kv_heads, batch, num_splits] CTAs of 128 threads.
 template <int kHeadDim>
@@ -56,7 +181,7 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   const int first = p.sliding_window > 0 ? max(0, kv_len - p.sliding_window) : 0;
   const int begin = first + split * p.split_len;
   const int end = min(kv_len, begin + p.split_len);
-  if (begin >= end) return;  // a shorter sequence needs fewer splits; the reduce skips this one
+  if (begin >= end) return;  // a shorter sequence needs fewer splits; it does not count this one
   const int n_tiles = (end - begin + C::kTileN - 1) / C::kTileN;
 
   const uint32_t q_tile = attn::smem_u32(smem);
@@ -88,7 +213,7 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   const float scale_log2 = p.scale * kLog2e;
   uint32_t qf[kHeadDim / 16][4];
   float o[kHeadDim / 8][4] = {};
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
   for (int it = 0; it < n_tiles; ++it) {
     attn::cp_async_wait<C::kStages - 2>();
     __syncthreads();
@@ -103,13 +228,13 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
     const uint32_t k_tile = stages + (it % C::kStages) * C::kStageBytes;
     const uint32_t v_tile = k_tile + C::kTileBytes;
     // S [16 heads, 16 keys] = Q K^T for this warp's keys.
-    float s[2][4] = {};
+    float s[1][2][4] = {};
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
       uint32_t kb[4];
       attn::ldmatrix_x4(kb, k_tile + attn::chunk_pair(k_lane, kk));
-      attn::mma_bf16(s[0], qf[kk], kb[0], kb[1]);
-      attn::mma_bf16(s[1], qf[kk], kb[2], kb[3]);
+      attn::mma_bf16(s[0][0], qf[kk], kb[0], kb[1]);
+      attn::mma_bf16(s[0][1], qf[kk], kb[2], kb[3]);
     }
     const int key0 = begin + it * C::kTileN + warp * 16;
     if (key0 + 16 > end) {
@@ -117,20 +242,20 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
       for (int j = 0; j < 2; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          if (key0 + j * 8 + 2 * (lane % 4) + (e & 1) >= end) s[j][e] = -INFINITY;
+          if (key0 + j * 8 + 2 * (lane % 4) + (e & 1) >= end) s[0][j][e] = -INFINITY;
     }
-    float rescale[2];
-    if (attn::softmax_step<2>(s, m, l, rescale, scale_log2)) {
+    float rescale[1][2];
+    if (attn::softmax_step<1, 2>(s, m, l, rescale, scale_log2)) {
 #pragma unroll
       for (int n = 0; n < kHeadDim / 8; ++n) {
-        o[n][0] *= rescale[0];
-        o[n][1] *= rescale[0];
-        o[n][2] *= rescale[1];
-        o[n][3] *= rescale[1];
+        o[n][0] *= rescale[0][0];
+        o[n][1] *= rescale[0][0];
+        o[n][2] *= rescale[0][1];
+        o[n][3] *= rescale[0][1];
       }
     }
-    const uint32_t pa[4] = {attn::pack_bf16(s[0][0], s[0][1]), attn::pack_bf16(s[0][2], s[0][3]),
-                            attn::pack_bf16(s[1][0], s[1][1]), attn::pack_bf16(s[1][2], s[1][3])};
+    const uint32_t pa[4] = {attn::pack_bf16(s[0][0][0], s[0][0][1]), attn::pack_bf16(s[0][0][2], s[0][0][3]),
+                            attn::pack_bf16(s[0][1][0], s[0][1][1]), attn::pack_bf16(s[0][1][2], s[0][1][3])};
     // O [16 heads, d] += P V for this warp's keys.
 #pragma unroll
     for (int n2 = 0; n2 < kHeadDim / 16; ++n2) {
@@ -144,122 +269,22 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   // Merge the 4 warps' partial softmax states through shared memory (the stages are free now).
   attn::cp_async_wait<0>();
   __syncthreads();
-  float* acc = reinterpret_cast<float*>(smem + C::kQBytes);             // [warps, rows, kAccStride]
-  float* ms = acc + C::kWarps * C::kRows * C::kAccStride;                 // [warps, rows]
-  float* ls = ms + C::kWarps * C::kRows;                                  // [warps, rows]
-  const int g = lane / 4, t = lane % 4;
-  l[0] = attn::quad_sum(l[0]);
-  l[1] = attn::quad_sum(l[1]);
-#pragma unroll
-  for (int n = 0; n < kHeadDim / 8; ++n) {
-    float* row = acc + (warp * C::kRows + g) * C::kAccStride + n * 8 + 2 * t;
-    *reinterpret_cast<float2*>(row) = make_float2(o[n][0], o[n][1]);
-    *reinterpret_cast<float2*>(row + 8 * C::kAccStride) = make_float2(o[n][2], o[n][3]);
-  }
-  if (t == 0) {
-    ms[warp * C::kRows + g] = m[0];
-    ms[warp * C::kRows + g + 8] = m[1];
-    ls[warp * C::kRows + g] = l[0];
-    ls[warp * C::kRows + g + 8] = l[1];
-  }
+  merge_warps<kHeadDim>(p, o, m[0], l[0], smem + C::kQBytes, b, kvh, split, q_row, scale_log2);
+  if (p.num_splits == 1) return;
+  // Split-K: the last CTA of this (sequence, kv head) to finish combines every split's partial.
+  __shared__ int last;
+  __threadfence();  // this CTA's partials are visible before its count is
   __syncthreads();
-  for (int i = tid; i < p.group * kChunks; i += C::kThreads) {
-    const int r = i / kChunks, c = i % kChunks;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < C::kWarps; ++w) mx = fmaxf(mx, ms[w * C::kRows + r]);
-    float sum = 0.f, v[8] = {};
-#pragma unroll
-    for (int w = 0; w < C::kWarps; ++w) {
-      const float f = attn::exp2_approx((ms[w * C::kRows + r] - mx) * scale_log2);  // 0 for an idle warp
-      sum += f * ls[w * C::kRows + r];
-      const float4* src = reinterpret_cast<const float4*>(acc + (w * C::kRows + r) * C::kAccStride + c * 8);
-      const float4 lo = src[0], hi = src[1];
-      v[0] += f * lo.x, v[1] += f * lo.y, v[2] += f * lo.z, v[3] += f * lo.w;
-      v[4] += f * hi.x, v[5] += f * hi.y, v[6] += f * hi.z, v[7] += f * hi.w;
-    }
-    const float inv = 1.f / sum;
-    const int head = kvh * p.group + r;
-    if (p.num_splits == 1) {
-      uint4 packed;
-      packed.x = attn::pack_bf16(v[0] * inv, v[1] * inv);
-      packed.y = attn::pack_bf16(v[2] * inv, v[3] * inv);
-      packed.z = attn::pack_bf16(v[4] * inv, v[5] * inv);
-      packed.w = attn::pack_bf16(v[6] * inv, v[7] * inv);
-      *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(q_row) * p.num_q_heads + head) * kHeadDim + c * 8) = packed;
-    } else {
-      const int64_t slot = (static_cast<int64_t>(split) * p.batch + b) * p.num_q_heads + head;
-      float4* dst = reinterpret_cast<float4*>(p.partial_o + slot * kHeadDim + c * 8);
-      dst[0] = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
-      dst[1] = make_float4(v[4] * inv, v[5] * inv, v[6] * inv, v[7] * inv);
-      if (c == 0) p.partial_lse[slot] = mx * scale_log2 + __log2f(sum);
-    }
-  }
-}
-
-// Combines the split partials: one CTA per (sequence, query head); warp w takes splits w, w + 4, ..
-// and each lane kHeadDim / 32 dims; the 4 warps meet in shared memory. Launched as a programmatic
-// dependent of the main kernel, so its launch overlaps the main kernel's tail.
-template <int kHeadDim>
-__global__ void __launch_bounds__(128) decode_attention_reduce_kernel(const __grid_constant__ PagedAttentionParams p) {
-  constexpr int kPerLane = kHeadDim / 32;
-  __shared__ float warp_max[4], warp_sum[4];
-  __shared__ __align__(16) float warp_acc[4][kHeadDim];
-  cudaGridDependencySynchronize();  // the partials of the main kernel are visible after this
-  const int b = blockIdx.x / p.num_q_heads, h = blockIdx.x % p.num_q_heads;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int q_row = p.cu_seqlens_q[b];
-  if (p.cu_seqlens_q[b + 1] - q_row != 1) return;
-  const int kv_len = p.kv_lens[b];
-  const int first = p.sliding_window > 0 ? max(0, kv_len - p.sliding_window) : 0;
   const int n_splits = (kv_len - first + p.split_len - 1) / p.split_len;
-  const int64_t split_stride = static_cast<int64_t>(p.batch) * p.num_q_heads;
-  const float* lse = p.partial_lse + static_cast<int64_t>(b) * p.num_q_heads + h;
-  const float* po = p.partial_o + (static_cast<int64_t>(b) * p.num_q_heads + h) * kHeadDim + lane * kPerLane;
-  float mx = -INFINITY;
-  for (int s = threadIdx.x; s < n_splits; s += 128) mx = fmaxf(mx, lse[s * split_stride]);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-  if (lane == 0) warp_max[warp] = mx;
+  if (tid == 0) {
+    int* counter = p.split_counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh;
+    last = atomicAdd(counter, 1) == n_splits - 1;
+    if (last) *counter = 0;  // every split has counted: reset for the next launch
+  }
   __syncthreads();
-  mx = fmaxf(fmaxf(warp_max[0], warp_max[1]), fmaxf(warp_max[2], warp_max[3]));
-  float sum = 0.f, v[kPerLane] = {};
-#pragma unroll 4
-  for (int s = warp; s < n_splits; s += 4) {
-    const float w = attn::exp2_approx(lse[s * split_stride] - mx);
-    sum += w;
-    const float* src = po + s * split_stride * kHeadDim;
-    if constexpr (kPerLane == 4) {
-      const float4 x = *reinterpret_cast<const float4*>(src);
-      v[0] += w * x.x, v[1] += w * x.y, v[2] += w * x.z, v[3] += w * x.w;
-    } else {
-      const float2 x = *reinterpret_cast<const float2*>(src);
-      v[0] += w * x.x, v[1] += w * x.y;
-    }
-  }
-#pragma unroll
-  for (int e = 0; e < kPerLane; ++e) warp_acc[warp][lane * kPerLane + e] = v[e];
-  if (lane == 0) warp_sum[warp] = sum;
-  __syncthreads();
-  if (warp != 0) return;
-  const float inv = 1.f / (warp_sum[0] + warp_sum[1] + warp_sum[2] + warp_sum[3]);
-  uint32_t packed[kPerLane / 2];
-#pragma unroll
-  for (int e = 0; e < kPerLane; e += 2) {
-    float x[2];
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int d = lane * kPerLane + e + k;
-      x[k] = (warp_acc[0][d] + warp_acc[1][d] + warp_acc[2][d] + warp_acc[3][d]) * inv;
-    }
-    packed[e / 2] = attn::pack_bf16(x[0], x[1]);
-  }
-  bf16* dst = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + h) * kHeadDim + lane * kPerLane;
-  if constexpr (kPerLane == 4) {
-    *reinterpret_cast<uint2*>(dst) = make_uint2(packed[0], packed[1]);
-  } else {
-    *reinterpret_cast<uint32_t*>(dst) = packed[0];
-  }
+  if (!last) return;
+  __threadfence();
+  merge_splits<kHeadDim>(p, b, kvh, n_splits, q_row, reinterpret_cast<float*>(smem));
 }
 
 template <int kHeadDim>
@@ -271,19 +296,6 @@ Status launch_decode(const PagedAttentionParams& p, CUstream_st* stream) {
   if (p.batch == 0) return ok_status();
   decode_attention_kernel<kHeadDim>
       <<<dim3(p.num_kv_heads, p.batch, p.num_splits), C::kThreads, C::kSmemBytes, stream>>>(p);
-  if (p.num_splits > 1) {
-    cudaLaunchAttribute attr_pdl{};
-    attr_pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr_pdl.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(p.batch * p.num_q_heads));
-    cfg.blockDim = dim3(128);
-    cfg.stream = stream;
-    cfg.attrs = &attr_pdl;
-    cfg.numAttrs = 1;
-    const cudaError_t err = cudaLaunchKernelEx(&cfg, decode_attention_reduce_kernel<kHeadDim>, p);
-    if (err != cudaSuccess) return internal_error(std::string("decode_attention_reduce launch: ") + cudaGetErrorString(err));
-  }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return internal_error(std::string("decode_attention launch: ") + cudaGetErrorString(err));
   return ok_status();

@@ -113,24 +113,33 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
       num_splits = static_cast<int>((keys + len - 1) / len);
     }
   }
+  num_splits = std::min(num_splits, kMaxDecodeSplits);
   p.split_len = static_cast<int>(round_tile((keys + num_splits - 1) / num_splits));
   p.num_splits = static_cast<int>((keys + p.split_len - 1) / p.split_len);
-  if (p.num_splits > 65535) return invalid_argument("decode_attention: too many splits");
   p.partial_o = nullptr;
   p.partial_lse = nullptr;
+  p.split_counters = nullptr;
   return ok_status();
 }
 
+// Workspace: [lse | partial O | counters], each 256-byte aligned.
 int64_t decode_workspace_bytes(const PagedAttentionParams& p) {
   if (p.num_splits <= 1) return 0;
   const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
-  return align256(slots * 4) + slots * p.head_dim * 4;
+  return align256(slots * 4) + align256(slots * p.head_dim * 4) + static_cast<int64_t>(p.batch) * p.num_kv_heads * 4;
+}
+
+int64_t decode_counters_offset(const PagedAttentionParams& p) {
+  const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
+  return align256(slots * 4) + align256(slots * p.head_dim * 4);
 }
 
 void bind_decode_workspace(PagedAttentionParams& p, void* workspace) {
   const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
-  p.partial_lse = static_cast<float*>(workspace);
-  p.partial_o = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(slots * 4));
+  char* base = static_cast<char*>(workspace);
+  p.partial_lse = reinterpret_cast<float*>(base);
+  p.partial_o = reinterpret_cast<float*>(base + align256(slots * 4));
+  p.split_counters = reinterpret_cast<int*>(base + decode_counters_offset(p));
 }
 
 }  // namespace kiln::cuda
@@ -148,9 +157,15 @@ Status run_decode(PagedAttentionParams p, const cuda::AttentionVariant& v, int n
   if (bytes == 0) return v.launch(p, stream);
   const bool own = workspace == nullptr;
   if (own) {
-    const cudaError_t err = cudaMallocAsync(&workspace, static_cast<size_t>(bytes), stream);
+    cudaError_t err = cudaMallocAsync(&workspace, static_cast<size_t>(bytes), stream);
     if (err != cudaSuccess)
       return resource_exhausted(std::string("decode_attention workspace: ") + cudaGetErrorString(err));
+    const int64_t counters = cuda::decode_counters_offset(p);
+    err = cudaMemsetAsync(static_cast<char*>(workspace) + counters, 0, static_cast<size_t>(bytes - counters), stream);
+    if (err != cudaSuccess) {
+      (void)cudaFreeAsync(workspace, stream);
+      return internal_error(std::string("decode_attention workspace: ") + cudaGetErrorString(err));
+    }
   }
   cuda::bind_decode_workspace(p, workspace);
   Status status = v.launch(p, stream);

@@ -17,10 +17,11 @@ template <int kHeadDim>
 struct PrefillConfig {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
+  static constexpr int kMinCtas = 1;  // per SM, for __launch_bounds__ (caps registers when > 1)
   static constexpr int kMTiles = 2;  // m16 tiles per warp: B fragments are reused across both
   static constexpr int kBlockM = kWarps * kMTiles * 16;
   static constexpr int kBlockN = 64;                    // keys per pipeline stage
-  static constexpr int kSubN = kHeadDim > 64 ? 32 : 64;  // keys per softmax step (S registers)
+  static constexpr bool kOverlap = false;  // split a stage into two softmax halves (see the loop)
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kTileBytes = kBlockN * kHeadDim * 2;
   static constexpr int kStageBytes = 2 * kTileBytes;  // K then V
@@ -54,16 +55,11 @@ __device__ __forceinline__ bool find_row_block(const int32_t* cu, int batch, int
   return false;
 }
 
-// One online-softmax step of a warp's 16 * kM rows over kSubN keys [key0, key0 + kSubN) whose K and
-// V rows start at k_keys / v_keys in shared memory: S = Q K^T, mask (causal, window) when `masked`,
-// rescale O, O += P V.
-template <int kHeadDim, int kM, int kSubN>
-__device__ __forceinline__ void attend_keys(float (&o)[kM][kHeadDim / 8][4], float (&m)[kM][2], float (&l)[kM][2],
-                                            uint32_t q_warp, uint32_t k_keys, uint32_t v_keys, uint32_t a_lane,
-                                            uint32_t k_lane, bool masked, int key0, const int (&pos)[kM][2],
-                                            int window, int t, float scale_log2) {
-  constexpr int kN = kSubN / 8, kRowBytes = kHeadDim * 2;
-  float s[kM][kN][4] = {};
+// S [16 * kM rows, 8 * kN keys] = Q K^T for a warp, the keys' K rows starting at k_keys.
+template <int kHeadDim, int kM, int kN>
+__device__ __forceinline__ void score_keys(float (&s)[kM][kN][4], uint32_t q_warp, uint32_t k_keys, uint32_t a_lane,
+                                           uint32_t k_lane) {
+  constexpr int kRowBytes = kHeadDim * 2;
 #pragma unroll
   for (int kk = 0; kk < kHeadDim / 16; ++kk) {
     uint32_t qa[kM][4];
@@ -80,32 +76,42 @@ __device__ __forceinline__ void attend_keys(float (&o)[kM][kHeadDim / 8][4], flo
       }
     }
   }
-  if (masked) {
+}
+
+// Causal and sliding-window mask of keys [key0, key0 + 8 * kN) for this thread's rows at `pos`.
+template <int kM, int kN>
+__device__ __forceinline__ void mask_scores(float (&s)[kM][kN][4], int key0, const int (&pos)[kM][2], int window, int t) {
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int j = 0; j < kN; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + j * 8 + 2 * t + (e & 1), at = pos[mt][e / 2];
+        if (key > at || (window > 0 && key + window <= at)) s[mt][j][e] = -INFINITY;
+      }
+}
+
+// Online-softmax step over the scores s, then O += P V with the keys' V rows starting at v_keys.
+template <int kHeadDim, int kM, int kN>
+__device__ __forceinline__ void softmax_pv(float (&s)[kM][kN][4], float (&o)[kM][kHeadDim / 8][4], float (&m)[kM][2],
+                                           float (&l)[kM][2], uint32_t v_keys, uint32_t a_lane, float scale_log2) {
+  constexpr int kRowBytes = kHeadDim * 2;
+  float rescale[kM][2];
+  if (attn::softmax_step<kM, kN>(s, m, l, rescale, scale_log2)) {
 #pragma unroll
     for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
-      for (int j = 0; j < kN; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = key0 + j * 8 + 2 * t + (e & 1), at = pos[mt][e / 2];
-          if (key > at || (window > 0 && key + window <= at)) s[mt][j][e] = -INFINITY;
-        }
+      for (int n = 0; n < kHeadDim / 8; ++n) {
+        o[mt][n][0] *= rescale[mt][0];
+        o[mt][n][1] *= rescale[mt][0];
+        o[mt][n][2] *= rescale[mt][1];
+        o[mt][n][3] *= rescale[mt][1];
+      }
   }
+  // 16 keys at a time; the C fragments of S are the A fragments of P.
 #pragma unroll
-  for (int mt = 0; mt < kM; ++mt) {
-    float rescale[2];
-    if (!attn::softmax_step<kN>(s[mt], m[mt], l[mt], rescale, scale_log2)) continue;
-#pragma unroll
-    for (int n = 0; n < kHeadDim / 8; ++n) {
-      o[mt][n][0] *= rescale[0];
-      o[mt][n][1] *= rescale[0];
-      o[mt][n][2] *= rescale[1];
-      o[mt][n][3] *= rescale[1];
-    }
-  }
-  // O += P V, 16 keys at a time; the C fragments of S are the A fragments of P.
-#pragma unroll
-  for (int kk = 0; kk < kSubN / 16; ++kk) {
+  for (int kk = 0; kk < kN / 2; ++kk) {
     uint32_t pa[kM][4];
 #pragma unroll
     for (int mt = 0; mt < kM; ++mt) {
@@ -129,7 +135,7 @@ __device__ __forceinline__ void attend_keys(float (&o)[kM][kHeadDim / 8][4], flo
 
 // [num_kv_heads, row-block bound] CTAs of 128 threads.
 template <int kHeadDim>
-__global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads)
+__global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConfig<kHeadDim>::kMinCtas)
     prefill_attention_kernel(const __grid_constant__ PagedAttentionParams p) {
   using C = PrefillConfig<kHeadDim>;
   constexpr int kChunks = kHeadDim / 8, kM = C::kMTiles;
@@ -202,13 +208,23 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads)
     const uint32_t k_tile = stages + (it % 2) * C::kStageBytes;
     const uint32_t v_tile = k_tile + C::kTileBytes;
 
-#pragma unroll 1
-    for (int sub = 0; sub < C::kBlockN / C::kSubN; ++sub) {
-      const int key0 = tile0 + it * C::kBlockN + sub * C::kSubN;
-      const bool masked = key0 + C::kSubN - 1 > pos_lo || (window > 0 && key0 < pos_hi - window + 1);
-      attend_keys<kHeadDim, kM, C::kSubN>(o, m, l, q_warp, k_tile + sub * C::kSubN * kRowBytes,
-                                          v_tile + sub * C::kSubN * kRowBytes, a_lane, k_lane, masked, key0, pos,
-                                          window, t, scale_log2);
+    const int key0 = tile0 + it * C::kBlockN;
+    auto needs_mask = [&](int k0, int n) { return k0 + n - 1 > pos_lo || (window > 0 && k0 < pos_hi - window + 1); };
+    if constexpr (C::kOverlap) {
+      // Two 32-key halves: the second half's QK^T is in flight while the first half's softmax runs.
+      constexpr int kHalf = C::kBlockN / 2;
+      float sa[kM][kHalf / 8][4] = {}, sb[kM][kHalf / 8][4] = {};
+      score_keys<kHeadDim, kM, kHalf / 8>(sa, q_warp, k_tile, a_lane, k_lane);
+      score_keys<kHeadDim, kM, kHalf / 8>(sb, q_warp, k_tile + kHalf * kRowBytes, a_lane, k_lane);
+      if (needs_mask(key0, kHalf)) mask_scores(sa, key0, pos, window, t);
+      softmax_pv<kHeadDim, kM, kHalf / 8>(sa, o, m, l, v_tile, a_lane, scale_log2);
+      if (needs_mask(key0 + kHalf, kHalf)) mask_scores(sb, key0 + kHalf, pos, window, t);
+      softmax_pv<kHeadDim, kM, kHalf / 8>(sb, o, m, l, v_tile + kHalf * kRowBytes, a_lane, scale_log2);
+    } else {
+      float s[kM][C::kBlockN / 8][4] = {};
+      score_keys<kHeadDim, kM, C::kBlockN / 8>(s, q_warp, k_tile, a_lane, k_lane);
+      if (needs_mask(key0, C::kBlockN)) mask_scores(s, key0, pos, window, t);
+      softmax_pv<kHeadDim, kM, C::kBlockN / 8>(s, o, m, l, v_tile, a_lane, scale_log2);
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
   }

@@ -1,0 +1,114 @@
+// `kiln serve`: load a model, start the engine loop and the OpenAI-compatible HTTP server; on
+// SIGTERM or SIGINT stop accepting, finish the requests in flight, and exit (a second signal
+// exits at once).
+#include <cstdio>
+#include <filesystem>
+
+#include "apps/commands.h"
+#include "apps/default_model.h"
+#include "kiln/core/log.h"
+#include "kiln/engine/engine.h"
+#include "kiln/io/model_loader.h"
+#include "kiln/server/http_server.h"
+#include "kiln/server/openai_server.h"
+#include "kiln/tokenizer/tokenizer.h"
+
+namespace kiln::apps {
+namespace {
+
+struct ServeFlags {
+  std::string model, host = "127.0.0.1", api_key, dtype = "bf16", device = "cpu", served_model_name;
+  int port = 8000, http_threads = 2;
+  int64_t max_num_seqs = 64, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 512;
+  double kv_cache_gib = 1.0;
+  bool no_prefix_caching = false;
+};
+
+// "SmolLM2-135M-Instruct.Q4_1" for ".../SmolLM2-135M-Instruct.Q4_1.gguf", the folder name for a directory.
+std::string model_name_of(const std::string& path) {
+  std::filesystem::path p(path);
+  while (!p.empty() && !p.has_filename()) p = p.parent_path();
+  return p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
+}
+
+Status run_serve(const ServeFlags& f) {
+  if (f.device == "cuda")
+    return unimplemented("--device cuda: the GPU model runner is not implemented yet; use --device cpu");
+  if (f.device != "cpu") return invalid_argument("--device " + f.device + ": expected cpu or cuda");
+  KILN_ASSIGN_OR_RETURN(DType dtype, dtype_from_name(f.dtype));
+  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
+    return unimplemented("--dtype " + f.dtype + " on the CPU (supported: f32, bf16, f16)");
+  const std::string path = f.model.empty() ? default_model_path() : f.model;
+  log_info("loading ", path);
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(path, dtype));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_tokenizer(loaded));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded)));
+  EngineConfig ec;
+  ec.max_num_seqs = f.max_num_seqs;
+  ec.max_num_batched_tokens = f.max_num_batched_tokens;
+  ec.num_kv_blocks = f.num_kv_blocks;
+  ec.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * double(int64_t{1} << 30));
+  ec.max_model_len = f.max_model_len;
+  ec.prefix_caching = !f.no_prefix_caching;
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(std::move(model), tokenizer.get(), ec));
+  engine->start();
+
+  server::OpenAiServerOptions so;
+  so.model_name = f.served_model_name.empty() ? model_name_of(path) : f.served_model_name;
+  so.model_aliases = {path, model_name_of(path)};
+  so.api_key = f.api_key;
+  server::OpenAiServer api(*engine, *tokenizer, so);
+  server::HttpServerOptions ho;
+  ho.num_threads = f.http_threads;
+  server::HttpServer http([&api](server::HttpRequest r, std::shared_ptr<server::HttpResponder> w) { api.handle(std::move(r), std::move(w)); },
+                          ho);
+  KILN_RETURN_IF_ERROR(http.listen(f.host, f.port));
+  bool draining = false;
+  http.on_signal([&](int sig) {
+    if (draining) {
+      log_warn("signal ", sig, " again: stopping now");
+      return http.stop();
+    }
+    draining = true;
+    log_info("signal ", sig, ": no new connections; finishing ", api.stats().in_flight_requests, " requests in flight");
+    http.stop_accepting();
+    api.drain([&http] { http.stop(); });
+  });
+  std::printf("kiln serve: listening on http://%s:%d (model '%s')\n", f.host.c_str(), http.port(), so.model_name.c_str());
+  std::fflush(stdout);
+  http.run();
+  engine->stop();  // before the server's connections go away: the engine thread posts to them
+  log_info("kiln serve: stopped");
+  return ok_status();
+}
+
+}  // namespace
+
+void register_serve_command(CLI::App& app, int* exit_code) {
+  auto f = std::make_shared<ServeFlags>();
+  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
+  cmd->add_option("-m,--model", f->model, "Model: a .gguf file or a Hugging Face directory (default: SmolLM2-135M)");
+  cmd->add_option("--host", f->host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", f->port, "Port (0: any free port, printed at start)")->capture_default_str()->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-key", f->api_key, "Require 'Authorization: Bearer KEY' on /v1 routes");
+  cmd->add_option("--served-model-name", f->served_model_name, "Model name in the API (default: the file's name)");
+  cmd->add_option("--max-num-seqs", f->max_num_seqs, "Sequences per batch at most")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  cmd->add_option("--max-model-len", f->max_model_len, "Prompt + completion tokens at most (0: the model's context)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-num-batched-tokens", f->max_num_batched_tokens, "Tokens per engine step at most (prefill chunk budget)")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--num-kv-blocks", f->num_kv_blocks, "KV cache blocks of 16 tokens (0: sized by --kv-cache-gib)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(CLI::Range(0.001, 1024.0));
+  cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
+  cmd->add_option("--dtype", f->dtype, "Weight dtype: f32, bf16, f16")->capture_default_str();
+  cmd->add_option("--device", f->device, "cpu (cuda: not yet)")->capture_default_str();
+  cmd->add_option("--http-threads", f->http_threads, "Threads serving connections")->capture_default_str()->check(CLI::Range(1, 64));
+  cmd->callback([f, exit_code] {
+    Status s = run_serve(*f);
+    if (!s.ok()) {
+      std::fprintf(stderr, "kiln serve: %s\n", s.to_string().c_str());
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace kiln::apps

@@ -1,0 +1,254 @@
+// CudaLlamaModel forward: the same layer sequence as llama.cc, on device tensors.
+//   embed -> [rmsnorm, qkv GEMM, RoPE + paged KV write, paged attention, o GEMM,
+//   rmsnorm(+residual), gate_up GEMM, silu_mul, down GEMM (or MoE), rmsnorm(+residual)] -> lm head
+// Scratch buffers grow to the largest step seen; batch metadata is uploaded once per step.
+#include "kiln/models/llama_cuda.h"
+
+#ifndef KILN_WITH_CUDA
+namespace kiln {
+Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const ModelOptions&) {
+  return unimplemented(loaded.path + ": --device cuda needs a build with KILN_CUDA=ON (this kiln is CPU-only)");
+}
+}  // namespace kiln
+#else
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kiln/core/log.h"
+#include "kiln/kernels/activation.h"
+#include "kiln/kernels/attention.h"
+#include "kiln/kernels/embedding.h"
+#include "kiln/kernels/gemm_cuda.h"
+#include "kiln/kernels/moe.h"
+#include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/rmsnorm.h"
+#include "kiln/kernels/rope.h"
+#include "kiln/models/llama_cuda_weights.h"
+
+namespace kiln {
+namespace {
+
+Status cuda_status(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return ok_status();
+  return internal_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+// A device buffer that only grows.
+struct Scratch {
+  DeviceBuffer buf;
+  Result<Tensor> get(DType dtype, std::initializer_list<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const int64_t bytes = dtype_bytes(dtype, std::max<int64_t>(n, 1));
+    if (buf.size() < bytes) {
+      buf = DeviceBuffer{};
+      KILN_ASSIGN_OR_RETURN(buf, DeviceBuffer::alloc(bytes + bytes / 4));
+    }
+    return Tensor::view(buf.data(), dtype, shape, Device::kCuda);
+  }
+};
+
+// A strided view of columns [col, col + heads * d) of a [n, width] matrix as [n, heads, d].
+Tensor head_view(const Tensor& m, int64_t col, int64_t heads, int64_t d) {
+  Tensor t = Tensor::view(static_cast<char*>(m.data) + dtype_bytes(m.dtype, col), m.dtype, {m.shape[0], heads, d}, Device::kCuda);
+  t.strides[0] = m.strides[0];
+  return t;
+}
+
+class CudaLlamaModel : public Model {
+ public:
+  CudaLlamaModel(ModelConfig c, CudaDecoderWeights w, Gemm gemm, const ModelOptions& o)
+      : config_(std::move(c)), w_(std::move(w)), gemm_(std::move(gemm)), options_(o) {}
+  Status init() {
+    const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
+    KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
+                                                            {static_cast<int64_t>(inv.size())})));
+    return ok_status();
+  }
+  const ModelConfig& config() const override { return config_; }
+  Device device() const override { return Device::kCuda; }
+  Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
+  int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
+  Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) override;
+
+ private:
+  Status upload_batch(const ForwardBatch& b);
+  Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, int64_t batch);
+  Status ffn(const CudaLayerWeights& lw, int64_t n);
+
+  ModelConfig config_;
+  CudaDecoderWeights w_;
+  Gemm gemm_;
+  ModelOptions options_;
+  DeviceTensor inv_freq_;
+  Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
+  Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
+  std::vector<int32_t> host_meta_;
+};
+
+Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
+  const int64_t n = static_cast<int64_t>(b.token_ids.size()), batch = static_cast<int64_t>(b.kv_lens.size());
+  for (int32_t id : b.token_ids)
+    if (id < 0 || id >= config_.vocab_size) return out_of_range("token id " + std::to_string(id) + " outside the vocabulary");
+  host_meta_.clear();
+  const std::vector<int32_t>* parts[] = {&b.token_ids, &b.positions, &b.slot_mapping, &b.cu_seqlens_q, &b.kv_lens, &b.block_tables};
+  std::vector<int64_t> offsets;
+  for (const auto* p : parts) {
+    offsets.push_back(static_cast<int64_t>(host_meta_.size()));
+    host_meta_.insert(host_meta_.end(), p->begin(), p->end());
+  }
+  KILN_ASSIGN_OR_RETURN(Tensor all, meta_.get(DType::kInt32, {static_cast<int64_t>(host_meta_.size())}));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(all.data, host_meta_.data(), host_meta_.size() * 4, cudaMemcpyHostToDevice, nullptr), "upload batch"));
+  auto at = [&](int i, std::initializer_list<int64_t> shape) {
+    return Tensor::view(all.ptr<int32_t>() + offsets[static_cast<size_t>(i)], DType::kInt32, shape, Device::kCuda);
+  };
+  ids_ = at(0, {n});
+  positions_ = at(1, {n});
+  slots_ = at(2, {n});
+  cu_ = at(3, {batch + 1});
+  kv_lens_ = at(4, {batch});
+  tables_ = at(5, {batch, b.max_blocks_per_seq});
+  return ok_status();
+}
+
+Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, int64_t batch) {
+  const ModelConfig& c = config_;
+  const int64_t d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads, width = (hq + 2 * hkv) * d;
+  KILN_ASSIGN_OR_RETURN(Tensor qkv, qkv_.get(DType::kBF16, {n, width}));
+  KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
+  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv}, nullptr));
+  const Tensor q = head_view(qkv, 0, hq, d), k = head_view(qkv, hq * d, hkv, d), v = head_view(qkv, (hq + hkv) * d, hkv, d);
+  const Tensor& kc = kv.k[static_cast<size_t>(layer)];
+  const Tensor& vc = kv.v[static_cast<size_t>(layer)];
+  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc}, nullptr));
+  KILN_ASSIGN_OR_RETURN(Tensor qc, q_.get(DType::kBF16, {n, hq, d}));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpy2DAsync(qc.data, static_cast<size_t>(hq * d * 2), qkv.data, static_cast<size_t>(width * 2),
+                                                     static_cast<size_t>(hq * d * 2), static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr), "q copy"));
+  KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
+  PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window};
+  (void)batch;
+  KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, nullptr));
+  KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
+  return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x}, nullptr);
+}
+
+Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
+  const ModelConfig& c = config_;
+  KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
+  KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
+  const int64_t inter = c.intermediate_size;
+  if (lw.experts.empty()) {
+    KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
+    KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
+    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu}, nullptr));
+    KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, nullptr));
+    return gemm_.run({act, lw.down.tensor, {}, x}, nullptr);
+  }
+  const int64_t e = c.num_experts, k = options_.moe_top_k > 0 ? options_.moe_top_k : c.num_experts_per_tok;
+  if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
+  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 4 * n * k + e + 1}));
+  Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
+  Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
+  Tensor weights = Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda);
+  Tensor src = Tensor::view(meta.ptr<int32_t>() + n * e + 2 * n * k, DType::kInt32, {n * k}, Device::kCuda);
+  Tensor inverse = Tensor::view(meta.ptr<int32_t>() + n * e + 3 * n * k, DType::kInt32, {n * k}, Device::kCuda);
+  Tensor offsets = Tensor::view(meta.ptr<int32_t>() + n * e + 4 * n * k, DType::kInt32, {e + 1}, Device::kCuda);
+  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.router.tensor, {}, router_logits}, nullptr));
+  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob}, nullptr));
+  KILN_ASSIGN_OR_RETURN(Tensor xp, moe_b_.get(DType::kBF16, {n * k, c.hidden_size}));
+  KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp}, nullptr));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> host_offsets, moe_offsets_to_host(offsets, nullptr));
+  KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp, lw.expert_gate_up, host_offsets, gu}, nullptr));
+  KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, nullptr));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp}, nullptr));
+  return moe_unpermute_cuda({yp, weights, inverse, x}, nullptr);
+}
+
+Status CudaLlamaModel::forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) {
+  const ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(b.token_ids.size()), batch = static_cast<int64_t>(b.kv_lens.size());
+  const int64_t rows = static_cast<int64_t>(b.logits_rows.size()), hidden = c.hidden_size;
+  if (n == 0 || b.positions.size() != b.token_ids.size() || b.slot_mapping.size() != b.token_ids.size() ||
+      static_cast<int64_t>(kv.k.size()) != c.num_layers || kv.k[0].device != Device::kCuda)
+    return invalid_argument("forward: empty batch, inconsistent sizes, or a KV cache not on the GPU");
+  if (logits.shape[0] != rows || logits.shape[1] != c.vocab_size || logits.dtype != DType::kF32)
+    return invalid_argument("forward: logits must be f32 [" + std::to_string(rows) + ", " + std::to_string(c.vocab_size) + "]");
+  KILN_RETURN_IF_ERROR(upload_batch(b));
+  KILN_ASSIGN_OR_RETURN(Tensor residual, residual_.get(DType::kBF16, {n, hidden}));
+  KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, hidden}));
+  KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, hidden}));
+  KILN_RETURN_IF_ERROR(embedding_cuda({ids_, w_.embed.tensor, residual}, nullptr));
+  KILN_RETURN_IF_ERROR(rmsnorm_cuda({residual, {}, w_.layers[0].attn_norm.tensor, h, c.rms_norm_eps}, nullptr));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const CudaLayerWeights& lw = w_.layers[static_cast<size_t>(l)];
+    KILN_RETURN_IF_ERROR(attention(lw, l, kv, n, batch));
+    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps}, nullptr));
+    KILN_RETURN_IF_ERROR(ffn(lw, n));
+    const Tensor& next = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
+    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, next, h, c.rms_norm_eps}, nullptr));
+  }
+  KILN_ASSIGN_OR_RETURN(Tensor sel, rows_.get(DType::kBF16, {rows, hidden}));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t row = b.logits_rows[static_cast<size_t>(r)];
+    if (row < 0 || row >= n) return invalid_argument("forward: logits row out of range");
+    KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(sel.ptr<uint16_t>() + r * hidden, h.ptr<uint16_t>() + row * hidden,
+                                                     static_cast<size_t>(hidden) * 2, cudaMemcpyDeviceToDevice, nullptr), "row gather"));
+  }
+  KILN_ASSIGN_OR_RETURN(Tensor dl, logits_.get(DType::kF32, {rows, c.vocab_size}));
+  KILN_RETURN_IF_ERROR(gemm_.run({sel, w_.lm_head_view(), {}, dl}, nullptr));
+  if (logits.device == Device::kCuda) {
+    return cuda_status(cudaMemcpyAsync(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToDevice, nullptr), "logits");
+  }
+  return cuda_status(cudaMemcpy(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToHost), "logits");
+}
+
+Result<KvCacheView> CudaLlamaModel::allocate_kv_cache(int64_t num_blocks, int64_t block_size) {
+  const ModelConfig& c = config_;
+  auto storage = std::make_shared<std::vector<DeviceTensor>>();
+  KvCacheView view;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      KILN_ASSIGN_OR_RETURN(DeviceTensor t, DeviceTensor::empty(DType::kBF16, {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
+      (kv == 0 ? view.k : view.v).push_back(t.tensor);
+      storage->push_back(std::move(t));
+    }
+  }
+  view.owner = storage;
+  return view;
+}
+
+int64_t CudaLlamaModel::max_kv_blocks(int64_t block_size, double memory_fraction) const {
+  size_t free_bytes = 0, total = 0;
+  if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) return 0;
+  const ModelConfig& c = config_;
+  const int64_t per_block = 2 * c.num_layers * block_size * c.num_kv_heads * c.head_dim * 2;
+  const double reserve = 2.0 * (1ll << 30);  // activations, cuBLAS workspace
+  const double usable = std::max(0.0, static_cast<double>(free_bytes) * memory_fraction - reserve);
+  return static_cast<int64_t>(usable / static_cast<double>(per_block));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const ModelOptions& options) {
+  if (!cuda_available()) return unimplemented("--device cuda: no usable CUDA device (" + cuda_device_summary() + ")");
+  log_info("cuda: ", cuda_device_summary());
+  CudaDecoderWeights w;
+  if (options.dummy_weights) {
+    KILN_ASSIGN_OR_RETURN(w, dummy_decoder_weights(loaded.config, 1234));
+  } else {
+    KILN_ASSIGN_OR_RETURN(DecoderWeights host, build_decoder_weights(loaded));
+    KILN_ASSIGN_OR_RETURN(w, upload_decoder_weights(host));
+  }
+  KILN_ASSIGN_OR_RETURN(Gemm gemm, Gemm::create());
+  auto model = std::make_unique<CudaLlamaModel>(loaded.config, std::move(w), std::move(gemm), options);
+  KILN_RETURN_IF_ERROR(model->init());
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+}  // namespace kiln
+#endif

@@ -1,0 +1,27 @@
+// Model defaults: host KV caches for CPU models.
+#include "kiln/models/model.h"
+
+namespace kiln {
+
+Result<KvCacheView> Model::allocate_kv_cache(int64_t num_blocks, int64_t block_size) {
+  const ModelConfig& c = config();
+  auto storage = std::make_shared<std::vector<HostTensor>>();
+  KvCacheView view;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      storage->push_back(HostTensor::zeros(DType::kF32, {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
+      (kv == 0 ? view.k : view.v).push_back(storage->back().tensor);
+    }
+  }
+  view.owner = storage;
+  return view;
+}
+
+int64_t Model::max_kv_blocks(int64_t block_size, double memory_fraction) const {
+  const ModelConfig& c = config();
+  const int64_t per_block = 2 * c.num_layers * block_size * c.num_kv_heads * c.head_dim * 4;
+  const double budget = 4.0 * (1ll << 30) * memory_fraction;  // CPU: 4 GiB at fraction 1
+  return std::max<int64_t>(1, static_cast<int64_t>(budget / static_cast<double>(per_block)));
+}
+
+}  // namespace kiln

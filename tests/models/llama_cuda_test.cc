@@ -1,0 +1,105 @@
+// The GPU model (bf16) against the same golden logits as the CPU model, and against the CPU
+// model itself on SmolLM2. Skipped without a GPU (CI has none; scripts/device_run.sh runs it).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "kiln/engine/generator.h"
+#include "kiln/io/model_loader.h"
+#include "kiln/io/safetensors.h"
+#include "kiln/models/model.h"
+#ifdef KILN_WITH_CUDA
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#endif
+
+namespace kiln {
+namespace {
+
+bool have_gpu() {
+#ifdef KILN_WITH_CUDA
+  return cuda_available();
+#else
+  return false;
+#endif
+}
+
+struct Agreement { double rel_err = 0, top1 = 0; };
+
+Agreement agree(const float* got, const float* want, int64_t rows, int64_t vocab) {
+  Agreement a;
+  double err = 0, mag = 0;
+  int same = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = got + r * vocab;
+    const float* w = want + r * vocab;
+    for (int64_t i = 0; i < vocab; ++i) {
+      err = std::max(err, std::fabs(double(g[i]) - w[i]));
+      mag = std::max(mag, std::fabs(double(w[i])));
+    }
+    same += std::max_element(g, g + vocab) - g == std::max_element(w, w + vocab) - w;
+  }
+  a.rel_err = err / std::max(mag, 1e-6);
+  a.top1 = double(same) / double(rows);
+  return a;
+}
+
+class CudaGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CudaGolden, LogitsMatchTransformersInBf16) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/" + GetParam();
+  auto golden = SafetensorsFile::open(dir + "/golden.safetensors");
+  ASSERT_TRUE(golden.ok());
+  const SafetensorsTensor* ids_t = golden->find("input_ids");
+  const SafetensorsTensor* want = golden->find("logits");
+  std::vector<int32_t> ids(reinterpret_cast<const int32_t*>(ids_t->data), reinterpret_cast<const int32_t*>(ids_t->data) + ids_t->nbytes / 4);
+  auto loaded = load_model(dir, DType::kBF16);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  ModelOptions o;
+  o.device = Device::kCuda;
+  auto model = create_model(std::move(loaded).value(), o);
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  auto logits = prompt_logits(**model, ids, 5);
+  ASSERT_TRUE(logits.ok()) << logits.status().to_string();
+  const Agreement a = agree(logits->tensor.ptr<float>(), reinterpret_cast<const float*>(want->data),
+                            static_cast<int64_t>(ids.size()), (*model)->config().vocab_size);
+  std::printf("cuda golden %s: max |err| / max |logit| %.2e, top-1 agreement %.3f\n", GetParam(), a.rel_err, a.top1);
+  EXPECT_LE(a.rel_err, 3e-2);
+  EXPECT_GE(a.top1, 0.9);
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, CudaGolden, ::testing::Values("llama3", "llama_tied_sharded", "qwen2", "mistral", "mixtral"));
+
+TEST(CudaSmolLM2, AgreesWithCpuModel) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const char* home = std::getenv("HOME");
+  const std::string path = std::string(home ? home : ".") + "/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string alt = std::string(KILN_SOURCE_DIR) + "/.carry/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string p = std::filesystem::exists(path) ? path : alt;
+  if (!std::filesystem::exists(p)) GTEST_SKIP() << "SmolLM2 GGUF missing";
+  const std::vector<int32_t> ids = {504, 3575, 282, 4649, 314, 7042, 30, 378, 3575, 282, 4521, 314};
+  auto cpu_loaded = load_model(p, DType::kF32);
+  auto gpu_loaded = load_model(p, DType::kBF16);
+  ASSERT_TRUE(cpu_loaded.ok() && gpu_loaded.ok());
+  ModelOptions o;
+  o.device = Device::kCuda;
+  auto cpu = create_model(std::move(cpu_loaded).value());
+  auto gpu = create_model(std::move(gpu_loaded).value(), o);
+  ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status().to_string();
+  auto a = prompt_logits(**cpu, ids), b = prompt_logits(**gpu, ids, 4);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status().to_string();
+  const Agreement g = agree(b->tensor.ptr<float>(), a->tensor.ptr<float>(), static_cast<int64_t>(ids.size()), (*cpu)->config().vocab_size);
+  std::printf("cuda smollm2 vs cpu f32: max |err| / max |logit| %.2e, top-1 agreement %.3f\n", g.rel_err, g.top1);
+  EXPECT_LE(g.rel_err, 5e-2);
+  EXPECT_GE(g.top1, 0.8);
+  GenerateOptions go;
+  go.max_new_tokens = 8;
+  auto gen = generate(**gpu, ids, go);
+  ASSERT_TRUE(gen.ok()) << gen.status().to_string();
+  EXPECT_EQ(gen->tokens.front(), 11452);  // " Berlin" (transformers' greedy continuation)
+}
+
+}  // namespace
+}  // namespace kiln
