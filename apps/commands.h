@@ -8,5 +8,6 @@ namespace kiln::apps {
 void register_generate_command(CLI::App& app, int* exit_code);
 void register_tokenize_commands(CLI::App& app, int* exit_code);  // tokenize, detokenize
 void register_serve_command(CLI::App& app, int* exit_code);
+void register_bench_command(CLI::App& app, int* exit_code);  // bench serve, sweep, plot, latency
 
 }  // namespace kiln::apps

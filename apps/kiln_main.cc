@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   kiln::apps::register_generate_command(app, &exit_code);
   kiln::apps::register_tokenize_commands(app, &exit_code);
   kiln::apps::register_serve_command(app, &exit_code);
+  kiln::apps::register_bench_command(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

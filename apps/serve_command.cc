@@ -1,6 +1,7 @@
 // `kiln serve`: load a model, start the engine loop and the OpenAI-compatible HTTP server; on
 // SIGTERM or SIGINT stop accepting, finish the requests in flight, and exit (a second signal
 // exits at once).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -32,21 +33,27 @@ std::string model_name_of(const std::string& path) {
 }
 
 Status run_serve(const ServeFlags& f) {
-  if (f.device == "cuda")
-    return unimplemented("--device cuda: the GPU model runner is not implemented yet; use --device cpu");
-  if (f.device != "cpu") return invalid_argument("--device " + f.device + ": expected cpu or cuda");
+  if (f.device != "cpu" && f.device != "cuda") return invalid_argument("--device " + f.device + ": expected cpu or cuda");
+  ModelOptions options;
+  options.device = f.device == "cuda" ? Device::kCuda : Device::kCpu;
   KILN_ASSIGN_OR_RETURN(DType dtype, dtype_from_name(f.dtype));
   if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
     return unimplemented("--dtype " + f.dtype + " on the CPU (supported: f32, bf16, f16)");
   const std::string path = f.model.empty() ? default_model_path() : f.model;
   log_info("loading ", path);
-  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(path, dtype));
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(path, options.device == Device::kCuda ? DType::kBF16 : dtype));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_tokenizer(loaded));
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded)));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), options));
   EngineConfig ec;
   ec.max_num_seqs = f.max_num_seqs;
   ec.max_num_batched_tokens = f.max_num_batched_tokens;
   ec.num_kv_blocks = f.num_kv_blocks;
+  if (options.device == Device::kCuda && ec.num_kv_blocks <= 0) {
+    // The GPU cache is bf16 and sized from the memory left after the weights (90% of it).
+    const int64_t max_len = f.max_model_len > 0 ? f.max_model_len : model->config().max_position_embeddings;
+    const int64_t want = f.max_num_seqs * ((max_len + 15) / 16);
+    ec.num_kv_blocks = std::max<int64_t>(1, std::min(want, model->max_kv_blocks(16, 0.9)));
+  }
   ec.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * double(int64_t{1} << 30));
   ec.max_model_len = f.max_model_len;
   ec.prefix_caching = !f.no_prefix_caching;
@@ -72,7 +79,7 @@ Status run_serve(const ServeFlags& f) {
     draining = true;
     log_info("signal ", sig, ": no new connections; finishing ", api.stats().in_flight_requests, " requests in flight");
     http.stop_accepting();
-    api.drain([&http] { http.stop(); });
+    api.drain([&http] { http.stop_when_idle(); });
   });
   std::printf("kiln serve: listening on http://%s:%d (model '%s')\n", f.host.c_str(), http.port(), so.model_name.c_str());
   std::fflush(stdout);
@@ -100,7 +107,7 @@ void register_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(CLI::Range(0.001, 1024.0));
   cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
   cmd->add_option("--dtype", f->dtype, "Weight dtype: f32, bf16, f16")->capture_default_str();
-  cmd->add_option("--device", f->device, "cpu (cuda: not yet)")->capture_default_str();
+  cmd->add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--http-threads", f->http_threads, "Threads serving connections")->capture_default_str()->check(CLI::Range(1, 64));
   cmd->callback([f, exit_code] {
     Status s = run_serve(*f);

@@ -26,7 +26,7 @@ struct Layer {
   DType y;
 };
 
-void bench_shape(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m) {
+void bench_shape(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, const char* tag = "") {
   const double w_bytes = static_cast<double>(l.n) * l.k * 2;
   // Decode reads the weights once per call: rotate copies so they do not sit in the 50 MB L2.
   const int copies = m >= 1024 ? 1 : static_cast<int>(std::clamp(256e6 / w_bytes + 1, 1.0, 8.0));
@@ -50,10 +50,10 @@ void bench_shape(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Lay
   const std::string shape = "m=" + std::to_string(m) + " n=" + std::to_string(l.n) + " k=" + std::to_string(l.k) +
                             (l.y == DType::kF32 ? " ->f32" : "");
   if (m >= 1024) {
-    bench::report(std::string("gemm ") + l.name, shape, ms, tflops, c.bf16_tflops, "TFLOP/s");
+    bench::report(std::string("gemm ") + l.name + tag, shape, ms, tflops, c.bf16_tflops, "TFLOP/s");
     std::printf("  %-22s %-40s    (%.0f GB/s)\n", "", "", gbps);
   } else {
-    bench::report(std::string("gemm ") + l.name, shape, ms, gbps, c.copy_gbps, "GB/s");
+    bench::report(std::string("gemm ") + l.name + tag, shape, ms, gbps, c.copy_gbps, "GB/s");
     std::printf("  %-22s %-40s    (%.2f TFLOP/s)\n", "", "", tflops);
   }
 }
@@ -74,6 +74,8 @@ int main() {
   check(cudaStreamCreate(&s), "cudaStreamCreate");
   auto gemm = Gemm::create();
   check(gemm.status(), "Gemm::create");
+  auto tuned = Gemm::create({.autotune = true});  // decode shapes: the fastest of the heuristic's top 8
+  check(tuned.status(), "Gemm::create");
   // Llama-3-8B and Mistral-7B share these (hidden 4096, 32 q / 8 kv heads of 128, inter 14336).
   const Layer layers[] = {
       {"qkv", 6144, 4096, DType::kBF16},
@@ -81,11 +83,19 @@ int main() {
       {"gate_up", 28672, 4096, DType::kBF16},
       {"down", 4096, 14336, DType::kBF16},
   };
-  for (const Layer& l : layers)
-    for (int64_t m : {1, 16, 64, 4096}) bench_shape(*gemm, c, s, l, m);
-  bench_shape(*gemm, c, s, {"lm_head_llama3", 128256, 4096, DType::kF32}, 1);
-  bench_shape(*gemm, c, s, {"lm_head_llama3", 128256, 4096, DType::kF32}, 64);
+  for (const Layer& l : layers) {
+    for (int64_t m : {1, 16, 64}) {
+      bench_shape(*gemm, c, s, l, m);
+      bench_shape(*tuned, c, s, l, m, " tuned");
+    }
+    bench_shape(*gemm, c, s, l, 4096);
+  }
+  for (int64_t m : {1, 64}) {
+    bench_shape(*gemm, c, s, {"lm_head_llama3", 128256, 4096, DType::kF32}, m);
+    bench_shape(*tuned, c, s, {"lm_head_llama3", 128256, 4096, DType::kF32}, m, " tuned");
+  }
   bench_shape(*gemm, c, s, {"lm_head_mistral", 32000, 4096, DType::kF32}, 1);
+  bench_shape(*tuned, c, s, {"lm_head_mistral", 32000, 4096, DType::kF32}, 1, " tuned");
   std::printf("plans cached: %lld\n", static_cast<long long>(gemm->cached_plans()));
   check(cudaStreamDestroy(s), "cudaStreamDestroy");
   return 0;

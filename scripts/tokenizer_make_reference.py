@@ -9,8 +9,9 @@ The references come from Hugging Face's own libraries, never from kiln:
     `--show VOCAB INDEX` prints the full reference ids of one string when a test reports it.
   - ids/<vocab>.shakespeare.u16 (uint16 little endian, the whole of tinyshakespeare.txt) or
     ids/<vocab>.shakespeare.fnv ("count fnv1a64" of the uint32 ids) where the file would be large.
-  - hf_tiny_bytelevel/, hf_tiny_metaspace/: small tokenizer.json files trained here with `tokenizers`
-    (so from_hf_dir is tested on real files), spm_tiny/tokenizer.model trained with sentencepiece.
+  - hf_tiny_bytelevel/, hf_tiny_metaspace/, hf_tiny_metaspace_first/: small tokenizer.json files
+    trained here with `tokenizers` (Llama 3 layout; Llama 2 legacy layout; Metaspace layout)
+    so from_hf_dir is tested on real files; spm_tiny/tokenizer.model trained with sentencepiece.
   - chat_templates.json: cases rendered by transformers' render_jinja_template (trim_blocks,
     lstrip_blocks, its tojson and raise_exception) from templates/*.jinja; jinja_cases.json:
     small templates, one or two Jinja features each, rendered by the same environment.
@@ -106,10 +107,20 @@ def random_piece(rng):
     return "".join(_ranges_char(rng, POOLS[pool]) for _ in range(n))
 
 
+def long_piece(rng):
+    """A long run, so words of hundreds of symbols take the heap path of the merge loop."""
+    n = rng.randint(49, 400)
+    unit = rng.choice(["a", "ab", "the", "x", "1", "!", " ", "\n", "é", "日本", "🦙", "-=", "ſ", "\t "])
+    return (unit * n)[: n * len(unit)]
+
+
 def random_strings():
     rng = random.Random(SEED)
     out = []
     for i in range(NUM_RANDOM):
+        if i % 50 == 25:
+            out.append(rng.choice(["", " ", "word "]) + long_piece(rng) + rng.choice(["", " end", "\n"]))
+            continue
         parts = [random_piece(rng) for _ in range(rng.randint(0 if i % 97 == 0 else 1, 10))]
         sep = rng.choice(["", " ", " ", "\n"])
         out.append(sep.join(parts))
@@ -148,13 +159,43 @@ def _gguf_backend(path):
     return tok.backend_tokenizer
 
 
+def _with_gguf_added_tokens(bt, path):
+    """Replaces the vocabulary and added tokens of the GGUF conversion with the file's own:
+    transformers adds tokens of its own (DeepSeek gains a second <｜begin▁of▁sentence｜> past the
+    vocabulary) and drops the file's control tokens. Control and unknown pieces are special, user-defined ones are not;
+    Phi-3 strips the white space after its chat tokens (its tokenizer.json says rstrip)."""
+    import gguf
+    from tokenizers import Tokenizer
+    reader = gguf.GGUFReader(path)
+    tokens, types = reader.fields["tokenizer.ggml.tokens"], reader.fields["tokenizer.ggml.token_type"]
+    name = reader.fields["general.name"].contents().lower() if "general.name" in reader.fields else ""
+    phi3 = "phi-3" in name or "phi3" in name
+    added = []
+    for i in range(len(tokens.data)):
+        t = types.contents(i)
+        if t not in (2, 3, 4):
+            continue
+        content = tokens.contents(i)
+        special = t != 4
+        rstrip = phi3 and (special or content == "</s>") and content not in ("<unk>", "<s>", "<|endoftext|>")
+        added.append({"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": rstrip,
+                      "normalized": False, "special": special})
+    j = json.loads(bt.to_str())
+    j["added_tokens"] = added
+    vocab = {}
+    for i in range(len(tokens.data)):
+        vocab.setdefault(tokens.contents(i), i)
+    j["model"]["vocab"] = vocab
+    return Tokenizer.from_str(json.dumps(j))
+
+
 def reference_tokenizer(name):
     """The `tokenizers` object equivalent to the original tokenizer.json of each vocabulary."""
     from tokenizers import Regex, normalizers, pre_tokenizers
     path = SMOLLM2 if name == "smollm2" else os.path.join(VOCAB_DIR, f"ggml-vocab-{name}.gguf")
     if not os.path.exists(path):
         return None
-    bt = _gguf_backend(path)
+    bt = _with_gguf_added_tokens(_gguf_backend(path), path)
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if name in ("smollm2", "starcoder"):
         bt.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
@@ -273,15 +314,36 @@ def train_tiny(out_dir, strings):
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                      decoders.Strip(" ", 1, 0)])
     alphabet = [f"<0x{b:02X}>" for b in range(256)]
-    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=["<unk>", "<s>", "</s>"] + alphabet,
+    trainer = trainers.BpeTrainer(vocab_size=900, special_tokens=["<unk>", "<s>", "</s>"] + alphabet,
                                   limit_alphabet=120, show_progress=False)
     tok.train_from_iterator(corpus, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    # The trainer only takes the <0xNN> pieces as special tokens; in Llama's tokenizer.json they are
+    # plain vocabulary entries (not matched in the text, not skipped when decoding).
+    j = json.loads(tok.to_str())
+    j["added_tokens"] = [a for a in j["added_tokens"] if not a["content"].startswith("<0x")]
+    tok = Tokenizer.from_str(json.dumps(j))
     d = os.path.join(out_dir, "hf_tiny_metaspace")
     os.makedirs(d, exist_ok=True)
     tok.save(os.path.join(d, "tokenizer.json"))
     with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
         json.dump({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}, f, indent=1)
+    write_ids([e.ids for e in tok.encode_batch(strings, add_special_tokens=False)],
+              os.path.join(d, "random.txt"), full=False)
+    write_special_cases(lambda t, special: tok.encode(t, add_special_tokens=special).ids,
+                        os.path.join(d, "special_cases.json"))
+
+    # The same model in the newer layout (Mistral v0.3, recent Llama 2 files): no normalizer, a
+    # Metaspace pre-tokenizer that prefixes only the start of the input, a Metaspace decoder.
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False),
+                                     decoders.ByteFallback(), decoders.Fuse()])
+    d = os.path.join(out_dir, "hf_tiny_metaspace_first")
+    os.makedirs(d, exist_ok=True)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>"}, f, indent=1)
     write_ids([e.ids for e in tok.encode_batch(strings, add_special_tokens=False)],
               os.path.join(d, "random.txt"), full=False)
     write_special_cases(lambda t, special: tok.encode(t, add_special_tokens=special).ids,
@@ -300,7 +362,6 @@ def train_tiny(out_dir, strings):
     with open(os.path.join(d, "tokenizer.model"), "wb") as f:
         f.write(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    write_ids([sp.encode(s) for s in strings], os.path.join(d, "random.txt"), full=False)
     # What transformers' slow (legacy) Llama tokenizer does with this model: control pieces in the
     # text become their ids, sentencepiece encodes the text between them, BOS comes first.
     # (transformers 5 no longer loads a tokenizer.model-only directory, so the steps are spelled out.)
@@ -313,6 +374,7 @@ def train_tiny(out_dir, strings):
         for part in pattern.split(text):
             ids += [controls[part]] if part in controls else (sp.encode(part) if part else [])
         return ids
+    write_ids([sp_encode(s, False) for s in strings], os.path.join(d, "random.txt"), full=False)
     write_special_cases(sp_encode, os.path.join(d, "special_cases.json"))
     print("tiny tokenizers written")
 

@@ -22,7 +22,9 @@
 namespace kiln {
 namespace {
 
-struct Seq { int32_t q_len, kv_len; };
+struct Seq {
+  int32_t q_len, kv_len;
+};
 struct Shape {
   std::vector<Seq> seqs;
   int64_t hq, hkv, block_size;
@@ -47,12 +49,20 @@ struct Problem {
 
   PagedAttentionArgs args(bool device, const Tensor& out) const {
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    if (device) return {dq.tensor, dk.tensor, dv.tensor, dcu.tensor, dkv.tensor, dtables.tensor, out, scale, shape.window};
+    if (device)
+      return {dq.tensor, dk.tensor, dv.tensor, dcu.tensor, dkv.tensor, dtables.tensor, out, scale, shape.window};
     auto i32 = [](const std::vector<int32_t>& v, std::initializer_list<int64_t> s) {
       return Tensor::view(const_cast<int32_t*>(v.data()), DType::kInt32, s);
     };
-    return {q.tensor, k_cache.tensor, v_cache.tensor, i32(cu, {batch + 1}), i32(kv_lens, {batch}),
-            i32(tables, {batch, table_width}), out, scale, shape.window};
+    return {q.tensor,
+            k_cache.tensor,
+            v_cache.tensor,
+            i32(cu, {batch + 1}),
+            i32(kv_lens, {batch}),
+            i32(tables, {batch, table_width}),
+            out,
+            scale,
+            shape.window};
   }
 };
 
@@ -76,7 +86,7 @@ Result<Problem> make_problem(const Shape& s, int64_t d, std::mt19937& rng) {
     max_blocks = std::max<int64_t>(max_blocks, (q.kv_len + bs - 1) / bs);
   }
   const int64_t num_blocks = used_blocks + 3;  // spare blocks stay NaN
-  p.table_width = max_blocks + 1;             // a wider table than needed: the tail is garbage
+  p.table_width = max_blocks + 1;              // a wider table than needed: the tail is garbage
   p.q = bf16_rounded({p.n, s.hq, d}, rng);
   p.k_cache = HostTensor::zeros(DType::kF32, {num_blocks, bs, s.hkv, d});
   p.v_cache = HostTensor::zeros(DType::kF32, {num_blocks, bs, s.hkv, d});
@@ -200,7 +210,7 @@ TEST(PagedAttentionCuda, PrefillVariantsMatchCpu) {
         for (int32_t kv : {1, 17, 97, 2048}) {
           if (kv == 2048 && hq != 16) continue;  // keeps the CPU reference's share of the test short
           std::vector<Shape> shapes = {
-              {{{kv, kv}}, hq, hkv, bs},                                         // causal, q_len == kv_len
+              {{{kv, kv}}, hq, hkv, bs},                                                   // causal, q_len == kv_len
               {{{1, kv}, {5, kv + 4}, {std::min(kv, 40), kv + 40}, {3, 3}}, hq, hkv, bs},  // decode + prefix
           };
           for (const Shape& s : shapes) {
@@ -222,13 +232,14 @@ TEST(PagedAttentionCuda, SlidingWindowMatchesCpu) {
       Result<Problem> dec = make_problem({{{1, 300}, {1, 5}, {1, 1000}}, 16, 4, 16, window}, d, rng);
       ASSERT_TRUE(dec.ok());
       for (int splits : {1, 2}) {
-        expect_close(*dec, [splits](const PagedAttentionArgs& a) {
-          return decode_attention_cuda(a, splits, nullptr, nullptr);
-        }, "window/decode");
+        expect_close(
+            *dec, [splits](const PagedAttentionArgs& a) { return decode_attention_cuda(a, splits, nullptr, nullptr); },
+            "window/decode");
       }
       Result<Problem> pre = make_problem({{{300, 300}, {20, 50}, {1, 77}, {150, 400}}, 16, 4, 16, window}, d, rng);
       ASSERT_TRUE(pre.ok());
-      expect_close(*pre, [](const PagedAttentionArgs& a) { return prefill_attention_cuda(a, nullptr); }, "window/prefill");
+      expect_close(
+          *pre, [](const PagedAttentionArgs& a) { return prefill_attention_cuda(a, nullptr); }, "window/prefill");
     }
   }
 }

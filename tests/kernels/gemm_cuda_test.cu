@@ -68,14 +68,17 @@ void check_case(Gemm& gemm, const GemmCudaVariant& v, const GemmCase& c, std::mt
 TEST(GemmCuda, MatchesCpuReference) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(21);
-  auto gemm = Gemm::create();
-  ASSERT_TRUE(gemm.ok()) << gemm.status().to_string();
   const GemmCase cases[] = {
       {1, 4096, 4096, false, 0}, {1, 6144, 4096, true, 0}, {7, 1000, 72, true, 0},   {16, 512, 1024, false, 8},
       {64, 1536, 2048, true, 0}, {300, 320, 576, false, 24}, {1000, 2048, 256, true, 0},
   };
-  for (const auto& v : gemm_cuda_variants())
-    for (const auto& c : cases) check_case(*gemm, v, c, rng);
+  for (bool autotune : {false, true}) {  // the heuristic's choice, and the fastest of its candidates
+    SCOPED_TRACE(autotune ? "autotuned" : "heuristic");
+    auto gemm = Gemm::create({.autotune = autotune});
+    ASSERT_TRUE(gemm.ok()) << gemm.status().to_string();
+    for (const auto& v : gemm_cuda_variants())
+      for (const auto& c : cases) check_case(*gemm, v, c, rng);
+  }
 }
 
 TEST(GemmCuda, CachesPlansPerShape) {

@@ -16,10 +16,15 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// K and V of every layer for one block, f32 (the CPU cache).
+int64_t kv_bytes_per_block(const ModelConfig& m, int64_t block_size) {
+  return 2 * m.num_layers * block_size * m.num_kv_heads * m.head_dim * 4;
+}
+
 EngineConfig resolve(EngineConfig c, const ModelConfig& m) {
   if (c.max_model_len <= 0) c.max_model_len = m.max_position_embeddings;
   if (c.num_kv_blocks <= 0) {
-    const int64_t per_block = KvCache::bytes_per_block(m, c.block_size);
+    const int64_t per_block = kv_bytes_per_block(m, c.block_size);
     const int64_t want = c.max_num_seqs * Sequence::blocks_for(c.max_model_len, c.block_size);
     c.num_kv_blocks = std::max<int64_t>(1, std::min(want, c.kv_cache_bytes / per_block));
   }
@@ -37,20 +42,21 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, con
     return invalid_argument("max_model_len " + std::to_string(config.max_model_len) + " exceeds the model's context of " +
                             std::to_string(m.max_position_embeddings));
   config = resolve(config, m);
+  KILN_ASSIGN_OR_RETURN(KvCacheView cache, model->allocate_kv_cache(config.num_kv_blocks, config.block_size));
   log_info("engine: ", config.num_kv_blocks, " KV blocks of ", config.block_size, " tokens (",
-           KvCache::bytes_per_block(m, config.block_size) * config.num_kv_blocks >> 20, " MiB), max_model_len ",
+           kv_bytes_per_block(m, config.block_size) * config.num_kv_blocks >> 20, " MiB as f32), max_model_len ",
            config.max_model_len, ", max_num_seqs ", config.max_num_seqs, ", ", config.max_num_batched_tokens,
            " tokens per step");
-  return std::unique_ptr<Engine>(new Engine(std::move(model), tokenizer, config));
+  return std::unique_ptr<Engine>(new Engine(std::move(model), std::move(cache), tokenizer, config));
 }
 
-Engine::Engine(std::unique_ptr<Model> model, const Tokenizer* tokenizer, EngineConfig config)
+Engine::Engine(std::unique_ptr<Model> model, KvCacheView cache, const Tokenizer* tokenizer, EngineConfig config)
     : model_(std::move(model)),
       tokenizer_(tokenizer),
       config_(config),
       blocks_(config.num_kv_blocks, config.block_size, config.prefix_caching),
       scheduler_({config.max_num_seqs, config.max_num_batched_tokens}, blocks_),
-      runner_(*model_, config.num_kv_blocks, config.block_size) {
+      runner_(*model_, std::move(cache), config.block_size) {
   if (tokenizer_) eos_ids_ = tokenizer_->eos_ids();
   for (int64_t id : model_->config().eos_token_ids)
     if (std::find(eos_ids_.begin(), eos_ids_.end(), id) == eos_ids_.end()) eos_ids_.push_back(static_cast<int32_t>(id));

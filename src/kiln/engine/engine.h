@@ -59,7 +59,7 @@ class Engine {
   bool has_unfinished() const { return scheduler_.has_unfinished(); }
 
  private:
-  Engine(std::unique_ptr<Model> model, const Tokenizer* tokenizer, EngineConfig config);
+  Engine(std::unique_ptr<Model> model, KvCacheView cache, const Tokenizer* tokenizer, EngineConfig config);
   void loop();
   void take_inbox();
   void postprocess(const SchedulerOutput& step, StepLogits& logits);

@@ -5,7 +5,6 @@
 #include <functional>
 #include <vector>
 
-#include "kiln/engine/kv_cache.h"
 #include "kiln/kernels/sampling.h"
 #include "kiln/models/model.h"
 

@@ -5,11 +5,11 @@
 
 namespace kiln {
 
-ModelRunner::ModelRunner(Model& model, int64_t num_blocks, int64_t block_size)
-    : model_(model), cache_(model.config(), num_blocks, block_size) {}
+ModelRunner::ModelRunner(Model& model, KvCacheView cache, int64_t block_size)
+    : model_(model), cache_(std::move(cache)), block_size_(block_size) {}
 
 ForwardBatch ModelRunner::build_batch(const SchedulerOutput& step, StepLogits& rows) const {
-  const int64_t bs = cache_.block_size();
+  const int64_t bs = block_size_;
   ForwardBatch b;
   b.cu_seqlens_q.push_back(0);
   for (const ScheduledSequence& s : step.seqs)
@@ -48,7 +48,7 @@ Result<StepLogits> ModelRunner::run(const SchedulerOutput& step) {
   const int64_t rows = static_cast<int64_t>(batch.logits_rows.size()), vocab = model_.config().vocab_size;
   logits_.resize(static_cast<size_t>(std::max<int64_t>(rows, 1) * vocab));
   out.logits = Tensor::view(logits_.data(), DType::kF32, {rows, vocab});
-  KILN_RETURN_IF_ERROR(model_.forward(batch, cache_.view(), out.logits));
+  KILN_RETURN_IF_ERROR(model_.forward(batch, cache_, out.logits));
   return out;
 }
 

@@ -1,12 +1,12 @@
-// ModelRunner: turns a scheduled step into one Model::forward over the paged KV cache it owns
-// (token ids, positions, slot mapping from each sequence's block table), and returns the logits
+// ModelRunner: turns a scheduled step into one Model::forward over the paged KV cache it owns (on
+// the model's device; token ids, positions, slot mapping from each sequence's block table), and
+// returns the logits
 // rows the step produced: one per sequence whose uncomputed tokens all ran (it samples next),
 // plus every row of a prompt chunk whose sequence asked for prompt logprobs.
 #pragma once
 #include <cstdint>
 #include <vector>
 
-#include "kiln/engine/kv_cache.h"
 #include "kiln/engine/scheduler.h"
 #include "kiln/models/model.h"
 
@@ -20,7 +20,7 @@ struct StepLogits {
 
 class ModelRunner {
  public:
-  ModelRunner(Model& model, int64_t num_blocks, int64_t block_size);
+  ModelRunner(Model& model, KvCacheView cache, int64_t block_size);
   const ModelConfig& config() const { return model_.config(); }
   Result<StepLogits> run(const SchedulerOutput& step);
 
@@ -28,7 +28,8 @@ class ModelRunner {
   ForwardBatch build_batch(const SchedulerOutput& step, StepLogits& rows) const;
 
   Model& model_;
-  KvCache cache_;
+  KvCacheView cache_;
+  int64_t block_size_;
   std::vector<float> logits_;
 };
 

@@ -21,10 +21,17 @@ struct GemmCudaVariant {
 };
 std::span<const GemmCudaVariant> gemm_cuda_variants();
 
+struct GemmOptions {
+  int64_t workspace_bytes = 32 << 20;  // what cuBLAS asks for on Hopper
+  // Time the heuristic's top candidates on the first call of each shape and keep the fastest
+  // (that first call synchronizes the stream; skipped while the stream is being captured).
+  // The heuristic's first choice is often slow for decode shapes (small m, small weights).
+  bool autotune = false;
+};
+
 class Gemm {
  public:
-  static constexpr int64_t kDefaultWorkspaceBytes = 32 << 20;  // what cuBLAS asks for on Hopper
-  static Result<Gemm> create(int64_t workspace_bytes = kDefaultWorkspaceBytes);
+  static Result<Gemm> create(const GemmOptions& options = {});
   Gemm(Gemm&&) noexcept;
   Gemm& operator=(Gemm&&) noexcept;
   ~Gemm();

@@ -61,6 +61,12 @@ std::optional<ApiError> CompletionJob::start(std::vector<JobChoice> choices) {
       }
     }
   }
+  // Outputs may already be there, and pumps already posted: they wait for this, which comes after
+  // the response head on the strand.
+  responder_->post([self = shared_from_this()] {
+    self->ready_ = true;
+    self->pump();
+  });
   return std::nullopt;
 }
 
@@ -71,7 +77,7 @@ void CompletionJob::schedule_pump() {
 
 void CompletionJob::pump() {
   pump_scheduled_.store(false);
-  if (finished_) return;
+  if (finished_ || !ready_) return;
   bool all_done = true;
   for (Choice& c : choices_) {
     if (c.finish == FinishReason::kNone)

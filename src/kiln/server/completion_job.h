@@ -73,6 +73,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   std::atomic<bool> pump_scheduled_{false};
   Status error_;
   bool finished_ = false;
+  bool ready_ = false;  // the response has started: chunks may follow
 };
 
 }  // namespace kiln::server

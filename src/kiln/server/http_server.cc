@@ -1,5 +1,5 @@
 // HttpServer on Boost.Beast. One Session per connection, all of its work on one strand:
-// read a request -> hand it to the handler -> write what the responder queues (coalesced) ->
+// read a request (header, 100 Continue if asked for, body) -> hand it to the handler -> write what the responder queues (coalesced) ->
 // read the next one (keep-alive). While a request is answered, an async_wait on the socket notices
 // the peer closing it (readable with nothing to read).
 #include "kiln/server/http_server.h"
@@ -7,6 +7,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <atomic>
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -49,10 +50,20 @@ std::string response_head(int status, const std::string& content_type, int64_t c
   return h + "\r\n";
 }
 
+// Requests being answered across all sessions, for a stop that lets their last bytes go out.
+struct BusyCount {
+  std::atomic<int64_t> busy{0};
+  std::atomic<bool> stop_when_idle{false};
+  std::function<void()> stop;
+};
+
 class Session : public HttpResponder, public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const HttpHandler& handler, const HttpServerOptions& options)
-      : stream_(std::move(socket)), handler_(handler), options_(options) {}
+  Session(tcp::socket socket, const HttpHandler& handler, const HttpServerOptions& options, BusyCount& count)
+      : stream_(std::move(socket)), handler_(handler), options_(options), count_(count) {}
+  ~Session() override {
+    if (busy_) --count_.busy;  // no stop from here: the io_context may be going away
+  }
 
   void start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
@@ -96,11 +107,33 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
  private:
   bool answering() const { return in_response_ && !response_ended_ && !closed_; }
 
+  void set_busy(bool busy) {
+    if (busy == busy_) return;
+    busy_ = busy;
+    if (busy) ++count_.busy;
+    else if (--count_.busy == 0 && count_.stop_when_idle) count_.stop();
+  }
+
   void do_read() {
     parser_.emplace();
     parser_->body_limit(static_cast<uint64_t>(options_.max_body_bytes));
     parser_->header_limit(64 * 1024);
     stream_.expires_after(std::chrono::seconds(options_.idle_timeout_seconds));
+    http::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_header, shared_from_this()));
+  }
+
+  // curl sends "Expect: 100-continue" before a large body and waits a second for the go-ahead.
+  void on_header(beast::error_code ec, size_t) {
+    if (ec) return on_read(ec, 0);
+    if (!beast::iequals(parser_->get()[http::field::expect], "100-continue")) return read_body();
+    writing_ = "HTTP/1.1 100 Continue\r\n\r\n";
+    net::async_write(stream_, net::buffer(writing_), [self = shared_from_this()](beast::error_code e, size_t) {
+      if (e) return self->close();
+      self->read_body();
+    });
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
@@ -118,6 +151,7 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
     r.body = std::move(req.body());
     r.authorization = std::string(req[http::field::authorization]);
     keep_alive_ = req.keep_alive();
+    set_busy(true);
     in_response_ = true;
     response_ended_ = false;
     disconnected_ = false;
@@ -134,6 +168,7 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
   // An error found while reading: answer it and close.
   void reject(int status, const std::string& message) {
     keep_alive_ = false;
+    set_busy(true);
     in_response_ = true;
     response_ended_ = false;
     const nlohmann::json body = {{"error", {{"message", message}, {"type", "invalid_request_error"}, {"param", nullptr}, {"code", nullptr}}}};
@@ -179,7 +214,8 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
   void finish_response() {
     if (write_in_flight_ || !pending_.empty() || closed_) return;
     in_response_ = false;
-    if (!keep_alive_) return close();
+    if (!keep_alive_ || count_.stop_when_idle) return close();
+    set_busy(false);
     if (watching_) {
       read_after_watch_ = true;
       beast::error_code ec;
@@ -221,6 +257,7 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
   void close() {
     if (closed_) return;
     closed_ = true;
+    set_busy(false);
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
@@ -231,6 +268,8 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
   std::optional<http::request_parser<http::string_body>> parser_;
   const HttpHandler& handler_;
   const HttpServerOptions& options_;
+  BusyCount& count_;
+  bool busy_ = false;
   std::deque<std::string> pending_;
   std::string writing_;
   std::function<void()> on_disconnect_;
@@ -241,7 +280,9 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
 }  // namespace
 
 struct HttpServer::Impl {
-  Impl(HttpHandler h, HttpServerOptions o) : handler(std::move(h)), options(o) {}
+  Impl(HttpHandler h, HttpServerOptions o) : handler(std::move(h)), options(o) {
+    count.stop = [this] { ioc.stop(); };
+  }
 
   void accept() {
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
@@ -252,13 +293,14 @@ struct HttpServer::Impl {
         retry.async_wait([this](beast::error_code e) { if (!e && acceptor.is_open()) accept(); });
         return;
       }
-      std::make_shared<Session>(std::move(socket), handler, options)->start();
+      std::make_shared<Session>(std::move(socket), handler, options, count)->start();
       accept();
     });
   }
 
   HttpHandler handler;
   HttpServerOptions options;
+  BusyCount count;  // before ioc: sessions destroyed with it still count
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   net::steady_timer retry{ioc};
@@ -323,5 +365,10 @@ void HttpServer::stop_accepting() {
 }
 
 void HttpServer::stop() { impl_->ioc.stop(); }
+
+void HttpServer::stop_when_idle() {
+  impl_->count.stop_when_idle = true;
+  if (impl_->count.busy == 0) stop();
+}
 
 }  // namespace kiln::server

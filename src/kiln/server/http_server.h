@@ -61,7 +61,8 @@ class HttpServer {
   // Serves on options.num_threads threads (the caller's included) until stop().
   void run();
   void stop_accepting();
-  void stop();
+  void stop();            // now
+  void stop_when_idle();  // once every request being answered has been written out
 
  private:
   void wait_signal();

@@ -261,6 +261,7 @@ ParseResult parse_openai_request(Endpoint endpoint, std::string_view body) {
   if (!o.is_object()) return ApiError{400, "the request body must be a JSON object"};
   OpenAiRequest r;
   r.endpoint = endpoint;
+  r.params.sampling.temperature = 1.f;  // OpenAI's default
   try {
     if (auto m = get_string(o, "model")) r.model = *m;
     if (endpoint == Endpoint::kCompletions) r.prompts = parse_prompt(o);

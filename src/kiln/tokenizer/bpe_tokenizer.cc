@@ -122,7 +122,8 @@ void BpeTokenizer::append_char_symbols(std::string_view ch, std::vector<int32_t>
       return;
     }
   }
-  if (vocab_.unk_id < 0) return;  // Hugging Face drops characters it cannot represent
+  // Without an unknown token in the model, Hugging Face and llama.cpp drop what they cannot write.
+  if (!options_.use_unk || vocab_.unk_id < 0) return;
   if (options_.fuse_unk && !symbols.empty() && symbols.back() == vocab_.unk_id) return;
   symbols.push_back(vocab_.unk_id);
 }

@@ -25,6 +25,7 @@ struct BpeOptions {
   bool byte_level = true;      // GPT-2 byte alphabet; false: characters
   bool ignore_merges = false;  // a word that is itself a token skips the merges (Llama 3)
   bool byte_fallback = false;  // characters outside the vocabulary become <0xNN>
+  bool use_unk = false;        // characters outside the vocabulary become <unk> (else dropped)
   bool fuse_unk = false;       // consecutive unknown characters become one <unk>
   bool replace_space = false;  // ' ' -> '▁' before the merges
   PrependScheme prepend = PrependScheme::kNever;

@@ -229,6 +229,7 @@ Result<std::unique_ptr<Tokenizer>> tokenizer_from_json(const json& j, const HfTo
   o.byte_fallback = model.value("byte_fallback", false);
   o.ignore_merges = model.value("ignore_merges", false);
   o.fuse_unk = model.value("fuse_unk", false);
+  o.use_unk = vocab.unk_id >= 0;
   parse_post_processor(j.value("post_processor", json()), vocab);
   apply_hf_config(config, vocab);
   KILN_ASSIGN_OR_RETURN(auto t, BpeTokenizer::create(std::move(vocab), merges, std::move(state.pre), o));

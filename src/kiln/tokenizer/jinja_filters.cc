@@ -186,33 +186,9 @@ Result<Value> scalar_filter(const std::string& name, const Value& input, CallArg
   return unimplemented("the filter '" + name + "' is not supported");
 }
 
-}  // namespace
-
-Result<Value> apply_filter(Interpreter& interp, const std::string& name, const Value& input, CallArgs& args) {
-  if (name == "default" || name == "d") {
-    const bool boolean = args.get("boolean", 1, Value(false)).truthy();
-    const bool use_default = input.is_undefined() || (boolean && !input.truthy());
-    return use_default ? args.get("default_value", 0, Value("")) : input;
-  }
-  if (name == "tojson") {
-    const Value indent = args.get("indent", 0, Value::none());
-    KILN_ASSIGN_OR_RETURN(std::string json, input.to_json(indent.is_number() ? static_cast<int>(indent.as_int()) : -1));
-    return Value(std::move(json));
-  }
-  if (name == "first" || name == "last") {
-    KILN_ASSIGN_OR_RETURN(List items, iterate(input));
-    if (items.empty()) return Value::undefined(name);
-    return name == "first" ? items.front() : items.back();
-  }
-  if (name == "list") return iterate(input).ok() ? Value(*iterate(input)) : Value(List{});
-  if (name == "join") return join_items(input, args);
-  if (name == "map") return map_items(interp, input, args);
-  if (name == "select" || name == "reject") return select_items(interp, input, args, false, name == "select");
-  if (name == "selectattr" || name == "rejectattr") {
-    return select_items(interp, input, args, true, name == "selectattr");
-  }
-  if (name == "sort") return sort_items(input, args);
-  if (name == "indent") return indent_text(input, args);
+// Filters over lists and dicts that need no interpreter: items, dictsort, reverse, unique, min,
+// max, sum; anything else goes on to the scalar filters.
+Result<Value> collection_filter(const std::string& name, const Value& input, CallArgs& args) {
   if (name == "items" || name == "dictsort") {
     if (!input.is_dict()) return invalid_argument(name + " needs a dict");
     List out;
@@ -259,6 +235,36 @@ Result<Value> apply_filter(Interpreter& interp, const std::string& name, const V
     return best;
   }
   return scalar_filter(name, input, args);
+}
+
+}  // namespace
+
+Result<Value> apply_filter(Interpreter& interp, const std::string& name, const Value& input, CallArgs& args) {
+  if (name == "default" || name == "d") {
+    const bool boolean = args.get("boolean", 1, Value(false)).truthy();
+    const bool use_default = input.is_undefined() || (boolean && !input.truthy());
+    return use_default ? args.get("default_value", 0, Value("")) : input;
+  }
+  if (name == "tojson") {
+    const Value indent = args.get("indent", 0, Value::none());
+    KILN_ASSIGN_OR_RETURN(std::string json, input.to_json(indent.is_number() ? static_cast<int>(indent.as_int()) : -1));
+    return Value(std::move(json));
+  }
+  if (name == "first" || name == "last") {
+    KILN_ASSIGN_OR_RETURN(List items, iterate(input));
+    if (items.empty()) return Value::undefined(name);
+    return name == "first" ? items.front() : items.back();
+  }
+  if (name == "list") return iterate(input).ok() ? Value(*iterate(input)) : Value(List{});
+  if (name == "join") return join_items(input, args);
+  if (name == "map") return map_items(interp, input, args);
+  if (name == "select" || name == "reject") return select_items(interp, input, args, false, name == "select");
+  if (name == "selectattr" || name == "rejectattr") {
+    return select_items(interp, input, args, true, name == "selectattr");
+  }
+  if (name == "sort") return sort_items(input, args);
+  if (name == "indent") return indent_text(input, args);
+  return collection_filter(name, input, args);
 }
 
 Result<bool> apply_test(Interpreter&, const std::string& name, const Value& v, CallArgs& args) {

@@ -1,6 +1,7 @@
 #include "kiln/tokenizer/vocab.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace kiln {
 namespace {
@@ -16,6 +17,20 @@ int32_t optional_id(const GgufFile& gguf, const std::string& key) {
   if (gguf.find(key) == nullptr) return -1;
   auto v = gguf.get_int(key);
   return v.ok() ? static_cast<int32_t>(*v) : -1;
+}
+
+// Phi-3's tokenizer.json strips the white space after its chat tokens ("<|end|>\n" is one
+// token); GGUF does not record that, so, as llama.cpp does, it is restored by model name.
+void apply_phi3_rstrip(const GgufFile& gguf, Vocab& v) {
+  const GgufValue* name = gguf.find("general.name");
+  if (name == nullptr) return;
+  std::string lower = name->s;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.find("phi-3") == std::string::npos && lower.find("phi3") == std::string::npos) return;
+  for (AddedToken& a : v.added) {
+    a.rstrip = (a.special || a.content == "</s>") && a.content != "<unk>" && a.content != "<s>" &&
+               a.content != "<|endoftext|>";
+  }
 }
 
 bool optional_bool(const GgufFile& gguf, const std::string& key, bool fallback) {
@@ -78,14 +93,15 @@ Result<Vocab> vocab_from_gguf(const GgufFile& gguf) {
   }
   for (size_t i = 0; i < n; ++i) {
     const TokenType t = v.types[i];
-    if (t != TokenType::kControl && t != TokenType::kUserDefined) continue;
+    if (t != TokenType::kControl && t != TokenType::kUserDefined && t != TokenType::kUnknown) continue;
     if (v.tokens[i].empty()) continue;
     AddedToken a;
     a.id = static_cast<int32_t>(i);
     a.content = v.tokens[i];
-    a.special = t == TokenType::kControl;
+    a.special = t != TokenType::kUserDefined;
     v.added.push_back(std::move(a));
   }
+  apply_phi3_rstrip(gguf, v);
   // llama.cpp's defaults: SentencePiece vocabularies add BOS unless told otherwise.
   const bool spm = !v.scores.empty() && gguf.find("tokenizer.ggml.merges") == nullptr;
   v.add_bos = optional_bool(gguf, "tokenizer.ggml.add_bos_token", spm);

@@ -63,8 +63,9 @@ struct Vocab {
   void collect_eog(const std::vector<int32_t>& extra_ids);
 };
 
-// Reads tokens, types, scores, special ids and chat template from "tokenizer.ggml.*". Control and
-// user-defined tokens become added tokens (special when control), as llama.cpp treats them.
+// Reads tokens, types, scores, special ids and chat template from "tokenizer.ggml.*". Control,
+// unknown and user-defined tokens become added tokens (special unless user-defined), as llama.cpp
+// and Hugging Face treat them.
 Result<Vocab> vocab_from_gguf(const GgufFile& gguf);
 
 }  // namespace kiln

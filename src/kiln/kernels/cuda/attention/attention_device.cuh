@@ -9,6 +9,7 @@
 // so the C fragments of S for keys [16j, 16j+16) are the A fragment of P for the same keys.
 #pragma once
 #include <cuda_bf16.h>
+
 #include <cstdint>
 
 #include "kiln/kernels/cuda/attention/attention_params.h"
@@ -112,8 +113,8 @@ struct PagedRows {
 // table entries may be garbage, and a zero V row keeps a masked key from turning P*V into NaN).
 template <int kHeadDim, int kRows, int kThreads>
 __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, const __nv_bfloat16* k_cache,
-                                             const __nv_bfloat16* v_cache, const PagedRows& rows,
-                                             int tile_start, int lo, int hi, int tid) {
+                                             const __nv_bfloat16* v_cache, const PagedRows& rows, int tile_start,
+                                             int lo, int hi, int tid) {
   constexpr int kChunks = kHeadDim / 8;
   constexpr int kRowsPerPass = kThreads / kChunks;
   static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0);

@@ -23,13 +23,13 @@ struct PagedAttentionParams {
   float* partial_lse;           // [num_splits, batch, num_q_heads] f32, log2 of the softmax sum
   int* split_counters;          // [batch, num_kv_heads] splits done; zero before a launch, zero after
   int num_tokens, batch, num_q_heads, num_kv_heads, group, head_dim;
-  int block_size_log2;          // block_size == 1 << block_size_log2
-  int table_stride;             // elements between block table rows (>= max_blocks_per_seq)
-  int max_kv_len;               // host-side bound: max_blocks_per_seq * block_size
-  float scale;                  // softmax scale (> 0), usually 1/sqrt(head_dim)
-  int sliding_window;           // 0 = unlimited
-  int num_splits;               // decode: KV splits per sequence (1 = no split-K)
-  int split_len;                // decode: keys per split, a multiple of the decode KV tile
+  int block_size_log2;  // block_size == 1 << block_size_log2
+  int table_stride;     // elements between block table rows (>= max_blocks_per_seq)
+  int max_kv_len;       // host-side bound: max_blocks_per_seq * block_size
+  float scale;          // softmax scale (> 0), usually 1/sqrt(head_dim)
+  int sliding_window;   // 0 = unlimited
+  int num_splits;       // decode: KV splits per sequence (1 = no split-K)
+  int split_len;        // decode: keys per split, a multiple of the decode KV tile
 };
 
 // One compiled kernel variant: a row of an explicit table, looked up at dispatch.
@@ -44,8 +44,8 @@ std::span<const AttentionVariant> decode_attention_variants();
 std::span<const AttentionVariant> prefill_attention_variants();
 
 // The row for (dtype, head_dim), or an error listing what the table holds.
-Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table,
-                                                       const char* family, DType dtype, int head_dim);
+Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table, const char* family,
+                                                       DType dtype, int head_dim);
 
 // Checks dtypes, devices and shapes; num_splits = 1.
 Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArgs& args);

@@ -50,25 +50,30 @@ Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArg
   const Tensor &q = a.q, &kc = a.k_cache, &vc = a.v_cache, &out = a.out;
   if (q.ndim != 3 || kc.ndim != 4 || out.ndim != 3 || vc.ndim != 4 || q.shape != out.shape || kc.shape != vc.shape ||
       kc.shape[3] != q.shape[2] || kc.shape[2] == 0 || q.shape[1] % kc.shape[2] != 0)
-    return invalid_argument("paged_attention_cuda: want q/out [tokens, hq, d], k/v cache [blocks, block_size, hkv, d] "
-                            "with hq % hkv == 0; got q " + q.shape_string() + ", k_cache " + kc.shape_string() +
-                            ", v_cache " + vc.shape_string() + ", out " + out.shape_string());
+    return invalid_argument(
+        "paged_attention_cuda: want q/out [tokens, hq, d], k/v cache [blocks, block_size, hkv, d] "
+        "with hq % hkv == 0; got q " +
+        q.shape_string() + ", k_cache " + kc.shape_string() + ", v_cache " + vc.shape_string() + ", out " +
+        out.shape_string());
   for (const Tensor* t : {&q, &kc, &vc, &out})
     if (t->dtype != q.dtype || !is_device(*t) || !t->is_contiguous())
-      return invalid_argument("paged_attention_cuda: q, caches and out must be contiguous cuda tensors of one dtype; got " +
-                              t->shape_string());
+      return invalid_argument(
+          "paged_attention_cuda: q, caches and out must be contiguous cuda tensors of one dtype; got " +
+          t->shape_string());
   const int64_t batch = a.kv_lens.numel();
   KILN_RETURN_IF_ERROR(check_metadata(a.cu_seqlens_q, "cu_seqlens_q", 1));
   KILN_RETURN_IF_ERROR(check_metadata(a.kv_lens, "kv_lens", 1));
   KILN_RETURN_IF_ERROR(check_metadata(a.block_tables, "block_tables", 2));
   if (a.cu_seqlens_q.numel() != batch + 1 || a.block_tables.shape[0] != batch)
-    return invalid_argument("paged_attention_cuda: cu_seqlens_q [batch + 1] and block_tables [batch, blocks] must "
-                            "match kv_lens [batch]");
+    return invalid_argument(
+        "paged_attention_cuda: cu_seqlens_q [batch + 1] and block_tables [batch, blocks] must "
+        "match kv_lens [batch]");
   const int64_t block_size = kc.shape[1];
   if (block_size <= 0 || (block_size & (block_size - 1)) != 0)
     return unimplemented("paged_attention_cuda: block_size " + std::to_string(block_size) + " is not a power of two");
   const int64_t max_kv = a.block_tables.shape[1] * block_size;
-  if (!(a.scale > 0.f) || a.sliding_window < 0 || max_kv > (int64_t{1} << 30) || q.shape[0] * q.shape[1] > (int64_t{1} << 31) - 1)
+  if (!(a.scale > 0.f) || a.sliding_window < 0 || max_kv > (int64_t{1} << 30) ||
+      q.shape[0] * q.shape[1] > (int64_t{1} << 31) - 1)
     return invalid_argument("paged_attention_cuda: need scale > 0, sliding_window >= 0 and sizes that fit int32");
   PagedAttentionParams p{};
   p.q = q.data;
@@ -91,8 +96,8 @@ Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArg
   p.scale = a.scale;
   p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
   p.num_splits = 1;
-  p.split_len = static_cast<int>(std::max<int64_t>(kDecodeTileKeys, (max_kv + kDecodeTileKeys - 1) /
-                                                                        kDecodeTileKeys * kDecodeTileKeys));
+  p.split_len = static_cast<int>(
+      std::max<int64_t>(kDecodeTileKeys, (max_kv + kDecodeTileKeys - 1) / kDecodeTileKeys * kDecodeTileKeys));
   return p;
 }
 
@@ -177,9 +182,9 @@ Status run_decode(PagedAttentionParams p, const cuda::AttentionVariant& v, int n
 
 Result<int64_t> decode_attention_workspace_bytes(const PagedAttentionArgs& args, int num_splits) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
-  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
-                        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
-                                                     args.q.dtype, p.head_dim));
+  KILN_ASSIGN_OR_RETURN(
+      const cuda::AttentionVariant* v,
+      cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", args.q.dtype, p.head_dim));
   KILN_RETURN_IF_ERROR(cuda::plan_decode_splits(p, *v, num_splits));
   return cuda::decode_workspace_bytes(p);
 }
@@ -190,31 +195,31 @@ Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, voi
     return invalid_argument("decode_attention_cuda: want one query token per sequence, got " +
                             std::to_string(p.num_tokens) + " tokens for " + std::to_string(p.batch) + " sequences");
   if (p.group > 16) return unimplemented("decode_attention_cuda: at most 16 query heads per kv head");
-  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
-                        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
-                                                     args.q.dtype, p.head_dim));
+  KILN_ASSIGN_OR_RETURN(
+      const cuda::AttentionVariant* v,
+      cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", args.q.dtype, p.head_dim));
   return run_decode(p, *v, num_splits, workspace, stream);
 }
 
 Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
-  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
-                        cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention",
-                                                     args.q.dtype, p.head_dim));
+  KILN_ASSIGN_OR_RETURN(
+      const cuda::AttentionVariant* v,
+      cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention", args.q.dtype, p.head_dim));
   return v->launch(p, stream);
 }
 
 Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
   if (p.num_tokens == p.batch && p.group <= 16) {
-    KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
-                          cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
-                                                       args.q.dtype, p.head_dim));
+    KILN_ASSIGN_OR_RETURN(
+        const cuda::AttentionVariant* v,
+        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", args.q.dtype, p.head_dim));
     return run_decode(p, *v, 0, nullptr, stream);
   }
-  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
-                        cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention",
-                                                     args.q.dtype, p.head_dim));
+  KILN_ASSIGN_OR_RETURN(
+      const cuda::AttentionVariant* v,
+      cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention", args.q.dtype, p.head_dim));
   return v->launch(p, stream);
 }
 

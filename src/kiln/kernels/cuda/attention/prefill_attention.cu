@@ -18,10 +18,9 @@ struct PrefillConfig {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kMinCtas = 1;  // per SM, for __launch_bounds__ (caps registers when > 1)
-  static constexpr int kMTiles = 2;  // m16 tiles per warp: B fragments are reused across both
+  static constexpr int kMTiles = 2;   // m16 tiles per warp: B fragments are reused across both
   static constexpr int kBlockM = kWarps * kMTiles * 16;
-  static constexpr int kBlockN = 64;                    // keys per pipeline stage
-  static constexpr bool kOverlap = false;  // split a stage into two softmax halves (see the loop)
+  static constexpr int kBlockN = 64;  // keys per pipeline stage and per softmax step
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kTileBytes = kBlockN * kHeadDim * 2;
   static constexpr int kStageBytes = 2 * kTileBytes;  // K then V
@@ -31,8 +30,8 @@ struct PrefillConfig {
 // CTA `block` of the flattened per-sequence row blocks -> (sequence, block within it). Row blocks
 // of sequence b: ceil(q_len(b) * group / kBlockM). Whole-warp call; false past the last block.
 template <int kBlockM>
-__device__ __forceinline__ bool find_row_block(const int32_t* cu, int batch, int group, int block, int lane,
-                                               int& b_out, int& local_out) {
+__device__ __forceinline__ bool find_row_block(const int32_t* cu, int batch, int group, int block, int lane, int& b_out,
+                                               int& local_out) {
   int base = 0;
   for (int b0 = 0; b0 < batch; b0 += 32) {
     const int b = b0 + lane;
@@ -64,7 +63,8 @@ __device__ __forceinline__ void score_keys(float (&s)[kM][kN][4], uint32_t q_war
   for (int kk = 0; kk < kHeadDim / 16; ++kk) {
     uint32_t qa[kM][4];
 #pragma unroll
-    for (int mt = 0; mt < kM; ++mt) attn::ldmatrix_x4(qa[mt], q_warp + mt * 16 * kRowBytes + attn::chunk_pair(a_lane, kk));
+    for (int mt = 0; mt < kM; ++mt)
+      attn::ldmatrix_x4(qa[mt], q_warp + mt * 16 * kRowBytes + attn::chunk_pair(a_lane, kk));
 #pragma unroll
     for (int j = 0; j < kN / 2; ++j) {
       uint32_t kb[4];
@@ -80,7 +80,8 @@ __device__ __forceinline__ void score_keys(float (&s)[kM][kN][4], uint32_t q_war
 
 // Causal and sliding-window mask of keys [key0, key0 + 8 * kN) for this thread's rows at `pos`.
 template <int kM, int kN>
-__device__ __forceinline__ void mask_scores(float (&s)[kM][kN][4], int key0, const int (&pos)[kM][2], int window, int t) {
+__device__ __forceinline__ void mask_scores(float (&s)[kM][kN][4], int key0, const int (&pos)[kM][2], int window,
+                                            int t) {
 #pragma unroll
   for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
@@ -209,23 +210,11 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConf
     const uint32_t v_tile = k_tile + C::kTileBytes;
 
     const int key0 = tile0 + it * C::kBlockN;
-    auto needs_mask = [&](int k0, int n) { return k0 + n - 1 > pos_lo || (window > 0 && k0 < pos_hi - window + 1); };
-    if constexpr (C::kOverlap) {
-      // Two 32-key halves: the second half's QK^T is in flight while the first half's softmax runs.
-      constexpr int kHalf = C::kBlockN / 2;
-      float sa[kM][kHalf / 8][4] = {}, sb[kM][kHalf / 8][4] = {};
-      score_keys<kHeadDim, kM, kHalf / 8>(sa, q_warp, k_tile, a_lane, k_lane);
-      score_keys<kHeadDim, kM, kHalf / 8>(sb, q_warp, k_tile + kHalf * kRowBytes, a_lane, k_lane);
-      if (needs_mask(key0, kHalf)) mask_scores(sa, key0, pos, window, t);
-      softmax_pv<kHeadDim, kM, kHalf / 8>(sa, o, m, l, v_tile, a_lane, scale_log2);
-      if (needs_mask(key0 + kHalf, kHalf)) mask_scores(sb, key0 + kHalf, pos, window, t);
-      softmax_pv<kHeadDim, kM, kHalf / 8>(sb, o, m, l, v_tile + kHalf * kRowBytes, a_lane, scale_log2);
-    } else {
-      float s[kM][C::kBlockN / 8][4] = {};
-      score_keys<kHeadDim, kM, C::kBlockN / 8>(s, q_warp, k_tile, a_lane, k_lane);
-      if (needs_mask(key0, C::kBlockN)) mask_scores(s, key0, pos, window, t);
-      softmax_pv<kHeadDim, kM, C::kBlockN / 8>(s, o, m, l, v_tile, a_lane, scale_log2);
-    }
+    float s[kM][C::kBlockN / 8][4] = {};
+    score_keys<kHeadDim, kM, C::kBlockN / 8>(s, q_warp, k_tile, a_lane, k_lane);
+    if (key0 + C::kBlockN - 1 > pos_lo || (window > 0 && key0 < pos_hi - window + 1))
+      mask_scores(s, key0, pos, window, t);
+    softmax_pv<kHeadDim, kM, C::kBlockN / 8>(s, o, m, l, v_tile, a_lane, scale_log2);
     __syncthreads();  // every warp is done with this stage before it is refilled
   }
 

@@ -28,5 +28,6 @@ Status cublas_error(cublasStatus_t err, const char* expr, const char* file, int 
       return ::kiln::cublas_error(kiln_cublas_err_, #expr, __FILE__, __LINE__);      \
   } while (0)
 
-// After a <<<...>>> launch: configuration errors surface here, not at the launch.
-#define KILN_CUDA_CHECK_LAUNCH() KILN_CUDA_CHECK(cudaPeekAtLastError())
+// After a <<<...>>> launch: configuration errors surface here, not at the launch. Get (not Peek)
+// clears a non-sticky launch error, so one bad launch does not fail every later check.
+#define KILN_CUDA_CHECK_LAUNCH() KILN_CUDA_CHECK(cudaGetLastError())

@@ -42,14 +42,24 @@ struct PlanKeyHash {
   }
 };
 
+constexpr int kTuneCandidates = 8;
+constexpr int kTuneReps = 5;
+
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  cublasLtMatmulAlgo_t candidates[kTuneCandidates]{};  // the heuristic's order
+  int num_candidates = 0;                              // 0 once tuned
   Plan() = default;
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
-  Plan(Plan&& o) noexcept : op(o.op), a(o.a), b(o.b), c(o.c), algo(o.algo) { o.op = nullptr; o.a = o.b = o.c = nullptr; }
+  Plan(Plan&& o) noexcept
+      : op(o.op), a(o.a), b(o.b), c(o.c), algo(o.algo), num_candidates(o.num_candidates) {
+    std::copy(o.candidates, o.candidates + kTuneCandidates, candidates);
+    o.op = nullptr;
+    o.a = o.b = o.c = nullptr;
+  }
   ~Plan() {
     if (op) cublasLtMatmulDescDestroy(op);
     if (a) cublasLtMatrixLayoutDestroy(a);
@@ -79,13 +89,14 @@ Result<int64_t> leading_dim(const Tensor& t, DType dtype, const char* name) {
 struct Gemm::Impl {
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer workspace;
+  bool autotune = false;
   std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
   ~Impl() {
     plans.clear();
     if (handle) cublasLtDestroy(handle);
   }
 
-  Result<const Plan*> plan_for(const PlanKey& key) {
+  Result<Plan*> plan_for(const PlanKey& key) {
     if (auto it = plans.find(key); it != plans.end()) return &it->second;
     Plan p;
     const cudaDataType_t yt = cuda_type(key.y);
@@ -108,21 +119,60 @@ struct Gemm::Impl {
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = static_cast<uint64_t>(workspace.size());
     const uint32_t align = static_cast<uint32_t>(key.align);
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
     int found = 0;
     cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
     for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align));
     if (st == CUBLAS_STATUS_SUCCESS)
-      st = cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+      st = cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.c, p.c, pref, autotune ? kTuneCandidates : 1,
+                                          results, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     KILN_CUBLAS_CHECK(st);
     if (found == 0)
       return unimplemented("gemm: cuBLASLt has no algorithm for m=" + std::to_string(key.m) + " n=" +
                            std::to_string(key.n) + " k=" + std::to_string(key.k));
-    p.algo = result.algo;
+    p.algo = results[0].algo;
+    if (autotune && found > 1) {
+      for (int i = 0; i < found; ++i) p.candidates[i] = results[i].algo;
+      p.num_candidates = found;
+    }
     return &plans.emplace(key, std::move(p)).first->second;
+  }
+
+  Status matmul(const Plan& p, const cublasLtMatmulAlgo_t& algo, const LinearArgs& a, cudaStream_t stream) {
+    const float alpha = 1.0f, beta = 0.0f;
+    KILN_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &alpha, a.w.data, p.a, a.x.data, p.b, &beta, a.y.data, p.c,
+                                     a.y.data, p.c, &algo, workspace.data(), static_cast<size_t>(workspace.size()),
+                                     stream));
+    return ok_status();
+  }
+
+  // Times each candidate on the call's own operands (y is rewritten by the real call after) and
+  // keeps the fastest. Not while the stream is captured into a graph: then it waits for a later call.
+  Status tune(Plan& p, const LinearArgs& a, cudaStream_t stream) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    KILN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone) return ok_status();
+    cudaEvent_t start, stop;
+    KILN_CUDA_CHECK(cudaEventCreate(&start));
+    KILN_CUDA_CHECK(cudaEventCreate(&stop));
+    float best_ms = 0.f;
+    for (int i = 0; i < p.num_candidates; ++i) {
+      if (!matmul(p, p.candidates[i], a, stream).ok()) continue;  // warm-up; a failing candidate is skipped
+      cudaEventRecord(start, stream);
+      for (int r = 0; r < kTuneReps; ++r) (void)matmul(p, p.candidates[i], a, stream);
+      cudaEventRecord(stop, stream);
+      float ms = 0.f;
+      if (cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) continue;
+      if (best_ms == 0.f || ms < best_ms) { best_ms = ms; p.algo = p.candidates[i]; }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    p.num_candidates = 0;
+    KILN_CUDA_CHECK(cudaGetLastError());
+    return ok_status();
   }
 };
 
@@ -133,10 +183,11 @@ Gemm::Gemm(Gemm&&) noexcept = default;
 Gemm& Gemm::operator=(Gemm&&) noexcept = default;
 Gemm::~Gemm() = default;
 
-Result<Gemm> Gemm::create(int64_t workspace_bytes) {
+Result<Gemm> Gemm::create(const GemmOptions& options) {
   auto impl = std::make_unique<Impl>();
+  impl->autotune = options.autotune;
   KILN_CUBLAS_CHECK(cublasLtCreate(&impl->handle));
-  KILN_ASSIGN_OR_RETURN(impl->workspace, DeviceBuffer::alloc(workspace_bytes));
+  KILN_ASSIGN_OR_RETURN(impl->workspace, DeviceBuffer::alloc(options.workspace_bytes));
   return Gemm(std::move(impl));
 }
 
@@ -171,17 +222,14 @@ Status Gemm::run(const LinearArgs& a, CUstream_st* stream) {
   int align = std::min({pointer_alignment(a.x.data), pointer_alignment(a.w.data), pointer_alignment(a.y.data)});
   if (bias) align = std::min(align, pointer_alignment(a.bias.data));
   const PlanKey key{m, n, k, ldx, ldw, ldy, variant->y, bias, align};
-  KILN_ASSIGN_OR_RETURN(const Plan* plan, impl_->plan_for(key));
+  KILN_ASSIGN_OR_RETURN(Plan* plan, impl_->plan_for(key));
   if (bias) {
     const void* bias_ptr = a.bias.data;
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
                                                      sizeof(bias_ptr)));
   }
-  const float alpha = 1.0f, beta = 0.0f;
-  KILN_CUBLAS_CHECK(cublasLtMatmul(impl_->handle, plan->op, &alpha, a.w.data, plan->a, a.x.data, plan->b, &beta,
-                                   a.y.data, plan->c, a.y.data, plan->c, &plan->algo, impl_->workspace.data(),
-                                   static_cast<size_t>(impl_->workspace.size()), stream));
-  return ok_status();
+  if (plan->num_candidates > 0) KILN_RETURN_IF_ERROR(impl_->tune(*plan, a, stream));
+  return impl_->matmul(*plan, plan->algo, a, stream);
 }
 
 }  // namespace kiln

@@ -50,11 +50,13 @@ __global__ void __launch_bounds__(kPlaceThreads) moe_place_kernel(const __grid_c
     }
     p.offsets[p.num_experts] = run;
   }
+  int e_next = tid < p.num_assignments ? p.topk_ids[tid] : -1;  // the next chunk's load is in flight early
   for (int64_t base = 0; base < p.num_assignments; base += kPlaceThreads) {
     for (int i = tid; i < kPlaceWarps * p.num_experts; i += kPlaceThreads) warp_base[i / p.num_experts][i % p.num_experts] = 0;
-    __syncthreads();
     const int64_t a = base + tid;
-    const int e = a < p.num_assignments ? p.topk_ids[a] : -1;
+    const int e = e_next;
+    e_next = a + kPlaceThreads < p.num_assignments ? p.topk_ids[a + kPlaceThreads] : -1;
+    __syncthreads();
     const unsigned peers = __match_any_sync(0xffffffffu, e);
     const int rank = __popc(peers & ((1u << lane) - 1u));  // earlier lanes of this warp with the same expert
     if (e >= 0 && rank == 0) warp_base[warp][e] = __popc(peers);

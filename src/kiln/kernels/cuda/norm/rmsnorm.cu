@@ -27,8 +27,10 @@ struct RmsNormParams {
   float inv_hidden, eps;
 };
 
+constexpr int kMaxThreads = 1024;
+
 template <bool kResidual>
-__global__ void rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
+__global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
   const int64_t row = blockIdx.x;
   const bf16* x = p.x + row * p.x_stride;
   bf16* res = kResidual ? p.residual + row * p.res_stride : nullptr;
@@ -91,7 +93,7 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
     return invalid_argument("rmsnorm_cuda: x " + a.x.shape_string() + ", residual " + a.residual.shape_string() +
                             " and out " + a.out.shape_string() + " differ in shape");
   const int64_t num_vecs = hidden / cuda::kBf16PerVec;
-  if (hidden % cuda::kBf16PerVec != 0 || num_vecs > int64_t{kVecsPerThread} * 1024)
+  if (hidden % cuda::kBf16PerVec != 0 || num_vecs > int64_t{kVecsPerThread} * kMaxThreads)
     return unimplemented("rmsnorm_cuda: hidden " + std::to_string(hidden) + " (supported: multiples of 8 up to 32768)");
   if (x.stride % 8 || out.stride % 8 || res.stride % 8 || !cuda::aligned16(a.x.data) ||
       !cuda::aligned16(a.out.data) || !cuda::aligned16(a.weight.data) || (kResidual && !cuda::aligned16(a.residual.data)))

@@ -61,6 +61,55 @@ __device__ __forceinline__ float half_ulp(float s) {
   return (__uint_as_float(__float_as_uint(s) + 1u) - s) * 0.5f;
 }
 
+// The scans below run on one thread, in the CPU's order, 8 values at a time: the next 8 loads
+// are in flight while the current 8 are added. They stop early once the largest value of a chunk
+// is under half an ulp of the running sum (the threshold only grows, so it is safe to test once
+// per chunk; adding a negligible value, as the CPU does, changes nothing).
+constexpr int kScanChunk = 8;
+
+struct ScanChunk {
+  float v[kScanChunk];
+  __device__ __forceinline__ void load(const float* x, int i, int n) {
+#pragma unroll
+    for (int j = 0; j < kScanChunk; ++j) v[j] = i + j < n ? x[i + j] : 0.f;
+  }
+};
+
+// fl(...((x[0] + x[1]) + x[2]) ...) over [0, n), x non-increasing and >= 0.
+__device__ float sequential_sum(const float* x, int n) {
+  float s = 0.f;
+  ScanChunk cur, next;
+  cur.load(x, 0, n);
+  for (int i = 0; i < n; i += kScanChunk) {
+    next.load(x, i + kScanChunk, n);
+    if (cur.v[0] < half_ulp(s)) break;
+#pragma unroll
+    for (int j = 0; j < kScanChunk; ++j) s += cur.v[j];  // zeros past n change nothing
+    cur = next;
+  }
+  return s;
+}
+
+// The first i in [0, n) whose running sum reaches the bound (cum >= bound when kInclusive,
+// bound < cum otherwise), or -1 if none does.
+template <bool kInclusive>
+__device__ int first_crossing(const float* x, int n, float bound) {
+  float cum = 0.f;
+  ScanChunk cur, next;
+  cur.load(x, 0, n);
+  for (int i = 0; i < n; i += kScanChunk) {
+    next.load(x, i + kScanChunk, n);
+    if (cur.v[0] < half_ulp(cum)) break;  // cum can no longer change: it never gets there
+#pragma unroll
+    for (int j = 0; j < kScanChunk; ++j) {
+      cum += cur.v[j];
+      if (kInclusive ? cum >= bound : bound < cum) return i + j < n ? i + j : -1;
+    }
+    cur = next;
+  }
+  return -1;
+}
+
 struct KeysParams {
   const float* logits;      // [batch, vocab]
   const RowParams* rows;    // [sampled rows]
@@ -132,25 +181,14 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const __grid_cons
   for (int i = threadIdx.x; i < keep0; i += kThreads)
     prob[i] = static_cast<float>(exp(static_cast<double>((logit_from_key(keys[i]) - mx) / rp.temperature)));
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float sum = 0.f;
-    for (int i = 0; i < keep0 && prob[i] >= half_ulp(sum); ++i) sum += prob[i];
-    s_sum = sum;
-  }
+  if (threadIdx.x == 0) s_sum = sequential_sum(prob, keep0);
   __syncthreads();
   const float sum = s_sum;
   for (int i = threadIdx.x; i < keep0; i += kThreads) prob[i] = prob[i] / sum;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int keep = keep0;
-    if (rp.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p
-      float cum = 0.f;
-      for (int i = 0; i < keep0 && prob[i] >= half_ulp(cum); ++i) {
-        cum += prob[i];
-        if (cum >= rp.top_p) { keep = i + 1; break; }
-      }
-    }
-    s_keep = keep;
+  if (threadIdx.x == 0) {  // top-p: the smallest prefix whose mass reaches top_p
+    const int cut = rp.top_p < 1.0f ? first_crossing<true>(prob, keep0, rp.top_p) : -1;
+    s_keep = cut >= 0 ? cut + 1 : keep0;
   }
   __syncthreads();
   int keep = s_keep;
@@ -165,16 +203,10 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const __grid_cons
     for (int w = 0; w < kThreads / 32; ++w) keep = min(keep, s_first_fail[w]);
   }
   if (threadIdx.x != 0) return;
-  float total = 0.f;
-  for (int i = 0; i < keep && prob[i] >= half_ulp(total); ++i) total += prob[i];
+  const float total = sequential_sum(prob, keep);
   const float u = sampling_uniform_device(rp.seed, rp.step) * total;
-  int32_t pick = ids[keep - 1];
-  float cum = 0.f;
-  for (int i = 0; i < keep && prob[i] >= half_ulp(cum); ++i) {
-    cum += prob[i];
-    if (u < cum) { pick = ids[i]; break; }
-  }
-  p.out_ids[rp.row] = pick;
+  const int at = first_crossing<false>(prob, keep, u);
+  p.out_ids[rp.row] = ids[at >= 0 ? at : keep - 1];
 }
 
 }  // namespace
@@ -184,8 +216,10 @@ struct CudaSampler::Impl {
   DeviceBuffer keys_in, keys_out, ids_in, ids_out, prob, sort_temp;
   std::vector<char> staging;
 
-  Status reserve(DeviceBuffer& b, int64_t bytes) {
+  // Grows b to at least `bytes`; work still queued on `stream` may use the old buffer.
+  Status reserve(DeviceBuffer& b, int64_t bytes, CUstream_st* stream) {
     if (b.size() >= bytes) return ok_status();
+    if (b.data()) KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
     b = DeviceBuffer();  // free first: these can be large
     KILN_ASSIGN_OR_RETURN(b, DeviceBuffer::alloc(bytes));
     return ok_status();
@@ -228,7 +262,7 @@ Status CudaSampler::sample(const SampleArgs& a, CUstream_st* stream) {
   m.staging.resize(static_cast<size_t>(meta_bytes));
   std::memcpy(m.staging.data(), sampled.data(), sampled.size() * sizeof(RowParams));
   std::memcpy(m.staging.data() + sampled.size() * sizeof(RowParams), greedy.data(), greedy.size() * sizeof(int32_t));
-  KILN_RETURN_IF_ERROR(m.reserve(m.meta, meta_bytes));
+  KILN_RETURN_IF_ERROR(m.reserve(m.meta, meta_bytes, stream));
   KILN_CUDA_CHECK(cudaMemcpyAsync(m.meta.data(), m.staging.data(), static_cast<size_t>(meta_bytes),
                                   cudaMemcpyHostToDevice, stream));
   const auto* rows = static_cast<const RowParams*>(m.meta.data());
@@ -248,12 +282,12 @@ Status CudaSampler::sample(const SampleArgs& a, CUstream_st* stream) {
   KILN_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, static_cast<const uint64_t*>(nullptr),
                                                   static_cast<uint64_t*>(nullptr), static_cast<const int32_t*>(nullptr),
                                                   static_cast<int32_t*>(nullptr), items, 0, 64, stream));
-  KILN_RETURN_IF_ERROR(m.reserve(m.keys_in, items * 8));
-  KILN_RETURN_IF_ERROR(m.reserve(m.keys_out, items * 8));
-  KILN_RETURN_IF_ERROR(m.reserve(m.ids_in, items * 4));
-  KILN_RETURN_IF_ERROR(m.reserve(m.ids_out, items * 4));
-  KILN_RETURN_IF_ERROR(m.reserve(m.prob, items * 4));
-  KILN_RETURN_IF_ERROR(m.reserve(m.sort_temp, static_cast<int64_t>(temp_bytes)));
+  KILN_RETURN_IF_ERROR(m.reserve(m.keys_in, items * 8, stream));
+  KILN_RETURN_IF_ERROR(m.reserve(m.keys_out, items * 8, stream));
+  KILN_RETURN_IF_ERROR(m.reserve(m.ids_in, items * 4, stream));
+  KILN_RETURN_IF_ERROR(m.reserve(m.ids_out, items * 4, stream));
+  KILN_RETURN_IF_ERROR(m.reserve(m.prob, items * 4, stream));
+  KILN_RETURN_IF_ERROR(m.reserve(m.sort_temp, static_cast<int64_t>(temp_bytes), stream));
   for (int64_t first = 0; first < static_cast<int64_t>(sampled.size()); first += chunk_rows) {
     const int64_t n_rows = std::min<int64_t>(chunk_rows, static_cast<int64_t>(sampled.size()) - first);
     KeysParams kp{logits, rows, static_cast<uint64_t*>(m.keys_in.data()), static_cast<int32_t*>(m.ids_in.data()),
