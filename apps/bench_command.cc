@@ -43,7 +43,7 @@ struct ServeFlags {
   std::string percentile_metrics = "ttft,tpot,itl,lpt,e2el", metric_percentiles = "50,90,95,99,99.9", slo;
   std::vector<std::string> goodput;
   std::string result_dir, result_filename, label;
-  bool save_result = false, save_detailed = false, no_progress = false;
+  bool save_result = false, save_detailed = false, no_progress = false, no_keep_alive = false;
   // sweep
   std::string request_rates, concurrencies, slo_metric = "e2el";
   double slo_percentile = 99, slo_cutoff_ms = 0;
@@ -81,6 +81,7 @@ Status resolve_flags(ServeFlags& f, bench::SummaryOptions& summary) {
   KILN_ASSIGN_OR_RETURN(lo.arrivals, bench::arrival_distribution_from_name(f.arrivals));
   lo.seed = f.workload.seed;
   if (f.no_progress) lo.progress_interval_s = 0;
+  lo.keep_alive = !f.no_keep_alive;
   f.workload.dataset = f.dataset_name == "custom" ? "jsonl" : f.dataset_name;
   f.workload.dataset_path = f.dataset_path;
   if (f.temperature >= 0) f.workload.temperature = f.temperature;
@@ -292,6 +293,7 @@ void add_serve_flags(CLI::App* c, ServeFlags& f) {
   c->add_option("--result-dir", f.result_dir, "Where result files go");
   c->add_option("--label", f.label, "Name of this run in charts");
   c->add_flag("--no-progress", f.no_progress, "No progress lines on stderr");
+  c->add_flag("--no-keep-alive", f.no_keep_alive, "A new connection per request (default: reuse idle ones)");
 }
 
 }  // namespace

@@ -19,9 +19,14 @@
 
 namespace {
 
-#ifndef KILN_SHARED_DIR
-#define KILN_SHARED_DIR "../shared"
+// ../shared beside the checkout (this file is <checkout>/bench/tokenizer_bench.cc).
+std::string shared_dir() {
+#ifdef KILN_SHARED_DIR
+  return KILN_SHARED_DIR;
+#else
+  return (std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "shared").string();
 #endif
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -33,7 +38,7 @@ std::vector<std::string> default_models() {
   const std::string smollm2 = std::string(home ? home : "") + "/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (std::filesystem::exists(smollm2)) models.push_back(smollm2);
   for (const char* v : {"llama-spm", "gpt-2", "starcoder", "falcon", "deepseek-llm"}) {
-    models.push_back(std::string(KILN_SHARED_DIR) + "/testdata/vocab/ggml-vocab-" + v + ".gguf");
+    models.push_back(shared_dir() + "/testdata/vocab/ggml-vocab-" + v + ".gguf");
   }
   return models;
 }
@@ -66,7 +71,7 @@ int bench_one(const std::string& path, const std::string& text, int repeat) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string text_path = std::string(KILN_SHARED_DIR) + "/testdata/text/tinyshakespeare.txt";
+  std::string text_path = shared_dir() + "/testdata/text/tinyshakespeare.txt";
   int repeat = 5;
   std::vector<std::string> models;
   for (int i = 1; i < argc; ++i) {

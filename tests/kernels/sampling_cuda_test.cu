@@ -42,7 +42,7 @@ TEST(SampleCuda, PicksTheCpuIds) {
   ASSERT_TRUE(sampler.ok());
   for (const auto& v : sample_cuda_variants()) {
     for (auto [batch, vocab, scale] : std::vector<std::tuple<int64_t, int64_t, float>>{
-             {1, 50, 1.f}, {23, 1000, 3.f}, {40, 32000, 4.f}, {10, 128256, 2.f}, {3, 7, 0.f}}) {
+             {1, 50, 1.f}, {23, 1000, 3.f}, {40, 32000, 4.f}, {10, 128256, 2.f}, {12, 50001, 3.f}, {3, 7, 0.f}}) {
       SCOPED_TRACE("batch=" + std::to_string(batch) + " vocab=" + std::to_string(vocab));
       HostTensor logits = test::random_tensor(v.logits, {batch, vocab}, rng, scale > 0 ? scale : 1.f);
       float* l = logits.tensor.ptr<float>();

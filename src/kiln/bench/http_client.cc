@@ -31,6 +31,7 @@ struct HttpClient::Impl {
   HttpTarget target;
   std::string api_key;
   std::chrono::steady_clock::duration timeout;
+  bool keep_alive;
   tcp::resolver::results_type endpoints;
   std::vector<std::unique_ptr<beast::tcp_stream>> idle;
   int64_t opened = 0;
@@ -101,7 +102,7 @@ class HttpCall : public std::enable_shared_from_this<HttpCall> {
   }
 
   void finish() {
-    if (parser_->keep_alive() && buffer_.size() == 0) {
+    if (c_.keep_alive && parser_->keep_alive() && buffer_.size() == 0) {
       stream_->expires_never();
       c_.idle.push_back(std::move(stream_));
     } else {
@@ -204,11 +205,12 @@ Result<std::string> http_get(const HttpTarget& target, const std::string& path, 
   return std::move(res.body());
 }
 
-HttpClient::HttpClient(asio::io_context& io, HttpTarget target, std::string api_key, double idle_timeout_s)
+HttpClient::HttpClient(asio::io_context& io, HttpTarget target, std::string api_key, double idle_timeout_s,
+                       bool keep_alive)
     : impl_(new Impl{io, std::move(target), std::move(api_key),
                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                          std::chrono::duration<double>(idle_timeout_s)),
-                     {}, {}, 0}) {}
+                     keep_alive, {}, {}, 0}) {}
 
 HttpClient::~HttpClient() = default;
 
@@ -227,7 +229,7 @@ void HttpClient::post(const std::string& path, std::string body, HttpCallbacks c
   req.set(http::field::content_type, "application/json");
   req.set(http::field::accept, "text/event-stream, application/json");
   if (!impl_->api_key.empty()) req.set(http::field::authorization, "Bearer " + impl_->api_key);
-  req.keep_alive(true);
+  req.keep_alive(impl_->keep_alive);
   req.body() = std::move(body);
   req.prepare_payload();
   std::make_shared<HttpCall>(*impl_, std::move(req), std::move(callbacks))->start();

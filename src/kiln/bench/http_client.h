@@ -41,7 +41,9 @@ struct HttpCallbacks {
 class HttpClient {
  public:
   // idle_timeout_s: a call fails when connecting, writing, or waiting for the next bytes takes longer.
-  HttpClient(boost::asio::io_context& io, HttpTarget target, std::string api_key, double idle_timeout_s);
+  // keep_alive false: "Connection: close" and a new connection per request.
+  HttpClient(boost::asio::io_context& io, HttpTarget target, std::string api_key, double idle_timeout_s,
+             bool keep_alive = true);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;

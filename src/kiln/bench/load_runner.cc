@@ -33,7 +33,7 @@ class LoadRunner {
  public:
   LoadRunner(const LoadOptions& o, const HttpTarget& target, const std::vector<BenchRequest>& warmups,
              const std::vector<BenchRequest>& requests)
-      : o_(o), client_(io_, target, o.api_key, o.request_timeout_s), arrival_timer_(io_), progress_timer_(io_),
+      : o_(o), client_(io_, target, o.api_key, o.request_timeout_s, o.keep_alive), arrival_timer_(io_), progress_timer_(io_),
         schedule_(o.request_rate, o.arrivals, o.burstiness, o.seed), warmups_(warmups), requests_(requests),
         closed_loop_(!std::isfinite(o.request_rate)), tty_(isatty(2) != 0) {}
 

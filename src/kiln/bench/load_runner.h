@@ -29,6 +29,7 @@ struct LoadOptions {
   double duration_s = 0;         // > 0: send for this long instead of num_prompts requests
   double request_timeout_s = 600;  // no bytes for this long: the request fails
   double progress_interval_s = 1;  // 0: no progress lines
+  bool keep_alive = true;          // reuse connections (false: one connection per request)
 };
 
 // Did sends keep to the schedule? (open loop only)

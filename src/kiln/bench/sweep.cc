@@ -38,6 +38,14 @@ std::string csv_number(const json& v) {
   return "";
 }
 
+// A CSV field: quoted when it holds a comma, a quote or a line break.
+std::string csv_text(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return o + "\"";
+}
+
 std::string sweep_csv(const json& sweep, const std::vector<double>& percentiles) {
   std::vector<std::string> cols = {"completed", "failed", "duration", "request_throughput", "output_throughput",
                                    "total_token_throughput", "total_input_tokens", "total_output_tokens"};
@@ -50,7 +58,7 @@ std::string sweep_csv(const json& sweep, const std::vector<double>& percentiles)
   for (const std::string& c : cols) o << "," << c;
   o << ",request_goodput,achieved_send_rate,pacer_fell_behind,meets_slo\n";
   for (const json& p : sweep["points"]) {
-    o << sweep["label"].get<std::string>() << "," << csv_number(p["request_rate"]) << "," << csv_number(p["max_concurrency"]);
+    o << csv_text(sweep["label"].get<std::string>()) << "," << csv_number(p["request_rate"]) << "," << csv_number(p["max_concurrency"]);
     for (const std::string& c : cols) o << "," << csv_number(p[c]);
     o << "," << (p.contains("request_goodput") ? csv_number(p["request_goodput"]) : "") << ","
       << csv_number(p["pacer"]["achieved_send_rate"]) << "," << csv_number(p["pacer"]["fell_behind"]) << ","

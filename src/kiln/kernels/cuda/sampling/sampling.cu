@@ -1,11 +1,17 @@
 // CUDA sampling that reproduces sample_cpu exactly.
-//   greedy rows (temperature 0 or top_k 1): one block per row, argmax, ties to the lower id.
+//   greedy rows (temperature 0 or top_k 1): argmax over slices of the row, ties to the lower id.
 //   sampled rows: one device-wide radix sort of (row, logit descending) keys with the token ids
 //   as values (stable, so equal logits keep the lower id first: sample_cpu's order), then one
-//   block per row computes exp((l - max) / T) in parallel (double exp rounded to f32, which
-//   matches glibc's expf) and one thread runs the sums in the CPU's sequential order. Those
-//   sums stop early, exactly: the values are sorted descending, so once one is below half an
-//   ulp of the running sum, neither it nor any later one can change the sum any more.
+//   block per row computes exp((l - max) / T) in parallel (double exp rounded to f32; glibc's
+//   expf differs by one ulp on ~0.1% of inputs, which moves a pick only if the draw lands
+//   within that rounding of a boundary) and one thread runs the two sums that must be
+//   sequential, in the CPU's order: the normalizer, then the running sums of the probabilities
+//   (recorded, so top-p, the total and the draw are binary searches). The sums stop early,
+//   exactly: the values are sorted descending, so once one is below half an ulp of the running
+//   sum, neither it nor any later one can change it any more.
+// Weak spot: those sequential sums cost ~10 cycles per token visited, so a flat distribution
+// over a large vocabulary (no top-k) takes milliseconds; a parallel exact scan (integer ulp
+// steps within each binade of the running sum) is the next step.
 // Variants: f32 logits.
 #include <cub/device/device_radix_sort.cuh>
 
@@ -90,24 +96,39 @@ __device__ float sequential_sum(const float* x, int n) {
   return s;
 }
 
-// The first i in [0, n) whose running sum reaches the bound (cum >= bound when kInclusive,
-// bound < cum otherwise), or -1 if none does.
-template <bool kInclusive>
-__device__ int first_crossing(const float* x, int n, float bound) {
-  float cum = 0.f;
+// The running sums cum[i] = fl(cum[i - 1] + x[i]) for i in [0, n), written to `cum`; stops
+// after the first i with cum[i] >= stop_at, or once the sum cannot change any more. Returns how
+// many entries were written (m); every later running sum equals cum[m - 1].
+__device__ int sequential_prefix(const float* x, int n, float stop_at, float* cum) {
+  float c = 0.f;
   ScanChunk cur, next;
   cur.load(x, 0, n);
   for (int i = 0; i < n; i += kScanChunk) {
     next.load(x, i + kScanChunk, n);
-    if (cur.v[0] < half_ulp(cum)) break;  // cum can no longer change: it never gets there
+    if (cur.v[0] < half_ulp(c)) return i;
 #pragma unroll
     for (int j = 0; j < kScanChunk; ++j) {
-      cum += cur.v[j];
-      if (kInclusive ? cum >= bound : bound < cum) return i + j < n ? i + j : -1;
+      c += cur.v[j];
+      if (i + j < n) cum[i + j] = c;
+      if (c >= stop_at) return min(i + j + 1, n);
     }
     cur = next;
   }
-  return -1;
+  return n;
+}
+
+// The first i in [0, n) with pred(cum_i) over the non-decreasing running sums (cum[i] for
+// i < m, cum[m - 1] after), or -1.
+template <typename Pred>
+__device__ int first_index(const float* cum, int m, int n, Pred pred) {
+  const int hi = min(m, n);
+  if (hi <= 0 || !pred(cum[hi - 1])) return -1;
+  int lo = 0, top = hi - 1;  // pred(cum[top]) holds
+  while (lo < top) {
+    const int mid = (lo + top) / 2;
+    if (pred(cum[mid])) top = mid; else lo = mid + 1;
+  }
+  return top;
 }
 
 struct KeysParams {
@@ -128,41 +149,84 @@ __global__ void __launch_bounds__(kThreads) sample_keys_kernel(const __grid_cons
   p.ids[r * p.vocab + i] = static_cast<int32_t>(i);
 }
 
+// Greedy: each row is split into up to kGreedySlices slices, one block each (argmax of its slice,
+// float4 loads when the rows allow), then one warp per row reduces the slices. Ties go to the
+// lower id everywhere, as std::max_element's first maximum.
+constexpr int kGreedySlices = 32;
+constexpr int64_t kGreedyMinSlice = 4096;
+
 struct GreedyParams {
   const float* logits;  // [batch, vocab]
   const int32_t* rows;  // [greedy rows]
+  float* part_v;        // [greedy rows, slices]
+  int32_t* part_i;      // [greedy rows, slices]
   int32_t* out_ids;     // [batch]
-  int64_t vocab;
+  int64_t vocab, slice;  // slice: elements per slice, a multiple of 4
+  int slices;
+  bool vec4;            // rows are float4-aligned
 };
 
-__global__ void __launch_bounds__(kThreads) sample_greedy_kernel(const __grid_constant__ GreedyParams p) {
+__device__ __forceinline__ void keep_first_max(float& bv, int64_t& bi, float v, int64_t i) {
+  if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+}
+
+__global__ void __launch_bounds__(kThreads) sample_greedy_slices_kernel(const __grid_constant__ GreedyParams p) {
   __shared__ float best_v[kThreads / 32];
   __shared__ int64_t best_i[kThreads / 32];
-  const int row = p.rows[blockIdx.x];
+  const int row = p.rows[blockIdx.y];
   const float* l = p.logits + row * p.vocab;
+  const int64_t begin = blockIdx.x * p.slice, end = min(begin + p.slice, p.vocab);
   float bv = -INFINITY;
-  int64_t bi = p.vocab;
-  for (int64_t i = threadIdx.x; i < p.vocab; i += kThreads)
-    if (l[i] > bv || bi == p.vocab) { bv = l[i]; bi = i; }  // first occurrence in this thread's stride
+  int64_t bi = p.vocab;  // "none yet": any element beats it
+  if (p.vec4) {
+    const float4* l4 = reinterpret_cast<const float4*>(l);
+    for (int64_t q = begin / 4 + threadIdx.x; q < end / 4; q += kThreads) {
+      const float4 v = l4[q];
+      keep_first_max(bv, bi, v.x, 4 * q);
+      keep_first_max(bv, bi, v.y, 4 * q + 1);
+      keep_first_max(bv, bi, v.z, 4 * q + 2);
+      keep_first_max(bv, bi, v.w, 4 * q + 3);
+      if (bi == p.vocab) bi = 4 * q;  // all -inf (or NaN): still a valid index
+    }
+  } else {
+    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+      keep_first_max(bv, bi, l[i], i);
+      if (bi == p.vocab) bi = i;
+    }
+  }
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
     const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    keep_first_max(bv, bi, ov, oi);
   }
   if ((threadIdx.x & 31) == 0) { best_v[threadIdx.x >> 5] = bv; best_i[threadIdx.x >> 5] = bi; }
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w)
-      if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)) { bv = best_v[w]; bi = best_i[w]; }
-    p.out_ids[row] = static_cast<int32_t>(bi);
+    for (int w = 1; w < kThreads / 32; ++w) keep_first_max(bv, bi, best_v[w], best_i[w]);
+    p.part_v[blockIdx.y * p.slices + blockIdx.x] = bv;
+    p.part_i[blockIdx.y * p.slices + blockIdx.x] = static_cast<int32_t>(bi);
   }
+}
+
+__global__ void sample_greedy_reduce_kernel(const __grid_constant__ GreedyParams p) {  // one warp per row
+  const int lane = threadIdx.x;
+  float bv = -INFINITY;
+  int64_t bi = p.vocab;
+  if (lane < p.slices) { bv = p.part_v[blockIdx.x * p.slices + lane]; bi = p.part_i[blockIdx.x * p.slices + lane]; }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    keep_first_max(bv, bi, ov, oi);
+  }
+  if (lane == 0) p.out_ids[p.rows[blockIdx.x]] = static_cast<int32_t>(bi);
 }
 
 struct RowsParams {
   const RowParams* rows;  // [sampled rows]
   const uint64_t* keys;   // [chunk rows, vocab] sorted
   const int32_t* ids;     // [chunk rows, vocab] sorted with the keys
-  float* prob;            // [chunk rows, vocab] scratch
+  float* prob;            // [chunk rows, vocab] scratch: probabilities in sorted order
+  float* cum;             // [chunk rows, vocab] scratch: their running sums
   int32_t* out_ids;       // [batch]
   int64_t vocab;
   int first;
@@ -170,12 +234,13 @@ struct RowsParams {
 
 __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const __grid_constant__ RowsParams p) {
   __shared__ float s_sum;
-  __shared__ int s_keep;
+  __shared__ int s_keep, s_written;
   __shared__ int s_first_fail[kThreads / 32];
   const RowParams rp = p.rows[p.first + blockIdx.x];
   const uint64_t* keys = p.keys + blockIdx.x * p.vocab;
   const int32_t* ids = p.ids + blockIdx.x * p.vocab;
   float* prob = p.prob + blockIdx.x * p.vocab;
+  float* cum = p.cum + blockIdx.x * p.vocab;
   const int keep0 = (rp.top_k > 0 && rp.top_k < p.vocab) ? rp.top_k : static_cast<int>(p.vocab);
   const float mx = logit_from_key(keys[0]);
   for (int i = threadIdx.x; i < keep0; i += kThreads)
@@ -186,9 +251,12 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const __grid_cons
   const float sum = s_sum;
   for (int i = threadIdx.x; i < keep0; i += kThreads) prob[i] = prob[i] / sum;
   __syncthreads();
-  if (threadIdx.x == 0) {  // top-p: the smallest prefix whose mass reaches top_p
-    const int cut = rp.top_p < 1.0f ? first_crossing<true>(prob, keep0, rp.top_p) : -1;
+  if (threadIdx.x == 0) {  // running sums of prob (one pass), then top-p: the smallest prefix reaching top_p
+    const int m = sequential_prefix(prob, keep0, rp.top_p < 1.0f ? rp.top_p : INFINITY, cum);
+    const float top_p = rp.top_p;
+    const int cut = top_p < 1.0f ? first_index(cum, m, keep0, [top_p](float c) { return c >= top_p; }) : -1;
     s_keep = cut >= 0 ? cut + 1 : keep0;
+    s_written = m;
   }
   __syncthreads();
   int keep = s_keep;
@@ -203,9 +271,10 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const __grid_cons
     for (int w = 0; w < kThreads / 32; ++w) keep = min(keep, s_first_fail[w]);
   }
   if (threadIdx.x != 0) return;
-  const float total = sequential_sum(prob, keep);
+  const int m = s_written;
+  const float total = cum[min(keep, m) - 1];  // the CPU's sequential sum over [0, keep)
   const float u = sampling_uniform_device(rp.seed, rp.step) * total;
-  const int at = first_crossing<false>(prob, keep, u);
+  const int at = first_index(cum, m, keep, [u](float c) { return u < c; });
   p.out_ids[rp.row] = ids[at >= 0 ? at : keep - 1];
 }
 
@@ -213,7 +282,7 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const __grid_cons
 
 struct CudaSampler::Impl {
   DeviceBuffer meta;  // [sampled rows] RowParams, then [greedy rows] int32
-  DeviceBuffer keys_in, keys_out, ids_in, ids_out, prob, sort_temp;
+  DeviceBuffer keys_in, keys_out, ids_in, ids_out, prob, cum, sort_temp, greedy_parts;
   std::vector<char> staging;
 
   // Grows b to at least `bytes`; work still queued on `stream` may use the old buffer.
@@ -269,9 +338,25 @@ Status CudaSampler::sample(const SampleArgs& a, CUstream_st* stream) {
   const float* logits = static_cast<const float*>(a.logits.data);
   int32_t* out_ids = static_cast<int32_t*>(a.out_ids.data);
 
+  if (greedy.size() > 65535 || sampled.size() > 0x7fffffff)
+    return unimplemented("sample_cuda: more than 65535 rows of one kind");
   if (!greedy.empty()) {
-    GreedyParams gp{logits, reinterpret_cast<const int32_t*>(rows + sampled.size()), out_ids, vocab};
-    sample_greedy_kernel<<<static_cast<unsigned>(greedy.size()), kThreads, 0, stream>>>(gp);
+    GreedyParams gp{};
+    gp.logits = logits;
+    gp.rows = reinterpret_cast<const int32_t*>(rows + sampled.size());
+    gp.out_ids = out_ids;
+    gp.vocab = vocab;
+    gp.slices = static_cast<int>(std::clamp<int64_t>(vocab / kGreedyMinSlice, 1, kGreedySlices));
+    gp.slice = ((vocab + gp.slices - 1) / gp.slices + 3) / 4 * 4;
+    gp.vec4 = vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
+    const int64_t parts = static_cast<int64_t>(greedy.size()) * gp.slices;
+    KILN_RETURN_IF_ERROR(m.reserve(m.greedy_parts, parts * 8, stream));
+    gp.part_v = static_cast<float*>(m.greedy_parts.data());
+    gp.part_i = reinterpret_cast<int32_t*>(gp.part_v + parts);
+    const dim3 grid(static_cast<unsigned>(gp.slices), static_cast<unsigned>(greedy.size()));
+    sample_greedy_slices_kernel<<<grid, kThreads, 0, stream>>>(gp);
+    KILN_CUDA_CHECK_LAUNCH();
+    sample_greedy_reduce_kernel<<<static_cast<unsigned>(greedy.size()), 32, 0, stream>>>(gp);
     KILN_CUDA_CHECK_LAUNCH();
   }
   if (sampled.empty()) return ok_status();
@@ -287,6 +372,7 @@ Status CudaSampler::sample(const SampleArgs& a, CUstream_st* stream) {
   KILN_RETURN_IF_ERROR(m.reserve(m.ids_in, items * 4, stream));
   KILN_RETURN_IF_ERROR(m.reserve(m.ids_out, items * 4, stream));
   KILN_RETURN_IF_ERROR(m.reserve(m.prob, items * 4, stream));
+  KILN_RETURN_IF_ERROR(m.reserve(m.cum, items * 4, stream));
   KILN_RETURN_IF_ERROR(m.reserve(m.sort_temp, static_cast<int64_t>(temp_bytes), stream));
   for (int64_t first = 0; first < static_cast<int64_t>(sampled.size()); first += chunk_rows) {
     const int64_t n_rows = std::min<int64_t>(chunk_rows, static_cast<int64_t>(sampled.size()) - first);
@@ -303,7 +389,8 @@ Status CudaSampler::sample(const SampleArgs& a, CUstream_st* stream) {
         static_cast<const int32_t*>(m.ids_in.data()), static_cast<int32_t*>(m.ids_out.data()), n_rows * vocab, 0,
         end_bit, stream));
     RowsParams rp{rows, static_cast<const uint64_t*>(m.keys_out.data()), static_cast<const int32_t*>(m.ids_out.data()),
-                  static_cast<float*>(m.prob.data()), out_ids, vocab, static_cast<int>(first)};
+                  static_cast<float*>(m.prob.data()), static_cast<float*>(m.cum.data()), out_ids, vocab,
+                  static_cast<int>(first)};
     sample_rows_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(rp);
     KILN_CUDA_CHECK_LAUNCH();
   }
