@@ -32,6 +32,9 @@ struct PagedAttentionParams {
   int split_len;        // decode: keys per split, a multiple of the decode KV tile
 };
 
+// The portable fallback (generic_attention.cu): any head_dim <= 256, bf16, slow.
+Status generic_attention_launch(const PagedAttentionParams& params, CUstream_st* stream);
+
 // One compiled kernel variant: a row of an explicit table, looked up at dispatch.
 struct AttentionVariant {
   DType dtype;

@@ -211,6 +211,9 @@ Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* strea
 
 Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
+  // Shapes outside the tuned tables (head_dim other than 64/128) take the portable kernel.
+  if (!cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention", args.q.dtype, p.head_dim).ok())
+    return cuda::generic_attention_launch(p, stream);
   if (p.num_tokens == p.batch && p.group <= 16) {
     KILN_ASSIGN_OR_RETURN(
         const cuda::AttentionVariant* v,
