@@ -12,10 +12,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_util import KilnServer, bench_serve, run_kiln  # noqa: E402
 
 
-# kiln serve's disconnect watch (src/kiln/server/http_server.cc, Session::on_watch) sometimes takes
-# a spurious wake-up on a reused keep-alive connection for a client that went away, and aborts its
-# request: until that is fixed these tests open a connection per request.
-NO_REUSE = ["--no-keep-alive"]
+# Keep-alive on (the default), so reused connections are exercised: kiln serve once took a spurious
+# wake-up on a reused connection for a disconnect (Session::on_watch now peeks before deciding).
+NO_REUSE = []
 
 
 def delta(after, before, key):

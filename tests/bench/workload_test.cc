@@ -3,6 +3,7 @@
 // output length with usage; JSONL prompts are read and cycled.
 #include "kiln/bench/workload.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

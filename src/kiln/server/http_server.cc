@@ -4,6 +4,10 @@
 // the peer closing it (readable with nothing to read).
 #include "kiln/server/http_server.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -239,10 +243,20 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
       return;
     }
     if (closed_ || ec == net::error::operation_aborted || !in_response_) return;
-    beast::error_code ec2;
-    const size_t available = stream_.socket().available(ec2);
-    if (ec || ec2 || available == 0) disconnected();
-    // Otherwise the client sent more (a pipelined request): it stays in the socket for later.
+    if (ec) {
+      disconnected();
+      return;
+    }
+    // A readable socket is either end-of-stream (the client left), more data (a pipelined
+    // request: it stays in the socket for later), or a spurious wake-up on a reused keep-alive
+    // connection: peek without blocking to tell them apart, and keep watching in the last case.
+    char byte;
+    const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      disconnected();
+    } else if (n < 0) {
+      watch();
+    }
   }
 
   void disconnected() {
