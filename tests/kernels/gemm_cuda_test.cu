@@ -13,16 +13,7 @@
 namespace kiln {
 namespace {
 
-double scaled_error(const std::vector<float>& got, const std::vector<float>& ref) {
-  if (got.size() != ref.size()) return INFINITY;
-  double err = 0, mag = 1e-30;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (std::isnan(got[i]) || std::isnan(ref[i])) return INFINITY;
-    err = std::max(err, std::fabs(static_cast<double>(got[i]) - ref[i]));
-    mag = std::max(mag, std::fabs(static_cast<double>(ref[i])));
-  }
-  return err / mag;
-}
+using test::scaled_error;
 
 struct GemmCase {
   int64_t m, n, k;
