@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "kiln/engine/generator.h"
@@ -71,6 +72,31 @@ TEST_P(CudaGolden, LogitsMatchTransformersInBf16) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, CudaGolden, ::testing::Values("llama3", "llama_tied_sharded", "qwen2", "mistral", "mixtral"));
+
+// Decode steps replayed from CUDA graphs give the same tokens as eager launches.
+TEST(CudaGraphs, DecodeMatchesEager) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const char* name : {"llama3", "qwen2", "mistral"}) {
+    const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/" + name;
+    ModelOptions o;
+    o.device = Device::kCuda;
+    std::vector<std::vector<int32_t>> outputs;
+    for (const char* graphs : {"0", "1"}) {
+      setenv("KILN_CUDA_GRAPHS", graphs, 1);
+      auto loaded = load_model(dir, DType::kBF16);
+      ASSERT_TRUE(loaded.ok());
+      auto model = create_model(std::move(loaded).value(), o);
+      ASSERT_TRUE(model.ok()) << model.status().to_string();
+      GenerateOptions go;
+      go.max_new_tokens = 20;
+      auto gen = generate(**model, {5, 17, 99, 3, 250, 8, 41, 7}, go);
+      ASSERT_TRUE(gen.ok()) << gen.status().to_string();
+      outputs.push_back(gen->tokens);
+    }
+    unsetenv("KILN_CUDA_GRAPHS");
+    EXPECT_EQ(outputs[0], outputs[1]) << name;
+  }
+}
 
 TEST(CudaSmolLM2, AgreesWithCpuModel) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";

@@ -2,6 +2,8 @@
 //   embed -> [rmsnorm, qkv GEMM, RoPE + paged KV write, paged attention, o GEMM,
 //   rmsnorm(+residual), gate_up GEMM, silu_mul, down GEMM (or MoE), rmsnorm(+residual)] -> lm head
 // Scratch buffers grow to the largest step seen; batch metadata is uploaded once per step.
+// Decode steps of dense models are captured once per shape and replayed as CUDA graphs
+// (KILN_CUDA_GRAPHS=0 turns that off); everything runs on the model's own stream.
 #include "kiln/models/llama_cuda.h"
 
 #ifndef KILN_WITH_CUDA
@@ -14,7 +16,10 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <tuple>
 
 #include "kiln/core/log.h"
 #include "kiln/kernels/activation.h"
@@ -35,6 +40,9 @@ Status cuda_status(cudaError_t e, const char* what) {
   return internal_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+// Bumped whenever a scratch buffer moves: captured CUDA graphs hold its old address.
+int64_t g_scratch_generation = 0;
+
 // A device buffer that only grows.
 struct Scratch {
   DeviceBuffer buf;
@@ -45,6 +53,7 @@ struct Scratch {
     if (buf.size() < bytes) {
       buf = DeviceBuffer{};
       KILN_ASSIGN_OR_RETURN(buf, DeviceBuffer::alloc(bytes + bytes / 4));
+      ++g_scratch_generation;
     }
     return Tensor::view(buf.data(), dtype, shape, Device::kCuda);
   }
@@ -61,7 +70,14 @@ class CudaLlamaModel : public Model {
  public:
   CudaLlamaModel(ModelConfig c, CudaDecoderWeights w, Gemm gemm, const ModelOptions& o)
       : config_(std::move(c)), w_(std::move(w)), gemm_(std::move(gemm)), options_(o) {}
+  ~CudaLlamaModel() override {
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
   Status init() {
+    KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
+    const char* env = std::getenv("KILN_CUDA_GRAPHS");
+    use_graphs_ = !(env && std::string(env) == "0");
     const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
     KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
                                                             {static_cast<int64_t>(inv.size())})));
@@ -75,6 +91,10 @@ class CudaLlamaModel : public Model {
 
  private:
   Status upload_batch(const ForwardBatch& b);
+  // Everything from the embedding to the f32 logits of `rows` rows in logits_ (device).
+  Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);
+  // Decode steps of dense models replay a CUDA graph per (batch, table width, cache, buffers).
+  Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);
   Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, int64_t batch);
   Status ffn(const CudaLayerWeights& lw, int64_t n);
 
@@ -86,6 +106,9 @@ class CudaLlamaModel : public Model {
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
   std::vector<int32_t> host_meta_;
+  cudaStream_t stream_ = nullptr;
+  bool use_graphs_ = true;
+  std::map<std::tuple<int64_t, int64_t, const void*, int64_t>, cudaGraphExec_t> graphs_;
 };
 
 Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
@@ -100,7 +123,7 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
     host_meta_.insert(host_meta_.end(), p->begin(), p->end());
   }
   KILN_ASSIGN_OR_RETURN(Tensor all, meta_.get(DType::kInt32, {static_cast<int64_t>(host_meta_.size())}));
-  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(all.data, host_meta_.data(), host_meta_.size() * 4, cudaMemcpyHostToDevice, nullptr), "upload batch"));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(all.data, host_meta_.data(), host_meta_.size() * 4, cudaMemcpyHostToDevice, stream_), "upload batch"));
   auto at = [&](int i, std::initializer_list<int64_t> shape) {
     return Tensor::view(all.ptr<int32_t>() + offsets[static_cast<size_t>(i)], DType::kInt32, shape, Device::kCuda);
   };
@@ -118,20 +141,20 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   const int64_t d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads, width = (hq + 2 * hkv) * d;
   KILN_ASSIGN_OR_RETURN(Tensor qkv, qkv_.get(DType::kBF16, {n, width}));
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv}, nullptr));
+  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv}, stream_));
   const Tensor q = head_view(qkv, 0, hq, d), k = head_view(qkv, hq * d, hkv, d), v = head_view(qkv, (hq + hkv) * d, hkv, d);
   const Tensor& kc = kv.k[static_cast<size_t>(layer)];
   const Tensor& vc = kv.v[static_cast<size_t>(layer)];
-  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc}, nullptr));
+  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor qc, q_.get(DType::kBF16, {n, hq, d}));
   KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpy2DAsync(qc.data, static_cast<size_t>(hq * d * 2), qkv.data, static_cast<size_t>(width * 2),
-                                                     static_cast<size_t>(hq * d * 2), static_cast<size_t>(n), cudaMemcpyDeviceToDevice, nullptr), "q copy"));
+                                                     static_cast<size_t>(hq * d * 2), static_cast<size_t>(n), cudaMemcpyDeviceToDevice, stream_), "q copy"));
   KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
   PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window};
   (void)batch;
-  KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, nullptr));
+  KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
-  return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x}, nullptr);
+  return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x}, stream_);
 }
 
 Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
@@ -142,9 +165,9 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   if (lw.experts.empty()) {
     KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
     KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
-    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu}, nullptr));
-    KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, nullptr));
-    return gemm_.run({act, lw.down.tensor, {}, x}, nullptr);
+    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu}, stream_));
+    KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
+    return gemm_.run({act, lw.down.tensor, {}, x}, stream_);
   }
   const int64_t e = c.num_experts, k = options_.moe_top_k > 0 ? options_.moe_top_k : c.num_experts_per_tok;
   if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
@@ -155,56 +178,100 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   Tensor src = Tensor::view(meta.ptr<int32_t>() + n * e + 2 * n * k, DType::kInt32, {n * k}, Device::kCuda);
   Tensor inverse = Tensor::view(meta.ptr<int32_t>() + n * e + 3 * n * k, DType::kInt32, {n * k}, Device::kCuda);
   Tensor offsets = Tensor::view(meta.ptr<int32_t>() + n * e + 4 * n * k, DType::kInt32, {e + 1}, Device::kCuda);
-  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.router.tensor, {}, router_logits}, nullptr));
-  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob}, nullptr));
+  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.router.tensor, {}, router_logits}, stream_));
+  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor xp, moe_b_.get(DType::kBF16, {n * k, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp}, nullptr));
-  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> host_offsets, moe_offsets_to_host(offsets, nullptr));
+  KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp}, stream_));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> host_offsets, moe_offsets_to_host(offsets, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp, lw.expert_gate_up, host_offsets, gu}, nullptr));
-  KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, nullptr));
-  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp}, nullptr));
-  return moe_unpermute_cuda({yp, weights, inverse, x}, nullptr);
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp, lw.expert_gate_up, host_offsets, gu}, stream_));
+  KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp}, stream_));
+  return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
 }
 
 Status CudaLlamaModel::forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) {
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(b.token_ids.size()), batch = static_cast<int64_t>(b.kv_lens.size());
-  const int64_t rows = static_cast<int64_t>(b.logits_rows.size()), hidden = c.hidden_size;
+  const int64_t rows = static_cast<int64_t>(b.logits_rows.size());
   if (n == 0 || b.positions.size() != b.token_ids.size() || b.slot_mapping.size() != b.token_ids.size() ||
       static_cast<int64_t>(kv.k.size()) != c.num_layers || kv.k[0].device != Device::kCuda)
     return invalid_argument("forward: empty batch, inconsistent sizes, or a KV cache not on the GPU");
   if (logits.shape[0] != rows || logits.shape[1] != c.vocab_size || logits.dtype != DType::kF32)
     return invalid_argument("forward: logits must be f32 [" + std::to_string(rows) + ", " + std::to_string(c.vocab_size) + "]");
   KILN_RETURN_IF_ERROR(upload_batch(b));
+  bool decode = n == batch && !c.num_experts && rows == n;
+  for (int64_t r = 0; decode && r < rows; ++r) decode = b.logits_rows[static_cast<size_t>(r)] == r;
+  if (decode && use_graphs_) {
+    KILN_RETURN_IF_ERROR(run_decode_graph(b, n, kv));
+  } else {
+    KILN_RETURN_IF_ERROR(run_layers(b, n, rows, kv));
+  }
+  KILN_ASSIGN_OR_RETURN(Tensor dl, logits_.get(DType::kF32, {rows, c.vocab_size}));
+  if (logits.device == Device::kCuda) {
+    return cuda_status(cudaMemcpyAsync(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToDevice, stream_), "logits");
+  }
+  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToHost, stream_), "logits"));
+  return cuda_status(cudaStreamSynchronize(stream_), "forward");
+}
+
+Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv) {
+  const auto key = std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, g_scratch_generation);
+  auto it = graphs_.find(key);
+  if (it != graphs_.end()) return cuda_status(cudaGraphLaunch(it->second, stream_), "graph launch");
+  // First step of this shape: run eagerly (sizes every buffer), then capture the same work.
+  KILN_RETURN_IF_ERROR(run_layers(b, n, n, kv));
+  const int64_t generation = g_scratch_generation;
+  KILN_RETURN_IF_ERROR(cuda_status(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "capture"));
+  const Status captured = run_layers(b, n, n, kv);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+  if (!captured.ok() || end != cudaSuccess || generation != g_scratch_generation) {
+    if (graph) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    use_graphs_ = false;  // this model cannot be captured: stay eager (the eager result stands)
+    log_warn("cuda graphs off: capture failed (", captured.ok() ? cudaGetErrorString(end) : captured.message(), ")");
+    return ok_status();
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (inst != cudaSuccess) {
+    use_graphs_ = false;
+    log_warn("cuda graphs off: instantiate failed (", cudaGetErrorString(inst), ")");
+    return ok_status();
+  }
+  graphs_[std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, generation)] = exec;
+  return ok_status();
+}
+
+Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv) {
+  const ModelConfig& c = config_;
+  const int64_t batch = static_cast<int64_t>(b.kv_lens.size()), hidden = c.hidden_size;
   KILN_ASSIGN_OR_RETURN(Tensor residual, residual_.get(DType::kBF16, {n, hidden}));
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, hidden}));
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, hidden}));
-  KILN_RETURN_IF_ERROR(embedding_cuda({ids_, w_.embed.tensor, residual}, nullptr));
-  KILN_RETURN_IF_ERROR(rmsnorm_cuda({residual, {}, w_.layers[0].attn_norm.tensor, h, c.rms_norm_eps}, nullptr));
+  KILN_RETURN_IF_ERROR(embedding_cuda({ids_, w_.embed.tensor, residual}, stream_));
+  KILN_RETURN_IF_ERROR(rmsnorm_cuda({residual, {}, w_.layers[0].attn_norm.tensor, h, c.rms_norm_eps}, stream_));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& lw = w_.layers[static_cast<size_t>(l)];
     KILN_RETURN_IF_ERROR(attention(lw, l, kv, n, batch));
-    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps}, nullptr));
+    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps}, stream_));
     KILN_RETURN_IF_ERROR(ffn(lw, n));
     const Tensor& next = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
-    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, next, h, c.rms_norm_eps}, nullptr));
+    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, next, h, c.rms_norm_eps}, stream_));
   }
   KILN_ASSIGN_OR_RETURN(Tensor sel, rows_.get(DType::kBF16, {rows, hidden}));
   for (int64_t r = 0; r < rows; ++r) {
     const int32_t row = b.logits_rows[static_cast<size_t>(r)];
     if (row < 0 || row >= n) return invalid_argument("forward: logits row out of range");
     KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(sel.ptr<uint16_t>() + r * hidden, h.ptr<uint16_t>() + row * hidden,
-                                                     static_cast<size_t>(hidden) * 2, cudaMemcpyDeviceToDevice, nullptr), "row gather"));
+                                                     static_cast<size_t>(hidden) * 2, cudaMemcpyDeviceToDevice, stream_), "row gather"));
   }
   KILN_ASSIGN_OR_RETURN(Tensor dl, logits_.get(DType::kF32, {rows, c.vocab_size}));
-  KILN_RETURN_IF_ERROR(gemm_.run({sel, w_.lm_head_view(), {}, dl}, nullptr));
-  if (logits.device == Device::kCuda) {
-    return cuda_status(cudaMemcpyAsync(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToDevice, nullptr), "logits");
-  }
-  return cuda_status(cudaMemcpy(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToHost), "logits");
+  return gemm_.run({sel, w_.lm_head_view(), {}, dl}, stream_);
 }
 
 Result<KvCacheView> CudaLlamaModel::allocate_kv_cache(int64_t num_blocks, int64_t block_size) {
