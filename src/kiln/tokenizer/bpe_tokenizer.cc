@@ -91,19 +91,8 @@ void BpeTokenizer::build_token_bytes() {
       out = piece;  // added tokens are written as plain text, not in the byte alphabet
     } else if (options_.byte_level) {
       if (!alphabet.to_bytes(piece, &out)) out = piece;
-    } else if (piece.size() == 6 && piece.rfind("<0x", 0) == 0 && piece[5] == '>' &&
-               (type == TokenType::kByte || options_.byte_fallback)) {
-      out.assign(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
     } else {
-      out.clear();
-      for (size_t pos = 0; pos < piece.size();) {
-        if (piece.compare(pos, kMetaspace.size(), kMetaspace) == 0) {
-          out += ' ';
-          pos += kMetaspace.size();
-        } else {
-          out += piece[pos++];
-        }
-      }
+      out = metaspace_piece_bytes(piece, type == TokenType::kByte || options_.byte_fallback);
     }
   }
 }

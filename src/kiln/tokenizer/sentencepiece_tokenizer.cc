@@ -43,22 +43,8 @@ Vocab vocab_of(const sentencepiece::SentencePieceProcessor& sp) {
 SentencePieceTokenizer::SentencePieceTokenizer(Vocab vocab, std::unique_ptr<sentencepiece::SentencePieceProcessor> sp)
     : VocabTokenizer(std::move(vocab)), sp_(std::move(sp)) {
   token_bytes_.resize(vocab_.tokens.size());
-  for (size_t id = 0; id < vocab_.tokens.size(); ++id) {
-    const std::string& piece = vocab_.tokens[id];
-    std::string& out = token_bytes_[id];
-    if (vocab_.types[id] == TokenType::kByte && piece.size() == 6) {
-      out.assign(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
-      continue;
-    }
-    for (size_t pos = 0; pos < piece.size();) {
-      if (piece.compare(pos, kMetaspace.size(), kMetaspace) == 0) {
-        out += ' ';
-        pos += kMetaspace.size();
-      } else {
-        out += piece[pos++];
-      }
-    }
-  }
+  for (size_t id = 0; id < vocab_.tokens.size(); ++id)
+    token_bytes_[id] = metaspace_piece_bytes(vocab_.tokens[id], vocab_.types[id] == TokenType::kByte);
   // The model's add_dummy_prefix is not in the public API: see whether "a" gains a '▁'.
   std::vector<std::string> pieces;
   strip_leading_space_ = sp_->Encode("a", &pieces).ok() && !pieces.empty() && pieces[0].starts_with(kMetaspace);

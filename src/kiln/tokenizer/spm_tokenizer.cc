@@ -64,22 +64,8 @@ Result<std::unique_ptr<SpmTokenizer>> SpmTokenizer::create(Vocab vocab, bool add
 
 void SpmTokenizer::build_token_bytes() {
   token_bytes_.resize(vocab_.tokens.size());
-  for (size_t id = 0; id < vocab_.tokens.size(); ++id) {
-    const std::string& piece = vocab_.tokens[id];
-    std::string& out = token_bytes_[id];
-    if (vocab_.types[id] == TokenType::kByte && piece.size() == 6 && piece.rfind("<0x", 0) == 0) {
-      out.assign(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
-      continue;
-    }
-    for (size_t pos = 0; pos < piece.size();) {
-      if (piece.compare(pos, kMetaspace.size(), kMetaspace) == 0) {
-        out += ' ';
-        pos += kMetaspace.size();
-      } else {
-        out += piece[pos++];
-      }
-    }
-  }
+  for (size_t id = 0; id < vocab_.tokens.size(); ++id)
+    token_bytes_[id] = metaspace_piece_bytes(vocab_.tokens[id], vocab_.types[id] == TokenType::kByte);
 }
 
 int32_t SpmTokenizer::mergeable_id(std::string_view piece) const {

@@ -54,4 +54,20 @@ std::string VocabTokenizer::token_piece(int32_t id) const {
   return token_bytes_[id];
 }
 
+std::string VocabTokenizer::metaspace_piece_bytes(const std::string& piece, bool byte_token) {
+  if (byte_token && piece.size() == 6 && piece.rfind("<0x", 0) == 0 && piece[5] == '>')
+    return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+  static constexpr std::string_view kMetaspaceUtf8 = "\xE2\x96\x81";  // U+2581
+  std::string out;
+  for (size_t pos = 0; pos < piece.size();) {
+    if (piece.compare(pos, kMetaspaceUtf8.size(), kMetaspaceUtf8) == 0) {
+      out += ' ';
+      pos += kMetaspaceUtf8.size();
+    } else {
+      out += piece[pos++];
+    }
+  }
+  return out;
+}
+
 }  // namespace kiln

@@ -29,6 +29,10 @@ class VocabTokenizer : public Tokenizer {
   // Appends the ids of one stretch of plain text (no added tokens in it).
   virtual void encode_text(std::string_view text, TextSpan span, std::vector<int32_t>& out) const = 0;
 
+  // The bytes of a SentencePiece-style piece: "<0xNN>" is the byte NN when byte_token, else
+  // every '▁' (U+2581) becomes a space. Shared by the SentencePiece and BPE tokenizers.
+  static std::string metaspace_piece_bytes(const std::string& piece, bool byte_token);
+
   // id -> the bytes it decodes to; subclasses fill it in their constructor.
   std::vector<std::string> token_bytes_;
 
