@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include <cmath>
 #include <map>
 #include <random>
@@ -229,6 +232,8 @@ TEST(Engine, ThreadedLoopStreamsAndStops) {
     }
   }
   EXPECT_EQ(tokens, reference(*ref_model, prompt, p));
+  // The engine thread may call the last notification just after the stream shows the output.
+  for (int i = 0; i < 1000 && notified.load() < 12; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_EQ(notified.load(), 12);
   p.max_tokens = 200;
   auto long_one = (*engine)->add_request({prompt, p});
