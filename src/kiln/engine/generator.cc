@@ -15,8 +15,7 @@ double now_seconds() {
 
 // A batch of one sequence: tokens [begin, begin + ids.size()) of a sequence whose blocks are
 // 0, 1, 2, ... in order.
-ForwardBatch one_sequence_batch(const std::vector<int32_t>& ids, int64_t begin, int64_t block_size,
-                                int64_t max_blocks, bool all_logits) {
+ForwardBatch one_sequence_batch(const std::vector<int32_t>& ids, int64_t begin, int64_t max_blocks, bool all_logits) {
   ForwardBatch b;
   const int64_t n = static_cast<int64_t>(ids.size());
   b.token_ids = ids;
@@ -29,7 +28,6 @@ ForwardBatch one_sequence_batch(const std::vector<int32_t>& ids, int64_t begin, 
   b.max_blocks_per_seq = static_cast<int32_t>(max_blocks);
   b.block_tables.resize(static_cast<size_t>(max_blocks));
   std::iota(b.block_tables.begin(), b.block_tables.end(), 0);
-  (void)block_size;
   if (all_logits) {
     for (int64_t i = 0; i < n; ++i) b.logits_rows.push_back(static_cast<int32_t>(i));
   } else {
@@ -63,7 +61,7 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
   for (int64_t begin = 0; begin < r.prompt_tokens; begin += o.prefill_chunk) {
     const int64_t end = std::min(r.prompt_tokens, begin + o.prefill_chunk);
     std::vector<int32_t> chunk(prompt.begin() + begin, prompt.begin() + end);
-    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(chunk, begin, o.block_size, max_blocks, false), cache, logits.tensor));
+    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(chunk, begin, max_blocks, false), cache, logits.tensor));
   }
   r.prefill_seconds = now_seconds() - t0;
   t0 = now_seconds();
@@ -71,7 +69,7 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
     if (step > 0) {
       const std::vector<int32_t> one = {r.tokens.back()};
-      KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(one, r.prompt_tokens + step - 1, o.block_size, max_blocks, false),
+      KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(one, r.prompt_tokens + step - 1, max_blocks, false),
                                          cache, logits.tensor));
     }
     KILN_RETURN_IF_ERROR(sample_cpu({logits.tensor, {o.sampling}, {static_cast<uint64_t>(step)}, next.tensor}));
@@ -95,7 +93,7 @@ Result<HostTensor> prompt_logits(Model& model, const std::vector<int32_t>& promp
     const int64_t end = std::min(n, begin + chunk);
     std::vector<int32_t> ids(prompt.begin() + begin, prompt.begin() + end);
     Tensor rows = out.tensor.slice0(begin, end);
-    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(ids, begin, bs, max_blocks, true), cache, rows));
+    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(ids, begin, max_blocks, true), cache, rows));
   }
   return out;
 }

@@ -95,7 +95,7 @@ class CudaLlamaModel : public Model {
   Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);
   // Decode steps of dense models replay a CUDA graph per (batch, table width, cache, buffers).
   Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);
-  Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, int64_t batch);
+  Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n);
   Status ffn(const CudaLayerWeights& lw, int64_t n);
 
   ModelConfig config_;
@@ -136,7 +136,7 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   return ok_status();
 }
 
-Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, int64_t batch) {
+Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n) {
   const ModelConfig& c = config_;
   const int64_t d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads, width = (hq + 2 * hkv) * d;
   KILN_ASSIGN_OR_RETURN(Tensor qkv, qkv_.get(DType::kBF16, {n, width}));
@@ -151,7 +151,6 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
                                                      static_cast<size_t>(hq * d * 2), static_cast<size_t>(n), cudaMemcpyDeviceToDevice, stream_), "q copy"));
   KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
   PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window};
-  (void)batch;
   KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
   return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x}, stream_);
@@ -249,7 +248,7 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
 
 Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv) {
   const ModelConfig& c = config_;
-  const int64_t batch = static_cast<int64_t>(b.kv_lens.size()), hidden = c.hidden_size;
+  const int64_t hidden = c.hidden_size;
   KILN_ASSIGN_OR_RETURN(Tensor residual, residual_.get(DType::kBF16, {n, hidden}));
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, hidden}));
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, hidden}));
@@ -257,7 +256,7 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
   KILN_RETURN_IF_ERROR(rmsnorm_cuda({residual, {}, w_.layers[0].attn_norm.tensor, h, c.rms_norm_eps}, stream_));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& lw = w_.layers[static_cast<size_t>(l)];
-    KILN_RETURN_IF_ERROR(attention(lw, l, kv, n, batch));
+    KILN_RETURN_IF_ERROR(attention(lw, l, kv, n));
     KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps}, stream_));
     KILN_RETURN_IF_ERROR(ffn(lw, n));
     const Tensor& next = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
