@@ -20,6 +20,8 @@ struct PagedAttentionArgs {
   Tensor out;           // [num_tokens, num_q_heads, head_dim] f32
   float scale = 1.0f;   // usually 1/sqrt(head_dim)
   int64_t sliding_window = 0;  // 0 = unlimited
+  // fp8 (e4m3) caches: real K = float(k_cache) * k_scale, V likewise (see RopeKvWriteArgs).
+  float k_scale = 1.0f, v_scale = 1.0f;
 };
 
 Status paged_attention_cpu(const PagedAttentionArgs& args);

@@ -22,6 +22,9 @@ struct RopeKvWriteArgs {
   Tensor slot_mapping;  // [num_tokens] int32: block * block_size + offset; < 0 = do not write
   Tensor k_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32
   Tensor v_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32
+  // fp8 (e4m3) caches: the cache stores fp8(x / scale) (round to nearest even, saturating at
+  // +-448); readers multiply by the same scale. Per tensor (one K and one V scale per layer).
+  float k_scale = 1.0f, v_scale = 1.0f;
 };
 
 Status rope_kv_write_cpu(const RopeKvWriteArgs& args);

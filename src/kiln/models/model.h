@@ -48,6 +48,18 @@ struct ModelOptions {
   int64_t moe_top_k = 0;  // > 0: route each token to this many experts instead of the config's
   Device device = Device::kCpu;
   bool dummy_weights = false;  // random weights from the config alone (vLLM's --load-format dummy)
+  // Linear-layer weights (q/k/v/o, gate/up/down, experts) in fp8 e4m3: quantized at load with
+  // one scale per output channel (fp8_per_tensor: one per matrix), unless the checkpoint is
+  // already fp8 (its weight_scale is used as stored). Embeddings, norms, the MoE router and the
+  // LM head keep the compute dtype. CPU models dequantize the fp8 values back to the compute
+  // dtype (same numbers, no speed gain): the reference for the GPU path and for `kiln eval kl`.
+  bool fp8_weights = false;
+  bool fp8_per_tensor = false;
+  // KV cache in fp8 e4m3 (--kv-cache-dtype fp8) with static per-tensor scales: K and V are
+  // stored as fp8(x / scale). kv_cache_scale applies to every layer unless the checkpoint has
+  // per-layer self_attn.k_scale / v_scale (vLLM's layout).
+  bool fp8_kv_cache = false;
+  float kv_cache_scale = 1.0f;
 };
 
 // Builds the CPU model for loaded.config.arch; takes ownership of the weights.
