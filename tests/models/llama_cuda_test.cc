@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 
 #include "kiln/engine/generator.h"
 #include "kiln/io/model_loader.h"
@@ -125,6 +126,62 @@ TEST(CudaSmolLM2, AgreesWithCpuModel) {
   auto gen = generate(**gpu, ids, go);
   ASSERT_TRUE(gen.ok()) << gen.status().to_string();
   EXPECT_EQ(gen->tokens.front(), 11452);  // " Berlin" (transformers' greedy continuation)
+}
+
+// forward_sample (logits stay on the GPU, CudaSampler draws) picks the ids that forward + sample_cpu
+// pick for the same batch: greedy rows and seeded temperature/top-k/top-p/min-p rows.
+TEST(CudaDeviceSampling, MatchesHostSampling) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/llama3";
+  auto loaded = load_model(dir, DType::kBF16);
+  ASSERT_TRUE(loaded.ok());
+  ModelOptions o;
+  o.device = Device::kCuda;
+  auto model = create_model(std::move(loaded).value(), o);
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  Model& m = **model;
+  ASSERT_TRUE(m.samples_on_device());
+  auto kv = m.allocate_kv_cache(64, 16);
+  ASSERT_TRUE(kv.ok());
+  // Three sequences of 7, 1 and 20 prompt tokens in blocks 0.., 10.., 20...
+  ForwardBatch b;
+  const int lens[] = {7, 1, 20};
+  b.cu_seqlens_q.push_back(0);
+  b.max_blocks_per_seq = 2;
+  std::mt19937 rng(7);
+  for (int s = 0; s < 3; ++s) {
+    for (int p = 0; p < lens[s]; ++p) {
+      b.token_ids.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(m.config().vocab_size)));
+      b.positions.push_back(p);
+      b.slot_mapping.push_back((s * 10 + p / 16) * 16 + p % 16);
+    }
+    b.cu_seqlens_q.push_back(static_cast<int32_t>(b.token_ids.size()));
+    b.kv_lens.push_back(lens[s]);
+    b.block_tables.push_back(s * 10);
+    b.block_tables.push_back(s * 10 + 1);
+    b.logits_rows.push_back(b.cu_seqlens_q.back() - 1);
+  }
+  for (int trial = 0; trial < 4; ++trial) {
+    std::vector<SamplingParams> params(3);
+    std::vector<uint64_t> steps = {0, 3, 11};
+    for (int r = 0; r < 3; ++r) {
+      if (trial == 0) continue;  // all greedy
+      params[r].temperature = 0.5f + 0.4f * r;
+      params[r].top_k = trial == 2 ? 40 : 0;
+      params[r].top_p = trial == 3 ? 0.9f : 1.0f;
+      params[r].min_p = trial == 3 ? 0.02f : 0.0f;
+      params[r].seed = 1000 + trial * 7 + r;
+    }
+    HostTensor logits = HostTensor::zeros(DType::kF32, {3, m.config().vocab_size});
+    ASSERT_TRUE(m.forward(b, *kv, logits.tensor).ok());
+    std::vector<int32_t> want(3);
+    SampleArgs args{logits.tensor, params, steps, Tensor::view(want.data(), DType::kInt32, {3})};
+    ASSERT_TRUE(sample_cpu(args).ok());
+    std::vector<int32_t> got;
+    const Status s = m.forward_sample(b, *kv, params, steps, &got);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    EXPECT_EQ(got, want) << "trial " << trial;
+  }
 }
 
 }  // namespace

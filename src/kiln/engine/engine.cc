@@ -185,6 +185,12 @@ void Engine::postprocess(const SchedulerOutput& step, StepLogits& logits) {
     seq.num_computed_tokens += step.seqs[i].num_tokens;
     blocks_.cache_full_blocks(seq);
     if (logits.sample_row[i] < 0) continue;
+    if (logits.sampled) {
+      TokenOutput t;
+      t.id = logits.ids[static_cast<size_t>(logits.sample_row[i])];
+      append_token(seq, std::move(t));
+      continue;
+    }
     const float* row = logits.logits.ptr<float>() + int64_t{logits.sample_row[i]} * vocab;
     sample_rows_.insert(sample_rows_.end(), row, row + vocab);
     sampled.push_back(&seq);

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "kiln/engine/sampler.h"
+
 namespace kiln {
 
 ModelRunner::ModelRunner(Model& model, KvCacheView cache, int64_t block_size)
@@ -45,6 +47,24 @@ ForwardBatch ModelRunner::build_batch(const SchedulerOutput& step, StepLogits& r
 Result<StepLogits> ModelRunner::run(const SchedulerOutput& step) {
   StepLogits out;
   const ForwardBatch batch = build_batch(step, out);
+  if (model_.samples_on_device()) {
+    bool device = true;
+    std::vector<SamplingParams> params;
+    std::vector<uint64_t> steps;
+    for (size_t i = 0; i < step.seqs.size() && device; ++i) {
+      const Sequence& seq = *step.seqs[i].seq;
+      device = out.first_row[i] < 0 && !needs_host_logits(seq);
+      if (out.sample_row[i] >= 0) {
+        params.push_back(seq.params.sampling);
+        steps.push_back(static_cast<uint64_t>(seq.num_generated()));
+      }
+    }
+    if (device) {
+      out.sampled = true;
+      KILN_RETURN_IF_ERROR(model_.forward_sample(batch, cache_, params, steps, &out.ids));
+      return out;
+    }
+  }
   const int64_t rows = static_cast<int64_t>(batch.logits_rows.size()), vocab = model_.config().vocab_size;
   logits_.resize(static_cast<size_t>(std::max<int64_t>(rows, 1) * vocab));
   out.logits = Tensor::view(logits_.data(), DType::kF32, {rows, vocab});

@@ -16,12 +16,17 @@ struct StepLogits {
   Tensor logits;                      // [rows, vocab] f32 (owned by the runner until the next run)
   std::vector<int32_t> sample_row;    // per scheduled sequence: its row to sample from, or -1
   std::vector<int32_t> first_row;     // per scheduled sequence: row of its first token, or -1
+  // Sampled on the device (Model::forward_sample): logits is empty and ids[sample_row[i]] is the
+  // token drawn for sequence i.
+  bool sampled = false;
+  std::vector<int32_t> ids;
 };
 
 class ModelRunner {
  public:
   ModelRunner(Model& model, KvCacheView cache, int64_t block_size);
   const ModelConfig& config() const { return model_.config(); }
+  // Samples on the device when the model can and no sequence of the step needs host logits.
   Result<StepLogits> run(const SchedulerOutput& step);
 
  private:

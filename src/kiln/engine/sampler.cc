@@ -30,6 +30,12 @@ TokenOutput token_logprobs(const float* logits, int64_t vocab, int32_t token, in
   return t;
 }
 
+bool needs_host_logits(const Sequence& seq) {
+  const GenerationParams& p = seq.params;
+  return p.logprobs >= 0 || !p.logit_bias.empty() || seq.num_generated() < p.min_tokens || p.repetition_penalty != 1.f ||
+         p.frequency_penalty != 0.f || p.presence_penalty != 0.f;
+}
+
 void apply_penalties(float* logits, int64_t vocab, const Sequence& seq, const std::vector<int32_t>& eos_ids) {
   const GenerationParams& p = seq.params;
   for (const auto& [id, bias] : p.logit_bias) logits[id] += bias;

@@ -24,4 +24,9 @@ int64_t Model::max_kv_blocks(int64_t block_size, double memory_fraction) const {
   return std::max<int64_t>(1, static_cast<int64_t>(budget / static_cast<double>(per_block)));
 }
 
+Status Model::forward_sample(const ForwardBatch&, const KvCacheView&, const std::vector<SamplingParams>&,
+                             const std::vector<uint64_t>&, std::vector<int32_t>*) {
+  return unimplemented("forward_sample: this model samples on the host (use forward and kernels/sampling)");
+}
+
 }  // namespace kiln

@@ -1,0 +1,149 @@
+// Hopper prefill attention micro-benchmark: batch x length = 16K tokens (lengths 1K .. 32K), 32 q /
+// 8 kv heads, head_dim 64 / 128, causal and not, bf16 and fp8 e4m3 caches over a paged cache of
+// 16-token blocks in shuffled order; the portable mma.sync kernel (prefill_attention_cuda, bf16,
+// causal) beside it. FLOPs = 4 * q_len * kv_len * d * hq per sequence, halved when causal.
+// Ceilings: the dense bf16 GEMM rate (gpu_ceilings.py's JSON via KILN_GPU_CEILINGS, else 750) and
+// fp8 ("fp8_gemm_TFLOPs" there, else 1300).
+//   hopper_prefill_bench [SHAPE_SUBSTRING]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kiln/kernels/attention.h"
+#include "kiln/kernels/attention_hopper.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/common/gpu_bench.h"
+
+namespace kiln {
+namespace {
+
+// e4m3 bytes of magnitude < 1 and random sign (never NaN).
+__global__ void fill_random_fp8(uint8_t* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B1u ^ seed;
+    h ^= h >> 15, h *= 0x2C1B3C6Du, h ^= h >> 12;
+    p[i] = static_cast<uint8_t>((h % 0x38) | ((h >> 8) & 0x80));
+  }
+}
+
+struct Batch {
+  DeviceTensor q, k, v, out, cu, kv_lens, tables;
+  PagedAttentionArgs args(int64_t d) const {
+    PagedAttentionArgs a{q.tensor,       k.tensor,      v.tensor,   cu.tensor, kv_lens.tensor,
+                         tables.tensor, out.tensor, 1.0f / std::sqrt(static_cast<float>(d))};
+    a.k_scale = a.v_scale = 0.5f;
+    return a;
+  }
+};
+
+DeviceTensor device_i32(std::vector<int32_t>& v, std::initializer_list<int64_t> shape) {
+  Result<DeviceTensor> t = to_device(Tensor::view(v.data(), DType::kInt32, shape));
+  bench::check(t.status(), "to_device");
+  return std::move(*t);
+}
+
+Batch make_batch(int64_t batch, int64_t len, int64_t hq, int64_t hkv, int64_t d, DType cache) {
+  constexpr int64_t kBlock = 16;
+  const int64_t tokens = batch * len, blocks_per_seq = len / kBlock, blocks = batch * blocks_per_seq;
+  Batch b;
+  auto alloc = [](DType t, std::initializer_list<int64_t> s) {
+    Result<DeviceTensor> r = DeviceTensor::empty(t, s);
+    bench::check(r.status(), "DeviceTensor::empty");
+    return std::move(*r);
+  };
+  b.q = alloc(DType::kBF16, {tokens, hq, d});
+  b.out = alloc(DType::kBF16, {tokens, hq, d});
+  b.k = alloc(cache, {blocks, kBlock, hkv, d});
+  b.v = alloc(cache, {blocks, kBlock, hkv, d});
+  bench::fill_random_bf16(b.q.tensor.data, b.q.tensor.numel(), 1);
+  if (cache == DType::kBF16) {
+    bench::fill_random_bf16(b.k.tensor.data, b.k.tensor.numel(), 2);
+    bench::fill_random_bf16(b.v.tensor.data, b.v.tensor.numel(), 3);
+  } else {
+    fill_random_fp8<<<1024, 256>>>(static_cast<uint8_t*>(b.k.tensor.data), b.k.tensor.numel(), 2);
+    fill_random_fp8<<<1024, 256>>>(static_cast<uint8_t*>(b.v.tensor.data), b.v.tensor.numel(), 3);
+  }
+  std::vector<int32_t> perm(static_cast<size_t>(blocks)), cu(static_cast<size_t>(batch + 1)),
+      kv(static_cast<size_t>(batch), static_cast<int32_t>(len));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(5));
+  for (int64_t i = 0; i <= batch; ++i) cu[static_cast<size_t>(i)] = static_cast<int32_t>(i * len);
+  b.cu = device_i32(cu, {batch + 1});
+  b.kv_lens = device_i32(kv, {batch});
+  b.tables = device_i32(perm, {batch, blocks_per_seq});
+  return b;
+}
+
+double fp8_ceiling() {
+  const char* path = std::getenv("KILN_GPU_CEILINGS");
+  if (!path || !*path) return 1300.0;
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return bench::json_number(ss.str(), "fp8_gemm_TFLOPs", 1300.0);
+}
+
+}  // namespace
+}  // namespace kiln
+
+int main(int argc, char** argv) {
+  using namespace kiln;
+  const std::string filter = argc > 1 ? argv[1] : "";
+  if (!cuda_available()) {
+    std::printf("hopper_prefill_bench: no CUDA device\n");
+    return 0;
+  }
+  const bench::Ceilings c = bench::read_ceilings();
+  const double fp8_tflops = fp8_ceiling();
+  std::printf("hopper_prefill_bench on %s; ceilings: bf16 %.0f, fp8 %.0f TFLOP/s (%s)\n",
+              cuda_device_summary().c_str(), c.bf16_tflops, fp8_tflops, c.source.c_str());
+  constexpr int64_t kTokens = 16384, kHq = 32, kHkv = 8;
+  for (int64_t d : {128, 64}) {
+    for (DType cache : {DType::kBF16, DType::kFp8E4M3}) {
+      for (int64_t len : {1024, 2048, 4096, 8192, 16384, 32768}) {
+        const int64_t batch = std::max<int64_t>(1, kTokens / len);
+        const std::string base = "B" + std::to_string(batch) + " L" + std::to_string(len) + " h32/8 d" +
+                                 std::to_string(d);
+        if (!filter.empty() && (base + (cache == DType::kBF16 ? " bf16" : " fp8")).find(filter) == std::string::npos)
+          continue;
+        Batch b = make_batch(batch, len, kHq, kHkv, d, cache);
+        const PagedAttentionArgs a = b.args(d);
+        const double flops = 4.0 * static_cast<double>(batch) * len * len * d * kHq;
+        const bool fp8 = cache == DType::kFp8E4M3;
+        const double ceiling = fp8 ? fp8_tflops : c.bf16_tflops;
+        for (bool causal : {true, false}) {
+          const double ms = bench::median_ms(
+              [&](int) { bench::check(prefill_attention_hopper_cuda(a, HopperPrefillOptions{causal}, nullptr), "hopper"); },
+              nullptr, 3, 7, 2);
+          const double tflops = (causal ? flops / 2 : flops) / ms / 1e9;
+          bench::report(fp8 ? "hopper_prefill_fp8" : "hopper_prefill_bf16", base + (causal ? " causal" : " full"), ms,
+                        tflops, ceiling, "TFLOP/s");
+          if (len == 8192) {  // A/B: without the ping-pong of the consumer warpgroups
+            const double ms_np = bench::median_ms(
+                [&](int) {
+                  bench::check(prefill_attention_hopper_cuda(a, HopperPrefillOptions{causal, false}, nullptr), "hopper");
+                },
+                nullptr, 3, 7, 2);
+            bench::report(fp8 ? "hopper_prefill_fp8_nopingpong" : "hopper_prefill_bf16_nopingpong",
+                          base + (causal ? " causal" : " full"), ms_np, (causal ? flops / 2 : flops) / ms_np / 1e9,
+                          ceiling, "TFLOP/s");
+          }
+        }
+        if (!fp8) {
+          const double ms = bench::median_ms(
+              [&](int) { bench::check(prefill_attention_cuda(a, nullptr), "portable"); }, nullptr, 3, 7, 2);
+          bench::report("prefill_portable_bf16", base + " causal", ms, flops / 2 / ms / 1e9, ceiling, "TFLOP/s");
+        }
+      }
+    }
+  }
+  return 0;
+}

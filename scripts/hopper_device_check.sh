@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Run THERE (the GPU machine, carry [".carry"]): builds just what the Hopper prefill attention test
+# and benchmark need (core, the CPU kernels, the CUDA attention family and common helpers) with
+# direct compiler calls into build-hopper-dev/, then runs the HopperPrefillCuda tests and
+# hopper_prefill_bench (optional shape filter). Faster than a full kiln_tests build.
+#   scripts/hopper_device_check.sh [BENCH_FILTER|-]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/device-out}
+B=$ROOT/build-hopper-dev
+SYS=$ROOT/.carry/sysroot/usr
+LIB=$SYS/lib/x86_64-linux-gnu
+export PATH=/usr/local/cuda/bin:$PATH LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+mkdir -p "$B" "$OUT"
+[ -e "$ROOT/../shared" ] || { [ -d "$ROOT/.carry/shared" ] && ln -s "$ROOT/.carry/shared" "$ROOT/../shared"; }
+DEFS=(-DKILN_WITH_CUDA=1 -DKILN_SOURCE_DIR="\"$ROOT\"" -DKILN_SHARED_DIR="\"$ROOT/../shared\"" -DGTEST_HAS_PTHREAD=1)
+CXXF=(-std=c++20 -O2 -march=x86-64-v3 -I"$ROOT" -I"$ROOT/src" -isystem "$SYS/include" -isystem /usr/local/cuda/include "${DEFS[@]}")
+NVF=(-std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -I"$ROOT" -I"$ROOT/src"
+     -isystem "$SYS/include" "${DEFS[@]}")
+t0=$(date +%s)
+base=(src/kiln/core/*.cc src/kiln/kernels/cpu/*.cc src/kiln/kernels/cuda/common/*.cu
+      src/kiln/kernels/cuda/attention/hopper_prefill.cu)
+portable=($(ls src/kiln/kernels/cuda/attention/*.cu | grep -v /hopper_))  # the bench's comparison row
+srcs=("${base[@]}" "${portable[@]}" tests/kernels/hopper_prefill_cuda_test.cc)
+build_one() {
+  local s=$1 o=$B/$(echo "$1" | tr '/' '_').o
+  [ -f "$o" ] && [ "$o" -nt "$s" ] && [ -z "$(find src/kiln/kernels/cuda/attention -newer "$o" -name '*.cuh')" ] && return 0
+  case "$s" in
+    *.cu) nvcc "${NVF[@]}" -c "$s" -o "$o" ;;
+    *) ${CXX:-c++} "${CXXF[@]}" -c "$s" -o "$o" ;;
+  esac
+}
+export -f build_one; export B; export CXX=${CXX:-c++}
+export NVF_S="${NVF[*]}" CXXF_S="${CXXF[*]}"
+: > "$OUT/build.log"
+printf '%s\n' "${srcs[@]}" | xargs -P 16 -I{} bash -c 'NVF=($NVF_S); CXXF=($CXXF_S); build_one {}' >> "$OUT/build.log" 2>&1
+obj() { for s in "$@"; do echo "$B/$(echo "$s" | tr '/' '_').o"; done; }
+nvcc -o "$B/hopper_tests" $(obj "${base[@]}" tests/kernels/hopper_prefill_cuda_test.cc) "$LIB/libgtest_main.a" "$LIB/libgtest.a" -lpthread >> "$OUT/build.log" 2>&1 ||
+  echo "hopper_device_check: test link failed"
+nvcc "${NVF[@]}" -o "$B/hopper_prefill_bench" bench/hopper_prefill_bench.cu $(obj "${base[@]}" "${portable[@]}") -lpthread >> "$OUT/build.log" 2>&1 ||
+  echo "hopper_device_check: bench build failed"
+grep -E "error|warning: .*(wgmma|C7508|C75)" "$OUT/build.log" | head -20
+echo "[+$(( $(date +%s) - t0 ))s] built"
+KILN_LOG_LEVEL=warn timeout 100 "$B/hopper_tests" --gtest_filter='*HopperPrefill*' > "$OUT/tests.log" 2>&1
+echo "[+$(( $(date +%s) - t0 ))s] tests rc=$?"
+grep -E "worst|Failure|FAILED|PASSED|Expected|Which is|rel err [1-9]\.[0-9]+e-0[01]|rel err inf" "$OUT/tests.log" | head -60
+if [ "${1:-}" != "-" ]; then
+  timeout 120 "$B/hopper_prefill_bench" ${1:+"$1"} > "$OUT/bench.log" 2>&1
+  echo "[+$(( $(date +%s) - t0 ))s] bench rc=$?"
+  grep '^@@' "$OUT/bench.log" | sed 's/^@@ *//'
+  tail -3 "$OUT/bench.log" | grep -v '^@@'
+fi

@@ -1,0 +1,45 @@
+// Hopper (sm_90a) prefill attention over the paged KV cache, FlashAttention-3 style: a producer
+// warpgroup loads Q/K/V tiles with TMA on mbarriers, two consumer warpgroups run wgmma for QK^T and
+// PV with the online softmax of one tile overlapped with the products of the next. Same contract as
+// paged_attention_cuda's prefill (attention.h: varlen batch, GQA/MQA, a prompt extending a cached
+// prefix, sliding window), plus a non-causal mode. Variants (cache dtype x head_dim): bf16 x {64,
+// 128} and fp8 e4m3 x {64, 128}; q and out are bf16 either way (the fp8 variant quantizes each Q
+// row to e4m3 with its own scale in the kernel; K = fp8 * k_scale, V = fp8 * v_scale).
+#pragma once
+#include <span>
+
+#include "kiln/kernels/attention.h"
+
+struct CUstream_st;  // cudaStream_t without the CUDA headers
+
+namespace kiln {
+
+struct HopperPrefillOptions {
+  bool causal = true;  // false: every query token sees all kv_lens[b] keys of its sequence
+  bool pingpong = true;  // the two consumer warpgroups take turns on the tensor cores (off: A/B runs)
+};
+
+// One compiled variant; the tests iterate over the same table that dispatch looks up.
+struct HopperPrefillVariant {
+  DType cache_dtype;  // kBF16 or kFp8E4M3
+  int head_dim;
+  Status (*run)(const PagedAttentionArgs& args, const HopperPrefillOptions& options, CUstream_st* stream);
+};
+std::span<const HopperPrefillVariant> hopper_prefill_variants();
+
+// Why the Hopper kernel cannot run these arguments (an error naming the reason), or ok: needs an
+// sm_90 device, q / out bf16 [tokens, hq, d], k / v caches [blocks, block_size, hkv, d] both bf16
+// or both fp8 e4m3, contiguous, block_size a power of two >= 16, hq % hkv == 0, a head_dim of the
+// table, int32 metadata on the device.
+Status hopper_prefill_check(const PagedAttentionArgs& args);
+bool hopper_prefill_supported(const PagedAttentionArgs& args);
+
+// args: q [num_tokens, num_q_heads, head_dim] bf16, k_cache / v_cache [num_blocks, block_size,
+// num_kv_heads, head_dim] bf16 or fp8 e4m3 (with k_scale / v_scale), cu_seqlens_q [batch + 1],
+// kv_lens [batch], block_tables [batch, max_blocks] int32, out [num_tokens, num_q_heads, head_dim]
+// bf16; all on the device. Causal unless options say otherwise.
+Status prefill_attention_hopper_cuda(const PagedAttentionArgs& args, CUstream_st* stream);
+Status prefill_attention_hopper_cuda(const PagedAttentionArgs& args, const HopperPrefillOptions& options,
+                                     CUstream_st* stream);
+
+}  // namespace kiln

@@ -1,0 +1,201 @@
+// Host side of the Hopper prefill attention: argument checks, TMA tensor maps over q and the paged
+// caches, the variant table (cache dtype x head_dim: bf16 / fp8 e4m3 x 64 / 128) and the launch.
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <cudaTypedefs.h>
+
+#include <string>
+
+#include "kiln/kernels/attention_hopper.h"
+#include "kiln/kernels/cuda/attention/hopper_prefill_kernel.cuh"
+
+namespace kiln {
+namespace {
+
+using cuda::hopper::HopperConfig;
+using cuda::hopper::HopperPrefillParams;
+
+bool on_device(const Tensor& t) { return t.device == Device::kCuda && t.data != nullptr; }
+
+Status check_int32(const Tensor& t, const char* name, int ndim) {
+  if (t.dtype != DType::kInt32 || t.ndim != ndim || !on_device(t) || t.strides[ndim - 1] != 1)
+    return invalid_argument(std::string("prefill_attention_hopper: ") + name + " must be a " + std::to_string(ndim) +
+                            "-D int32 cuda tensor with unit inner stride, got " + t.shape_string());
+  return ok_status();
+}
+
+bool device_is_sm90() {
+  static const bool yes = [] {
+    int device = 0, major = 0, minor = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
+           minor == 0;
+  }();
+  return yes;
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A tiled tensor map; dims / box innermost first, strides in bytes for dims 1.. (rank - 1).
+template <int kRank>
+Status encode_map(CUtensorMap& map, const void* data, CUtensorMapDataType type, const cuuint64_t (&dims)[kRank],
+                  const cuuint64_t (&strides)[kRank - 1], const cuuint32_t (&box)[kRank], int row_bytes) {
+  PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (!encode) return internal_error("prefill_attention_hopper: cuTensorMapEncodeTiled is not available");
+  cuuint32_t unit[kRank];
+  for (int i = 0; i < kRank; ++i) unit[i] = 1;
+  const CUresult r = encode(&map, type, kRank, const_cast<void*>(data), dims, strides, box, unit,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            row_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return internal_error("prefill_attention_hopper: cuTensorMapEncodeTiled failed (" +
+                                               std::to_string(static_cast<int>(r)) + ")");
+  return ok_status();
+}
+
+template <bool kFp8, int kHeadDim>
+Status run_variant(const PagedAttentionArgs& a, const HopperPrefillOptions& options, CUstream_st* stream) {
+  using C = HopperConfig<kFp8, kHeadDim>;
+  KILN_RETURN_IF_ERROR(hopper_prefill_check(a));
+  if (a.q.shape[2] != kHeadDim || (a.k_cache.dtype == DType::kFp8E4M3) != kFp8)
+    return invalid_argument("prefill_attention_hopper: variant does not match the arguments");
+  auto kernel = cuda::hopper::hopper_prefill_kernel<kFp8, kHeadDim>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  if (attr != cudaSuccess) return internal_error(std::string("prefill_attention_hopper: ") + cudaGetErrorString(attr));
+
+  HopperPrefillParams p{};
+  const int64_t tokens = a.q.shape[0], hq = a.q.shape[1], blocks = a.k_cache.shape[0], bs = a.k_cache.shape[1],
+                hkv = a.k_cache.shape[2];
+  const int64_t es = C::kElemBytes;
+  if (tokens == 0 || a.kv_lens.numel() == 0) return ok_status();
+  const CUtensorMapDataType cache_type = kFp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const cuuint64_t cache_dims[4] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(hkv),
+                                    static_cast<cuuint64_t>(bs), static_cast<cuuint64_t>(blocks)};
+  const cuuint64_t cache_strides[3] = {static_cast<cuuint64_t>(kHeadDim * es),
+                                       static_cast<cuuint64_t>(hkv * kHeadDim * es),
+                                       static_cast<cuuint64_t>(bs * hkv * kHeadDim * es)};
+  const cuuint32_t cache_box[4] = {C::kPanelElems, 1, 16, 1};
+  KILN_RETURN_IF_ERROR(encode_map<4>(p.k_map, a.k_cache.data, cache_type, cache_dims, cache_strides, cache_box,
+                                     C::kRowBytes));
+  KILN_RETURN_IF_ERROR(encode_map<4>(p.v_map, a.v_cache.data, cache_type, cache_dims, cache_strides, cache_box,
+                                     C::kRowBytes));
+  if constexpr (!kFp8) {
+    const cuuint64_t q_dims[3] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(hq),
+                                  static_cast<cuuint64_t>(tokens)};
+    const cuuint64_t q_strides[2] = {static_cast<cuuint64_t>(kHeadDim * 2), static_cast<cuuint64_t>(hq * kHeadDim * 2)};
+    const cuuint32_t q_box[3] = {C::kPanelElems, 1, C::kBlockM};
+    KILN_RETURN_IF_ERROR(encode_map<3>(p.q_map, a.q.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q_dims, q_strides, q_box,
+                                       C::kRowBytes));
+  }
+  p.q = a.q.data;
+  p.cu_seqlens_q = a.cu_seqlens_q.ptr<int32_t>();
+  p.kv_lens = a.kv_lens.ptr<int32_t>();
+  p.block_tables = a.block_tables.ptr<int32_t>();
+  p.out = a.out.data;
+  p.num_tokens = static_cast<int>(tokens);
+  p.batch = static_cast<int>(a.kv_lens.numel());
+  p.num_q_heads = static_cast<int>(hq);
+  p.num_kv_heads = static_cast<int>(hkv);
+  p.group = static_cast<int>(hq / hkv);
+  p.num_blocks = static_cast<int>(blocks);
+  p.block_size_log2 = 0;
+  while ((int64_t{1} << p.block_size_log2) < bs) ++p.block_size_log2;
+  p.table_stride = static_cast<int>(a.block_tables.strides[0]);
+  const int64_t max_kv = a.block_tables.shape[1] * bs;
+  p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
+  p.causal = options.causal ? 1 : 0;
+  p.pingpong = options.pingpong ? 1 : 0;
+  p.scale_log2 = a.scale * cuda::hopper::kLog2e * (kFp8 ? a.k_scale : 1.f);
+  p.v_scale = kFp8 ? a.v_scale : 1.f;
+
+  // Row blocks over all sequences: sum ceil(q_len / kBlockM) <= this bound (extra CTAs exit).
+  const int64_t row_blocks = (tokens + C::kBlockM - 1) / C::kBlockM + p.batch;
+  if (row_blocks > 65535)
+    return out_of_range("prefill_attention_hopper: " + std::to_string(row_blocks) + " row blocks (> 65535)");
+  kernel<<<dim3(static_cast<unsigned>(hq), static_cast<unsigned>(row_blocks)), C::kThreads, C::kSmemBytes, stream>>>(
+      p);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    return internal_error(std::string("prefill_attention_hopper launch: ") + cudaGetErrorString(err));
+  return ok_status();
+}
+
+constexpr HopperPrefillVariant kVariants[] = {
+    {DType::kBF16, 64, &run_variant<false, 64>},
+    {DType::kBF16, 128, &run_variant<false, 128>},
+    {DType::kFp8E4M3, 64, &run_variant<true, 64>},
+    {DType::kFp8E4M3, 128, &run_variant<true, 128>},
+};
+
+}  // namespace
+
+std::span<const HopperPrefillVariant> hopper_prefill_variants() { return kVariants; }
+
+Status hopper_prefill_check(const PagedAttentionArgs& a) {
+  const Tensor &q = a.q, &kc = a.k_cache, &vc = a.v_cache, &out = a.out;
+  if (!device_is_sm90()) return unimplemented("prefill_attention_hopper: needs an sm_90 (Hopper) device");
+  if (q.ndim != 3 || kc.ndim != 4 || vc.ndim != 4 || out.ndim != 3 || q.shape != out.shape ||
+      kc.shape != vc.shape || kc.shape[3] != q.shape[2] || kc.shape[2] == 0 || q.shape[1] % kc.shape[2] != 0)
+    return invalid_argument(
+        "prefill_attention_hopper: want q/out [tokens, hq, d], k/v cache [blocks, block_size, hkv, d] with "
+        "hq % hkv == 0; got q " +
+        q.shape_string() + ", k_cache " + kc.shape_string() + ", v_cache " + vc.shape_string() + ", out " +
+        out.shape_string());
+  if (q.dtype != DType::kBF16 || out.dtype != DType::kBF16 || kc.dtype != vc.dtype ||
+      (kc.dtype != DType::kBF16 && kc.dtype != DType::kFp8E4M3))
+    return unimplemented("prefill_attention_hopper: want bf16 q/out and bf16 or fp8_e4m3 caches; got q " +
+                         q.shape_string() + ", k_cache " + kc.shape_string() + ", v_cache " + vc.shape_string());
+  for (const Tensor* t : {&q, &kc, &vc, &out})
+    if (!on_device(*t) || !t->is_contiguous())
+      return invalid_argument("prefill_attention_hopper: tensors must be contiguous and on the device; got " +
+                              t->shape_string());
+  KILN_RETURN_IF_ERROR(check_int32(a.cu_seqlens_q, "cu_seqlens_q", 1));
+  KILN_RETURN_IF_ERROR(check_int32(a.kv_lens, "kv_lens", 1));
+  KILN_RETURN_IF_ERROR(check_int32(a.block_tables, "block_tables", 2));
+  const int64_t batch = a.kv_lens.numel();
+  if (a.cu_seqlens_q.numel() != batch + 1 || a.block_tables.shape[0] != batch)
+    return invalid_argument("prefill_attention_hopper: cu_seqlens_q [batch + 1] and block_tables [batch, blocks] "
+                            "must match kv_lens [batch]");
+  const int64_t bs = kc.shape[1];
+  if (bs < 16 || (bs & (bs - 1)) != 0)
+    return unimplemented("prefill_attention_hopper: block_size " + std::to_string(bs) +
+                         " is not a power of two >= 16 (TMA boxes are 16 tokens)");
+  if (!(a.scale > 0.f) || a.sliding_window < 0 || !(a.k_scale > 0.f) || !(a.v_scale > 0.f) ||
+      kc.shape[0] >= (int64_t{1} << 31) - 1 || q.shape[0] * q.shape[1] > (int64_t{1} << 31) - 1 ||
+      a.block_tables.shape[1] * bs > (int64_t{1} << 30))
+    return invalid_argument(
+        "prefill_attention_hopper: need scale, k_scale, v_scale > 0, sliding_window >= 0 and sizes that fit int32");
+  for (const HopperPrefillVariant& v : kVariants)
+    if (v.cache_dtype == kc.dtype && v.head_dim == q.shape[2]) return ok_status();
+  return unimplemented("prefill_attention_hopper: no variant for head_dim " + std::to_string(q.shape[2]) +
+                       "; supported: bf16 / fp8_e4m3 caches x head_dim 64, 128");
+}
+
+bool hopper_prefill_supported(const PagedAttentionArgs& args) { return hopper_prefill_check(args).ok(); }
+
+Status prefill_attention_hopper_cuda(const PagedAttentionArgs& args, const HopperPrefillOptions& options,
+                                     CUstream_st* stream) {
+  KILN_RETURN_IF_ERROR(hopper_prefill_check(args));
+  for (const HopperPrefillVariant& v : kVariants)
+    if (v.cache_dtype == args.k_cache.dtype && v.head_dim == args.q.shape[2]) return v.run(args, options, stream);
+  return unimplemented("prefill_attention_hopper: no variant");  // unreachable after the check
+}
+
+Status prefill_attention_hopper_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
+  return prefill_attention_hopper_cuda(args, HopperPrefillOptions{}, stream);
+}
+
+}  // namespace kiln

@@ -1,0 +1,383 @@
+// Consumer warpgroups of the Hopper prefill kernel (included by hopper_prefill_kernel.cuh): each
+// owns 64 query rows; per thread two rows (g and g + 8 of its warp's 16) and, per 8 columns of a
+// wgmma m64nN accumulator, 4 floats: d[4j + 2h + e] = (row g + 8h, column 8j + 2t + e).
+#pragma once
+
+namespace kiln::cuda::hopper {
+
+// Per-thread softmax state of its two rows.
+struct RowState {
+  float m[2], l[2];  // running max (score units) and thread-partial sum
+  float c[2];        // score -> log2 domain multiplier (softmax scale, fp8 Q and K scales)
+  int limit[2];      // last key the row sees (causal position, or kv_len - 1)
+  int pos[2];        // the row's position, for the sliding window
+};
+
+// Masks keys [key0, key0 + kN) of s[kN / 2] against the rows' limits and window.
+template <int kN>
+__device__ __forceinline__ void mask_tile(float (&s)[kN / 2], int key0, const RowState& st, int window, int t) {
+#pragma unroll
+  for (int j = 0; j < kN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int key = key0 + 8 * j + 2 * t + (e & 1), h = e >> 1;
+      if (key > st.limit[h] || (window > 0 && key + window <= st.pos[h])) s[4 * j + e] = -INFINITY;
+    }
+}
+
+// Online softmax over one tile of scores: s becomes P = 2^(c * (s - m)); the max moves lazily (only
+// when it grows by more than 2^8 in P, so P <= 256), rescale[h] = factor for O's row h (1 if
+// unmoved; 0 on a first real max). A row with no unmasked key yet keeps m = -inf and gets P = 0.
+template <int kN>
+__device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, float (&rescale)[2]) {
+  constexpr float kLazyLog2 = 8.f;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = st.m[h];
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+    mx = quad_max(mx);
+    const bool move = (mx - st.m[h]) * st.c[h] > kLazyLog2;  // false while both are -inf (NaN)
+    rescale[h] = move ? exp2_approx((st.m[h] - mx) * st.c[h]) : 1.f;
+    st.m[h] = move ? mx : st.m[h];
+    const float base = st.m[h] == -INFINITY ? 0.f : st.m[h] * st.c[h];
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) {
+      s[4 * j + 2 * h] = exp2_approx(fmaf(s[4 * j + 2 * h], st.c[h], -base));
+      s[4 * j + 2 * h + 1] = exp2_approx(fmaf(s[4 * j + 2 * h + 1], st.c[h], -base));
+      sum0 += s[4 * j + 2 * h];
+      sum1 += s[4 * j + 2 * h + 1];
+    }
+    st.l[h] = st.l[h] * rescale[h] + (sum0 + sum1);
+  }
+}
+
+template <int kD>
+__device__ __forceinline__ void rescale_o(float (&o)[kD / 2], const float (&rescale)[2]) {
+#pragma unroll
+  for (int j = 0; j < kD / 8; ++j) {
+    o[4 * j + 0] *= rescale[0];
+    o[4 * j + 1] *= rescale[0];
+    o[4 * j + 2] *= rescale[1];
+    o[4 * j + 3] *= rescale[1];
+  }
+}
+
+// P (the S accumulators) as wgmma A fragments, one [4] per k step. bf16 k16: a0 (g, 2t..), a1 (g+8,
+// 2t..), a2 (g, 8+2t..), a3 (g+8, 8+2t..). e4m3 k32: a0 (g, 4t..4t+3), a1 (g+8, ..), a2 (g, 16+4t..),
+// a3 (g+8, 16+4t..), filled with this thread's keys in accumulator order (transpose_v permutes V's
+// keys to match).
+template <bool kFp8, int kN>
+__device__ __forceinline__ void pack_p(const float (&s)[kN / 2], uint32_t (&pa)[kN / (kFp8 ? 32 : 16)][4]) {
+  if constexpr (!kFp8) {
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) {
+      pa[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+      pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+      pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+  } else {
+#pragma unroll
+    for (int kk = 0; kk < kN / 32; ++kk) {
+      const float* x = s + 16 * kk;
+      pa[kk][0] = pack_e4m3(x[0], x[1], x[4], x[5]);
+      pa[kk][1] = pack_e4m3(x[2], x[3], x[6], x[7]);
+      pa[kk][2] = pack_e4m3(x[8], x[9], x[12], x[13]);
+      pa[kk][3] = pack_e4m3(x[10], x[11], x[14], x[15]);
+    }
+  }
+}
+
+// S[64 x kBlockN] = Q_wg K^T, issued (not waited).
+template <bool kFp8, int kHeadDim>
+__device__ __forceinline__ void issue_qk(float (&s)[64], uint32_t q_wg, uint32_t k_tile) {
+  using C = HopperConfig<kFp8, kHeadDim>;
+  static_assert(C::kBlockN == 128);
+#pragma unroll
+  for (int kk = 0; kk < kHeadDim / C::kKStep; ++kk) {
+    const int panel = kk / C::kStepsPerPanel, col = (kk % C::kStepsPerPanel) * 32;
+    const uint64_t a = smem_desc<C::kRowBytes>(q_wg + panel * C::kBlockM * C::kRowBytes + col, 16, 8 * C::kRowBytes);
+    const uint64_t b = smem_desc<C::kRowBytes>(k_tile + panel * C::kBlockN * C::kRowBytes + col, 16, 8 * C::kRowBytes);
+    if constexpr (kFp8)
+      wgmma_ss_e4m3_n128(s, a, b, kk > 0);
+    else
+      wgmma_ss_bf16_n128(s, a, b, kk > 0);
+  }
+}
+
+// O[64 x kHeadDim] += P V, issued (not waited). bf16: V [kBlockN keys, kHeadDim] in 64-column panels
+// (MN-major B: 8-key groups 1024 B apart, panels kBlockN * 128 B apart). fp8: Vt [kHeadDim,
+// kBlockN keys] K-major.
+template <bool kFp8, int kHeadDim>
+__device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_t (&pa)[kFp8 ? 4 : 8][4],
+                                         uint32_t v_tile) {
+  using C = HopperConfig<kFp8, kHeadDim>;
+#pragma unroll
+  for (int kk = 0; kk < C::kBlockN / C::kKStep; ++kk) {
+    if constexpr (kFp8) {
+      const uint64_t b = smem_desc<128>(v_tile + kk * 32, 16, 1024);
+      if constexpr (kHeadDim == 128)
+        wgmma_rs_e4m3_n128(o, pa[kk], b);
+      else
+        wgmma_rs_e4m3_n64(o, pa[kk], b);
+    } else {
+      const uint64_t b = smem_desc<128>(v_tile + kk * 16 * 128, C::kBlockN * 128, 1024);
+      if constexpr (kHeadDim == 128)
+        wgmma_rs_bf16_n128(o, pa[kk], b);
+      else
+        wgmma_rs_bf16_n64(o, pa[kk], b);
+    }
+  }
+}
+
+// fp8: the warpgroup's 64 Q rows from bf16 global memory to e4m3 in the swizzled Q tile, each row
+// with its own scale (amax / 448) written to `scales`. Rows past the sequence become 0.
+template <int kHeadDim>
+__device__ __forceinline__ void quantize_q(const HopperPrefillParams& p, const Work& w, int wg, uint32_t q_tile,
+                                           float* scales, int wtid) {
+  using C = HopperConfig<true, kHeadDim>;
+  const int r = wtid / 2, half = wtid % 2, row = 64 * wg + r, token = w.row0 + row;
+  constexpr int kVec = kHeadDim / 16;  // 16-byte loads (8 bf16) per thread
+  uint4 x[kVec];
+  const bool valid = token < w.q_len;
+  const uint4* src = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.q) +
+                                                    (static_cast<int64_t>(w.q_row + (valid ? token : 0)) *
+                                                         p.num_q_heads +
+                                                     w.head) * kHeadDim +
+                                                    half * (kHeadDim / 2));
+  float amax = 0.f;
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    x[i] = valid ? src[i] : make_uint4(0, 0, 0, 0);
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&x[i]);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 f = __bfloat1622float2(h[k]);
+      amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
+    }
+  }
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  const float scale = amax > 0.f ? amax / 448.f : 1.f, inv = 1.f / scale;
+  if (half == 0) scales[row] = scale;
+#pragma unroll
+  for (int c = 0; c < kVec / 2; ++c) {  // 16 fp8 per chunk = 2 loads
+    uint32_t words[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&x[2 * c + k / 2]) + 2 * (k % 2);
+      const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
+      words[k] = pack_e4m3(a.x * inv, a.y * inv, b.x * inv, b.y * inv);
+    }
+    const int chunk = half * (kVec / 2) + c;
+    asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(q_tile + swizzled<C::kRowBytes>(row, chunk)),
+                 "r"(words[0]), "r"(words[1]), "r"(words[2]), "r"(words[3]));
+  }
+}
+
+template <bool kFp8, int kHeadDim>
+__device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work& w, uint8_t* smem_ptr, uint32_t smem,
+                                        Bars bars, int wg, int wtid) {
+  using C = HopperConfig<kFp8, kHeadDim>;
+  constexpr int kSteps = C::kBlockN / C::kKStep;
+  const int warp = wtid / 32, lane = wtid % 32, g = lane / 4, t = lane % 4;
+  const int bar_id = 1 + wg;  // named barrier of this warpgroup
+  float* scales = reinterpret_cast<float*>(smem_ptr + C::kScales);
+
+  RowState st;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = w.row0 + 64 * wg + 16 * warp + g + 8 * h;
+    st.pos[h] = p.causal ? w.q_pos0 + row : w.kv_len - 1;
+    st.limit[h] = min(st.pos[h], w.kv_len - 1);
+    st.m[h] = -INFINITY;
+    st.l[h] = 0.f;
+    st.c[h] = p.scale_log2;
+  }
+  const uint32_t q_wg = smem + C::kQ + 64 * wg * C::kRowBytes;
+  if constexpr (kFp8) {
+    quantize_q<kHeadDim>(p, w, wg, smem + C::kQ, scales, wtid);
+    fence_async_smem();
+    named_sync(bar_id, 128);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) st.c[h] *= scales[64 * wg + 16 * warp + g + 8 * h];
+  } else {
+    mbar_wait(bars.q(), 0);
+  }
+
+  float o[kHeadDim / 2];
+#pragma unroll
+  for (int i = 0; i < kHeadDim / 2; ++i) o[i] = 0.f;
+  float s[C::kBlockN / 2];
+  uint32_t pa[kSteps][4];
+  float rescale[2];
+  const int window = p.sliding_window;
+  // A tile needs the mask when it holds a key past some row's limit or before some row's window.
+  const int lim_min = p.causal ? min(w.q_pos0 + w.row0 + 64 * wg, w.kv_len - 1) : w.kv_len - 1;
+  const int pos_max = p.causal ? w.q_pos0 + w.row0 + 64 * wg + 63 : w.kv_len - 1;
+  auto needs_mask = [&](int key0) {
+    return key0 + C::kBlockN - 1 > lim_min || (window > 0 && key0 + window <= pos_max);
+  };
+  // bf16: cache slots in [kv_len, next multiple of 16) come with the last box; zero those V rows so
+  // that P = 0 times whatever they hold (NaN included) stays 0. fp8 does this in transpose_v.
+  auto zero_v_tail = [&](uint32_t v_tile, int key0) {
+    if constexpr (!kFp8) {
+      const int from = w.kv_len - key0, to = min(C::kBlockN, (w.kv_len + 15) / 16 * 16 - key0);
+      if (from >= to || from < 0) return;
+      for (int i = wtid; i < (to - from) * C::kPanels * 8; i += 128) {
+        const int row = from + i / (C::kPanels * 8), panel = (i / 8) % C::kPanels, chunk = i % 8;
+        asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(v_tile + panel * C::kBlockN * 128 +
+                                                                        swizzled<128>(row, chunk)),
+                     "r"(0));
+      }
+      fence_async_smem();
+      named_sync(bar_id, 128);
+    }
+  };
+  // Ping-pong (FlashAttention-3): warpgroup wg issues its GEMMs after the other one has issued its
+  // own, so one warpgroup's softmax runs while the other's GEMMs hold the tensor cores. Warpgroup 1
+  // lets warpgroup 0 go first and skips its very last hand-over, so every bar.sync is matched.
+  const bool pingpong = p.pingpong && w.n_tiles > 0;
+  auto turn_wait = [&] {
+    if (pingpong) named_sync(4 + wg, 256);
+  };
+  auto turn_pass = [&](bool last) {
+    if (pingpong && !(last && wg == 1)) named_arrive(4 + (wg ^ 1), 256);
+  };
+  if (pingpong && wg == 1) named_arrive(4, 256);
+  auto v_tile_of = [&](int s_) { return smem + (kFp8 ? C::kVt + s_ * C::kVtBytes : C::kV + s_ * C::kTileBytes); };
+
+  if (w.n_tiles > 0) {
+    mbar_wait(bars.full_k(0), 0);
+    turn_wait();
+    wgmma_fence();
+    issue_qk<kFp8, kHeadDim>(s, q_wg, smem + C::kK);
+    wgmma_commit();
+    turn_pass(false);
+    wgmma_wait<0>();
+    pin(s);
+    if (lane == 0) mbar_arrive(bars.empty_k(0));
+    if (needs_mask(w.tile0)) mask_tile<C::kBlockN>(s, w.tile0, st, window, t);
+    softmax_tile<C::kBlockN>(s, st, rescale);
+    pack_p<kFp8, C::kBlockN>(s, pa);
+  }
+  for (int j = 1; j < w.n_tiles; ++j) {
+    const int sk = j % C::kStages, sv = (j - 1) % C::kStages;
+    const int key0 = w.tile0 + j * C::kBlockN;
+    mbar_wait(bars.full_k(sk), (j / C::kStages) & 1);
+    turn_wait();
+    wgmma_fence();
+    issue_qk<kFp8, kHeadDim>(s, q_wg, smem + C::kK + sk * C::kTileBytes);
+    wgmma_commit();
+    mbar_wait(bars.full_v(sv), ((j - 1) / C::kStages) & 1);
+    zero_v_tail(v_tile_of(sv), key0 - C::kBlockN);
+    issue_pv<kFp8, kHeadDim>(o, pa, v_tile_of(sv));
+    wgmma_commit();
+    turn_pass(false);
+    wgmma_wait<1>();
+    pin(s);
+    if (lane == 0) mbar_arrive(bars.empty_k(sk));
+    if (needs_mask(key0)) mask_tile<C::kBlockN>(s, key0, st, window, t);
+    softmax_tile<C::kBlockN>(s, st, rescale);
+    wgmma_wait<0>();
+    pin(o);
+    pin(pa);
+    if (lane == 0) mbar_arrive(bars.empty_v(sv));
+    if (rescale[0] != 1.f || rescale[1] != 1.f) rescale_o<kHeadDim>(o, rescale);
+    pack_p<kFp8, C::kBlockN>(s, pa);
+  }
+  if (w.n_tiles > 0) {
+    const int j = w.n_tiles - 1, sv = j % C::kStages;
+    mbar_wait(bars.full_v(sv), (j / C::kStages) & 1);
+    zero_v_tail(v_tile_of(sv), w.tile0 + j * C::kBlockN);
+    turn_wait();
+    wgmma_fence();
+    issue_pv<kFp8, kHeadDim>(o, pa, v_tile_of(sv));
+    wgmma_commit();
+    turn_pass(true);
+    wgmma_wait<0>();
+    pin(o);
+    if (lane == 0) mbar_arrive(bars.empty_v(sv));
+  }
+
+  // Epilogue: O / l (times v_scale) as bf16 into this warpgroup's rows of the swizzled O tile
+  // (64-column panels of 128-byte rows), then 16-byte coalesced stores of the rows in the sequence.
+  const uint32_t o_tile = smem + C::kO;
+  float inv[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float sum = quad_sum(st.l[h]);
+    inv[h] = sum > 0.f ? p.v_scale / sum : 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < kHeadDim / 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = 64 * wg + 16 * warp + g + 8 * h;
+      const uint32_t addr = o_tile + (j / 8) * C::kBlockM * 128 + swizzled<128>(row, j % 8) + 4 * t;
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr),
+                   "r"(pack_bf16(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h])));
+    }
+  named_sync(bar_id, 128);
+  constexpr int kChunks = kHeadDim / 8;
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out);
+  for (int i = wtid; i < 64 * kChunks; i += 128) {
+    const int r = i / kChunks, c = i % kChunks, token = w.row0 + 64 * wg + r;
+    if (token >= w.q_len) continue;
+    uint4 v;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(o_tile + (c / 8) * C::kBlockM * 128 + swizzled<128>(64 * wg + r, c % 8)));
+    *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(w.q_row + token) * p.num_q_heads + w.head) * kHeadDim +
+                              c * 8) = v;
+  }
+}
+
+// [num_q_heads, row-block bound] CTAs of 384 threads (producer warpgroup + 2 consumer warpgroups).
+template <bool kFp8, int kHeadDim>
+__global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_constant__ HopperPrefillParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = HopperConfig<kFp8, kHeadDim>;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t smem = (raw + 1023) & ~1023u;
+  uint8_t* smem_ptr = smem_raw + (smem - raw);
+  Work w;
+  if (!find_work<C::kBlockM, C::kBlockN>(p, w)) return;
+  const Bars bars{smem + C::kBars};
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    mbar_init(bars.q(), 1);
+    for (int s = 0; s < C::kStages; ++s) {
+      mbar_init(bars.full_k(s), 1);
+      mbar_init(bars.empty_k(s), 8);
+      mbar_init(bars.full_v(s), 1);
+      mbar_init(bars.empty_v(s), 8);
+    }
+    mbar_init(bars.full_raw(0), 1);
+    mbar_init(bars.full_raw(1), 1);
+    mbar_init_fence();
+    if constexpr (!kFp8) tma_prefetch_map(&p.q_map);
+    tma_prefetch_map(&p.k_map);
+    tma_prefetch_map(&p.v_map);
+  }
+  __syncthreads();
+  const int wg = tid / 128;
+  if (wg == 0) {
+#ifndef KILN_HOPPER_NO_SETMAXNREG
+    regs_dealloc<C::kProducerRegs>();
+#endif
+    produce<kFp8, kHeadDim>(p, w, smem, bars, tid);
+  } else {
+#ifndef KILN_HOPPER_NO_SETMAXNREG
+    regs_alloc<C::kConsumerRegs>();
+#endif
+    consume<kFp8, kHeadDim>(p, w, smem_ptr, smem, bars, wg - 1, tid % 128);
+  }
+#else
+  __trap();  // built for another architecture: the host side refuses to launch it
+#endif
+}
+
+}  // namespace kiln::cuda::hopper
