@@ -30,6 +30,7 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/rmsnorm.h"
 #include "kiln/kernels/rope.h"
+#include "kiln/kernels/sampling_cuda.h"
 #include "kiln/models/llama_cuda_weights.h"
 
 namespace kiln {
@@ -68,14 +69,16 @@ Tensor head_view(const Tensor& m, int64_t col, int64_t heads, int64_t d) {
 
 class CudaLlamaModel : public Model {
  public:
-  CudaLlamaModel(ModelConfig c, CudaDecoderWeights w, Gemm gemm, const ModelOptions& o)
-      : config_(std::move(c)), w_(std::move(w)), gemm_(std::move(gemm)), options_(o) {}
+  CudaLlamaModel(ModelConfig c, CudaDecoderWeights w, Gemm gemm, CudaSampler sampler, const ModelOptions& o)
+      : config_(std::move(c)), w_(std::move(w)), gemm_(std::move(gemm)), sampler_(std::move(sampler)), options_(o) {}
   ~CudaLlamaModel() override {
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     if (stream_) cudaStreamDestroy(stream_);
+    if (upload_done_) cudaEventDestroy(upload_done_);
   }
   Status init() {
     KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
+    KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming), "event"));
     const char* env = std::getenv("KILN_CUDA_GRAPHS");
     use_graphs_ = !(env && std::string(env) == "0");
     const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
@@ -88,8 +91,20 @@ class CudaLlamaModel : public Model {
   Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
   int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
   Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) override;
+  bool samples_on_device() const override { return true; }
+  Status forward_sample(const ForwardBatch& batch, const KvCacheView& kv, const std::vector<SamplingParams>& params,
+                        const std::vector<uint64_t>& steps, std::vector<int32_t>* ids) override;
 
  private:
+  // Everything up to the f32 logits of the batch's logits_rows, left on the device in logits_.
+  Status forward_device(const ForwardBatch& b, const KvCacheView& kv);
+  // Page-locked host staging (batch metadata up, sampled ids down): async copies, no bounce buffer.
+  struct Pinned {
+    int32_t* data = nullptr;
+    int64_t count = 0;
+    ~Pinned() { if (data) cudaFreeHost(data); }
+    Result<int32_t*> get(int64_t n);
+  };
   Status upload_batch(const ForwardBatch& b);
   // Everything from the embedding to the f32 logits of `rows` rows in logits_ (device).
   Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);
@@ -101,11 +116,15 @@ class CudaLlamaModel : public Model {
   ModelConfig config_;
   CudaDecoderWeights w_;
   Gemm gemm_;
+  CudaSampler sampler_;
   ModelOptions options_;
   DeviceTensor inv_freq_;
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
   std::vector<int32_t> host_meta_;
+  Pinned meta_staging_, ids_staging_;
+  cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
+  Scratch sampled_;
   cudaStream_t stream_ = nullptr;
   bool use_graphs_ = true;
   std::map<std::tuple<int64_t, int64_t, const void*, int64_t>, cudaGraphExec_t> graphs_;
@@ -123,7 +142,11 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
     host_meta_.insert(host_meta_.end(), p->begin(), p->end());
   }
   KILN_ASSIGN_OR_RETURN(Tensor all, meta_.get(DType::kInt32, {static_cast<int64_t>(host_meta_.size())}));
-  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(all.data, host_meta_.data(), host_meta_.size() * 4, cudaMemcpyHostToDevice, stream_), "upload batch"));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaEventSynchronize(upload_done_), "upload wait"));  // staging is free again
+  KILN_ASSIGN_OR_RETURN(int32_t* staging, meta_staging_.get(static_cast<int64_t>(host_meta_.size())));
+  std::memcpy(staging, host_meta_.data(), host_meta_.size() * 4);
+  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(all.data, staging, host_meta_.size() * 4, cudaMemcpyHostToDevice, stream_), "upload batch"));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaEventRecord(upload_done_, stream_), "upload event"));
   auto at = [&](int i, std::initializer_list<int64_t> shape) {
     return Tensor::view(all.ptr<int32_t>() + offsets[static_cast<size_t>(i)], DType::kInt32, shape, Device::kCuda);
   };
@@ -191,29 +214,63 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
 }
 
-Status CudaLlamaModel::forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) {
+Result<int32_t*> CudaLlamaModel::Pinned::get(int64_t n) {
+  if (n > count) {
+    if (data) cudaFreeHost(data);
+    data = nullptr;
+    count = 0;
+    const int64_t want = std::max<int64_t>(n + n / 2, 4096);
+    KILN_RETURN_IF_ERROR(cuda_status(cudaMallocHost(reinterpret_cast<void**>(&data), static_cast<size_t>(want) * 4), "pinned staging"));
+    count = want;
+  }
+  return data;
+}
+
+Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& kv) {
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(b.token_ids.size()), batch = static_cast<int64_t>(b.kv_lens.size());
   const int64_t rows = static_cast<int64_t>(b.logits_rows.size());
   if (n == 0 || b.positions.size() != b.token_ids.size() || b.slot_mapping.size() != b.token_ids.size() ||
       static_cast<int64_t>(kv.k.size()) != c.num_layers || kv.k[0].device != Device::kCuda)
     return invalid_argument("forward: empty batch, inconsistent sizes, or a KV cache not on the GPU");
-  if (logits.shape[0] != rows || logits.shape[1] != c.vocab_size || logits.dtype != DType::kF32)
-    return invalid_argument("forward: logits must be f32 [" + std::to_string(rows) + ", " + std::to_string(c.vocab_size) + "]");
   KILN_RETURN_IF_ERROR(upload_batch(b));
   bool decode = n == batch && !c.num_experts && rows == n;
   for (int64_t r = 0; decode && r < rows; ++r) decode = b.logits_rows[static_cast<size_t>(r)] == r;
-  if (decode && use_graphs_) {
-    KILN_RETURN_IF_ERROR(run_decode_graph(b, n, kv));
-  } else {
-    KILN_RETURN_IF_ERROR(run_layers(b, n, rows, kv));
-  }
+  if (decode && use_graphs_) return run_decode_graph(b, n, kv);
+  return run_layers(b, n, rows, kv);
+}
+
+Status CudaLlamaModel::forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) {
+  const ModelConfig& c = config_;
+  const int64_t rows = static_cast<int64_t>(b.logits_rows.size());
+  if (logits.shape[0] != rows || logits.shape[1] != c.vocab_size || logits.dtype != DType::kF32)
+    return invalid_argument("forward: logits must be f32 [" + std::to_string(rows) + ", " + std::to_string(c.vocab_size) + "]");
+  KILN_RETURN_IF_ERROR(forward_device(b, kv));
   KILN_ASSIGN_OR_RETURN(Tensor dl, logits_.get(DType::kF32, {rows, c.vocab_size}));
   if (logits.device == Device::kCuda) {
     return cuda_status(cudaMemcpyAsync(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToDevice, stream_), "logits");
   }
   KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(logits.data, dl.data, static_cast<size_t>(dl.nbytes()), cudaMemcpyDeviceToHost, stream_), "logits"));
   return cuda_status(cudaStreamSynchronize(stream_), "forward");
+}
+
+Status CudaLlamaModel::forward_sample(const ForwardBatch& b, const KvCacheView& kv, const std::vector<SamplingParams>& params,
+                                      const std::vector<uint64_t>& steps, std::vector<int32_t>* ids) {
+  const int64_t rows = static_cast<int64_t>(b.logits_rows.size());
+  if (static_cast<int64_t>(params.size()) != rows || static_cast<int64_t>(steps.size()) != rows)
+    return invalid_argument("forward_sample: one sampling parameter set and step per logits row");
+  KILN_RETURN_IF_ERROR(forward_device(b, kv));
+  ids->assign(static_cast<size_t>(rows), -1);
+  if (rows == 0) return cuda_status(cudaStreamSynchronize(stream_), "forward");
+  KILN_ASSIGN_OR_RETURN(Tensor dl, logits_.get(DType::kF32, {rows, config_.vocab_size}));
+  KILN_ASSIGN_OR_RETURN(Tensor dev_ids, sampled_.get(DType::kInt32, {rows}));
+  SampleArgs args{dl, params, steps, dev_ids};
+  KILN_RETURN_IF_ERROR(sampler_.sample(args, stream_));
+  KILN_ASSIGN_OR_RETURN(int32_t* staging, ids_staging_.get(rows));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(staging, dev_ids.data, static_cast<size_t>(rows) * 4, cudaMemcpyDeviceToHost, stream_), "ids"));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream_), "forward"));
+  std::memcpy(ids->data(), staging, static_cast<size_t>(rows) * 4);
+  return ok_status();
 }
 
 Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv) {
@@ -311,7 +368,8 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
     KILN_ASSIGN_OR_RETURN(w, upload_decoder_weights(host));
   }
   KILN_ASSIGN_OR_RETURN(Gemm gemm, Gemm::create());
-  auto model = std::make_unique<CudaLlamaModel>(loaded.config, std::move(w), std::move(gemm), options);
+  KILN_ASSIGN_OR_RETURN(CudaSampler sampler, CudaSampler::create());
+  auto model = std::make_unique<CudaLlamaModel>(loaded.config, std::move(w), std::move(gemm), std::move(sampler), options);
   KILN_RETURN_IF_ERROR(model->init());
   return std::unique_ptr<Model>(std::move(model));
 }

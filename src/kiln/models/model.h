@@ -7,6 +7,7 @@
 #include "kiln/core/status.h"
 #include "kiln/core/tensor.h"
 #include "kiln/io/model_loader.h"
+#include "kiln/kernels/sampling.h"
 #include "kiln/models/model_config.h"
 
 namespace kiln {
@@ -41,6 +42,13 @@ class Model {
   virtual Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size);
   // How many blocks fit in the memory left on the device (CPU: a fixed budget of host memory).
   virtual int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const;
+  // GPU models sample on the device: the forward pass, then one token per logits row drawn with
+  // params[r] and steps[r] (kernels/sampling.h: the ids sample_cpu would pick), and only the ids
+  // come back to the host: no logits copy. Callers use it when no row needs the logits on the host
+  // (logprobs, penalties, logit bias). The default (CPU models): unimplemented.
+  virtual bool samples_on_device() const { return false; }
+  virtual Status forward_sample(const ForwardBatch& batch, const KvCacheView& kv, const std::vector<SamplingParams>& params,
+                                const std::vector<uint64_t>& steps, std::vector<int32_t>* ids);
 };
 
 // Options applied when the model is built.
