@@ -1,5 +1,5 @@
-// Paged attention micro-benchmarks: decode (achieved K+V bytes per second against the copy
-// bandwidth) and causal prefill (FLOP rate, causal FLOPs = 4 * T^2 * d * heads / 2, against cuDNN's
+// Paged attention micro-benchmarks, bf16 and fp8 e4m3 caches: decode (achieved K+V cache bytes per
+// second, 1 byte per element for fp8, against the copy bandwidth) and causal prefill (FLOP rate, causal FLOPs = 4 * T^2 * d * heads / 2, against cuDNN's
 // prefill and the dense bf16 rate). Median of timed runs after warm-ups, cudaEvent timing, an L2
 // flush (a read of 256 MB) before each run. Ceilings come from $KILN_GPU_CEILINGS (the JSON of
 // gpu_ceilings.py) when set, else a measured device-to-device copy and the issue's figures
@@ -63,10 +63,24 @@ __global__ void l2_flush_read(const uint4* p, int64_t n, int* sink) {
   if (acc == 0x9e3779b9u) *sink = static_cast<int>(acc);  // keeps the loads; practically never true
 }
 
-DeviceTensor random_device(std::initializer_list<int64_t> shape, uint32_t seed) {
-  Result<DeviceTensor> t = DeviceTensor::empty(DType::kBF16, shape);
+// Random fp8 e4m3 codes of values in (-32, 32) (no NaN).
+__global__ void fill_random_fp8(uint8_t* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 15, x *= 2246822519u, x ^= x >> 13;
+    uint8_t b = static_cast<uint8_t>(x & 0xff);
+    if ((b & 0x78) > 0x50) b &= 0xd7;  // exponent <= 11: |value| < 32, never NaN
+    p[i] = b;
+  }
+}
+
+DeviceTensor random_device(std::initializer_list<int64_t> shape, uint32_t seed, DType dtype = DType::kBF16) {
+  Result<DeviceTensor> t = DeviceTensor::empty(dtype, shape);
   BENCH_CHECK(t.status());
-  fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(t->tensor.data), t->tensor.numel(), seed);
+  if (dtype == DType::kFp8E4M3)
+    fill_random_fp8<<<1024, 256>>>(static_cast<uint8_t*>(t->tensor.data), t->tensor.numel(), seed);
+  else
+    fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(t->tensor.data), t->tensor.numel(), seed);
   BENCH_CUDA(cudaGetLastError());
   return std::move(*t);
 }
@@ -149,12 +163,13 @@ struct Batch {
   PagedAttentionArgs args(int64_t d, int64_t window = 0) const {
     return {q.tensor,       k.tensor,      v.tensor,   cu.tensor,
             kv_lens.tensor, tables.tensor, out.tensor, 1.0f / std::sqrt(static_cast<float>(d)),
-            window};
+            window,         0.05f,         0.1f};  // K/V scales: used by fp8 caches only
   }
 };
 
 Batch make_batch(const std::vector<std::pair<int32_t, int32_t>>& seqs /* q_len, kv_len */, int64_t hq, int64_t hkv,
-                 int64_t d) {
+                 int64_t d, DType cache = DType::kBF16) {
+  const int64_t elem_bytes = cache == DType::kFp8E4M3 ? 1 : 2;
   constexpr int64_t kBs = 16;
   const int64_t batch = static_cast<int64_t>(seqs.size());
   int64_t tokens = 0, blocks = 0, max_blocks = 1;
@@ -166,7 +181,7 @@ Batch make_batch(const std::vector<std::pair<int32_t, int32_t>>& seqs /* q_len, 
     max_blocks = std::max<int64_t>(max_blocks, (kv_len + kBs - 1) / kBs);
     cu.push_back(cu.back() + q_len);
     kv_lens.push_back(kv_len);
-    b.kv_bytes += int64_t{kv_len} * hkv * d * 2 * 2;
+    b.kv_bytes += int64_t{kv_len} * hkv * d * elem_bytes * 2;
     for (int64_t i = 0; i < q_len; ++i) b.causal_flops += 4.0 * d * hq * (kv_len - q_len + i + 1);
   }
   std::vector<int32_t> perm(static_cast<size_t>(blocks)), tables(static_cast<size_t>(batch * max_blocks), 0);
@@ -177,8 +192,8 @@ Batch make_batch(const std::vector<std::pair<int32_t, int32_t>>& seqs /* q_len, 
     for (int64_t j = 0; j < (seqs[static_cast<size_t>(i)].second + kBs - 1) / kBs; ++j)
       tables[static_cast<size_t>(i * max_blocks + j)] = perm[next++];
   b.q = random_device({tokens, hq, d}, 1);
-  b.k = random_device({blocks, kBs, hkv, d}, 2);
-  b.v = random_device({blocks, kBs, hkv, d}, 3);
+  b.k = random_device({blocks, kBs, hkv, d}, 2, cache);
+  b.v = random_device({blocks, kBs, hkv, d}, 3, cache);
   Result<DeviceTensor> out = DeviceTensor::empty(DType::kBF16, {tokens, hq, d});
   BENCH_CHECK(out.status());
   b.out = std::move(*out);
@@ -210,34 +225,44 @@ struct DecodeCase {
   int64_t batch, ctx, hq, hkv, d;
   int splits;
   double target_fraction;
+  DType cache = DType::kBF16;
 };
 struct PrefillCase {
   std::vector<std::pair<int32_t, int32_t>> seqs;
   int64_t hq, hkv, d;
   std::string name;
   double target;
+  DType cache = DType::kBF16;
 };
+constexpr DType kFp8 = DType::kFp8E4M3;
 
 std::string g_filter;  // runs only the shapes whose name contains it
 
 void bench_decode(const Ceilings& c, void* flush, size_t flush_bytes, std::vector<Row>& rows) {
-  const std::vector<DecodeCase> cases = {
+  // The B1 x 32K split sweeps and the same 128 MB read as B8 x 4K (4 splits) and B32 x 1K (no
+  // split) separate the split-K costs (combine, ramp, tail) from streaming.
+  std::vector<DecodeCase> cases = {
       {64, 4096, 32, 8, 128, 0, 0.9}, {1, 32768, 32, 8, 128, 0, 0.8}, {1, 32768, 32, 8, 128, 1, 0},
-      {1, 32768, 32, 8, 128, 64, 0},  {1, 32768, 32, 8, 128, 128, 0}, {1, 32768, 32, 8, 128, 256, 0},
       {16, 8192, 32, 8, 128, 0, 0},   {128, 2048, 32, 8, 128, 0, 0},  {8, 4096, 32, 8, 128, 0, 0},
-      {32, 4096, 32, 32, 128, 0, 0},  {64, 4096, 9, 3, 64, 0, 0},     {4, 16384, 32, 4, 128, 0, 0},
+      {32, 1024, 32, 8, 128, 0, 0},   {32, 4096, 32, 32, 128, 0, 0},  {64, 4096, 9, 3, 64, 0, 0},
+      {4, 16384, 32, 4, 128, 0, 0},   {64, 4096, 32, 8, 128, 0, 0.85, kFp8}, {1, 32768, 32, 8, 128, 0, 0.8, kFp8},
+      {8, 4096, 32, 8, 128, 0, 0, kFp8}, {16, 8192, 32, 8, 128, 0, 0, kFp8}, {64, 4096, 9, 3, 64, 0, 0, kFp8},
   };
+  for (int splits : {16, 24, 32, 48, 64, 96, 128, 192, 256}) {
+    cases.push_back({1, 32768, 32, 8, 128, splits, 0});
+    cases.push_back({1, 32768, 32, 8, 128, splits, 0, kFp8});
+  }
   for (const DecodeCase& dc : cases) {
     char shape[96];
-    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld%s", (long long)dc.batch, (long long)dc.ctx,
-                  (long long)dc.hq, (long long)dc.hkv, (long long)dc.d,
+    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld%s%s", (long long)dc.batch, (long long)dc.ctx,
+                  (long long)dc.hq, (long long)dc.hkv, (long long)dc.d, dc.cache == kFp8 ? " fp8" : "",
                   dc.splits == 1  ? " no-split"
                   : dc.splits > 1 ? (" splits=" + std::to_string(dc.splits)).c_str()
                                   : "");
     if (std::string(shape).find(g_filter) == std::string::npos) continue;
     Batch b = make_batch(
         std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(dc.batch), {1, static_cast<int32_t>(dc.ctx)}),
-        dc.hq, dc.hkv, dc.d);
+        dc.hq, dc.hkv, dc.d, dc.cache);
     const PagedAttentionArgs a = b.args(dc.d);
     Result<int64_t> ws_bytes = decode_attention_workspace_bytes(a, dc.splits);
     BENCH_CHECK(ws_bytes.status());
@@ -260,9 +285,14 @@ void bench_prefill(const Ceilings& c, void* flush, size_t flush_bytes, std::vect
   cases.push_back({{{2048, 2048}, {2048, 2048}, {2048, 2048}, {2048, 2048}}, 32, 8, 128, "causal 4x2048 32/8 d128", 0});
   cases.push_back(
       {std::vector<std::pair<int32_t, int32_t>>(8, {512, 4096}), 32, 8, 128, "8x q512 on kv4096 32/8 d128", 0});
+  cases.push_back({{{8192, 8192}}, 32, 8, 128, "causal T8192 32/8 d128 fp8", 0, kFp8});
+  cases.push_back({{{8192, 8192}}, 32, 8, 64, "causal T8192 32/8 d64 fp8", 0, kFp8});
+  cases.push_back({{{2048, 2048}}, 32, 8, 128, "causal T2048 32/8 d128 fp8", 0, kFp8});
+  cases.push_back({std::vector<std::pair<int32_t, int32_t>>(8, {512, 4096}), 32, 8, 128,
+                   "8x q512 on kv4096 32/8 d128 fp8", 0, kFp8});
   for (const PrefillCase& pc : cases) {
     if (pc.name.find(g_filter) == std::string::npos) continue;
-    Batch b = make_batch(pc.seqs, pc.hq, pc.hkv, pc.d);
+    Batch b = make_batch(pc.seqs, pc.hq, pc.hkv, pc.d, pc.cache);
     const PagedAttentionArgs a = b.args(pc.d);
     const double ms = median_ms([&] { BENCH_CHECK(prefill_attention_cuda(a, nullptr)); }, flush, flush_bytes);
     rows.push_back({"prefill", pc.name, ms, b.causal_flops / ms / 1e9, c.cudnn_prefill_tflops, pc.target, "TFLOP/s"});

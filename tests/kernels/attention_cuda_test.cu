@@ -1,7 +1,8 @@
 // CUDA paged attention against paged_attention_cpu on the same bf16-rounded inputs: every row of the
-// decode and prefill variant tables on kv lengths 1, 17, 97, 2048, block sizes 1 and 16, GQA ratios
+// decode and prefill variant tables (bf16 and fp8 e4m3 caches; fp8 rows get the same fp8 bytes and
+// K/V scales as the CPU reference) on kv lengths 1, 17, 97, 2048, block sizes 1 and 16, GQA ratios
 // 1/3/4/8, split-K, mixed decode + prefix-extending prefill batches, causal q_len == kv_len, sliding
-// windows; then the shape-picking entry point and its errors. Unused cache slots hold NaN, unused
+// windows; then the shape-picking entry point (both cache dtypes), the portable fallback and errors. Unused cache slots hold NaN, unused
 // block-table entries point far out of range and outputs start as NaN, so a read past a sequence or
 // an unwritten output fails the comparison. Skips without a GPU.
 #include <cuda_runtime.h>
@@ -31,17 +32,22 @@ struct Shape {
   int64_t window = 0;
 };
 
-std::string describe(const Shape& s, int64_t d) {
-  std::string r = "d=" + std::to_string(d) + " hq=" + std::to_string(s.hq) + " hkv=" + std::to_string(s.hkv) +
+// fp8 caches in these tests: K spread over ~[-150, 150] of e4m3's range, V over ~[-16, 16].
+constexpr float kFp8KScale = 0.03f, kFp8VScale = 0.25f;
+
+std::string describe(const Shape& s, int64_t d, DType cache = DType::kBF16) {
+  std::string r = "cache=" + std::string(dtype_name(cache)) + " d=" + std::to_string(d) + " hq=" + std::to_string(s.hq) + " hkv=" + std::to_string(s.hkv) +
                   " bs=" + std::to_string(s.block_size) + " window=" + std::to_string(s.window) + " seqs(q/kv)=";
   for (const Seq& q : s.seqs) r += std::to_string(q.q_len) + "/" + std::to_string(q.kv_len) + " ";
   return r;
 }
 
-// One attention problem: f32 host tensors holding bf16 values (the CPU reference reads these) and
-// their bf16 / int32 device copies.
+// One attention problem: f32 host tensors holding bf16 values (the CPU reference reads these; with
+// an fp8 cache, the host caches are the fp8 bytes) and their bf16 / fp8 / int32 device copies.
 struct Problem {
   Shape shape;
+  DType cache = DType::kBF16;
+  float k_scale = 1.f, v_scale = 1.f;
   int64_t d = 0, n = 0, batch = 0, table_width = 0;
   HostTensor q, k_cache, v_cache;
   std::vector<int32_t> cu, kv_lens, tables;
@@ -50,7 +56,8 @@ struct Problem {
   PagedAttentionArgs args(bool device, const Tensor& out) const {
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     if (device)
-      return {dq.tensor, dk.tensor, dv.tensor, dcu.tensor, dkv.tensor, dtables.tensor, out, scale, shape.window};
+      return {dq.tensor, dk.tensor, dv.tensor, dcu.tensor, dkv.tensor, dtables.tensor, out, scale, shape.window,
+              k_scale, v_scale};
     auto i32 = [](const std::vector<int32_t>& v, std::initializer_list<int64_t> s) {
       return Tensor::view(const_cast<int32_t*>(v.data()), DType::kInt32, s);
     };
@@ -62,9 +69,19 @@ struct Problem {
             i32(tables, {batch, table_width}),
             out,
             scale,
-            shape.window};
+            shape.window,
+            k_scale,
+            v_scale};
   }
 };
+
+// fp8(x / scale) of every element (NaN stays NaN: e4m3 0x7f).
+HostTensor quantize_fp8(const HostTensor& f, float scale) {
+  HostTensor q = HostTensor::zeros(DType::kFp8E4M3, f.tensor.shape.data(), f.tensor.ndim);
+  for (int64_t i = 0; i < f.tensor.numel(); ++i)
+    q.tensor.ptr<uint8_t>()[i] = f32_to_fp8_e4m3(f.tensor.ptr<float>()[i] / scale);
+  return q;
+}
 
 HostTensor bf16_rounded(std::initializer_list<int64_t> dims, std::mt19937& rng) {
   HostTensor b = test::random_tensor(DType::kBF16, dims, rng);
@@ -73,10 +90,11 @@ HostTensor bf16_rounded(std::initializer_list<int64_t> dims, std::mt19937& rng) 
   return f;
 }
 
-Result<Problem> make_problem(const Shape& s, int64_t d, std::mt19937& rng) {
+Result<Problem> make_problem(const Shape& s, int64_t d, std::mt19937& rng, DType cache = DType::kBF16) {
   Problem p;
   p.shape = s;
   p.d = d;
+  p.cache = cache;
   p.batch = static_cast<int64_t>(s.seqs.size());
   const int64_t bs = s.block_size;
   int64_t used_blocks = 0, max_blocks = 1;
@@ -111,9 +129,15 @@ Result<Problem> make_problem(const Shape& s, int64_t d, std::mt19937& rng) {
     p.cu.push_back(p.cu.back() + q.q_len);
     p.kv_lens.push_back(q.kv_len);
   }
+  if (cache == DType::kFp8E4M3) {
+    p.k_scale = kFp8KScale;
+    p.v_scale = kFp8VScale;
+    p.k_cache = quantize_fp8(p.k_cache, p.k_scale);
+    p.v_cache = quantize_fp8(p.v_cache, p.v_scale);
+  }
   KILN_ASSIGN_OR_RETURN(p.dq, to_device(p.q.tensor, DType::kBF16));
-  KILN_ASSIGN_OR_RETURN(p.dk, to_device(p.k_cache.tensor, DType::kBF16));
-  KILN_ASSIGN_OR_RETURN(p.dv, to_device(p.v_cache.tensor, DType::kBF16));
+  KILN_ASSIGN_OR_RETURN(p.dk, to_device(p.k_cache.tensor, cache));
+  KILN_ASSIGN_OR_RETURN(p.dv, to_device(p.v_cache.tensor, cache));
   KILN_ASSIGN_OR_RETURN(p.dcu, to_device(Tensor::view(p.cu.data(), DType::kInt32, {p.batch + 1})));
   KILN_ASSIGN_OR_RETURN(p.dkv, to_device(Tensor::view(p.kv_lens.data(), DType::kInt32, {p.batch})));
   KILN_ASSIGN_OR_RETURN(p.dtables, to_device(Tensor::view(p.tables.data(), DType::kInt32, {p.batch, p.table_width})));
@@ -181,8 +205,8 @@ std::vector<std::pair<int64_t, int64_t>> head_configs(int64_t d) {
 
 void expect_close(Problem& p, const Runner& run, const std::string& what) {
   const double err = relative_error(p, run);
-  std::printf("[attention_cuda] %-8s %s rel err %.2e\n", what.c_str(), describe(p.shape, p.d).c_str(), err);
-  EXPECT_LT(err, kTolerance) << what << " " << describe(p.shape, p.d);
+  std::printf("[attention_cuda] %-8s %s rel err %.2e\n", what.c_str(), describe(p.shape, p.d, p.cache).c_str(), err);
+  EXPECT_LT(err, kTolerance) << what << " " << describe(p.shape, p.d, p.cache);
 }
 
 TEST(PagedAttentionCuda, DecodeVariantsMatchCpu) {
@@ -192,7 +216,8 @@ TEST(PagedAttentionCuda, DecodeVariantsMatchCpu) {
     for (auto [hq, hkv] : head_configs(v.head_dim)) {
       for (int64_t bs : {1, 16}) {
         for (int32_t kv : {1, 17, 97, 2048}) {
-          Result<Problem> p = make_problem({{{1, kv}, {1, kv / 2 + 1}, {1, kv + 3}}, hq, hkv, bs}, v.head_dim, rng);
+          Result<Problem> p =
+              make_problem({{{1, kv}, {1, kv / 2 + 1}, {1, kv + 3}}, hq, hkv, bs}, v.head_dim, rng, v.cache);
           ASSERT_TRUE(p.ok()) << p.status().to_string();
           for (int splits : {1, 3, 0}) expect_close(*p, decode_row(v, splits), "decode/" + std::to_string(splits));
         }
@@ -214,7 +239,7 @@ TEST(PagedAttentionCuda, PrefillVariantsMatchCpu) {
               {{{1, kv}, {5, kv + 4}, {std::min(kv, 40), kv + 40}, {3, 3}}, hq, hkv, bs},  // decode + prefix
           };
           for (const Shape& s : shapes) {
-            Result<Problem> p = make_problem(s, v.head_dim, rng);
+            Result<Problem> p = make_problem(s, v.head_dim, rng, v.cache);
             ASSERT_TRUE(p.ok()) << p.status().to_string();
             expect_close(*p, prefill_row(v), "prefill");
           }
@@ -224,19 +249,22 @@ TEST(PagedAttentionCuda, PrefillVariantsMatchCpu) {
   }
 }
 
+constexpr DType kCacheDtypes[] = {DType::kBF16, DType::kFp8E4M3};
+
 TEST(PagedAttentionCuda, SlidingWindowMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(13);
+  for (DType cache : kCacheDtypes)
   for (int64_t d : {64, 128}) {
     for (int64_t window : {8, 100}) {
-      Result<Problem> dec = make_problem({{{1, 300}, {1, 5}, {1, 1000}}, 16, 4, 16, window}, d, rng);
+      Result<Problem> dec = make_problem({{{1, 300}, {1, 5}, {1, 1000}}, 16, 4, 16, window}, d, rng, cache);
       ASSERT_TRUE(dec.ok());
       for (int splits : {1, 2}) {
         expect_close(
             *dec, [splits](const PagedAttentionArgs& a) { return decode_attention_cuda(a, splits, nullptr, nullptr); },
             "window/decode");
       }
-      Result<Problem> pre = make_problem({{{300, 300}, {20, 50}, {1, 77}, {150, 400}}, 16, 4, 16, window}, d, rng);
+      Result<Problem> pre = make_problem({{{300, 300}, {20, 50}, {1, 77}, {150, 400}}, 16, 4, 16, window}, d, rng, cache);
       ASSERT_TRUE(pre.ok());
       expect_close(
           *pre, [](const PagedAttentionArgs& a) { return prefill_attention_cuda(a, nullptr); }, "window/prefill");
@@ -248,14 +276,15 @@ TEST(PagedAttentionCuda, EntryPointPicksByShape) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(17);
   auto entry = [](const PagedAttentionArgs& a) { return paged_attention_cuda(a, nullptr); };
+  for (DType cache : kCacheDtypes)
   for (int64_t d : {64, 128}) {
-    Result<Problem> decode = make_problem({{{1, 5000}, {1, 3000}}, 32, 8, 16}, d, rng);  // split-K by shape
+    Result<Problem> decode = make_problem({{{1, 5000}, {1, 3000}}, 32, 8, 16}, d, rng, cache);  // split-K by shape
     ASSERT_TRUE(decode.ok());
     expect_close(*decode, entry, "entry");
-    Result<Problem> wide = make_problem({{{1, 300}}, 32, 1, 16}, d, rng);  // group 32 > 16: prefill kernel
+    Result<Problem> wide = make_problem({{{1, 300}}, 32, 1, 16}, d, rng, cache);  // group 32 > 16: prefill kernel
     ASSERT_TRUE(wide.ok());
     expect_close(*wide, entry, "entry");
-    Result<Problem> mixed = make_problem({{{1, 700}, {64, 64}, {129, 1000}, {1, 1}}, 32, 8, 16}, d, rng);
+    Result<Problem> mixed = make_problem({{{1, 700}, {64, 64}, {129, 1000}, {1, 1}}, 32, 8, 16}, d, rng, cache);
     ASSERT_TRUE(mixed.ok());
     expect_close(*mixed, entry, "entry");
   }
@@ -266,13 +295,14 @@ TEST(PagedAttentionCuda, PortableFallbackMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(23);
   auto entry = [](const PagedAttentionArgs& a) { return paged_attention_cuda(a, nullptr); };
+  for (DType cache : kCacheDtypes)
   for (int64_t d : {16, 96, 256}) {
     for (int64_t bs : {1, 16}) {
-      Result<Problem> p = make_problem({{{1, 300}, {17, 17}, {5, 130}}, 8, 2, bs}, d, rng);
+      Result<Problem> p = make_problem({{{1, 300}, {17, 17}, {5, 130}}, 8, 2, bs}, d, rng, cache);
       ASSERT_TRUE(p.ok()) << p.status().to_string();
       expect_close(*p, entry, "portable d=" + std::to_string(d));
     }
-    Result<Problem> w = make_problem({{{40, 90}, {1, 200}}, 4, 4, 16, 24}, d, rng);  // sliding window
+    Result<Problem> w = make_problem({{{40, 90}, {1, 200}}, 4, 4, 16, 24}, d, rng, cache);  // sliding window
     ASSERT_TRUE(w.ok());
     expect_close(*w, entry, "portable window d=" + std::to_string(d));
   }
@@ -287,7 +317,9 @@ TEST(PagedAttentionCuda, RejectsWhatNoVariantCovers) {
   // to the portable kernel instead: PortableFallbackMatchesCpu).
   const Status s96 = prefill_attention_cuda(p96->args(true, p96->dout.tensor), nullptr);
   EXPECT_EQ(s96.code(), StatusCode::kUnimplemented);
-  EXPECT_NE(s96.message().find("supported: bf16 x 64, bf16 x 128"), std::string::npos) << s96.message();
+  EXPECT_NE(s96.message().find("bf16/bf16 x 64, bf16/bf16 x 128, bf16/fp8_e4m3 x 64, bf16/fp8_e4m3 x 128"),
+            std::string::npos)
+      << s96.message();
   EXPECT_EQ(decode_attention_cuda(p96->args(true, p96->dout.tensor), 0, nullptr, nullptr).code(), StatusCode::kUnimplemented);
 
   Result<Problem> p = make_problem({{{1, 20}}, 4, 4, 16}, 64, rng);
@@ -302,6 +334,15 @@ TEST(PagedAttentionCuda, RejectsWhatNoVariantCovers) {
   PagedAttentionArgs two_tokens = p->args(true, p->dout.tensor);
   two_tokens.q.shape[0] = two_tokens.out.shape[0] = 2;  // not a decode batch
   EXPECT_EQ(decode_attention_cuda(two_tokens, 0, nullptr, nullptr).code(), StatusCode::kInvalidArgument);
+
+  Result<Problem> p8 = make_problem({{{1, 20}}, 4, 4, 16}, 64, rng, DType::kFp8E4M3);
+  ASSERT_TRUE(p8.ok());
+  PagedAttentionArgs zero_scale = p8->args(true, p8->dout.tensor);
+  zero_scale.v_scale = 0.f;
+  EXPECT_EQ(paged_attention_cuda(zero_scale, nullptr).code(), StatusCode::kInvalidArgument);
+  PagedAttentionArgs mixed_caches = p8->args(true, p8->dout.tensor);
+  mixed_caches.v_cache = p->dv.tensor;  // bf16 V with an fp8 K
+  EXPECT_NE(paged_attention_cuda(mixed_caches, nullptr).code(), StatusCode::kOk);
 }
 
 }  // namespace

@@ -221,8 +221,10 @@ TEST(RopeKvWriteCuda, MatchesCpuReference) {
       {97, 8, 8, 128, 1, 128, false, false}, {2048, 32, 8, 128, 16, 160, true, true},
       {5, 9, 3, 64, 16, 2, true, false},  // SmolLM2-like heads
   };
-  for (const auto& v : rope_kv_write_cuda_variants())
+  for (const auto& v : rope_kv_write_cuda_variants()) {
+    if (v.cache != v.act) continue;  // fp8 caches: tests/kernels/rope_cuda_test.cu (bit-exact to the CPU)
     for (const auto& c : cases) check_rope_case(v, c, rng);
+  }
 }
 
 }  // namespace

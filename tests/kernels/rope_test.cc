@@ -1,5 +1,6 @@
 // RoPE: rotation against the complex-multiplication form, Llama 3.1 frequency scaling against its
-// published piecewise definition, and the paged KV write.
+// published piecewise definition, and the paged KV write (f32 cache, and fp8 e4m3 cache quantized
+// exactly with core/dtype.h's rounding).
 #include "kiln/kernels/rope.h"
 
 #include <gtest/gtest.h>
@@ -75,6 +76,52 @@ TEST(RopeCpu, RotatesAndWritesCache) {
   EXPECT_FALSE(rope_kv_write_cpu({q.tensor, k.tensor, v.tensor, Tensor::view(pos.data(), DType::kInt32, {n}),
                                   Tensor::view(inv.data(), DType::kF32, {d / 2}), Tensor::view(bad.data(), DType::kInt32, {n}),
                                   kc.tensor, vc.tensor}).ok());
+}
+
+TEST(RopeCpu, WritesFp8Cache) {
+  std::mt19937 rng(6);
+  const int64_t n = 6, hq = 4, hkv = 2, d = 32, bs = 4, blocks = 3;
+  const float k_scale = 0.05f, v_scale = 0.004f;  // |v| > 1.79 saturates at +-448
+  HostTensor q = test::random_tensor(DType::kF32, {n, hq, d}, rng);
+  HostTensor k = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  HostTensor v = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  const auto q0 = test::to_f32(q.tensor);
+  std::vector<int32_t> pos = {0, 3, 7, 100, 2047, 9}, slots = {5, 6, -1, 11, 0, 2};
+  auto inv = rope_inv_freq(d, 10000.f, {});
+  HostTensor kc = HostTensor::zeros(DType::kFp8E4M3, {blocks, bs, hkv, d});
+  HostTensor vc = HostTensor::zeros(DType::kFp8E4M3, {blocks, bs, hkv, d});
+  std::fill_n(kc.tensor.ptr<uint8_t>(), kc.tensor.numel(), uint8_t{0x7f});
+  std::fill_n(vc.tensor.ptr<uint8_t>(), vc.tensor.numel(), uint8_t{0x7f});
+  RopeKvWriteArgs a{q.tensor, k.tensor, v.tensor, Tensor::view(pos.data(), DType::kInt32, {n}),
+                    Tensor::view(inv.data(), DType::kF32, {d / 2}), Tensor::view(slots.data(), DType::kInt32, {n}),
+                    kc.tensor, vc.tensor, k_scale, v_scale};
+  ASSERT_TRUE(rope_kv_write_cpu(a).ok());
+  std::vector<char> written(static_cast<size_t>(blocks * bs), 0);
+  int saturated = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t i = 0; i < hq * d; ++i) {  // q rotated (the fp8 path's fma form is within 1e-5 too)
+      const int64_t h = i / d, j = i % d, half = d / 2, p0 = j % half;
+      const double angle = static_cast<double>(static_cast<float>(pos[static_cast<size_t>(t)]) * inv[static_cast<size_t>(p0)]);
+      const size_t base = static_cast<size_t>((t * hq + h) * d);
+      std::complex<double> z(q0[base + static_cast<size_t>(p0)], q0[base + static_cast<size_t>(p0 + half)]);
+      z *= std::polar(1.0, angle);
+      EXPECT_NEAR(q.tensor.ptr<float>()[base + static_cast<size_t>(j)], j < half ? z.real() : z.imag(), 1e-5);
+    }
+    const int32_t s = slots[static_cast<size_t>(t)];
+    if (s < 0) continue;
+    written[static_cast<size_t>(s)] = 1;
+    for (int64_t i = 0; i < hkv * d; ++i) {  // the cache holds fp8(rotated k / k_scale), fp8(v / v_scale)
+      const uint8_t kq = kc.tensor.ptr<uint8_t>()[s * hkv * d + i], vq = vc.tensor.ptr<uint8_t>()[s * hkv * d + i];
+      EXPECT_EQ(kq, f32_to_fp8_e4m3(k.tensor.ptr<float>()[t * hkv * d + i] / k_scale));
+      EXPECT_EQ(vq, f32_to_fp8_e4m3(v.tensor.ptr<float>()[t * hkv * d + i] / v_scale));
+      saturated += (vq & 0x7f) == 0x7e;
+    }
+  }
+  EXPECT_GT(saturated, 0);
+  for (int64_t s = 0; s < blocks * bs; ++s)
+    if (!written[static_cast<size_t>(s)]) EXPECT_EQ(kc.tensor.ptr<uint8_t>()[s * hkv * d], 0x7f) << "slot " << s;
+  a.v_scale = 0.f;
+  EXPECT_FALSE(rope_kv_write_cpu(a).ok());
 }
 
 }  // namespace

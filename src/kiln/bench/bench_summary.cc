@@ -1,6 +1,8 @@
 // BenchSummary: statistics over the successful requests (failed ones are counted, not timed).
 #include "kiln/bench/bench_summary.h"
 
+#include "kiln/bench/model_flops.h"
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -192,6 +194,20 @@ json summarize(const LoadResult& run, const SummaryOptions& o) {
   j["max_in_flight"] = run.max_in_flight;
   j["connections_opened"] = run.connections_opened;
   j["prompts_reused"] = run.prompts_reused;
+  if (o.model_config) {
+    double prefill = 0, decode = 0;
+    for (const RequestRecord& r : run.records) {
+      if (!r.ok) continue;
+      const RequestFlops f = request_flops(*o.model_config, r.prompt_tokens, r.output_tokens, o.moe_top_k);
+      prefill += f.prefill;
+      decode += f.decode;
+    }
+    j["model_prefill_tflop"] = prefill / 1e12;
+    j["model_decode_tflop"] = decode / 1e12;
+    j["model_tflops"] = (prefill + decode) / d / 1e12;
+    j["peak_tflops"] = o.peak_tflops;
+    if (o.peak_tflops > 0) j["mfu"] = (prefill + decode) / d / 1e12 / o.peak_tflops;
+  }
   return j;
 }
 
@@ -240,6 +256,13 @@ void print_summary(const json& j, const SummaryOptions& o, std::FILE* out) {
       label += percentile_key(p);
       line(label + " " + u + " (ms):", j[metric_key(p, m)].get<double>());
     }
+  }
+  if (j.contains("model_tflops")) {
+    std::fprintf(out, "%s\n", "------------- Model FLOPs utilisation ------------");
+    line("Model TFLOP/s (prefill + decode):", j["model_tflops"].get<double>());
+    line("Prefill TFLOP (total):", j["model_prefill_tflop"].get<double>());
+    line("Decode TFLOP (total):", j["model_decode_tflop"].get<double>());
+    if (j.contains("mfu")) line("MFU (% of " + std::to_string(static_cast<int>(j["peak_tflops"].get<double>())) + " TFLOP/s):", 100 * j["mfu"].get<double>());
   }
   const json& p = j["pacer"];
   if (p["open_loop"].get<bool>()) {

@@ -3,6 +3,7 @@
 // percentiles of TTFT, TPOT, ITL, latency per token and end-to-end latency, plus the pacer's report.
 #pragma once
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 
 #include "kiln/bench/load_runner.h"
 #include "kiln/core/status.h"
+#include "kiln/models/model_config.h"
 
 namespace kiln::bench {
 
@@ -24,6 +26,12 @@ struct SummaryOptions {
   std::vector<std::string> percentile_metrics = {"ttft", "tpot", "itl", "lpt", "e2el"};  // printed
   std::vector<double> percentiles = {50, 90, 95, 99, 99.9};
   std::vector<Slo> slos;  // goodput: requests meeting all of them, per second
+  // Model FLOPs utilisation (bench/model_flops.h) when the served model's config is known:
+  // FLOPs of the completed requests' prompt and output tokens over the run's duration, against
+  // peak_tflops (the measured dense GEMM ceiling of the dtype served; 0: FLOP rates only).
+  std::optional<ModelConfig> model_config;
+  int64_t moe_top_k = 0;
+  double peak_tflops = 0;
 };
 
 // The metric names, what they measure.

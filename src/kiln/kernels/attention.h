@@ -12,8 +12,8 @@ namespace kiln {
 
 struct PagedAttentionArgs {
   Tensor q;             // [num_tokens, num_q_heads, head_dim] f32
-  Tensor k_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32
-  Tensor v_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32
+  Tensor k_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32 or fp8 e4m3
+  Tensor v_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] same dtype as k_cache
   Tensor cu_seqlens_q;  // [batch + 1] int32
   Tensor kv_lens;       // [batch] int32
   Tensor block_tables;  // [batch, max_blocks_per_seq] int32
@@ -29,8 +29,11 @@ Status paged_attention_cpu(const PagedAttentionArgs& args);
 }  // namespace kiln
 
 // ---- CUDA backend (kernels/cuda/attention) ------------------------------------------------------
-// Same arguments with bf16 q, k_cache, v_cache and out, int32 metadata, all device tensors, and a
-// power-of-two block_size; fp32 softmax and accumulation. Variants: bf16 x head_dim {64, 128}.
+// Same arguments with bf16 q and out, bf16 or fp8 e4m3 k_cache / v_cache (fp8 tiles are widened
+// to bf16 in shared memory; k_scale folds into the softmax scale, v_scale into the output), int32
+// metadata, all device tensors, and a power-of-two block_size; fp32 softmax and accumulation.
+// Tuned variants (decode and prefill): q bf16 x cache {bf16, fp8 e4m3} x head_dim {64, 128}; any
+// other head_dim <= 256 takes the portable kernel (both cache dtypes).
 struct CUstream_st;  // cudaStream_t without the CUDA headers
 
 namespace kiln {

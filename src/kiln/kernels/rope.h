@@ -20,8 +20,8 @@ struct RopeKvWriteArgs {
   Tensor positions;     // [num_tokens] int32
   Tensor inv_freq;      // [head_dim / 2] f32
   Tensor slot_mapping;  // [num_tokens] int32: block * block_size + offset; < 0 = do not write
-  Tensor k_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32
-  Tensor v_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32
+  Tensor k_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] f32 or fp8 e4m3
+  Tensor v_cache;       // [num_blocks, block_size, num_kv_heads, head_dim] same dtype as k_cache
   // fp8 (e4m3) caches: the cache stores fp8(x / scale) (round to nearest even, saturating at
   // +-448); readers multiply by the same scale. Per tensor (one K and one V scale per layer).
   float k_scale = 1.0f, v_scale = 1.0f;
@@ -30,9 +30,10 @@ struct RopeKvWriteArgs {
 Status rope_kv_write_cpu(const RopeKvWriteArgs& args);
 
 // ---- CUDA (kernels/cuda/rope/rope_kv_write.cu) ---------------------------------------------
-// The same operation on device tensors: q, k, v, k_cache, v_cache bf16 (math in f32, angles'
-// cos/sin in double as the CPU reference); positions, slot_mapping int32, inv_freq f32, all on
-// the device. q, k and v may be views with a token stride (e.g. slices of a fused qkv output)
+// The same operation on device tensors: q, k, v bf16; k_cache, v_cache bf16, or fp8 e4m3 quantized
+// from the f32 rotated k (and v) exactly as the CPU reference's fp8 path (bit-exact for the same
+// inputs); math in f32, angles' cos/sin in double as the CPU reference; positions, slot_mapping
+// int32, inv_freq f32, all on the device. q, k and v may be views with a token stride (e.g. slices of a fused qkv output)
 // but heads must be contiguous; head_dim % 16 == 0. Slots outside the cache are skipped (no
 // error from the device: callers own the slot mapping on the host).
 }  // namespace kiln

@@ -1,6 +1,7 @@
 // Device helpers shared by the decode and prefill attention kernels: async copies, ldmatrix and
-// mma.sync m16n8k16 (bf16 in, f32 accumulate), the swizzled shared-memory tile layout and paged
-// K/V addressing.
+// mma.sync m16n8k16 (bf16 in, f32 accumulate), the swizzled shared-memory tile layout, paged K/V
+// addressing, and the fp8 e4m3 cache path (raw fp8 rows staged by cp.async, then widened to bf16
+// into the same swizzled tiles: every e4m3 value is exact in bf16).
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16; g = lane / 4, t = lane % 4):
 //   A 16x16 row-major, 4 regs: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
@@ -9,6 +10,8 @@
 // so the C fragments of S for keys [16j, 16j+16) are the A fragment of P for the same keys.
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -128,6 +131,68 @@ __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, c
     const uint32_t dst = tile_offset<kHeadDim>(r, chunk);
     cp_async_16(k_tile + dst, k_cache + off, valid);
     cp_async_16(v_tile + dst, v_cache + off, valid);
+  }
+}
+
+// ---- fp8 e4m3 cache ------------------------------------------------------------------------
+
+// Two e4m3 values (low byte = first) -> bf16x2 (first in the low half), exactly: e4m3 -> f16x2 in
+// one instruction, then f16 -> f32 -> bf16 (both exact for e4m3 values).
+__device__ __forceinline__ uint32_t fp8x2_to_bf16x2(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+  return pack_bf16(f.x, f.y);
+}
+
+// 16 e4m3 values -> 16 bf16 (two 16-byte chunks, in order).
+__device__ __forceinline__ void fp8x16_to_bf16(const uint4& in, uint4& lo, uint4& hi) {
+  lo = make_uint4(fp8x2_to_bf16x2(in.x), fp8x2_to_bf16x2(in.x >> 16), fp8x2_to_bf16x2(in.y),
+                  fp8x2_to_bf16x2(in.y >> 16));
+  hi = make_uint4(fp8x2_to_bf16x2(in.z), fp8x2_to_bf16x2(in.z >> 16), fp8x2_to_bf16x2(in.w),
+                  fp8x2_to_bf16x2(in.w >> 16));
+}
+
+// Async-copies fp8 keys/values of rows [row0, row0 + kRows) of a tile starting at token tile_start
+// into raw [tile rows, kHeadDim] byte tiles (row r at r * kHeadDim, unswizzled), `idx` in
+// [0, kThreads) being this thread's index among the kThreads that share the copy (a warp or the
+// CTA). Rows outside [lo, hi) are zero-filled (fp8 zero widens to bf16 zero: see load_kv_tile).
+template <int kHeadDim, int kRows, int kThreads>
+__device__ __forceinline__ void load_fp8_rows(uint32_t k_raw, uint32_t v_raw, const uint8_t* k_cache,
+                                              const uint8_t* v_cache, const PagedRows& rows, int tile_start,
+                                              int row0, int lo, int hi, int idx) {
+  constexpr int kChunks = kHeadDim / 16;  // 16-byte chunks per fp8 row
+  static_assert((kRows * kChunks) % kThreads == 0);
+#pragma unroll
+  for (int i = 0; i < kRows * kChunks / kThreads; ++i) {
+    const int item = idx + i * kThreads, r = row0 + item / kChunks, chunk = item % kChunks;
+    const int token = tile_start + r;
+    const bool valid = token >= lo && token < hi;
+    const int64_t off = valid ? rows.offset(token) + chunk * 16 : 0;
+    const uint32_t dst = static_cast<uint32_t>(r * kHeadDim + chunk * 16);
+    cp_async_16(k_raw + dst, k_cache + off, valid);
+    cp_async_16(v_raw + dst, v_cache + off, valid);
+  }
+}
+
+// Widens raw fp8 rows [row0, row0 + kRows) (layout of load_fp8_rows) into the swizzled bf16
+// tiles (layout of tile_offset). Generic shared pointers; the same kThreads / idx split.
+template <int kHeadDim, int kRows, int kThreads>
+__device__ __forceinline__ void widen_fp8_rows(const uint8_t* k_raw, const uint8_t* v_raw, uint8_t* k_tile,
+                                               uint8_t* v_tile, int row0, int idx) {
+  constexpr int kChunks = kHeadDim / 16;
+  static_assert((kRows * kChunks) % kThreads == 0);
+#pragma unroll
+  for (int i = 0; i < kRows * kChunks / kThreads; ++i) {
+    const int item = idx + i * kThreads, r = row0 + item / kChunks, chunk = item % kChunks;
+    const uint4 k = *reinterpret_cast<const uint4*>(k_raw + r * kHeadDim + chunk * 16);
+    const uint4 v = *reinterpret_cast<const uint4*>(v_raw + r * kHeadDim + chunk * 16);
+    uint4 lo, hi;
+    fp8x16_to_bf16(k, lo, hi);
+    *reinterpret_cast<uint4*>(k_tile + tile_offset<kHeadDim>(r, 2 * chunk)) = lo;
+    *reinterpret_cast<uint4*>(k_tile + tile_offset<kHeadDim>(r, 2 * chunk + 1)) = hi;
+    fp8x16_to_bf16(v, lo, hi);
+    *reinterpret_cast<uint4*>(v_tile + tile_offset<kHeadDim>(r, 2 * chunk)) = lo;
+    *reinterpret_cast<uint4*>(v_tile + tile_offset<kHeadDim>(r, 2 * chunk + 1)) = hi;
   }
 }
 

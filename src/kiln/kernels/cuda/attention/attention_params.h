@@ -13,8 +13,8 @@ namespace kiln::cuda {
 // Everything a paged attention kernel reads, as raw pointers and int sizes.
 struct PagedAttentionParams {
   const void* q;                // [num_tokens, num_q_heads, head_dim] bf16
-  const void* k_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] bf16
-  const void* v_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] bf16
+  const void* k_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] bf16 or fp8 e4m3
+  const void* v_cache;          // [num_blocks, block_size, num_kv_heads, head_dim] same dtype
   const int32_t* cu_seqlens_q;  // [batch + 1]
   const int32_t* kv_lens;       // [batch]
   const int32_t* block_tables;  // [batch, table_stride]
@@ -30,27 +30,35 @@ struct PagedAttentionParams {
   int sliding_window;   // 0 = unlimited
   int num_splits;       // decode: KV splits per sequence (1 = no split-K)
   int split_len;        // decode: keys per split, a multiple of the decode KV tile
+  // fp8 caches: real K = float(k_cache) * k_scale, V likewise; 1 for bf16 caches.
+  float k_scale, v_scale;
 };
 
-// The portable fallback (generic_attention.cu): any head_dim <= 256, bf16, slow.
-Status generic_attention_launch(const PagedAttentionParams& params, CUstream_st* stream);
+// The portable fallback (generic_attention.cu): any head_dim <= 256, bf16 q with a bf16 or fp8
+// e4m3 cache (`cache`), slow.
+Status generic_attention_launch(const PagedAttentionParams& params, DType cache, CUstream_st* stream);
 
-// One compiled kernel variant: a row of an explicit table, looked up at dispatch.
+// One compiled kernel variant: a row of an explicit table, looked up at dispatch. `dtype` is the
+// q / out dtype, `cache` the K/V cache's (last, so that 4-field rows still mean a bf16 cache).
 struct AttentionVariant {
   DType dtype;
   int head_dim;
   Status (*launch)(const PagedAttentionParams& params, CUstream_st* stream);
   int (*ctas_per_sm)();  // occupancy of the main kernel, for split-K planning
+  DType cache = DType::kBF16;
 };
 
 std::span<const AttentionVariant> decode_attention_variants();
 std::span<const AttentionVariant> prefill_attention_variants();
 
-// The row for (dtype, head_dim), or an error listing what the table holds.
+// The row for (q dtype, cache dtype, head_dim), or an error listing what the table holds.
+Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table, const char* family,
+                                                       DType dtype, DType cache, int head_dim);
+// The same with cache == dtype.
 Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table, const char* family,
                                                        DType dtype, int head_dim);
 
-// Checks dtypes, devices and shapes; num_splits = 1.
+// Checks dtypes (q/out bf16, caches bf16 or fp8 e4m3), devices and shapes; num_splits = 1.
 Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArgs& args);
 
 // Decode split-K: sets num_splits / split_len (num_splits 0 = pick from the GPU's size), then the

@@ -3,8 +3,11 @@
 // once per KV head. The group's heads are the 16 rows of an mma tile (rows >= group are zero);
 // the 4 warps take 16 keys each of a 64-key tile, cp.async-pipelined 3 stages deep, and merge
 // their (max, sum, acc) at the end. Split-K (flash-decoding) writes per-split partials and the
-// last CTA of each (sequence, kv head) to finish combines them (no second kernel). Variants:
-// bf16 x head_dim {64, 128}.
+// last CTA of each (sequence, kv head) to finish combines them (no second kernel). An fp8 e4m3
+// cache is staged raw (half the bytes of a bf16 tile, 4 stages deep) and each warp widens its own
+// 16 keys to bf16 in shared memory, so the fp8 loop has no CTA-wide barrier at all; k_scale folds
+// into the softmax scale and v_scale into the output. Variants: q bf16 x cache {bf16, fp8 e4m3} x
+// head_dim {64, 128}.
 #include <cuda_runtime.h>
 
 #include "kiln/kernels/cuda/attention/attention_device.cuh"
@@ -15,23 +18,26 @@ namespace {
 using attn::kLog2e;
 using bf16 = __nv_bfloat16;
 
-template <int kHeadDim>
+// Shared memory: [Q tile | kStages x (K, V) raw tiles | fp8 only: widened bf16 K and V tiles].
+template <int kHeadDim, bool kFp8 = false>
 struct DecodeConfig {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kRows = 16;            // query heads of one group, padded
   static constexpr int kTileN = kWarps * 16;  // keys per stage, 16 per warp
-  static constexpr int kStages = 3;
-  static constexpr int kTileBytes = kTileN * kHeadDim * 2;
+  static constexpr int kStages = kFp8 ? 4 : 3;
+  static constexpr int kTileBytes = kTileN * kHeadDim * (kFp8 ? 1 : 2);  // one raw K (or V) tile
+  static constexpr int kWideTileBytes = kTileN * kHeadDim * 2;           // one bf16 tile
   static constexpr int kQBytes = kRows * kHeadDim * 2;
   static constexpr int kStageBytes = 2 * kTileBytes;  // K then V
+  static constexpr int kWideBytes = kFp8 ? 2 * kWideTileBytes : 0;
   // After the loop the stages hold each warp's [kRows, kHeadDim + 8] f32 accumulators, m and l
   // (the +8 puts the 8 rows of a half-warp's float2 stores in distinct banks).
   static constexpr int kAccStride = kHeadDim + 8;
   static constexpr int kMergeBytes = kWarps * kRows * (kAccStride + 2) * 4;
-  static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
+  static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes + kWideBytes;
   static_assert(kTileN == kDecodeTileKeys);
-  static_assert(kMergeBytes <= kStages * kStageBytes);
+  static_assert(kMergeBytes <= kStages * kStageBytes + kWideBytes);
   // merge_splits: weights [kMaxDecodeSplits, 16], 16 inverse sums, up to max(16 * d / 4, kThreads)
   // float4 shares.
   static_assert((kMaxDecodeSplits * kRows + kRows) * 4 + (kRows * kHeadDim / 4 + kThreads) * 16 <= kSmemBytes);
@@ -40,11 +46,11 @@ struct DecodeConfig {
 // Combines the 4 warps' (m, l, O) of one CTA, each warp having seen 16 of every 64 keys, and
 // writes the group's output rows (one split) or this split's partial (O / l and log2 of its
 // softmax sum). Called by all threads after the K/V stages are drained; `scratch` reuses them.
-template <int kHeadDim>
+template <int kHeadDim, bool kFp8>
 __device__ __forceinline__ void merge_warps(const PagedAttentionParams& p, const float (&o)[kHeadDim / 8][4],
                                             const float (&m)[2], const float (&l_part)[2], uint8_t* scratch, int b,
                                             int kvh, int split, int q_row, float scale_log2) {
-  using C = DecodeConfig<kHeadDim>;
+  using C = DecodeConfig<kHeadDim, kFp8>;
   constexpr int kChunks = kHeadDim / 8;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   float* acc = reinterpret_cast<float*>(scratch);          // [warps, rows, kAccStride]
@@ -79,7 +85,7 @@ __device__ __forceinline__ void merge_warps(const PagedAttentionParams& p, const
       v[0] += f * lo.x, v[1] += f * lo.y, v[2] += f * lo.z, v[3] += f * lo.w;
       v[4] += f * hi.x, v[5] += f * hi.y, v[6] += f * hi.z, v[7] += f * hi.w;
     }
-    const float inv = 1.f / sum;
+    const float inv = p.v_scale / sum;  // v_scale: the fp8 cache's V scale (1 for bf16)
     const int head = kvh * p.group + r;
     if (p.num_splits == 1) {
       const uint4 packed = {attn::pack_bf16(v[0] * inv, v[1] * inv), attn::pack_bf16(v[2] * inv, v[3] * inv),
@@ -135,7 +141,7 @@ __device__ __forceinline__ void merge_splits(const PagedAttentionParams& p, int 
     const int item = i % items, share = i / items, r = item / kSlices, slice = item % kSlices;
     const float* src = p.partial_o + (slot0 + r) * kHeadDim + slice * 4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
+#pragma unroll 16  // 16 independent loads in flight: the combine is latency-bound
     for (int s = share; s < n_splits; s += n_shares) {
       const float w = weight[s * group + r];
       const float4 x = __ldcg(reinterpret_cast<const float4*>(src + s * split_stride * kHeadDim));
@@ -159,10 +165,10 @@ __device__ __forceinline__ void merge_splits(const PagedAttentionParams& p, int 
 }
 
 // [num_kv_heads, batch, num_splits] CTAs of 128 threads.
-template <int kHeadDim>
-__global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
+template <int kHeadDim, bool kFp8>
+__global__ void __launch_bounds__(DecodeConfig<kHeadDim, kFp8>::kThreads)
     decode_attention_kernel(const __grid_constant__ PagedAttentionParams p) {
-  using C = DecodeConfig<kHeadDim>;
+  using C = DecodeConfig<kHeadDim, kFp8>;
   constexpr int kChunks = kHeadDim / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
@@ -187,6 +193,7 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
 
   const uint32_t q_tile = attn::smem_u32(smem);
   const uint32_t stages = q_tile + C::kQBytes;
+  const uint32_t wide = stages + C::kStages * C::kStageBytes;  // fp8: the widened K then V tile
   const bf16* q =
       static_cast<const bf16*>(p.q) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * p.group) * kHeadDim;
   for (int i = tid; i < C::kRows * kChunks; i += C::kThreads) {
@@ -196,12 +203,19 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   }
   const attn::PagedRows rows{p.block_tables + static_cast<int64_t>(b) * p.table_stride, p.block_size_log2,
                              static_cast<int64_t>(p.num_kv_heads) * kHeadDim, static_cast<int64_t>(kvh) * kHeadDim};
-  const bf16* k_cache = static_cast<const bf16*>(p.k_cache);
-  const bf16* v_cache = static_cast<const bf16*>(p.v_cache);
+  // bf16: the CTA loads whole tiles. fp8: each warp loads (and later widens) only its own 16 keys,
+  // so its pipeline needs nothing from the other warps.
   auto load_tile = [&](int tile) {
     const uint32_t k = stages + (tile % C::kStages) * C::kStageBytes;
-    attn::load_kv_tile<kHeadDim, C::kTileN, C::kThreads>(k, k + C::kTileBytes, k_cache, v_cache, rows,
-                                                         begin + tile * C::kTileN, begin, end, tid);
+    if constexpr (kFp8) {
+      attn::load_fp8_rows<kHeadDim, 16, 32>(k, k + C::kTileBytes, static_cast<const uint8_t*>(p.k_cache),
+                                            static_cast<const uint8_t*>(p.v_cache), rows, begin + tile * C::kTileN,
+                                            warp * 16, begin, end, lane);
+    } else {
+      attn::load_kv_tile<kHeadDim, C::kTileN, C::kThreads>(k, k + C::kTileBytes, static_cast<const bf16*>(p.k_cache),
+                                                           static_cast<const bf16*>(p.v_cache), rows,
+                                                           begin + tile * C::kTileN, begin, end, tid);
+    }
   };
 #pragma unroll
   for (int s = 0; s < C::kStages - 1; ++s) {  // the first group carries Q too
@@ -213,13 +227,17 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   // (lane / 8) % 2; V (.trans) rows lane % 16, chunk lane / 16.
   const uint32_t k_lane = attn::lane_offset<kHeadDim>(warp * 16 + (lane / 16) * 8 + lane % 8, (lane / 8) % 2);
   const uint32_t v_lane = attn::lane_offset<kHeadDim>(warp * 16 + lane % 16, lane / 16);
-  const float scale_log2 = p.scale * kLog2e;
+  const float scale_log2 = p.scale * p.k_scale * kLog2e;  // k_scale: the fp8 cache's K scale (1 for bf16)
   uint32_t qf[kHeadDim / 16][4];
   float o[kHeadDim / 8][4] = {};
   float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
   for (int it = 0; it < n_tiles; ++it) {
     attn::cp_async_wait<C::kStages - 2>();
-    __syncthreads();
+    if (!kFp8 || it == 0) {
+      __syncthreads();  // bf16: tiles are loaded by the whole CTA; both: Q is
+    } else {
+      __syncwarp();  // fp8: this warp's rows of tile `it` landed, and it is done with stage it - 1
+    }
     if (it == 0) {
 #pragma unroll
       for (int kk = 0; kk < kHeadDim / 16; ++kk)
@@ -228,8 +246,16 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
     if (it + C::kStages - 1 < n_tiles) load_tile(it + C::kStages - 1);  // into the stage freed at it - 1
     attn::cp_async_commit();
 
-    const uint32_t k_tile = stages + (it % C::kStages) * C::kStageBytes;
-    const uint32_t v_tile = k_tile + C::kTileBytes;
+    uint32_t k_tile = stages + (it % C::kStages) * C::kStageBytes;
+    uint32_t v_tile = k_tile + C::kTileBytes;
+    if constexpr (kFp8) {
+      const uint8_t* raw = smem + (k_tile - q_tile);
+      attn::widen_fp8_rows<kHeadDim, 16, 32>(raw, raw + C::kTileBytes, smem + (wide - q_tile),
+                                             smem + (wide - q_tile) + C::kWideTileBytes, warp * 16, lane);
+      __syncwarp();
+      k_tile = wide;
+      v_tile = wide + C::kWideTileBytes;
+    }
     // S [16 heads, 16 keys] = Q K^T for this warp's keys.
     float s[1][2][4] = {};
 #pragma unroll
@@ -272,7 +298,7 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   // Merge the 4 warps' partial softmax states through shared memory (the stages are free now).
   attn::cp_async_wait<0>();
   __syncthreads();
-  merge_warps<kHeadDim>(p, o, m[0], l[0], smem + C::kQBytes, b, kvh, split, q_row, scale_log2);
+  merge_warps<kHeadDim, kFp8>(p, o, m[0], l[0], smem + C::kQBytes, b, kvh, split, q_row, scale_log2);
   if (p.num_splits == 1) return;
   // Split-K: the last CTA of this (sequence, kv head) to finish combines every split's partial.
   __shared__ int last;
@@ -290,38 +316,41 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   merge_splits<kHeadDim>(p, b, kvh, n_splits, q_row, reinterpret_cast<float*>(smem));
 }
 
-template <int kHeadDim>
+template <int kHeadDim, bool kFp8>
 Status launch_decode(const PagedAttentionParams& p, CUstream_st* stream) {
-  using C = DecodeConfig<kHeadDim>;
-  static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<kHeadDim>,
+  using C = DecodeConfig<kHeadDim, kFp8>;
+  static const cudaError_t attr = cudaFuncSetAttribute(decode_attention_kernel<kHeadDim, kFp8>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return internal_error(std::string("decode_attention: ") + cudaGetErrorString(attr));
   if (p.batch == 0) return ok_status();
-  decode_attention_kernel<kHeadDim>
+  decode_attention_kernel<kHeadDim, kFp8>
       <<<dim3(p.num_kv_heads, p.batch, p.num_splits), C::kThreads, C::kSmemBytes, stream>>>(p);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return internal_error(std::string("decode_attention launch: ") + cudaGetErrorString(err));
   return ok_status();
 }
 
-template <int kHeadDim>
+template <int kHeadDim, bool kFp8>
 int decode_ctas_per_sm() {
+  using C = DecodeConfig<kHeadDim, kFp8>;
   static const int n = [] {
     int ctas = 0;
-    (void)cudaFuncSetAttribute(decode_attention_kernel<kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               DecodeConfig<kHeadDim>::kSmemBytes);
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, decode_attention_kernel<kHeadDim>,
-                                                      DecodeConfig<kHeadDim>::kThreads,
-                                                      DecodeConfig<kHeadDim>::kSmemBytes) != cudaSuccess)
+    (void)cudaFuncSetAttribute(decode_attention_kernel<kHeadDim, kFp8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               C::kSmemBytes);
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, decode_attention_kernel<kHeadDim, kFp8>, C::kThreads,
+                                                      C::kSmemBytes) != cudaSuccess)
       return 1;
     return ctas > 0 ? ctas : 1;
   }();
   return n;
 }
 
+// q dtype, head_dim, launch, occupancy, cache dtype.
 constexpr AttentionVariant kDecodeVariants[] = {
-    {DType::kBF16, 64, &launch_decode<64>, &decode_ctas_per_sm<64>},
-    {DType::kBF16, 128, &launch_decode<128>, &decode_ctas_per_sm<128>},
+    {DType::kBF16, 64, &launch_decode<64, false>, &decode_ctas_per_sm<64, false>, DType::kBF16},
+    {DType::kBF16, 128, &launch_decode<128, false>, &decode_ctas_per_sm<128, false>, DType::kBF16},
+    {DType::kBF16, 64, &launch_decode<64, true>, &decode_ctas_per_sm<64, true>, DType::kFp8E4M3},
+    {DType::kBF16, 128, &launch_decode<128, true>, &decode_ctas_per_sm<128, true>, DType::kFp8E4M3},
 };
 
 }  // namespace

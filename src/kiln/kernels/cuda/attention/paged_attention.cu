@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "kiln/kernels/cuda/attention/attention_params.h"
@@ -35,15 +36,21 @@ int64_t align256(int64_t n) { return (n + 255) / 256 * 256; }
 }  // namespace
 
 Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table, const char* family,
-                                                       DType dtype, int head_dim) {
+                                                       DType dtype, DType cache, int head_dim) {
   std::string supported;
   for (const AttentionVariant& v : table) {
-    if (v.dtype == dtype && v.head_dim == head_dim) return &v;
-    supported += std::string(supported.empty() ? "" : ", ") + std::string(dtype_name(v.dtype)) + " x " +
-                 std::to_string(v.head_dim);
+    if (v.dtype == dtype && v.cache == cache && v.head_dim == head_dim) return &v;
+    supported += std::string(supported.empty() ? "" : ", ") + std::string(dtype_name(v.dtype)) + "/" +
+                 std::string(dtype_name(v.cache)) + " x " + std::to_string(v.head_dim);
   }
-  return unimplemented(std::string(family) + ": no variant for " + std::string(dtype_name(dtype)) + " head_dim " +
-                       std::to_string(head_dim) + "; supported: " + supported);
+  return unimplemented(std::string(family) + ": no variant for q " + std::string(dtype_name(dtype)) + ", cache " +
+                       std::string(dtype_name(cache)) + ", head_dim " + std::to_string(head_dim) +
+                       "; supported (q/cache x head_dim): " + supported);
+}
+
+Result<const AttentionVariant*> find_attention_variant(std::span<const AttentionVariant> table, const char* family,
+                                                       DType dtype, int head_dim) {
+  return find_attention_variant(table, family, dtype, dtype, head_dim);
 }
 
 Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArgs& a) {
@@ -56,10 +63,17 @@ Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArg
         q.shape_string() + ", k_cache " + kc.shape_string() + ", v_cache " + vc.shape_string() + ", out " +
         out.shape_string());
   for (const Tensor* t : {&q, &kc, &vc, &out})
-    if (t->dtype != q.dtype || !is_device(*t) || !t->is_contiguous())
-      return invalid_argument(
-          "paged_attention_cuda: q, caches and out must be contiguous cuda tensors of one dtype; got " +
-          t->shape_string());
+    if (!is_device(*t) || !t->is_contiguous())
+      return invalid_argument("paged_attention_cuda: q, caches and out must be contiguous cuda tensors; got " +
+                              t->shape_string());
+  const bool fp8 = kc.dtype == DType::kFp8E4M3;
+  if (q.dtype != DType::kBF16 || out.dtype != DType::kBF16 || (kc.dtype != DType::kBF16 && !fp8) ||
+      vc.dtype != kc.dtype)
+    return unimplemented("paged_attention_cuda: want bf16 q/out and bf16 or fp8_e4m3 caches; got q " +
+                         std::string(dtype_name(q.dtype)) + ", caches " + std::string(dtype_name(kc.dtype)) + "/" +
+                         std::string(dtype_name(vc.dtype)) + ", out " + std::string(dtype_name(out.dtype)));
+  if (fp8 && !(a.k_scale > 0.f && a.v_scale > 0.f && std::isfinite(a.k_scale) && std::isfinite(a.v_scale)))
+    return invalid_argument("paged_attention_cuda: fp8 cache scales must be finite and > 0");
   const int64_t batch = a.kv_lens.numel();
   KILN_RETURN_IF_ERROR(check_metadata(a.cu_seqlens_q, "cu_seqlens_q", 1));
   KILN_RETURN_IF_ERROR(check_metadata(a.kv_lens, "kv_lens", 1));
@@ -95,6 +109,8 @@ Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArg
   p.max_kv_len = static_cast<int>(max_kv);
   p.scale = a.scale;
   p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
+  p.k_scale = fp8 ? a.k_scale : 1.0f;
+  p.v_scale = fp8 ? a.v_scale : 1.0f;
   p.num_splits = 1;
   p.split_len = static_cast<int>(
       std::max<int64_t>(kDecodeTileKeys, (max_kv + kDecodeTileKeys - 1) / kDecodeTileKeys * kDecodeTileKeys));
@@ -108,6 +124,8 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
   if (num_splits == 0) {
     // Fill one wave of CTAs without spilling into a second: split only when batch * kv_heads leaves
     // SMs idle, never below 256 keys per split (a split pays a pipeline ramp-up and a partial write).
+    // Measured on the H100 at B1 x 32K, 32/8, d128 (explicit splits, same process): 32 splits (the
+    // full wave, what this picks) 82.5% of copy, 24: 79%, 16: 78%, 64: 75%; fp8 likewise best at 32.
     constexpr int kMinSplitKeys = 256;
     const int64_t ctas = static_cast<int64_t>(p.batch) * p.num_kv_heads;
     const int64_t slots = static_cast<int64_t>(sm_count()) * variant.ctas_per_sm();
@@ -184,7 +202,8 @@ Result<int64_t> decode_attention_workspace_bytes(const PagedAttentionArgs& args,
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
   KILN_ASSIGN_OR_RETURN(
       const cuda::AttentionVariant* v,
-      cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", args.q.dtype, p.head_dim));
+      cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", args.q.dtype,
+                                   args.k_cache.dtype, p.head_dim));
   KILN_RETURN_IF_ERROR(cuda::plan_decode_splits(p, *v, num_splits));
   return cuda::decode_workspace_bytes(p);
 }
@@ -195,35 +214,34 @@ Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, voi
     return invalid_argument("decode_attention_cuda: want one query token per sequence, got " +
                             std::to_string(p.num_tokens) + " tokens for " + std::to_string(p.batch) + " sequences");
   if (p.group > 16) return unimplemented("decode_attention_cuda: at most 16 query heads per kv head");
-  KILN_ASSIGN_OR_RETURN(
-      const cuda::AttentionVariant* v,
-      cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", args.q.dtype, p.head_dim));
+  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
+                                                     args.q.dtype, args.k_cache.dtype, p.head_dim));
   return run_decode(p, *v, num_splits, workspace, stream);
 }
 
 Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
-  KILN_ASSIGN_OR_RETURN(
-      const cuda::AttentionVariant* v,
-      cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention", args.q.dtype, p.head_dim));
+  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                        cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention",
+                                                     args.q.dtype, args.k_cache.dtype, p.head_dim));
   return v->launch(p, stream);
 }
 
 Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
+  const DType q = args.q.dtype, cache = args.k_cache.dtype;
   // Shapes outside the tuned tables (head_dim other than 64/128) take the portable kernel.
-  if (!cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention", args.q.dtype, p.head_dim).ok())
-    return cuda::generic_attention_launch(p, stream);
+  Result<const cuda::AttentionVariant*> prefill =
+      cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention", q, cache, p.head_dim);
+  if (!prefill.ok()) return cuda::generic_attention_launch(p, cache, stream);
   if (p.num_tokens == p.batch && p.group <= 16) {
     KILN_ASSIGN_OR_RETURN(
         const cuda::AttentionVariant* v,
-        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", args.q.dtype, p.head_dim));
+        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", q, cache, p.head_dim));
     return run_decode(p, *v, 0, nullptr, stream);
   }
-  KILN_ASSIGN_OR_RETURN(
-      const cuda::AttentionVariant* v,
-      cuda::find_attention_variant(cuda::prefill_attention_variants(), "prefill_attention", args.q.dtype, p.head_dim));
-  return v->launch(p, stream);
+  return (*prefill)->launch(p, stream);
 }
 
 }  // namespace kiln

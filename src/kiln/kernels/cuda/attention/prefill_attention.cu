@@ -2,7 +2,10 @@
 // last q_len positions of each sequence (so a prompt can extend a cached prefix). FlashAttention-2
 // tiling on mma.sync m16n8k16: a CTA owns 128 packed rows (token, head of the group) of one KV
 // head, so K/V tiles are shared by the group's heads; 4 warps x 32 rows, 64-key tiles double
-// buffered with cp.async, online softmax in registers. Variants: bf16 x head_dim {64, 128}.
+// buffered with cp.async, online softmax in registers. An fp8 e4m3 cache is staged raw and widened
+// to a bf16 tile in shared memory once per 64 keys (shared by the CTA's 128 rows); k_scale folds
+// into the softmax scale and v_scale into the output. Variants: q bf16 x cache {bf16, fp8 e4m3} x
+// head_dim {64, 128}.
 #include <cuda_runtime.h>
 
 #include "kiln/kernels/cuda/attention/attention_device.cuh"
@@ -13,7 +16,8 @@ namespace {
 using attn::kLog2e;
 using bf16 = __nv_bfloat16;
 
-template <int kHeadDim>
+// Shared memory: [Q tile | 2 x (K, V) raw tiles | fp8 only: widened bf16 K and V tiles].
+template <int kHeadDim, bool kFp8 = false>
 struct PrefillConfig {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
@@ -22,9 +26,10 @@ struct PrefillConfig {
   static constexpr int kBlockM = kWarps * kMTiles * 16;
   static constexpr int kBlockN = 64;  // keys per pipeline stage and per softmax step
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
-  static constexpr int kTileBytes = kBlockN * kHeadDim * 2;
+  static constexpr int kTileBytes = kBlockN * kHeadDim * (kFp8 ? 1 : 2);  // one raw K (or V) tile
+  static constexpr int kWideTileBytes = kBlockN * kHeadDim * 2;
   static constexpr int kStageBytes = 2 * kTileBytes;  // K then V
-  static constexpr int kSmemBytes = kQBytes + 2 * kStageBytes;
+  static constexpr int kSmemBytes = kQBytes + 2 * kStageBytes + (kFp8 ? 2 * kWideTileBytes : 0);
 };
 
 // CTA `block` of the flattened per-sequence row blocks -> (sequence, block within it). Row blocks
@@ -135,10 +140,10 @@ __device__ __forceinline__ void softmax_pv(float (&s)[kM][kN][4], float (&o)[kM]
 }
 
 // [num_kv_heads, row-block bound] CTAs of 128 threads.
-template <int kHeadDim>
-__global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConfig<kHeadDim>::kMinCtas)
+template <int kHeadDim, bool kFp8>
+__global__ void __launch_bounds__(PrefillConfig<kHeadDim, kFp8>::kThreads, PrefillConfig<kHeadDim, kFp8>::kMinCtas)
     prefill_attention_kernel(const __grid_constant__ PagedAttentionParams p) {
-  using C = PrefillConfig<kHeadDim>;
+  using C = PrefillConfig<kHeadDim, kFp8>;
   constexpr int kChunks = kHeadDim / 8, kM = C::kMTiles;
   extern __shared__ __align__(128) uint8_t smem[];
   const int kvh = blockIdx.x;
@@ -169,12 +174,18 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConf
   }
   const attn::PagedRows rows{p.block_tables + static_cast<int64_t>(b) * p.table_stride, p.block_size_log2,
                              static_cast<int64_t>(p.num_kv_heads) * kHeadDim, static_cast<int64_t>(kvh) * kHeadDim};
-  const bf16* k_cache = static_cast<const bf16*>(p.k_cache);
-  const bf16* v_cache = static_cast<const bf16*>(p.v_cache);
+  const uint32_t wide = stages + 2 * C::kStageBytes;  // fp8: the widened K then V tile
   auto load_tile = [&](int tile) {
     const uint32_t k = stages + (tile % 2) * C::kStageBytes;
-    attn::load_kv_tile<kHeadDim, C::kBlockN, C::kThreads>(k, k + C::kTileBytes, k_cache, v_cache, rows,
-                                                          tile0 + tile * C::kBlockN, kv_lo, kv_hi, tid);
+    if constexpr (kFp8) {
+      attn::load_fp8_rows<kHeadDim, C::kBlockN, C::kThreads>(k, k + C::kTileBytes, static_cast<const uint8_t*>(p.k_cache),
+                                                             static_cast<const uint8_t*>(p.v_cache), rows,
+                                                             tile0 + tile * C::kBlockN, 0, kv_lo, kv_hi, tid);
+    } else {
+      attn::load_kv_tile<kHeadDim, C::kBlockN, C::kThreads>(k, k + C::kTileBytes, static_cast<const bf16*>(p.k_cache),
+                                                            static_cast<const bf16*>(p.v_cache), rows,
+                                                            tile0 + tile * C::kBlockN, kv_lo, kv_hi, tid);
+    }
   };
   load_tile(0);  // one group with Q
   attn::cp_async_commit();
@@ -195,7 +206,7 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConf
   const uint32_t a_lane = attn::lane_offset<kHeadDim>(lane % 16, lane / 16);
   const uint32_t k_lane = attn::lane_offset<kHeadDim>((lane / 16) * 8 + lane % 8, (lane / 8) % 2);
   const uint32_t q_warp = q_tile + warp * (kM * 16) * kRowBytes;
-  const float scale_log2 = p.scale * kLog2e;
+  const float scale_log2 = p.scale * p.k_scale * kLog2e;  // k_scale: the fp8 cache's K scale (1 for bf16)
   float o[kM][kHeadDim / 8][4] = {};
   float m[kM][2], l[kM][2];
 #pragma unroll
@@ -205,9 +216,18 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConf
     if (it + 1 < n_tiles) load_tile(it + 1);  // into the stage the previous iteration released
     attn::cp_async_commit();
     attn::cp_async_wait<1>();
-    __syncthreads();
-    const uint32_t k_tile = stages + (it % 2) * C::kStageBytes;
-    const uint32_t v_tile = k_tile + C::kTileBytes;
+    __syncthreads();  // tile `it` landed; fp8: every warp is done with the widened tile of it - 1
+    uint32_t k_tile = stages + (it % 2) * C::kStageBytes;
+    uint32_t v_tile = k_tile + C::kTileBytes;
+    if constexpr (kFp8) {
+      const uint8_t* raw = smem + (k_tile - q_tile);
+      uint8_t* wide_ptr = smem + (wide - q_tile);
+      attn::widen_fp8_rows<kHeadDim, C::kBlockN, C::kThreads>(raw, raw + C::kTileBytes, wide_ptr,
+                                                              wide_ptr + C::kWideTileBytes, 0, tid);
+      __syncthreads();
+      k_tile = wide;
+      v_tile = wide + C::kWideTileBytes;
+    }
 
     const int key0 = tile0 + it * C::kBlockN;
     float s[kM][C::kBlockN / 8][4] = {};
@@ -215,7 +235,9 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConf
     if (key0 + C::kBlockN - 1 > pos_lo || (window > 0 && key0 < pos_hi - window + 1))
       mask_scores(s, key0, pos, window, t);
     softmax_pv<kHeadDim, kM, C::kBlockN / 8>(s, o, m, l, v_tile, a_lane, scale_log2);
-    __syncthreads();  // every warp is done with this stage before it is refilled
+    // bf16: every warp is done with this stage before it is refilled. fp8: the raw stage was
+    // released by the widening barrier, the widened tile is guarded by the next iteration's barrier.
+    if constexpr (!kFp8) __syncthreads();
   }
 
   // Normalize, stage bf16 rows in this warp's own Q rows (no other warp reads them), store 16 B.
@@ -225,7 +247,7 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConf
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float sum = attn::quad_sum(l[mt][h]);
-      inv[h] = sum > 0.f ? 1.f / sum : 0.f;
+      inv[h] = sum > 0.f ? p.v_scale / sum : 0.f;  // v_scale: the fp8 cache's V scale (1 for bf16)
     }
     const int r = warp * (kM * 16) + mt * 16 + g;
 #pragma unroll
@@ -247,17 +269,17 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim>::kThreads, PrefillConf
   }
 }
 
-template <int kHeadDim>
+template <int kHeadDim, bool kFp8>
 Status launch_prefill(const PagedAttentionParams& p, CUstream_st* stream) {
-  using C = PrefillConfig<kHeadDim>;
-  static const cudaError_t attr = cudaFuncSetAttribute(prefill_attention_kernel<kHeadDim>,
+  using C = PrefillConfig<kHeadDim, kFp8>;
+  static const cudaError_t attr = cudaFuncSetAttribute(prefill_attention_kernel<kHeadDim, kFp8>,
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return internal_error(std::string("prefill_attention: ") + cudaGetErrorString(attr));
   if (p.batch == 0 || p.num_tokens == 0) return ok_status();
   // Row blocks over all sequences: sum ceil(q_len * group / kBlockM) <= this bound.
   const int64_t blocks = (static_cast<int64_t>(p.num_tokens) * p.group + C::kBlockM - 1) / C::kBlockM + p.batch;
   if (blocks > 65535) return out_of_range("prefill_attention: " + std::to_string(blocks) + " row blocks (> 65535)");
-  prefill_attention_kernel<kHeadDim>
+  prefill_attention_kernel<kHeadDim, kFp8>
       <<<dim3(p.num_kv_heads, static_cast<unsigned>(blocks)), C::kThreads, C::kSmemBytes, stream>>>(p);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return internal_error(std::string("prefill_attention launch: ") + cudaGetErrorString(err));
@@ -266,9 +288,12 @@ Status launch_prefill(const PagedAttentionParams& p, CUstream_st* stream) {
 
 int no_split() { return 1; }
 
+// q dtype, head_dim, launch, occupancy (unused), cache dtype.
 constexpr AttentionVariant kPrefillVariants[] = {
-    {DType::kBF16, 64, &launch_prefill<64>, &no_split},
-    {DType::kBF16, 128, &launch_prefill<128>, &no_split},
+    {DType::kBF16, 64, &launch_prefill<64, false>, &no_split, DType::kBF16},
+    {DType::kBF16, 128, &launch_prefill<128, false>, &no_split, DType::kBF16},
+    {DType::kBF16, 64, &launch_prefill<64, true>, &no_split, DType::kFp8E4M3},
+    {DType::kBF16, 128, &launch_prefill<128, true>, &no_split, DType::kFp8E4M3},
 };
 
 }  // namespace

@@ -1,9 +1,12 @@
 // CUDA RoPE (rotate-half) on q and k in place, fused with writing the rotated k and v into the
 // paged KV cache. One block per token: the token's cos/sin table goes to shared memory once, then
 // the threads walk (head, 8-pair chunk) items with 16-byte loads of both halves.
-// Variants: bf16 q/k/v -> bf16 cache.
+// Variants: bf16 q/k/v -> bf16 cache; bf16 q/k/v -> fp8 e4m3 cache, quantized on write from the f32
+// rotated k (and the f32 v) as fp8_rne_sat(x / scale), bit-exact to rope_kv_write_cpu's fp8 path.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
+#include <cmath>
 #include <string>
 
 #include "kiln/kernels/cuda/common/bf16.cuh"
@@ -25,11 +28,12 @@ struct RopeParams {
   const int32_t* positions;    // [n]
   const float* inv_freq;       // [d / 2]
   const int32_t* slots;        // [n] or null
-  bf16* __restrict__ k_cache;  // [num_slots, hkv, d]
-  bf16* __restrict__ v_cache;  // [num_slots, hkv, d]
+  void* __restrict__ k_cache;  // [num_slots, hkv, d] bf16 or fp8 e4m3
+  void* __restrict__ v_cache;  // [num_slots, hkv, d] bf16 or fp8 e4m3
   int64_t q_stride, k_stride, v_stride;
   int64_t num_slots;
   int hq, hkv, head_dim;
+  float k_scale, v_scale;  // fp8 caches: the cache holds fp8(x / scale)
 };
 
 // x1 = x[i..i+8), x2 = x[half + i..): (x1, x2) <- (x1 cos - x2 sin, x2 cos + x1 sin).
@@ -42,6 +46,31 @@ __device__ __forceinline__ void rotate_pair(float (&x1)[8], float (&x2)[8], cons
   }
 }
 
+// The fp8 path's rotation: explicit fmas in the order of the CPU reference's rotate_fma, so that the
+// f32 values it quantizes are the CPU's to the bit.
+__device__ __forceinline__ void rotate_pair_fma(float (&x1)[8], float (&x2)[8], const float* cos_t,
+                                                const float* sin_t) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float a = x1[i], b = x2[i];
+    x1[i] = __fmaf_rn(a, cos_t[i], -__fmul_rn(b, sin_t[i]));
+    x2[i] = __fmaf_rn(b, cos_t[i], __fmul_rn(a, sin_t[i]));
+  }
+}
+
+// 8 floats -> 8 fp8 e4m3 of x / scale (IEEE division, round to nearest even, saturating).
+__device__ __forceinline__ uint2 quantize_fp8x8(const float (&x)[8], float scale) {
+  uint32_t w[2] = {0, 0};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t byte = __nv_cvt_float_to_fp8(__fdiv_rn(x[i], scale), __NV_SATFINITE, __NV_E4M3);
+    w[i / 4] |= byte << (8 * (i % 4));
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+// kFp8: the caches are fp8 e4m3 (quantized here), else bf16 (copies of the rounded k and v).
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_constant__ RopeParams p) {
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
@@ -69,22 +98,40 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
     float x1[8], x2[8];
     cuda::load_bf16x8(x + c * 8, x1);
     cuda::load_bf16x8(x + half + c * 8, x2);
-    rotate_pair(x1, x2, cos_s + c * 8, sin_s + c * 8);
+    if constexpr (kFp8) {
+      rotate_pair_fma(x1, x2, cos_s + c * 8, sin_s + c * 8);
+    } else {
+      rotate_pair(x1, x2, cos_s + c * 8, sin_s + c * 8);
+    }
     const uint4 r1 = cuda::f32_to_bf16x8(x1), r2 = cuda::f32_to_bf16x8(x2);
     *reinterpret_cast<uint4*>(x + c * 8) = r1;
     *reinterpret_cast<uint4*>(x + half + c * 8) = r2;
     if (is_k && write_cache) {
-      bf16* kc = p.k_cache + cache_off + h * p.head_dim;
-      *reinterpret_cast<uint4*>(kc + c * 8) = r1;
-      *reinterpret_cast<uint4*>(kc + half + c * 8) = r2;
+      if constexpr (kFp8) {
+        uint8_t* kc = static_cast<uint8_t*>(p.k_cache) + cache_off + h * p.head_dim;
+        *reinterpret_cast<uint2*>(kc + c * 8) = quantize_fp8x8(x1, p.k_scale);
+        *reinterpret_cast<uint2*>(kc + half + c * 8) = quantize_fp8x8(x2, p.k_scale);
+      } else {
+        bf16* kc = static_cast<bf16*>(p.k_cache) + cache_off + h * p.head_dim;
+        *reinterpret_cast<uint4*>(kc + c * 8) = r1;
+        *reinterpret_cast<uint4*>(kc + half + c * 8) = r2;
+      }
     }
   }
   if (!write_cache) return;
   const int v_vecs_per_head = p.head_dim / 8, v_items = p.hkv * v_vecs_per_head;
   for (int item = threadIdx.x; item < v_items; item += kThreads) {
     const int h = item / v_vecs_per_head, c = item - h * v_vecs_per_head;
-    const uint4 val = *reinterpret_cast<const uint4*>(p.v + t * p.v_stride + h * p.head_dim + c * 8);
-    *reinterpret_cast<uint4*>(p.v_cache + cache_off + h * p.head_dim + c * 8) = val;
+    const bf16* src = p.v + t * p.v_stride + h * p.head_dim + c * 8;
+    if constexpr (kFp8) {
+      float x[8];
+      cuda::load_bf16x8(src, x);
+      *reinterpret_cast<uint2*>(static_cast<uint8_t*>(p.v_cache) + cache_off + h * p.head_dim + c * 8) =
+          quantize_fp8x8(x, p.v_scale);
+    } else {
+      *reinterpret_cast<uint4*>(static_cast<bf16*>(p.v_cache) + cache_off + h * p.head_dim + c * 8) =
+          *reinterpret_cast<const uint4*>(src);
+    }
   }
 }
 
@@ -100,7 +147,9 @@ Status check_heads(const Tensor& t, int64_t n, int64_t d, const char* name) {
   return ok_status();
 }
 
+template <bool kFp8>
 Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
+  constexpr DType kCache = kFp8 ? DType::kFp8E4M3 : DType::kBF16;
   constexpr const char* kName = "rope_kv_write_cuda";
   if (a.q.ndim != 3 || a.k.ndim != 3) return invalid_argument("rope_kv_write_cuda: q and k must be [n, heads, head_dim]");
   const int64_t n = a.q.shape[0], hq = a.q.shape[1], hkv = a.k.shape[1], d = a.q.shape[2];
@@ -116,13 +165,15 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   if (!a.slot_mapping.empty()) {
     KILN_RETURN_IF_ERROR(cuda::expect_device(a.slot_mapping, DType::kInt32, n, kName, "slot_mapping"));
     for (const Tensor* c : {&a.k_cache, &a.v_cache}) {
-      KILN_RETURN_IF_ERROR(cuda::expect_device(*c, DType::kBF16, -1, kName, "k_cache / v_cache"));
+      KILN_RETURN_IF_ERROR(cuda::expect_device(*c, kCache, -1, kName, "k_cache / v_cache"));
       if (c->ndim != 4 || c->shape[2] != hkv || c->shape[3] != d || !cuda::aligned16(c->data))
         return invalid_argument("rope_kv_write_cuda: cache " + c->shape_string() + ", want [blocks, block_size, " +
                                 std::to_string(hkv) + ", " + std::to_string(d) + "]");
     }
     if (a.k_cache.numel() != a.v_cache.numel()) return invalid_argument("rope_kv_write_cuda: k/v caches differ");
     num_slots = a.k_cache.shape[0] * a.k_cache.shape[1];
+    if (kFp8 && !(a.k_scale > 0.f && a.v_scale > 0.f && std::isfinite(a.k_scale) && std::isfinite(a.v_scale)))
+      return invalid_argument("rope_kv_write_cuda: fp8 cache scales must be finite and > 0");
   }
   if (n == 0) return ok_status();
   if (n > 0x7fffffff) return out_of_range("rope_kv_write_cuda: too many tokens");
@@ -133,18 +184,21 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   p.positions = static_cast<const int32_t*>(a.positions.data);
   p.inv_freq = static_cast<const float*>(a.inv_freq.data);
   p.slots = a.slot_mapping.empty() ? nullptr : static_cast<const int32_t*>(a.slot_mapping.data);
-  p.k_cache = static_cast<bf16*>(a.k_cache.data);
-  p.v_cache = static_cast<bf16*>(a.v_cache.data);
+  p.k_cache = a.k_cache.data;
+  p.v_cache = a.v_cache.data;
+  p.k_scale = a.k_scale;
+  p.v_scale = a.v_scale;
   p.q_stride = a.q.strides[0]; p.k_stride = a.k.strides[0]; p.v_stride = a.v.strides[0];
   p.num_slots = num_slots;
   p.hq = static_cast<int>(hq); p.hkv = static_cast<int>(hkv); p.head_dim = static_cast<int>(d);
-  rope_kv_write_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(p);
+  rope_kv_write_kernel<kFp8><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(p);
   KILN_CUDA_CHECK_LAUNCH();
   return ok_status();
 }
 
 constexpr RopeKvWriteCudaVariant kVariants[] = {
-    {DType::kBF16, DType::kBF16, &launch_rope_kv_write},
+    {DType::kBF16, DType::kBF16, &launch_rope_kv_write<false>},
+    {DType::kBF16, DType::kFp8E4M3, &launch_rope_kv_write<true>},
 };
 
 }  // namespace
