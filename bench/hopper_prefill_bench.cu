@@ -126,6 +126,25 @@ int main(int argc, char** argv) {
           const double tflops = (causal ? flops / 2 : flops) / ms / 1e9;
           bench::report(fp8 ? "hopper_prefill_fp8" : "hopper_prefill_bf16", base + (causal ? " causal" : " full"), ms,
                         tflops, ceiling, "TFLOP/s");
+          if (len >= 8192 && causal) {  // A/B: every head at once (no kv-head chunks for L2)
+            HopperPrefillOptions all_heads{causal};
+            all_heads.kv_heads_per_chunk = static_cast<int>(kHkv);
+            const double ms_all = bench::median_ms(
+                [&](int) { bench::check(prefill_attention_hopper_cuda(a, all_heads, nullptr), "hopper"); }, nullptr,
+                3, 7, 2);
+            bench::report(fp8 ? "hopper_prefill_fp8_nochunk" : "hopper_prefill_bf16_nochunk", base + " causal",
+                          ms_all, flops / 2 / ms_all / 1e9, ceiling, "TFLOP/s");
+          }
+          if (len == 8192) {  // A/B: the softmax during this warpgroup's PV product (intra-warpgroup overlap)
+            HopperPrefillOptions overlap{causal};
+            overlap.overlap_softmax = true;
+            const double ms_s = bench::median_ms(
+                [&](int) { bench::check(prefill_attention_hopper_cuda(a, overlap, nullptr), "hopper"); }, nullptr, 3, 7,
+                2);
+            bench::report(fp8 ? "hopper_prefill_fp8_overlap" : "hopper_prefill_bf16_overlap",
+                          base + (causal ? " causal" : " full"), ms_s, (causal ? flops / 2 : flops) / ms_s / 1e9,
+                          ceiling, "TFLOP/s");
+          }
           if (len == 8192) {  // A/B: without the ping-pong of the consumer warpgroups
             const double ms_np = bench::median_ms(
                 [&](int) {

@@ -4,6 +4,9 @@
 # direct compiler calls into build-hopper-dev/, then runs the HopperPrefillCuda tests and
 # hopper_prefill_bench (optional shape filter). Faster than a full kiln_tests build.
 #   scripts/hopper_device_check.sh [BENCH_FILTER|-]
+# HOPPER_BASELINE=DIR (an ignored folder, carried, holding src/kiln/kernels/attention_hopper.h,
+# src/kiln/kernels/cuda/attention/hopper_* and bench/hopper_prefill_bench.cu of another version):
+# also builds that version's bench and runs it with the same filter (before/after on one machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,4 +53,16 @@ if [ "${1:-}" != "-" ]; then
   echo "[+$(( $(date +%s) - t0 ))s] bench rc=$?"
   grep '^@@' "$OUT/bench.log" | sed 's/^@@ *//'
   tail -3 "$OUT/bench.log" | grep -v '^@@'
+fi
+if [ -n "${HOPPER_BASELINE:-}" ] && [ "${1:-}" != "-" ]; then
+  BD=$ROOT/$HOPPER_BASELINE
+  NVB=(-std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I"$BD/src" -I"$ROOT" -I"$ROOT/src"
+       -isystem "$SYS/include" "${DEFS[@]}")
+  others=$(obj "${base[@]}" "${portable[@]}" | grep -v hopper_prefill.cu.o)
+  { nvcc "${NVB[@]}" -c "$BD/src/kiln/kernels/cuda/attention/hopper_prefill.cu" -o "$B/baseline_hopper.o" &&
+    nvcc "${NVB[@]}" -o "$B/baseline_bench" "$BD/bench/hopper_prefill_bench.cu" "$B/baseline_hopper.o" $others -lpthread
+  } >> "$OUT/build.log" 2>&1 || echo "hopper_device_check: baseline build failed"
+  timeout 120 "$B/baseline_bench" ${1:+"$1"} > "$OUT/baseline.log" 2>&1
+  echo "[+$(( $(date +%s) - t0 ))s] baseline bench rc=$?"
+  grep '^@@' "$OUT/baseline.log" | sed 's/^@@ */base: /'
 fi

@@ -197,10 +197,12 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
       Result<Problem> p = make_problem(s, v.head_dim, v.cache_dtype, rng);
       ASSERT_TRUE(p.ok()) << p.status().to_string();
       for (const HopperPrefillOptions o : {HopperPrefillOptions{true, true}, HopperPrefillOptions{false, true},
-                                           HopperPrefillOptions{true, false}}) {
+                                           HopperPrefillOptions{true, false}, HopperPrefillOptions{true, true, 1, true}}) {
         const double err = relative_error(*p, v, o);
-        const std::string what =
-            describe(s, v.head_dim, v.cache_dtype, o.causal) + (o.pingpong ? "" : " (no ping-pong)");
+        const std::string what = describe(s, v.head_dim, v.cache_dtype, o.causal) +
+                                 (o.pingpong ? "" : " (no ping-pong)") +
+                                 (o.kv_heads_per_chunk > 0 ? " (kv-head chunks of 1)" : "") +
+                                 (o.overlap_softmax ? " (softmax overlapping PV)" : "");
         std::printf("[hopper_prefill] %s rel err %.2e\n", what.c_str(), err);
         EXPECT_LT(err, tol) << what;
         worst = std::max(worst, err);

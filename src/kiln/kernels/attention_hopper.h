@@ -17,6 +17,12 @@ namespace kiln {
 struct HopperPrefillOptions {
   bool causal = true;  // false: every query token sees all kv_lens[b] keys of its sequence
   bool pingpong = true;  // the two consumer warpgroups take turns on the tensor cores (off: A/B runs)
+  // KV heads whose CTAs are scheduled together (all their row blocks before the next chunk), for L2
+  // reuse on long sequences; 0: as many as keep ~24 MB of one sequence's K/V, all of them when short.
+  int kv_heads_per_chunk = 0;
+  // Softmax of tile j while this warpgroup's PV product of tile j - 1 runs (else after it). Measured
+  // even on the H100 with the ping-pong on (8K causal d128, bf16 and fp8), so off; kept for A/B runs.
+  bool overlap_softmax = false;
 };
 
 // One compiled variant; the tests iterate over the same table that dispatch looks up.

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <string>
 
 #include "kiln/kernels/attention_hopper.h"
@@ -71,9 +72,15 @@ Status run_variant(const PagedAttentionArgs& a, const HopperPrefillOptions& opti
   KILN_RETURN_IF_ERROR(hopper_prefill_check(a));
   if (a.q.shape[2] != kHeadDim || (a.k_cache.dtype == DType::kFp8E4M3) != kFp8)
     return invalid_argument("prefill_attention_hopper: variant does not match the arguments");
-  auto kernel = cuda::hopper::hopper_prefill_kernel<kFp8, kHeadDim>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  auto kernel = options.overlap_softmax ? cuda::hopper::hopper_prefill_kernel<kFp8, kHeadDim, true>
+                                        : cuda::hopper::hopper_prefill_kernel<kFp8, kHeadDim, false>;
+  static const cudaError_t attr = [] {
+    const cudaError_t a = cudaFuncSetAttribute(cuda::hopper::hopper_prefill_kernel<kFp8, kHeadDim, true>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+    return a != cudaSuccess ? a
+                            : cudaFuncSetAttribute(cuda::hopper::hopper_prefill_kernel<kFp8, kHeadDim, false>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  }();
   if (attr != cudaSuccess) return internal_error(std::string("prefill_attention_hopper: ") + cudaGetErrorString(attr));
 
   HopperPrefillParams p{};
@@ -118,6 +125,17 @@ Status run_variant(const PagedAttentionArgs& a, const HopperPrefillOptions& opti
   p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
   p.causal = options.causal ? 1 : 0;
   p.pingpong = options.pingpong ? 1 : 0;
+  p.heads_per_chunk = static_cast<int>(hq);
+  {
+    // kv heads per chunk: as many as keep one sequence's K and V of the chunk within ~24 MB of L2
+    // (the longest possible sequence, from the block table width), a divisor of num_kv_heads.
+    const int64_t bytes_per_kv_head = std::max<int64_t>(1, 2 * max_kv * kHeadDim * es);
+    int64_t want = options.kv_heads_per_chunk > 0 ? options.kv_heads_per_chunk
+                                                  : std::max<int64_t>(1, (int64_t{24} << 20) / bytes_per_kv_head);
+    want = std::min(want, hkv);
+    while (hkv % want != 0) --want;
+    p.heads_per_chunk = static_cast<int>(want * (hq / hkv));
+  }
   p.scale_log2 = a.scale * cuda::hopper::kLog2e * (kFp8 ? a.k_scale : 1.f);
   p.v_scale = kFp8 ? a.v_scale : 1.f;
 

@@ -176,7 +176,9 @@ __device__ __forceinline__ void quantize_q(const HopperPrefillParams& p, const W
   }
 }
 
-template <bool kFp8, int kHeadDim>
+// kOverlap: the softmax of tile j runs while this warpgroup's PV product of tile j - 1 is in flight
+// (off: ptxas hoists the wait for that product above the softmax; HopperPrefillOptions::overlap_softmax).
+template <bool kFp8, int kHeadDim, bool kOverlap>
 __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work& w, uint8_t* smem_ptr, uint32_t smem,
                                         Bars bars, int wg, int wtid) {
   using C = HopperConfig<kFp8, kHeadDim>;
@@ -280,6 +282,12 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (lane == 0) mbar_arrive(bars.empty_k(sk));
     if (needs_mask(key0)) mask_tile<C::kBlockN>(s, key0, st, window, t);
     softmax_tile<C::kBlockN>(s, st, rescale);
+    pin(s);
+    // ptxas hoists a wgmma wait above all the work it does not depend on, which would serialize the
+    // softmax behind this warpgroup's PV product (seen in the SASS); it keeps the wait below an
+    // mbarrier arrive, so one that depends on the row sums (l >= 0: the condition always holds) on
+    // a barrier nobody waits for anchors the wait after the softmax.
+    if (kOverlap && lane == 0 && !(st.l[0] + st.l[1] < 0.f)) mbar_arrive(bars.anchor());
     wgmma_wait<0>();
     pin(o);
     pin(pa);
@@ -335,7 +343,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
 }
 
 // [num_q_heads, row-block bound] CTAs of 384 threads (producer warpgroup + 2 consumer warpgroups).
-template <bool kFp8, int kHeadDim>
+template <bool kFp8, int kHeadDim, bool kOverlap>
 __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_constant__ HopperPrefillParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = HopperConfig<kFp8, kHeadDim>;
@@ -355,8 +363,8 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
       mbar_init(bars.full_v(s), 1);
       mbar_init(bars.empty_v(s), 8);
     }
-    mbar_init(bars.full_raw(0), 1);
-    mbar_init(bars.full_raw(1), 1);
+    for (int s = 0; s < C::kStages; ++s) mbar_init(bars.full_raw(s), 1);
+    mbar_init(bars.anchor(), (1 << 20) - 1);
     mbar_init_fence();
     if constexpr (!kFp8) tma_prefetch_map(&p.q_map);
     tma_prefetch_map(&p.k_map);
@@ -368,12 +376,12 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
 #ifndef KILN_HOPPER_NO_SETMAXNREG
     regs_dealloc<C::kProducerRegs>();
 #endif
-    produce<kFp8, kHeadDim>(p, w, smem, bars, tid);
+    produce<kFp8, kHeadDim>(p, w, smem, smem_ptr, bars, tid);
   } else {
 #ifndef KILN_HOPPER_NO_SETMAXNREG
     regs_alloc<C::kConsumerRegs>();
 #endif
-    consume<kFp8, kHeadDim>(p, w, smem_ptr, smem, bars, wg - 1, tid % 128);
+    consume<kFp8, kHeadDim, kOverlap>(p, w, smem_ptr, smem, bars, wg - 1, tid % 128);
   }
 #else
   __trap();  // built for another architecture: the host side refuses to launch it

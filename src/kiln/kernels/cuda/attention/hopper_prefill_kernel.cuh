@@ -28,6 +28,7 @@ struct HopperPrefillParams {
   int sliding_window;  // 0 = unlimited
   int causal;
   int pingpong;      // consumer warpgroups take turns issuing their GEMMs (named barriers 4, 5)
+  int heads_per_chunk;  // q heads scheduled together (a multiple of group dividing num_q_heads)
   float scale_log2;  // softmax scale * log2(e) (fp8: times k_scale)
   float v_scale;     // 1 for bf16
 };
@@ -38,6 +39,9 @@ struct HopperConfig {
   static constexpr int kRowBytes = kHeadDim * kElemBytes >= 128 ? 128 : 64;  // swizzle width
   static constexpr int kPanels = kHeadDim * kElemBytes / kRowBytes;           // column panels of a tile
   static constexpr int kPanelElems = kRowBytes / kElemBytes;
+  // kStages of K and V (fp8: of Vt and of the raw V tiles). 3 measured no faster than 2 on the H100
+  // (8K causal d128, bf16 and fp8), so 2. bf16 writes O over Q (each warpgroup over its own Q rows,
+  // after its last QK product), which leaves room for 3 stages of 32 KB tiles in 227 KB.
   static constexpr int kBlockM = 128, kBlockN = 128, kStages = 2;
   static constexpr int kThreads = 384;
   static constexpr int kKStep = kFp8 ? 32 : 16;  // wgmma k (elements); 32 bytes either way
@@ -45,16 +49,16 @@ struct HopperConfig {
   static constexpr int kQBytes = kBlockM * kHeadDim * kElemBytes;
   static constexpr int kTileBytes = kBlockN * kHeadDim * kElemBytes;  // one K or V tile
   static constexpr int kVtBytes = kFp8 ? kHeadDim * kBlockN : 0;      // transposed fp8 V tile
-  static constexpr int kRawV = kFp8 ? 2 : kStages;                    // V tiles as loaded
+  static constexpr int kRawV = kStages;                               // V tiles as loaded
   static constexpr int kOBytes = kBlockM * kHeadDim * 2;
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kQBytes;
   static constexpr int kV = kK + kStages * kTileBytes;
   static constexpr int kVt = kV + kRawV * kTileBytes;
-  static constexpr int kO = kVt + kStages * kVtBytes;
-  static constexpr int kScales = kO + kOBytes;  // fp8: per-row Q scales, float[128]
+  static constexpr int kO = kFp8 ? kVt + kStages * kVtBytes : kQ;
+  static constexpr int kScales = kVt + kStages * kVtBytes + (kFp8 ? kOBytes : 0);  // fp8: Q row scales, float[128]
   static constexpr int kBars = kScales + kBlockM * 4;
-  static constexpr int kNumBars = 1 + 6 * kStages + 2;
+  static constexpr int kNumBars = 2 + 6 * kStages;
   static constexpr int kSmemBytes = kBars + kNumBars * 8 + 1024;  // + alignment slack
   static constexpr int kProducerRegs = kFp8 ? 40 : 24;
   static constexpr int kConsumerRegs = kFp8 ? 232 : 240;
@@ -69,7 +73,8 @@ struct Bars {
   __device__ uint32_t empty_k(int s) const { return base + 8 * (1 + kStages + s); }
   __device__ uint32_t full_v(int s) const { return base + 8 * (1 + 2 * kStages + s); }  // bf16: V; fp8: Vt
   __device__ uint32_t empty_v(int s) const { return base + 8 * (1 + 3 * kStages + s); }
-  __device__ uint32_t full_raw(int i) const { return base + 8 * (1 + 4 * kStages + i); }  // fp8 raw V, 2
+  __device__ uint32_t full_raw(int i) const { return base + 8 * (1 + 4 * kStages + i); }  // fp8 raw V
+  __device__ uint32_t anchor() const { return base + 8 * (1 + 5 * kStages); }  // arrived on, never waited
 };
 
 // CTA `block` of the flattened per-sequence row blocks -> (sequence, block within it); false past
@@ -108,9 +113,14 @@ struct Work {
 template <int kBlockM, int kBlockN>
 __device__ __forceinline__ bool find_work(const HopperPrefillParams& p, Work& w) {
   const int lane = threadIdx.x % 32;
+  // CTAs run about in launch order (x fastest): all row blocks of one chunk of heads_per_chunk q
+  // heads (whole GQA groups), heads fastest, before the next chunk, so that the keys and values in
+  // flight (the chunk's kv heads of about one sequence) stay in L2 on long sequences.
+  const int linear = blockIdx.y * gridDim.x + blockIdx.x, per_chunk = p.heads_per_chunk * gridDim.y;
+  const int chunk = linear / per_chunk, rest = linear - chunk * per_chunk;
   int local;
-  if (!find_row_block(p.cu_seqlens_q, p.batch, blockIdx.y, lane, w.b, local)) return false;
-  w.head = blockIdx.x;
+  if (!find_row_block(p.cu_seqlens_q, p.batch, rest / p.heads_per_chunk, lane, w.b, local)) return false;
+  w.head = chunk * p.heads_per_chunk + rest % p.heads_per_chunk;
   w.kvh = w.head / p.group;
   w.q_row = p.cu_seqlens_q[w.b];
   w.q_len = p.cu_seqlens_q[w.b + 1] - w.q_row;
@@ -159,37 +169,48 @@ __device__ __forceinline__ void load_kv_tile(const HopperPrefillParams& p, const
 // PV wgmma. Within each 16 keys, column 4t + i of Vt holds key 2t + (i & 1) + 8 (i >> 1): the key
 // order in which the S accumulators of thread t sit in the e4m3 A fragment of P, so P needs no
 // shuffle. Keys >= kv_len become 0 (their cache slots may hold anything, NaN included).
+// A thread moves 4 keys x 4 columns (4 word loads, 4 word stores). Lane (t = lane % 4, b = lane / 4)
+// of item (dqb, r) takes columns 4 (8 dqb + b) .. +3 of key group h16 = b ^ r: with d128's 128-byte
+// rows the loads of a warp hit 32 different banks (the swizzle XORs the 16-byte chunk with key % 8 =
+// 2t + c, the word is b % 4; d64's 64-byte rows: 2-way), and so do the stores (Vt chunk h16 ^
+// (column % 8) = b ^ r ^ 4 (b & 1) ^ e, the word is t). The old mapping stored 4-way conflicted.
 template <typename C, int kHeadDim>
-__device__ __forceinline__ void transpose_v(uint32_t raw, uint32_t vt, int key0, int kv_len, int tid) {
-  constexpr int kUnits = (kHeadDim / 4) * (C::kBlockN / 4);
-  static_assert(kUnits % 128 == 0);
-#pragma unroll 2
-  for (int u = tid; u < kUnits; u += 128) {
-    const int t = u % 4, dq = (u / 4) % (kHeadDim / 4), h16 = u / kHeadDim;
-    const int d0 = 4 * dq, key_base = 16 * h16 + 2 * t;
-    uint32_t w[4];
+__device__ __forceinline__ void transpose_v(const uint8_t* __restrict__ raw, uint8_t* __restrict__ vt, int key0, int kv_len,
+                                            int tid) {
+  constexpr int kItems = kHeadDim / 32 * 8;  // (32-column block, key-group rotation r)
+  constexpr int kBatch = 2;                   // items whose loads are in flight together
+  static_assert(kItems % (4 * kBatch) == 0 && C::kBlockN == 128 && C::kPanels == 1);
+  const int warp = tid / 32, lane = tid % 32, t = lane % 4, b = lane / 4;
+#pragma unroll 1
+  for (int k0 = 0; k0 < kItems / 4; k0 += kBatch) {
+    uint32_t w[kBatch][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int key = key_base + (i & 1) + 8 * (i >> 1);
-      uint32_t v;
-      asm volatile("ld.shared.b32 %0, [%1];\n"
-                   : "=r"(v)
-                   : "r"(raw + swizzled<C::kRowBytes>(key, d0 / 16) + d0 % 16));
-      w[i] = key0 + key < kv_len ? v : 0u;
+    for (int u = 0; u < kBatch; ++u) {
+      const int item = warp + 4 * (k0 + u), d0 = 4 * (8 * (item / 8) + b), h16 = b ^ (item % 8);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int key = 16 * h16 + 2 * t + (i & 1) + 8 * (i >> 1);
+        const uint32_t v =
+            *reinterpret_cast<const uint32_t*>(raw + swizzled<C::kRowBytes>(key, d0 / 16) + d0 % 16);
+        w[u][i] = key0 + key < kv_len ? v : 0u;
+      }
     }
-    const uint32_t lo01 = __byte_perm(w[0], w[1], 0x5140), lo23 = __byte_perm(w[2], w[3], 0x5140);
-    const uint32_t hi01 = __byte_perm(w[0], w[1], 0x7362), hi23 = __byte_perm(w[2], w[3], 0x7362);
-    const uint32_t out[4] = {__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
-                             __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632)};
 #pragma unroll
-    for (int e = 0; e < 4; ++e)
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(vt + swizzled<128>(d0 + e, h16) + 4 * t), "r"(out[e]));
+    for (int u = 0; u < kBatch; ++u) {
+      const int item = warp + 4 * (k0 + u), d0 = 4 * (8 * (item / 8) + b), h16 = b ^ (item % 8);
+      const uint32_t lo01 = __byte_perm(w[u][0], w[u][1], 0x5140), lo23 = __byte_perm(w[u][2], w[u][3], 0x5140);
+      const uint32_t hi01 = __byte_perm(w[u][0], w[u][1], 0x7362), hi23 = __byte_perm(w[u][2], w[u][3], 0x7362);
+      const uint32_t out[4] = {__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
+                               __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632)};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(vt + swizzled<128>(d0 + e, h16) + 4 * t) = out[e];
+    }
   }
 }
 
 template <bool kFp8, int kHeadDim>
-__device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work& w, uint32_t smem, Bars bars,
-                                        int tid) {
+__device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work& w, uint32_t smem,
+                                        uint8_t* smem_ptr, Bars bars, int tid) {
   using C = HopperConfig<kFp8, kHeadDim>;
   const int warp = tid / 32, lane = tid % 32;
   const int kv_valid = w.kv_len;  // only boxes below kv_len read the block table
@@ -217,16 +238,18 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
       const int key0 = w.tile0 + j * C::kBlockN;
       load_kv_tile<C>(p, &p.k_map, w, key0, kv_valid, smem + C::kK + s * C::kTileBytes, bars.full_k(s),
                       bars.empty_k(s), ((j / C::kStages) & 1) ^ 1, true, lane);
-      load_kv_tile<C>(p, &p.v_map, w, key0, kv_valid, smem + C::kV + (j & 1) * C::kTileBytes, bars.full_raw(j & 1),
-                      0, 0, false, lane);
+      load_kv_tile<C>(p, &p.v_map, w, key0, kv_valid, smem + C::kV + s * C::kTileBytes, bars.full_raw(s), 0, 0,
+                      false, lane);
     };
-    if (warp == 0 && w.n_tiles > 0) issue(0);
+    // Raw V tile j + kStages - 1 goes into the buffer of tile j - 1, transposed in the last round.
+    if (warp == 0)
+      for (int j = 0; j < C::kStages - 1 && j < w.n_tiles; ++j) issue(j);
     for (int j = 0; j < w.n_tiles; ++j) {
-      if (warp == 0 && j + 1 < w.n_tiles) issue(j + 1);
+      if (warp == 0 && j + C::kStages - 1 < w.n_tiles) issue(j + C::kStages - 1);
       const int s = j % C::kStages;
-      mbar_wait(bars.full_raw(j & 1), (j >> 1) & 1);
+      mbar_wait(bars.full_raw(s), (j / C::kStages) & 1);
       mbar_wait(bars.empty_v(s), ((j / C::kStages) & 1) ^ 1);
-      transpose_v<C, kHeadDim>(smem + C::kV + (j & 1) * C::kTileBytes, smem + C::kVt + s * C::kVtBytes,
+      transpose_v<C, kHeadDim>(smem_ptr + C::kV + s * C::kTileBytes, smem_ptr + C::kVt + s * C::kVtBytes,
                                w.tile0 + j * C::kBlockN, w.kv_len, tid);
       fence_async_smem();
       named_sync(3, 128);
@@ -234,6 +257,8 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
     }
   }
 }
+
+static_assert(HopperConfig<false, 128>::kStages == Bars::kStages && HopperConfig<true, 128>::kStages == Bars::kStages);
 
 }  // namespace kiln::cuda::hopper
 
