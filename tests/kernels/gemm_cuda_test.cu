@@ -67,15 +67,16 @@ TEST(GemmCuda, MatchesCpuReference) {
     SCOPED_TRACE(autotune ? "autotuned" : "heuristic");
     auto gemm = Gemm::create({.autotune = autotune});
     ASSERT_TRUE(gemm.ok()) << gemm.status().to_string();
-    for (const auto& v : gemm_cuda_variants())
-      for (const auto& c : cases) check_case(*gemm, v, c, rng);
+    for (const auto& v : gemm_cuda_variants())  // fp8 weights: gemm_fp8_cuda_test.cu
+      if (v.w == DType::kBF16)
+        for (const auto& c : cases) check_case(*gemm, v, c, rng);
   }
 }
 
 TEST(GemmCuda, CachesPlansPerShape) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(22);
-  auto gemm = Gemm::create();
+  auto gemm = Gemm::create({.skinny_max_m_bf16 = 0});  // cuBLASLt for every m (the decode kernel has no plans)
   ASSERT_TRUE(gemm.ok());
   HostTensor x = test::random_tensor(DType::kBF16, {8, 256}, rng), w = test::random_tensor(DType::kBF16, {128, 256}, rng);
   auto dx = to_device(x.tensor), dw = to_device(w.tensor);

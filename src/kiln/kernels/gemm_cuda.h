@@ -1,12 +1,18 @@
-// Gemm: the linear layer y = x @ w^T (+ bias) on the GPU through cuBLASLt: bf16 x and w (w in the
-// Hugging Face [out_features, in_features] layout), f32 accumulation, bf16 or f32 y. One Gemm
-// object owns a cuBLASLt handle and workspace and caches the heuristic's choice per shape, so a
-// decode step looks its plans up instead of asking the heuristic again. Not thread-safe.
+// Gemm: the linear layer y = x @ w^T (* w_scale) (+ bias) on the GPU: bf16 x, bf16 or fp8 e4m3 w
+// (the Hugging Face [out_features, in_features] layout; fp8 with w_scale [n] or [1] f32), f32
+// accumulation, bf16 or f32 y. Gemm::run dispatches on m and the weight dtype (gemm_path):
+//   m <= skinny_max_m_*  the decode kernel (cuda/gemm/skinny_gemm.cu): weights streamed once
+//   bf16 above           cuBLASLt bf16
+//   fp8 above            x quantized per row (token) to fp8 (quantize.h), cuBLASLt fp8 x fp8 with
+//                        the per-row and per-channel scales in its epilogue (prefill)
+// One Gemm object owns a cuBLASLt handle, the workspaces, and the heuristic's choice per shape,
+// so a decode step looks its plans up instead of asking the heuristic again. Not thread-safe.
 // CUDA-free header (defined in kernels/cuda/gemm/gemm.cu).
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "kiln/core/status.h"
 #include "kiln/kernels/linear.h"
@@ -21,6 +27,14 @@ struct GemmCudaVariant {
 };
 std::span<const GemmCudaVariant> gemm_cuda_variants();
 
+// Dispatch thresholds (largest m that takes the decode kernel), from bench/gemm_bench on H100
+// (weight GB/s, decode kernel vs cuBLASLt): bf16 ties cuBLASLt on the decoder layers at m = 1..8
+// (qkv -5, o_proj +1, gate_up 0, down +1 points; lm_head +7) and loses from m = 16 on. fp8 beats
+// the fp8 cuBLASLt path (which also quantizes x) at m = 16 on every shape and is about even at
+// m = 32; at m = 64 it loses badly (9-52% vs 32-71%), so m > 32 takes cuBLASLt fp8.
+inline constexpr int64_t kGemmSkinnyMaxMBf16 = 8;
+inline constexpr int64_t kGemmSkinnyMaxMFp8 = 32;
+
 struct GemmOptions {
   int64_t workspace_bytes = 32 << 20;  // what cuBLAS asks for on Hopper
   // Time the heuristic's top 8 candidates on the first call of each shape and keep the fastest
@@ -29,7 +43,16 @@ struct GemmOptions {
   // with large weights (lm_head, gate_up and down at m = 64), but worse for the 32 MB o_proj at
   // m = 1 (47% vs 56%): the candidates are timed on the same, L2-warm weights. Off by default.
   bool autotune = false;
+  int64_t skinny_max_m_bf16 = kGemmSkinnyMaxMBf16;  // 0: cuBLASLt for every m
+  int64_t skinny_max_m_fp8 = kGemmSkinnyMaxMFp8;    // 0: the fp8 cuBLASLt path for every m
+  int64_t skinny_workspace_bytes = 16 << 20;       // split-K partial sums of the decode kernel
+  bool fp8_fast_accum = false;                     // cuBLASLt fp8: skip the periodic f32 promotion
 };
+
+enum class GemmPath { kSkinny, kCublasBf16, kCublasFp8 };
+// The path Gemm::run takes for m rows of x and weights of dtype w (when the shape and alignment
+// allow the decode kernel: 16-byte aligned rows, k % 8 (bf16) or % 16 (fp8)).
+GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w);
 
 class Gemm {
  public:
@@ -38,10 +61,15 @@ class Gemm {
   Gemm& operator=(Gemm&&) noexcept;
   ~Gemm();
 
-  // args: x [m, k], w [n, k], bias [n] or empty, y [m, n], all device tensors; rows of x, w and y
-  // may be strided (last dimension contiguous). m == 0 is a no-op.
+  // args: x [m, k], w [n, k], bias [n] or empty, y [m, n], w_scale [n] | [1] f32 (fp8 w only),
+  // all device tensors; rows of x, w and y may be strided (last dimension contiguous). m == 0 is
+  // a no-op. CUDA-graph capturable for m <= 64 and for bf16; the fp8 prefill path grows its
+  // activation workspace on first use of a larger m (an error while the stream is captured).
   Status run(const LinearArgs& args, CUstream_st* stream);
   int64_t cached_plans() const;
+  // How the fp8 prefill path applies its scales (known after its first call): cuBLASLt's
+  // outer-vector scales, or an epilogue kernel where cuBLASLt refused them (and why).
+  std::string fp8_prefill_scales() const;
 
  private:
   struct Impl;

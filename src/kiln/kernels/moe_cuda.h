@@ -48,9 +48,10 @@ Result<std::vector<int32_t>> moe_offsets_to_host(const Tensor& expert_offsets, C
 
 struct MoeGroupedGemmArgs {
   Tensor x;                            // [rows, k] bf16, grouped by expert
-  std::span<const Tensor> weights;     // [num_experts] device tensors [n, k] bf16 (HF layout)
+  std::span<const Tensor> weights;     // [num_experts] device tensors [n, k] bf16 | fp8 e4m3 (HF layout)
   std::span<const int32_t> offsets;    // [num_experts + 1] host copy of expert_offsets
   Tensor y;                            // [rows, n] bf16 | f32
+  std::span<const Tensor> weight_scales;  // empty (bf16 weights), or [num_experts] x ([n] | [1] f32): fp8
 };
 // First version: a loop of cuBLASLt GEMMs, one per expert that has rows (experts without rows
 // are skipped). A device-side grouped GEMM would save the host round trip for the offsets and

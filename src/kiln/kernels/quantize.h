@@ -1,20 +1,37 @@
-// FP8 (e4m3) quantization of linear-layer weights: w [n, k] -> q [n, k] fp8 e4m3 and scales, with
-// w ~= float(q[r, c]) * scale[r] (per output channel, scale [n]) or * scale[0] (per tensor, [1]).
+// FP8 (e4m3) quantization. Rows of a matrix src [rows, k] -> q [rows, k] fp8 e4m3 and scales, with
+// src ~= float(q[r, c]) * scale[r] (per row, scale [rows]) or * scale[0] (per tensor, [1]).
 // scale = amax / 448 over the row (or the whole matrix); an all-zero row gets scale 1. Each value
-// is rounded to nearest even and saturated (core/dtype.h f32_to_fp8_e4m3), so the CPU result is
-// the reference that the GPU quantizer reproduces bit for bit.
+// is q = fp8_rne_sat(src / scale) (core/dtype.h f32_to_fp8_e4m3), so the CPU result is the
+// reference that the GPU quantizer reproduces bit for bit. Two uses of the same arithmetic:
+//   weights     [n, k]: per output channel (or per tensor), once at load (quantize_fp8_weights_*)
+//   activations [m, k]: per row = per token, dynamic, before the fp8 prefill GEMM (gemm_cuda.h)
+// Variants: CPU src f32 | f16 | bf16; CUDA src bf16 (device), q fp8 e4m3, scale f32.
 #pragma once
 #include "kiln/core/status.h"
 #include "kiln/core/tensor.h"
 
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+
 namespace kiln {
+
+struct Fp8QuantizeArgs {
+  Tensor src;    // [rows, k] f32 | f16 | bf16 (CUDA: bf16), rows may be strided
+  Tensor q;      // [rows, k] fp8 e4m3 out, rows may be strided
+  Tensor scale;  // [rows] f32 out (per row), or [1] f32 out (per tensor)
+};
+
+// Host tensors. The reference.
+Status quantize_fp8_cpu(const Fp8QuantizeArgs& args);
+// Device tensors, src bf16; same bits as quantize_fp8_cpu. Graph-capturable (no allocation, no
+// synchronization); the per-tensor mode runs three short kernels (row amax, scale, quantize).
+Status quantize_fp8_cuda(const Fp8QuantizeArgs& args, CUstream_st* stream);
 
 struct Fp8Weights {
   HostTensor q;      // [n, k] fp8 e4m3
   HostTensor scale;  // [n] f32, or [1] f32 when per_tensor
 };
 
-// w: [n, k] f32, f16 or bf16, host memory (rows may be strided).
+// w: [n, k] f32, f16 or bf16, host memory (rows may be strided). quantize_fp8_cpu into new tensors.
 Result<Fp8Weights> quantize_fp8_weights_cpu(const Tensor& w, bool per_tensor);
 
 // out[r, c] = float(q[r, c]) * scale[r or 0], converted to out's dtype (f32, f16 or bf16): the CPU

@@ -1,10 +1,12 @@
 // CPU linear layer: tiles of 4 weight rows x 2 activation rows with 8 AVX2 accumulators; each
 // weight tile is converted once per k-step and reused for both activation rows. Threads split
-// the output features. This is both the reference and the CPU fast path.
+// the output features. This is both the reference and the CPU fast path. fp8 e4m3 weights: each
+// chunk of rows is widened to f32 (exact), multiplied, then scaled by w_scale (per row or tensor).
 #include "kiln/kernels/linear.h"
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "kiln/core/thread_pool.h"
 #include "kiln/kernels/cpu/simd.h"
@@ -98,6 +100,35 @@ void linear_rows(const LinearArgs& a, int64_t n0, int64_t n1) {
   }
 }
 
+// fp8 rows [n0, n1): y[:, n] = (x @ float(w[n, :])) * scale(n) (+ bias[n]), widened 64 rows at a time.
+void linear_rows_fp8(const LinearArgs& a, int64_t n0, int64_t n1) {
+  constexpr int64_t kRowsPerBlock = 64;
+  if (n1 <= n0) return;  // parallel_for's last chunks may be empty
+  const int64_t m = a.x.shape[0], k = a.x.shape[1];
+  std::vector<float> wf(static_cast<size_t>(std::min(kRowsPerBlock, n1 - n0) * k));
+  for (int64_t b0 = n0; b0 < n1; b0 += kRowsPerBlock) {
+    const int64_t rows = std::min(kRowsPerBlock, n1 - b0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* src = a.w.ptr<uint8_t>() + (b0 + r) * a.w.strides[0];
+      for (int64_t c = 0; c < k; ++c) wf[static_cast<size_t>(r * k + c)] = fp8_e4m3_to_f32(src[c]);
+    }
+    LinearArgs sub{a.x, Tensor::view(wf.data(), DType::kF32, {rows, k}), {}, a.y, {}};
+    sub.y.data = a.y.ptr<float>() + b0;  // columns [b0, b0 + rows) of y
+    sub.y.shape[1] = rows;
+    linear_rows(sub, 0, rows);
+  }
+  float* y = a.y.ptr<float>();
+  const int64_t ldy = a.y.strides[0];
+  const float* scale = a.w_scale.ptr<float>();
+  const bool per_tensor = a.w_scale.numel() == 1;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t n = n0; n < n1; ++n) {
+      float& v = y[i * ldy + n];
+      v *= scale[per_tensor ? 0 : n];
+      if (!a.bias.empty()) v += element_at(a.bias, n);
+    }
+}
+
 }  // namespace
 
 Status linear_cpu(const LinearArgs& a) {
@@ -105,9 +136,15 @@ Status linear_cpu(const LinearArgs& a) {
       a.y.dtype != DType::kF32)
     return invalid_argument("linear_cpu: want x [m,k] f32, w [n,k], y [m,n] f32; got x " +
                             a.x.shape_string() + ", w " + a.w.shape_string() + ", y " + a.y.shape_string());
-  if (a.w.dtype != DType::kF32 && a.w.dtype != DType::kF16 && a.w.dtype != DType::kBF16)
+  const bool fp8 = a.w.dtype == DType::kFp8E4M3;
+  if (a.w.dtype != DType::kF32 && a.w.dtype != DType::kF16 && a.w.dtype != DType::kBF16 && !fp8)
     return unimplemented("linear_cpu: weight dtype " + std::string(dtype_name(a.w.dtype)) +
-                         " (supported: f32, f16, bf16)");
+                         " (supported: f32, f16, bf16, fp8_e4m3 with w_scale)");
+  if (fp8 && (a.w_scale.empty() || a.w_scale.dtype != DType::kF32 || !a.w_scale.is_contiguous() ||
+              (a.w_scale.numel() != 1 && a.w_scale.numel() != a.w.shape[0])))
+    return invalid_argument("linear_cpu: fp8 weights need w_scale [n] or [1] f32, got " +
+                            (a.w_scale.empty() ? std::string("none") : a.w_scale.shape_string()));
+  if (!fp8 && !a.w_scale.empty()) return invalid_argument("linear_cpu: w_scale is only for fp8 weights");
   const int64_t m = a.x.shape[0], k = a.x.shape[1], n = a.w.shape[0];
   if (a.w.shape[1] != k || a.y.shape[0] != m || a.y.shape[1] != n || a.w.strides[1] != 1 ||
       a.x.strides[1] != 1 || a.y.strides[1] != 1)
@@ -118,7 +155,8 @@ Status linear_cpu(const LinearArgs& a) {
   const int64_t tiles = (n + 3) / 4;
   const int64_t min_tiles = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, k * std::max<int64_t>(1, m)));
   ThreadPool::global().parallel_for(tiles, min_tiles, [&](int64_t t0, int64_t t1) {
-    linear_rows(a, t0 * 4, std::min(n, t1 * 4));
+    if (fp8) linear_rows_fp8(a, t0 * 4, std::min(n, t1 * 4));
+    else linear_rows(a, t0 * 4, std::min(n, t1 * 4));
   });
   return ok_status();
 }

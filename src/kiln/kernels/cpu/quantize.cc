@@ -1,4 +1,4 @@
-// CPU fp8 weight quantization (the reference; see quantize.h).
+// CPU fp8 quantization of matrix rows (the reference; see quantize.h) and dequantization.
 #include "kiln/kernels/quantize.h"
 
 #include <algorithm>
@@ -24,14 +24,19 @@ float scale_for(float amax) { return amax > 0.0f ? amax / kFp8E4M3Max : 1.0f; }
 
 }  // namespace
 
-Result<Fp8Weights> quantize_fp8_weights_cpu(const Tensor& w, bool per_tensor) {
+Status quantize_fp8_cpu(const Fp8QuantizeArgs& a) {
+  const Tensor& w = a.src;
   if (w.ndim != 2 || w.device != Device::kCpu || (w.dtype != DType::kF32 && w.dtype != DType::kF16 && w.dtype != DType::kBF16))
-    return invalid_argument("quantize_fp8_weights_cpu: w must be a host [n, k] f32/f16/bf16 matrix");
-  if (w.shape[1] > 0 && w.strides[1] != 1) return invalid_argument("quantize_fp8_weights_cpu: w rows must be contiguous");
+    return invalid_argument("quantize_fp8_cpu: src must be a host [rows, k] f32/f16/bf16 matrix, got " + w.shape_string());
   const int64_t n = w.shape[0], k = w.shape[1];
-  Fp8Weights out;
-  out.q = HostTensor::zeros(DType::kFp8E4M3, {n, k});
-  out.scale = HostTensor::zeros(DType::kF32, {per_tensor ? 1 : n});
+  if (a.q.ndim != 2 || a.q.dtype != DType::kFp8E4M3 || a.q.device != Device::kCpu || a.q.shape[0] != n ||
+      a.q.shape[1] != k || a.scale.dtype != DType::kF32 || a.scale.device != Device::kCpu ||
+      (a.scale.numel() != 1 && a.scale.numel() != n) || !a.scale.is_contiguous())
+    return invalid_argument("quantize_fp8_cpu: want q [rows, k] fp8 e4m3 and scale [rows] or [1] f32 on the host; got q " +
+                            a.q.shape_string() + ", scale " + a.scale.shape_string());
+  if (k > 0 && (w.strides[1] != 1 || a.q.strides[1] != 1))
+    return invalid_argument("quantize_fp8_cpu: rows must be contiguous");
+  const bool per_tensor = a.scale.numel() == 1 && n != 1;
   std::vector<float> amax(static_cast<size_t>(n), 0.0f);
   ThreadPool::global().parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
     std::vector<float> row(static_cast<size_t>(k));
@@ -42,21 +47,31 @@ Result<Fp8Weights> quantize_fp8_weights_cpu(const Tensor& w, bool per_tensor) {
       amax[static_cast<size_t>(r)] = m;
     }
   });
-  float* scale = out.scale.tensor.ptr<float>();
+  float* scale = a.scale.ptr<float>();
   if (per_tensor) {
     scale[0] = scale_for(n ? *std::max_element(amax.begin(), amax.end()) : 0.0f);
   } else {
     for (int64_t r = 0; r < n; ++r) scale[r] = scale_for(amax[static_cast<size_t>(r)]);
   }
-  uint8_t* q = out.q.tensor.ptr<uint8_t>();
   ThreadPool::global().parallel_for(n, 16, [&](int64_t r0, int64_t r1) {
     std::vector<float> row(static_cast<size_t>(k));
     for (int64_t r = r0; r < r1; ++r) {
       load_row(w, r, row.data());
       const float s = scale[per_tensor ? 0 : r];
-      for (int64_t c = 0; c < k; ++c) q[r * k + c] = f32_to_fp8_e4m3(row[static_cast<size_t>(c)] / s);
+      uint8_t* q = a.q.ptr<uint8_t>() + r * a.q.strides[0];
+      for (int64_t c = 0; c < k; ++c) q[c] = f32_to_fp8_e4m3(row[static_cast<size_t>(c)] / s);
     }
   });
+  return ok_status();
+}
+
+Result<Fp8Weights> quantize_fp8_weights_cpu(const Tensor& w, bool per_tensor) {
+  if (w.ndim != 2) return invalid_argument("quantize_fp8_weights_cpu: w must be a host [n, k] f32/f16/bf16 matrix");
+  const int64_t n = w.shape[0], k = w.shape[1];
+  Fp8Weights out;
+  out.q = HostTensor::zeros(DType::kFp8E4M3, {n, k});
+  out.scale = HostTensor::zeros(DType::kF32, {per_tensor ? 1 : n});
+  KILN_RETURN_IF_ERROR(quantize_fp8_cpu({w, out.q.tensor, out.scale.tensor}));
   return out;
 }
 

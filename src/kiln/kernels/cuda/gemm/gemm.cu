@@ -1,7 +1,11 @@
-// Gemm through cuBLASLt. Row-major y[m, n] = x[m, k] @ w[n, k]^T is, in cuBLASLt's column-major
-// terms, D[n, m] = op(A)[n, k] * B[k, m] with A = w (k x n, transposed) and B = x (k x m): the
-// "TN" layout, the fastest one. Plans (descriptors + the heuristic's algorithm) are cached per
-// (shape, strides, dtypes, bias, alignment). Variants: bf16 x bf16 -> bf16 | f32.
+// Gemm: the dispatcher (gemm_path) over the decode kernel (skinny_gemm.cu) and cuBLASLt. Row-major
+// y[m, n] = x[m, k] @ w[n, k]^T is, in cuBLASLt's column-major terms, D[n, m] = op(A)[n, k] *
+// B[k, m] with A = w (k x n, transposed) and B = x (k x m): the "TN" layout, the fastest one and
+// the only one for fp8. Plans (descriptors + the heuristic's algorithm) are cached per (shape,
+// strides, dtypes, bias, alignment, scale mode). Variants: x bf16, w bf16 | fp8 e4m3 -> y bf16 | f32.
+// fp8 above the decode range: x -> fp8 per row (quantize_fp8_cuda into a workspace owned here),
+// then e4m3 x e4m3 with the scales as cuBLASLt "outer vector" scales (per row of x, per channel of
+// w) when this cuBLASLt supports them, else unscaled + gemm_epilogue_cuda.
 #include <algorithm>
 #include <string>
 #include <unordered_map>
@@ -9,7 +13,10 @@
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/gemm/gemm_epilogue.h"
+#include "kiln/kernels/cuda/gemm/skinny_gemm.h"
 #include "kiln/kernels/gemm_cuda.h"
+#include "kiln/kernels/quantize.h"
 
 namespace kiln {
 namespace {
@@ -17,18 +24,29 @@ namespace {
 constexpr GemmCudaVariant kVariants[] = {
     {DType::kBF16, DType::kBF16, DType::kBF16},
     {DType::kBF16, DType::kBF16, DType::kF32},
+    {DType::kBF16, DType::kFp8E4M3, DType::kBF16},
+    {DType::kBF16, DType::kFp8E4M3, DType::kF32},
 };
 
-cudaDataType_t cuda_type(DType t) { return t == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF; }
+cudaDataType_t cuda_type(DType t) {
+  return t == DType::kF32 ? CUDA_R_32F : t == DType::kFp8E4M3 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+}
+
+// How a cuBLASLt plan applies scales: none (bf16), cuBLASLt's own scales (fp8: B per row of x as
+// an outer vector, A per channel as an outer vector or per tensor as a scalar), or none with the
+// scales applied after (fp8 fallback, gemm_epilogue_cuda; the bias goes there too).
+enum class ScaleMode { kNone, kFp8Native, kFp8Epilogue };
 
 struct PlanKey {
   int64_t m, n, k, ldx, ldw, ldy;
-  DType y;
+  DType w, y;
   bool bias;
   int align;  // bytes every pointer is aligned to, capped at 256
+  ScaleMode scales;
+  bool w_per_tensor;
   bool operator==(const PlanKey& o) const {
-    return m == o.m && n == o.n && k == o.k && ldx == o.ldx && ldw == o.ldw && ldy == o.ldy && y == o.y &&
-           bias == o.bias && align == o.align;
+    return m == o.m && n == o.n && k == o.k && ldx == o.ldx && ldw == o.ldw && ldy == o.ldy && w == o.w && y == o.y &&
+           bias == o.bias && align == o.align && scales == o.scales && w_per_tensor == o.w_per_tensor;
   }
 };
 
@@ -36,7 +54,8 @@ struct PlanKeyHash {
   size_t operator()(const PlanKey& key) const {
     size_t h = 0;
     for (int64_t v : {key.m, key.n, key.k, key.ldx, key.ldw, key.ldy,
-                      static_cast<int64_t>(key.y) * 2 + key.bias, static_cast<int64_t>(key.align)})
+                      static_cast<int64_t>(key.y) * 2 + key.bias, static_cast<int64_t>(key.align),
+                      static_cast<int64_t>(key.w) * 16 + static_cast<int64_t>(key.scales) * 2 + key.w_per_tensor})
       h = h * 1000003u ^ std::hash<int64_t>()(v);
     return h;
   }
@@ -75,6 +94,12 @@ int pointer_alignment(const void* p) {
   return align;
 }
 
+// What the fp8 path learnt: the native-scale plans cuBLASLt refused (they take kFp8Epilogue).
+struct Fp8Status {
+  int native_refused = 0;
+  std::string why;  // the last refusal
+};
+
 // Rows of a 2-D device tensor with a contiguous last dimension: the leading dimension.
 Result<int64_t> leading_dim(const Tensor& t, DType dtype, const char* name) {
   if (t.device != Device::kCuda || t.ndim != 2 || t.dtype != dtype || (t.strides[1] != 1 && t.shape[1] > 1) ||
@@ -89,8 +114,14 @@ Result<int64_t> leading_dim(const Tensor& t, DType dtype, const char* name) {
 struct Gemm::Impl {
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer workspace;
+  GemmOptions options;
   bool autotune = false;
+  DeviceBuffer skinny_partials, skinny_counters;
+  SkinnyGemmWorkspace skinny;
+  DeviceBuffer act_q, act_scale;  // fp8 prefill: x quantized per row [m, k] fp8, its scales [m] f32
+  Fp8Status fp8;
   std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
+  std::unordered_map<PlanKey, bool, PlanKeyHash> native_refused;  // fp8 keys whose native plan failed
   ~Impl() {
     plans.clear();
     if (handle) cublasLtDestroy(handle);
@@ -100,18 +131,30 @@ struct Gemm::Impl {
     if (auto it = plans.find(key); it != plans.end()) return &it->second;
     Plan p;
     const cudaDataType_t yt = cuda_type(key.y);
+    const cudaDataType_t in_t = cuda_type(key.w);  // x is quantized to the weights' type
     KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
-    if (key.bias) {
+    if (key.w == DType::kFp8E4M3) {
+      const int8_t fast = options.fp8_fast_accum ? 1 : 0;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+    }
+    if (key.scales == ScaleMode::kFp8Native) {
+      const cublasLtMatmulMatrixScale_t a_mode =
+          key.w_per_tensor ? CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F : CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      const cublasLtMatmulMatrixScale_t b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode)));
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode)));
+    }
+    if (key.bias && key.scales != ScaleMode::kFp8Epilogue) {
       const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &yt, sizeof(yt)));
     }
-    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, static_cast<uint64_t>(key.k),
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, in_t, static_cast<uint64_t>(key.k),
                                                  static_cast<uint64_t>(key.n), key.ldw));
-    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, static_cast<uint64_t>(key.k),
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, in_t, static_cast<uint64_t>(key.k),
                                                  static_cast<uint64_t>(key.m), key.ldx));
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, yt, static_cast<uint64_t>(key.n),
                                                  static_cast<uint64_t>(key.m), key.ldy));
@@ -132,7 +175,8 @@ struct Gemm::Impl {
     KILN_CUBLAS_CHECK(st);
     if (found == 0)
       return unimplemented("gemm: cuBLASLt has no algorithm for m=" + std::to_string(key.m) + " n=" +
-                           std::to_string(key.n) + " k=" + std::to_string(key.k));
+                           std::to_string(key.n) + " k=" + std::to_string(key.k) + " w " +
+                           std::string(dtype_name(key.w)));
     p.algo = results[0].algo;
     if (autotune && found > 1) {
       for (int i = 0; i < found; ++i) p.candidates[i] = results[i].algo;
@@ -141,6 +185,7 @@ struct Gemm::Impl {
     return &plans.emplace(key, std::move(p)).first->second;
   }
 
+  // a.x is what cuBLASLt multiplies: bf16 x, or fp8 x quantized by run_fp8.
   Status matmul(const Plan& p, const cublasLtMatmulAlgo_t& algo, const LinearArgs& a, cudaStream_t stream) {
     const float alpha = 1.0f, beta = 0.0f;
     KILN_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &alpha, a.w.data, p.a, a.x.data, p.b, &beta, a.y.data, p.c,
@@ -174,9 +219,76 @@ struct Gemm::Impl {
     KILN_CUDA_CHECK(cudaGetLastError());
     return ok_status();
   }
+
+  // Room for x quantized: grows on first use of a larger m (not while the stream is captured).
+  Status reserve_activations(int64_t m, int64_t k, cudaStream_t stream) {
+    const int64_t q_bytes = ((m * k + 255) / 256) * 256, s_bytes = m * static_cast<int64_t>(sizeof(float));
+    if (act_q.size() >= q_bytes && act_scale.size() >= s_bytes) return ok_status();
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    KILN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+      return resource_exhausted("gemm: the fp8 activation workspace must grow to m=" + std::to_string(m) + " k=" +
+                                 std::to_string(k) + " while the stream is captured; run this shape once first");
+    KILN_CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffers may still be in use
+    if (act_q.size() < q_bytes) {
+      KILN_ASSIGN_OR_RETURN(act_q, DeviceBuffer::alloc(q_bytes));
+    }
+    if (act_scale.size() < s_bytes) {
+      KILN_ASSIGN_OR_RETURN(act_scale, DeviceBuffer::alloc(std::max<int64_t>(s_bytes, 256)));
+    }
+    return ok_status();
+  }
+
+  // fp8 prefill: x -> fp8 per row, then cuBLASLt e4m3 x e4m3 (key.ldx = k: the quantized copy).
+  Status run_fp8(const LinearArgs& a, PlanKey key, cudaStream_t stream) {
+    if (key.k % 16 != 0 || key.ldw % 16 != 0 || key.align < 16)
+      return unimplemented("gemm: the fp8 cuBLASLt path needs k and the weight row stride multiples of 16 and "
+                           "16-byte aligned pointers (k=" + std::to_string(key.k) + ")");
+    KILN_RETURN_IF_ERROR(reserve_activations(key.m, key.k, stream));
+    const Tensor xq = Tensor::view(act_q.data(), DType::kFp8E4M3, {key.m, key.k}, Device::kCuda);
+    const Tensor xs = Tensor::view(act_scale.data(), DType::kF32, {key.m}, Device::kCuda);
+    KILN_RETURN_IF_ERROR(quantize_fp8_cuda({a.x, xq, xs}, stream));
+    LinearArgs q = a;
+    q.x = xq;
+    Plan* p = nullptr;
+    if (!native_refused.count(key)) {
+      Result<Plan*> native = plan_for(key);
+      if (native.ok()) {
+        p = *native;
+      } else {
+        native_refused.emplace(key, true);
+        ++fp8.native_refused;
+        fp8.why = native.status().to_string();
+      }
+    }
+    if (!p) {
+      key.scales = ScaleMode::kFp8Epilogue;
+      KILN_ASSIGN_OR_RETURN(p, plan_for(key));
+    }
+    if (key.scales == ScaleMode::kFp8Native) {
+      const void* a_scale = a.w_scale.data;
+      const void* b_scale = xs.data;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)));
+      if (key.bias) {
+        const void* bias_ptr = a.bias.data;
+        KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
+      }
+    }
+    if (p->num_candidates > 0) KILN_RETURN_IF_ERROR(tune(*p, q, stream));
+    KILN_RETURN_IF_ERROR(matmul(*p, p->algo, q, stream));
+    if (key.scales == ScaleMode::kFp8Epilogue)
+      return gemm_epilogue_cuda({a.y, xs.ptr<float>(), a.w_scale.ptr<float>(), a.w_scale.numel() == 1, a.bias}, stream);
+    return ok_status();
+  }
 };
 
 std::span<const GemmCudaVariant> gemm_cuda_variants() { return kVariants; }
+
+GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w) {
+  if (w == DType::kFp8E4M3) return m <= options.skinny_max_m_fp8 ? GemmPath::kSkinny : GemmPath::kCublasFp8;
+  return m <= options.skinny_max_m_bf16 ? GemmPath::kSkinny : GemmPath::kCublasBf16;
+}
 
 Gemm::Gemm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gemm::Gemm(Gemm&&) noexcept = default;
@@ -185,13 +297,37 @@ Gemm::~Gemm() = default;
 
 Result<Gemm> Gemm::create(const GemmOptions& options) {
   auto impl = std::make_unique<Impl>();
+  impl->options = options;
   impl->autotune = options.autotune;
   KILN_CUBLAS_CHECK(cublasLtCreate(&impl->handle));
   KILN_ASSIGN_OR_RETURN(impl->workspace, DeviceBuffer::alloc(options.workspace_bytes));
+  int device = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&impl->skinny.num_sms, cudaDevAttrMultiProcessorCount, device));
+  if (options.skinny_workspace_bytes > 0) {
+    constexpr int64_t kCounters = 8192;  // row blocks of 128+ weight rows: n up to 1M with split K
+    KILN_ASSIGN_OR_RETURN(impl->skinny_partials, DeviceBuffer::alloc(options.skinny_workspace_bytes));
+    KILN_ASSIGN_OR_RETURN(impl->skinny_counters, DeviceBuffer::alloc(kCounters * static_cast<int64_t>(sizeof(int))));
+    KILN_CUDA_CHECK(cudaMemset(impl->skinny_counters.data(), 0, kCounters * sizeof(int)));
+    impl->skinny.partials = static_cast<float*>(impl->skinny_partials.data());
+    impl->skinny.partial_floats = options.skinny_workspace_bytes / static_cast<int64_t>(sizeof(float));
+    impl->skinny.counters = static_cast<int*>(impl->skinny_counters.data());
+    impl->skinny.num_counters = kCounters;
+  }
   return Gemm(std::move(impl));
 }
 
 int64_t Gemm::cached_plans() const { return static_cast<int64_t>(impl_->plans.size()); }
+
+std::string Gemm::fp8_prefill_scales() const {
+  int native = 0;
+  for (const auto& [key, plan] : impl_->plans) native += key.scales == ScaleMode::kFp8Native;
+  std::string s = std::to_string(native) + " shapes with cuBLASLt outer-vector scales";
+  if (impl_->fp8.native_refused > 0)
+    s += ", " + std::to_string(impl_->fp8.native_refused) + " with the epilogue kernel (cuBLASLt refused: " +
+         impl_->fp8.why + ")";
+  return s;
+}
 
 Status Gemm::run(const LinearArgs& a, CUstream_st* stream) {
   const GemmCudaVariant* variant = nullptr;
@@ -217,11 +353,26 @@ Status Gemm::run(const LinearArgs& a, CUstream_st* stream) {
                !a.bias.is_contiguous()))
     return invalid_argument("gemm: bias " + a.bias.shape_string() + ", want [" + std::to_string(n) + "] " +
                             std::string(dtype_name(variant->y)) + " cuda");
+  const bool fp8 = variant->w == DType::kFp8E4M3;
+  if (fp8 && (a.w_scale.empty() || a.w_scale.device != Device::kCuda || a.w_scale.dtype != DType::kF32 ||
+              !a.w_scale.is_contiguous() || (a.w_scale.numel() != n && a.w_scale.numel() != 1)))
+    return invalid_argument("gemm: fp8 weights need w_scale [" + std::to_string(n) + "] or [1] f32 cuda, got " +
+                            (a.w_scale.empty() ? std::string("none") : a.w_scale.shape_string()));
+  if (!fp8 && !a.w_scale.empty()) return invalid_argument("gemm: w_scale is only for fp8 weights");
   if (m == 0 || n == 0) return ok_status();
   if (k == 0) return unimplemented("gemm: k == 0");
+  const GemmPath path = gemm_path(impl_->options, m, variant->w);
+  if (path == GemmPath::kSkinny) {
+    const Status ok = skinny_gemm_check(a);
+    if (ok.ok()) return skinny_gemm_cuda(a, impl_->skinny, stream);
+    if (fp8 && ok.code() != StatusCode::kUnimplemented) return ok;
+    // bf16 shapes the decode kernel does not take go to cuBLASLt; fp8 ones try the fp8 path.
+  }
   int align = std::min({pointer_alignment(a.x.data), pointer_alignment(a.w.data), pointer_alignment(a.y.data)});
   if (bias) align = std::min(align, pointer_alignment(a.bias.data));
-  const PlanKey key{m, n, k, ldx, ldw, ldy, variant->y, bias, align};
+  if (fp8) return impl_->run_fp8(a, PlanKey{m, n, k, k, ldw, ldy, DType::kFp8E4M3, variant->y, bias, align,
+                                             ScaleMode::kFp8Native, a.w_scale.numel() == 1 && n != 1}, stream);
+  const PlanKey key{m, n, k, ldx, ldw, ldy, DType::kBF16, variant->y, bias, align, ScaleMode::kNone, false};
   KILN_ASSIGN_OR_RETURN(Plan* plan, impl_->plan_for(key));
   if (bias) {
     const void* bias_ptr = a.bias.data;

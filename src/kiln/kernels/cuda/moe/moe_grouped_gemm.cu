@@ -26,13 +26,17 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& a, CUstream_s
   if (a.x.ndim != 2 || a.y.ndim != 2 || a.x.shape[0] != a.y.shape[0])
     return invalid_argument("moe_grouped_gemm_cuda: x " + a.x.shape_string() + " and y " + a.y.shape_string() +
                             " must be 2-D with the same rows");
+  if (!a.weight_scales.empty() && a.weight_scales.size() != num_experts)
+    return invalid_argument("moe_grouped_gemm_cuda: " + std::to_string(a.weight_scales.size()) + " weight scales for " +
+                            std::to_string(num_experts) + " experts");
   if (a.offsets[0] != 0 || a.offsets[num_experts] != a.x.shape[0])
     return invalid_argument("moe_grouped_gemm_cuda: offsets do not cover the rows of x");
   for (size_t e = 0; e < num_experts; ++e) {
     const int64_t begin = a.offsets[e], end = a.offsets[e + 1];
     if (end < begin) return invalid_argument("moe_grouped_gemm_cuda: offsets are not sorted");
     if (end == begin) continue;
-    const Status st = gemm.run({a.x.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end)}, stream);
+    const Tensor scale = a.weight_scales.empty() ? Tensor{} : a.weight_scales[e];
+    const Status st = gemm.run({a.x.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale}, stream);
     if (!st.ok()) return st.with_context("expert " + std::to_string(e));
   }
   return ok_status();

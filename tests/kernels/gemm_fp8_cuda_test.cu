@@ -1,0 +1,305 @@
+// The GPU decode kernel (skinny_gemm.cu), the fp8 prefill path and the dispatcher of Gemm::run
+// against linear_cpu on fresh random inputs: every row of the decode kernel's variant table (bf16
+// and fp8 weights, per-channel and per-tensor scales, bf16 and f32 y, bias, strided rows, odd n,
+// split K), m on both sides of every dispatch threshold; the GPU fp8 quantizer against the CPU
+// one bit for bit; graph capture and replay. Skipped without a GPU.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/gemm/skinny_gemm.h"
+#include "kiln/kernels/gemm_cuda.h"
+#include "kiln/kernels/linear.h"
+#include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/quantize.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace kiln {
+namespace {
+
+using test::scaled_error;
+
+struct Case {
+  int64_t m, n, k;
+  bool bias;
+  int64_t pad;  // extra elements per row of x and y
+};
+
+struct Weights {  // host copies and the device tensors Gemm::run reads
+  HostTensor w, scale;  // scale empty for bf16
+  DeviceTensor dw, dscale;
+};
+
+// bf16: random; fp8: random f32 quantized on the host (per channel or per tensor), or raw random
+// codes (every finite e4m3 value, subnormals included) with a random positive scale.
+Weights make_weights(DType wt, int64_t n, int64_t k, bool per_tensor, bool raw_codes, std::mt19937& rng) {
+  Weights r;
+  if (wt == DType::kBF16) {
+    r.w = test::random_tensor(DType::kBF16, {n, k}, rng, 0.05f);
+  } else if (raw_codes) {
+    r.w = HostTensor::zeros(DType::kFp8E4M3, {n, k});
+    std::uniform_int_distribution<int> code(0, 255);
+    for (int64_t i = 0; i < n * k; ++i) {
+      const int c = code(rng);
+      r.w.tensor.ptr<uint8_t>()[i] = static_cast<uint8_t>((c & 0x7f) == 0x7f ? 0 : c);
+    }
+    r.scale = HostTensor::zeros(DType::kF32, {per_tensor ? 1 : n});
+    std::uniform_real_distribution<float> u(1e-4f, 2e-3f);
+    for (int64_t i = 0; i < r.scale.tensor.numel(); ++i) r.scale.tensor.ptr<float>()[i] = u(rng);
+  } else {
+    HostTensor f = test::random_tensor(DType::kF32, {n, k}, rng, 0.05f);
+    auto q = quantize_fp8_weights_cpu(f.tensor, per_tensor);
+    EXPECT_TRUE(q.ok());
+    r.w = std::move(q->q);
+    r.scale = std::move(q->scale);
+  }
+  auto dw = to_device(r.w.tensor);
+  EXPECT_TRUE(dw.ok());
+  r.dw = std::move(dw).value();
+  if (!r.scale.tensor.empty()) {
+    auto ds = to_device(r.scale.tensor);
+    EXPECT_TRUE(ds.ok());
+    r.dscale = std::move(ds).value();
+  }
+  return r;
+}
+
+// y = gemm.run(x, w) compared with linear_cpu; fp8_x: the reference quantizes x per row first
+// (what the fp8 prefill path does).
+// Tolerances (max error / max |ref|): bf16 y: its rounding; f32 y: summation order, except on
+// the fp8 cuBLASLt path, whose fp8 MMAs accumulate with fewer bits than f32.
+void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, bool fp8_x, std::mt19937& rng,
+                double tol_bf16 = 1e-2) {
+  const int64_t m = c.m, n = c.n, k = c.k;
+  SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + " bias=" +
+               std::to_string(c.bias) + " pad=" + std::to_string(c.pad) + " w=" + std::string(dtype_name(W.w.tensor.dtype)) +
+               " scale=" + std::to_string(W.scale.tensor.numel()) + " y=" + std::string(dtype_name(y_dtype)));
+  HostTensor x = test::random_tensor(DType::kBF16, {m, k + c.pad}, rng);
+  HostTensor b = test::random_tensor(y_dtype, {n}, rng);
+  auto dx = to_device(x.tensor), db = to_device(b.tensor);
+  auto dy = DeviceTensor::empty(y_dtype, {m, n + c.pad});
+  ASSERT_TRUE(dx.ok() && db.ok() && dy.ok());
+  ASSERT_TRUE(fill_bytes(dy->tensor, 0xff).ok());
+  Tensor xv = dx->tensor, yv = dy->tensor;
+  xv.shape[1] = k;
+  yv.shape[1] = n;
+  const Status st = gemm.run({xv, W.dw.tensor, c.bias ? db->tensor : Tensor{}, yv, W.dscale.tensor}, nullptr);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+
+  const std::vector<float> xf_all = test::to_f32(x.tensor);
+  HostTensor xf = HostTensor::zeros(DType::kF32, {m, k});
+  for (int64_t i = 0; i < m; ++i) std::copy_n(xf_all.begin() + i * (k + c.pad), k, xf.tensor.ptr<float>() + i * k);
+  if (fp8_x) {
+    HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k});
+    HostTensor s = HostTensor::zeros(DType::kF32, {m});
+    ASSERT_TRUE(quantize_fp8_cpu({xf.tensor, q.tensor, s.tensor}).ok());
+    ASSERT_TRUE(dequantize_fp8_weights_cpu(q.tensor, s.tensor, xf.tensor).ok());
+  }
+  const std::vector<float> bf = test::to_f32(b.tensor);
+  HostTensor ref = HostTensor::zeros(DType::kF32, {m, n});
+  const Status rs = linear_cpu({xf.tensor, W.w.tensor, c.bias ? Tensor::view(const_cast<float*>(bf.data()), DType::kF32, {n}) : Tensor{},
+                                ref.tensor, W.scale.tensor});
+  ASSERT_TRUE(rs.ok()) << rs.to_string();
+  auto y_host = to_host(dy->tensor, DType::kF32);
+  ASSERT_TRUE(y_host.ok());
+  const std::vector<float> y_all = test::to_f32(y_host->tensor);
+  std::vector<float> y(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) std::copy_n(y_all.begin() + i * (n + c.pad), n, y.begin() + i * n);
+  const double tol = y_dtype == DType::kF32 ? (fp8_x ? 1e-3 : 1e-4) : tol_bf16;
+  EXPECT_LT(scaled_error(y, test::to_f32(ref.tensor)), tol);
+}
+
+// Every variant of the decode kernel (m up to its max_m), several shapes: odd n, k a multiple of
+// 16 only, long k (split K), n large enough for no split.
+TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(31);
+  auto gemm = Gemm::create({.skinny_max_m_bf16 = 64, .skinny_max_m_fp8 = 64});
+  ASSERT_TRUE(gemm.ok()) << gemm.status().to_string();
+  const struct { int64_t n, k; } shapes[] = {{1000, 4096}, {4097, 1008}, {384, 14336}, {20000, 512}, {24, 48}};
+  for (const SkinnyGemmVariant& v : skinny_gemm_variants()) {
+    for (const auto& s : shapes) {
+      for (bool per_tensor : {false, true}) {
+        if (v.w == DType::kBF16 && per_tensor) continue;
+        const Weights W = make_weights(v.w, s.n, s.k, per_tensor, false, rng);
+        for (int64_t m : {std::max<int64_t>(1, v.max_m / 2 + 1), static_cast<int64_t>(v.max_m)}) {
+          if (m <= v.max_m / 2 && v.max_m > 8) continue;
+          check_case(*gemm, v.y, W, {m, s.n, s.k, (m + s.n) % 2 == 0, m % 3 == 0 ? 8 : 0}, false, rng);
+        }
+      }
+    }
+  }
+}
+
+// m = 1 (the decode case) and raw fp8 codes (subnormals, the largest values) with f32 output:
+// the in-register widening must be exact.
+TEST(GemmSkinnyCuda, ExactFp8WideningAndBatchOne) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(32);
+  auto gemm = Gemm::create({.skinny_max_m_bf16 = 64, .skinny_max_m_fp8 = 64});
+  ASSERT_TRUE(gemm.ok());
+  for (bool per_tensor : {false, true}) {
+    const Weights W = make_weights(DType::kFp8E4M3, 777, 2064, per_tensor, true, rng);
+    for (int64_t m : {1, 3, 8, 13, 40}) check_case(*gemm, DType::kF32, W, {m, 777, 2064, m % 2 == 1, 0}, false, rng);
+    check_case(*gemm, DType::kBF16, W, {1, 777, 2064, true, 8}, false, rng);
+  }
+  const Weights B = make_weights(DType::kBF16, 6144, 4096, false, false, rng);
+  check_case(*gemm, DType::kBF16, B, {1, 6144, 4096, false, 0}, false, rng);
+}
+
+// Gemm::run picks by m: just below and above each threshold, the result matches the reference of
+// the path gemm_path names (the fp8 cuBLASLt path quantizes x per row).
+TEST(GemmDispatchCuda, BoundariesMatchCpuReference) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(33);
+  const GemmOptions opt;
+  auto gemm = Gemm::create(opt);
+  ASSERT_TRUE(gemm.ok());
+  const int64_t n = 1536, k = 1024;
+  for (DType wt : {DType::kBF16, DType::kFp8E4M3}) {
+    const int64_t t = wt == DType::kBF16 ? opt.skinny_max_m_bf16 : opt.skinny_max_m_fp8;
+    for (bool per_tensor : {false, true}) {
+      if (wt == DType::kBF16 && per_tensor) continue;
+      const Weights W = make_weights(wt, n, k, per_tensor, false, rng);
+      for (int64_t m : {t - 1, t, t + 1, t + 2, int64_t{300}}) {
+        if (m < 1) continue;
+        const GemmPath path = gemm_path(opt, m, wt);
+        EXPECT_EQ(path == GemmPath::kSkinny, m <= t);
+        for (DType yt : {DType::kBF16, DType::kF32})
+          check_case(*gemm, yt, W, {m, n, k, m % 2 == 0, 0}, path == GemmPath::kCublasFp8, rng,
+                     path == GemmPath::kCublasFp8 ? 2e-2 : 1e-2);
+      }
+    }
+  }
+  std::printf("fp8 prefill scales: %s\n", gemm->fp8_prefill_scales().c_str());
+}
+
+// The fp8 prefill path on prefill-like shapes (per-row x scales, per-channel and per-tensor w).
+TEST(GemmFp8PrefillCuda, MatchesCpuReference) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(34);
+  auto gemm = Gemm::create({.skinny_max_m_fp8 = 0});
+  ASSERT_TRUE(gemm.ok());
+  for (bool per_tensor : {false, true}) {
+    const Weights W = make_weights(DType::kFp8E4M3, 1000, 2048, per_tensor, false, rng);
+    for (int64_t m : {1, 17, 256}) {
+      EXPECT_EQ(gemm_path({.skinny_max_m_fp8 = 0}, m, DType::kFp8E4M3), GemmPath::kCublasFp8);
+      check_case(*gemm, DType::kBF16, W, {m, 1000, 2048, m == 17, 0}, true, rng, 2e-2);
+      check_case(*gemm, DType::kF32, W, {m, 1000, 2048, m == 256, 0}, true, rng, 2e-2);
+    }
+  }
+  EXPECT_FALSE(gemm->fp8_prefill_scales().empty());
+}
+
+// A decode GEMM with split K captured into a graph and replayed: the same numbers every replay
+// (the arrival counters reset themselves).
+TEST(GemmSkinnyCuda, GraphReplayIsDeterministic) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(35);
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok());
+  const Weights W = make_weights(DType::kFp8E4M3, 4096, 4096, false, false, rng);
+  HostTensor x = test::random_tensor(DType::kBF16, {4, 4096}, rng);
+  auto dx = to_device(x.tensor);
+  auto dy = DeviceTensor::empty(DType::kF32, {4, 4096});
+  ASSERT_TRUE(dx.ok() && dy.ok());
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  const LinearArgs args{dx->tensor, W.dw.tensor, {}, dy->tensor, W.dscale.tensor};
+  ASSERT_TRUE(gemm->run(args, s).ok());
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  auto first = to_host(dy->tensor);
+  ASSERT_TRUE(first.ok());
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  const Status st = gemm->run(args, s);
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_TRUE(fill_bytes(dy->tensor, 0xff, s).ok());
+    ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    auto again = to_host(dy->tensor);
+    ASSERT_TRUE(again.ok());
+    ASSERT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, 4 * 4096 * sizeof(float))) << "replay " << r;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
+// The GPU quantizer gives the CPU quantizer's bits: per row and per tensor, vector and scalar
+// paths (k % 8 != 0), a zero row, strided rows.
+TEST(QuantizeFp8Cuda, MatchesCpuBitForBit) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(36);
+  for (int64_t k : {4096, 100, 14336}) {
+    for (bool per_tensor : {false, true}) {
+      const int64_t rows = 37;
+      HostTensor src = test::random_tensor(DType::kBF16, {rows, k}, rng, 2.0f);
+      std::fill_n(src.tensor.ptr<uint16_t>() + 5 * k, k, uint16_t{0});  // a zero row
+      src.tensor.ptr<uint16_t>()[9 * k + 3] = 0x4780;  // 65536: a large value
+      HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {rows, k});
+      HostTensor s = HostTensor::zeros(DType::kF32, {per_tensor ? 1 : rows});
+      ASSERT_TRUE(quantize_fp8_cpu({src.tensor, q.tensor, s.tensor}).ok());
+      auto dsrc = to_device(src.tensor);
+      auto dq = DeviceTensor::empty(DType::kFp8E4M3, {rows, k});
+      auto ds = DeviceTensor::empty(DType::kF32, {per_tensor ? 1 : rows});
+      ASSERT_TRUE(dsrc.ok() && dq.ok() && ds.ok());
+      const Status st = quantize_fp8_cuda({dsrc->tensor, dq->tensor, ds->tensor}, nullptr);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      auto hq = to_host(dq->tensor);
+      auto hs = to_host(ds->tensor);
+      ASSERT_TRUE(hq.ok() && hs.ok());
+      EXPECT_EQ(0, std::memcmp(hs->tensor.data, s.tensor.data, static_cast<size_t>(s.tensor.nbytes()))) << "k=" << k;
+      int64_t diff = 0;
+      for (int64_t i = 0; i < rows * k; ++i) diff += hq->tensor.ptr<uint8_t>()[i] != q.tensor.ptr<uint8_t>()[i];
+      EXPECT_EQ(diff, 0) << "k=" << k << " per_tensor=" << per_tensor;
+    }
+  }
+}
+
+// MoE grouped GEMM with fp8 experts (one scale tensor per expert) against a per-expert reference.
+TEST(GemmSkinnyCuda, MoeGroupedGemmWithFp8Experts) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(37);
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok());
+  const int64_t n = 512, k = 256;
+  std::vector<Weights> experts;
+  std::vector<Tensor> ws, scales;
+  for (int e = 0; e < 3; ++e) experts.push_back(make_weights(DType::kFp8E4M3, n, k, e == 1, false, rng));
+  for (auto& e : experts) { ws.push_back(e.dw.tensor); scales.push_back(e.dscale.tensor); }
+  const std::vector<int32_t> offsets = {0, 5, 5, 12};  // expert 1 gets no rows
+  HostTensor x = test::random_tensor(DType::kBF16, {12, k}, rng);
+  auto dx = to_device(x.tensor);
+  auto dy = DeviceTensor::empty(DType::kF32, {12, n});
+  ASSERT_TRUE(dx.ok() && dy.ok());
+  const Status st = moe_grouped_gemm_cuda(*gemm, {dx->tensor, ws, offsets, dy->tensor, scales}, nullptr);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  auto y = to_host(dy->tensor);
+  ASSERT_TRUE(y.ok());
+  const std::vector<float> xf = test::to_f32(x.tensor);
+  for (int e = 0; e < 3; ++e) {
+    const int64_t r0 = offsets[static_cast<size_t>(e)], r1 = offsets[static_cast<size_t>(e) + 1];
+    if (r0 == r1) continue;
+    HostTensor ref = HostTensor::zeros(DType::kF32, {r1 - r0, n});
+    Tensor xe = Tensor::view(const_cast<float*>(xf.data()) + r0 * k, DType::kF32, {r1 - r0, k});
+    ASSERT_TRUE(linear_cpu({xe, experts[static_cast<size_t>(e)].w.tensor, {}, ref.tensor,
+                            experts[static_cast<size_t>(e)].scale.tensor}).ok());
+    std::vector<float> got(y->tensor.ptr<float>() + r0 * n, y->tensor.ptr<float>() + r1 * n);
+    EXPECT_LT(scaled_error(got, test::to_f32(ref.tensor)), 1e-4) << "expert " << e;
+  }
+  // A scale list of the wrong length is an error.
+  EXPECT_FALSE(moe_grouped_gemm_cuda(*gemm, {dx->tensor, ws, offsets, dy->tensor, std::span<const Tensor>(scales).first(2)},
+                                     nullptr).ok());
+}
+
+}  // namespace
+}  // namespace kiln
