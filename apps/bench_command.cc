@@ -15,6 +15,7 @@
 
 #include "apps/commands.h"
 #include "apps/default_model.h"
+#include "apps/model_flags.h"
 #include "kiln/bench/bench_summary.h"
 #include "kiln/bench/http_client.h"
 #include "kiln/bench/latency_bench.h"
@@ -47,6 +48,10 @@ struct ServeFlags {
   // sweep
   std::string request_rates, concurrencies, slo_metric = "e2el";
   double slo_percentile = 99, slo_cutoff_ms = 0;
+  // MFU
+  std::string model_config;
+  int64_t moe_top_k = 0;
+  double peak_tflops = 0;
 };
 
 Result<std::vector<double>> parse_list(const std::string& text, const std::string& flag) {
@@ -90,6 +95,17 @@ Status resolve_flags(ServeFlags& f, bench::SummaryOptions& summary) {
   std::string slos = f.slo;
   for (const std::string& g : f.goodput) slos += "," + g;
   KILN_ASSIGN_OR_RETURN(summary.slos, bench::parse_slos(slos));
+  if (!f.model_config.empty()) {
+    const std::string path = fs::is_directory(f.model_config) ? f.model_config + "/config.json" : f.model_config;
+    std::ifstream in(path);
+    if (!in) return not_found("--model-config " + path + ": cannot read");
+    std::stringstream text;
+    text << in.rdbuf();
+    KILN_ASSIGN_OR_RETURN(ModelConfig config, parse_hf_config(text.str(), path));
+    summary.model_config = config;
+    summary.moe_top_k = f.moe_top_k;
+    summary.peak_tflops = f.peak_tflops;
+  }
   f.workload.model = f.model;
   if (f.model.empty()) {
     KILN_ASSIGN_OR_RETURN(bench::HttpTarget target, bench::parse_base_url(lo.base_url));
@@ -224,6 +240,8 @@ Status run_bench_sweep(ServeFlags& f, int* exit_code) {
 struct LatencyFlags {
   std::string model, device = "cpu", load_format = "auto", dtype = "bf16", output_json;
   bench::LatencyOptions options;
+  int64_t moe_top_k = 0;
+  QuantFlags quant;
 };
 
 Status run_bench_latency(const LatencyFlags& f) {
@@ -232,6 +250,8 @@ Status run_bench_latency(const LatencyFlags& f) {
     return invalid_argument("--load-format " + f.load_format + " (supported: auto, dummy)");
   ModelOptions mo;
   mo.device = f.device == "cuda" ? Device::kCuda : Device::kCpu;
+  mo.moe_top_k = f.moe_top_k;
+  KILN_ASSIGN_OR_RETURN(DType dtype, apply_quant_flags(f.quant, f.dtype, DType::kBF16, &mo));
   LoadedModel loaded;
   if (f.load_format == "dummy") {
     if (f.model.empty()) return invalid_argument("--load-format dummy needs --model DIR (a directory with config.json)");
@@ -244,7 +264,6 @@ Status run_bench_latency(const LatencyFlags& f) {
     KILN_ASSIGN_OR_RETURN(loaded.config, parse_hf_config(text.str(), cfg));
     mo.dummy_weights = true;
   } else {
-    KILN_ASSIGN_OR_RETURN(DType dtype, dtype_from_name(f.dtype));
     const std::string path = f.model.empty() ? default_model_path() : f.model;
     log_info("loading ", path);
     KILN_ASSIGN_OR_RETURN(loaded, load_model(path, mo.device == Device::kCuda ? DType::kBF16 : dtype));
@@ -253,6 +272,8 @@ Status run_bench_latency(const LatencyFlags& f) {
   KILN_ASSIGN_OR_RETURN(auto iterations, bench::run_latency(*model, f.options));
   json j = bench::latency_json(iterations, f.options);
   j["device"] = f.device;
+  j["quantization"] = mo.fp8_weights ? "fp8" : "none";
+  j["kv_cache_dtype"] = mo.fp8_kv_cache ? "fp8" : "auto";
   j["load_format"] = f.load_format;
   j["model"] = f.model.empty() ? default_model_path() : f.model;
   bench::print_latency(j, stdout);
@@ -294,6 +315,9 @@ void add_serve_flags(CLI::App* c, ServeFlags& f) {
   c->add_option("--label", f.label, "Name of this run in charts");
   c->add_flag("--no-progress", f.no_progress, "No progress lines on stderr");
   c->add_flag("--no-keep-alive", f.no_keep_alive, "A new connection per request (default: reuse idle ones)");
+  c->add_option("--model-config", f.model_config, "The served model's config.json (or its directory): report model FLOPs utilisation");
+  c->add_option("--model-moe-top-k", f.moe_top_k, "Experts per token the server runs (MoE; 0 = the config's), for the FLOPs");
+  c->add_option("--peak-tflops", f.peak_tflops, "Dense GEMM ceiling of the served dtype, for MFU (e.g. gpu_ceilings.py's)");
 }
 
 }  // namespace
@@ -355,7 +379,9 @@ void register_bench_command(CLI::App& app, int* exit_code) {
   lat->add_option("-m,--model", lf->model, "Model file or directory (default: SmolLM2-135M)");
   lat->add_option("--device", lf->device, "cpu or cuda")->capture_default_str();
   lat->add_option("--load-format", lf->load_format, "auto, or dummy (random weights from config.json)")->capture_default_str();
-  lat->add_option("--dtype", lf->dtype, "Weight dtype on the CPU: f32, bf16, f16")->capture_default_str();
+  lat->add_option("--dtype", lf->dtype, "Weight dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8)")->capture_default_str();
+  add_quant_flags(lat, lf->quant);
+  lat->add_option("--moe-top-k", lf->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::NonNegativeNumber);
   lat->add_option("--batch-size", lf->options.batch_size, "Sequences")->capture_default_str();
   lat->add_option("--input-len", lf->options.input_len, "Prompt tokens per sequence")->capture_default_str();
   lat->add_option("--output-len", lf->options.output_len, "Output tokens per sequence")->capture_default_str();

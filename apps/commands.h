@@ -9,5 +9,7 @@ void register_generate_command(CLI::App& app, int* exit_code);
 void register_tokenize_commands(CLI::App& app, int* exit_code);  // tokenize, detokenize
 void register_serve_command(CLI::App& app, int* exit_code);
 void register_bench_command(CLI::App& app, int* exit_code);  // bench serve, sweep, plot, latency
+void register_quantize_command(CLI::App& app, int* exit_code);
+void register_eval_command(CLI::App& app, int* exit_code);  // eval kl
 
 }  // namespace kiln::apps

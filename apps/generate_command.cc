@@ -7,6 +7,7 @@
 
 #include "apps/commands.h"
 #include "apps/default_model.h"
+#include "apps/model_flags.h"
 #include "kiln/core/log.h"
 #include "kiln/engine/generator.h"
 #include "kiln/io/model_loader.h"
@@ -25,6 +26,7 @@ struct GenerateFlags {
   uint64_t seed = 0;
   bool chat = false;
   int64_t moe_top_k = 0;
+  QuantFlags quant;
 };
 
 Result<std::vector<int32_t>> parse_ids(const std::string& s) {
@@ -58,10 +60,8 @@ Status run_generate(const GenerateFlags& f) {
   if (f.device != "cpu" && f.device != "cuda") return invalid_argument("--device " + f.device + " (supported: cpu, cuda)");
   if (f.load_format != "auto" && f.load_format != "dummy")
     return invalid_argument("--load-format " + f.load_format + " (supported: auto, dummy)");
-  KILN_ASSIGN_OR_RETURN(DType dtype, dtype_from_name(f.dtype));
-  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
-    return unimplemented("--dtype " + f.dtype + " (supported: f32, bf16, f16; the GPU always computes in bf16)");
   ModelOptions options;
+  KILN_ASSIGN_OR_RETURN(DType dtype, apply_quant_flags(f.quant, f.dtype, DType::kF32, &options));
   options.moe_top_k = f.moe_top_k;
   options.device = f.device == "cuda" ? Device::kCuda : Device::kCpu;
   if (f.load_format == "dummy") return run_dummy(f, options);
@@ -157,7 +157,8 @@ void register_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--top-p", flags->top_p, "Top-p")->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("--min-p", flags->min_p, "Min-p")->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("--seed", flags->seed, "Sampling seed");
-  cmd->add_option("--dtype", flags->dtype, "Weight dtype: f32, bf16, f16");
+  cmd->add_option("--dtype", flags->dtype, "Weight / compute dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8 with f32 compute; the GPU computes in bf16)");
+  add_quant_flags(cmd, flags->quant);
   cmd->add_option("--device", flags->device, "cpu or cuda");
   cmd->add_option("--load-format", flags->load_format, "auto, or dummy (random weights from config.json; needs --device cuda)");
   cmd->add_option("--random-prompt-len", flags->random_prompt_len, "With dummy weights: prompt length of synthetic ids");

@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
   kiln::apps::register_tokenize_commands(app, &exit_code);
   kiln::apps::register_serve_command(app, &exit_code);
   kiln::apps::register_bench_command(app, &exit_code);
+  kiln::apps::register_quantize_command(app, &exit_code);
+  kiln::apps::register_eval_command(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -7,6 +7,7 @@
 
 #include "apps/commands.h"
 #include "apps/default_model.h"
+#include "apps/model_flags.h"
 #include "kiln/core/log.h"
 #include "kiln/engine/engine.h"
 #include "kiln/io/model_loader.h"
@@ -23,6 +24,9 @@ struct ServeFlags {
   int64_t max_num_seqs = 64, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 512;
   double kv_cache_gib = 1.0;
   bool no_prefix_caching = false;
+  int64_t moe_top_k = 0;
+  QuantFlags quant;
+  std::string load_format = "auto", tokenizer;
 };
 
 // "SmolLM2-135M-Instruct.Q4_1" for ".../SmolLM2-135M-Instruct.Q4_1.gguf", the folder name for a directory.
@@ -36,13 +40,30 @@ Status run_serve(const ServeFlags& f) {
   if (f.device != "cpu" && f.device != "cuda") return invalid_argument("--device " + f.device + ": expected cpu or cuda");
   ModelOptions options;
   options.device = f.device == "cuda" ? Device::kCuda : Device::kCpu;
-  KILN_ASSIGN_OR_RETURN(DType dtype, dtype_from_name(f.dtype));
-  if (dtype != DType::kF32 && dtype != DType::kBF16 && dtype != DType::kF16)
-    return unimplemented("--dtype " + f.dtype + " on the CPU (supported: f32, bf16, f16)");
+  options.moe_top_k = f.moe_top_k;
+  KILN_ASSIGN_OR_RETURN(DType dtype, apply_quant_flags(f.quant, f.dtype, DType::kBF16, &options));
   const std::string path = f.model.empty() ? default_model_path() : f.model;
   log_info("loading ", path);
-  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(path, options.device == Device::kCuda ? DType::kBF16 : dtype));
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_tokenizer(loaded));
+  if (f.load_format != "auto" && f.load_format != "dummy")
+    return invalid_argument("--load-format " + f.load_format + " (supported: auto, dummy)");
+  if (f.load_format == "dummy" && f.tokenizer.empty())
+    return invalid_argument("--load-format dummy reads only config.json: give a --tokenizer (a .gguf or HF directory)");
+  LoadedModel loaded;
+  if (f.load_format == "dummy") {
+    KILN_ASSIGN_OR_RETURN(loaded, load_config_only(path));
+    options.dummy_weights = true;
+  } else {
+    KILN_ASSIGN_OR_RETURN(loaded, load_model(path, options.device == Device::kCuda ? DType::kBF16 : dtype));
+  }
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!f.tokenizer.empty()) {
+    KILN_ASSIGN_OR_RETURN(tokenizer, load_tokenizer(f.tokenizer));
+  } else {
+    KILN_ASSIGN_OR_RETURN(tokenizer, load_tokenizer(loaded));
+  }
+  if (tokenizer->vocab_size() > loaded.config.vocab_size)
+    return invalid_argument("tokenizer has " + std::to_string(tokenizer->vocab_size()) + " tokens, the model's vocabulary " +
+                            std::to_string(loaded.config.vocab_size));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), options));
   EngineConfig ec;
   ec.max_num_seqs = f.max_num_seqs;
@@ -106,8 +127,12 @@ void register_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--num-kv-blocks", f->num_kv_blocks, "KV cache blocks of 16 tokens (0: sized by --kv-cache-gib)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(CLI::Range(0.001, 1024.0));
   cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
-  cmd->add_option("--dtype", f->dtype, "Weight dtype: f32, bf16, f16")->capture_default_str();
+  cmd->add_option("--dtype", f->dtype, "Weight / compute dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8)")->capture_default_str();
+  add_quant_flags(cmd, f->quant);
+  cmd->add_option("--moe-top-k", f->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--load-format", f->load_format, "auto, or dummy (random weights from the --model directory's config.json)")->capture_default_str();
+  cmd->add_option("--tokenizer", f->tokenizer, "Tokenizer from elsewhere: a .gguf (vocab-only works) or an HF directory");
   cmd->add_option("--http-threads", f->http_threads, "Threads serving connections")->capture_default_str()->check(CLI::Range(1, 64));
   cmd->callback([f, exit_code] {
     Status s = run_serve(*f);

@@ -1,13 +1,15 @@
 // Paged attention micro-benchmarks, bf16 and fp8 e4m3 caches: decode (achieved K+V cache bytes per
 // second, 1 byte per element for fp8, against the copy bandwidth) and causal prefill (FLOP rate, causal FLOPs = 4 * T^2 * d * heads / 2, against cuDNN's
-// prefill and the dense bf16 rate). Median of timed runs after warm-ups, cudaEvent timing, an L2
-// flush (a read of 256 MB) before each run. Ceilings come from $KILN_GPU_CEILINGS (the JSON of
+// prefill and the dense bf16 rate). Median of 25 timed runs after >= 30 ms of warm-up runs,
+// cudaEvent timing, an L2 flush (a read of 256 MB) before each run. Ceilings come from $KILN_GPU_CEILINGS (the JSON of
 // gpu_ceilings.py) when set, else a measured device-to-device copy and the issue's figures
 // (591 / 750 TFLOP/s).
-//   attention_bench [decode|prefill|all [SHAPE_SUBSTRING]]   (default: all shapes of both)
+//   attention_bench [decode|tune|prefill|all [SHAPE_SUBSTRING]]   (default: all shapes; tune: the fp8
+//   decode alternatives only)
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "kiln/kernels/attention.h"
+#include "kiln/kernels/cuda/attention/attention_params.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
 
 namespace kiln {
@@ -103,17 +106,34 @@ double json_number(const std::string& text, const std::string& key, double fallb
   return colon == std::string::npos ? fallback : std::strtod(text.c_str() + colon + 1, nullptr);
 }
 
-// Median milliseconds of `fn` over `reps` runs, each after an L2 flush, after 3 warm-ups.
+void flush_l2(void* flush, size_t flush_bytes) {
+  l2_flush_read<<<1056, 512>>>(static_cast<const uint4*>(flush), static_cast<int64_t>(flush_bytes / 16),
+                               static_cast<int*>(flush));
+}
+
+// Median milliseconds of `fn` over `reps` runs, each after an L2 flush. Before them, (flush, fn)
+// pairs run back to back for at least kWarmupMs of wall time: a case measured right after the
+// host prepared it (GPU idle for milliseconds) otherwise met lower clocks in its first runs and
+// read several percent slow, more the shorter the kernel (the B1 x 32K rows, 40 us).
 template <typename Fn>
-double median_ms(Fn&& fn, void* flush, size_t flush_bytes, int reps = 15) {
+double median_ms(Fn&& fn, void* flush, size_t flush_bytes, int reps = 25) {
+  constexpr double kWarmupMs = 30;
   cudaEvent_t start, stop;
   BENCH_CUDA(cudaEventCreate(&start));
   BENCH_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) fn();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int round = 0;; ++round) {
+    for (int i = 0; i < 8; ++i) {
+      flush_l2(flush, flush_bytes);
+      fn();
+    }
+    BENCH_CUDA(cudaDeviceSynchronize());
+    const double waited = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (round >= 1 && waited >= kWarmupMs) break;
+  }
   std::vector<float> ms;
   for (int i = 0; i < reps; ++i) {
-    l2_flush_read<<<1056, 512>>>(static_cast<const uint4*>(flush), static_cast<int64_t>(flush_bytes / 16),
-                                 static_cast<int*>(flush));
+    flush_l2(flush, flush_bytes);
     BENCH_CUDA(cudaEventRecord(start));
     fn();
     BENCH_CUDA(cudaEventRecord(stop));
@@ -242,13 +262,18 @@ void bench_decode(const Ceilings& c, void* flush, size_t flush_bytes, std::vecto
   // The B1 x 32K split sweeps and the same 128 MB read as B8 x 4K (4 splits) and B32 x 1K (no
   // split) separate the split-K costs (combine, ramp, tail) from streaming.
   std::vector<DecodeCase> cases = {
-      {64, 4096, 32, 8, 128, 0, 0.9}, {1, 32768, 32, 8, 128, 0, 0.8}, {1, 32768, 32, 8, 128, 1, 0},
-      {16, 8192, 32, 8, 128, 0, 0},   {128, 2048, 32, 8, 128, 0, 0},  {8, 4096, 32, 8, 128, 0, 0},
-      {32, 1024, 32, 8, 128, 0, 0},   {32, 4096, 32, 32, 128, 0, 0},  {64, 4096, 9, 3, 64, 0, 0},
-      {4, 16384, 32, 4, 128, 0, 0},   {64, 4096, 32, 8, 128, 0, 0.85, kFp8}, {1, 32768, 32, 8, 128, 0, 0.8, kFp8},
-      {8, 4096, 32, 8, 128, 0, 0, kFp8}, {16, 8192, 32, 8, 128, 0, 0, kFp8}, {64, 4096, 9, 3, 64, 0, 0, kFp8},
+      {64, 4096, 32, 8, 128, 0, 0.9},         {1, 32768, 32, 8, 128, 0, 0.8},
+      {64, 4096, 32, 8, 128, 0, 0.85, kFp8},  {1, 32768, 32, 8, 128, 0, 0, kFp8},
+      {1, 32768, 32, 8, 128, 1, 0},           {16, 8192, 32, 8, 128, 0, 0},
+      {128, 2048, 32, 8, 128, 0, 0},          {8, 4096, 32, 8, 128, 0, 0},
+      {32, 1024, 32, 8, 128, 0, 0},           {32, 4096, 32, 32, 128, 0, 0},
+      {64, 4096, 9, 3, 64, 0, 0},             {4, 16384, 32, 4, 128, 0, 0},
+      {8, 4096, 32, 8, 128, 0, 0, kFp8},      {32, 1024, 32, 8, 128, 0, 0, kFp8},
+      {16, 8192, 32, 8, 128, 0, 0, kFp8},     {128, 2048, 32, 8, 128, 0, 0, kFp8},
+      {64, 4096, 32, 32, 128, 0, 0, kFp8},    {64, 4096, 32, 2, 128, 0, 0, kFp8},  // group 1, group 16
+      {64, 4096, 9, 3, 64, 0, 0, kFp8},       {64, 4096, 32, 8, 64, 0, 0, kFp8},
   };
-  for (int splits : {16, 24, 32, 48, 64, 96, 128, 192, 256}) {
+  for (int splits : {16, 24, 32, 48, 64, 96}) {
     cases.push_back({1, 32768, 32, 8, 128, splits, 0});
     cases.push_back({1, 32768, 32, 8, 128, splits, 0, kFp8});
   }
@@ -271,8 +296,58 @@ void bench_decode(const Ceilings& c, void* flush, size_t flush_bytes, std::vecto
     BENCH_CUDA(cudaMemset(ws->data(), 0, static_cast<size_t>(*ws_bytes)));  // split counters start at zero
     const double ms =
         median_ms([&] { BENCH_CHECK(decode_attention_cuda(a, dc.splits, ws->data(), nullptr)); }, flush, flush_bytes);
-    if (*ws_bytes > 0) std::snprintf(shape + std::strlen(shape), sizeof shape - std::strlen(shape), " split-K");
+    if (*ws_bytes > 0) {  // the split count the plan picked
+      Result<cuda::PagedAttentionParams> params = cuda::make_paged_attention_params(a);
+      BENCH_CHECK(params.status());
+      Result<const cuda::AttentionVariant*> v = cuda::find_attention_variant(
+          cuda::decode_attention_variants(), "decode_attention", DType::kBF16, dc.cache, static_cast<int>(dc.d));
+      BENCH_CHECK(v.status());
+      BENCH_CHECK(cuda::plan_decode_splits(*params, **v, dc.splits));
+      std::snprintf(shape + std::strlen(shape), sizeof shape - std::strlen(shape), " split-K %d", params->num_splits);
+    }
     rows.push_back({"decode", shape, ms, b.kv_bytes / ms / 1e6, c.copy_gbps, dc.target_fraction * c.copy_gbps, "GB/s"});
+  }
+}
+
+// The alternative fp8 decode configurations (cuda::decode_fp8_tunings, d128) on the target shapes,
+// each checked against the shipped kernel's output (max |diff| / max |out| in the shape name).
+void bench_fp8_tunings(const Ceilings& c, void* flush, size_t flush_bytes, std::vector<Row>& rows) {
+  const std::pair<int32_t, int32_t> shapes[] = {{64, 4096}, {1, 32768}};  // batch, ctx
+  for (auto [batch, ctx] : shapes) {
+    Batch b = make_batch(std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(batch), {1, ctx}), 32, 8, 128,
+                         kFp8);
+    const PagedAttentionArgs a = b.args(128);
+    BENCH_CHECK(decode_attention_cuda(a, 0, nullptr, nullptr));
+    Result<HostTensor> ref = to_host(b.out.tensor, DType::kF32);
+    BENCH_CHECK(ref.status());
+    for (const cuda::Fp8DecodeTuning& t : cuda::decode_fp8_tunings()) {
+      char shape[96];
+      std::snprintf(shape, sizeof shape, "B%d ctx%d 32/8 d128 fp8 tune:%s", batch, ctx, t.name);
+      if (std::string(shape).find(g_filter) == std::string::npos) continue;
+      const cuda::AttentionVariant v{DType::kBF16, 128, t.launch, t.ctas_per_sm, kFp8};
+      Result<cuda::PagedAttentionParams> p = cuda::make_paged_attention_params(a);
+      BENCH_CHECK(p.status());
+      BENCH_CHECK(cuda::plan_decode_splits(*p, v, 0));
+      const int64_t ws_bytes = cuda::decode_workspace_bytes(*p);
+      Result<DeviceBuffer> ws = DeviceBuffer::alloc(std::max<int64_t>(ws_bytes, 256));
+      BENCH_CHECK(ws.status());
+      BENCH_CUDA(cudaMemset(ws->data(), 0, static_cast<size_t>(std::max<int64_t>(ws_bytes, 256))));
+      if (ws_bytes > 0) cuda::bind_decode_workspace(*p, ws->data());
+      BENCH_CUDA(cudaMemset(b.out.tensor.data, 0xff, static_cast<size_t>(b.out.tensor.numel() * 2)));
+      BENCH_CHECK(t.launch(*p, nullptr));
+      Result<HostTensor> got = to_host(b.out.tensor, DType::kF32);
+      BENCH_CHECK(got.status());
+      double diff = 0, mag = 0;
+      for (int64_t i = 0; i < got->tensor.numel(); ++i) {
+        const double r = ref->tensor.ptr<float>()[i], g = got->tensor.ptr<float>()[i];
+        diff = std::isfinite(g) ? std::max(diff, std::fabs(g - r)) : INFINITY;
+        mag = std::max(mag, std::fabs(r));
+      }
+      const double ms = median_ms([&] { BENCH_CHECK(t.launch(*p, nullptr)); }, flush, flush_bytes);
+      std::snprintf(shape + std::strlen(shape), sizeof shape - std::strlen(shape), " split-K %d diff %.1e",
+                    p->num_splits, diff / mag);
+      rows.push_back({"decode", shape, ms, b.kv_bytes / ms / 1e6, c.copy_gbps, 0, "GB/s"});
+    }
   }
 }
 
@@ -320,6 +395,7 @@ int main(int argc, char** argv) {
               c.copy_gbps, c.cudnn_prefill_tflops, c.dense_tflops);
   std::vector<Row> rows;
   if (which == "all" || which == "decode") bench_decode(c, flush->data(), flush_bytes, rows);
+  if (which == "all" || which == "decode" || which == "tune") bench_fp8_tunings(c, flush->data(), flush_bytes, rows);
   if (which == "all" || which == "prefill") bench_prefill(c, flush->data(), flush_bytes, rows);
   print_rows(rows);
   return 0;

@@ -142,9 +142,19 @@ Result<json> run_sweep(const SweepOptions& o, const LoadOptions& load, const Sum
     const bool meets = p["failed"].get<int64_t>() == 0 && p["completed"].get<int64_t>() > 0 &&
                        (o.slo_cutoff_ms <= 0 || v <= o.slo_cutoff_ms);
     p["meets_slo"] = meets;
-    std::fprintf(stderr, "kiln bench sweep: %s: %.2f req/s achieved, %s %.1f ms, %lld errors%s\n", what.c_str(),
+    std::string mfu;
+    if (p.contains("model_tflops")) {
+      char b[96];
+      std::snprintf(b, sizeof b, ", model %.1f TFLOP/s", p["model_tflops"].get<double>());
+      mfu = b;
+      if (p.contains("mfu")) {
+        std::snprintf(b, sizeof b, " (MFU %.1f%%)", 100 * p["mfu"].get<double>());
+        mfu += b;
+      }
+    }
+    std::fprintf(stderr, "kiln bench sweep: %s: %.2f req/s achieved, %s %.1f ms, %lld errors%s%s\n", what.c_str(),
                  p["request_throughput"].get<double>(), slo_key.c_str(), v, static_cast<long long>(p["failed"].get<int64_t>()),
-                 o.slo_cutoff_ms > 0 ? (meets ? " (meets the SLO)" : " (misses the SLO)") : "");
+                 mfu.c_str(), o.slo_cutoff_ms > 0 ? (meets ? " (meets the SLO)" : " (misses the SLO)") : "");
     if (meets) sweep["best"] = {{by_rate ? "request_rate" : "max_concurrency", by_rate ? json(o.request_rates[k]) : json(o.concurrencies[k])},
                                 {"request_throughput", p["request_throughput"]}, {slo_key, v}};
     sweep["points"].push_back(std::move(p));

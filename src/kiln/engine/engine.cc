@@ -162,16 +162,22 @@ void Engine::take_inbox() {
 }
 
 Status Engine::step() {
+  const double t0 = now_seconds();
   take_inbox();
   const SchedulerOutput scheduled = scheduler_.schedule();
   if (scheduled.empty()) return ok_status();
+  const double t1 = now_seconds();
   Result<StepLogits> logits = runner_.run(scheduled);
+  const double t2 = now_seconds();
   if (!logits.ok()) {
     fail_all(scheduled, logits.status());
     return logits.status();
   }
   postprocess(scheduled, *logits);
   update_gauges(scheduled);
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.forward_seconds_total += t2 - t1;
+  stats_.step_seconds_total += now_seconds() - t0;
   return ok_status();
 }
 

@@ -32,6 +32,10 @@ struct EngineStats {
   int64_t num_blocks = 0, num_free_blocks = 0, block_size = 0;
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0, cached_prompt_tokens_total = 0;
   int64_t preemptions_total = 0, steps_total = 0;
+  // Where the engine thread's time goes: inside Model::forward (the device computing, plus
+  // launches; it ends synchronized) vs the whole step (scheduling, batch assembly, sampling on
+  // the host, detokenization and streaming). forward / wall clock = the device busy fraction.
+  double forward_seconds_total = 0, step_seconds_total = 0;
   std::array<int64_t, 5> finished_total{};  // by FinishReason
   Histogram time_to_first_token{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80}};
   Histogram inter_token_latency{{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5}};

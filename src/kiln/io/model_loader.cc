@@ -141,10 +141,32 @@ Result<ShardPlan> plan_shards(const std::string& dir) {
   return plan;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The dtype a checkpoint tensor is kept in: fp8 e4m3 weights as stored, scales in f32, the rest
+// in the compute dtype.
+Result<DType> stored_dtype(const SafetensorsTensor& t, DType compute, const std::string& file) {
+  if (ends_with(t.name, ".weight_scale_inv"))
+    return unimplemented(file + ": tensor '" + t.name + "': block-wise fp8 scales (weight_scale_inv) are not implemented "
+                         "(supported: weight_scale per tensor or per output channel)");
+  if (ends_with(t.name, "_scale")) return DType::kF32;
+  if (t.dtype == DType::kFp8E5M2)
+    return unimplemented(file + ": tensor '" + t.name + "' is fp8 e5m2 (supported fp8 weights: e4m3)");
+  if (t.dtype == DType::kFp8E4M3) return DType::kFp8E4M3;
+  return compute;
+}
+
 Status load_hf_dir(const std::string& dir, DType dtype, const LoadProgress& progress, LoadedModel* m) {
   const std::string config_path = dir + "/config.json";
   KILN_ASSIGN_OR_RETURN(std::string config_text, read_text(config_path));
   KILN_ASSIGN_OR_RETURN(m->config, parse_hf_config(config_text, config_path));
+  KILN_ASSIGN_OR_RETURN(m->quantization, parse_quantization_config(config_text, config_path));
+  if (!is_file(dir + "/tokenizer.json") && is_file(dir + "/tokenizer.gguf")) {
+    KILN_ASSIGN_OR_RETURN(GgufFile vocab, GgufFile::open(dir + "/tokenizer.gguf"));
+    m->gguf = std::make_shared<const GgufFile>(std::move(vocab));
+  }
   KILN_ASSIGN_OR_RETURN(ShardPlan plan, plan_shards(dir));
 
   std::vector<SafetensorsFile> files;
@@ -163,8 +185,10 @@ Status load_hf_dir(const std::string& dir, DType dtype, const LoadProgress& prog
         continue;
       }
       if (m->weights.count(t.name)) return data_loss(f.path() + ": tensor '" + t.name + "' appears in two shards");
-      KILN_ASSIGN_OR_RETURN(HostTensor h, allocate(dtype, t.shape, t.name));
-      Status s = convert_parallel(t.data, t.dtype, h.tensor.data, dtype, h.tensor.numel());
+      KILN_ASSIGN_OR_RETURN(const DType want, stored_dtype(t, dtype, f.path()));
+      // Scalars (per-tensor scales) become [1]: kiln's rank-0 tensor is empty.
+      KILN_ASSIGN_OR_RETURN(HostTensor h, allocate(want, t.shape.empty() ? std::vector<int64_t>{1} : t.shape, t.name));
+      Status s = convert_parallel(t.data, t.dtype, h.tensor.data, want, h.tensor.numel());
       if (!s.ok()) return s.with_context(f.path() + ": tensor '" + t.name + "'");
       m->weights.emplace(t.name, std::move(h));
       meter.add(t.nbytes);
@@ -173,7 +197,9 @@ Status load_hf_dir(const std::string& dir, DType dtype, const LoadProgress& prog
   for (const auto& [tensor, shard] : plan.weight_map) {
     if (!m->weights.count(tensor)) return not_found(dir + "/" + shard + ": missing tensor '" + tensor + "' (listed in the index)");
   }
-  if (m->config.tie_word_embeddings) m->weights.erase("lm_head.weight");
+  if (m->config.tie_word_embeddings) {
+    for (const char* n : {"lm_head.weight", "lm_head.weight_scale", "lm_head.input_scale"}) m->weights.erase(n);
+  }
   return ok_status();
 }
 
@@ -248,6 +274,7 @@ Result<LoadedModel> load_model(const std::string& path, DType dtype, const LoadP
   }
   LoadedModel m;
   m.path = path;
+  m.dtype = dtype;
   if (is_dir(path)) {
     m.hf_dir = path;
     KILN_RETURN_IF_ERROR(load_hf_dir(path, dtype, progress, &m));
@@ -259,6 +286,18 @@ Result<LoadedModel> load_model(const std::string& path, DType dtype, const LoadP
   log_info("loaded ", path, ": ", arch_name(m.config.arch), ", ", m.config.num_layers, " layers, ",
            m.weights.size(), " tensors as ", dtype_name(dtype));
   return m;
+}
+
+Result<LoadedModel> load_config_only(const std::string& dir) {
+  const std::string cfg_path = dir + "/config.json";
+  std::ifstream in(cfg_path);
+  if (!in) return not_found(cfg_path + ": cannot open (--load-format dummy needs a directory with config.json)");
+  std::stringstream text;
+  text << in.rdbuf();
+  LoadedModel loaded;
+  loaded.path = dir;
+  KILN_ASSIGN_OR_RETURN(loaded.config, parse_hf_config(text.str(), cfg_path));
+  return loaded;
 }
 
 }  // namespace kiln

@@ -5,6 +5,7 @@
 //   x = ffn(h)  (SwiGLU MLP, or Mixtral MoE)
 #include "kiln/models/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -34,7 +35,7 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
   const int64_t n = h.shape[0], d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads;
   const int64_t width = (hq + 2 * hkv) * d;
   HostTensor qkv = HostTensor::zeros(DType::kF32, {n, width});
-  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv.tensor}));
+  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv.tensor, {}}));
   HostTensor q = HostTensor::zeros(DType::kF32, {n, hq, d});
   HostTensor k = HostTensor::zeros(DType::kF32, {n, hkv, d});
   HostTensor v = HostTensor::zeros(DType::kF32, {n, hkv, d});
@@ -47,16 +48,18 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
   const Tensor inv_freq = Tensor::view(inv_freq_.data(), DType::kF32, {static_cast<int64_t>(inv_freq_.size())});
   const Tensor& k_cache = kv.k[static_cast<size_t>(layer)];
   const Tensor& v_cache = kv.v[static_cast<size_t>(layer)];
+  // fp8 caches hold fp8(x / scale); f32 caches ignore the scales (kept at 1).
+  const float k_scale = options_.fp8_kv_cache ? lw.k_scale : 1.0f, v_scale = options_.fp8_kv_cache ? lw.v_scale : 1.0f;
   KILN_RETURN_IF_ERROR(rope_kv_write_cpu({q.tensor, k.tensor, v.tensor, i32_view(batch.positions), inv_freq,
-                                          i32_view(batch.slot_mapping), k_cache, v_cache}));
+                                          i32_view(batch.slot_mapping), k_cache, v_cache, k_scale, v_scale}));
   HostTensor attn = HostTensor::zeros(DType::kF32, {n, hq, d});
   PagedAttentionArgs pa{q.tensor, k_cache, v_cache, i32_view(batch.cu_seqlens_q), i32_view(batch.kv_lens),
                         Tensor::view(const_cast<int32_t*>(batch.block_tables.data()), DType::kInt32,
                                      {static_cast<int64_t>(batch.kv_lens.size()), batch.max_blocks_per_seq}),
-                        attn.tensor, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window};
+                        attn.tensor, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window, k_scale, v_scale};
   KILN_RETURN_IF_ERROR(paged_attention_cpu(pa));
   KILN_ASSIGN_OR_RETURN(Tensor attn2d, attn.tensor.reshape({n, hq * d}));
-  return linear_cpu({attn2d, lw.o_proj.tensor, {}, out});
+  return linear_cpu({attn2d, lw.o_proj.tensor, {}, out, {}});
 }
 
 Status LlamaModel::ffn_block(const LayerWeights& lw, const Tensor& h, Tensor out) {
@@ -67,9 +70,31 @@ Status LlamaModel::ffn_block(const LayerWeights& lw, const Tensor& h, Tensor out
   const int64_t n = h.shape[0], inter = lw.down.tensor.shape[1];
   HostTensor gate_up = HostTensor::zeros(DType::kF32, {n, 2 * inter});
   HostTensor act = HostTensor::zeros(DType::kF32, {n, inter});
-  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.gate_up.tensor, {}, gate_up.tensor}));
+  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.gate_up.tensor, {}, gate_up.tensor, {}}));
   KILN_RETURN_IF_ERROR(silu_mul_cpu({gate_up.tensor, act.tensor}));
-  return linear_cpu({act.tensor, lw.down.tensor, {}, out});
+  return linear_cpu({act.tensor, lw.down.tensor, {}, out, {}});
+}
+
+Result<KvCacheView> LlamaModel::allocate_kv_cache(int64_t num_blocks, int64_t block_size) {
+  const ModelConfig& c = config_;
+  const DType dtype = kv_cache_dtype();
+  auto storage = std::make_shared<std::vector<HostTensor>>();
+  KvCacheView view;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      storage->push_back(HostTensor::zeros(dtype, {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
+      (kv == 0 ? view.k : view.v).push_back(storage->back().tensor);
+    }
+  }
+  view.owner = storage;
+  return view;
+}
+
+int64_t LlamaModel::max_kv_blocks(int64_t block_size, double memory_fraction) const {
+  const ModelConfig& c = config_;
+  const int64_t per_block = dtype_bytes(kv_cache_dtype(), 2 * c.num_layers * block_size * c.num_kv_heads * c.head_dim);
+  const double budget = 4.0 * (1ll << 30) * memory_fraction;  // CPU: 4 GiB at fraction 1
+  return std::max<int64_t>(1, static_cast<int64_t>(budget / static_cast<double>(per_block)));
 }
 
 Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) {
@@ -100,7 +125,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheView& kv, Ten
     if (row < 0 || row >= n) return invalid_argument("forward: logits row out of range");
     std::memcpy(selected.tensor.ptr<float>() + r * hidden, h.tensor.ptr<float>() + row * hidden, static_cast<size_t>(hidden) * 4);
   }
-  return linear_cpu({selected.tensor, w_.lm_head_view(), {}, logits});
+  return linear_cpu({selected.tensor, w_.lm_head_view(), {}, logits, {}});
 }
 
 }  // namespace kiln

@@ -24,6 +24,7 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 #include "kiln/core/log.h"
 #include "kiln/kernels/activation.h"
 #include "kiln/kernels/attention.h"
+#include "kiln/kernels/attention_hopper.h"
 #include "kiln/kernels/embedding.h"
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/moe.h"
@@ -81,6 +82,8 @@ class CudaLlamaModel : public Model {
     KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming), "event"));
     const char* env = std::getenv("KILN_CUDA_GRAPHS");
     use_graphs_ = !(env && std::string(env) == "0");
+    const char* hopper = std::getenv("KILN_HOPPER_PREFILL");
+    use_hopper_ = !(hopper && std::string(hopper) == "0");
     const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
     KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
                                                             {static_cast<int64_t>(inv.size())})));
@@ -90,6 +93,7 @@ class CudaLlamaModel : public Model {
   Device device() const override { return Device::kCuda; }
   Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
   int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
+  DType kv_dtype() const { return options_.fp8_kv_cache ? DType::kFp8E4M3 : DType::kBF16; }
   Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) override;
   bool samples_on_device() const override { return true; }
   Status forward_sample(const ForwardBatch& batch, const KvCacheView& kv, const std::vector<SamplingParams>& params,
@@ -127,6 +131,8 @@ class CudaLlamaModel : public Model {
   Scratch sampled_;
   cudaStream_t stream_ = nullptr;
   bool use_graphs_ = true;
+  bool use_hopper_ = true;  // KILN_HOPPER_PREFILL=0: the portable prefill kernel everywhere
+  int64_t batch_ = 0;       // sequences in the current step
   std::map<std::tuple<int64_t, int64_t, const void*, int64_t>, cudaGraphExec_t> graphs_;
 };
 
@@ -164,19 +170,25 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   const int64_t d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads, width = (hq + 2 * hkv) * d;
   KILN_ASSIGN_OR_RETURN(Tensor qkv, qkv_.get(DType::kBF16, {n, width}));
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv}, stream_));
+  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv, lw.qkv_scale.tensor}, stream_));
   const Tensor q = head_view(qkv, 0, hq, d), k = head_view(qkv, hq * d, hkv, d), v = head_view(qkv, (hq + hkv) * d, hkv, d);
   const Tensor& kc = kv.k[static_cast<size_t>(layer)];
   const Tensor& vc = kv.v[static_cast<size_t>(layer)];
-  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc}, stream_));
+  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc, lw.k_scale, lw.v_scale}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor qc, q_.get(DType::kBF16, {n, hq, d}));
   KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpy2DAsync(qc.data, static_cast<size_t>(hq * d * 2), qkv.data, static_cast<size_t>(width * 2),
                                                      static_cast<size_t>(hq * d * 2), static_cast<size_t>(n), cudaMemcpyDeviceToDevice, stream_), "q copy"));
   KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
-  PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window};
-  KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, stream_));
+  PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window,
+                        lw.k_scale, lw.v_scale};
+  // Steps with prompt tokens (n > batch) take the Hopper wgmma kernel where it applies.
+  if (n > batch_ && use_hopper_ && hopper_prefill_supported(pa)) {
+    KILN_RETURN_IF_ERROR(prefill_attention_hopper_cuda(pa, stream_));
+  } else {
+    KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, stream_));
+  }
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
-  return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x}, stream_);
+  return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
 }
 
 Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
@@ -187,9 +199,9 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   if (lw.experts.empty()) {
     KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
     KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
-    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu}, stream_));
+    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
     KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
-    return gemm_.run({act, lw.down.tensor, {}, x}, stream_);
+    return gemm_.run({act, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
   }
   const int64_t e = c.num_experts, k = options_.moe_top_k > 0 ? options_.moe_top_k : c.num_experts_per_tok;
   if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
@@ -208,9 +220,9 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp, lw.expert_gate_up, host_offsets, gu}, stream_));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}, stream_));
   KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
-  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp}, stream_));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp, lw.expert_down_scale}, stream_));
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
 }
 
@@ -234,6 +246,7 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
       static_cast<int64_t>(kv.k.size()) != c.num_layers || kv.k[0].device != Device::kCuda)
     return invalid_argument("forward: empty batch, inconsistent sizes, or a KV cache not on the GPU");
   KILN_RETURN_IF_ERROR(upload_batch(b));
+  batch_ = batch;
   bool decode = n == batch && !c.num_experts && rows == n;
   for (int64_t r = 0; decode && r < rows; ++r) decode = b.logits_rows[static_cast<size_t>(r)] == r;
   if (decode && use_graphs_) return run_decode_graph(b, n, kv);
@@ -336,7 +349,7 @@ Result<KvCacheView> CudaLlamaModel::allocate_kv_cache(int64_t num_blocks, int64_
   KvCacheView view;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     for (int kv = 0; kv < 2; ++kv) {
-      KILN_ASSIGN_OR_RETURN(DeviceTensor t, DeviceTensor::empty(DType::kBF16, {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
+      KILN_ASSIGN_OR_RETURN(DeviceTensor t, DeviceTensor::empty(kv_dtype(), {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
       (kv == 0 ? view.k : view.v).push_back(t.tensor);
       storage->push_back(std::move(t));
     }
@@ -349,7 +362,7 @@ int64_t CudaLlamaModel::max_kv_blocks(int64_t block_size, double memory_fraction
   size_t free_bytes = 0, total = 0;
   if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) return 0;
   const ModelConfig& c = config_;
-  const int64_t per_block = 2 * c.num_layers * block_size * c.num_kv_heads * c.head_dim * 2;
+  const int64_t per_block = 2 * c.num_layers * dtype_bytes(kv_dtype(), block_size * c.num_kv_heads * c.head_dim);
   const double reserve = 2.0 * (1ll << 30);  // activations, cuBLAS workspace
   const double usable = std::max(0.0, static_cast<double>(free_bytes) * memory_fraction - reserve);
   return static_cast<int64_t>(usable / static_cast<double>(per_block));
@@ -362,9 +375,9 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
   log_info("cuda: ", cuda_device_summary());
   CudaDecoderWeights w;
   if (options.dummy_weights) {
-    KILN_ASSIGN_OR_RETURN(w, dummy_decoder_weights(loaded.config, 1234));
+    KILN_ASSIGN_OR_RETURN(w, dummy_decoder_weights(loaded.config, 1234, options));
   } else {
-    KILN_ASSIGN_OR_RETURN(DecoderWeights host, build_decoder_weights(loaded));
+    KILN_ASSIGN_OR_RETURN(DecoderWeights host, build_decoder_weights(loaded, options));
     KILN_ASSIGN_OR_RETURN(w, upload_decoder_weights(host));
   }
   KILN_ASSIGN_OR_RETURN(Gemm gemm, Gemm::create());

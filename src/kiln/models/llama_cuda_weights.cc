@@ -5,14 +5,20 @@
 #include <cmath>
 
 #include "kiln/core/log.h"
+#include "kiln/kernels/quantize.h"
 #include "kiln/kernels/random_fill.h"
 
 namespace kiln {
 namespace {
 
+// bf16 on the device, except fp8 weights (kept as they are).
 Result<DeviceTensor> upload(const HostTensor& h) {
   if (h.tensor.empty()) return DeviceTensor{};
-  return to_device(h.tensor, DType::kBF16);
+  return to_device(h.tensor, h.tensor.dtype == DType::kFp8E4M3 ? DType::kFp8E4M3 : DType::kBF16);
+}
+Result<DeviceTensor> upload_scale(const HostTensor& h) {
+  if (h.tensor.empty()) return DeviceTensor{};
+  return to_device(h.tensor, DType::kF32);
 }
 
 Result<DeviceTensor> random_tensor(std::initializer_list<int64_t> shape, uint64_t seed, float scale, float offset) {
@@ -21,7 +27,45 @@ Result<DeviceTensor> random_tensor(std::initializer_list<int64_t> shape, uint64_
   return t;
 }
 
+// A linear weight [n, k]: random bf16, or (fp8) random bf16 in `tmp` quantized per output row.
+struct LinearMaker {
+  bool fp8 = false;
+  bool per_tensor = false;
+  DeviceBuffer tmp;
+  Status make(int64_t n, int64_t k, uint64_t seed, float scale, DeviceTensor* w, DeviceTensor* w_scale) {
+    if (!fp8) {
+      KILN_ASSIGN_OR_RETURN(*w, random_tensor({n, k}, seed, scale, 0.f));
+      return ok_status();
+    }
+    const int64_t bytes = n * k * 2;
+    if (tmp.size() < bytes) {
+      tmp = DeviceBuffer{};
+      KILN_ASSIGN_OR_RETURN(tmp, DeviceBuffer::alloc(bytes));
+    }
+    const Tensor src = Tensor::view(tmp.data(), DType::kBF16, {n, k}, Device::kCuda);
+    KILN_RETURN_IF_ERROR(random_fill_cuda({src, seed, scale, 0.f}, nullptr));
+    KILN_ASSIGN_OR_RETURN(*w, DeviceTensor::empty(DType::kFp8E4M3, {n, k}));
+    KILN_ASSIGN_OR_RETURN(*w_scale, DeviceTensor::empty(DType::kF32, {per_tensor ? 1 : n}));
+    KILN_RETURN_IF_ERROR(quantize_fp8_cuda({src, w->tensor, w_scale->tensor}, nullptr));
+    return cuda_synchronize();  // tmp is reused by the next matrix
+  }
+};
+
 }  // namespace
+
+// The grouped GEMM's per-expert views (and scales, for fp8 experts).
+void link_expert_views(CudaLayerWeights& l) {
+  l.expert_gate_up.clear();
+  l.expert_down.clear();
+  l.expert_gate_up_scale.clear();
+  l.expert_down_scale.clear();
+  for (const CudaExpertWeights& e : l.experts) {
+    l.expert_gate_up.push_back(e.gate_up.tensor);
+    l.expert_down.push_back(e.down.tensor);
+    if (!e.gate_up_scale.tensor.empty()) l.expert_gate_up_scale.push_back(e.gate_up_scale.tensor);
+    if (!e.down_scale.tensor.empty()) l.expert_down_scale.push_back(e.down_scale.tensor);
+  }
+}
 
 Result<CudaDecoderWeights> upload_decoder_weights(const DecoderWeights& host) {
   CudaDecoderWeights w;
@@ -40,20 +84,30 @@ Result<CudaDecoderWeights> upload_decoder_weights(const DecoderWeights& host) {
     KILN_ASSIGN_OR_RETURN(l.gate_up, upload(hl.gate_up));
     KILN_ASSIGN_OR_RETURN(l.down, upload(hl.down));
     KILN_ASSIGN_OR_RETURN(l.router, upload(hl.router));
+    KILN_ASSIGN_OR_RETURN(l.qkv_scale, upload_scale(hl.qkv_scale));
+    KILN_ASSIGN_OR_RETURN(l.o_proj_scale, upload_scale(hl.o_proj_scale));
+    KILN_ASSIGN_OR_RETURN(l.gate_up_scale, upload_scale(hl.gate_up_scale));
+    KILN_ASSIGN_OR_RETURN(l.down_scale, upload_scale(hl.down_scale));
+    l.k_scale = hl.k_scale;
+    l.v_scale = hl.v_scale;
     for (const ExpertWeights& he : hl.experts) {
       CudaExpertWeights e;
       KILN_ASSIGN_OR_RETURN(e.gate_up, upload(he.gate_up));
       KILN_ASSIGN_OR_RETURN(e.down, upload(he.down));
-      l.expert_gate_up.push_back(e.gate_up.tensor);
-      l.expert_down.push_back(e.down.tensor);
+      KILN_ASSIGN_OR_RETURN(e.gate_up_scale, upload_scale(he.gate_up_scale));
+      KILN_ASSIGN_OR_RETURN(e.down_scale, upload_scale(he.down_scale));
       l.experts.push_back(std::move(e));
     }
+    link_expert_views(l);
     w.layers.push_back(std::move(l));
   }
   return w;
 }
 
-Result<CudaDecoderWeights> dummy_decoder_weights(const ModelConfig& c, uint64_t seed) {
+Result<CudaDecoderWeights> dummy_decoder_weights(const ModelConfig& c, uint64_t seed, const ModelOptions& options) {
+  LinearMaker lin;
+  lin.fp8 = options.fp8_weights;
+  lin.per_tensor = options.fp8_per_tensor;
   const int64_t h = c.hidden_size, d = c.head_dim, q = c.num_q_heads * d, kv = c.num_kv_heads * d;
   const int64_t inter = c.intermediate_size;
   const float sh = 1.0f / std::sqrt(static_cast<float>(h)), si = 1.0f / std::sqrt(static_cast<float>(inter));
@@ -68,24 +122,24 @@ Result<CudaDecoderWeights> dummy_decoder_weights(const ModelConfig& c, uint64_t 
     CudaLayerWeights l;
     KILN_ASSIGN_OR_RETURN(l.attn_norm, random_tensor({h}, seed++, 0.f, 1.f));
     KILN_ASSIGN_OR_RETURN(l.ffn_norm, random_tensor({h}, seed++, 0.f, 1.f));
-    KILN_ASSIGN_OR_RETURN(l.qkv, random_tensor({q + 2 * kv, h}, seed++, sh, 0.f));
+    l.k_scale = l.v_scale = options.kv_cache_scale;
+    KILN_RETURN_IF_ERROR(lin.make(q + 2 * kv, h, seed++, sh, &l.qkv, &l.qkv_scale));
     if (c.attention_bias) {
       KILN_ASSIGN_OR_RETURN(l.qkv_bias, random_tensor({q + 2 * kv}, seed++, 0.1f, 0.f));
     }
-    KILN_ASSIGN_OR_RETURN(l.o_proj, random_tensor({h, q}, seed++, 1.0f / std::sqrt(static_cast<float>(q)), 0.f));
+    KILN_RETURN_IF_ERROR(lin.make(h, q, seed++, 1.0f / std::sqrt(static_cast<float>(q)), &l.o_proj, &l.o_proj_scale));
     if (c.num_experts == 0) {
-      KILN_ASSIGN_OR_RETURN(l.gate_up, random_tensor({2 * inter, h}, seed++, sh, 0.f));
-      KILN_ASSIGN_OR_RETURN(l.down, random_tensor({h, inter}, seed++, si, 0.f));
+      KILN_RETURN_IF_ERROR(lin.make(2 * inter, h, seed++, sh, &l.gate_up, &l.gate_up_scale));
+      KILN_RETURN_IF_ERROR(lin.make(h, inter, seed++, si, &l.down, &l.down_scale));
     } else {
       KILN_ASSIGN_OR_RETURN(l.router, random_tensor({c.num_experts, h}, seed++, sh, 0.f));
       for (int64_t e = 0; e < c.num_experts; ++e) {
         CudaExpertWeights ew;
-        KILN_ASSIGN_OR_RETURN(ew.gate_up, random_tensor({2 * inter, h}, seed++, sh, 0.f));
-        KILN_ASSIGN_OR_RETURN(ew.down, random_tensor({h, inter}, seed++, si, 0.f));
-        l.expert_gate_up.push_back(ew.gate_up.tensor);
-        l.expert_down.push_back(ew.down.tensor);
+        KILN_RETURN_IF_ERROR(lin.make(2 * inter, h, seed++, sh, &ew.gate_up, &ew.gate_up_scale));
+        KILN_RETURN_IF_ERROR(lin.make(h, inter, seed++, si, &ew.down, &ew.down_scale));
         l.experts.push_back(std::move(ew));
       }
+      link_expert_views(l);
     }
     w.layers.push_back(std::move(l));
   }

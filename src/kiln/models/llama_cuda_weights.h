@@ -5,12 +5,16 @@
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/models/decoder_weights.h"
+#include "kiln/models/model.h"
 
 namespace kiln {
 
+// Linear weights are bf16, or fp8 e4m3 with a `*_scale` f32 tensor ([n] per output row or [1]),
+// exactly as DecoderWeights lays them out (decoder_weights.h); Gemm::run takes either.
 struct CudaExpertWeights {
-  DeviceTensor gate_up;  // [2 * inter, hidden] bf16
-  DeviceTensor down;     // [hidden, inter] bf16
+  DeviceTensor gate_up;  // [2 * inter, hidden] bf16 | fp8
+  DeviceTensor down;     // [hidden, inter] bf16 | fp8
+  DeviceTensor gate_up_scale, down_scale;  // fp8 only
 };
 
 struct CudaLayerWeights {
@@ -22,6 +26,9 @@ struct CudaLayerWeights {
   DeviceTensor router;               // MoE: [num_experts, hidden]
   std::vector<CudaExpertWeights> experts;
   std::vector<Tensor> expert_gate_up, expert_down;  // views for the grouped GEMM
+  std::vector<Tensor> expert_gate_up_scale, expert_down_scale;  // fp8 experts only
+  DeviceTensor qkv_scale, o_proj_scale, gate_up_scale, down_scale;  // fp8 only
+  float k_scale = 1.0f, v_scale = 1.0f;  // fp8 KV cache scales of this layer
 };
 
 struct CudaDecoderWeights {
@@ -31,8 +38,12 @@ struct CudaDecoderWeights {
 };
 
 Result<CudaDecoderWeights> upload_decoder_weights(const DecoderWeights& host);
-// Random weights (uniform, scaled by 1/sqrt(fan_in); norms 1) for --load-format dummy.
-Result<CudaDecoderWeights> dummy_decoder_weights(const ModelConfig& c, uint64_t seed);
+// Refreshes l.expert_* (the grouped GEMM's per-expert views) from l.experts.
+void link_expert_views(CudaLayerWeights& l);
+// Random weights (uniform, scaled by 1/sqrt(fan_in); norms 1) for --load-format dummy; with
+// options.fp8_weights each linear weight is made in bf16 and quantized on the device (one matrix
+// at a time, so a model that fits only in fp8 never exists in bf16).
+Result<CudaDecoderWeights> dummy_decoder_weights(const ModelConfig& c, uint64_t seed, const ModelOptions& options);
 
 }  // namespace kiln
 #endif

@@ -16,7 +16,7 @@ Status mixtral_moe_cpu(const LayerWeights& lw, int64_t top_k, bool renormalize, 
   if (top_k <= 0 || top_k > num_experts)
     return invalid_argument("moe top-k " + std::to_string(top_k) + " outside [1, " + std::to_string(num_experts) + "]");
   HostTensor logits = HostTensor::zeros(DType::kF32, {n, num_experts});
-  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.router.tensor, {}, logits.tensor}));
+  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.router.tensor, {}, logits.tensor, {}}));
   HostTensor ids = HostTensor::zeros(DType::kInt32, {n, top_k});
   HostTensor weights = HostTensor::zeros(DType::kF32, {n, top_k});
   KILN_RETURN_IF_ERROR(moe_route_cpu({logits.tensor, ids.tensor, weights.tensor, renormalize}));
@@ -38,9 +38,9 @@ Status mixtral_moe_cpu(const LayerWeights& lw, int64_t top_k, bool renormalize, 
     HostTensor gate_up = HostTensor::zeros(DType::kF32, {m, 2 * inter});
     HostTensor act = HostTensor::zeros(DType::kF32, {m, inter});
     HostTensor y = HostTensor::zeros(DType::kF32, {m, hidden});
-    KILN_RETURN_IF_ERROR(linear_cpu({x.tensor, ew.gate_up.tensor, {}, gate_up.tensor}));
+    KILN_RETURN_IF_ERROR(linear_cpu({x.tensor, ew.gate_up.tensor, {}, gate_up.tensor, {}}));
     KILN_RETURN_IF_ERROR(silu_mul_cpu({gate_up.tensor, act.tensor}));
-    KILN_RETURN_IF_ERROR(linear_cpu({act.tensor, ew.down.tensor, {}, y.tensor}));
+    KILN_RETURN_IF_ERROR(linear_cpu({act.tensor, ew.down.tensor, {}, y.tensor, {}}));
     for (int64_t r = 0; r < m; ++r) {
       float* dst = out.ptr<float>() + rows[static_cast<size_t>(r)] * hidden;
       const float* src = y.tensor.ptr<float>() + r * hidden;

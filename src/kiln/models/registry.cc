@@ -14,7 +14,9 @@ Result<std::unique_ptr<Model>> create_model(LoadedModel&& loaded, const ModelOpt
     case Arch::kMixtral: {
       if (loaded.config.arch == Arch::kMixtral && loaded.config.num_experts <= 0)
         return invalid_argument(loaded.path + ": mixtral config without num_local_experts");
-      KILN_ASSIGN_OR_RETURN(DecoderWeights w, build_decoder_weights(loaded));
+      KILN_ASSIGN_OR_RETURN(DecoderWeights w, build_decoder_weights(loaded, options));
+      // The CPU computes with fp8 weights dequantized to the load dtype (same values as the GPU's).
+      if (has_fp8_weights(w)) KILN_RETURN_IF_ERROR(dequantize_fp8_weights(w, loaded.dtype));
       return std::unique_ptr<Model>(new LlamaModel(loaded.config, std::move(w), options));
     }
   }

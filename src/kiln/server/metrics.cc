@@ -75,6 +75,10 @@ std::string render_metrics(const EngineStats& e, const ServerStats& s, const std
   w.counter("kiln_num_preemptions_total", "Sequences preempted (to be recomputed) for lack of KV blocks.",
             static_cast<double>(e.preemptions_total));
   w.counter("kiln_engine_steps_total", "Engine steps run.", static_cast<double>(e.steps_total));
+  w.counter("kiln_engine_forward_seconds_total", "Engine thread time inside the model's forward pass (device work, synchronized).",
+            e.forward_seconds_total);
+  w.counter("kiln_engine_step_seconds_total", "Engine thread time in steps (forward, scheduling, sampling, output).",
+            e.step_seconds_total);
   w.family("kiln_request_success_total", "counter", "Requests finished, by finish reason.");
   const char* reasons[] = {"stop", "length", "abort", "error"};
   for (int r = 1; r <= 4; ++r)

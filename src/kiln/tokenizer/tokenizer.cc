@@ -70,7 +70,12 @@ Result<std::unique_ptr<Tokenizer>> load_tokenizer(const LoadedModel& model) {
 
 Result<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return Tokenizer::from_hf_dir(path);
+  if (std::filesystem::is_directory(path, ec)) {
+    // `kiln quantize` of a GGUF model leaves its vocabulary as a metadata-only tokenizer.gguf.
+    if (!std::filesystem::exists(path + "/tokenizer.json", ec) && std::filesystem::exists(path + "/tokenizer.gguf", ec))
+      return load_tokenizer(path + "/tokenizer.gguf");
+    return Tokenizer::from_hf_dir(path);
+  }
   KILN_ASSIGN_OR_RETURN(GgufFile gguf, GgufFile::open(path));
   return Tokenizer::from_gguf(gguf);
 }

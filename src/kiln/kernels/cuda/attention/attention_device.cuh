@@ -196,6 +196,70 @@ __device__ __forceinline__ void widen_fp8_rows(const uint8_t* k_raw, const uint8
   }
 }
 
+// ---- fp8 e4m3 cache straight into f16 mma operands (decode) --------------------------------
+// An e4m3 byte becomes an f16 by bit moves alone: with its sign replicated into a 16-bit half
+// (prmt), shifting left by 7 puts its sign at bit 15 and its exponent and mantissa bits at f16's
+// bits 13..7; masking clears bit 14. The f16 equals the e4m3 value times 2^-8 exactly (biases 7
+// and 15; e4m3 subnormals become f16 subnormals with the same factor), which the kernel folds
+// into its scales. 3 integer ops per 2 values, no conversion unit. (e4m3 NaN, 0x7f, would read as
+// 480: caches are written saturating and hold none.)
+constexpr float kFp8F16Factor = 256.f;  // real e4m3 value = f16 operand * kFp8F16Factor
+
+// Two e4m3 bytes picked by the prmt selector `sel` from {hi, lo} as [sign(b) b sign(a) a] ->
+// f16x2 (a low, b high), each value * 2^-8.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t lo, uint32_t hi, uint32_t sel) {
+  uint32_t p;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(p) : "r"(lo), "r"(hi), "r"(sel));
+  return (p << 7) & 0xbf80bf80u;
+}
+// prmt selectors: bytes 0 and 2 (even) or 1 and 3 (odd) of one word; byte i of two words.
+constexpr uint32_t kPrmtEven = 0xA280u, kPrmtOdd = 0xB391u;
+__host__ __device__ constexpr uint32_t prmt_byte_pair(int i) {
+  return static_cast<uint32_t>(i | (8 + i) << 4 | (4 + i) << 8 | (12 + i) << 12);
+}
+
+// The conversion unit's way: 4 e4m3 bytes [b3 b2 b1 b0] -> f16x2 (b0, b1) and (b2, b3), exact
+// values (no 2^-8), one cvt per pair.
+__device__ __forceinline__ void e4m3x4_to_f16x2x2(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+      : "=r"(lo), "=r"(hi)
+      : "r"(x));
+}
+__device__ __forceinline__ uint32_t prmt(uint32_t lo, uint32_t hi, uint32_t sel) {
+  uint32_t p;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(p) : "r"(lo), "r"(hi), "r"(sel));
+  return p;
+}
+// Bytes i and i + 1 of two words a, b interleaved as [b(i+1) a(i+1) b(i) a(i)].
+__host__ __device__ constexpr uint32_t prmt_interleave(int i) {
+  return static_cast<uint32_t>(i | (4 + i) << 4 | (i + 1) << 8 | (5 + i) << 12);
+}
+
+__device__ __forceinline__ uint32_t pack_f16(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// c += a * b for one m16n8k16 tile of f16 operands.
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Byte offset of 16-byte chunk `offset / 16` of a [16, kHeadDim] e4m3 tile, XOR-swizzled per
+// 128-byte line so that the fp8 decode kernel's fragment reads hit distinct banks: K, a quarter
+// warp reading 2 rows (d128) or 1 line (d64) across; V, lanes of 4 rows 4 apart reading one
+// 16-byte (d128) or 8-byte (d64) column each. Rows 2 apart (lines 2 or 1 apart) get the same
+// swizzle, which the kernel relies on.
+template <int kHeadDim>
+__device__ __forceinline__ uint32_t fp8_tile_offset(uint32_t offset) {
+  static_assert(kHeadDim == 64 || kHeadDim == 128);
+  const uint32_t line = offset >> 7;
+  const uint32_t swz = kHeadDim == 128 ? ((line & 1) | ((line >> 1) & 6)) : (line & 6);
+  return offset ^ (swz << 4);
+}
+
 // Tree reductions over a fragment row: independent chains instead of one serial one.
 template <int kN, typename Op>
 __device__ __forceinline__ float tree_reduce(float (&v)[kN], Op op) {
@@ -214,30 +278,34 @@ __device__ __forceinline__ float tree_reduce(float (&v)[kN], Op op) {
 // O / l is exact either way. Returns whether any row of the warp moved its max; then O must be
 // multiplied by `rescale` (1 for unmoved rows). A row with no unmasked key yet keeps m = -inf and
 // gets P = 0. All rows are reduced side by side so their dependency chains overlap.
-template <int kM, int kN>
+// kHalves = 1 skips rows g + 8 (their m, l and rescale stay as they are; a tile whose rows 8..15
+// are padding).
+template <int kM, int kN, int kHalves = 2>
 __device__ __forceinline__ bool softmax_step(float (&s)[kM][kN][4], float (&m)[kM][2], float (&l)[kM][2],
                                              float (&rescale)[kM][2], float scale_log2) {
-  static_assert((kN & (kN - 1)) == 0);
+  static_assert((kN & (kN - 1)) == 0 && (kHalves == 1 || kHalves == 2));
   constexpr float kLazyLog2 = 8.f;
   float mx[kM][2];
 #pragma unroll
-  for (int mt = 0; mt < kM; ++mt)
+  for (int mt = 0; mt < kM; ++mt) {
+    rescale[mt][1] = 1.f;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < kHalves; ++h) {
       float v[kN];
 #pragma unroll
       for (int j = 0; j < kN; ++j) v[j] = fmaxf(s[mt][j][2 * h], s[mt][j][2 * h + 1]);
       mx[mt][h] = fmaxf(m[mt][h], tree_reduce(v, [](float a, float b) { return fmaxf(a, b); }));
     }
+  }
 #pragma unroll
   for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) mx[mt][h] = quad_max(mx[mt][h]);
+    for (int h = 0; h < kHalves; ++h) mx[mt][h] = quad_max(mx[mt][h]);
   bool moved = false;
 #pragma unroll
   for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < kHalves; ++h) {
       const bool move = (mx[mt][h] - m[mt][h]) * scale_log2 > kLazyLog2;  // false while both are -inf (NaN)
       rescale[mt][h] = move ? exp2_approx((m[mt][h] - mx[mt][h]) * scale_log2) : 1.f;
       m[mt][h] = move ? mx[mt][h] : m[mt][h];

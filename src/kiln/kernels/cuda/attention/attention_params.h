@@ -49,6 +49,18 @@ struct AttentionVariant {
 };
 
 std::span<const AttentionVariant> decode_attention_variants();
+// The fp8 e4m3 cache rows of the decode table (decode_attention_fp8.cu; head_dim 64 and 128).
+template <int kHeadDim>
+Status launch_decode_fp8(const PagedAttentionParams& params, CUstream_st* stream);
+template <int kHeadDim>
+int decode_fp8_ctas_per_sm();
+// Alternative d128 fp8 decode configurations, for the benchmark to compare with the shipped one.
+struct Fp8DecodeTuning {
+  const char* name;
+  Status (*launch)(const PagedAttentionParams& params, CUstream_st* stream);
+  int (*ctas_per_sm)();
+};
+std::span<const Fp8DecodeTuning> decode_fp8_tunings();
 std::span<const AttentionVariant> prefill_attention_variants();
 
 // The row for (q dtype, cache dtype, head_dim), or an error listing what the table holds.

@@ -122,18 +122,39 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
   auto round_tile = [](int64_t n) { return (n + kDecodeTileKeys - 1) / kDecodeTileKeys * kDecodeTileKeys; };
   if (num_splits < 0) return invalid_argument("decode_attention: num_splits < 0");
   if (num_splits == 0) {
-    // Fill one wave of CTAs without spilling into a second: split only when batch * kv_heads leaves
-    // SMs idle, never below 256 keys per split (a split pays a pipeline ramp-up and a partial write).
-    // Measured on the H100 at B1 x 32K, 32/8, d128 (explicit splits, same process): 32 splits (the
-    // full wave, what this picks) 82.5% of copy, 24: 79%, 16: 78%, 64: 75%; fp8 likewise best at 32.
+    // The CTAs [batch * kv_heads * splits] run in waves of `slots` (the resident CTAs of the GPU).
+    // Model: a wave streams its CTAs' K/V at full bandwidth if it fills at least half the slots
+    // and takes as long as a half-full one otherwise; every CTA also pays a fixed ramp-up, partial
+    // write and merge worth kSplitCostBytes of streaming. Candidates: the most splits that fit
+    // 1/2, 1, 2, 3 or 4 waves (a handful: this runs per call), at most 32 per (sequence, kv head)
+    // unless fewer leave SMs without a CTA (the last CTA's merge reads every split's partial),
+    // never below 256 keys per split. Measured on the H100, 32/8, d128: bf16 B1 x 32K (2 CTAs per
+    // SM) 32 splits 81% of copy, 16: 78%, 64: 75%; fp8 (4 per SM) 32: 65%, 16: 61%, 64: 58%;
+    // fp8 B64 x 4096 on 396 slots: 1 split (1.3 waves) 73% of copy; the model picks 2.
     constexpr int kMinSplitKeys = 256;
+    constexpr double kSplitCostBytes = 64 << 10;
+    const double key_bytes = 2.0 * p.head_dim * (variant.cache == DType::kFp8E4M3 ? 1 : 2);  // K + V
     const int64_t ctas = static_cast<int64_t>(p.batch) * p.num_kv_heads;
     const int64_t slots = static_cast<int64_t>(sm_count()) * variant.ctas_per_sm();
     num_splits = 1;
-    if (ctas > 0 && 2 * ctas <= slots && keys > kMinSplitKeys) {
-      const int64_t want = slots / ctas;  // rounding the length up keeps ctas * splits <= slots
-      const int64_t len = std::max<int64_t>(kMinSplitKeys, round_tile((keys + want - 1) / want));
-      num_splits = static_cast<int>((keys + len - 1) / len);
+    if (ctas > 0 && slots > 0) {
+      auto cost = [&](int64_t len, int64_t splits) {  // modelled time, in bytes streamed
+        const int64_t full = ctas * splits / slots, rest = ctas * splits % slots;
+        const double wave = static_cast<double>(len) * key_bytes + kSplitCostBytes;
+        return static_cast<double>(full) * wave +
+               (rest == 0 ? 0.0 : std::max(0.5, static_cast<double>(rest) / slots) * (wave - kSplitCostBytes) +
+                                      kSplitCostBytes);
+      };
+      double best = cost(keys, 1);
+      const int64_t most = std::min<int64_t>({kMaxDecodeSplits, (keys + kMinSplitKeys - 1) / kMinSplitKeys,
+                                              std::max<int64_t>(32, (sm_count() + ctas - 1) / ctas)});
+      for (const int64_t half_waves : {1, 2, 4, 6, 8}) {
+        const int64_t want = std::min(most, half_waves * slots / (2 * ctas));
+        if (want < 2) continue;
+        const int64_t len = std::max<int64_t>(kMinSplitKeys, round_tile((keys + want - 1) / want));
+        const int64_t splits = (keys + len - 1) / len;
+        if (const double c = cost(len, splits); c < best) best = c, num_splits = static_cast<int>(splits);
+      }
     }
   }
   num_splits = std::min(num_splits, kMaxDecodeSplits);

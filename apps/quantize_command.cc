@@ -1,0 +1,119 @@
+// `kiln quantize`: any model kiln loads (HF directory or GGUF) -> an fp8 Hugging Face checkpoint
+// (models/fp8_checkpoint.h): fp8 e4m3 linear weights with per-channel (default) or per-tensor
+// scales, the rest bf16, optional static KV cache scales (calibrated on a text, or one value).
+// The source is loaded in f32, so weights are quantized from their full-precision values.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "apps/default_model.h"
+#include "kiln/core/log.h"
+#include "kiln/eval/kv_scale_calibration.h"
+#include "kiln/io/model_loader.h"
+#include "kiln/models/fp8_checkpoint.h"
+#include "kiln/models/model.h"
+#include "kiln/tokenizer/tokenizer.h"
+
+namespace kiln::apps {
+namespace {
+
+struct QuantizeFlags {
+  std::string model, out_dir, kv_cache_scales, calib_file;
+  int64_t calib_tokens = 512;
+  bool per_tensor = false;
+};
+
+// A one-line progress bar on stderr, redrawn in place.
+class ProgressBar {
+ public:
+  explicit ProgressBar(const char* what) : what_(what) {}
+  void update(int64_t done, int64_t total) {
+    const int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
+    if (pct == last_) return;
+    last_ = pct;
+    char bar[31];
+    for (int i = 0; i < 30; ++i) bar[i] = i < pct * 30 / 100 ? '#' : '.';
+    bar[30] = '\0';
+    std::fprintf(stderr, "\r%s [%s] %3d%% (%.1f / %.1f MiB)", what_, bar, pct, static_cast<double>(done) / (1 << 20),
+                 static_cast<double>(total) / (1 << 20));
+    if (pct == 100) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  const char* what_;
+  int last_ = -1;
+};
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found(path + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Per-layer KV cache scales: none, one value for every layer, or calibrated on --calib-file.
+Status kv_scales(const QuantizeFlags& f, const std::string& path, Fp8CheckpointOptions* o) {
+  if (f.kv_cache_scales.empty()) return ok_status();
+  if (f.kv_cache_scales != "calibrate") {
+    char* end = nullptr;
+    const float s = std::strtof(f.kv_cache_scales.c_str(), &end);
+    if (*end != '\0' || !(s > 0.0f)) return invalid_argument("--kv-cache-scales " + f.kv_cache_scales + ": expected calibrate or a number > 0");
+    KILN_ASSIGN_OR_RETURN(LoadedModel m, load_model(path, DType::kF32));
+    o->k_scales.assign(static_cast<size_t>(m.config.num_layers), s);
+    o->v_scales = o->k_scales;
+    return ok_status();
+  }
+  if (f.calib_file.empty()) return invalid_argument("--kv-cache-scales calibrate needs --calib-file TEXT");
+  KILN_ASSIGN_OR_RETURN(LoadedModel m, load_model(path, DType::kF32));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(m));
+  KILN_ASSIGN_OR_RETURN(std::string text, read_file(f.calib_file));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tok->encode(text, true));
+  const int64_t n = std::min<int64_t>({static_cast<int64_t>(ids.size()), f.calib_tokens, m.config.max_position_embeddings});
+  ids.resize(static_cast<size_t>(n));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(m)));
+  std::fprintf(stderr, "calibrating KV cache scales on %lld tokens of %s\n", static_cast<long long>(n), f.calib_file.c_str());
+  KILN_ASSIGN_OR_RETURN(eval::KvScales s, eval::calibrate_kv_scales(*model, ids));
+  o->k_scales = s.k;
+  o->v_scales = s.v;
+  for (size_t l = 0; l < s.k.size(); ++l) log_info("layer ", l, ": k_scale ", s.k[l], ", v_scale ", s.v[l]);
+  return ok_status();
+}
+
+Status run_quantize(const QuantizeFlags& f) {
+  const std::string path = f.model.empty() ? default_model_path() : f.model;
+  Fp8CheckpointOptions o;
+  o.per_tensor = f.per_tensor;
+  KILN_RETURN_IF_ERROR(kv_scales(f, path, &o));
+  ProgressBar load_bar("loading   "), write_bar("quantizing");
+  KILN_ASSIGN_OR_RETURN(LoadedModel m, load_model(path, DType::kF32, [&](int64_t d, int64_t t) { load_bar.update(d, t); }));
+  KILN_RETURN_IF_ERROR(write_fp8_checkpoint(m, o, f.out_dir, [&](int64_t d, int64_t t) { write_bar.update(d, t); }));
+  std::printf("wrote %s: fp8 e4m3 weights (%s scales)%s, %s\n", f.out_dir.c_str(), f.per_tensor ? "per-tensor" : "per-channel",
+              o.k_scales.empty() ? "" : ", KV cache scales", m.gguf ? "tokenizer.gguf from the GGUF metadata" : "tokenizer files copied");
+  return ok_status();
+}
+
+}  // namespace
+
+void register_quantize_command(CLI::App& app, int* exit_code) {
+  auto f = std::make_shared<QuantizeFlags>();
+  CLI::App* cmd = app.add_subcommand("quantize", "Write an fp8 (e4m3) copy of a model as a Hugging Face directory");
+  cmd->add_option("-m,--model", f->model, "Model: a .gguf file or a Hugging Face directory (default: SmolLM2-135M)");
+  cmd->add_option("-o,--output", f->out_dir, "Output directory (model.safetensors, config.json, tokenizer)")->required();
+  cmd->add_flag("--per-tensor", f->per_tensor, "One scale per weight matrix (vLLM 'fp8' format) instead of per output channel");
+  cmd->add_option("--kv-cache-scales", f->kv_cache_scales,
+                  "Write fp8 KV cache scales: calibrate (amax/448 over --calib-file) or one number for every layer");
+  cmd->add_option("--calib-file", f->calib_file, "Text to calibrate the KV cache scales on");
+  cmd->add_option("--calib-tokens", f->calib_tokens, "Tokens of --calib-file to run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->callback([f, exit_code] {
+    Status s = run_quantize(*f);
+    if (!s.ok()) {
+      std::fprintf(stderr, "kiln quantize: %s\n", s.to_string().c_str());
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace kiln::apps

@@ -1,0 +1,186 @@
+// Merging decode attention's partial softmax states, shared by the bf16 and fp8 decode kernels
+// (128-thread CTAs of 4 warps, one kv head's 16-row group of query heads each): across the warps
+// of a CTA (each warp saw a quarter of every key tile), then across the split-K CTAs of one
+// (sequence, kv head), merged by whichever of them finishes last (an atomic counter, no second
+// kernel). Also the NaN rows a non-decode batch gets.
+#pragma once
+#include "kiln/kernels/cuda/attention/attention_device.cuh"
+
+namespace kiln::cuda::decode {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kRows = 16;  // query heads of one group, padded to an mma tile
+
+// The warps' states in shared memory after the key loop: [warps, rows, kAccStride] f32
+// accumulators (the +8 puts the 8 rows of a half-warp's float2 stores in distinct banks), then
+// [warps, rows] running maxima and sums.
+template <int kHeadDim>
+struct WarpStates {
+  static constexpr int kAccStride = kHeadDim + 8;
+  static constexpr int kBytes = kWarps * kRows * (kAccStride + 2) * 4;
+  float* acc;
+  float* m;
+  float* l;
+  __device__ explicit WarpStates(uint8_t* scratch)
+      : acc(reinterpret_cast<float*>(scratch)),
+        m(acc + kWarps * kRows * kAccStride),
+        l(m + kWarps * kRows) {}
+  __device__ float* row(int warp, int r) const { return acc + (warp * kRows + r) * kAccStride; }
+};
+
+// merge_splits' scratch: [kMaxDecodeSplits, 16] weights, 16 inverse sums, then up to
+// max(16 * d / 4, kThreads) float4 shares.
+template <int kHeadDim>
+constexpr int kSplitMergeBytes = (kMaxDecodeSplits * kRows + kRows) * 4 + (kRows * kHeadDim / 4 + kThreads) * 16;
+
+// A warp's running max m (score units) and thread-partial sum l of its rows g and g + 8
+// (g = lane / 4), reduced over the quad, into the WarpStates; the accumulators are stored by the
+// kernel (their column layout is the kernel's).
+template <int kHeadDim>
+__device__ __forceinline__ void store_warp_max_sum(const WarpStates<kHeadDim>& st, const float (&m)[2],
+                                                   const float (&l_part)[2], int warp, int lane) {
+  const float l0 = attn::quad_sum(l_part[0]), l1 = attn::quad_sum(l_part[1]);
+  const int g = lane / 4;
+  if (lane % 4 == 0) {
+    st.m[warp * kRows + g] = m[0];
+    st.m[warp * kRows + g + 8] = m[1];
+    st.l[warp * kRows + g] = l0;
+    st.l[warp * kRows + g + 8] = l1;
+  }
+}
+
+// Combines the 4 warps' (m, l, O) of one CTA (stored, then a __syncthreads) and writes the group's
+// output rows (one split) or this split's partial (O / l and log2 of its softmax sum).
+// out_scale multiplies O (the fp8 cache's V scale and storage factor; 1 for bf16).
+template <int kHeadDim>
+__device__ __forceinline__ void merge_warp_states(const PagedAttentionParams& p, const WarpStates<kHeadDim>& st, int b,
+                                                  int kvh, int split, int q_row, float scale_log2, float out_scale) {
+  constexpr int kChunks = kHeadDim / 8;
+  for (int i = threadIdx.x; i < p.group * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, st.m[w * kRows + r]);
+    float sum = 0.f, v[8] = {};
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = attn::exp2_approx((st.m[w * kRows + r] - mx) * scale_log2);  // 0 for an idle warp
+      sum += f * st.l[w * kRows + r];
+      const float4* src = reinterpret_cast<const float4*>(st.row(w, r) + c * 8);
+      const float4 lo = src[0], hi = src[1];
+      v[0] += f * lo.x, v[1] += f * lo.y, v[2] += f * lo.z, v[3] += f * lo.w;
+      v[4] += f * hi.x, v[5] += f * hi.y, v[6] += f * hi.z, v[7] += f * hi.w;
+    }
+    const float inv = out_scale / sum;
+    const int head = kvh * p.group + r;
+    if (p.num_splits == 1) {
+      const uint4 packed = {attn::pack_bf16(v[0] * inv, v[1] * inv), attn::pack_bf16(v[2] * inv, v[3] * inv),
+                            attn::pack_bf16(v[4] * inv, v[5] * inv), attn::pack_bf16(v[6] * inv, v[7] * inv)};
+      bf16* out = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + head) * kHeadDim;
+      *reinterpret_cast<uint4*>(out + c * 8) = packed;
+    } else {
+      const int64_t slot = (static_cast<int64_t>(split) * p.batch + b) * p.num_q_heads + head;
+      float4* dst = reinterpret_cast<float4*>(p.partial_o + slot * kHeadDim + c * 8);
+      dst[0] = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
+      dst[1] = make_float4(v[4] * inv, v[5] * inv, v[6] * inv, v[7] * inv);
+      if (c == 0) p.partial_lse[slot] = mx * scale_log2 + __log2f(sum);
+    }
+  }
+}
+
+// Split-K combine, run by the last CTA of a (sequence, kv head): out = sum_s w_s O_s / sum_s w_s
+// with w_s = 2^(lse_s - max lse). Weights go through shared memory ([n_splits, group] floats,
+// n_splits <= kMaxDecodeSplits); then each thread takes a 4-float slice of one head's row over a
+// share of the splits, and the shares meet in shared memory. Partials are read with ld.cg: other
+// CTAs wrote them.
+template <int kHeadDim>
+__device__ __forceinline__ void merge_splits(const PagedAttentionParams& p, int b, int kvh, int n_splits, int q_row,
+                                             float* scratch) {
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = p.group;
+  const int64_t split_stride = static_cast<int64_t>(p.batch) * p.num_q_heads;  // slots between splits
+  const int64_t slot0 = static_cast<int64_t>(b) * p.num_q_heads + kvh * group;
+  float* weight = scratch;                                   // [n_splits, group]
+  float* inv_sum = weight + kMaxDecodeSplits * kRows;        // [group]
+  float4* shares = reinterpret_cast<float4*>(inv_sum + 16);  // [share, item], 16-byte aligned
+  for (int i = tid; i < n_splits * group; i += kThreads)
+    weight[i] = __ldcg(p.partial_lse + slot0 + (i / group) * split_stride + i % group);
+  __syncthreads();
+  for (int r = warp; r < group; r += kWarps) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int s = lane; s < n_splits; s += 32) mx = fmaxf(mx, weight[s * group + r]);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    for (int s = lane; s < n_splits; s += 32) {
+      const float w = attn::exp2_approx(weight[s * group + r] - mx);
+      weight[s * group + r] = w;
+      sum += w;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) inv_sum[r] = 1.f / sum;
+  }
+  __syncthreads();
+  constexpr int kSlices = kHeadDim / 4;
+  const int items = group * kSlices, n_shares = max(1, kThreads / items);
+  for (int i = tid; i < items * n_shares; i += kThreads) {
+    const int item = i % items, share = i / items, r = item / kSlices, slice = item % kSlices;
+    const float* src = p.partial_o + (slot0 + r) * kHeadDim + slice * 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16  // 16 independent loads in flight: the combine is latency-bound
+    for (int s = share; s < n_splits; s += n_shares) {
+      const float w = weight[s * group + r];
+      const float4 x = __ldcg(reinterpret_cast<const float4*>(src + s * split_stride * kHeadDim));
+      acc.x += w * x.x, acc.y += w * x.y, acc.z += w * x.z, acc.w += w * x.w;
+    }
+    shares[share * items + item] = acc;
+  }
+  __syncthreads();
+  bf16* out = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * group) * kHeadDim;
+  for (int item = tid; item < items; item += kThreads) {
+    float4 acc = shares[item];
+    for (int share = 1; share < n_shares; ++share) {
+      const float4 x = shares[share * items + item];
+      acc.x += x.x, acc.y += x.y, acc.z += x.z, acc.w += x.w;
+    }
+    const int r = item / kSlices, slice = item % kSlices;
+    const float inv = inv_sum[r];
+    *reinterpret_cast<uint2*>(out + r * kHeadDim + slice * 4) =
+        make_uint2(attn::pack_bf16(acc.x * inv, acc.y * inv), attn::pack_bf16(acc.z * inv, acc.w * inv));
+  }
+}
+
+// After merge_warp_states wrote this split's partial: counts the split done and, in the last CTA
+// of this (sequence, kv head) to finish, merges every split's partial into the output. All
+// threads call it; `scratch` is shared memory of kSplitMergeBytes.
+template <int kHeadDim>
+__device__ __forceinline__ void finish_split(const PagedAttentionParams& p, int b, int kvh, int n_splits, int q_row,
+                                             uint8_t* scratch) {
+  __shared__ int last;
+  __threadfence();  // this CTA's partials are visible before its count is
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = p.split_counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh;
+    last = atomicAdd(counter, 1) == n_splits - 1;
+    if (last) *counter = 0;  // every split has counted: reset for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  merge_splits<kHeadDim>(p, b, kvh, n_splits, q_row, reinterpret_cast<float*>(scratch));
+}
+
+// A sequence with q_len != 1 is no decode: q_len 0 has nothing to do, q_len > 1 gets NaN rows
+// (loudly wrong; the entry point never sends one). Split 0's CTA writes them.
+template <int kHeadDim>
+__device__ __forceinline__ void write_nan_rows(const PagedAttentionParams& p, int q_row, int q_len, int kvh) {
+  bf16* out = static_cast<bf16*>(p.out);
+  for (int i = threadIdx.x; i < q_len * p.group * kHeadDim; i += kThreads) {
+    const int t = i / (p.group * kHeadDim), r = i % (p.group * kHeadDim);
+    out[(static_cast<int64_t>(q_row + t) * p.num_q_heads + kvh * p.group) * kHeadDim + r] = __float2bfloat16(NAN);
+  }
+}
+
+}  // namespace kiln::cuda::decode
