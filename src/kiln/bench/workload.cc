@@ -142,8 +142,12 @@ std::vector<std::string> single_token_words(const Tokenizer& tok) {
     if (tok.is_special(i)) continue;
     std::string piece = tok.token_piece(i);
     if (!is_word_piece(piece)) continue;
+    // One token where it counts, inside a prompt; a SentencePiece vocabulary's dummy prefix may add
+    // a lone "▁" in front of a prompt's first word, which the exact-length adjustment absorbs.
     auto ids = tok.encode(piece, false);
-    if (ids.ok() && ids->size() == 1 && (*ids)[0] == i) words.push_back(std::move(piece));
+    if (ids.ok() && !ids->empty() && ids->size() <= 2 && ids->back() == i &&
+        (ids->size() == 1 || tok.token_piece((*ids)[0]) == " "))
+      words.push_back(std::move(piece));
   }
   return words;
 }

@@ -43,8 +43,10 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, con
                             std::to_string(m.max_position_embeddings));
   config = resolve(config, m);
   KILN_ASSIGN_OR_RETURN(KvCacheView cache, model->allocate_kv_cache(config.num_kv_blocks, config.block_size));
-  log_info("engine: ", config.num_kv_blocks, " KV blocks of ", config.block_size, " tokens (",
-           kv_bytes_per_block(m, config.block_size) * config.num_kv_blocks >> 20, " MiB as f32), max_model_len ",
+  int64_t cache_bytes = 0;
+  for (size_t l = 0; l < cache.k.size(); ++l) cache_bytes += cache.k[l].nbytes() + cache.v[l].nbytes();
+  log_info("engine: ", config.num_kv_blocks, " KV blocks of ", config.block_size, " tokens (", cache_bytes >> 20, " MiB, ",
+           cache.k.empty() ? "-" : dtype_name(cache.k[0].dtype), "), max_model_len ",
            config.max_model_len, ", max_num_seqs ", config.max_num_seqs, ", ", config.max_num_batched_tokens,
            " tokens per step");
   return std::unique_ptr<Engine>(new Engine(std::move(model), std::move(cache), tokenizer, config));
