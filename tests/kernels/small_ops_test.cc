@@ -109,6 +109,18 @@ TEST(SampleCpu, GreedySeededAndFiltered) {
   ASSERT_TRUE(sample_cpu({l, {SamplingParams{1.f, 0, 1.f, 0.99f, 1}}, {3}, out.tensor}).ok());
   EXPECT_EQ(out.tensor.ptr<int32_t>()[0], 1);
   EXPECT_FALSE(sample_cpu({l, {SamplingParams{1.f, 0, 0.f, 0.f, 1}}, {3}, out.tensor}).ok());
+  // Banned tokens count as -inf: greedy moves to the next best; the logits are left as they were.
+  ASSERT_TRUE(sample_cpu({l, {SamplingParams{}}, {0}, out.tensor, {{0, 1}}}).ok());
+  EXPECT_EQ(out.tensor.ptr<int32_t>()[0], 2);
+  ASSERT_TRUE(sample_cpu({l, {SamplingParams{}}, {0}, out.tensor, {{0, 1}, {0, 2}}}).ok());
+  EXPECT_EQ(out.tensor.ptr<int32_t>()[0], 5);
+  EXPECT_EQ(logits[1], 3.f);
+  for (uint64_t step = 0; step < 200; ++step) {
+    ASSERT_TRUE(sample_cpu({l, {SamplingParams{1.0f, 3, 1.0f, 0.f, 42}}, {step}, out.tensor, {{0, 2}}}).ok());
+    EXPECT_NE(out.tensor.ptr<int32_t>()[0], 2);
+  }
+  EXPECT_FALSE(sample_cpu({l, {SamplingParams{}}, {0}, out.tensor, {{1, 0}}}).ok());   // no row 1
+  EXPECT_FALSE(sample_cpu({l, {SamplingParams{}}, {0}, out.tensor, {{0, 6}}}).ok());   // no token 6
 }
 
 }  // namespace

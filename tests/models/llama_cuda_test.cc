@@ -2,6 +2,7 @@
 // model itself on SmolLM2. Skipped without a GPU (CI has none; scripts/device_run.sh runs it).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -174,11 +175,20 @@ TEST(CudaDeviceSampling, MatchesHostSampling) {
     }
     HostTensor logits = HostTensor::zeros(DType::kF32, {3, m.config().vocab_size});
     ASSERT_TRUE(m.forward(b, *kv, logits.tensor).ok());
+    // Odd trials ban each row's argmax (and one more token): the pick must move the same way.
+    std::vector<std::pair<int32_t, int32_t>> banned;
+    const int64_t vocab = m.config().vocab_size;
+    for (int32_t r = 0; r < 3 && trial % 2 == 1; ++r) {
+      const float* row = logits.tensor.ptr<float>() + r * vocab;
+      banned.emplace_back(r, static_cast<int32_t>(std::max_element(row, row + vocab) - row));
+      banned.emplace_back(r, static_cast<int32_t>((r * 37 + 11) % vocab));
+    }
     std::vector<int32_t> want(3);
-    SampleArgs args{logits.tensor, params, steps, Tensor::view(want.data(), DType::kInt32, {3})};
+    SampleArgs args{logits.tensor, params, steps, Tensor::view(want.data(), DType::kInt32, {3}), banned};
     ASSERT_TRUE(sample_cpu(args).ok());
+    for (const auto& [r, t] : banned) EXPECT_NE(want[static_cast<size_t>(r)], t);
     std::vector<int32_t> got;
-    const Status s = m.forward_sample(b, *kv, params, steps, &got);
+    const Status s = m.forward_sample(b, *kv, params, steps, banned, &got);
     ASSERT_TRUE(s.ok()) << s.to_string();
     EXPECT_EQ(got, want) << "trial " << trial;
   }

@@ -169,7 +169,7 @@ Status Engine::step() {
   const SchedulerOutput scheduled = scheduler_.schedule();
   if (scheduled.empty()) return ok_status();
   const double t1 = now_seconds();
-  Result<StepLogits> logits = runner_.run(scheduled);
+  Result<StepLogits> logits = runner_.run(scheduled, eos_ids_);
   const double t2 = now_seconds();
   if (!logits.ok()) {
     fail_all(scheduled, logits.status());

@@ -44,24 +44,29 @@ ForwardBatch ModelRunner::build_batch(const SchedulerOutput& step, StepLogits& r
   return b;
 }
 
-Result<StepLogits> ModelRunner::run(const SchedulerOutput& step) {
+Result<StepLogits> ModelRunner::run(const SchedulerOutput& step, const std::vector<int32_t>& eos_ids) {
   StepLogits out;
   const ForwardBatch batch = build_batch(step, out);
   if (model_.samples_on_device()) {
     bool device = true;
     std::vector<SamplingParams> params;
     std::vector<uint64_t> steps;
+    std::vector<std::pair<int32_t, int32_t>> banned;
     for (size_t i = 0; i < step.seqs.size() && device; ++i) {
       const Sequence& seq = *step.seqs[i].seq;
       device = out.first_row[i] < 0 && !needs_host_logits(seq);
-      if (out.sample_row[i] >= 0) {
-        params.push_back(seq.params.sampling);
-        steps.push_back(static_cast<uint64_t>(seq.num_generated()));
+      if (out.sample_row[i] < 0) continue;
+      const auto row = static_cast<int32_t>(params.size());
+      params.push_back(seq.params.sampling);
+      steps.push_back(static_cast<uint64_t>(seq.num_generated()));
+      if (seq.num_generated() < seq.params.min_tokens) {  // what apply_penalties masks on the host
+        for (int32_t id : eos_ids) banned.emplace_back(row, id);
+        for (int32_t id : seq.params.stop_token_ids) banned.emplace_back(row, id);
       }
     }
     if (device) {
       out.sampled = true;
-      KILN_RETURN_IF_ERROR(model_.forward_sample(batch, cache_, params, steps, &out.ids));
+      KILN_RETURN_IF_ERROR(model_.forward_sample(batch, cache_, params, steps, banned, &out.ids));
       return out;
     }
   }

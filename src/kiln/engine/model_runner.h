@@ -27,7 +27,8 @@ class ModelRunner {
   ModelRunner(Model& model, KvCacheView cache, int64_t block_size);
   const ModelConfig& config() const { return model_.config(); }
   // Samples on the device when the model can and no sequence of the step needs host logits.
-  Result<StepLogits> run(const SchedulerOutput& step);
+  // eos_ids: banned (with each request's stop_token_ids) while a sequence is below its min_tokens.
+  Result<StepLogits> run(const SchedulerOutput& step, const std::vector<int32_t>& eos_ids = {});
 
  private:
   ForwardBatch build_batch(const SchedulerOutput& step, StepLogits& rows) const;

@@ -32,7 +32,7 @@ TokenOutput token_logprobs(const float* logits, int64_t vocab, int32_t token, in
 
 bool needs_host_logits(const Sequence& seq) {
   const GenerationParams& p = seq.params;
-  return p.logprobs >= 0 || !p.logit_bias.empty() || seq.num_generated() < p.min_tokens || p.repetition_penalty != 1.f ||
+  return p.logprobs >= 0 || !p.logit_bias.empty() || p.repetition_penalty != 1.f ||
          p.frequency_penalty != 0.f || p.presence_penalty != 0.f;
 }
 

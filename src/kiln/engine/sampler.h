@@ -15,8 +15,8 @@ namespace kiln {
 // The logprob of token and, best first, the top_k tokens of a raw logits row [vocab].
 TokenOutput token_logprobs(const float* logits, int64_t vocab, int32_t token, int32_t top_k);
 
-// Whether sampling seq's next token needs its logits on the host: logprobs, logit bias, active
-// min_tokens masking, or penalties (everything but the plain filters of kernels/sampling).
+// Whether sampling seq's next token needs its logits on the host: logprobs, logit bias or
+// penalties (min_tokens masking travels as SampleArgs::banned; the filters are kernels/sampling's).
 bool needs_host_logits(const Sequence& seq);
 
 // Applies logit bias, min_tokens masking and penalties to one logits row [vocab] in place.

@@ -3,6 +3,7 @@
 // samples depend only on its seed and position, never on batching or the backend.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "kiln/core/status.h"
@@ -23,6 +24,8 @@ struct SampleArgs {
   std::vector<SamplingParams> params;  // [batch]
   std::vector<uint64_t> steps;         // [batch] counter per request (tokens generated so far)
   Tensor out_ids;                      // [batch] int32
+  // (row, token) pairs whose logits count as -inf (min_tokens keeping EOS and stop ids out).
+  std::vector<std::pair<int32_t, int32_t>> banned;
 };
 
 // Uniform in [0, 1) from (seed, step): splitmix64 of a mix of both.

@@ -26,8 +26,9 @@ class CudaSampler {
   CudaSampler& operator=(CudaSampler&&) noexcept;
   ~CudaSampler();
 
-  // args.logits [batch, vocab] f32 and args.out_ids [batch] int32 on the device; params and
-  // steps on the host (as in SampleArgs). Asynchronous on `stream`.
+  // args.logits [batch, vocab] f32 and args.out_ids [batch] int32 on the device; params, steps and
+  // banned on the host (as in SampleArgs). Asynchronous on `stream`. Unlike sample_cpu, banned
+  // logits are overwritten with -inf in place.
   Status sample(const SampleArgs& args, CUstream_st* stream);
 
  private:

@@ -97,7 +97,8 @@ class CudaLlamaModel : public Model {
   Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) override;
   bool samples_on_device() const override { return true; }
   Status forward_sample(const ForwardBatch& batch, const KvCacheView& kv, const std::vector<SamplingParams>& params,
-                        const std::vector<uint64_t>& steps, std::vector<int32_t>* ids) override;
+                        const std::vector<uint64_t>& steps, const std::vector<std::pair<int32_t, int32_t>>& banned,
+                        std::vector<int32_t>* ids) override;
 
  private:
   // Everything up to the f32 logits of the batch's logits_rows, left on the device in logits_.
@@ -268,7 +269,8 @@ Status CudaLlamaModel::forward(const ForwardBatch& b, const KvCacheView& kv, Ten
 }
 
 Status CudaLlamaModel::forward_sample(const ForwardBatch& b, const KvCacheView& kv, const std::vector<SamplingParams>& params,
-                                      const std::vector<uint64_t>& steps, std::vector<int32_t>* ids) {
+                                      const std::vector<uint64_t>& steps, const std::vector<std::pair<int32_t, int32_t>>& banned,
+                                      std::vector<int32_t>* ids) {
   const int64_t rows = static_cast<int64_t>(b.logits_rows.size());
   if (static_cast<int64_t>(params.size()) != rows || static_cast<int64_t>(steps.size()) != rows)
     return invalid_argument("forward_sample: one sampling parameter set and step per logits row");
@@ -277,7 +279,7 @@ Status CudaLlamaModel::forward_sample(const ForwardBatch& b, const KvCacheView& 
   if (rows == 0) return cuda_status(cudaStreamSynchronize(stream_), "forward");
   KILN_ASSIGN_OR_RETURN(Tensor dl, logits_.get(DType::kF32, {rows, config_.vocab_size}));
   KILN_ASSIGN_OR_RETURN(Tensor dev_ids, sampled_.get(DType::kInt32, {rows}));
-  SampleArgs args{dl, params, steps, dev_ids};
+  SampleArgs args{dl, params, steps, dev_ids, banned};
   KILN_RETURN_IF_ERROR(sampler_.sample(args, stream_));
   KILN_ASSIGN_OR_RETURN(int32_t* staging, ids_staging_.get(rows));
   KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(staging, dev_ids.data, static_cast<size_t>(rows) * 4, cudaMemcpyDeviceToHost, stream_), "ids"));

@@ -25,7 +25,8 @@ int64_t Model::max_kv_blocks(int64_t block_size, double memory_fraction) const {
 }
 
 Status Model::forward_sample(const ForwardBatch&, const KvCacheView&, const std::vector<SamplingParams>&,
-                             const std::vector<uint64_t>&, std::vector<int32_t>*) {
+                             const std::vector<uint64_t>&, const std::vector<std::pair<int32_t, int32_t>>&,
+                             std::vector<int32_t>*) {
   return unimplemented("forward_sample: this model samples on the host (use forward and kernels/sampling)");
 }
 

@@ -47,8 +47,10 @@ class Model {
   // come back to the host: no logits copy. Callers use it when no row needs the logits on the host
   // (logprobs, penalties, logit bias). The default (CPU models): unimplemented.
   virtual bool samples_on_device() const { return false; }
+  // banned: (row, token) pairs sampled as -inf (SampleArgs::banned).
   virtual Status forward_sample(const ForwardBatch& batch, const KvCacheView& kv, const std::vector<SamplingParams>& params,
-                                const std::vector<uint64_t>& steps, std::vector<int32_t>* ids);
+                                const std::vector<uint64_t>& steps, const std::vector<std::pair<int32_t, int32_t>>& banned,
+                                std::vector<int32_t>* ids);
 };
 
 // Options applied when the model is built.

@@ -77,11 +77,22 @@ Status sample_cpu(const SampleArgs& a) {
     if (p.temperature < 0.f || p.top_p <= 0.f || p.top_p > 1.f || p.min_p < 0.f || p.min_p > 1.f || p.top_k < 0)
       return invalid_argument("sample_cpu: bad sampling parameters for row " + std::to_string(b));
   }
+  // Rows with banned tokens are sampled from a masked copy (the logits stay unmodified).
+  std::vector<std::vector<float>> masked(static_cast<size_t>(batch));
+  for (const auto& [row, token] : a.banned) {
+    if (row < 0 || row >= batch || token < 0 || token >= vocab)
+      return invalid_argument("sample_cpu: banned (row " + std::to_string(row) + ", token " + std::to_string(token) + ") out of range");
+    std::vector<float>& m = masked[static_cast<size_t>(row)];
+    if (m.empty()) m.assign(a.logits.ptr<float>() + int64_t{row} * vocab, a.logits.ptr<float>() + (int64_t{row} + 1) * vocab);
+    m[static_cast<size_t>(token)] = -INFINITY;
+  }
   // Rows are independent: one task per row (each row's result does not depend on the split).
   ThreadPool::global().parallel_for(batch, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      a.out_ids.ptr<int32_t>()[b] = sample_row(a.logits.ptr<float>() + b * vocab, vocab, a.params[static_cast<size_t>(b)],
-                                               a.steps[static_cast<size_t>(b)]);
+    for (int64_t b = b0; b < b1; ++b) {
+      const std::vector<float>& m = masked[static_cast<size_t>(b)];
+      a.out_ids.ptr<int32_t>()[b] = sample_row(m.empty() ? a.logits.ptr<float>() + b * vocab : m.data(), vocab,
+                                               a.params[static_cast<size_t>(b)], a.steps[static_cast<size_t>(b)]);
+    }
   });
   return ok_status();
 }

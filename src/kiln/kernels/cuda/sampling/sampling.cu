@@ -295,6 +295,12 @@ struct CudaSampler::Impl {
   }
 };
 
+// logits[row, token] = -inf for each banned pair (in place).
+__global__ void ban_tokens_kernel(float* logits, const int32_t* pairs, int n, int64_t vocab) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) logits[int64_t{pairs[2 * i]} * vocab + pairs[2 * i + 1]] = -INFINITY;
+}
+
 std::span<const SampleCudaVariant> sample_cuda_variants() { return kVariants; }
 
 CudaSampler::CudaSampler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -327,15 +333,30 @@ Status CudaSampler::sample(const SampleArgs& a, CUstream_st* stream) {
   }
   if (batch == 0) return ok_status();
   Impl& m = *impl_;
-  const int64_t meta_bytes = static_cast<int64_t>(sampled.size() * sizeof(RowParams) + greedy.size() * sizeof(int32_t));
+  for (const auto& [row, token] : a.banned)
+    if (row < 0 || row >= batch || token < 0 || token >= vocab)
+      return invalid_argument("sample_cuda: banned (row " + std::to_string(row) + ", token " + std::to_string(token) + ") out of range");
+  const int64_t params_bytes = static_cast<int64_t>(sampled.size() * sizeof(RowParams) + greedy.size() * sizeof(int32_t));
+  const int64_t meta_bytes = params_bytes + static_cast<int64_t>(a.banned.size()) * 8;
   m.staging.resize(static_cast<size_t>(meta_bytes));
   std::memcpy(m.staging.data(), sampled.data(), sampled.size() * sizeof(RowParams));
   std::memcpy(m.staging.data() + sampled.size() * sizeof(RowParams), greedy.data(), greedy.size() * sizeof(int32_t));
+  for (size_t i = 0; i < a.banned.size(); ++i) {
+    const int32_t pair[2] = {a.banned[i].first, a.banned[i].second};
+    std::memcpy(m.staging.data() + params_bytes + i * 8, pair, 8);
+  }
   KILN_RETURN_IF_ERROR(m.reserve(m.meta, meta_bytes, stream));
   KILN_CUDA_CHECK(cudaMemcpyAsync(m.meta.data(), m.staging.data(), static_cast<size_t>(meta_bytes),
                                   cudaMemcpyHostToDevice, stream));
   const auto* rows = static_cast<const RowParams*>(m.meta.data());
   const float* logits = static_cast<const float*>(a.logits.data);
+  if (!a.banned.empty()) {
+    const int n = static_cast<int>(a.banned.size());
+    ban_tokens_kernel<<<(n + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+        static_cast<float*>(a.logits.data), reinterpret_cast<const int32_t*>(static_cast<const char*>(m.meta.data()) + params_bytes), n,
+        vocab);
+    KILN_CUDA_CHECK_LAUNCH();
+  }
   int32_t* out_ids = static_cast<int32_t*>(a.out_ids.data);
 
   if (greedy.size() > 65535 || sampled.size() > 0x7fffffff)
