@@ -21,8 +21,9 @@ rows=(
   "A-mixtral-fp8|bench/models/mixtral-8x7b|1024|50|${KILN_RATES_A_MIX:-6,10,15,20}|${KILN_PROMPTS_A:-240}|2000|--quantization fp8 --kv-cache-dtype fp8"
   "B8k-mistral-bf16|bench/models/mistral-7b|8192|300|${KILN_RATES_B8:-0.5,1,2,3}|${KILN_PROMPTS_B8:-40}|20000|"
   "B8k-mistral-fp8|bench/models/mistral-7b|8192|300|${KILN_RATES_B8_FP8:-1,2,3,4}|${KILN_PROMPTS_B8:-40}|20000|--quantization fp8 --kv-cache-dtype fp8"
-  "B32k-mistral-bf16|bench/models/mistral-7b|32768|300|${KILN_RATES_B32:-0.1,0.2,0.4}|${KILN_PROMPTS_B32:-12}|60000|--max-model-len 33280"
-  "B32k-mistral-fp8|bench/models/mistral-7b|32768|300|${KILN_RATES_B32_FP8:-0.2,0.4,0.6}|${KILN_PROMPTS_B32:-12}|60000|--max-model-len 33280 --quantization fp8 --kv-cache-dtype fp8"
+  # 32K: the prompt is 32768 - 300 so prompt + output fit Mistral's 32768-token context.
+  "B32k-mistral-bf16|bench/models/mistral-7b|32468|300|${KILN_RATES_B32:-0.1,0.2,0.4}|${KILN_PROMPTS_B32:-12}|60000|"
+  "B32k-mistral-fp8|bench/models/mistral-7b|32468|300|${KILN_RATES_B32_FP8:-0.2,0.4,0.6}|${KILN_PROMPTS_B32:-12}|60000|--quantization fp8 --kv-cache-dtype fp8"
 )
 regex=${1:-.}
 port=8200
