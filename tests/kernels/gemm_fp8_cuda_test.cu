@@ -72,7 +72,8 @@ Weights make_weights(DType wt, int64_t n, int64_t k, bool per_tensor, bool raw_c
 // (what the fp8 prefill path does).
 // Tolerances (max error / max |ref|): bf16 y: its rounding; f32 y: summation order, except on
 // the fp8 cuBLASLt path, whose fp8 MMAs accumulate with fewer bits than f32.
-void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, bool fp8_x, std::mt19937& rng,
+template <typename Run>  // Status run(const LinearArgs&): Gemm::run or the decode kernel itself
+void check_case(Run&& run, DType y_dtype, const Weights& W, const Case& c, bool fp8_x, std::mt19937& rng,
                 double tol_bf16 = 1e-2) {
   const int64_t m = c.m, n = c.n, k = c.k;
   SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + " bias=" +
@@ -87,7 +88,7 @@ void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, bool
   Tensor xv = dx->tensor, yv = dy->tensor;
   xv.shape[1] = k;
   yv.shape[1] = n;
-  const Status st = gemm.run({xv, W.dw.tensor, c.bias ? db->tensor : Tensor{}, yv, W.dscale.tensor}, nullptr);
+  const Status st = run(LinearArgs{xv, W.dw.tensor, c.bias ? db->tensor : Tensor{}, yv, W.dscale.tensor});
   ASSERT_TRUE(st.ok()) << st.to_string();
 
   const std::vector<float> xf_all = test::to_f32(x.tensor);
@@ -113,26 +114,99 @@ void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, bool
   EXPECT_LT(scaled_error(y, test::to_f32(ref.tensor)), tol);
 }
 
+void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, bool fp8_x, std::mt19937& rng,
+                double tol_bf16 = 1e-2) {
+  check_case([&](const LinearArgs& a) { return gemm.run(a, nullptr); }, y_dtype, W, c, fp8_x, rng, tol_bf16);
+}
+
+// The decode kernel's own workspace (what Gemm owns), for calls with explicit launch choices.
+struct SkinnyWorkspace {
+  DeviceBuffer partials, counters;
+  SkinnyGemmWorkspace ws;
+  SkinnyWorkspace() {
+    auto p = DeviceBuffer::alloc(16 << 20);
+    auto c = DeviceBuffer::alloc(8192 * 4);
+    EXPECT_TRUE(p.ok() && c.ok());
+    partials = std::move(p).value();
+    counters = std::move(c).value();
+    EXPECT_EQ(cudaMemset(counters.data(), 0, 8192 * 4), cudaSuccess);
+    ws = {static_cast<float*>(partials.data()), (16 << 20) / 4, static_cast<int*>(counters.data()), 8192};
+    int dev = 0;
+    EXPECT_EQ(cudaGetDevice(&dev), cudaSuccess);
+    EXPECT_EQ(cudaDeviceGetAttribute(&ws.num_sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
+  }
+};
+
 // Every variant of the decode kernel (m up to its max_m), several shapes: odd n, k a multiple of
 // 16 only, long k (split K), n large enough for no split.
+// Each row of the table is called directly (the alternatives too), with the automatic launch
+// shape and with forced warps per CTA / split K, without and with programmatic dependent launch.
 TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(31);
-  auto gemm = Gemm::create({.skinny_max_m_bf16 = 64, .skinny_max_m_fp8 = 64});
-  ASSERT_TRUE(gemm.ok()) << gemm.status().to_string();
+  SkinnyWorkspace sw;
   const struct { int64_t n, k; } shapes[] = {{1000, 4096}, {4097, 1008}, {384, 14336}, {20000, 512}, {24, 48}};
-  for (const SkinnyGemmVariant& v : skinny_gemm_variants()) {
+  const auto variants = skinny_gemm_variants();
+  for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+    const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+    SCOPED_TRACE("variant " + std::to_string(vi));
     for (const auto& s : shapes) {
       for (bool per_tensor : {false, true}) {
         if (v.w == DType::kBF16 && per_tensor) continue;
         const Weights W = make_weights(v.w, s.n, s.k, per_tensor, false, rng);
         for (int64_t m : {std::max<int64_t>(1, v.max_m / 2 + 1), static_cast<int64_t>(v.max_m)}) {
           if (m <= v.max_m / 2 && v.max_m > 8) continue;
-          check_case(*gemm, v.y, W, {m, s.n, s.k, (m + s.n) % 2 == 0, m % 3 == 0 ? 8 : 0}, false, rng);
+          const SkinnyGemmConfig cfgs[] = {{vi, 0, 0}, {vi, 3, 0}, {vi, 8, 3}, {vi, 1, 1}};
+          const int which = static_cast<int>((m + s.n + (per_tensor ? 1 : 0)) % 4);
+          sw.ws.pdl = (m + s.k) % 2 == 0;
+          check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, cfgs[which]); }, v.y, W,
+                     {m, s.n, s.k, (m + s.n) % 2 == 0, m % 3 == 0 ? 8 : 0}, false, rng);
+          if (which != 0)  // and the automatic choice
+            check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, cfgs[0]); }, v.y, W,
+                       {m, s.n, s.k, false, 0}, false, rng);
         }
       }
     }
   }
+}
+
+// Two decode GEMMs back to back on one stream, the second reading the first's output: with
+// programmatic dependent launch the second starts early, and must still wait for its x.
+TEST(GemmSkinnyCuda, ChainedCallsWaitForTheirInput) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(38);
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok());
+  const int64_t m = 4, k = 4096, n1 = 8192, n2 = 2048;
+  const Weights W1 = make_weights(DType::kFp8E4M3, n1, k, false, false, rng);
+  const Weights W2 = make_weights(DType::kBF16, n2, n1, false, false, rng);
+  HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
+  auto dx = to_device(x.tensor);
+  auto dh = DeviceTensor::empty(DType::kBF16, {m, n1});
+  auto dy = DeviceTensor::empty(DType::kF32, {m, n2});
+  ASSERT_TRUE(dx.ok() && dh.ok() && dy.ok());
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  for (int rep = 0; rep < 3; ++rep) {
+    ASSERT_TRUE(fill_bytes(dh->tensor, 0xff, s).ok());  // NaNs, should the second call read too early
+    ASSERT_TRUE(gemm->run({dx->tensor, W1.dw.tensor, {}, dh->tensor, W1.dscale.tensor}, s).ok());
+    ASSERT_TRUE(gemm->run({dh->tensor, W2.dw.tensor, {}, dy->tensor}, s).ok());
+  }
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  cudaStreamDestroy(s);
+  auto h = to_host(dh->tensor);
+  auto y = to_host(dy->tensor);
+  ASSERT_TRUE(h.ok() && y.ok());
+  // Reference of the second GEMM on the first's actual (bf16) output; the first against its own.
+  HostTensor href = HostTensor::zeros(DType::kF32, {m, n1});
+  const std::vector<float> xf = test::to_f32(x.tensor);
+  ASSERT_TRUE(linear_cpu({Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {m, k}), W1.w.tensor, {}, href.tensor,
+                          W1.scale.tensor}).ok());
+  EXPECT_LT(scaled_error(test::to_f32(h->tensor), test::to_f32(href.tensor)), 1e-2);
+  const std::vector<float> hf = test::to_f32(h->tensor);
+  HostTensor yref = HostTensor::zeros(DType::kF32, {m, n2});
+  ASSERT_TRUE(linear_cpu({Tensor::view(const_cast<float*>(hf.data()), DType::kF32, {m, n1}), W2.w.tensor, {}, yref.tensor}).ok());
+  EXPECT_LT(scaled_error(test::to_f32(y->tensor), test::to_f32(yref.tensor)), 1e-4);
 }
 
 // m = 1 (the decode case) and raw fp8 codes (subnormals, the largest values) with f32 output:

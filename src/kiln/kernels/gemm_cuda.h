@@ -28,12 +28,12 @@ struct GemmCudaVariant {
 std::span<const GemmCudaVariant> gemm_cuda_variants();
 
 // Dispatch thresholds (largest m that takes the decode kernel), from bench/gemm_bench on H100
-// (weight GB/s, decode kernel vs cuBLASLt): bf16 ties cuBLASLt on the decoder layers at m = 1..8
-// (qkv -5, o_proj +1, gate_up 0, down +1 points; lm_head +7) and loses from m = 16 on. fp8 beats
-// the fp8 cuBLASLt path (which also quantizes x) at m = 16 on every shape and is about even at
-// m = 32; at m = 64 it loses badly (9-52% vs 32-71%), so m > 32 takes cuBLASLt fp8.
+// (weight GB/s in a CUDA graph, decode kernel vs cuBLASLt): bf16 beats or ties cuBLASLt at
+// m = 1..8 (m = 1: qkv 92 vs 82%, o_proj 88 vs 72%) and loses from m = 16 on. fp8 at m = 16 is
+// about even with the fp8 cuBLASLt path (which also quantizes x to fp8: the decode kernel keeps
+// x bf16) and loses at m = 32 on every shape (28-51% vs 46-80%), so m > 16 takes cuBLASLt fp8.
 inline constexpr int64_t kGemmSkinnyMaxMBf16 = 8;
-inline constexpr int64_t kGemmSkinnyMaxMFp8 = 32;
+inline constexpr int64_t kGemmSkinnyMaxMFp8 = 16;
 
 struct GemmOptions {
   int64_t workspace_bytes = 32 << 20;  // what cuBLAS asks for on Hopper
@@ -46,6 +46,10 @@ struct GemmOptions {
   int64_t skinny_max_m_bf16 = kGemmSkinnyMaxMBf16;  // 0: cuBLASLt for every m
   int64_t skinny_max_m_fp8 = kGemmSkinnyMaxMFp8;    // 0: the fp8 cuBLASLt path for every m
   int64_t skinny_workspace_bytes = 16 << 20;       // split-K partial sums of the decode kernel
+  // The decode kernel is launched with programmatic dependent launch: it starts streaming its
+  // weights while the kernel before it on the stream finishes (it waits for that kernel before
+  // reading x or writing y). The weights must therefore not be written by the kernel just before.
+  bool skinny_pdl = true;
   bool fp8_fast_accum = false;                     // cuBLASLt fp8: skip the periodic f32 promotion
 };
 

@@ -58,4 +58,23 @@ struct MoeGroupedGemmArgs {
 // the launch per expert.
 Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& args, CUstream_st* stream);
 
+// Decode-regime expert GEMM without a host round trip (moe_decode_gemm.cu): for every slot s (a
+// token's choice, s = token * top_k + j), y[s] = x[token or s] @ W_{ids[s]}^T (* scale_{ids[s]}).
+// The kernel groups the slots by expert itself (an expert picked by several slots is read once
+// per call), so ids stay on the device: no synchronization, CUDA-graph capturable. Decode regime:
+// t * top_k <= kMoeDecodeMaxSlots. Every ids value must lie in [0, num_experts): a slot with an
+// id outside it gets zeros. Weights: each expert's [n, k] with contiguous 16-byte aligned rows.
+// Reference: linear_cpu per slot.
+inline constexpr int64_t kMoeDecodeMaxSlots = 64;
+struct MoeDecodeGemmArgs {
+  Tensor x;            // [t, k] bf16 (shared by a token's top_k slots) or [t * top_k, k] bf16 (one row per slot)
+  Tensor ids;          // [t, top_k] int32 on the device: the expert of each slot
+  Tensor expert_ptrs;  // [num_experts] int64 on the device: weight base pointers ([n, k] bf16 or fp8 e4m3)
+  Tensor scale_ptrs;   // [num_experts] int64 on the device: f32 [n] per-channel scales (fp8); empty for bf16
+  DType w_dtype = DType::kBF16;
+  int64_t n = 0;
+  Tensor y;            // [t * top_k, n] bf16
+};
+Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& args, CUstream_st* stream);
+
 }  // namespace kiln

@@ -84,6 +84,11 @@ class CudaLlamaModel : public Model {
     use_graphs_ = !(env && std::string(env) == "0");
     const char* hopper = std::getenv("KILN_HOPPER_PREFILL");
     use_hopper_ = !(hopper && std::string(hopper) == "0");
+    const char* moe = std::getenv("KILN_MOE_DECODE");
+    use_moe_decode_ = !(moe && std::string(moe) == "0");
+    std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
+    for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
+    KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
     const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
     KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
                                                             {static_cast<int64_t>(inv.size())})));
@@ -117,6 +122,8 @@ class CudaLlamaModel : public Model {
   Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);
   Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n);
   Status ffn(const CudaLayerWeights& lw, int64_t n);
+  bool moe_decode_path(const CudaLayerWeights& lw, int64_t n) const;
+  Status moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k);
 
   ModelConfig config_;
   CudaDecoderWeights w_;
@@ -133,6 +140,8 @@ class CudaLlamaModel : public Model {
   cudaStream_t stream_ = nullptr;
   bool use_graphs_ = true;
   bool use_hopper_ = true;  // KILN_HOPPER_PREFILL=0: the portable prefill kernel everywhere
+  bool use_moe_decode_ = true;  // KILN_MOE_DECODE=0: the grouped (host offsets) MoE path always
+  DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step
   std::map<std::tuple<int64_t, int64_t, const void*, int64_t>, cudaGraphExec_t> graphs_;
 };
@@ -206,6 +215,7 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   }
   const int64_t e = c.num_experts, k = options_.moe_top_k > 0 ? options_.moe_top_k : c.num_experts_per_tok;
   if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
+  if (moe_decode_path(lw, n)) return moe_decode(lw, n, k);
   KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 4 * n * k + e + 1}));
   Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
   Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
@@ -248,10 +258,46 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
     return invalid_argument("forward: empty batch, inconsistent sizes, or a KV cache not on the GPU");
   KILN_RETURN_IF_ERROR(upload_batch(b));
   batch_ = batch;
-  bool decode = n == batch && !c.num_experts && rows == n;
+  bool decode = n == batch && rows == n && (!c.num_experts || moe_decode_path(w_.layers[0], n));
   for (int64_t r = 0; decode && r < rows; ++r) decode = b.logits_rows[static_cast<size_t>(r)] == r;
   if (decode && use_graphs_) return run_decode_graph(b, n, kv);
   return run_layers(b, n, rows, kv);
+}
+
+// Few (token, expert) slots: the expert GEMMs read the routing ids on the device, so there is no
+// host round trip for the expert offsets and the step can be captured in a CUDA graph.
+bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) const {
+  const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
+  if (!use_moe_decode_ || lw.gate_up_ptrs.tensor.empty() || n * k > kMoeDecodeMaxSlots || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
+    return false;
+  const bool fp8 = lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3;
+  if (!fp8) return true;
+  // fp8 experts need per-channel scales here ([n] each); per-tensor ones take the grouped path.
+  return !lw.gate_up_scale_ptrs.tensor.empty() && lw.experts[0].gate_up_scale.tensor.numel() > 1 &&
+         lw.experts[0].down_scale.tensor.numel() > 1;
+}
+
+Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k) {
+  const ModelConfig& c = config_;
+  const int64_t e = c.num_experts, inter = c.intermediate_size;
+  KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
+  KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
+  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 2 * n * k}));
+  Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
+  Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
+  Tensor weights = Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda);
+  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.router.tensor, {}, router_logits}, stream_));
+  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob}, stream_));
+  const DType wt = lw.experts[0].gate_up.tensor.dtype;
+  KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
+  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda({h, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu}, stream_));
+  KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
+  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda({act, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp}, stream_));
+  // Slots are already in (token, choice) order: the un-permute is a weighted sum over identity rows.
+  const Tensor inverse = Tensor::view(identity_rows_.tensor.data, DType::kInt32, {n * k}, Device::kCuda);
+  return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
 }
 
 Status CudaLlamaModel::forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) {

@@ -54,17 +54,30 @@ struct LinearMaker {
 }  // namespace
 
 // The grouped GEMM's per-expert views (and scales, for fp8 experts).
-void link_expert_views(CudaLayerWeights& l) {
+Status link_expert_views(CudaLayerWeights& l) {
   l.expert_gate_up.clear();
   l.expert_down.clear();
   l.expert_gate_up_scale.clear();
   l.expert_down_scale.clear();
+  std::vector<int64_t> ptrs[4];
   for (const CudaExpertWeights& e : l.experts) {
     l.expert_gate_up.push_back(e.gate_up.tensor);
     l.expert_down.push_back(e.down.tensor);
     if (!e.gate_up_scale.tensor.empty()) l.expert_gate_up_scale.push_back(e.gate_up_scale.tensor);
     if (!e.down_scale.tensor.empty()) l.expert_down_scale.push_back(e.down_scale.tensor);
+    ptrs[0].push_back(reinterpret_cast<int64_t>(e.gate_up.tensor.data));
+    ptrs[1].push_back(reinterpret_cast<int64_t>(e.down.tensor.data));
+    ptrs[2].push_back(reinterpret_cast<int64_t>(e.gate_up_scale.tensor.data));
+    ptrs[3].push_back(reinterpret_cast<int64_t>(e.down_scale.tensor.data));
   }
+  if (l.experts.empty()) return ok_status();
+  DeviceTensor* tables[4] = {&l.gate_up_ptrs, &l.down_ptrs, &l.gate_up_scale_ptrs, &l.down_scale_ptrs};
+  for (int i = 0; i < 4; ++i) {
+    if (i >= 2 && l.expert_gate_up_scale.size() != l.experts.size()) break;  // bf16 experts: no scale tables
+    const Tensor host = Tensor::view(ptrs[i].data(), DType::kInt64, {static_cast<int64_t>(ptrs[i].size())});
+    KILN_ASSIGN_OR_RETURN(*tables[i], to_device(host));
+  }
+  return ok_status();
 }
 
 Result<CudaDecoderWeights> upload_decoder_weights(const DecoderWeights& host) {
@@ -98,7 +111,7 @@ Result<CudaDecoderWeights> upload_decoder_weights(const DecoderWeights& host) {
       KILN_ASSIGN_OR_RETURN(e.down_scale, upload_scale(he.down_scale));
       l.experts.push_back(std::move(e));
     }
-    link_expert_views(l);
+    KILN_RETURN_IF_ERROR(link_expert_views(l));
     w.layers.push_back(std::move(l));
   }
   return w;
@@ -139,7 +152,7 @@ Result<CudaDecoderWeights> dummy_decoder_weights(const ModelConfig& c, uint64_t 
         KILN_RETURN_IF_ERROR(lin.make(h, inter, seed++, si, &ew.down, &ew.down_scale));
         l.experts.push_back(std::move(ew));
       }
-      link_expert_views(l);
+      KILN_RETURN_IF_ERROR(link_expert_views(l));
     }
     w.layers.push_back(std::move(l));
   }

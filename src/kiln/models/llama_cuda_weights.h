@@ -27,6 +27,9 @@ struct CudaLayerWeights {
   std::vector<CudaExpertWeights> experts;
   std::vector<Tensor> expert_gate_up, expert_down;  // views for the grouped GEMM
   std::vector<Tensor> expert_gate_up_scale, expert_down_scale;  // fp8 experts only
+  // The decode-regime expert GEMM's tables (moe_decode_gemm_cuda): [num_experts] int64 device
+  // pointers to each expert's weights and (fp8 per channel) scales; empty for dense layers.
+  DeviceTensor gate_up_ptrs, down_ptrs, gate_up_scale_ptrs, down_scale_ptrs;
   DeviceTensor qkv_scale, o_proj_scale, gate_up_scale, down_scale;  // fp8 only
   float k_scale = 1.0f, v_scale = 1.0f;  // fp8 KV cache scales of this layer
 };
@@ -38,8 +41,9 @@ struct CudaDecoderWeights {
 };
 
 Result<CudaDecoderWeights> upload_decoder_weights(const DecoderWeights& host);
-// Refreshes l.expert_* (the grouped GEMM's per-expert views) from l.experts.
-void link_expert_views(CudaLayerWeights& l);
+// Refreshes l.expert_* (the grouped GEMM's per-expert views) and the device pointer tables from
+// l.experts.
+Status link_expert_views(CudaLayerWeights& l);
 // Random weights (uniform, scaled by 1/sqrt(fan_in); norms 1) for --load-format dummy; with
 // options.fp8_weights each linear weight is made in bf16 and quantized on the device (one matrix
 // at a time, so a model that fits only in fp8 never exists in bf16).

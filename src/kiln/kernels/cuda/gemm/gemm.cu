@@ -304,6 +304,7 @@ Result<Gemm> Gemm::create(const GemmOptions& options) {
   int device = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&device));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&impl->skinny.num_sms, cudaDevAttrMultiProcessorCount, device));
+  impl->skinny.pdl = options.skinny_pdl;
   if (options.skinny_workspace_bytes > 0) {
     constexpr int64_t kCounters = 8192;  // row blocks of 128+ weight rows: n up to 1M with split K
     KILN_ASSIGN_OR_RETURN(impl->skinny_partials, DeviceBuffer::alloc(options.skinny_workspace_bytes));

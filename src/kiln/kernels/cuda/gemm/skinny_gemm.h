@@ -1,7 +1,7 @@
 // Decode-regime ("skinny", m = 1..64) GEMM: y[m, n] = x[m, k] @ w[n, k]^T (* w_scale) (+ bias),
 // weights streamed once from HBM. Internal to kernels/cuda/gemm (Gemm::run dispatches to it).
 // Variants (the table in skinny_gemm.cu): w bf16 | fp8 e4m3 (w_scale [n] or [1] f32) x
-// m tiles of 8 / 16 / 32 / 64 rows x y bf16 | f32; x bf16. CUDA-free header.
+// m tiles of 8 / 16 / 32 / 64 rows x y bf16 | f32, with their pipeline shapes; x bf16. CUDA-free header.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -24,20 +24,43 @@ struct SkinnyGemmWorkspace {
   int* counters = nullptr;
   int64_t num_counters = 0;
   int num_sms = 132;
+  // Launch with programmatic dependent launch: the kernel requests its first weight chunks
+  // before the previous kernel on the stream has finished (it waits for it before reading x or
+  // writing anything). Requires that the weights are not written by the kernel just before.
+  bool pdl = true;
 };
 
 struct SkinnyGemmVariant {
   DType w, y;
-  int max_m;  // this kernel pads m up to max_m (8 * its n-tiles)
+  int max_m;       // this kernel pads m up to max_m (8 * its n-tiles)
+  int row_tiles;   // 16-row weight tiles per CTA (kRT)
+  int unroll;      // k steps per chunk (kU)
+  int stages;      // chunks in the cp.async ring of each warp (kS; kS - 1 in flight)
+  bool preferred;  // the one Gemm::run uses for its (w, y, max_m); the others: tuning alternatives
 };
 std::span<const SkinnyGemmVariant> skinny_gemm_variants();
+
+// Overrides of the launch choices (bench sweeps, tests): 0 / -1 = automatic.
+struct SkinnyGemmConfig {
+  int variant = -1;  // index into skinny_gemm_variants() (must fit the dtypes and m)
+  int warps = 0;     // warps per CTA, 1..8 (they split the CTA's k range)
+  int split_k = 0;   // CTAs along k (reduced in-launch by the last one)
+};
+
+// The launch shape skinny_gemm_cuda picks (for the bench's log).
+struct SkinnyGemmLaunch {
+  int variant = -1, warps = 0, split_k = 0;
+  int64_t ctas = 0;
+  int ctas_per_sm = 0;  // resident, from the occupancy calculator
+};
 
 // Whether skinny_gemm_cuda can run these arguments (dtypes, m <= 64, 16-byte aligned rows of
 // w and x, k a multiple of 8 (bf16) or 16 (fp8)); the reason otherwise.
 Status skinny_gemm_check(const LinearArgs& args);
 
 // args as in Gemm::run (x bf16, w bf16 | fp8 e4m3 + w_scale, y bf16 | f32, bias y's dtype);
-// split_k 0: chosen from the shape and the SM count.
-Status skinny_gemm_cuda(const LinearArgs& args, const SkinnyGemmWorkspace& ws, CUstream_st* stream, int split_k = 0);
+// the launch shape chosen from the shape, the SM count and the occupancy unless cfg says.
+Status skinny_gemm_cuda(const LinearArgs& args, const SkinnyGemmWorkspace& ws, CUstream_st* stream,
+                        const SkinnyGemmConfig& cfg = {}, SkinnyGemmLaunch* launch = nullptr);
 
 }  // namespace kiln
