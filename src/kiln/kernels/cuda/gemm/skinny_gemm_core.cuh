@@ -1,0 +1,205 @@
+// The streaming core shared by the decode GEMM (skinny_gemm.cu) and the MoE decode GEMM
+// (cuda/moe/moe_decode_gemm.cu): one CTA = 16 * kRT weight rows, its warps take interleaved
+// chunks of kU k-steps of those rows; each thread copies its 16-byte weight vectors HBM -> shared
+// memory with cp.async (its own kS-slot ring: no __syncthreads, no registers held while in
+// flight), then multiplies them on tensor cores with the operands swapped ("swap AB": weight rows
+// are the M side of mma.m16n8k16, activation rows its N side, 8 per tile), so one weight fragment
+// serves all m. The k order inside an mma is permuted to match the 16-byte vectors (a dot product
+// does not care) and x's fragments are read in the same order. fp8 e4m3 weights are widened in
+// registers to exact bf16. The per-warp sums are added in a fixed order through shared memory
+// (deterministic). Programmatic dependent launch: the first kS - 1 chunks are requested before
+// griddepcontrol.wait, so a GEMM's weights stream while the kernel before it finishes.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace kiln::skinny {
+
+inline constexpr int kMaxWarps = 8;  // warps per CTA (blockDim.x / 32 is chosen per launch)
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, L2 only, zero-filled when !valid (src_size 0 reads nothing).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Programmatic dependent launch (no-ops when the kernel was launched without the attribute).
+__device__ __forceinline__ void wait_for_previous_kernel() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void allow_next_kernel() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+__device__ __forceinline__ uint4 load_x(const __nv_bfloat16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+// c[16 x 8] += a[16 x 16] (rows: weights) * b[16 x 8] (columns: activation rows), bf16 in, f32 acc.
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                 uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 4 fp8 e4m3 (bytes b0..b3 of q) -> bf16 pairs lo = (b0, b1), hi = (b2, b3), exact. The sign and
+// the 7 magnitude bits moved into bf16 position read as w * 2^-120 (e4m3 subnormals become bf16
+// subnormals); the bf16 multiply by 2^120 is exact.
+__device__ __forceinline__ void fp8x4_to_bf16x4(uint32_t q, uint32_t& lo, uint32_t& hi) {
+  const uint32_t t0 = __byte_perm(q, 0u, 0x1404), t1 = __byte_perm(q, 0u, 0x3424);  // b0,b1 / b2,b3 -> bytes 1 and 3
+  uint32_t l = (t0 & 0x80008000u) | ((t0 & 0x7f007f00u) >> 4);
+  uint32_t h = (t1 & 0x80008000u) | ((t1 & 0x7f007f00u) >> 4);
+  const __nv_bfloat162 two_pow_120 = __halves2bfloat162(__ushort_as_bfloat16(0x7B80), __ushort_as_bfloat16(0x7B80));
+  const __nv_bfloat162 lf = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&l), two_pow_120);
+  const __nv_bfloat162 hf = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&h), two_pow_120);
+  lo = *reinterpret_cast<const uint32_t*>(&lf);
+  hi = *reinterpret_cast<const uint32_t*>(&hf);
+}
+
+template <bool kFp8>
+struct WeightFormat {
+  static constexpr int kElemsPerVec = kFp8 ? 16 : 8;   // per 16-byte vector
+  static constexpr int kMmasPerVec = kElemsPerVec / 4;  // each thread gives an mma 4 k values
+  static constexpr int kStepK = 4 * kElemsPerVec;       // k per step: the 4 threads of an mma row group
+};
+
+// Fragment element c of tile (rt, nt) of lane (g = lane / 4, t = lane % 4): weight row, activation row.
+__device__ __forceinline__ int frag_n(int row_base, int rt, int c, int g) { return row_base + rt * 16 + g + (c >= 2 ? 8 : 0); }
+__device__ __forceinline__ int frag_m(int nt, int c, int t) { return nt * 8 + 2 * t + (c & 1); }
+
+template <bool kFp8, int kMT, int kRT, int kU, int kS>
+struct Core {
+  using F = WeightFormat<kFp8>;
+  static_assert(kS >= 2, "at least two ring slots");
+  static constexpr int kVecsPerChunk = kU * kRT * 2;  // 16-byte vectors per thread per chunk
+  static constexpr int kRingBytesPerWarp = kS * kVecsPerChunk * 32 * 16;
+  static constexpr int kElems = kRT * kMT * 4;  // accumulators per thread
+  static constexpr int kSmemPerWarp = kRingBytesPerWarp > kElems * 32 * 4 ? kRingBytesPerWarp : kElems * 32 * 4;
+
+  // acc += w[rows row_base .. + 16 kRT) x x^T over k steps [s_begin, s_end) (kStepK each), chunk
+  // c = warp, warp + nwarps, ... of kU steps. w: [n, k] bytes, row stride ldw_bytes; xrow[nt]:
+  // this lane's activation row nt * 8 + g at k = 4 * lane's t... (nullptr: row past m, zeros).
+  // smem: this warp's kSmemPerWarp bytes. pdl: wait for the previous kernel after the prologue.
+  __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw_bytes, int n, int k, int row_base,
+                                const __nv_bfloat16* const (&xrow)[kMT], int s_begin, int s_end, int warp, int nwarps,
+                                uint8_t* smem, bool pdl, float (&acc)[kRT][kMT][4]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint8_t* wrow[kRT][2];  // rows g and g + 8 of each tile (clamped into range), at this thread's vector
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = min(row_base + rt * 16 + g + 8 * h, n - 1);
+        wrow[rt][h] = w + r * ldw_bytes + t * 16;
+      }
+    const int num_chunks = (s_end - s_begin + kU - 1) / kU;
+    const int nc = warp < num_chunks ? (num_chunks - warp + nwarps - 1) / nwarps : 0;
+    const uint32_t ring = smem_addr(smem) + lane * 16;
+
+    auto issue = [&](int i) {  // chunk i of this warp into slot i % kS
+      const int s0 = s_begin + (warp + i * nwarps) * kU;
+      const uint32_t slot = ring + (i % kS) * (kVecsPerChunk * 512);
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int64_t k0 = static_cast<int64_t>(s0 + u) * F::kStepK;
+        const bool ok = s0 + u < s_end && k0 + t * F::kElemsPerVec < k;
+        const int64_t off = ok ? (kFp8 ? k0 : 2 * k0) : 0;
+#pragma unroll
+        for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) cp_async_16(slot + ((u * kRT + rt) * 2 + h) * 512, wrow[rt][h] + off, ok);
+      }
+    };
+    auto compute = [&](int i) {
+      const int s0 = s_begin + (warp + i * nwarps) * kU;
+      const uint8_t* slot = smem + lane * 16 + (i % kS) * (kVecsPerChunk * 512);
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int64_t k0 = static_cast<int64_t>(s0 + u) * F::kStepK;
+        const bool ok = s0 + u < s_end && k0 + t * F::kElemsPerVec < k;
+        // Weights as bf16 words: word 2j / 2j + 1 hold this thread's k values 4j..4j+1 / 4j+2..4j+3.
+        uint32_t a[kRT][2][2 * F::kMmasPerVec];
+#pragma unroll
+        for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint4 v = *reinterpret_cast<const uint4*>(slot + ((u * kRT + rt) * 2 + h) * 512);
+            const uint32_t q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              if constexpr (kFp8) fp8x4_to_bf16x4(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
+              else a[rt][h][j] = q[j];
+            }
+          }
+#pragma unroll
+        for (int nt = 0; nt < kMT; ++nt) {
+          uint32_t b[2 * F::kMmasPerVec];  // x[row][k0 + t * kElemsPerVec + ...] as bf16 pairs
+          const bool x_ok = ok && xrow[nt] != nullptr;
+#pragma unroll
+          for (int v = 0; v < F::kMmasPerVec / 2; ++v) {
+            const uint4 xv = x_ok ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
+            b[4 * v] = xv.x; b[4 * v + 1] = xv.y; b[4 * v + 2] = xv.z; b[4 * v + 3] = xv.w;
+          }
+#pragma unroll
+          for (int j = 0; j < F::kMmasPerVec; ++j)
+#pragma unroll
+            for (int rt = 0; rt < kRT; ++rt)
+              mma_bf16_16x8x16(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1],
+                               a[rt][1][2 * j + 1], b[2 * j], b[2 * j + 1]);
+        }
+      }
+    };
+
+#pragma unroll
+    for (int i = 0; i < kS - 1; ++i) {
+      if (i < nc) issue(i);
+      cp_async_commit();
+    }
+    if (pdl) {
+      wait_for_previous_kernel();  // x (and the workspace) may come from the kernel before this one
+      allow_next_kernel();
+    }
+    for (int i = 0; i < nc; ++i) {
+      if (i + kS - 1 < nc) issue(i + kS - 1);
+      cp_async_commit();
+      cp_async_wait<kS - 1>();  // chunk i has landed (this thread's own copies: no barrier needed)
+      compute(i);
+    }
+    cp_async_wait<0>();
+  }
+
+  // Sums acc over the CTA's warps in warp order into warp 0's acc (the other warps' acc are
+  // left unchanged). smem: the CTA's nwarps * kSmemPerWarp bytes (each warp reuses its own ring).
+  __device__ static void reduce_warps(float (&acc)[kRT][kMT][4], uint8_t* smem, int warp, int nwarps) {
+    if (nwarps == 1) return;
+    const int lane = threadIdx.x & 31;
+    float* mine = reinterpret_cast<float*>(smem + warp * kSmemPerWarp) + lane;
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+      for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) mine[((rt * kMT + nt) * 4 + c) * 32] = acc[rt][nt][c];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+      for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float s = acc[rt][nt][c];
+          for (int wi = 1; wi < nwarps; ++wi)
+            s += reinterpret_cast<const float*>(smem + wi * kSmemPerWarp)[((rt * kMT + nt) * 4 + c) * 32 + lane];
+          acc[rt][nt][c] = s;
+        }
+  }
+};
+
+}  // namespace kiln::skinny
