@@ -96,13 +96,11 @@ Status resolve_flags(ServeFlags& f, bench::SummaryOptions& summary) {
   for (const std::string& g : f.goodput) slos += "," + g;
   KILN_ASSIGN_OR_RETURN(summary.slos, bench::parse_slos(slos));
   if (!f.model_config.empty()) {
-    const std::string path = fs::is_directory(f.model_config) ? f.model_config + "/config.json" : f.model_config;
-    std::ifstream in(path);
-    if (!in) return not_found("--model-config " + path + ": cannot read");
-    std::stringstream text;
-    text << in.rdbuf();
-    KILN_ASSIGN_OR_RETURN(ModelConfig config, parse_hf_config(text.str(), path));
-    summary.model_config = config;
+    const std::string dir = fs::is_directory(f.model_config) ? f.model_config : fs::path(f.model_config).parent_path().string();
+    if (!fs::is_directory(f.model_config) && fs::path(f.model_config).filename() != "config.json")
+      return invalid_argument("--model-config " + f.model_config + ": want a config.json or its directory");
+    KILN_ASSIGN_OR_RETURN(LoadedModel cfg, load_config_only(dir.empty() ? "." : dir));
+    summary.model_config = cfg.config;
     summary.moe_top_k = f.moe_top_k;
     summary.peak_tflops = f.peak_tflops;
   }
@@ -255,13 +253,7 @@ Status run_bench_latency(const LatencyFlags& f) {
   LoadedModel loaded;
   if (f.load_format == "dummy") {
     if (f.model.empty()) return invalid_argument("--load-format dummy needs --model DIR (a directory with config.json)");
-    const std::string cfg = f.model + "/config.json";
-    std::ifstream in(cfg);
-    if (!in) return not_found(cfg + ": cannot open");
-    std::stringstream text;
-    text << in.rdbuf();
-    loaded.path = f.model;
-    KILN_ASSIGN_OR_RETURN(loaded.config, parse_hf_config(text.str(), cfg));
+    KILN_ASSIGN_OR_RETURN(loaded, load_config_only(f.model));
     mo.dummy_weights = true;
   } else {
     const std::string path = f.model.empty() ? default_model_path() : f.model;

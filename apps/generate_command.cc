@@ -112,14 +112,7 @@ void print_speed(const GenerateResult& r) {
 
 Status run_dummy(const GenerateFlags& f, const ModelOptions& base) {
   if (f.model.empty()) return invalid_argument("--load-format dummy needs --model DIR (a directory with config.json)");
-  const std::string cfg_path = f.model + "/config.json";
-  std::ifstream in(cfg_path);
-  if (!in) return not_found(cfg_path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  LoadedModel loaded;
-  loaded.path = f.model;
-  KILN_ASSIGN_OR_RETURN(loaded.config, parse_hf_config(text.str(), cfg_path));
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_config_only(f.model));
   ModelOptions options = base;
   options.dummy_weights = true;
   std::vector<int32_t> prompt;

@@ -291,7 +291,7 @@ Result<LoadedModel> load_model(const std::string& path, DType dtype, const LoadP
 Result<LoadedModel> load_config_only(const std::string& dir) {
   const std::string cfg_path = dir + "/config.json";
   std::ifstream in(cfg_path);
-  if (!in) return not_found(cfg_path + ": cannot open (--load-format dummy needs a directory with config.json)");
+  if (!in) return not_found(cfg_path + ": cannot open (a model directory with config.json is needed)");
   std::stringstream text;
   text << in.rdbuf();
   LoadedModel loaded;
