@@ -3,6 +3,7 @@
 // scales, the rest bf16, optional static KV cache scales (calibrated on a text, or one value).
 // The source is loaded in f32, so weights are quantized from their full-precision values.
 #include <cstdio>
+#include <unistd.h>
 #include <fstream>
 #include <sstream>
 
@@ -27,22 +28,24 @@ struct QuantizeFlags {
 // A one-line progress bar on stderr, redrawn in place.
 class ProgressBar {
  public:
-  explicit ProgressBar(const char* what) : what_(what) {}
+  explicit ProgressBar(const char* what) : what_(what), tty_(isatty(fileno(stderr)) != 0) {}
   void update(int64_t done, int64_t total) {
-    const int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
+    int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
+    if (!tty_ && pct < 100) pct -= pct % 10;  // logs and pipes: a line per 10%, not a redraw per 1%
     if (pct == last_) return;
     last_ = pct;
     char bar[31];
     for (int i = 0; i < 30; ++i) bar[i] = i < pct * 30 / 100 ? '#' : '.';
     bar[30] = '\0';
-    std::fprintf(stderr, "\r%s [%s] %3d%% (%.1f / %.1f MiB)", what_, bar, pct, static_cast<double>(done) / (1 << 20),
+    std::fprintf(stderr, tty_ ? "\r%s [%s] %3d%% (%.1f / %.1f MiB)" : "%s [%s] %3d%% (%.1f / %.1f MiB)\n", what_, bar, pct, static_cast<double>(done) / (1 << 20),
                  static_cast<double>(total) / (1 << 20));
-    if (pct == 100) std::fprintf(stderr, "\n");
+    if (pct == 100 && tty_) std::fprintf(stderr, "\n");
     std::fflush(stderr);
   }
 
  private:
   const char* what_;
+  bool tty_;
   int last_ = -1;
 };
 
