@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "kiln/engine/generator.h"
 #include "kiln/engine/sampler.h"
 #include "kiln/io/model_loader.h"
+#include "kiln/kernels/sampling.h"
 
 namespace kiln {
 namespace {
@@ -242,6 +244,85 @@ TEST(Engine, ThreadedLoopStreamsAndStops) {
   auto outs = (*long_one)->take();
   ASSERT_FALSE(outs.empty());
   EXPECT_EQ(outs.back().finish, FinishReason::kAbort);
+}
+
+// A model that "samples on the device" the way a GPU model does (forward, then the kernels'
+// sampler with the banned pairs), so the runner's choice between device and host sampling and its
+// min_tokens masking run here without a GPU. It records what it was asked.
+class DeviceSamplingModel : public Model {
+ public:
+  explicit DeviceSamplingModel(std::unique_ptr<Model> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  Status forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) override {
+    ++host_calls;
+    return inner_->forward(b, kv, logits);
+  }
+  Result<KvCacheView> allocate_kv_cache(int64_t blocks, int64_t block_size) override {
+    return inner_->allocate_kv_cache(blocks, block_size);
+  }
+  bool samples_on_device() const override { return true; }
+  Status forward_sample(const ForwardBatch& b, const KvCacheView& kv, const std::vector<SamplingParams>& params,
+                        const std::vector<uint64_t>& steps, const std::vector<std::pair<int32_t, int32_t>>& banned,
+                        std::vector<int32_t>* ids) override {
+    ++device_calls;
+    const auto rows = static_cast<int64_t>(b.logits_rows.size());
+    HostTensor logits = HostTensor::zeros(DType::kF32, {rows, config().vocab_size});
+    KILN_RETURN_IF_ERROR(inner_->forward(b, kv, logits.tensor));
+    ids->assign(static_cast<size_t>(rows), -1);
+    for (const auto& pair : banned) seen_banned.push_back(pair);
+    return sample_cpu({logits.tensor, params, steps, Tensor::view(ids->data(), DType::kInt32, {rows}), banned});
+  }
+  int host_calls = 0, device_calls = 0;
+  std::vector<std::pair<int32_t, int32_t>> seen_banned;
+
+ private:
+  std::unique_ptr<Model> inner_;
+};
+
+// Device sampling gives the tokens of host sampling; min_tokens bans the EOS and stop ids while
+// it applies (and only then); a request that wants logprobs sends its steps back to the host.
+TEST(EngineDeviceSampling, MatchesHostSamplingAndMasksMinTokens) {
+  const auto prompts = random_prompts(6, 11);
+  std::vector<Request> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationParams p = params_for(static_cast<int>(i), 12);
+    p.ignore_eos = false;
+    p.min_tokens = i < 3 ? 6 : 0;
+    if (i == 1) p.stop_token_ids = {7, 9};
+    requests.push_back({prompts[i], p});
+  }
+  EngineConfig config = make_config(8, 64, 256, false);
+  auto host = Engine::create(tiny_model(), nullptr, config);
+  ASSERT_TRUE(host.ok());
+  const auto want = run_all(**host, requests);
+  auto wrapped = std::make_unique<DeviceSamplingModel>(tiny_model());
+  DeviceSamplingModel* dev = wrapped.get();
+  auto engine = Engine::create(std::move(wrapped), nullptr, config);
+  ASSERT_TRUE(engine.ok());
+  const auto got = run_all(**engine, requests);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+  EXPECT_GT(dev->device_calls, 0);
+  EXPECT_EQ(dev->host_calls, 0);
+  // Banned pairs name the model's EOS ids and request 1's stop ids, for rows under min_tokens only.
+  const std::vector<int64_t>& eos = dev->config().eos_token_ids;
+  ASSERT_FALSE(dev->seen_banned.empty());
+  bool saw_stop = false;
+  for (const auto& [row, token] : dev->seen_banned) {
+    const bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
+    saw_stop = saw_stop || token == 7 || token == 9;
+    EXPECT_TRUE(is_eos || token == 7 || token == 9) << token;
+  }
+  EXPECT_TRUE(saw_stop);
+  for (size_t i = 0; i < 3; ++i) EXPECT_GE(got[i].tokens.size(), 6u);
+
+  // One request with logprobs: the steps it is in sample on the host.
+  std::vector<Request> with_logprobs = {requests[3], requests[4]};
+  with_logprobs[1].params.logprobs = 2;
+  const int before = dev->host_calls;
+  const auto mixed = run_all(**engine, with_logprobs);
+  EXPECT_GT(dev->host_calls, before);
+  EXPECT_EQ(mixed[0].tokens, want[3].tokens);
+  EXPECT_EQ(mixed[1].tokens, want[4].tokens);
 }
 
 }  // namespace
