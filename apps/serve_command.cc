@@ -21,7 +21,7 @@ namespace {
 struct ServeFlags {
   std::string model, host = "127.0.0.1", api_key, dtype = "bf16", device = "cpu", served_model_name;
   int port = 8000, http_threads = 2;
-  int64_t max_num_seqs = 64, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 512;
+  int64_t max_num_seqs = 64, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 0;
   double kv_cache_gib = 1.0;
   bool no_prefix_caching = false;
   int64_t moe_top_k = 0;
@@ -67,7 +67,8 @@ Status run_serve(const ServeFlags& f) {
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), options));
   EngineConfig ec;
   ec.max_num_seqs = f.max_num_seqs;
-  ec.max_num_batched_tokens = f.max_num_batched_tokens;
+  // Default step budget: 512 tokens on the CPU; 2048 on the GPU (what docs/perf.md's sweeps ran).
+  ec.max_num_batched_tokens = f.max_num_batched_tokens > 0 ? f.max_num_batched_tokens : options.device == Device::kCuda ? 2048 : 512;
   ec.num_kv_blocks = f.num_kv_blocks;
   if (options.device == Device::kCuda && ec.num_kv_blocks <= 0) {
     // The GPU cache is bf16 and sized from the memory left after the weights (90% of it).
@@ -122,8 +123,9 @@ void register_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--served-model-name", f->served_model_name, "Model name in the API (default: the file's name)");
   cmd->add_option("--max-num-seqs", f->max_num_seqs, "Sequences per batch at most")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{4096}));
   cmd->add_option("--max-model-len", f->max_model_len, "Prompt + completion tokens at most (0: the model's context)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--max-num-batched-tokens", f->max_num_batched_tokens, "Tokens per engine step at most (prefill chunk budget)")
-      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--max-num-batched-tokens", f->max_num_batched_tokens,
+                  "Tokens per engine step at most (prefill chunk budget; default 512 on the CPU, 2048 on the GPU)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--num-kv-blocks", f->num_kv_blocks, "KV cache blocks of 16 tokens (0: sized by --kv-cache-gib)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(CLI::Range(0.001, 1024.0));
   cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
