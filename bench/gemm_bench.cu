@@ -39,16 +39,6 @@ struct Layer {
   DType y;
 };
 
-// The fp8 GEMM ceiling: gpu_ceilings.py's fp8_gemm_TFLOPs, else the H100 figure.
-double fp8_ceiling() {
-  const char* path = std::getenv("KILN_GPU_CEILINGS");
-  if (!path || !*path) return 1300.0;
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return bench::json_number(ss.str(), "fp8_gemm_TFLOPs", 1300.0);
-}
-
 bool section(const char* name) {
   const char* s = std::getenv("KILN_GEMM_BENCH");
   const std::string list = s && *s ? s : "decode,moe,prefill";
@@ -158,7 +148,7 @@ void bench_prefill(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const L
   const double ms = bench::median_ms(
       [&](int) { check(gemm.run({x->tensor, ws[0].w.tensor, {}, y->tensor, ws[0].scale.tensor}, s), "gemm"); }, s);
   bench::report(std::string("gemm ") + l.name + tag, shape_of(l, m), ms, 2.0 * m * l.n * l.k / ms / 1e9,
-                wt == DType::kFp8E4M3 ? fp8_ceiling() : c.bf16_tflops, "TFLOP/s");
+                wt == DType::kFp8E4M3 ? c.fp8_tflops : c.bf16_tflops, "TFLOP/s");
 }
 
 // The decode kernel's launch choices on one shape: every variant that fits, warps per CTA

@@ -82,15 +82,6 @@ Batch make_batch(int64_t batch, int64_t len, int64_t hq, int64_t hkv, int64_t d,
   return b;
 }
 
-double fp8_ceiling() {
-  const char* path = std::getenv("KILN_GPU_CEILINGS");
-  if (!path || !*path) return 1300.0;
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return bench::json_number(ss.str(), "fp8_gemm_TFLOPs", 1300.0);
-}
-
 }  // namespace
 }  // namespace kiln
 
@@ -102,7 +93,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const bench::Ceilings c = bench::read_ceilings();
-  const double fp8_tflops = fp8_ceiling();
+  const double fp8_tflops = c.fp8_tflops;
   std::printf("hopper_prefill_bench on %s; ceilings: bf16 %.0f, fp8 %.0f TFLOP/s (%s)\n",
               cuda_device_summary().c_str(), c.bf16_tflops, fp8_tflops, c.source.c_str());
   constexpr int64_t kTokens = 16384, kHq = 32, kHkv = 8;

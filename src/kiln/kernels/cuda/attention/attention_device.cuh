@@ -323,4 +323,31 @@ __device__ __forceinline__ bool softmax_step(float (&s)[kM][kN][4], float (&m)[k
   return __any_sync(0xffffffffu, moved);
 }
 
+// CTA `block` of the flattened per-sequence row blocks -> (sequence, block within it). Row blocks
+// of sequence b: ceil(q_len(b) * group / kBlockM). Whole-warp call; false past the last block.
+template <int kBlockM>
+__device__ __forceinline__ bool find_row_block(const int32_t* cu, int batch, int group, int block, int lane, int& b_out,
+                                               int& local_out) {
+  int base = 0;
+  for (int b0 = 0; b0 < batch; b0 += 32) {
+    const int b = b0 + lane;
+    const int n = b < batch ? ((cu[b + 1] - cu[b]) * group + kBlockM - 1) / kBlockM : 0;
+    int incl = n;
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += y;
+    }
+    const int total = __shfl_sync(0xffffffffu, incl, 31);
+    if (block < base + total) {
+      const int src = __ffs(__ballot_sync(0xffffffffu, base + incl > block)) - 1;
+      b_out = b0 + src;
+      local_out = block - base - __shfl_sync(0xffffffffu, incl - n, src);
+      return true;
+    }
+    base += total;
+  }
+  return false;
+}
+
 }  // namespace kiln::cuda::attn

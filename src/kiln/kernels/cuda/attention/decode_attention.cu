@@ -43,18 +43,9 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   extern __shared__ __align__(128) uint8_t smem[];
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  // The three metadata loads go out together: the kernel's start is a chain of dependent loads.
-  const int q_row = p.cu_seqlens_q[b];
-  const int q_len = p.cu_seqlens_q[b + 1] - q_row;
-  const int kv_len = p.kv_lens[b];
-  if (q_len != 1) {
-    if (split == 0) decode::write_nan_rows<kHeadDim>(p, q_row, q_len, kvh);
-    return;
-  }
-  const int first = p.sliding_window > 0 ? max(0, kv_len - p.sliding_window) : 0;
-  const int begin = first + split * p.split_len;
-  const int end = min(kv_len, begin + p.split_len);
-  if (begin >= end) return;  // a shorter sequence needs fewer splits; it does not count this one
+  decode::SplitKeys keys;
+  if (!decode::split_keys<kHeadDim>(p, b, kvh, split, keys)) return;
+  const int q_row = keys.q_row, kv_len = keys.kv_len, first = keys.first, begin = keys.begin, end = keys.end;
   const int n_tiles = (end - begin + C::kTileN - 1) / C::kTileN;
 
   const uint32_t q_tile = attn::smem_u32(smem);

@@ -183,4 +183,26 @@ __device__ __forceinline__ void write_nan_rows(const PagedAttentionParams& p, in
   }
 }
 
+// The keys [begin, end) that split `split` of sequence b covers, and b's query row. False when the
+// CTA has nothing to do: a q_len != 1 row (its NaN rows written by split 0) or a split past a
+// shorter sequence's end (it does not count toward the merge). The three metadata loads go out
+// together: a kernel's start is a chain of dependent loads.
+struct SplitKeys {
+  int q_row, kv_len, first, begin, end;  // first: the window's first key (0 without one)
+};
+template <int kHeadDim>
+__device__ __forceinline__ bool split_keys(const PagedAttentionParams& p, int b, int kvh, int split, SplitKeys& r) {
+  r.q_row = p.cu_seqlens_q[b];
+  const int q_len = p.cu_seqlens_q[b + 1] - r.q_row;
+  r.kv_len = p.kv_lens[b];
+  if (q_len != 1) {
+    if (split == 0) write_nan_rows<kHeadDim>(p, r.q_row, q_len, kvh);
+    return false;
+  }
+  r.first = p.sliding_window > 0 ? max(0, r.kv_len - p.sliding_window) : 0;
+  r.begin = r.first + split * p.split_len;
+  r.end = min(r.kv_len, r.begin + p.split_len);
+  return r.begin < r.end;
+}
+
 }  // namespace kiln::cuda::decode

@@ -8,6 +8,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include "kiln/kernels/cuda/attention/attention_device.cuh"
 #include "kiln/kernels/cuda/attention/hopper_device.cuh"
 
 namespace kiln::cuda::hopper {
@@ -77,33 +78,6 @@ struct Bars {
   __device__ uint32_t anchor() const { return base + 8 * (1 + 5 * kStages); }  // arrived on, never waited
 };
 
-// CTA `block` of the flattened per-sequence row blocks -> (sequence, block within it); false past
-// the last one. Whole-warp call.
-__device__ __forceinline__ bool find_row_block(const int32_t* cu, int batch, int block, int lane, int& b_out,
-                                               int& local_out) {
-  constexpr int kBlockM = 128;
-  int base = 0;
-  for (int b0 = 0; b0 < batch; b0 += 32) {
-    const int b = b0 + lane;
-    const int n = b < batch ? (cu[b + 1] - cu[b] + kBlockM - 1) / kBlockM : 0;
-    int incl = n;
-#pragma unroll
-    for (int off = 1; off < 32; off *= 2) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, off);
-      if (lane >= off) incl += y;
-    }
-    const int total = __shfl_sync(0xffffffffu, incl, 31);
-    if (block < base + total) {
-      const int src = __ffs(__ballot_sync(0xffffffffu, base + incl > block)) - 1;
-      b_out = b0 + src;
-      local_out = block - base - __shfl_sync(0xffffffffu, incl - n, src);
-      return true;
-    }
-    base += total;
-  }
-  return false;
-}
-
 // What one CTA works on.
 struct Work {
   int b, head, kvh, q_row, q_len, kv_len, q_pos0, row0;  // row0: first token of the block in its sequence
@@ -119,7 +93,7 @@ __device__ __forceinline__ bool find_work(const HopperPrefillParams& p, Work& w)
   const int linear = blockIdx.y * gridDim.x + blockIdx.x, per_chunk = p.heads_per_chunk * gridDim.y;
   const int chunk = linear / per_chunk, rest = linear - chunk * per_chunk;
   int local;
-  if (!find_row_block(p.cu_seqlens_q, p.batch, rest / p.heads_per_chunk, lane, w.b, local)) return false;
+  if (!attn::find_row_block<128>(p.cu_seqlens_q, p.batch, 1, rest / p.heads_per_chunk, lane, w.b, local)) return false;
   w.head = chunk * p.heads_per_chunk + rest % p.heads_per_chunk;
   w.kvh = w.head / p.group;
   w.q_row = p.cu_seqlens_q[w.b];

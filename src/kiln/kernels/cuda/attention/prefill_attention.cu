@@ -32,33 +32,6 @@ struct PrefillConfig {
   static constexpr int kSmemBytes = kQBytes + 2 * kStageBytes + (kFp8 ? 2 * kWideTileBytes : 0);
 };
 
-// CTA `block` of the flattened per-sequence row blocks -> (sequence, block within it). Row blocks
-// of sequence b: ceil(q_len(b) * group / kBlockM). Whole-warp call; false past the last block.
-template <int kBlockM>
-__device__ __forceinline__ bool find_row_block(const int32_t* cu, int batch, int group, int block, int lane, int& b_out,
-                                               int& local_out) {
-  int base = 0;
-  for (int b0 = 0; b0 < batch; b0 += 32) {
-    const int b = b0 + lane;
-    const int n = b < batch ? ((cu[b + 1] - cu[b]) * group + kBlockM - 1) / kBlockM : 0;
-    int incl = n;
-#pragma unroll
-    for (int off = 1; off < 32; off *= 2) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, off);
-      if (lane >= off) incl += y;
-    }
-    const int total = __shfl_sync(0xffffffffu, incl, 31);
-    if (block < base + total) {
-      const int src = __ffs(__ballot_sync(0xffffffffu, base + incl > block)) - 1;
-      b_out = b0 + src;
-      local_out = block - base - __shfl_sync(0xffffffffu, incl - n, src);
-      return true;
-    }
-    base += total;
-  }
-  return false;
-}
-
 // S [16 * kM rows, 8 * kN keys] = Q K^T for a warp, the keys' K rows starting at k_keys.
 template <int kHeadDim, int kM, int kN>
 __device__ __forceinline__ void score_keys(float (&s)[kM][kN][4], uint32_t q_warp, uint32_t k_keys, uint32_t a_lane,
@@ -149,7 +122,7 @@ __global__ void __launch_bounds__(PrefillConfig<kHeadDim, kFp8>::kThreads, Prefi
   const int kvh = blockIdx.x;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   int b, local;
-  if (!find_row_block<C::kBlockM>(p.cu_seqlens_q, p.batch, p.group, blockIdx.y, lane, b, local)) return;
+  if (!attn::find_row_block<C::kBlockM>(p.cu_seqlens_q, p.batch, p.group, blockIdx.y, lane, b, local)) return;
   const int q_row = p.cu_seqlens_q[b], q_len = p.cu_seqlens_q[b + 1] - q_row, kv_len = p.kv_lens[b];
   const int n_rows = q_len * p.group;
   const int row0 = ((n_rows + C::kBlockM - 1) / C::kBlockM - 1 - local) * C::kBlockM;  // latest rows first

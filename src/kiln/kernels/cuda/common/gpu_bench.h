@@ -22,6 +22,7 @@ namespace kiln::bench {
 struct Ceilings {
   double copy_gbps = 3000.0;   // device-to-device copy, bytes read + written (H100 SXM, measured here)
   double bf16_tflops = 750.0;  // dense bf16 GEMM
+  double fp8_tflops = 1300.0;  // dense fp8 GEMM (cuBLASLt)
   std::string source = "defaults (H100: 3000 GB/s copy, 750 TFLOP/s bf16)";
 };
 
@@ -46,6 +47,7 @@ inline Ceilings read_ceilings() {
   ss << f.rdbuf();
   c.copy_gbps = json_number(ss.str(), "copy_GBps", c.copy_gbps);
   c.bf16_tflops = json_number(ss.str(), "bf16_gemm_TFLOPs", c.bf16_tflops);
+  c.fp8_tflops = json_number(ss.str(), "fp8_gemm_TFLOPs", c.fp8_tflops);
   c.source = std::string("measured (") + path + ")";
   return c;
 }
