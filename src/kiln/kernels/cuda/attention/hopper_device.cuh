@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kiln/kernels/cuda/attention/attention_device.cuh"
 #include "kiln/kernels/cuda/attention/hopper_wgmma.cuh"
 
 namespace kiln::cuda::hopper {
@@ -123,14 +124,8 @@ __device__ __forceinline__ float exp2_approx(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
 }
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
+using attn::quad_max;  // reductions over the 4 lanes of an MMA row (attention_device.cuh)
+using attn::quad_sum;
 // Two floats as bf16x2, `lo` in the low half.
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
