@@ -26,9 +26,9 @@ runs=(
   "llama8b-decode-fp8-kv|bench/models/llama3-8b|128|256|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|"
   "mistral7b-1k|bench/models/mistral-7b|1024|128||bf16|bf16|"
   "mistral7b-1k-fp8|bench/models/mistral-7b|1024|128|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|"
+  "mixtral-1k-fp8-grouped|bench/models/mixtral-8x7b|1024|128|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|KILN_MOE_DECODE=0"
   "mixtral-1k-fp8|bench/models/mixtral-8x7b|1024|128|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|"
-  "mixtral-1k-fp8-moedec|bench/models/mixtral-8x7b|1024|128|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|KILN_MOE_DECODE=1"
-  "mixtral-decode-fp8-moedec|bench/models/mixtral-8x7b|128|256|--quantization fp8|fp8|bf16|KILN_MOE_DECODE=1"
+  "mixtral-decode-fp8|bench/models/mixtral-8x7b|128|256|--quantization fp8|fp8|bf16|"
 )
 printf "%-22s %7s %5s %9s %10s %9s %7s\n" run prompt new ttft_ms decode_t/s GB/s %copy > "$OUT/e2e_table.txt"
 for r in "${runs[@]}"; do

@@ -85,7 +85,7 @@ class CudaLlamaModel : public Model {
     const char* hopper = std::getenv("KILN_HOPPER_PREFILL");
     use_hopper_ = !(hopper && std::string(hopper) == "0");
     const char* moe = std::getenv("KILN_MOE_DECODE");
-    use_moe_decode_ = moe && std::string(moe) == "1";
+    use_moe_decode_ = !(moe && std::string(moe) == "0");
     std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
     for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
     KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
@@ -140,10 +140,10 @@ class CudaLlamaModel : public Model {
   cudaStream_t stream_ = nullptr;
   bool use_graphs_ = true;
   bool use_hopper_ = true;  // KILN_HOPPER_PREFILL=0: the portable prefill kernel everywhere
-  // KILN_MOE_DECODE=1: decode steps of MoE models take moe_decode_gemm_cuda (no host round trip,
-  // CUDA graphs). Opt-in: the kernel passed its tests on the H100, but this model path has not
-  // run on a GPU yet (the session's device time ran out); tests/models CudaMoeDecode checks it.
-  bool use_moe_decode_ = false;
+  // Decode steps of MoE models take moe_decode_gemm_cuda (no host round trip, CUDA graphs);
+  // KILN_MOE_DECODE=0 sends them through the grouped path (host expert offsets, no graphs).
+  // Checked against the grouped path by tests/models CudaMoeDecode (H100, 2026-11-22).
+  bool use_moe_decode_ = true;
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step
   std::map<std::tuple<int64_t, int64_t, const void*, int64_t>, cudaGraphExec_t> graphs_;
