@@ -24,7 +24,7 @@ ki, vi, ui = head.index("Kernel Name"), head.index("Metric Value"), head.index("
 ks = []
 for r in rows:
     v = float(r[vi].replace(",", ""))
-    v = v / 1000 if r[ui] == "nsecond" else v * 1000 if r[ui] == "msecond" else v  # -> us
+    v = v / 1000 if r[ui] in ("ns", "nsecond") else v * 1000 if r[ui] in ("ms", "msecond") else v  # -> us
     ks.append((r[ki], v))
 starts = [i for i, (n, _) in enumerate(ks) if "embedding" in n]
 step = ks[starts[-1]:] if starts else ks

@@ -118,8 +118,12 @@ void check_fp8_case(const RopeKvWriteCudaVariant& v, const Fp8RopeCase& c, std::
   ASSERT_TRUE(dkc.ok() && dvc.ok());
   ASSERT_TRUE(fill_bytes(dkc->tensor, 0x7f).ok());
   ASSERT_TRUE(fill_bytes(dvc->tensor, 0x7f).ok());
-  const Status st = rope_kv_write_cuda(
-      {q, k, vt, dpos.tensor, dinv.tensor, dslots.tensor, dkc->tensor, dvc->tensor, c.k_scale, c.v_scale}, nullptr);
+  // Fused cases write the rotated q to a dense q_out (the model's layout) and leave qkv's q alone.
+  Result<DeviceTensor> dq_out = DeviceTensor::empty(v.act, {n, hq, d});
+  ASSERT_TRUE(dq_out.ok());
+  const Status st = rope_kv_write_cuda({q, k, vt, dpos.tensor, dinv.tensor, dslots.tensor, dkc->tensor, dvc->tensor,
+                                        c.k_scale, c.v_scale, c.fused ? dq_out->tensor : Tensor{}},
+                                       nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
 
   // Caches: byte for byte, written slots and poisoned ones alike.
@@ -137,14 +141,17 @@ void check_fp8_case(const RopeKvWriteCudaVariant& v, const Fp8RopeCase& c, std::
   EXPECT_EQ(v_mismatch, 0) << "of " << vc.size() << " V cache bytes";
   if (c.v_scale < 0.01f) EXPECT_GT(saturated, 0) << "the case meant to saturate did not";
 
-  // q and k rotated in place (bf16), v untouched.
+  // q (into q_out for fused cases) and k rotated in place (bf16), v untouched.
   std::vector<float> q_gpu, k_gpu;
   if (c.fused) {
     const std::vector<float> all = download_f32(dqkv.tensor);
+    q_gpu = download_f32(dq_out->tensor);
+    int64_t q_changed = 0;
     for (int64_t t = 0; t < n; ++t) {
-      q_gpu.insert(q_gpu.end(), all.begin() + t * width, all.begin() + t * width + hq * d);
+      for (int64_t i = 0; i < hq * d; ++i) q_changed += all[static_cast<size_t>(t * width + i)] != qkv_f[static_cast<size_t>(t * width + i)];
       k_gpu.insert(k_gpu.end(), all.begin() + t * width + hq * d, all.begin() + t * width + (hq + hkv) * d);
     }
+    EXPECT_EQ(q_changed, 0) << "q_out given: q itself must stay as it was";
   } else {
     q_gpu = download_f32(q);
     k_gpu = download_f32(k);

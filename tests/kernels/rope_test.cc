@@ -40,6 +40,31 @@ TEST(RopeCpu, InvFreqLlama3Scaling) {
   EXPECT_FLOAT_EQ(rope_inv_freq(64, 10000.f, lin)[5], plain[5] == 0 ? 0 : rope_inv_freq(64, 10000.f, {})[5] / 4.f);
 }
 
+// q_out: the rotated q lands there, q stays as it was, and the result equals the in-place one.
+TEST(RopeCpu, QOutLeavesQAlone) {
+  std::mt19937 rng(6);
+  const int64_t n = 3, hq = 4, hkv = 2, d = 16;
+  HostTensor q = test::random_tensor(DType::kF32, {n, hq, d}, rng);
+  HostTensor k = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  HostTensor v = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  HostTensor q_out = HostTensor::zeros(DType::kF32, {n, hq, d});
+  const auto q0 = test::to_f32(q.tensor);
+  std::vector<int32_t> pos = {1, 9, 300};
+  auto inv = rope_inv_freq(d, 10000.f, {});
+  HostTensor kc = HostTensor::zeros(DType::kF32, {1, 4, hkv, d}), vc = HostTensor::zeros(DType::kF32, {1, 4, hkv, d});
+  RopeKvWriteArgs a{q.tensor, k.tensor, v.tensor, Tensor::view(pos.data(), DType::kInt32, {n}),
+                    Tensor::view(inv.data(), DType::kF32, {d / 2}), {}, kc.tensor, vc.tensor};
+  a.q_out = q_out.tensor;
+  ASSERT_TRUE(rope_kv_write_cpu(a).ok());
+  EXPECT_EQ(test::to_f32(q.tensor), q0);
+  a.q_out = {};
+  ASSERT_TRUE(rope_kv_write_cpu(a).ok());  // now in place
+  EXPECT_EQ(test::to_f32(q.tensor), test::to_f32(q_out.tensor));
+  HostTensor wrong = HostTensor::zeros(DType::kF32, {n, hq + 1, d});
+  a.q_out = wrong.tensor;
+  EXPECT_FALSE(rope_kv_write_cpu(a).ok());
+}
+
 TEST(RopeCpu, RotatesAndWritesCache) {
   std::mt19937 rng(5);
   const int64_t n = 5, hq = 4, hkv = 2, d = 16, bs = 4, blocks = 3;

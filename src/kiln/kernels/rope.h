@@ -25,6 +25,9 @@ struct RopeKvWriteArgs {
   // fp8 (e4m3) caches: the cache stores fp8(x / scale) (round to nearest even, saturating at
   // +-448); readers multiply by the same scale. Per tensor (one K and one V scale per layer).
   float k_scale = 1.0f, v_scale = 1.0f;
+  // Optional [num_tokens, num_q_heads, head_dim] contiguous, q's dtype: the rotated q goes here and
+  // q is left as it was (the GPU model reads q from the fused qkv output and attention wants it dense).
+  Tensor q_out;
 };
 
 Status rope_kv_write_cpu(const RopeKvWriteArgs& args);

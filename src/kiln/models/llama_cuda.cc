@@ -187,10 +187,8 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   const Tensor q = head_view(qkv, 0, hq, d), k = head_view(qkv, hq * d, hkv, d), v = head_view(qkv, (hq + hkv) * d, hkv, d);
   const Tensor& kc = kv.k[static_cast<size_t>(layer)];
   const Tensor& vc = kv.v[static_cast<size_t>(layer)];
-  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc, lw.k_scale, lw.v_scale}, stream_));
-  KILN_ASSIGN_OR_RETURN(Tensor qc, q_.get(DType::kBF16, {n, hq, d}));
-  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpy2DAsync(qc.data, static_cast<size_t>(hq * d * 2), qkv.data, static_cast<size_t>(width * 2),
-                                                     static_cast<size_t>(hq * d * 2), static_cast<size_t>(n), cudaMemcpyDeviceToDevice, stream_), "q copy"));
+  KILN_ASSIGN_OR_RETURN(Tensor qc, q_.get(DType::kBF16, {n, hq, d}));  // rotated q, dense for attention
+  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc, lw.k_scale, lw.v_scale, qc}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
   PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window,
                         lw.k_scale, lw.v_scale};

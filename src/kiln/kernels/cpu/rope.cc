@@ -72,6 +72,8 @@ Status rope_kv_write_cpu(const RopeKvWriteArgs& a) {
     return invalid_argument("rope_kv_write_cpu: want f32 q/k/v and f32 or fp8_e4m3 caches of matching shape (q " +
                             a.q.shape_string() + ", k_cache " + a.k_cache.shape_string() + " " +
                             std::string(dtype_name(a.k_cache.dtype)) + ")");
+  if (!a.q_out.empty() && (a.q_out.dtype != DType::kF32 || a.q_out.shape != a.q.shape || !a.q_out.is_contiguous()))
+    return invalid_argument("rope_kv_write_cpu: q_out must be f32 " + a.q.shape_string() + ", contiguous");
   if (fp8 && !(a.k_scale > 0.f && a.v_scale > 0.f && std::isfinite(a.k_scale) && std::isfinite(a.v_scale)))
     return invalid_argument("rope_kv_write_cpu: fp8 cache scales must be finite and > 0");
   const int32_t* pos = a.positions.ptr<int32_t>();
@@ -85,7 +87,11 @@ Status rope_kv_write_cpu(const RopeKvWriteArgs& a) {
       sin_t[static_cast<size_t>(i)] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
     const auto rot = fp8 ? rotate_fma : rotate;
-    for (int64_t h = 0; h < hq; ++h) rot(a.q.ptr<float>() + (t * hq + h) * d, d, cos_t.data(), sin_t.data());
+    for (int64_t h = 0; h < hq; ++h) {
+      float* q = a.q.ptr<float>() + (t * hq + h) * d;
+      if (!a.q_out.empty()) q = std::copy_n(q, d, a.q_out.ptr<float>() + (t * hq + h) * d) - d;
+      rot(q, d, cos_t.data(), sin_t.data());
+    }
     for (int64_t h = 0; h < hkv; ++h) rot(a.k.ptr<float>() + (t * hkv + h) * d, d, cos_t.data(), sin_t.data());
     if (!slots || slots[t] < 0) continue;
     if (slots[t] >= num_blocks * block_size)

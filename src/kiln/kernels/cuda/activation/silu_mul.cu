@@ -8,6 +8,7 @@
 #include "kiln/kernels/cuda/common/bf16.cuh"
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/kernel_args.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln {
 namespace {
@@ -28,6 +29,8 @@ struct SiluMulParams {
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 __global__ void __launch_bounds__(kThreads) silu_mul_kernel(const __grid_constant__ SiluMulParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
   uint4 gv[kUnroll], uv[kUnroll];
   int64_t row[kUnroll];
@@ -78,8 +81,7 @@ Status launch_silu_mul(const SiluMulArgs& a, CUstream_st* stream) {
   if (p.total_vecs == 0) return ok_status();
   const int64_t blocks = (p.total_vecs + kThreads * kUnroll - 1) / (kThreads * kUnroll);
   if (blocks > 0x7fffffff) return out_of_range("silu_mul_cuda: tensor too large");
-  silu_mul_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
-  KILN_CUDA_CHECK_LAUNCH();
+  KILN_CUDA_CHECK(cuda::launch_pdl(silu_mul_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, p));
   return ok_status();
 }
 

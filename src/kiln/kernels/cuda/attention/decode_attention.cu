@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "kiln/kernels/cuda/attention/decode_merge.cuh"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -38,6 +39,8 @@ struct DecodeConfig {
 template <int kHeadDim>
 __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
     decode_attention_kernel(const __grid_constant__ PagedAttentionParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   using C = DecodeConfig<kHeadDim>;
   constexpr int kChunks = kHeadDim / 8;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -157,9 +160,8 @@ Status launch_decode(const PagedAttentionParams& p, CUstream_st* stream) {
                                                        cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return internal_error(std::string("decode_attention: ") + cudaGetErrorString(attr));
   if (p.batch == 0) return ok_status();
-  decode_attention_kernel<kHeadDim>
-      <<<dim3(p.num_kv_heads, p.batch, p.num_splits), C::kThreads, C::kSmemBytes, stream>>>(p);
-  const cudaError_t err = cudaGetLastError();
+  const cudaError_t err = cuda::launch_pdl(decode_attention_kernel<kHeadDim>, dim3(p.num_kv_heads, p.batch, p.num_splits),
+                                           dim3(C::kThreads), C::kSmemBytes, stream, p);
   if (err != cudaSuccess) return internal_error(std::string("decode_attention launch: ") + cudaGetErrorString(err));
   return ok_status();
 }

@@ -26,6 +26,7 @@
 #include <string>
 
 #include "kiln/kernels/cuda/attention/decode_merge.cuh"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -204,6 +205,8 @@ __device__ __forceinline__ void p_transposed(const float (&p)[4], uint32_t& b0, 
 template <int kHeadDim, int kHeadTiles, Fp8Unpack kUnpack, int kMinBlocks>
 __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
     decode_attention_fp8_kernel(const __grid_constant__ PagedAttentionParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   using C = Fp8DecodeConfig<kHeadDim, kUnpack, kMinBlocks>;
   constexpr int kMTiles = kHeadDim / 16;  // d-row tiles of O^T
   extern __shared__ __align__(128) uint8_t smem[];
@@ -359,8 +362,8 @@ Status launch(const PagedAttentionParams& p, CUstream_st* stream) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return internal_error(std::string("decode_attention_fp8: ") + cudaGetErrorString(attr));
   if (p.batch == 0) return ok_status();
-  kernel<<<dim3(p.num_kv_heads, p.batch, p.num_splits), decode::kThreads, C::kSmemBytes, stream>>>(p);
-  const cudaError_t err = cudaGetLastError();
+  const cudaError_t err = cuda::launch_pdl(kernel, dim3(p.num_kv_heads, p.batch, p.num_splits), dim3(decode::kThreads),
+                                           C::kSmemBytes, stream, p);
   if (err != cudaSuccess) return internal_error(std::string("decode_attention_fp8 launch: ") + cudaGetErrorString(err));
   return ok_status();
 }

@@ -13,6 +13,7 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/kernel_args.h"
 #include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln {
 namespace {
@@ -106,6 +107,8 @@ struct UnpermuteParams {
 };
 
 __global__ void __launch_bounds__(kRowThreads) moe_unpermute_kernel(const __grid_constant__ UnpermuteParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   const int64_t t = blockIdx.x;
   for (int c = threadIdx.x; c < p.vecs_per_row; c += kRowThreads) {
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -186,7 +189,7 @@ Status launch_unpermute(const MoeUnpermuteArgs& a, CUstream_st* stream) {
   p.out_stride = out.stride;
   p.k = static_cast<int>(k);
   p.vecs_per_row = static_cast<int>(y.cols / 8);
-  moe_unpermute_kernel<<<static_cast<unsigned>(n), kRowThreads, 0, stream>>>(p);
+  KILN_CUDA_CHECK(cuda::launch_pdl(moe_unpermute_kernel, dim3(static_cast<unsigned>(n)), dim3(kRowThreads), 0, stream, p));
   KILN_CUDA_CHECK_LAUNCH();
   return ok_status();
 }

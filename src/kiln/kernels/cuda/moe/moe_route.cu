@@ -8,6 +8,7 @@
 #include "kiln/kernels/cuda/common/kernel_args.h"
 #include "kiln/kernels/cuda/common/reduce.cuh"
 #include "kiln/kernels/moe.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln {
 namespace {
@@ -31,6 +32,8 @@ __device__ __forceinline__ void keep_better(float& v, int& id, float ov, int oid
 }
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __grid_constant__ MoeRouteParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   const int lane = threadIdx.x & 31;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (t >= p.n) return;
@@ -102,7 +105,7 @@ Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
   p.renormalize = a.renormalize;
   const int64_t blocks = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) return out_of_range("moe_route_cuda: too many tokens");
-  moe_route_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(p);
+  KILN_CUDA_CHECK(cuda::launch_pdl(moe_route_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, p));
   KILN_CUDA_CHECK_LAUNCH();
   return ok_status();
 }

@@ -10,6 +10,7 @@
 #include "kiln/kernels/cuda/common/kernel_args.h"
 #include "kiln/kernels/cuda/common/reduce.cuh"
 #include "kiln/kernels/rmsnorm.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln {
 namespace {
@@ -31,6 +32,8 @@ constexpr int kMaxThreads = 1024;
 
 template <bool kResidual>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   const int64_t row = blockIdx.x;
   const bf16* x = p.x + row * p.x_stride;
   bf16* res = kResidual ? p.residual + row * p.res_stride : nullptr;
@@ -112,8 +115,7 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   p.eps = a.eps;
   // Just enough threads (whole warps) that each holds <= kVecsPerThread vectors.
   const int threads = static_cast<int>((num_vecs + kVecsPerThread * 32 - 1) / (kVecsPerThread * 32) * 32);
-  rmsnorm_kernel<kResidual><<<static_cast<unsigned>(x.rows), threads, 0, stream>>>(p);
-  KILN_CUDA_CHECK_LAUNCH();
+  KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<kResidual>, dim3(static_cast<unsigned>(x.rows)), dim3(threads), 0, stream, p));
   return ok_status();
 }
 

@@ -13,6 +13,7 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/kernel_args.h"
 #include "kiln/kernels/rope.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln {
 namespace {
@@ -23,6 +24,7 @@ constexpr int kMaxHalf = 256;  // head_dim <= 512
 
 struct RopeParams {
   bf16* __restrict__ q;        // [n, hq, d], token stride q_stride
+  bf16* __restrict__ q_out;    // [n, hq, d] contiguous, or null: q rotated in place
   bf16* __restrict__ k;        // [n, hkv, d], token stride k_stride
   const bf16* __restrict__ v;  // [n, hkv, d], token stride v_stride
   const int32_t* positions;    // [n]
@@ -72,6 +74,8 @@ __device__ __forceinline__ uint2 quantize_fp8x8(const float (&x)[8], float scale
 // kFp8: the caches are fp8 e4m3 (quantized here), else bf16 (copies of the rounded k and v).
 template <bool kFp8>
 __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_constant__ RopeParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
   const int half = p.head_dim / 2, chunks = half / 8;
@@ -98,6 +102,7 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
     float x1[8], x2[8];
     cuda::load_bf16x8(x + c * 8, x1);
     cuda::load_bf16x8(x + half + c * 8, x2);
+    if (!is_k && p.q_out) x = p.q_out + (t * p.hq + h) * p.head_dim;
     if constexpr (kFp8) {
       rotate_pair_fma(x1, x2, cos_s + c * 8, sin_s + c * 8);
     } else {
@@ -156,6 +161,11 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   KILN_RETURN_IF_ERROR(check_heads(a.q, n, d, "q"));
   KILN_RETURN_IF_ERROR(check_heads(a.k, n, d, "k"));
   KILN_RETURN_IF_ERROR(check_heads(a.v, n, d, "v"));
+  if (!a.q_out.empty()) {
+    KILN_RETURN_IF_ERROR(check_heads(a.q_out, n, d, "q_out"));
+    if (a.q_out.shape != a.q.shape || !a.q_out.is_contiguous())
+      return invalid_argument("rope_kv_write_cuda: q_out must be " + a.q.shape_string() + ", contiguous");
+  }
   if (a.v.shape[1] != hkv) return invalid_argument("rope_kv_write_cuda: k and v differ in heads");
   if (d % 16 != 0 || d / 2 > kMaxHalf)
     return unimplemented("rope_kv_write_cuda: head_dim " + std::to_string(d) + " (supported: multiples of 16 up to 512)");
@@ -179,6 +189,7 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   if (n > 0x7fffffff) return out_of_range("rope_kv_write_cuda: too many tokens");
   RopeParams p{};
   p.q = static_cast<bf16*>(a.q.data);
+  p.q_out = a.q_out.empty() ? nullptr : static_cast<bf16*>(a.q_out.data);
   p.k = static_cast<bf16*>(a.k.data);
   p.v = static_cast<const bf16*>(a.v.data);
   p.positions = static_cast<const int32_t*>(a.positions.data);
@@ -191,8 +202,7 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   p.q_stride = a.q.strides[0]; p.k_stride = a.k.strides[0]; p.v_stride = a.v.strides[0];
   p.num_slots = num_slots;
   p.hq = static_cast<int>(hq); p.hkv = static_cast<int>(hkv); p.head_dim = static_cast<int>(d);
-  rope_kv_write_kernel<kFp8><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(p);
-  KILN_CUDA_CHECK_LAUNCH();
+  KILN_CUDA_CHECK(cuda::launch_pdl(rope_kv_write_kernel<kFp8>, dim3(static_cast<unsigned>(n)), dim3(kThreads), 0, stream, p));
   return ok_status();
 }
 
