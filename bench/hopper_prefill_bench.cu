@@ -110,42 +110,35 @@ int main(int argc, char** argv) {
         const double flops = 4.0 * static_cast<double>(batch) * len * len * d * kHq;
         const bool fp8 = cache == DType::kFp8E4M3;
         const double ceiling = fp8 ? fp8_tflops : c.bf16_tflops;
+        const char* kernel = fp8 ? "hopper_prefill_fp8" : "hopper_prefill_bf16";
+        auto time_options = [&](const HopperPrefillOptions& o) {
+          return bench::median_ms(
+              [&](int) { bench::check(prefill_attention_hopper_cuda(a, o, nullptr), "hopper"); }, nullptr, 3, 7, 2);
+        };
         for (bool causal : {true, false}) {
-          const double ms = bench::median_ms(
-              [&](int) { bench::check(prefill_attention_hopper_cuda(a, HopperPrefillOptions{causal}, nullptr), "hopper"); },
-              nullptr, 3, 7, 2);
+          const double ms = time_options(HopperPrefillOptions{causal});
           const double tflops = (causal ? flops / 2 : flops) / ms / 1e9;
-          bench::report(fp8 ? "hopper_prefill_fp8" : "hopper_prefill_bf16", base + (causal ? " causal" : " full"), ms,
-                        tflops, ceiling, "TFLOP/s");
-          if (len >= 8192 && causal) {  // A/B: every head at once (no kv-head chunks for L2)
-            HopperPrefillOptions all_heads{causal};
-            all_heads.kv_heads_per_chunk = static_cast<int>(kHkv);
-            const double ms_all = bench::median_ms(
-                [&](int) { bench::check(prefill_attention_hopper_cuda(a, all_heads, nullptr), "hopper"); }, nullptr,
-                3, 7, 2);
-            bench::report(fp8 ? "hopper_prefill_fp8_nochunk" : "hopper_prefill_bf16_nochunk", base + " causal",
-                          ms_all, flops / 2 / ms_all / 1e9, ceiling, "TFLOP/s");
+          bench::report(kernel, base + (causal ? " causal" : " full"), ms, tflops, ceiling, "TFLOP/s");
+        }
+        if (len == 8192) {  // A/B rows: every compiled tuning (causal), no ping-pong, no kv-head chunks
+          const HopperPrefillVariant* variant = nullptr;
+          for (const HopperPrefillVariant& v : hopper_prefill_variants())
+            if (v.cache_dtype == cache && v.head_dim == d) variant = &v;
+          for (int t = 1; variant && t < static_cast<int>(variant->tunings.size()); ++t) {
+            HopperPrefillOptions o{true};
+            o.tuning = t;
+            const double ms_t = time_options(o);
+            bench::report((std::string(kernel) + "[" + variant->tunings[static_cast<size_t>(t)].name + "]").c_str(),
+                          base + " causal", ms_t, flops / 2 / ms_t / 1e9, ceiling, "TFLOP/s");
           }
-          if (len == 8192) {  // A/B: the softmax during this warpgroup's PV product (intra-warpgroup overlap)
-            HopperPrefillOptions overlap{causal};
-            overlap.overlap_softmax = true;
-            const double ms_s = bench::median_ms(
-                [&](int) { bench::check(prefill_attention_hopper_cuda(a, overlap, nullptr), "hopper"); }, nullptr, 3, 7,
-                2);
-            bench::report(fp8 ? "hopper_prefill_fp8_overlap" : "hopper_prefill_bf16_overlap",
-                          base + (causal ? " causal" : " full"), ms_s, (causal ? flops / 2 : flops) / ms_s / 1e9,
-                          ceiling, "TFLOP/s");
-          }
-          if (len == 8192) {  // A/B: without the ping-pong of the consumer warpgroups
-            const double ms_np = bench::median_ms(
-                [&](int) {
-                  bench::check(prefill_attention_hopper_cuda(a, HopperPrefillOptions{causal, false}, nullptr), "hopper");
-                },
-                nullptr, 3, 7, 2);
-            bench::report(fp8 ? "hopper_prefill_fp8_nopingpong" : "hopper_prefill_bf16_nopingpong",
-                          base + (causal ? " causal" : " full"), ms_np, (causal ? flops / 2 : flops) / ms_np / 1e9,
-                          ceiling, "TFLOP/s");
-          }
+          const double ms_np = time_options(HopperPrefillOptions{true, false});
+          bench::report((std::string(kernel) + "_nopingpong").c_str(), base + " causal", ms_np, flops / 2 / ms_np / 1e9,
+                        ceiling, "TFLOP/s");
+          HopperPrefillOptions all_heads{true};
+          all_heads.kv_heads_per_chunk = static_cast<int>(kHkv);
+          const double ms_all = time_options(all_heads);
+          bench::report((std::string(kernel) + "_nochunk").c_str(), base + " causal", ms_all, flops / 2 / ms_all / 1e9,
+                        ceiling, "TFLOP/s");
         }
         if (!fp8) {
           const double ms = bench::median_ms(

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <numeric>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "kiln/core/dtype.h"
 #include "kiln/kernels/attention.h"
@@ -150,8 +152,8 @@ HostTensor reference(const Problem& p, bool causal) {
 }
 
 // max |gpu - cpu| / max |cpu| after one run of `variant` (infinity when an output is not finite).
-double relative_error(Problem& p, const HopperPrefillVariant& variant, HopperPrefillOptions options) {
-  const bool causal = options.causal;
+double relative_error(Problem& p, const HopperPrefillVariant& variant, HopperPrefillOptions options,
+                      const HostTensor& ref) {
   EXPECT_TRUE(fill_bytes(p.dout.tensor, 0xff).ok());
   const Status st = variant.run(device_args(p), options, nullptr);
   EXPECT_TRUE(st.ok()) << st.to_string();
@@ -159,7 +161,6 @@ double relative_error(Problem& p, const HopperPrefillVariant& variant, HopperPre
   Result<HostTensor> got = to_host(p.dout.tensor, DType::kF32);
   EXPECT_TRUE(got.ok());
   if (!st.ok() || !got.ok()) return INFINITY;
-  const HostTensor ref = reference(p, causal);
   const float* g = got->tensor.ptr<float>();
   const float* r = ref.tensor.ptr<float>();
   double max_ref = 0, max_diff = 0;
@@ -189,28 +190,45 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
   };
   std::mt19937 rng(7);
   for (const HopperPrefillVariant& v : hopper_prefill_variants()) {
-    // fp8: P goes through e4m3 (3 mantissa bits) and Q is quantized per row; on these random inputs
-    // the max-error measure reaches ~4e-2 causal and ~6e-2 on long non-causal rows (H100, measured).
-    const double tol = v.cache_dtype == DType::kFp8E4M3 ? 8e-2 : 1e-2;
+    // fp8: P goes through e4m3 (3 mantissa bits) and Q is quantized per row: the shipped tuning
+    // splits Q into two e4m3 parts (measured max error 2.2e-2 on the H100, held to 5e-2); the
+    // single-part tunings reach 5.8e-2 (held to 8e-2).
+    const bool fp8 = v.cache_dtype == DType::kFp8E4M3;
+    const double tol = fp8 ? 8e-2 : 1e-2, tol_shipped = fp8 ? 5e-2 : 1e-2;
     double worst = 0;
     for (const Shape& s : shapes) {
       Result<Problem> p = make_problem(s, v.head_dim, v.cache_dtype, rng);
       ASSERT_TRUE(p.ok()) << p.status().to_string();
-      for (const HopperPrefillOptions o : {HopperPrefillOptions{true, true}, HopperPrefillOptions{false, true},
-                                           HopperPrefillOptions{true, false}, HopperPrefillOptions{true, true, 1, true}}) {
-        const double err = relative_error(*p, v, o);
-        const std::string what = describe(s, v.head_dim, v.cache_dtype, o.causal) +
+      const HostTensor ref_causal = reference(*p, true), ref_full = reference(*p, false);
+      // Every tuning causal and not; the shipped one also without ping-pong and in kv-head chunks of 1.
+      std::vector<HopperPrefillOptions> runs;
+      for (int t = 0; t < static_cast<int>(v.tunings.size()); ++t) {
+        runs.push_back({true, true, 0, t});
+        runs.push_back({false, true, 0, t});
+      }
+      runs.push_back({true, false, 0, 0});
+      runs.push_back({true, true, 1, 0});
+      for (const HopperPrefillOptions& o : runs) {
+        const double err = relative_error(*p, v, o, o.causal ? ref_causal : ref_full);
+        const std::string what = describe(s, v.head_dim, v.cache_dtype, o.causal) + " [" +
+                                 v.tunings[static_cast<size_t>(o.tuning)].name + "]" +
                                  (o.pingpong ? "" : " (no ping-pong)") +
-                                 (o.kv_heads_per_chunk > 0 ? " (kv-head chunks of 1)" : "") +
-                                 (o.overlap_softmax ? " (softmax overlapping PV)" : "");
+                                 (o.kv_heads_per_chunk > 0 ? " (kv-head chunks of 1)" : "");
         std::printf("[hopper_prefill] %s rel err %.2e\n", what.c_str(), err);
-        EXPECT_LT(err, tol) << what;
+        EXPECT_LT(err, o.tuning == 0 ? tol_shipped : tol) << what;
         worst = std::max(worst, err);
       }
     }
     std::printf("[hopper_prefill] %s d=%d worst rel err %.2e (tolerance %.0e)\n", dtype_name(v.cache_dtype).data(),
                 v.head_dim, worst, tol);
   }
+  // Out-of-range tuning: an error, not a launch.
+  std::mt19937 rng2(3);
+  Result<Problem> p = make_problem({{{20, 20}}, 4, 2, 16}, 128, DType::kBF16, rng2);
+  ASSERT_TRUE(p.ok());
+  HopperPrefillOptions bad;
+  bad.tuning = 1000;
+  EXPECT_EQ(prefill_attention_hopper_cuda(device_args(*p), bad, nullptr).code(), StatusCode::kInvalidArgument);
 }
 
 TEST(HopperPrefillCuda, EntryPointIsCausalAndRefusesWhatItCannotRun) {

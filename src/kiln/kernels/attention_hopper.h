@@ -4,7 +4,8 @@
 // paged_attention_cuda's prefill (attention.h: varlen batch, GQA/MQA, a prompt extending a cached
 // prefix, sliding window), plus a non-causal mode. Variants (cache dtype x head_dim): bf16 x {64,
 // 128} and fp8 e4m3 x {64, 128}; q and out are bf16 either way (the fp8 variant quantizes each Q
-// row to e4m3 with its own scale in the kernel; K = fp8 * k_scale, V = fp8 * v_scale).
+// row to e4m3 with its own scale in the kernel, as hi + lo parts by default; K = fp8 * k_scale,
+// V = fp8 * v_scale).
 #pragma once
 #include <span>
 
@@ -20,16 +21,24 @@ struct HopperPrefillOptions {
   // KV heads whose CTAs are scheduled together (all their row blocks before the next chunk), for L2
   // reuse on long sequences; 0: as many as keep ~24 MB of one sequence's K/V, all of them when short.
   int kv_heads_per_chunk = 0;
-  // Softmax of tile j while this warpgroup's PV product of tile j - 1 runs (else after it). Measured
-  // even on the H100 with the ping-pong on (8K causal d128, bf16 and fp8), so off; kept for A/B runs.
-  bool overlap_softmax = false;
+  // Compiled tuning of the variant: 0 = the shipped one, i = variant.tunings[i] (A/B runs: stages,
+  // persistent grid, polynomial exponentials, softmax overlapping PV). Out of range: an error.
+  int tuning = 0;
+};
+
+using HopperPrefillRun = Status (*)(const PagedAttentionArgs& args, const HopperPrefillOptions& options,
+                                    CUstream_st* stream);
+struct HopperPrefillTuning {
+  const char* name;  // e.g. "persistent k3v2" (see hopper_prefill.cu's table)
+  HopperPrefillRun run;
 };
 
 // One compiled variant; the tests iterate over the same table that dispatch looks up.
 struct HopperPrefillVariant {
   DType cache_dtype;  // kBF16 or kFp8E4M3
   int head_dim;
-  Status (*run)(const PagedAttentionArgs& args, const HopperPrefillOptions& options, CUstream_st* stream);
+  HopperPrefillRun run;                          // runs tunings[options.tuning]
+  std::span<const HopperPrefillTuning> tunings;  // [0]: the shipped one
 };
 std::span<const HopperPrefillVariant> hopper_prefill_variants();
 

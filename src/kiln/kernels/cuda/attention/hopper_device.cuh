@@ -4,6 +4,7 @@
 // atom of 8 rows (the layout TMA writes with CU_TENSOR_MAP_SWIZZLE_128B / _64B and wgmma reads).
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
 #include <cstdint>
@@ -124,6 +125,17 @@ __device__ __forceinline__ float exp2_approx(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
 }
+// 2^x on the FMA pipe (FlashAttention-4 style, to offload MUFU.EX2): x = n + f with n = round(x),
+// f in [-0.5, 0.5]; 2^f by a cubic fitted for relative error (< 2.1e-4, far below e4m3's 2^-4), n added to the
+// exponent bits. x is clamped at -126 (2^-126 ~ 0 for P; -inf gives that too).
+__device__ __forceinline__ float exp2_poly(float x) {
+  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: x + kRound holds round(x) in its low mantissa bits
+  x = fmaxf(x, -126.f);
+  const float r = x + kRound;
+  const float f = x - (r - kRound);
+  const float p = fmaf(fmaf(fmaf(0.05484743f, f, 0.24180799f), f, 0.69324837f), f, 0.99998864f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(r) << 23));
+}
 using attn::quad_max;  // reductions over the 4 lanes of an MMA row (attention_device.cuh)
 using attn::quad_sum;
 // Two floats as bf16x2, `lo` in the low half.
@@ -137,6 +149,16 @@ __device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d
   asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(lo) : "f"(b), "f"(a));
   asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(hi) : "f"(d), "f"(c));
   return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+}
+
+// The four e4m3 bytes of `w` (lowest first) as floats (exact).
+__device__ __forceinline__ float4 unpack_e4m3(uint32_t w) {
+  uint32_t lo, hi;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(lo) : "h"(static_cast<uint16_t>(w & 0xffff)));
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(hi) : "h"(static_cast<uint16_t>(w >> 16)));
+  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&lo));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&hi));
+  return make_float4(a.x, a.y, b.x, b.y);
 }
 
 }  // namespace kiln::cuda::hopper

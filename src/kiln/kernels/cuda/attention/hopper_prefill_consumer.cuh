@@ -25,27 +25,34 @@ __device__ __forceinline__ void mask_tile(float (&s)[kN / 2], int key0, const Ro
     }
 }
 
-// Online softmax over one tile of scores: s becomes P = 2^(c * (s - m)); the max moves lazily (only
-// when it grows by more than 2^8 in P, so P <= 256), rescale[h] = factor for O's row h (1 if
-// unmoved; 0 on a first real max). A row with no unmasked key yet keeps m = -inf and gets P = 0.
-template <int kN>
-__device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, float (&rescale)[2]) {
-  constexpr float kLazyLog2 = 8.f;
+// Online softmax over one tile of scores: s becomes P = 2^(c * (s - m) + kBias); the max moves
+// lazily (only when it grows by more than kLazy in log2 units, so P <= 2^(kLazy + kBias)),
+// rescale[h] = factor for O's row h (1 if unmoved; 0 on a first real max). A row with no unmasked
+// key yet keeps m = -inf and gets P = 0. 1 in kPolyExp column groups (0: none) take exp2_poly.
+template <int kN, int kPolyExp>
+__device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, float (&rescale)[2], float kBias,
+                                             float kLazy) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float mx = st.m[h];
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
     mx = quad_max(mx);
-    const bool move = (mx - st.m[h]) * st.c[h] > kLazyLog2;  // false while both are -inf (NaN)
+    const bool move = (mx - st.m[h]) * st.c[h] > kLazy;  // false while both are -inf (NaN)
     rescale[h] = move ? exp2_approx((st.m[h] - mx) * st.c[h]) : 1.f;
     st.m[h] = move ? mx : st.m[h];
-    const float base = st.m[h] == -INFINITY ? 0.f : st.m[h] * st.c[h];
+    const float base = (st.m[h] == -INFINITY ? 0.f : st.m[h] * st.c[h]) - kBias;
     float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {
-      s[4 * j + 2 * h] = exp2_approx(fmaf(s[4 * j + 2 * h], st.c[h], -base));
-      s[4 * j + 2 * h + 1] = exp2_approx(fmaf(s[4 * j + 2 * h + 1], st.c[h], -base));
+      const float x0 = fmaf(s[4 * j + 2 * h], st.c[h], -base), x1 = fmaf(s[4 * j + 2 * h + 1], st.c[h], -base);
+      if (kPolyExp > 0 && j % (kPolyExp > 0 ? kPolyExp : 1) == kPolyExp - 1) {
+        s[4 * j + 2 * h] = exp2_poly(x0);
+        s[4 * j + 2 * h + 1] = exp2_poly(x1);
+      } else {
+        s[4 * j + 2 * h] = exp2_approx(x0);
+        s[4 * j + 2 * h + 1] = exp2_approx(x1);
+      }
       sum0 += s[4 * j + 2 * h];
       sum1 += s[4 * j + 2 * h + 1];
     }
@@ -90,30 +97,32 @@ __device__ __forceinline__ void pack_p(const float (&s)[kN / 2], uint32_t (&pa)[
   }
 }
 
-// S[64 x kBlockN] = Q_wg K^T, issued (not waited).
-template <bool kFp8, int kHeadDim>
+// S[64 x kBlockN] = Q_wg K^T (split Q: + Q_lo K^T), issued (not waited).
+template <class C>
 __device__ __forceinline__ void issue_qk(float (&s)[64], uint32_t q_wg, uint32_t k_tile) {
-  using C = HopperConfig<kFp8, kHeadDim>;
+  constexpr bool kFp8 = C::kElemBytes == 1;
+  constexpr int kHeadDim = C::kPanels * C::kPanelElems;
+  constexpr int kKSteps = kHeadDim / C::kKStep;
   static_assert(C::kBlockN == 128);
 #pragma unroll
-  for (int kk = 0; kk < kHeadDim / C::kKStep; ++kk) {
-    const int panel = kk / C::kStepsPerPanel, col = (kk % C::kStepsPerPanel) * 32;
-    const uint64_t a = smem_desc<C::kRowBytes>(q_wg + panel * C::kBlockM * C::kRowBytes + col, 16, 8 * C::kRowBytes);
+  for (int k = 0; k < kKSteps * (C::kSplitQ ? 2 : 1); ++k) {
+    const int kk = k % kKSteps, panel = kk / C::kStepsPerPanel, col = (kk % C::kStepsPerPanel) * 32;
+    const uint32_t q = q_wg + (k / kKSteps) * C::kQTileBytes;
+    const uint64_t a = smem_desc<C::kRowBytes>(q + panel * C::kBlockM * C::kRowBytes + col, 16, 8 * C::kRowBytes);
     const uint64_t b = smem_desc<C::kRowBytes>(k_tile + panel * C::kBlockN * C::kRowBytes + col, 16, 8 * C::kRowBytes);
     if constexpr (kFp8)
-      wgmma_ss_e4m3_n128(s, a, b, kk > 0);
+      wgmma_ss_e4m3_n128(s, a, b, k > 0);
     else
-      wgmma_ss_bf16_n128(s, a, b, kk > 0);
+      wgmma_ss_bf16_n128(s, a, b, k > 0);
   }
 }
 
 // O[64 x kHeadDim] += P V, issued (not waited). bf16: V [kBlockN keys, kHeadDim] in 64-column panels
 // (MN-major B: 8-key groups 1024 B apart, panels kBlockN * 128 B apart). fp8: Vt [kHeadDim,
 // kBlockN keys] K-major.
-template <bool kFp8, int kHeadDim>
+template <class C, bool kFp8 = C::kElemBytes == 1, int kHeadDim = C::kPanels * C::kPanelElems>
 __device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_t (&pa)[kFp8 ? 4 : 8][4],
                                          uint32_t v_tile) {
-  using C = HopperConfig<kFp8, kHeadDim>;
 #pragma unroll
   for (int kk = 0; kk < C::kBlockN / C::kKStep; ++kk) {
     if constexpr (kFp8) {
@@ -134,10 +143,9 @@ __device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_
 
 // fp8: the warpgroup's 64 Q rows from bf16 global memory to e4m3 in the swizzled Q tile, each row
 // with its own scale (amax / 448) written to `scales`. Rows past the sequence become 0.
-template <int kHeadDim>
+template <class C, int kHeadDim>
 __device__ __forceinline__ void quantize_q(const HopperPrefillParams& p, const Work& w, int wg, uint32_t q_tile,
                                            float* scales, int wtid) {
-  using C = HopperConfig<true, kHeadDim>;
   const int r = wtid / 2, half = wtid % 2, row = 64 * wg + r, token = w.row0 + row;
   constexpr int kVec = kHeadDim / 16;  // 16-byte loads (8 bf16) per thread
   uint4 x[kVec];
@@ -163,25 +171,33 @@ __device__ __forceinline__ void quantize_q(const HopperPrefillParams& p, const W
   if (half == 0) scales[row] = scale;
 #pragma unroll
   for (int c = 0; c < kVec / 2; ++c) {  // 16 fp8 per chunk = 2 loads
-    uint32_t words[4];
+    uint32_t words[4], lo[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&x[2 * c + k / 2]) + 2 * (k % 2);
       const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
       words[k] = pack_e4m3(a.x * inv, a.y * inv, b.x * inv, b.y * inv);
+      if constexpr (C::kSplitQ) {
+        const float4 r = unpack_e4m3(words[k]);
+        lo[k] = pack_e4m3(a.x * inv - r.x, a.y * inv - r.y, b.x * inv - r.z, b.y * inv - r.w);
+      }
     }
     const int chunk = half * (kVec / 2) + c;
     asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(q_tile + swizzled<C::kRowBytes>(row, chunk)),
                  "r"(words[0]), "r"(words[1]), "r"(words[2]), "r"(words[3]));
+    if constexpr (C::kSplitQ)
+      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(q_tile + C::kQTileBytes +
+                                                                       swizzled<C::kRowBytes>(row, chunk)),
+                   "r"(lo[0]), "r"(lo[1]), "r"(lo[2]), "r"(lo[3]));
   }
 }
 
-// kOverlap: the softmax of tile j runs while this warpgroup's PV product of tile j - 1 is in flight
-// (off: ptxas hoists the wait for that product above the softmax; HopperPrefillOptions::overlap_softmax).
-template <bool kFp8, int kHeadDim, bool kOverlap>
+// One work of consumer warpgroup wg (64 rows). `it` / `n_work`: as for produce().
+template <bool kFp8, int kHeadDim, class T>
 __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work& w, uint8_t* smem_ptr, uint32_t smem,
-                                        Bars bars, int wg, int wtid) {
-  using C = HopperConfig<kFp8, kHeadDim>;
+                                        Bars<T::kKStages, T::kVStages> bars, int wg, int wtid, int it, int n_work) {
+  using C = HopperConfig<kFp8, kHeadDim, T>;
+  constexpr int KS = C::kKStages, VS = C::kVStages;
   constexpr int kSteps = C::kBlockN / C::kKStep;
   const int warp = wtid / 32, lane = wtid % 32, g = lane / 4, t = lane % 4;
   const int bar_id = 1 + wg;  // named barrier of this warpgroup
@@ -199,14 +215,19 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   }
   const uint32_t q_wg = smem + C::kQ + 64 * wg * C::kRowBytes;
   if constexpr (kFp8) {
-    quantize_q<kHeadDim>(p, w, wg, smem + C::kQ, scales, wtid);
+    // This warpgroup's wgmma reads of the previous work's Q rows are complete (waited); its own rows.
+    quantize_q<C, kHeadDim>(p, w, wg, smem + C::kQ, scales, wtid);
     fence_async_smem();
     named_sync(bar_id, 128);
 #pragma unroll
     for (int h = 0; h < 2; ++h) st.c[h] *= scales[64 * wg + 16 * warp + g + 8 * h];
   } else {
-    mbar_wait(bars.q(), 0);
+    mbar_wait(bars.q(), n_work & 1);
+    if (w.n_tiles == 0 && lane == 0) mbar_arrive(bars.q_empty());
   }
+  auto release_q = [&](int j) {  // after the QK product of tile j has completed
+    if (!kFp8 && j == w.n_tiles - 1 && lane == 0) mbar_arrive(bars.q_empty());
+  };
 
   float o[kHeadDim / 2];
 #pragma unroll
@@ -239,7 +260,8 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   };
   // Ping-pong (FlashAttention-3): warpgroup wg issues its GEMMs after the other one has issued its
   // own, so one warpgroup's softmax runs while the other's GEMMs hold the tensor cores. Warpgroup 1
-  // lets warpgroup 0 go first and skips its very last hand-over, so every bar.sync is matched.
+  // lets warpgroup 0 go first and skips its very last hand-over, so every bar.sync is matched
+  // within each work (both warpgroups run the same works, so this holds across works too).
   const bool pingpong = p.pingpong && w.n_tiles > 0;
   auto turn_wait = [&] {
     if (pingpong) named_sync(4 + wg, 256);
@@ -251,43 +273,47 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   auto v_tile_of = [&](int s_) { return smem + (kFp8 ? C::kVt + s_ * C::kVtBytes : C::kV + s_ * C::kTileBytes); };
 
   if (w.n_tiles > 0) {
-    mbar_wait(bars.full_k(0), 0);
+    const int sk = stage_of<KS>(it);
+    mbar_wait(bars.full_k(sk), phase_of<KS>(it));
     turn_wait();
     wgmma_fence();
-    issue_qk<kFp8, kHeadDim>(s, q_wg, smem + C::kK);
+    issue_qk<C>(s, q_wg, smem + C::kK + sk * C::kTileBytes);
     wgmma_commit();
     turn_pass(false);
     wgmma_wait<0>();
     pin(s);
-    if (lane == 0) mbar_arrive(bars.empty_k(0));
+    if (lane == 0) mbar_arrive(bars.empty_k(sk));
+    release_q(0);
     if (needs_mask(w.tile0)) mask_tile<C::kBlockN>(s, w.tile0, st, window, t);
-    softmax_tile<C::kBlockN>(s, st, rescale);
+    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0>(s, st, rescale, C::kPBias, C::kLazyLog2);
     pack_p<kFp8, C::kBlockN>(s, pa);
   }
   for (int j = 1; j < w.n_tiles; ++j) {
-    const int sk = j % C::kStages, sv = (j - 1) % C::kStages;
+    const int ck = it + j, cv = it + j - 1;
+    const int sk = stage_of<KS>(ck), sv = stage_of<VS>(cv);
     const int key0 = w.tile0 + j * C::kBlockN;
-    mbar_wait(bars.full_k(sk), (j / C::kStages) & 1);
+    mbar_wait(bars.full_k(sk), phase_of<KS>(ck));
     turn_wait();
     wgmma_fence();
-    issue_qk<kFp8, kHeadDim>(s, q_wg, smem + C::kK + sk * C::kTileBytes);
+    issue_qk<C>(s, q_wg, smem + C::kK + sk * C::kTileBytes);
     wgmma_commit();
-    mbar_wait(bars.full_v(sv), ((j - 1) / C::kStages) & 1);
+    mbar_wait(bars.full_v(sv), phase_of<VS>(cv));
     zero_v_tail(v_tile_of(sv), key0 - C::kBlockN);
-    issue_pv<kFp8, kHeadDim>(o, pa, v_tile_of(sv));
+    issue_pv<C>(o, pa, v_tile_of(sv));
     wgmma_commit();
     turn_pass(false);
     wgmma_wait<1>();
     pin(s);
     if (lane == 0) mbar_arrive(bars.empty_k(sk));
+    release_q(j);
     if (needs_mask(key0)) mask_tile<C::kBlockN>(s, key0, st, window, t);
-    softmax_tile<C::kBlockN>(s, st, rescale);
+    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0>(s, st, rescale, C::kPBias, C::kLazyLog2);
     pin(s);
     // ptxas hoists a wgmma wait above all the work it does not depend on, which would serialize the
     // softmax behind this warpgroup's PV product (seen in the SASS); it keeps the wait below an
     // mbarrier arrive, so one that depends on the row sums (l >= 0: the condition always holds) on
     // a barrier nobody waits for anchors the wait after the softmax.
-    if (kOverlap && lane == 0 && !(st.l[0] + st.l[1] < 0.f)) mbar_arrive(bars.anchor());
+    if (T::kOverlap && lane == 0 && !(st.l[0] + st.l[1] < 0.f)) mbar_arrive(bars.anchor());
     wgmma_wait<0>();
     pin(o);
     pin(pa);
@@ -296,12 +322,12 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     pack_p<kFp8, C::kBlockN>(s, pa);
   }
   if (w.n_tiles > 0) {
-    const int j = w.n_tiles - 1, sv = j % C::kStages;
-    mbar_wait(bars.full_v(sv), (j / C::kStages) & 1);
-    zero_v_tail(v_tile_of(sv), w.tile0 + j * C::kBlockN);
+    const int cv = it + w.n_tiles - 1, sv = stage_of<VS>(cv);
+    mbar_wait(bars.full_v(sv), phase_of<VS>(cv));
+    zero_v_tail(v_tile_of(sv), w.tile0 + (w.n_tiles - 1) * C::kBlockN);
     turn_wait();
     wgmma_fence();
-    issue_pv<kFp8, kHeadDim>(o, pa, v_tile_of(sv));
+    issue_pv<C>(o, pa, v_tile_of(sv));
     wgmma_commit();
     turn_pass(true);
     wgmma_wait<0>();
@@ -311,6 +337,8 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
 
   // Epilogue: O / l (times v_scale) as bf16 into this warpgroup's rows of the swizzled O tile
   // (64-column panels of 128-byte rows), then 16-byte coalesced stores of the rows in the sequence.
+  // Persistent: the warpgroup's reads of its rows for the previous work come first.
+  if constexpr (T::kPersistent) named_sync(bar_id, 128);
   const uint32_t o_tile = smem + C::kO;
   float inv[2];
 #pragma unroll
@@ -342,28 +370,36 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   }
 }
 
-// [num_q_heads, row-block bound] CTAs of 384 threads (producer warpgroup + 2 consumer warpgroups).
-template <bool kFp8, int kHeadDim, bool kOverlap>
+// Non-persistent: [num_q_heads, row_blocks] CTAs, one work each; persistent: [min(num_works, SMs)]
+// CTAs walking the work ids. 384 threads (producer warpgroup + 2 consumer warpgroups).
+template <bool kFp8, int kHeadDim, class T>
 __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_constant__ HopperPrefillParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = HopperConfig<kFp8, kHeadDim>;
+  using C = HopperConfig<kFp8, kHeadDim, T>;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t smem = (raw + 1023) & ~1023u;
   uint8_t* smem_ptr = smem_raw + (smem - raw);
-  Work w;
-  if (!find_work<C::kBlockM, C::kBlockN>(p, w)) return;
-  const Bars bars{smem + C::kBars};
+  const int first = T::kPersistent ? static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x);
+  const int stride = T::kPersistent ? static_cast<int>(gridDim.x) : p.num_works;
+  if constexpr (!T::kPersistent) {
+    Work w;
+    if (!find_work<C::kBlockM, C::kBlockN>(p, first, w)) return;
+  }
+  const Bars<C::kKStages, C::kVStages> bars{smem + C::kBars};
   const int tid = threadIdx.x;
   if (tid == 0) {
     mbar_init(bars.q(), 1);
-    for (int s = 0; s < C::kStages; ++s) {
+    mbar_init(bars.q_empty(), 8);
+    for (int s = 0; s < C::kKStages; ++s) {
       mbar_init(bars.full_k(s), 1);
       mbar_init(bars.empty_k(s), 8);
+    }
+    for (int s = 0; s < C::kVStages; ++s) {
       mbar_init(bars.full_v(s), 1);
       mbar_init(bars.empty_v(s), 8);
+      mbar_init(bars.full_raw(s), 1);
     }
-    for (int s = 0; s < C::kStages; ++s) mbar_init(bars.full_raw(s), 1);
     mbar_init(bars.anchor(), (1 << 20) - 1);
     mbar_init_fence();
     if constexpr (!kFp8) tma_prefetch_map(&p.q_map);
@@ -372,16 +408,30 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
   }
   __syncthreads();
   const int wg = tid / 128;
+  int it = 0, n_work = 0;
   if (wg == 0) {
 #ifndef KILN_HOPPER_NO_SETMAXNREG
     regs_dealloc<C::kProducerRegs>();
 #endif
-    produce<kFp8, kHeadDim>(p, w, smem, smem_ptr, bars, tid);
+    if (!kFp8 && tid >= 96) return;  // bf16 uses producer warps 0-2 only
+    for (int linear = first; linear < p.num_works; linear += stride) {
+      Work w;
+      if (!find_work<C::kBlockM, C::kBlockN>(p, linear, w)) continue;
+      produce<kFp8, kHeadDim, T>(p, w, smem, smem_ptr, bars, tid, it, n_work);
+      it += w.n_tiles;
+      ++n_work;
+    }
   } else {
 #ifndef KILN_HOPPER_NO_SETMAXNREG
     regs_alloc<C::kConsumerRegs>();
 #endif
-    consume<kFp8, kHeadDim, kOverlap>(p, w, smem_ptr, smem, bars, wg - 1, tid % 128);
+    for (int linear = first; linear < p.num_works; linear += stride) {
+      Work w;
+      if (!find_work<C::kBlockM, C::kBlockN>(p, linear, w)) continue;
+      consume<kFp8, kHeadDim, T>(p, w, smem_ptr, smem, bars, wg - 1, tid % 128, it, n_work);
+      it += w.n_tiles;
+      ++n_work;
+    }
   }
 #else
   __trap();  // built for another architecture: the host side refuses to launch it

@@ -1,9 +1,11 @@
-// The Hopper prefill attention kernel, one template over <kFp8 cache, kHeadDim>. A CTA owns 128
-// query tokens of one q head: warpgroup 0 produces (TMA loads of the Q tile and of K/V tiles of
-// 128 keys, 16-token boxes addressed through the block table; for fp8 it also transposes V in
-// shared memory, since fp8 wgmma wants both operands K-major), warpgroups 1 and 2 consume 64 rows
-// each: S = Q K^T (wgmma SS), masked online softmax in registers, O += P V (wgmma RS, P straight
-// from the S accumulators), the softmax of tile j overlapping the products of tile j+1 / j-1.
+// The Hopper prefill attention kernel, one template over <kFp8 cache, kHeadDim, Tune>. A CTA owns
+// 128 query tokens of one q head at a time (persistent tunings: a strided list of such works, the
+// loads of the next overlapping the last tiles and the epilogue of the current one): warpgroup 0
+// produces (TMA loads of the Q tile and of K/V tiles of 128 keys, 16-token boxes addressed through
+// the block table, K and V from separate warps; for fp8 it also transposes V in shared memory,
+// since fp8 wgmma wants both operands K-major), warpgroups 1 and 2 consume 64 rows each: S = Q K^T
+// (wgmma SS), masked online softmax in registers, O += P V (wgmma RS, P straight from the S
+// accumulators), the softmax of one warpgroup overlapping the products of the other (ping-pong).
 #pragma once
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -28,55 +30,84 @@ struct HopperPrefillParams {
   int table_stride;
   int sliding_window;  // 0 = unlimited
   int causal;
-  int pingpong;      // consumer warpgroups take turns issuing their GEMMs (named barriers 4, 5)
+  int pingpong;         // consumer warpgroups take turns issuing their GEMMs (named barriers 4, 5)
   int heads_per_chunk;  // q heads scheduled together (a multiple of group dividing num_q_heads)
-  float scale_log2;  // softmax scale * log2(e) (fp8: times k_scale)
-  float v_scale;     // 1 for bf16
+  int row_blocks;       // bound on the row blocks of all sequences (sum ceil(q_len / 128) <= it)
+  int num_works;        // num_q_heads * row_blocks: the linear work ids (some past the end, skipped)
+  float scale_log2;     // softmax scale * log2(e) (fp8: times k_scale)
+  float v_scale;        // 1 for bf16
 };
 
-template <bool kFp8, int kHeadDim>
+// One compiled tuning (the bench times them side by side; the variant table ships one).
+// kKStages / kVStages: shared-memory stages of K and of V (fp8: of Vt and the raw V tiles; equal).
+// kPersistent: grid of one CTA per SM walking works blockIdx.x, + gridDim.x, ... (else one CTA per
+// work). kPolyExp (fp8): 1 in kPolyExp column groups of exponentials by a polynomial on the FMA
+// pipe instead of MUFU.EX2 (0: none). kOverlap: the softmax of tile j while this warpgroup's PV
+// product of tile j - 1 runs (else ptxas waits for it first). kSplitQ (fp8): Q = hi + lo, both e4m3
+// (lo: the rounding residual of hi, same row scale), S = hi K^T + lo K^T in one accumulator: Q
+// carries ~7 mantissa bits instead of 3, for twice the QK wgmma work.
+template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyExp_, bool kOverlap_, bool kSplitQ_ = false>
+struct HopperTune {
+  static constexpr int kKStages = kKStages_, kVStages = kVStages_, kPolyExp = kPolyExp_;
+  static constexpr bool kPersistent = kPersistent_, kOverlap = kOverlap_, kSplitQ = kSplitQ_;
+};
+
+template <bool kFp8, int kHeadDim, class Tune>
 struct HopperConfig {
   static constexpr int kElemBytes = kFp8 ? 1 : 2;
   static constexpr int kRowBytes = kHeadDim * kElemBytes >= 128 ? 128 : 64;  // swizzle width
   static constexpr int kPanels = kHeadDim * kElemBytes / kRowBytes;           // column panels of a tile
   static constexpr int kPanelElems = kRowBytes / kElemBytes;
-  // kStages of K and V (fp8: of Vt and of the raw V tiles). 3 measured no faster than 2 on the H100
-  // (8K causal d128, bf16 and fp8), so 2. bf16 writes O over Q (each warpgroup over its own Q rows,
-  // after its last QK product), which leaves room for 3 stages of 32 KB tiles in 227 KB.
-  static constexpr int kBlockM = 128, kBlockN = 128, kStages = 2;
+  static constexpr int kBlockM = 128, kBlockN = 128;
+  static constexpr int kKStages = Tune::kKStages, kVStages = Tune::kVStages;
+  static_assert(!kFp8 || kKStages == kVStages, "fp8 loads K and raw V of a tile together");
   static constexpr int kThreads = 384;
   static constexpr int kKStep = kFp8 ? 32 : 16;  // wgmma k (elements); 32 bytes either way
   static constexpr int kStepsPerPanel = kRowBytes / 32;
-  static constexpr int kQBytes = kBlockM * kHeadDim * kElemBytes;
+  static constexpr bool kSplitQ = kFp8 && Tune::kSplitQ;
+  static constexpr int kQTileBytes = kBlockM * kHeadDim * kElemBytes;  // one Q tile (fp8 split: hi, then lo)
+  static constexpr int kQBytes = kQTileBytes * (kSplitQ ? 2 : 1);
   static constexpr int kTileBytes = kBlockN * kHeadDim * kElemBytes;  // one K or V tile
   static constexpr int kVtBytes = kFp8 ? kHeadDim * kBlockN : 0;      // transposed fp8 V tile
-  static constexpr int kRawV = kStages;                               // V tiles as loaded
-  static constexpr int kOBytes = kBlockM * kHeadDim * 2;
+  static constexpr int kOBytes = kBlockM * kHeadDim * 2;              // bf16 O staging (own buffer)
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kQBytes;
-  static constexpr int kV = kK + kStages * kTileBytes;
-  static constexpr int kVt = kV + kRawV * kTileBytes;
-  static constexpr int kO = kFp8 ? kVt + kStages * kVtBytes : kQ;
-  static constexpr int kScales = kVt + kStages * kVtBytes + (kFp8 ? kOBytes : 0);  // fp8: Q row scales, float[128]
+  static constexpr int kV = kK + kKStages * kTileBytes;
+  static constexpr int kVt = kV + kVStages * kTileBytes;
+  static constexpr int kO = kVt + kVStages * kVtBytes;
+  static constexpr int kScales = kO + kOBytes;  // fp8: Q row scales, float[128]
   static constexpr int kBars = kScales + kBlockM * 4;
-  static constexpr int kNumBars = 2 + 6 * kStages;
+  static constexpr int kNumBars = 3 + 2 * kKStages + 3 * kVStages;
   static constexpr int kSmemBytes = kBars + kNumBars * 8 + 1024;  // + alignment slack
-  static constexpr int kProducerRegs = kFp8 ? 40 : 24;
-  static constexpr int kConsumerRegs = kFp8 ? 232 : 240;
+  static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory of a CTA");
+  static constexpr int kProducerRegs = kFp8 ? 56 : 40;
+  static constexpr int kConsumerRegs = kFp8 ? 224 : 232;
+  // P = 2^(score log2 units - running max + kPBias), the max moving only when it grows by more than
+  // kLazyLog2. fp8: P in (0, 256] uses e4m3's normal range (values down to 2^-14 of the max keep 3
+  // mantissa bits; 1 / 256 cancels in O / l); bf16 has the exponent range, so lazy and unbiased.
+  static constexpr float kPBias = kFp8 ? 8.f : 0.f;
+  static constexpr float kLazyLog2 = kFp8 ? 0.f : 8.f;
 };
 
 // Barrier slots (8 bytes each) after kBars.
+template <int kKStages, int kVStages>
 struct Bars {
   uint32_t base;
-  static constexpr int kStages = 2;
   __device__ uint32_t q() const { return base; }
-  __device__ uint32_t full_k(int s) const { return base + 8 * (1 + s); }
-  __device__ uint32_t empty_k(int s) const { return base + 8 * (1 + kStages + s); }
-  __device__ uint32_t full_v(int s) const { return base + 8 * (1 + 2 * kStages + s); }  // bf16: V; fp8: Vt
-  __device__ uint32_t empty_v(int s) const { return base + 8 * (1 + 3 * kStages + s); }
-  __device__ uint32_t full_raw(int i) const { return base + 8 * (1 + 4 * kStages + i); }  // fp8 raw V
-  __device__ uint32_t anchor() const { return base + 8 * (1 + 5 * kStages); }  // arrived on, never waited
+  __device__ uint32_t q_empty() const { return base + 8; }  // bf16: both warpgroups done with Q
+  __device__ uint32_t anchor() const { return base + 16; }  // arrived on, never waited
+  __device__ uint32_t full_k(int s) const { return base + 8 * (3 + s); }
+  __device__ uint32_t empty_k(int s) const { return base + 8 * (3 + kKStages + s); }
+  __device__ uint32_t full_v(int s) const { return base + 8 * (3 + 2 * kKStages + s); }  // bf16: V; fp8: Vt
+  __device__ uint32_t empty_v(int s) const { return base + 8 * (3 + 2 * kKStages + kVStages + s); }
+  __device__ uint32_t full_raw(int s) const { return base + 8 * (3 + 2 * kKStages + 2 * kVStages + s); }  // fp8
 };
+
+// Stage and phase parity of a CTA's tile counter c in a ring of kStages.
+template <int kStages>
+__device__ __forceinline__ int stage_of(int c) { return c % kStages; }
+template <int kStages>
+__device__ __forceinline__ uint32_t phase_of(int c) { return static_cast<uint32_t>((c / kStages) & 1); }
 
 // What one CTA works on.
 struct Work {
@@ -84,13 +115,14 @@ struct Work {
   int tile0, n_tiles;                                    // key tiles [tile0, tile0 + n_tiles * kBlockN)
 };
 
+// Work `linear` (< num_works) -> w; false when it lies past the last row block. Whole-warp call.
 template <int kBlockM, int kBlockN>
-__device__ __forceinline__ bool find_work(const HopperPrefillParams& p, Work& w) {
+__device__ __forceinline__ bool find_work(const HopperPrefillParams& p, int linear, Work& w) {
   const int lane = threadIdx.x % 32;
-  // CTAs run about in launch order (x fastest): all row blocks of one chunk of heads_per_chunk q
-  // heads (whole GQA groups), heads fastest, before the next chunk, so that the keys and values in
+  // Work ids run about in launch order: all row blocks of one chunk of heads_per_chunk q heads
+  // (whole GQA groups), heads fastest, before the next chunk, so that the keys and values in
   // flight (the chunk's kv heads of about one sequence) stay in L2 on long sequences.
-  const int linear = blockIdx.y * gridDim.x + blockIdx.x, per_chunk = p.heads_per_chunk * gridDim.y;
+  const int per_chunk = p.heads_per_chunk * p.row_blocks;
   const int chunk = linear / per_chunk, rest = linear - chunk * per_chunk;
   int local;
   if (!attn::find_row_block<128>(p.cu_seqlens_q, p.batch, 1, rest / p.heads_per_chunk, lane, w.b, local)) return false;
@@ -113,32 +145,32 @@ __device__ __forceinline__ bool find_work(const HopperPrefillParams& p, Work& w)
 // ---- producer -------------------------------------------------------------------------------
 
 // Warp-wide: TMA of key tile `tile` (kBlockN keys from key0) into `dst`, 16-token boxes per lane,
-// boxes past kv_hi pointed out of bounds (zero-filled, no block-table read). Lane 0 first waits
-// for the stage to be empty and posts the byte count.
+// boxes past kv_hi pointed out of bounds (zero-filled, no block-table read). The block-table reads
+// go out before lane 0 waits for the stage to be empty (their latency hides behind the wait); lane
+// 0 then posts the byte count.
 template <typename C>
 __device__ __forceinline__ void load_kv_tile(const HopperPrefillParams& p, const CUtensorMap* map, const Work& w,
                                              int key0, int kv_hi, uint32_t dst, uint32_t full, uint32_t empty,
                                              uint32_t empty_parity, bool wait_empty, int lane) {
+  constexpr int kBoxes = C::kBlockN / 16;
+  const int token = key0 + 16 * lane;
+  int block = p.num_blocks, slot = 0;
+  if (lane < kBoxes && token < kv_hi) {
+    block = p.block_tables[static_cast<int64_t>(w.b) * p.table_stride + (token >> p.block_size_log2)];
+    slot = token & ((1 << p.block_size_log2) - 1);
+  }
   if (lane == 0) {
     if (wait_empty) mbar_wait(empty, empty_parity);
     mbar_expect_tx(full, C::kTileBytes);
   }
   __syncwarp();
-  constexpr int kBoxes = C::kBlockN / 16;
   if (lane < kBoxes) {
-    const int token = key0 + 16 * lane;
-    int block = p.num_blocks, slot = 0;
-    if (token < kv_hi) {
-      block = p.block_tables[static_cast<int64_t>(w.b) * p.table_stride + (token >> p.block_size_log2)];
-      slot = token & ((1 << p.block_size_log2) - 1);
-    }
 #pragma unroll
     for (int panel = 0; panel < C::kPanels; ++panel)
       tma_load_4d(dst + panel * (C::kBlockN * C::kRowBytes) + lane * 16 * C::kRowBytes, map, full,
                   panel * C::kPanelElems, w.kvh, slot, block);
   }
 }
-
 // fp8: V tile [kBlockN keys, kHeadDim] (as loaded) -> Vt [kHeadDim, kBlockN keys], K-major for the
 // PV wgmma. Within each 16 keys, column 4t + i of Vt holds key 2t + (i & 1) + 8 (i >> 1): the key
 // order in which the S accumulators of thread t sit in the e4m3 A fragment of P, so P needs no
@@ -182,47 +214,56 @@ __device__ __forceinline__ void transpose_v(const uint8_t* __restrict__ raw, uin
   }
 }
 
-template <bool kFp8, int kHeadDim>
+// One work's loads. `it`: the CTA's tiles before this work (ring stage and phase of tile j are
+// those of it + j); `n_work`: works before this one (phase of the Q barriers).
+template <bool kFp8, int kHeadDim, class T>
 __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work& w, uint32_t smem,
-                                        uint8_t* smem_ptr, Bars bars, int tid) {
-  using C = HopperConfig<kFp8, kHeadDim>;
+                                        uint8_t* smem_ptr, Bars<T::kKStages, T::kVStages> bars, int tid, int it,
+                                        int n_work) {
+  using C = HopperConfig<kFp8, kHeadDim, T>;
+  constexpr int KS = C::kKStages, VS = C::kVStages;
   const int warp = tid / 32, lane = tid % 32;
   const int kv_valid = w.kv_len;  // only boxes below kv_len read the block table
   if constexpr (!kFp8) {
-    if (warp != 0) return;
-    if (lane == 0) {
+    // Warp 2: Q (once both consumer warpgroups are done with the previous one); warp 0: K tiles;
+    // warp 1: V tiles, each at its own pace (V of tile j frees one tile later than K of tile j).
+    if (warp == 2 && lane == 0) {
+      mbar_wait(bars.q_empty(), (n_work & 1) ^ 1);
       mbar_expect_tx(bars.q(), C::kQBytes);
 #pragma unroll
       for (int panel = 0; panel < C::kPanels; ++panel)
         tma_load_3d(smem + C::kQ + panel * C::kBlockM * C::kRowBytes, &p.q_map, bars.q(), panel * C::kPanelElems,
                     w.head, w.q_row + w.row0);
     }
-    for (int j = 0; j < w.n_tiles; ++j) {
-      const int s = j % C::kStages;
-      const uint32_t parity = ((j / C::kStages) & 1) ^ 1;
-      const int key0 = w.tile0 + j * C::kBlockN;
-      load_kv_tile<C>(p, &p.k_map, w, key0, kv_valid, smem + C::kK + s * C::kTileBytes, bars.full_k(s),
-                      bars.empty_k(s), parity, true, lane);
-      load_kv_tile<C>(p, &p.v_map, w, key0, kv_valid, smem + C::kV + s * C::kTileBytes, bars.full_v(s),
-                      bars.empty_v(s), parity, true, lane);
-    }
+    if (warp == 0)
+      for (int j = 0; j < w.n_tiles; ++j) {
+        const int c = it + j, s = stage_of<KS>(c);
+        load_kv_tile<C>(p, &p.k_map, w, w.tile0 + j * C::kBlockN, kv_valid, smem + C::kK + s * C::kTileBytes,
+                        bars.full_k(s), bars.empty_k(s), phase_of<KS>(c) ^ 1, true, lane);
+      }
+    if (warp == 1)
+      for (int j = 0; j < w.n_tiles; ++j) {
+        const int c = it + j, s = stage_of<VS>(c);
+        load_kv_tile<C>(p, &p.v_map, w, w.tile0 + j * C::kBlockN, kv_valid, smem + C::kV + s * C::kTileBytes,
+                        bars.full_v(s), bars.empty_v(s), phase_of<VS>(c) ^ 1, true, lane);
+      }
   } else {
     auto issue = [&](int j) {  // warp 0: K tile j and raw V tile j
-      const int s = j % C::kStages;
+      const int c = it + j, s = stage_of<KS>(c);
       const int key0 = w.tile0 + j * C::kBlockN;
       load_kv_tile<C>(p, &p.k_map, w, key0, kv_valid, smem + C::kK + s * C::kTileBytes, bars.full_k(s),
-                      bars.empty_k(s), ((j / C::kStages) & 1) ^ 1, true, lane);
+                      bars.empty_k(s), phase_of<KS>(c) ^ 1, true, lane);
       load_kv_tile<C>(p, &p.v_map, w, key0, kv_valid, smem + C::kV + s * C::kTileBytes, bars.full_raw(s), 0, 0,
                       false, lane);
     };
-    // Raw V tile j + kStages - 1 goes into the buffer of tile j - 1, transposed in the last round.
+    // Raw V tile j + VS - 1 goes into the buffer of tile j - 1, transposed in the last round.
     if (warp == 0)
-      for (int j = 0; j < C::kStages - 1 && j < w.n_tiles; ++j) issue(j);
+      for (int j = 0; j < VS - 1 && j < w.n_tiles; ++j) issue(j);
     for (int j = 0; j < w.n_tiles; ++j) {
-      if (warp == 0 && j + C::kStages - 1 < w.n_tiles) issue(j + C::kStages - 1);
-      const int s = j % C::kStages;
-      mbar_wait(bars.full_raw(s), (j / C::kStages) & 1);
-      mbar_wait(bars.empty_v(s), ((j / C::kStages) & 1) ^ 1);
+      if (warp == 0 && j + VS - 1 < w.n_tiles) issue(j + VS - 1);
+      const int c = it + j, s = stage_of<VS>(c);
+      mbar_wait(bars.full_raw(s), phase_of<VS>(c));
+      mbar_wait(bars.empty_v(s), phase_of<VS>(c) ^ 1);
       transpose_v<C, kHeadDim>(smem_ptr + C::kV + s * C::kTileBytes, smem_ptr + C::kVt + s * C::kVtBytes,
                                w.tile0 + j * C::kBlockN, w.kv_len, tid);
       fence_async_smem();
@@ -231,8 +272,6 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
     }
   }
 }
-
-static_assert(HopperConfig<false, 128>::kStages == Bars::kStages && HopperConfig<true, 128>::kStages == Bars::kStages);
 
 }  // namespace kiln::cuda::hopper
 
