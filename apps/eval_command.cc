@@ -66,6 +66,7 @@ Result<std::unique_ptr<Model>> build(const ModelSide& s, const std::string& path
 std::string describe(const ModelSide& s, const std::string& path) {
   std::string d = path + " " + s.device + " " + (s.device == "cuda" ? "bf16" : s.dtype);
   if (s.quant.quantization == "fp8" || s.dtype == "fp8") d += s.quant.fp8_per_tensor ? " fp8-weights(per-tensor)" : " fp8-weights";
+  if (s.quant.fp8_activations) d += " fp8-activations";
   if (s.quant.kv_cache_dtype != "auto") d += " kv-" + s.quant.kv_cache_dtype;
   return d;
 }

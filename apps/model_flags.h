@@ -17,6 +17,7 @@ struct QuantFlags {
   std::string kv_cache_dtype = "auto";  // auto | fp8 (= fp8_e4m3)
   float kv_cache_scale = 1.0f;
   bool fp8_per_tensor = false;
+  bool fp8_activations = false;
 };
 
 // prefix: "" for the model's own flags, "base-" etc. where a command builds two models.
@@ -32,6 +33,9 @@ inline void add_quant_flags(CLI::App* cmd, QuantFlags& f, const std::string& pre
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--" + prefix + "fp8-per-tensor", f.fp8_per_tensor,
                 "fp8 weights quantized at load: one scale per matrix instead of per output channel");
+  cmd->add_flag("--" + prefix + "fp8-activations", f.fp8_activations,
+                "CPU with fp8 weights: round each fp8 layer's input to fp8 per token, as the GPU's fp8 prefill "
+                "GEMMs do (the GPU itself decides by batch size; this flag only changes CPU runs)");
 }
 
 // Applies the flags to `options` and returns the dtype to load the weights in. dtype_flag may be
@@ -55,6 +59,7 @@ inline Result<DType> apply_quant_flags(const QuantFlags& f, const std::string& d
     return unimplemented("--kv-cache-dtype " + f.kv_cache_dtype + " (supported: auto, fp8 = fp8_e4m3)");
   options->fp8_weights = fp8;
   options->fp8_per_tensor = f.fp8_per_tensor;
+  options->fp8_activations = f.fp8_activations;
   options->kv_cache_scale = f.kv_cache_scale;
   return dtype;
 }

@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
+
+#include "kiln/core/dtype.h"
 
 #include "tests/kernels/kernel_test_util.h"
 
@@ -67,6 +71,32 @@ TEST(QuantizeFp8Cpu, WeightsHelperAndErrors) {
   EXPECT_FALSE(quantize_fp8_cpu({w.tensor, bad_q.tensor, s.tensor}).ok());
   HostTensor s3 = HostTensor::zeros(DType::kF32, {3});
   EXPECT_FALSE(quantize_fp8_cpu({w.tensor, q->q.tensor, s3.tensor}).ok());
+}
+
+// fp8_round_trip_cpu: every output is an fp8 code times its row's scale (amax / 448), the row's
+// largest magnitude survives exactly, a second round trip changes nothing, and it works in place.
+TEST(QuantizeFp8Cpu, RoundTripActivations) {
+  std::mt19937 rng(12);
+  const int64_t rows = 5, k = 96;
+  HostTensor x = test::random_tensor(DType::kF32, {rows, k}, rng);
+  x.tensor.ptr<float>()[3] = 37.5f;  // a large value in row 0
+  HostTensor y = HostTensor::zeros(DType::kF32, {rows, k}), z = HostTensor::zeros(DType::kF32, {rows, k});
+  ASSERT_TRUE(fp8_round_trip_cpu(x.tensor, y.tensor, false).ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0.f;
+    for (int64_t c = 0; c < k; ++c) amax = std::max(amax, std::fabs(x.tensor.ptr<float>()[r * k + c]));
+    const float scale = amax / 448.f;
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = x.tensor.ptr<float>()[r * k + c], got = y.tensor.ptr<float>()[r * k + c];
+      EXPECT_EQ(got, fp8_e4m3_to_f32(f32_to_fp8_e4m3(v / scale)) * scale) << r << "," << c;
+      if (std::fabs(v) == amax) EXPECT_FLOAT_EQ(got, v);
+    }
+  }
+  EXPECT_GT(test::max_abs_diff(test::to_f32(x.tensor), test::to_f32(y.tensor)), 0.0);
+  ASSERT_TRUE(fp8_round_trip_cpu(y.tensor, z.tensor, false).ok());
+  EXPECT_EQ(test::to_f32(y.tensor), test::to_f32(z.tensor));
+  ASSERT_TRUE(fp8_round_trip_cpu(x.tensor, x.tensor, true).ok());  // per tensor, in place
+  EXPECT_FALSE(fp8_round_trip_cpu(x.tensor, HostTensor::zeros(DType::kF32, {rows, k + 1}).tensor, false).ok());
 }
 
 }  // namespace

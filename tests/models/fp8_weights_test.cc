@@ -152,6 +152,25 @@ TEST(Fp8Weights, CpuModelUsesDequantizedWeights) {
   }
 }
 
+// fp8_activations: the same fp8 weights, each fp8 layer's input rounded to fp8 per token. Changes
+// the logits a little (dense and MoE), only with fp8 weights, and never by tens.
+TEST(Fp8Weights, Fp8ActivationsRoundLayerInputs) {
+  for (const char* name : {"llama3", "mixtral"}) {
+    ModelOptions w8;
+    w8.fp8_weights = true;
+    ModelOptions w8a8 = w8;
+    w8a8.fp8_activations = true;
+    ModelOptions a8_only;
+    a8_only.fp8_activations = true;  // ignored without fp8 weights
+    const HostTensor base = logits_of(kGolden + name, w8), act = logits_of(kGolden + name, w8a8);
+    const double err = max_abs_diff(base, act);
+    std::printf("%s fp8 activations vs f32 activations: max |logit err| %.3e\n", name, err);
+    EXPECT_GT(err, 0.0) << name;
+    EXPECT_LT(err, 3.0) << name;
+    EXPECT_EQ(max_abs_diff(logits_of(kGolden + name, {}), logits_of(kGolden + name, a8_only)), 0.0) << name;
+  }
+}
+
 TEST(Fp8Weights, PerTensorFusionExpandsDifferentScales) {
   LoadedModel m = load(kGolden + "llama3");
   const Tensor& q = *m.find("model.layers.0.self_attn.q_proj.weight");

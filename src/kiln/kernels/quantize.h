@@ -38,4 +38,9 @@ Result<Fp8Weights> quantize_fp8_weights_cpu(const Tensor& w, bool per_tensor);
 // models' fp8 weights (same numbers as the GPU's fp8 GEMM inputs, computed in the compute dtype).
 Status dequantize_fp8_weights_cpu(const Tensor& q, const Tensor& scale, const Tensor& out);
 
+// Activations as the GPU's fp8 prefill GEMM sees them: x [rows, k] f32 -> fp8 per row (or per
+// tensor) -> f32 into out (same shape; may be x itself). CPU models use it for
+// ModelOptions::fp8_activations, so a CPU run reproduces that rounding.
+Status fp8_round_trip_cpu(const Tensor& x, const Tensor& out, bool per_tensor);
+
 }  // namespace kiln

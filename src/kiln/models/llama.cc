@@ -13,6 +13,7 @@
 #include "kiln/kernels/attention.h"
 #include "kiln/kernels/embedding.h"
 #include "kiln/kernels/linear.h"
+#include "kiln/kernels/quantize.h"
 #include "kiln/kernels/rmsnorm.h"
 #include "kiln/kernels/rope.h"
 #include "kiln/models/mixtral.h"
@@ -21,6 +22,14 @@ namespace kiln {
 namespace {
 Tensor i32_view(const std::vector<int32_t>& v) {
   return Tensor::view(const_cast<int32_t*>(v.data()), DType::kInt32, {static_cast<int64_t>(v.size())});
+}
+
+// x, or x rounded to fp8 per token into scratch (ModelOptions::fp8_activations).
+Result<Tensor> fp8_input(const Tensor& x, bool on, HostTensor& scratch) {
+  if (!on) return x;
+  scratch = HostTensor::zeros(DType::kF32, {x.shape[0], x.shape[1]});
+  KILN_RETURN_IF_ERROR(fp8_round_trip_cpu(x, scratch.tensor, false));
+  return scratch.tensor;
 }
 }  // namespace
 
@@ -35,7 +44,9 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
   const int64_t n = h.shape[0], d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads;
   const int64_t width = (hq + 2 * hkv) * d;
   HostTensor qkv = HostTensor::zeros(DType::kF32, {n, width});
-  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv.tensor, {}}));
+  HostTensor scratch;
+  KILN_ASSIGN_OR_RETURN(const Tensor hq8, fp8_input(h, fp8_act(), scratch));
+  KILN_RETURN_IF_ERROR(linear_cpu({hq8, lw.qkv.tensor, lw.qkv_bias.tensor, qkv.tensor, {}}));
   HostTensor q = HostTensor::zeros(DType::kF32, {n, hq, d});
   HostTensor k = HostTensor::zeros(DType::kF32, {n, hkv, d});
   HostTensor v = HostTensor::zeros(DType::kF32, {n, hkv, d});
@@ -59,19 +70,23 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
                         attn.tensor, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window, k_scale, v_scale};
   KILN_RETURN_IF_ERROR(paged_attention_cpu(pa));
   KILN_ASSIGN_OR_RETURN(Tensor attn2d, attn.tensor.reshape({n, hq * d}));
-  return linear_cpu({attn2d, lw.o_proj.tensor, {}, out, {}});
+  KILN_ASSIGN_OR_RETURN(const Tensor attn8, fp8_input(attn2d, fp8_act(), scratch));
+  return linear_cpu({attn8, lw.o_proj.tensor, {}, out, {}});
 }
 
 Status LlamaModel::ffn_block(const LayerWeights& lw, const Tensor& h, Tensor out) {
   if (!lw.experts.empty()) {
     const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
-    return mixtral_moe_cpu(lw, k, config_.norm_topk_prob, h, out);
+    return mixtral_moe_cpu(lw, k, config_.norm_topk_prob, h, out, fp8_act());
   }
   const int64_t n = h.shape[0], inter = lw.down.tensor.shape[1];
   HostTensor gate_up = HostTensor::zeros(DType::kF32, {n, 2 * inter});
   HostTensor act = HostTensor::zeros(DType::kF32, {n, inter});
-  KILN_RETURN_IF_ERROR(linear_cpu({h, lw.gate_up.tensor, {}, gate_up.tensor, {}}));
+  HostTensor scratch;
+  KILN_ASSIGN_OR_RETURN(const Tensor h8, fp8_input(h, fp8_act(), scratch));
+  KILN_RETURN_IF_ERROR(linear_cpu({h8, lw.gate_up.tensor, {}, gate_up.tensor, {}}));
   KILN_RETURN_IF_ERROR(silu_mul_cpu({gate_up.tensor, act.tensor}));
+  if (fp8_act()) KILN_RETURN_IF_ERROR(fp8_round_trip_cpu(act.tensor, act.tensor, false));
   return linear_cpu({act.tensor, lw.down.tensor, {}, out, {}});
 }
 

@@ -24,6 +24,7 @@ class LlamaModel : public Model {
   Status attention_block(const LayerWeights& lw, int64_t layer, const ForwardBatch& batch,
                          const KvCacheView& kv, const Tensor& h, Tensor out);
   Status ffn_block(const LayerWeights& lw, const Tensor& h, Tensor out);
+  bool fp8_act() const { return options_.fp8_weights && options_.fp8_activations; }
 
   ModelConfig config_;
   DecoderWeights w_;

@@ -6,6 +6,8 @@
 namespace kiln {
 
 // h: [num_tokens, hidden] f32 -> out: [num_tokens, hidden] f32.
-Status mixtral_moe_cpu(const LayerWeights& lw, int64_t top_k, bool renormalize, const Tensor& h, Tensor out);
+// fp8_activations: expert inputs rounded to fp8 per token (ModelOptions::fp8_activations).
+Status mixtral_moe_cpu(const LayerWeights& lw, int64_t top_k, bool renormalize, const Tensor& h, Tensor out,
+                       bool fp8_activations = false);
 
 }  // namespace kiln

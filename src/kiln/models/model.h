@@ -65,6 +65,10 @@ struct ModelOptions {
   // dtype (same numbers, no speed gain): the reference for the GPU path and for `kiln eval kl`.
   bool fp8_weights = false;
   bool fp8_per_tensor = false;
+  // CPU models with fp8 weights: round the input of every fp8 linear layer to fp8 per token
+  // (fp8_round_trip_cpu) as the GPU's fp8 prefill GEMMs do (the GPU decode GEMMs, m <= 16, keep
+  // bf16 activations). For reproducing GPU prefill numerics in tests and `kiln eval kl`.
+  bool fp8_activations = false;
   // KV cache in fp8 e4m3 (--kv-cache-dtype fp8) with static per-tensor scales: K and V are
   // stored as fp8(x / scale). kv_cache_scale applies to every layer unless the checkpoint has
   // per-layer self_attn.k_scale / v_scale (vLLM's layout).

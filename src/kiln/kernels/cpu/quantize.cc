@@ -96,4 +96,14 @@ Status dequantize_fp8_weights_cpu(const Tensor& q, const Tensor& scale, const Te
   return ok_status();
 }
 
+Status fp8_round_trip_cpu(const Tensor& x, const Tensor& out, bool per_tensor) {
+  if (x.ndim != 2 || x.dtype != DType::kF32 || out.dtype != DType::kF32 || out.shape != x.shape)
+    return invalid_argument("fp8_round_trip_cpu: want f32 x and out of the same [rows, k] shape, got " + x.shape_string() +
+                            " and " + out.shape_string());
+  const HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {x.shape[0], x.shape[1]});
+  const HostTensor s = HostTensor::zeros(DType::kF32, {per_tensor ? 1 : x.shape[0]});
+  KILN_RETURN_IF_ERROR(quantize_fp8_cpu({x, q.tensor, s.tensor}));
+  return dequantize_fp8_weights_cpu(q.tensor, s.tensor, out);
+}
+
 }  // namespace kiln
