@@ -1,13 +1,18 @@
 // GPU GEMM (cuBLASLt) against linear_cpu on the same bf16 inputs, for every row of the variant
-// table, over decode and prefill-like shapes, with and without bias, with strided rows; and the
-// plan cache. Skipped when no GPU is present (CI).
+// table, over decode and prefill-like shapes, with and without bias, with strided rows; the plan
+// cache; and the decode kernel's automatic choice of its persistent warp-stream variants on large
+// matrices (fp8 and bf16), bit-identical on replay. Skipped when no GPU is present (CI).
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/gemm/skinny_gemm.h"
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/linear.h"
+#include "kiln/kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace kiln {
@@ -92,6 +97,70 @@ TEST(GemmCuda, CachesPlansPerShape) {
   auto dxf = to_device(xf.tensor);
   ASSERT_TRUE(dxf.ok());
   EXPECT_EQ(gemm->run({dxf->tensor, dw->tensor, {}, dy->tensor}, nullptr).code(), StatusCode::kUnimplemented);
+}
+
+
+// Large weight matrices (>= 96 MiB) with m > 1 take a stream variant (fp8 -> bf16 m <= 8 stays on
+// the grid kernel): the result matches linear_cpu and a second call gives the same bits.
+TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(23);
+  auto partials = DeviceBuffer::alloc(16 << 20);
+  auto counters = DeviceBuffer::alloc(8192 * 4);
+  ASSERT_TRUE(partials.ok() && counters.ok());
+  ASSERT_EQ(cudaMemset(counters->data(), 0, 8192 * 4), cudaSuccess);
+  SkinnyGemmWorkspace ws{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
+  ASSERT_EQ(cudaDeviceGetAttribute(&ws.num_sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const int64_t k = 4096;
+  for (DType wt : {DType::kFp8E4M3, DType::kBF16}) {
+    const int64_t n = wt == DType::kBF16 ? 12288 : 24576;  // 96 MiB either way
+    HostTensor w, scale;
+    if (wt == DType::kBF16) {
+      w = test::random_tensor(DType::kBF16, {n, k}, rng, 0.05f);
+    } else {
+      auto q = quantize_fp8_weights_cpu(test::random_tensor(DType::kF32, {n, k}, rng, 0.05f).tensor, false);
+      ASSERT_TRUE(q.ok());
+      w = std::move(q->q);
+      scale = std::move(q->scale);
+    }
+    auto dw = to_device(w.tensor);
+    ASSERT_TRUE(dw.ok());
+    DeviceTensor ds;
+    if (!scale.tensor.empty()) {
+      auto d = to_device(scale.tensor);
+      ASSERT_TRUE(d.ok());
+      ds = std::move(d).value();
+    }
+    for (int64_t m : {2, 11}) {
+      for (DType yt : {DType::kBF16, DType::kF32}) {
+        if (wt == DType::kBF16 && m > 8) continue;
+        SCOPED_TRACE("w=" + std::string(dtype_name(wt)) + " m=" + std::to_string(m) + " y=" + std::string(dtype_name(yt)));
+        HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
+        auto dx = to_device(x.tensor);
+        auto dy = DeviceTensor::empty(yt, {m, n});
+        ASSERT_TRUE(dx.ok() && dy.ok());
+        SkinnyGemmLaunch launch;
+        const LinearArgs args{dx->tensor, dw->tensor, {}, dy->tensor, ds.tensor};
+        const Status st = skinny_gemm_cuda(args, ws, nullptr, {}, &launch);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+        const bool grid = wt == DType::kFp8E4M3 && yt == DType::kBF16 && m <= 8;
+        EXPECT_EQ(skinny_gemm_variants()[static_cast<size_t>(launch.variant)].stream, !grid);
+        auto first = to_host(dy->tensor);
+        ASSERT_TRUE(first.ok());
+        ASSERT_TRUE(skinny_gemm_cuda(args, ws, nullptr, {}, nullptr).ok());
+        auto again = to_host(dy->tensor);
+        ASSERT_TRUE(again.ok());
+        EXPECT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, static_cast<size_t>(first->tensor.nbytes())));
+        HostTensor ref = HostTensor::zeros(DType::kF32, {m, n});
+        const std::vector<float> xf = test::to_f32(x.tensor);
+        ASSERT_TRUE(linear_cpu({Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {m, k}), w.tensor, {}, ref.tensor,
+                                scale.tensor}).ok());
+        auto yh = to_host(dy->tensor, DType::kF32);
+        ASSERT_TRUE(yh.ok());
+        EXPECT_LT(scaled_error(test::to_f32(yh->tensor), test::to_f32(ref.tensor)), yt == DType::kF32 ? 1e-4 : 1e-2);
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 // the SMs: warps per CTA from the occupancy calculator (one wave where the rows allow it), and
 // split-K across CTAs only when the rows are too few for the SMs, reduced in a fixed order by
 // the last CTA of each row block to arrive (deterministic, one launch, CUDA-graph safe).
-// Launched with programmatic dependent launch (SkinnyGemmWorkspace::pdl).
+// Launched with programmatic dependent launch (SkinnyGemmWorkspace::pdl). The stream variants
+// (m > 1 on large matrices): a persistent grid whose warps each take an equal share of the
+// (tile, chunk) sequence (skinny::WarpStream), partial tiles summed by the last warp in warp order.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -36,6 +38,9 @@ struct SkinnyParams {
   int scale_per_tensor;
   int steps_per_split;      // k steps (kStepK each) per blockIdx.y
   int pdl;
+  // Stream variants: chunks per tile, chunks in all (tiles x chunks_per_tile), warps in the stream.
+  int chunks_per_tile;
+  int64_t stream_chunks, stream_warps;
 };
 
 __device__ __forceinline__ void store_y(float* y, float v) { *y = v; }
@@ -115,10 +120,64 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
       }
 }
 
+
+// The stream variants: warp q of the grid takes chunks [F q / W, F (q + 1) / W) of the tile-major
+// (16 * kRT-row tile, chunk) sequence (skinny::WarpStream); tiles shared by several warps are
+// summed by the last of them (partials [2 W, kElems, 32], counters [tiles]).
+template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, int kDiag, typename Y>
+__global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_stream_kernel(const __grid_constant__ SkinnyParams p) {
+  using S = skinny::WarpStream<kFp8, kMT, kRT, kU, kS>;
+  using F = typename S::F;
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int64_t q = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + warp;
+  if (q >= p.stream_warps) return;  // no barriers below: idle warps may leave
+  const int64_t nf = p.stream_chunks, nw = p.stream_warps;
+  const int C = p.chunks_per_tile;
+
+  const __nv_bfloat16* xr[kMT];  // activation row nt * 8 + g, or nullptr past m
+#pragma unroll
+  for (int nt = 0; nt < kMT; ++nt) {
+    const int mr = nt * 8 + g;
+    xr[nt] = mr < p.m ? p.x + mr * p.ldx + t * F::kElemsPerVec : nullptr;
+  }
+  auto rows_of = [&](int64_t tile, const uint8_t*& w, int& rows) {
+    const int64_t r0 = tile * kRT * 16;
+    w = p.w + r0 * p.ldw_bytes;
+    rows = static_cast<int>(min(static_cast<int64_t>(kRT * 16), p.n - r0));
+  };
+  auto x_of = [&](int64_t, const __nv_bfloat16* (&xrow)[kMT]) {
+#pragma unroll
+    for (int nt = 0; nt < kMT; ++nt) xrow[nt] = xr[nt];
+  };
+  auto done = [&](int64_t tile, float (&acc)[kRT][kMT][4]) {
+    if (!skinny::stream_tile_sums(acc, tile, C, q, nf, nw, p.partials, p.counters, p.m)) return;
+    Y* y = static_cast<Y*>(p.y);
+    const Y* bias = static_cast<const Y*>(p.bias);
+    const int row_base = static_cast<int>(tile * kRT * 16);
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+      for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
+          if (n >= p.n || m >= p.m) continue;
+          float v = acc[rt][nt][c];
+          if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
+          if (bias) v += load_bias(bias + n);
+          store_y(y + m * p.ldy + n, v);
+        }
+  };
+  S::template walk<kDiag>(skinny::stream_begin(q, nf, nw), skinny::stream_begin(q + 1, nf, nw), C, p.k, p.ldw_bytes,
+                          smem + warp * S::kRingBytesPerWarp, p.pdl != 0, rows_of, x_of, done);
+}
+
 struct Variant {
   SkinnyGemmVariant v;
   const void* kernel;  // for the occupancy calculator and the shared-memory limit
   int smem_per_warp;
+  const void* diag_kernels[2] = {};  // stream variants: loads only, math only (micro-benchmarks)
 };
 
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y>
@@ -130,6 +189,17 @@ Variant row(bool preferred) {
           skinny::Core<kFp8, kMT, kRT, kU, kS>::kSmemPerWarp};
 }
 
+template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y>
+Variant srow(bool preferred) {
+  constexpr DType w = kFp8 ? DType::kFp8E4M3 : DType::kBF16;
+  constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
+  return {{w, y, 8 * kMT, kRT, kU, kS, preferred, true},
+          reinterpret_cast<const void*>(&skinny_stream_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, 0, Y>),
+          skinny::WarpStream<kFp8, kMT, kRT, kU, kS>::kRingBytesPerWarp,
+          {reinterpret_cast<const void*>(&skinny_stream_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, 1, Y>),
+           reinterpret_cast<const void*>(&skinny_stream_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, 2, Y>)}};
+}
+
 using bf16 = __nv_bfloat16;
 constexpr bool kPreferred = true, kAlt = false;
 
@@ -139,6 +209,14 @@ constexpr bool kPreferred = true, kAlt = false;
 // H100 sweep (graph-timed, m = 1 and 8): bf16 prefers 4-step chunks x 4 slots (qkv 92%, o_proj
 // 88%, down 99% of copy at m = 1 vs 88 / 84 / 90% with 2 x 6); fp8 prefers 2 x 6 except gate_up.
 // Tried and dropped: x fragments through the cp.async ring as well (fp8 qkv 39% vs 63%).
+// fp8 is bound by the widening + MMA work per byte, which runs at the rate the resident warps'
+// latency allows (stream variant, math only: 1.36x the copy rate on gate_up m = 1, 1.09x at
+// m = 16; throughput grew with warps per SM: 4 / 8 / 16 warps = 48 / 68 / 78% on gate_up m = 8), so
+// fp8 m <= 8 now prefers 3 CTAs per SM with 4-slot rings (m = 1: qkv 62 -> 68%, gate_up 87 -> 92%;
+// m = 8: gate_up 75 -> 84%, down 74 -> 68%). The stream variants (persistent grid, equal chunks
+// per warp, partial tiles summed by the last warp) pay a ~6 us fixed cost (the partial-sum
+// handoffs), so Gemm::run takes them only for m > 1 on matrices of 96 MiB and more (fp8 m = 16:
+// gate_up 64 -> 73%, LM head 71 -> 86%; bf16 m = 8: gate_up 88 -> 90%, LM head 90 -> 93%).
 const Variant kVariants[] = {
     row<false, 1, 1, 4, 4, 2, bf16>(kPreferred),
     row<false, 1, 1, 2, 6, 2, bf16>(kAlt),
@@ -150,7 +228,7 @@ const Variant kVariants[] = {
     row<false, 2, 1, 2, 6, 2, float>(kPreferred),
     row<false, 4, 1, 2, 4, 2, float>(kPreferred),
     row<false, 8, 1, 2, 4, 1, float>(kPreferred),
-    row<true, 1, 1, 2, 6, 2, bf16>(kPreferred),
+    row<true, 1, 1, 2, 6, 2, bf16>(kAlt),
     row<true, 1, 1, 4, 4, 2, bf16>(kAlt),
     row<true, 1, 1, 2, 8, 2, bf16>(kAlt),
     row<true, 2, 1, 2, 6, 2, bf16>(kPreferred),
@@ -163,6 +241,22 @@ const Variant kVariants[] = {
     row<true, 2, 1, 2, 6, 2, float>(kPreferred),
     row<true, 4, 2, 2, 4, 1, float>(kPreferred),
     row<true, 8, 2, 2, 4, 1, float>(kPreferred),
+    // Persistent warp streams (m <= 16): <fp8, m tiles, row tiles, k steps per chunk, ring slots, y>.
+    row<true, 1, 1, 2, 4, 3, bf16>(kPreferred),
+    row<true, 1, 1, 2, 3, 4, bf16>(kAlt),
+    row<true, 2, 1, 2, 4, 3, bf16>(kAlt),
+    row<true, 2, 1, 2, 3, 4, bf16>(kAlt),
+    // Persistent warp streams (m <= 16): <fp8, m tiles, row tiles, k steps per chunk, ring slots,
+    // resident CTAs, y>.
+    srow<true, 1, 1, 2, 6, 2, bf16>(kAlt),
+    srow<true, 1, 1, 2, 4, 3, bf16>(kAlt),
+    srow<true, 1, 1, 2, 3, 4, bf16>(kAlt),
+    srow<true, 2, 1, 2, 6, 2, bf16>(kPreferred),
+    srow<true, 2, 1, 2, 4, 3, bf16>(kAlt),
+    srow<true, 1, 1, 2, 6, 2, float>(kPreferred),
+    srow<true, 2, 1, 2, 6, 2, float>(kPreferred),
+    srow<false, 1, 1, 2, 6, 2, bf16>(kPreferred),
+    srow<false, 1, 1, 4, 4, 1, float>(kPreferred),
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
@@ -173,6 +267,8 @@ Result<int> ctas_per_sm(int i, int w) {
   const Variant& v = kVariants[i];
   if (!smem_raised[i]) {
     KILN_CUDA_CHECK(cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxWarps * v.smem_per_warp));
+    for (const void* d : v.diag_kernels)
+      if (d) KILN_CUDA_CHECK(cudaFuncSetAttribute(d, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxWarps * v.smem_per_warp));
     smem_raised[i] = true;
   }
   if (cache[i][w] == 0) {
@@ -184,6 +280,88 @@ Result<int> ctas_per_sm(int i, int w) {
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The arguments every variant reads (the launch shape's fields are left zero).
+SkinnyParams common_params(const LinearArgs& a) {
+  const bool fp8 = a.w.dtype == DType::kFp8E4M3;
+  SkinnyParams p{};
+  p.w = static_cast<const uint8_t*>(a.w.data);
+  p.x = static_cast<const __nv_bfloat16*>(a.x.data);
+  p.w_scale = fp8 ? a.w_scale.ptr<float>() : nullptr;
+  p.bias = a.bias.empty() ? nullptr : a.bias.data;
+  p.y = a.y.data;
+  p.m = static_cast<int>(a.x.shape[0]);
+  p.n = static_cast<int>(a.w.shape[0]);
+  p.k = static_cast<int>(a.x.shape[1]);
+  p.ldw_bytes = a.w.strides[0] * (fp8 ? 1 : 2);
+  p.ldx = a.x.strides[0];
+  p.ldy = a.y.strides[0];
+  p.scale_per_tensor = fp8 && a.w_scale.numel() == 1;
+  return p;
+}
+
+Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, int64_t smem, bool pdl, cudaStream_t stream) {
+  cudaLaunchConfig_t lc{};
+  lc.gridDim = grid;
+  lc.blockDim = dim3(static_cast<unsigned>(warps * 32));
+  lc.dynamicSmemBytes = static_cast<size_t>(smem);
+  lc.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  lc.attrs = &attr;
+  lc.numAttrs = pdl ? 1 : 0;
+  void* args[] = {&p};
+  KILN_CUDA_CHECK(cudaLaunchKernelExC(&lc, kernel, args));
+  return ok_status();
+}
+
+constexpr int kStreamWarps = 8, kStreamCtasPerSm = 2;
+// Weight bytes from which Gemm::run takes a stream variant for m > 1 (H100: gate_up 28672 x 4096
+// and the LM head gained, down 4096 x 14336 (58 MB fp8) and smaller lost).
+constexpr int64_t kStreamMinBytes = 96ll << 20;  // the stream variants' default launch shape
+
+// The stream variants' launch shape: W warps (`warps` per CTA, by default two CTAs per SM where
+// they fit) over the F = tiles x chunks sequence, W <= F, the partial sums within the workspace.
+Result<SkinnyGemmLaunch> stream_shape(int vi, int64_t n, int64_t k, const SkinnyGemmWorkspace& ws, const SkinnyGemmConfig& cfg,
+                                      int64_t* chunks, int64_t* stream_warps, int* chunks_per_tile) {
+  const SkinnyGemmVariant& v = kVariants[vi].v;
+  const int warps = cfg.warps > 0 ? cfg.warps : kStreamWarps;
+  if (warps > kMaxWarps) return invalid_argument("skinny_gemm: at most 8 warps per CTA");
+  KILN_ASSIGN_OR_RETURN(const int occ, ctas_per_sm(vi, warps));
+  if (occ == 0) return invalid_argument("skinny_gemm: " + std::to_string(warps) + " warps per CTA do not fit on an SM");
+  const int per_sm = std::min(occ, cfg.split_k > 0 ? cfg.split_k : kStreamCtasPerSm);
+  const int64_t step_k = v.w == DType::kFp8E4M3 ? 64 : 32;
+  const int64_t C = ((k + step_k - 1) / step_k + v.unroll - 1) / v.unroll;
+  const int64_t tiles = (n + v.row_tiles * 16 - 1) / (v.row_tiles * 16);
+  if (tiles > ws.num_counters || !ws.partials || !ws.counters)
+    return unimplemented("skinny_gemm: the stream variants need a workspace with a counter per " +
+                         std::to_string(v.row_tiles * 16) + "-row tile");
+  const int64_t slot_floats = 2LL * v.row_tiles * (v.max_m / 8) * 4 * 32;  // two partial tiles per warp
+  const int64_t W = std::min({tiles * C, static_cast<int64_t>(per_sm) * ws.num_sms * warps, ws.partial_floats / slot_floats});
+  if (W < 1) return unimplemented("skinny_gemm: the decode workspace holds no partial sums");
+  *chunks = tiles * C;
+  *stream_warps = W;
+  *chunks_per_tile = static_cast<int>(C);
+  return SkinnyGemmLaunch{vi, warps, per_sm, (W + warps - 1) / warps, occ};
+}
+
+Status stream_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream_t stream, const SkinnyGemmConfig& cfg, int vi,
+                   SkinnyGemmLaunch* launched) {
+  if (cfg.diag < 0 || cfg.diag > 2) return invalid_argument("skinny_gemm: diag is 0, 1 or 2");
+  const Variant& var = kVariants[vi];
+  SkinnyParams p = common_params(a);
+  KILN_ASSIGN_OR_RETURN(const SkinnyGemmLaunch shape,
+                        stream_shape(vi, p.n, p.k, ws, cfg, &p.stream_chunks, &p.stream_warps, &p.chunks_per_tile));
+  p.partials = ws.partials;
+  p.counters = ws.counters;
+  p.pdl = ws.pdl ? 1 : 0;
+  const void* kernel = cfg.diag == 0 ? var.kernel : var.diag_kernels[cfg.diag - 1];
+  KILN_RETURN_IF_ERROR(launch_kernel(kernel, p, dim3(static_cast<unsigned>(shape.ctas)), shape.warps,
+                                     static_cast<int64_t>(shape.warps) * var.smem_per_warp, ws.pdl, stream));
+  if (launched) *launched = shape;
+  return ok_status();
+}
 
 }  // namespace
 
@@ -230,15 +408,27 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
       return invalid_argument("skinny_gemm: variant " + std::to_string(cfg.variant) + " does not take these arguments");
     vi = cfg.variant;
   } else {
-    for (int i = 0; i < kNumVariants; ++i) {
-      const SkinnyGemmVariant& v = kVariants[i].v;
-      if (v.preferred && v.w == a.w.dtype && v.y == a.y.dtype && m <= v.max_m && (vi < 0 || v.max_m < kVariants[vi].v.max_m))
-        vi = i;
+    // The preferred variant of the smallest max_m >= m: a stream variant for m > 1 on large
+    // matrices (where it was measured faster; there is none for fp8 -> bf16 m <= 8, where the
+    // grid kernel at 3 CTAs per SM wins), else a grid variant; a stream variant whose workspace
+    // is too small gives way to the grid variant.
+    const bool want_stream = m > 1 && n * k * (fp8 ? 1 : 2) >= kStreamMinBytes;
+    for (int pass = want_stream ? 0 : 1; pass < 2 && vi < 0; ++pass) {
+      for (int i = 0; i < kNumVariants; ++i) {
+        const SkinnyGemmVariant& v = kVariants[i].v;
+        if (v.preferred && v.stream == (pass == 0) && v.w == a.w.dtype && v.y == a.y.dtype && m <= v.max_m &&
+            (pass == 1 || v.max_m == 8 || 2 * m > v.max_m) && (vi < 0 || v.max_m < kVariants[vi].v.max_m))
+          vi = i;
+      }
+      int64_t f = 0, w = 0;
+      int c = 0;
+      if (vi >= 0 && kVariants[vi].v.stream && !stream_shape(vi, n, k, ws, cfg, &f, &w, &c).ok()) vi = -1;
     }
   }
   if (vi < 0) return unimplemented("skinny_gemm: no variant");
+  if (kVariants[vi].v.stream) return stream_cuda(a, ws, stream, cfg, vi, launch);
+  if (cfg.diag != 0) return invalid_argument("skinny_gemm: diag is for the stream variants");
   const Variant& var = kVariants[vi];
-  const int64_t es = fp8 ? 1 : 2;
   const int64_t step_k = fp8 ? 64 : 32;
   const int64_t num_steps = (k + step_k - 1) / step_k;
   const int64_t num_chunks = (num_steps + var.v.unroll - 1) / var.v.unroll;
@@ -280,36 +470,13 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   const int64_t steps_per_split = (num_steps + splits - 1) / splits;
   splits = (num_steps + steps_per_split - 1) / steps_per_split;  // no empty splits
 
-  SkinnyParams p{};
-  p.w = static_cast<const uint8_t*>(a.w.data);
-  p.x = static_cast<const __nv_bfloat16*>(a.x.data);
-  p.w_scale = fp8 ? a.w_scale.ptr<float>() : nullptr;
-  p.bias = a.bias.empty() ? nullptr : a.bias.data;
-  p.y = a.y.data;
+  SkinnyParams p = common_params(a);
   p.partials = ws.partials;
   p.counters = ws.counters;
-  p.m = static_cast<int>(m);
-  p.n = static_cast<int>(n);
-  p.k = static_cast<int>(k);
-  p.ldw_bytes = a.w.strides[0] * es;
-  p.ldx = a.x.strides[0];
-  p.ldy = a.y.strides[0];
-  p.scale_per_tensor = fp8 && a.w_scale.numel() == 1;
   p.steps_per_split = static_cast<int>(steps_per_split);
   p.pdl = ws.pdl ? 1 : 0;
-
-  cudaLaunchConfig_t lc{};
-  lc.gridDim = dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits));
-  lc.blockDim = dim3(static_cast<unsigned>(warps * 32));
-  lc.dynamicSmemBytes = static_cast<size_t>(warps) * var.smem_per_warp;
-  lc.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  lc.attrs = &attr;
-  lc.numAttrs = ws.pdl ? 1 : 0;
-  void* args[] = {&p};
-  KILN_CUDA_CHECK(cudaLaunchKernelExC(&lc, var.kernel, args));
+  KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), warps,
+                                     static_cast<int64_t>(warps) * var.smem_per_warp, ws.pdl, stream));
   if (launch) *launch = {vi, warps, static_cast<int>(splits), row_ctas * splits, occ};
   return ok_status();
 }

@@ -1,7 +1,8 @@
 // Decode-regime ("skinny", m = 1..64) GEMM: y[m, n] = x[m, k] @ w[n, k]^T (* w_scale) (+ bias),
 // weights streamed once from HBM. Internal to kernels/cuda/gemm (Gemm::run dispatches to it).
 // Variants (the table in skinny_gemm.cu): w bf16 | fp8 e4m3 (w_scale [n] or [1] f32) x
-// m tiles of 8 / 16 / 32 / 64 rows x y bf16 | f32, with their pipeline shapes; x bf16. CUDA-free header.
+// m tiles of 8 / 16 / 32 / 64 rows x y bf16 | f32, with their pipeline shapes, as a grid of one
+// CTA per row block or as a persistent warp stream (equal bytes per warp); x bf16. CUDA-free header.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -37,6 +38,7 @@ struct SkinnyGemmVariant {
   int unroll;      // k steps per chunk (kU)
   int stages;      // chunks in the cp.async ring of each warp (kS; kS - 1 in flight)
   bool preferred;  // the one Gemm::run uses for its (w, y, max_m); the others: tuning alternatives
+  bool stream = false;  // persistent warp stream (skinny_gemm_core.cuh WarpStream), else one CTA per row block
 };
 std::span<const SkinnyGemmVariant> skinny_gemm_variants();
 
@@ -44,7 +46,8 @@ std::span<const SkinnyGemmVariant> skinny_gemm_variants();
 struct SkinnyGemmConfig {
   int variant = -1;  // index into skinny_gemm_variants() (must fit the dtypes and m)
   int warps = 0;     // warps per CTA, 1..8 (they split the CTA's k range)
-  int split_k = 0;   // CTAs along k (reduced in-launch by the last one)
+  int split_k = 0;   // CTAs along k (reduced in-launch by the last one); stream variants: CTAs per SM
+  int diag = 0;      // stream variants, micro-benchmarks only: 1 = loads only, 2 = math only (wrong y)
 };
 
 // The launch shape skinny_gemm_cuda picks (for the bench's log).

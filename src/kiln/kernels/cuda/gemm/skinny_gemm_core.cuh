@@ -202,4 +202,205 @@ struct Core {
   }
 };
 
+
+// The warp-level stream ("stream-K" per warp): the kernel flattens its work into a sequence of
+// tiles (16 * kRT weight rows over the whole k range) of C chunks each (chunk = kU k-steps of
+// those rows), tile-major, and gives every warp of a persistent grid an equal contiguous range
+// [f_begin, f_end) of it. A warp walks its range with one cp.async ring that never drains
+// between tiles (the next tile's chunks are in flight while this one's sums are finished), so
+// every SM keeps the same bytes in flight from the first chunk to the last, with no CTA turnover,
+// no wave quantization and no barriers. When the warp leaves a tile it calls done(tile, acc);
+// the kernel writes y or, for a tile shared with other warps, a partial sum (the last of them to
+// arrive adds the partials in warp order: deterministic).
+// kDiag (micro-benchmarks only): 1 = loads only (no math), 2 = math only (no loads; the ring's
+// stale bytes are multiplied).
+template <bool kFp8, int kMT, int kRT, int kU, int kS>
+struct WarpStream {
+  using F = WeightFormat<kFp8>;
+  static_assert(kS >= 2, "at least two ring slots");
+  static constexpr int kVecsPerChunk = kU * kRT * 2;  // 16-byte vectors per thread per chunk
+  static constexpr int kChunkBytes = kVecsPerChunk * 32 * 16;  // per warp
+  static constexpr int kRingBytesPerWarp = kS * kChunkBytes;
+  static constexpr int kElems = kRT * kMT * 4;  // accumulators per thread
+  static constexpr int kChunkK = kU * F::kStepK;  // k elements per chunk
+
+  // rows_of(tile, &w, &rows): the tile's first weight row and its valid rows (<= 16 kRT);
+  // x_of(tile, xrow): this lane's activation row pointers (at k = t * kElemsPerVec, nullptr past
+  // m); done(tile, acc). w row stride ldw_bytes; k the row length; C chunks per tile.
+  template <int kDiag, typename RowsFn, typename XFn, typename DoneFn>
+  __device__ static void walk(int64_t f_begin, int64_t f_end, int C, int k, int64_t ldw_bytes, uint8_t* smem, bool pdl,
+                              RowsFn&& rows_of, XFn&& x_of, DoneFn&& done) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int nc = static_cast<int>(f_end - f_begin);
+    const uint32_t ring = smem_addr(smem) + lane * 16;
+
+    // Issue side: the tile and chunk of the next chunk to request, its row pointers.
+    int64_t issue_tile = f_begin / C;
+    int issue_kc = static_cast<int>(f_begin - issue_tile * C);
+    const uint8_t* wrow[kRT][2];
+    auto set_rows = [&](int64_t tile) {
+      const uint8_t* w0;
+      int rows;
+      rows_of(tile, w0, rows);
+#pragma unroll
+      for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) wrow[rt][h] = w0 + min(rt * 16 + g + 8 * h, rows - 1) * ldw_bytes + t * 16;
+    };
+    set_rows(issue_tile);
+    auto issue = [&](int i) {  // chunk f_begin + i into slot i % kS
+      const uint32_t slot = ring + (i % kS) * kChunkBytes;
+      if constexpr (kDiag != 2) {
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const int k0 = (issue_kc * kU + u) * F::kStepK;
+          const bool ok = k0 + t * F::kElemsPerVec < k;
+          const int64_t off = ok ? (kFp8 ? k0 : 2 * k0) : 0;
+#pragma unroll
+          for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) cp_async_16(slot + ((u * kRT + rt) * 2 + h) * 512, wrow[rt][h] + off, ok);
+        }
+      }
+      if (++issue_kc == C) {
+        issue_kc = 0;
+        ++issue_tile;
+        if (i + 1 < nc) set_rows(issue_tile);
+      }
+    };
+
+#pragma unroll
+    for (int i = 0; i < kS - 1; ++i) {
+      if (i < nc) issue(i);
+      cp_async_commit();
+    }
+    if (pdl) {
+      wait_for_previous_kernel();  // x (and the workspace) may come from the kernel before this one
+      allow_next_kernel();
+    }
+
+    // Compute side.
+    int64_t tile = f_begin / C;
+    int kc = static_cast<int>(f_begin - tile * C);
+    const __nv_bfloat16* xrow[kMT];
+    x_of(tile, xrow);
+    float acc[kRT][kMT][4] = {};
+    for (int i = 0; i < nc; ++i) {
+      if (i + kS - 1 < nc) issue(i + kS - 1);
+      cp_async_commit();
+      // x fragments first (L1 / L2 hits, independent of the ring): their latency overlaps the wait.
+      uint32_t b[kU][kMT][2 * F::kMmasPerVec];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int k0 = (kc * kU + u) * F::kStepK;
+        const bool ok = k0 + t * F::kElemsPerVec < k;
+#pragma unroll
+        for (int nt = 0; nt < kMT; ++nt) {
+          const bool x_ok = kDiag != 1 && ok && xrow[nt] != nullptr;
+#pragma unroll
+          for (int v = 0; v < F::kMmasPerVec / 2; ++v) {
+            const uint4 xv = x_ok ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
+            b[u][nt][4 * v] = xv.x; b[u][nt][4 * v + 1] = xv.y; b[u][nt][4 * v + 2] = xv.z; b[u][nt][4 * v + 3] = xv.w;
+          }
+        }
+      }
+      cp_async_wait<kS - 1>();  // chunk i has landed (this thread's own copies: no barrier needed)
+      if constexpr (kDiag != 1) {
+        const uint8_t* slot = smem + lane * 16 + (i % kS) * kChunkBytes;
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          uint32_t a[kRT][2][2 * F::kMmasPerVec];  // weights as bf16 words (see Core::stream)
+#pragma unroll
+          for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const uint4 v = *reinterpret_cast<const uint4*>(slot + ((u * kRT + rt) * 2 + h) * 512);
+              const uint32_t q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+              for (int j = 0; j < 4; ++j) {
+                if constexpr (kFp8) fp8x4_to_bf16x4(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
+                else a[rt][h][j] = q[j];
+              }
+            }
+#pragma unroll
+          for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+            for (int j = 0; j < F::kMmasPerVec; ++j)
+#pragma unroll
+              for (int rt = 0; rt < kRT; ++rt)
+                mma_bf16_16x8x16(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1], a[rt][1][2 * j + 1],
+                                 b[u][nt][2 * j], b[u][nt][2 * j + 1]);
+        }
+      }
+      if (++kc == C || i + 1 == nc) {  // the warp leaves this tile
+        done(tile, acc);
+#pragma unroll
+        for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+          for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[rt][nt][c] = 0.f;
+        kc = 0;
+        ++tile;
+        if (i + 1 < nc) x_of(tile, xrow);
+      }
+    }
+    cp_async_wait<0>();
+  }
+};
+
+// Which warp of a stream over F chunks split among W warps (warp q: [F q / W, F (q + 1) / W))
+// holds chunk f; F >= W, so no warp's range is empty.
+__device__ __forceinline__ int64_t stream_begin(int64_t q, int64_t F, int64_t W) { return F * q / W; }
+__device__ __forceinline__ int64_t stream_owner(int64_t f, int64_t F, int64_t W) { return ((f + 1) * W - 1) / F; }
+
+// Warp q of a stream leaves tile `tile` (C chunks) with its sums in acc: true when acc then holds
+// the tile's complete sums (the warp covered the whole tile, or it was the last of the tile's
+// warps to arrive and has added their partials, in warp order), for the caller to write y.
+// partials: [2 W, kElems, 32] f32 (slot 2q: the warp's first tile, 2q + 1: its last);
+// counters: [tiles] int, zero between calls (the last warp resets its tile's). m: valid columns.
+template <int kRT, int kMT>
+__device__ __forceinline__ bool stream_tile_sums(float (&acc)[kRT][kMT][4], int64_t tile, int C, int64_t q, int64_t F,
+                                                 int64_t W, float* partials, int* counters, int m) {
+  constexpr int kElems = kRT * kMT * 4;
+  const int lane = threadIdx.x & 31, t = lane & 3;
+  const int64_t t0 = tile * C, t1 = t0 + C;
+  const int64_t fb = stream_begin(q, F, W), fe = stream_begin(q + 1, F, W);
+  if (fb <= t0 && fe >= t1) return true;
+  float* part = partials + (2 * q + (fb / C == tile ? 0 : 1)) * kElems * 32 + lane;
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+        if (frag_m(nt, c, t) < m) __stcg(part + ((rt * kMT + nt) * 4 + c) * 32, acc[rt][nt][c]);
+  __threadfence();
+  __syncwarp();
+  const int64_t q0 = stream_owner(t0, F, W), q1 = stream_owner(t1 - 1, F, W);
+  int last = 0;
+  if (lane == 0) last = atomicAdd(counters + tile, 1) == static_cast<int>(q1 - q0);
+  last = __shfl_sync(0xffffffffu, last, 0);
+  if (!last) return false;
+  __threadfence();
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[rt][nt][c] = 0.f;
+  for (int64_t qq = q0; qq <= q1; ++qq) {
+    const float* pp = partials + (2 * qq + (stream_begin(qq, F, W) / C == tile ? 0 : 1)) * kElems * 32 + lane;
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+      for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+          if (frag_m(nt, c, t) < m) acc[rt][nt][c] += __ldcg(pp + ((rt * kMT + nt) * 4 + c) * 32);
+  }
+  if (lane == 0) counters[tile] = 0;  // ready for the next call (or graph replay)
+  return true;
+}
+
 }  // namespace kiln::skinny
