@@ -4,12 +4,15 @@
 // causal) beside it. FLOPs = 4 * q_len * kv_len * d * hq per sequence, halved when causal.
 // Ceilings: the dense bf16 GEMM rate (gpu_ceilings.py's JSON via KILN_GPU_CEILINGS, else 750) and
 // fp8 ("fp8_gemm_TFLOPs" there, else 1300).
-//   hopper_prefill_bench [SHAPE_SUBSTRING]
+//   hopper_prefill_bench [SHAPE_SUBSTRING [TUNING]]
+// With TUNING: profile mode, two causal launches of that tuning per matching shape and nothing else
+// (for ncu: --kernel-name regex:hopper_prefill_kernel --launch-skip 1 --launch-count 1).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -88,6 +91,7 @@ Batch make_batch(int64_t batch, int64_t len, int64_t hq, int64_t hkv, int64_t d,
 int main(int argc, char** argv) {
   using namespace kiln;
   const std::string filter = argc > 1 ? argv[1] : "";
+  const int profile_tuning = argc > 2 ? std::atoi(argv[2]) : -1;
   if (!cuda_available()) {
     std::printf("hopper_prefill_bench: no CUDA device\n");
     return 0;
@@ -111,6 +115,14 @@ int main(int argc, char** argv) {
         const bool fp8 = cache == DType::kFp8E4M3;
         const double ceiling = fp8 ? fp8_tflops : c.bf16_tflops;
         const char* kernel = fp8 ? "hopper_prefill_fp8" : "hopper_prefill_bf16";
+        if (profile_tuning >= 0) {
+          HopperPrefillOptions o{true};
+          o.tuning = profile_tuning;
+          for (int i = 0; i < 2; ++i) bench::check(prefill_attention_hopper_cuda(a, o, nullptr), "hopper");
+          bench::check(cuda_synchronize(), "sync");
+          std::printf("profiled %s %s tuning %d\n", kernel, base.c_str(), profile_tuning);
+          continue;
+        }
         auto time_options = [&](const HopperPrefillOptions& o) {
           return bench::median_ms(
               [&](int) { bench::check(prefill_attention_hopper_cuda(a, o, nullptr), "hopper"); }, nullptr, 3, 7, 2);

@@ -4,6 +4,9 @@
 # direct compiler calls into build-hopper-dev/, then runs the HopperPrefillCuda tests and
 # hopper_prefill_bench (optional shape filter). Faster than a full kiln_tests build.
 #   scripts/hopper_device_check.sh [BENCH_FILTER|-]
+# HOPPER_NCU="T1 T2 ..." (tuning indices): also profiles one causal 8K d128 fp8 launch of each with
+# Nsight Compute (HOPPER_NCU_SHAPE overrides the shape filter) and prints scripts/hopper_ncu_summary.py
+# of each; the reports go to $OUT/ncu.tar.gz.
 # HOPPER_BASELINE=DIR (an ignored folder, carried, holding src/kiln/kernels/attention_hopper.h,
 # src/kiln/kernels/cuda/attention/hopper_* and bench/hopper_prefill_bench.cu of another version):
 # also builds that version's bench and runs it with the same filter (before/after on one machine).
@@ -65,4 +68,20 @@ if [ -n "${HOPPER_BASELINE:-}" ] && [ "${1:-}" != "-" ]; then
   timeout 120 "$B/baseline_bench" ${1:+"$1"} > "$OUT/baseline.log" 2>&1
   echo "[+$(( $(date +%s) - t0 ))s] baseline bench rc=$?"
   grep '^@@' "$OUT/baseline.log" | sed 's/^@@ */base: /'
+fi
+if [ -n "${HOPPER_NCU:-}" ]; then
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  mkdir -p "$OUT/ncu"
+  for t in $HOPPER_NCU; do
+    timeout 90 "$NCU" --kernel-name regex:hopper_prefill_kernel --launch-skip 1 --launch-count 1 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis_Tables --section WarpStateStats --section SchedulerStats \
+      --section SourceCounters --section InstructionStats --section LaunchStats --import-source no -f \
+      -o "$OUT/ncu/prof_t$t" "$B/hopper_prefill_bench" "${HOPPER_NCU_SHAPE:-B2 L8192 h32/8 d128 fp8}" "$t" \
+      > "$OUT/ncu/ncu_t$t.log" 2>&1
+    echo "[+$(( $(date +%s) - t0 ))s] ncu tuning $t rc=$?"
+    PATH=$(dirname "$NCU"):$PATH timeout 60 python3 scripts/hopper_ncu_summary.py "$OUT/ncu/prof_t$t.ncu-rep" 32 \
+      2>&1 | tee "$OUT/ncu/summary_t$t.txt" | cut -c1-200
+  done
+  tar -czf "$OUT/ncu.tar.gz" -C "$OUT" ncu && rm -rf "$OUT/ncu"
 fi

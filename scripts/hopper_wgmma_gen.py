@@ -39,5 +39,16 @@ __device__ __forceinline__ void wgmma_rs_{dt}_n{n}(float (&d)[{na}], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }}
 ''')
+# e4m3 RS with N = 8: P times a tile of ones, the row sums of P on the tensor cores (fp8 rowsum tunings).
+na = 4
+out.append(f'''// d[64 x 8] += A[64 x 32] (registers) * B[32 x 8] (shared memory, K-major).
+__device__ __forceinline__ void wgmma_rs_e4m3_n8(float (&d)[{na}], const uint32_t (&a)[4], uint64_t b) {{
+  asm volatile(
+      "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{na+5}, 0;\\n"
+      "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {{{regs(na,0)}}}, {{{regs(4,na)}}}, %{na+4}, p, 1, 1;\\n}}\\n"
+      : {acc_constraints(na)}
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}}
+''')
 out.append("}  // namespace kiln::cuda::hopper\n")
 open(__import__("os").path.join(__import__("os").path.dirname(__file__), "../src/kiln/kernels/cuda/attention/hopper_wgmma.cuh"), "w").write("\n".join(out))

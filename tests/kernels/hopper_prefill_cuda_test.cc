@@ -190,9 +190,9 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
   };
   std::mt19937 rng(7);
   for (const HopperPrefillVariant& v : hopper_prefill_variants()) {
-    // fp8: P goes through e4m3 (3 mantissa bits) and Q is quantized per row: the shipped tuning
-    // splits Q into two e4m3 parts (measured max error 2.2e-2 on the H100, held to 5e-2); the
-    // single-part tunings reach 5.8e-2 (held to 8e-2).
+    // fp8: P goes through e4m3 (3 mantissa bits) and Q is quantized per row: the shipped tunings
+    // split Q into two e4m3 parts (measured max error 2.5e-2 d128 / 2.2e-2 d64 on the H100, held to
+    // 5e-2); the single-part tunings reach 4.2e-2 (d128) / 5.8e-2 (d64) (held to 8e-2).
     const bool fp8 = v.cache_dtype == DType::kFp8E4M3;
     const double tol = fp8 ? 8e-2 : 1e-2, tol_shipped = fp8 ? 5e-2 : 1e-2;
     double worst = 0;
@@ -200,14 +200,16 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
       Result<Problem> p = make_problem(s, v.head_dim, v.cache_dtype, rng);
       ASSERT_TRUE(p.ok()) << p.status().to_string();
       const HostTensor ref_causal = reference(*p, true), ref_full = reference(*p, false);
-      // Every tuning causal and not; the shipped one also without ping-pong and in kv-head chunks of 1.
+      // Every tuning causal and not, without ping-pong and in kv-head chunks of 1.
       std::vector<HopperPrefillOptions> runs;
       for (int t = 0; t < static_cast<int>(v.tunings.size()); ++t) {
+        // "probe: ..." rows are the bench's bounds (a step skipped, wrong results by design).
+        if (std::string(v.tunings[static_cast<size_t>(t)].name).rfind("probe:", 0) == 0) continue;
         runs.push_back({true, true, 0, t});
         runs.push_back({false, true, 0, t});
+        runs.push_back({true, false, 0, t});  // without ping-pong
+        runs.push_back({true, true, 1, t});   // kv-head chunks of 1
       }
-      runs.push_back({true, false, 0, 0});
-      runs.push_back({true, true, 1, 0});
       for (const HopperPrefillOptions& o : runs) {
         const double err = relative_error(*p, v, o, o.causal ? ref_causal : ref_full);
         const std::string what = describe(s, v.head_dim, v.cache_dtype, o.causal) + " [" +

@@ -29,34 +29,51 @@ __device__ __forceinline__ void mask_tile(float (&s)[kN / 2], int key0, const Ro
 // lazily (only when it grows by more than kLazy in log2 units, so P <= 2^(kLazy + kBias)),
 // rescale[h] = factor for O's row h (1 if unmoved; 0 on a first real max). A row with no unmasked
 // key yet keeps m = -inf and gets P = 0. 1 in kPolyExp column groups (0: none) take exp2_poly.
-template <int kN, int kPolyExp>
+// kTree: max and sums in 4 independent chains per row; kNoSum: no row sums (st.l untouched: the
+// tensor cores sum P, kFeatRowSum).
+template <int kN, int kPolyExp, bool kProbeNoExp = false, bool kTree = false, bool kNoSum = false>
 __device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, float (&rescale)[2], float kBias,
                                              float kLazy) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float mx = st.m[h];
+    if constexpr (kTree) {
+      float a[4];
 #pragma unroll
-    for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      for (int c = 0; c < 4; ++c) a[c] = fmaxf(s[4 * c + 2 * h], s[4 * c + 2 * h + 1]);
+#pragma unroll
+      for (int j = 4; j < kN / 8; ++j) a[j % 4] = fmaxf(a[j % 4], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      mx = fmaxf(mx, fmaxf(fmaxf(a[0], a[1]), fmaxf(a[2], a[3])));
+    } else {
+#pragma unroll
+      for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+    }
     mx = quad_max(mx);
     const bool move = (mx - st.m[h]) * st.c[h] > kLazy;  // false while both are -inf (NaN)
     rescale[h] = move ? exp2_approx((st.m[h] - mx) * st.c[h]) : 1.f;
     st.m[h] = move ? mx : st.m[h];
     const float base = (st.m[h] == -INFINITY ? 0.f : st.m[h] * st.c[h]) - kBias;
-    float sum0 = 0.f, sum1 = 0.f;
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {
       const float x0 = fmaf(s[4 * j + 2 * h], st.c[h], -base), x1 = fmaf(s[4 * j + 2 * h + 1], st.c[h], -base);
-      if (kPolyExp > 0 && j % (kPolyExp > 0 ? kPolyExp : 1) == kPolyExp - 1) {
+      if constexpr (kProbeNoExp) {  // bench probe: the softmax without its exponentials (wrong results)
+        s[4 * j + 2 * h] = x0;
+        s[4 * j + 2 * h + 1] = x1;
+      } else if (kPolyExp > 0 && j % (kPolyExp > 0 ? kPolyExp : 1) == kPolyExp - 1) {
         s[4 * j + 2 * h] = exp2_poly(x0);
         s[4 * j + 2 * h + 1] = exp2_poly(x1);
       } else {
         s[4 * j + 2 * h] = exp2_approx(x0);
         s[4 * j + 2 * h + 1] = exp2_approx(x1);
       }
-      sum0 += s[4 * j + 2 * h];
-      sum1 += s[4 * j + 2 * h + 1];
+      if constexpr (!kNoSum) {
+        const int c = kTree ? 2 * (j % 2) : 0;
+        sum[c] += s[4 * j + 2 * h];
+        sum[c + 1] += s[4 * j + 2 * h + 1];
+      }
     }
-    st.l[h] = st.l[h] * rescale[h] + (sum0 + sum1);
+    if constexpr (!kNoSum) st.l[h] = st.l[h] * rescale[h] + ((sum[0] + sum[1]) + (sum[2] + sum[3]));
   }
 }
 
@@ -120,9 +137,11 @@ __device__ __forceinline__ void issue_qk(float (&s)[64], uint32_t q_wg, uint32_t
 // O[64 x kHeadDim] += P V, issued (not waited). bf16: V [kBlockN keys, kHeadDim] in 64-column panels
 // (MN-major B: 8-key groups 1024 B apart, panels kBlockN * 128 B apart). fp8: Vt [kHeadDim,
 // kBlockN keys] K-major.
+// C::kRowSum: also lsum[4] (rows g, g + 8 of the m64n8 fragment: every column holds the row sum)
+// += P times the ones tile at `ones`.
 template <class C, bool kFp8 = C::kElemBytes == 1, int kHeadDim = C::kPanels * C::kPanelElems>
 __device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_t (&pa)[kFp8 ? 4 : 8][4],
-                                         uint32_t v_tile) {
+                                         uint32_t v_tile, float (&lsum)[4], uint32_t ones) {
 #pragma unroll
   for (int kk = 0; kk < C::kBlockN / C::kKStep; ++kk) {
     if constexpr (kFp8) {
@@ -131,6 +150,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_
         wgmma_rs_e4m3_n128(o, pa[kk], b);
       else
         wgmma_rs_e4m3_n64(o, pa[kk], b);
+      if constexpr (C::kRowSum) wgmma_rs_e4m3_n8(lsum, pa[kk], smem_desc<128>(ones + kk * 32, 16, 1024));
     } else {
       const uint64_t b = smem_desc<128>(v_tile + kk * 16 * 128, C::kBlockN * 128, 1024);
       if constexpr (kHeadDim == 128)
@@ -232,6 +252,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   float o[kHeadDim / 2];
 #pragma unroll
   for (int i = 0; i < kHeadDim / 2; ++i) o[i] = 0.f;
+  float lsum[4] = {0.f, 0.f, 0.f, 0.f};  // kRowSum: the row sums, accumulated with O
   float s[C::kBlockN / 2];
   uint32_t pa[kSteps][4];
   float rescale[2];
@@ -285,7 +306,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (lane == 0) mbar_arrive(bars.empty_k(sk));
     release_q(0);
     if (needs_mask(w.tile0)) mask_tile<C::kBlockN>(s, w.tile0, st, window, t);
-    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0>(s, st, rescale, C::kPBias, C::kLazyLog2);
+    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
     pack_p<kFp8, C::kBlockN>(s, pa);
   }
   for (int j = 1; j < w.n_tiles; ++j) {
@@ -299,7 +320,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     wgmma_commit();
     mbar_wait(bars.full_v(sv), phase_of<VS>(cv));
     zero_v_tail(v_tile_of(sv), key0 - C::kBlockN);
-    issue_pv<C>(o, pa, v_tile_of(sv));
+    issue_pv<C>(o, pa, v_tile_of(sv), lsum, smem + C::kOnes);
     wgmma_commit();
     turn_pass(false);
     wgmma_wait<1>();
@@ -307,7 +328,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (lane == 0) mbar_arrive(bars.empty_k(sk));
     release_q(j);
     if (needs_mask(key0)) mask_tile<C::kBlockN>(s, key0, st, window, t);
-    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0>(s, st, rescale, C::kPBias, C::kLazyLog2);
+    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
     pin(s);
     // ptxas hoists a wgmma wait above all the work it does not depend on, which would serialize the
     // softmax behind this warpgroup's PV product (seen in the SASS); it keeps the wait below an
@@ -317,8 +338,15 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     wgmma_wait<0>();
     pin(o);
     pin(pa);
+    if constexpr (C::kRowSum) pin(lsum);
     if (lane == 0) mbar_arrive(bars.empty_v(sv));
-    if (rescale[0] != 1.f || rescale[1] != 1.f) rescale_o<kHeadDim>(o, rescale);
+    if (rescale[0] != 1.f || rescale[1] != 1.f) {
+      rescale_o<kHeadDim>(o, rescale);
+      if constexpr (C::kRowSum) {
+        lsum[0] *= rescale[0], lsum[1] *= rescale[0];
+        lsum[2] *= rescale[1], lsum[3] *= rescale[1];
+      }
+    }
     pack_p<kFp8, C::kBlockN>(s, pa);
   }
   if (w.n_tiles > 0) {
@@ -327,11 +355,12 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     zero_v_tail(v_tile_of(sv), w.tile0 + (w.n_tiles - 1) * C::kBlockN);
     turn_wait();
     wgmma_fence();
-    issue_pv<C>(o, pa, v_tile_of(sv));
+    issue_pv<C>(o, pa, v_tile_of(sv), lsum, smem + C::kOnes);
     wgmma_commit();
     turn_pass(true);
     wgmma_wait<0>();
     pin(o);
+    if constexpr (C::kRowSum) pin(lsum);
     if (lane == 0) mbar_arrive(bars.empty_v(sv));
   }
 
@@ -343,7 +372,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   float inv[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const float sum = quad_sum(st.l[h]);
+    const float sum = C::kRowSum ? lsum[2 * h] : quad_sum(st.l[h]);
     inv[h] = sum > 0.f ? p.v_scale / sum : 0.f;
   }
 #pragma unroll
@@ -398,13 +427,17 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     for (int s = 0; s < C::kVStages; ++s) {
       mbar_init(bars.full_v(s), 1);
       mbar_init(bars.empty_v(s), 8);
-      mbar_init(bars.full_raw(s), 1);
     }
+    for (int s = 0; s < C::kVTiles; ++s) mbar_init(bars.full_raw(s), 1);
     mbar_init(bars.anchor(), (1 << 20) - 1);
     mbar_init_fence();
     if constexpr (!kFp8) tma_prefetch_map(&p.q_map);
     tma_prefetch_map(&p.k_map);
     tma_prefetch_map(&p.v_map);
+  }
+  if constexpr (C::kRowSum) {  // e4m3 1.0 = 0x38, read by the row-sum wgmma (async proxy)
+    if (tid < 256) asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(smem + C::kOnes + 4 * tid), "r"(0x38383838u));
+    fence_async_smem();
   }
   __syncthreads();
   const int wg = tid / 128;

@@ -45,11 +45,24 @@ struct HopperPrefillParams {
 // pipe instead of MUFU.EX2 (0: none). kOverlap: the softmax of tile j while this warpgroup's PV
 // product of tile j - 1 runs (else ptxas waits for it first). kSplitQ (fp8): Q = hi + lo, both e4m3
 // (lo: the rounding residual of hi, same row scale), S = hi K^T + lo K^T in one accumulator: Q
-// carries ~7 mantissa bits instead of 3, for twice the QK wgmma work.
-template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyExp_, bool kOverlap_, bool kSplitQ_ = false>
+// carries ~7 mantissa bits instead of 3, for twice the QK wgmma work. kFeatures (fp8 d128), bits:
+//   kFeatFastVt: the producer's V transpose by transpose_v_fast (precomputed addresses, 16-byte
+//     stores) with K and raw V tiles kKStages deep (raw V then runs kKStages - 1 tiles ahead) and
+//     kVStages transposed tiles;
+//   kFeatTree: the softmax's row max and row sums as 4 independent chains each (not 1 and 2);
+//   kFeatRowSum: the row sums of P on the tensor cores (P times a tile of ones, m64n8k32 beside each
+//     PV step) instead of 64 FADDs a thread, and of the e4m3 P that PV uses;
+//   kFeatLazy: the running max moves only when it grows by more than 0.75 (log2 units; P stays
+//     below 2^8.75 < 448, e4m3's largest), so O is rescaled less often.
+// kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials.
+constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8;
+template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyExp_, bool kOverlap_, bool kSplitQ_ = false,
+          int kFeatures_ = 0, int kProbe_ = 0>
 struct HopperTune {
-  static constexpr int kKStages = kKStages_, kVStages = kVStages_, kPolyExp = kPolyExp_;
+  static constexpr int kKStages = kKStages_, kVStages = kVStages_, kPolyExp = kPolyExp_, kProbe = kProbe_;
   static constexpr bool kPersistent = kPersistent_, kOverlap = kOverlap_, kSplitQ = kSplitQ_;
+  static constexpr bool kFastVt = (kFeatures_ & kFeatFastVt) != 0, kTree = (kFeatures_ & kFeatTree) != 0,
+                        kRowSum = (kFeatures_ & kFeatRowSum) != 0, kLazy = (kFeatures_ & kFeatLazy) != 0;
 };
 
 template <bool kFp8, int kHeadDim, class Tune>
@@ -60,7 +73,11 @@ struct HopperConfig {
   static constexpr int kPanelElems = kRowBytes / kElemBytes;
   static constexpr int kBlockM = 128, kBlockN = 128;
   static constexpr int kKStages = Tune::kKStages, kVStages = Tune::kVStages;
-  static_assert(!kFp8 || kKStages == kVStages, "fp8 loads K and raw V of a tile together");
+  static_assert(!kFp8 || Tune::kFastVt || kKStages == kVStages, "fp8 loads K and raw V of a tile together");
+  static_assert(!Tune::kFastVt || (kFp8 && kHeadDim == 128), "transpose_v_fast is for fp8 d128");
+  static constexpr bool kRowSum = kFp8 && Tune::kRowSum;
+  // fp8: raw V tiles are loaded with K (kKStages of them); bf16: the V tiles (kVStages).
+  static constexpr int kVTiles = kFp8 ? kKStages : kVStages;
   static constexpr int kThreads = 384;
   static constexpr int kKStep = kFp8 ? 32 : 16;  // wgmma k (elements); 32 bytes either way
   static constexpr int kStepsPerPanel = kRowBytes / 32;
@@ -73,20 +90,22 @@ struct HopperConfig {
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kQBytes;
   static constexpr int kV = kK + kKStages * kTileBytes;
-  static constexpr int kVt = kV + kVStages * kTileBytes;
+  static constexpr int kVt = kV + kVTiles * kTileBytes;
   static constexpr int kO = kVt + kVStages * kVtBytes;
   static constexpr int kScales = kO + kOBytes;  // fp8: Q row scales, float[128]
-  static constexpr int kBars = kScales + kBlockM * 4;
-  static constexpr int kNumBars = 3 + 2 * kKStages + 3 * kVStages;
+  static constexpr int kOnes = kScales + 1024;  // kRowSum: 1 KB of e4m3 ones (B of the row-sum wgmma)
+  static constexpr int kBars = kScales + kBlockM * 4 + (kRowSum ? 1024 + 512 : 0);
+  static constexpr int kNumBars = 3 + 2 * kKStages + 2 * kVStages + kVTiles;
   static constexpr int kSmemBytes = kBars + kNumBars * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory of a CTA");
   static constexpr int kProducerRegs = kFp8 ? 56 : 40;
   static constexpr int kConsumerRegs = kFp8 ? 224 : 232;
   // P = 2^(score log2 units - running max + kPBias), the max moving only when it grows by more than
-  // kLazyLog2. fp8: P in (0, 256] uses e4m3's normal range (values down to 2^-14 of the max keep 3
-  // mantissa bits; 1 / 256 cancels in O / l); bf16 has the exponent range, so lazy and unbiased.
+  // kLazyLog2. fp8: P in (0, 2^(8 + kLazyLog2)] <= 448 uses e4m3's normal range (values down to 2^-14
+  // of the max keep 3 mantissa bits; the bias cancels in O / l); bf16 has the exponent range, so lazy
+  // and unbiased.
   static constexpr float kPBias = kFp8 ? 8.f : 0.f;
-  static constexpr float kLazyLog2 = kFp8 ? 0.f : 8.f;
+  static constexpr float kLazyLog2 = kFp8 ? (Tune::kLazy ? 0.75f : 0.f) : 8.f;
 };
 
 // Barrier slots (8 bytes each) after kBars.
@@ -100,7 +119,7 @@ struct Bars {
   __device__ uint32_t empty_k(int s) const { return base + 8 * (3 + kKStages + s); }
   __device__ uint32_t full_v(int s) const { return base + 8 * (3 + 2 * kKStages + s); }  // bf16: V; fp8: Vt
   __device__ uint32_t empty_v(int s) const { return base + 8 * (3 + 2 * kKStages + kVStages + s); }
-  __device__ uint32_t full_raw(int s) const { return base + 8 * (3 + 2 * kKStages + 2 * kVStages + s); }  // fp8
+  __device__ uint32_t full_raw(int s) const { return base + 8 * (3 + 2 * kKStages + 2 * kVStages + s); }  // fp8, s < kVTiles
 };
 
 // Stage and phase parity of a CTA's tile counter c in a ring of kStages.
@@ -171,6 +190,84 @@ __device__ __forceinline__ void load_kv_tile(const HopperPrefillParams& p, const
                   panel * C::kPanelElems, w.kvh, slot, block);
   }
 }
+// fp8, warp-wide: key tile `tile` of K and of V (raw) from one read of the block table, into k_dst /
+// v_dst, completing on full_k / full_v (lane 0 first waits for the K stage to be empty; the raw V
+// stage of the same tile was freed by the producer's own transpose, in program order).
+template <typename C>
+__device__ __forceinline__ void load_kv_pair(const HopperPrefillParams& p, const Work& w, int key0, uint32_t k_dst,
+                                             uint32_t v_dst, uint32_t full_k, uint32_t full_v, uint32_t empty_k,
+                                             uint32_t empty_parity, int lane) {
+  constexpr int kBoxes = C::kBlockN / 16;
+  const int token = key0 + 16 * lane;
+  int block = p.num_blocks, slot = 0;
+  if (lane < kBoxes && token < w.kv_len) {
+    block = p.block_tables[static_cast<int64_t>(w.b) * p.table_stride + (token >> p.block_size_log2)];
+    slot = token & ((1 << p.block_size_log2) - 1);
+  }
+  if (lane == 0) {
+    mbar_wait(empty_k, empty_parity);
+    mbar_expect_tx(full_k, C::kTileBytes);
+    mbar_expect_tx(full_v, C::kTileBytes);
+  }
+  __syncwarp();
+  if (lane < kBoxes) {
+#pragma unroll
+    for (int panel = 0; panel < C::kPanels; ++panel) {
+      const uint32_t off = panel * (C::kBlockN * C::kRowBytes) + lane * 16 * C::kRowBytes;
+      tma_load_4d(k_dst + off, &p.k_map, full_k, panel * C::kPanelElems, w.kvh, slot, block);
+      tma_load_4d(v_dst + off, &p.v_map, full_v, panel * C::kPanelElems, w.kvh, slot, block);
+    }
+  }
+}
+
+// fp8 d128, the producer warpgroup (128 threads): raw V tile [128 keys, 128 B] (TMA 128-byte swizzle)
+// -> Vt [128 d, 128 key columns] (same swizzle), keys permuted within each 16 as in transpose_v.
+// Thread (warp, lane q) takes d quad 4q .. 4q + 3 of key groups h = ((q >> 1) & 3) ^ (2 warp + u),
+// u = 0, 1: 16 word loads (one per key; banks 4 ((q >> 2) ^ key % 8) + q % 4, all 32 distinct), 32
+// byte permutes, 4 16-byte stores (rows 4q + i, chunk h ^ 4 (q & 1) ^ i: the 8 rows of a quarter warp
+// hit 8 distinct chunks). `ld[j]` = ((q >> 2) ^ j) << 4 | 4 (q % 4), per thread; keys >= `valid`
+// (kv_len - first key of the tile) become 0 (their cache slots may hold anything, NaN included).
+template <bool kMask>
+__device__ __forceinline__ void transpose_v_fast_units(uint32_t raw, uint32_t vt, const uint32_t (&ld)[8], int q,
+                                                       int warp, int valid) {
+#pragma unroll
+  for (int u = 0; u < 2; ++u) {
+    const int h = ((q >> 1) & 3) ^ (2 * warp + u);
+    const uint32_t src = raw + h * 2048;
+    uint32_t w[16];
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(w[k]) : "r"(src + ld[k & 7] + 128 * k));
+      if (kMask && 16 * h + k >= valid) w[k] = 0u;
+    }
+    uint32_t out[4][4];  // [row i][key quad t]
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const uint32_t w0 = w[2 * t], w1 = w[2 * t + 1], w2 = w[2 * t + 8], w3 = w[2 * t + 9];
+      const uint32_t lo01 = __byte_perm(w0, w1, 0x5140), lo23 = __byte_perm(w2, w3, 0x5140);
+      const uint32_t hi01 = __byte_perm(w0, w1, 0x7362), hi23 = __byte_perm(w2, w3, 0x7362);
+      out[0][t] = __byte_perm(lo01, lo23, 0x5410);
+      out[1][t] = __byte_perm(lo01, lo23, 0x7632);
+      out[2][t] = __byte_perm(hi01, hi23, 0x5410);
+      out[3][t] = __byte_perm(hi01, hi23, 0x7632);
+    }
+    const uint32_t z = static_cast<uint32_t>(h ^ (4 * (q & 1)));
+    const uint32_t dst = vt + 512 * q;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst + ((z ^ i) << 4) + 128 * i),
+                   "r"(out[i][0]), "r"(out[i][1]), "r"(out[i][2]), "r"(out[i][3])
+                   : "memory");
+  }
+}
+__device__ __forceinline__ void transpose_v_fast(uint32_t raw, uint32_t vt, const uint32_t (&ld)[8], int q, int warp,
+                                                 int valid) {
+  if (valid >= 128)
+    transpose_v_fast_units<false>(raw, vt, ld, q, warp, valid);
+  else
+    transpose_v_fast_units<true>(raw, vt, ld, q, warp, valid);
+}
+
 // fp8: V tile [kBlockN keys, kHeadDim] (as loaded) -> Vt [kHeadDim, kBlockN keys], K-major for the
 // PV wgmma. Within each 16 keys, column 4t + i of Vt holds key 2t + (i & 1) + 8 (i >> 1): the key
 // order in which the S accumulators of thread t sit in the e4m3 A fragment of P, so P needs no
@@ -247,6 +344,32 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
         load_kv_tile<C>(p, &p.v_map, w, w.tile0 + j * C::kBlockN, kv_valid, smem + C::kV + s * C::kTileBytes,
                         bars.full_v(s), bars.empty_v(s), phase_of<VS>(c) ^ 1, true, lane);
       }
+  } else if constexpr (T::kFastVt) {
+    // Warp 0 loads K and raw V of tile j + KS - 1 (into the raw stage transposed last round), then
+    // all four warps transpose tile j once its raw V has landed and its Vt stage is free.
+    uint32_t ld[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) ld[j] = ((static_cast<uint32_t>(lane >> 2) ^ j) << 4) | (4 * (lane & 3));
+    auto issue = [&](int j) {
+      const int c = it + j, s = stage_of<KS>(c);
+      load_kv_pair<C>(p, w, w.tile0 + j * C::kBlockN, smem + C::kK + s * C::kTileBytes,
+                      smem + C::kV + s * C::kTileBytes, bars.full_k(s), bars.full_raw(s), bars.empty_k(s),
+                      phase_of<KS>(c) ^ 1, lane);
+    };
+    if (warp == 0)
+      for (int j = 0; j < KS - 1 && j < w.n_tiles; ++j) issue(j);
+    for (int j = 0; j < w.n_tiles; ++j) {
+      if (warp == 0 && j + KS - 1 < w.n_tiles) issue(j + KS - 1);
+      const int c = it + j, sr = stage_of<KS>(c), sv = stage_of<VS>(c);
+      mbar_wait(bars.full_raw(sr), phase_of<KS>(c));
+      mbar_wait(bars.empty_v(sv), phase_of<VS>(c) ^ 1);
+      if constexpr (!(T::kProbe & 1))
+        transpose_v_fast(smem + C::kV + sr * C::kTileBytes, smem + C::kVt + sv * C::kVtBytes, ld, lane, warp,
+                         w.kv_len - (w.tile0 + j * C::kBlockN));
+      fence_async_smem();
+      named_sync(3, 128);
+      if (tid == 0) mbar_arrive(bars.full_v(sv));
+    }
   } else {
     auto issue = [&](int j) {  // warp 0: K tile j and raw V tile j
       const int c = it + j, s = stage_of<KS>(c);
