@@ -1,7 +1,8 @@
 // The GPU decode kernel (skinny_gemm.cu), the fp8 prefill path and the dispatcher of Gemm::run
 // against linear_cpu on fresh random inputs: every row of the decode kernel's variant table (bf16
 // and fp8 weights, per-channel and per-tensor scales, bf16 and f32 y, bias, strided rows, odd n,
-// split K), m on both sides of every dispatch threshold; the GPU fp8 quantizer against the CPU
+// split K), m on both sides of every dispatch threshold; every fp8 prefill mode (x per token / per
+// tensor, cuBLASLt or epilogue scales, fast accumulation); both GPU fp8 quantizers against the CPU
 // one bit for bit; graph capture and replay. Skipped without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/gemm/gemm_fp8_activations.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm.h"
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/linear.h"
@@ -68,13 +70,19 @@ Weights make_weights(DType wt, int64_t n, int64_t k, bool per_tensor, bool raw_c
   return r;
 }
 
-// y = gemm.run(x, w) compared with linear_cpu; fp8_x: the reference quantizes x per row first
-// (what the fp8 prefill path does).
+// How the reference sees x: exact (bf16), or quantized to fp8 per row (token) or per tensor first,
+// as the fp8 prefill path does (GemmOptions::fp8_activations).
+enum XRef { kXExact, kXPerToken, kXPerTensor };
+XRef x_ref_for(const GemmOptions& o) { return o.fp8_activations == Fp8Activations::kPerTensor ? kXPerTensor : kXPerToken; }
+
+// y = gemm.run(x, w) compared with linear_cpu on x as x_ref says.
 // Tolerances (max error / max |ref|): bf16 y: its rounding; f32 y: summation order, except on
-// the fp8 cuBLASLt path, whose fp8 MMAs accumulate with fewer bits than f32.
+// the fp8 cuBLASLt path, whose fp8 MMAs accumulate with fewer bits than f32 (tol_f32 > 0 overrides).
+// err_out: the measured error, for the tests that print it.
 template <typename Run>  // Status run(const LinearArgs&): Gemm::run or the decode kernel itself
-void check_case(Run&& run, DType y_dtype, const Weights& W, const Case& c, bool fp8_x, std::mt19937& rng,
-                double tol_bf16 = 1e-2) {
+void check_case(Run&& run, DType y_dtype, const Weights& W, const Case& c, XRef x_ref, std::mt19937& rng,
+                double tol_bf16 = 1e-2, double tol_f32 = 0, double* err_out = nullptr) {
+  const bool fp8_x = x_ref != kXExact;
   const int64_t m = c.m, n = c.n, k = c.k;
   SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + " bias=" +
                std::to_string(c.bias) + " pad=" + std::to_string(c.pad) + " w=" + std::string(dtype_name(W.w.tensor.dtype)) +
@@ -96,7 +104,7 @@ void check_case(Run&& run, DType y_dtype, const Weights& W, const Case& c, bool 
   for (int64_t i = 0; i < m; ++i) std::copy_n(xf_all.begin() + i * (k + c.pad), k, xf.tensor.ptr<float>() + i * k);
   if (fp8_x) {
     HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k});
-    HostTensor s = HostTensor::zeros(DType::kF32, {m});
+    HostTensor s = HostTensor::zeros(DType::kF32, {x_ref == kXPerTensor ? 1 : m});
     ASSERT_TRUE(quantize_fp8_cpu({xf.tensor, q.tensor, s.tensor}).ok());
     ASSERT_TRUE(dequantize_fp8_weights_cpu(q.tensor, s.tensor, xf.tensor).ok());
   }
@@ -110,13 +118,16 @@ void check_case(Run&& run, DType y_dtype, const Weights& W, const Case& c, bool 
   const std::vector<float> y_all = test::to_f32(y_host->tensor);
   std::vector<float> y(static_cast<size_t>(m * n));
   for (int64_t i = 0; i < m; ++i) std::copy_n(y_all.begin() + i * (n + c.pad), n, y.begin() + i * n);
-  const double tol = y_dtype == DType::kF32 ? (fp8_x ? 1e-3 : 1e-4) : tol_bf16;
-  EXPECT_LT(scaled_error(y, test::to_f32(ref.tensor)), tol);
+  const double tol = y_dtype == DType::kF32 ? (tol_f32 > 0 ? tol_f32 : fp8_x ? 1e-3 : 1e-4) : tol_bf16;
+  const double err = scaled_error(y, test::to_f32(ref.tensor));
+  if (err_out) *err_out = err;
+  EXPECT_LT(err, tol);
 }
 
-void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, bool fp8_x, std::mt19937& rng,
-                double tol_bf16 = 1e-2) {
-  check_case([&](const LinearArgs& a) { return gemm.run(a, nullptr); }, y_dtype, W, c, fp8_x, rng, tol_bf16);
+void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, XRef x_ref, std::mt19937& rng,
+                double tol_bf16 = 1e-2, double tol_f32 = 0, double* err_out = nullptr) {
+  check_case([&](const LinearArgs& a) { return gemm.run(a, nullptr); }, y_dtype, W, c, x_ref, rng, tol_bf16, tol_f32,
+             err_out);
 }
 
 // The decode kernel's own workspace (what Gemm owns), for calls with explicit launch choices.
@@ -160,10 +171,10 @@ TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
           const int which = static_cast<int>((m + s.n + (per_tensor ? 1 : 0)) % 4);
           sw.ws.pdl = (m + s.k) % 2 == 0;
           check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, cfgs[which]); }, v.y, W,
-                     {m, s.n, s.k, (m + s.n) % 2 == 0, m % 3 == 0 ? 8 : 0}, false, rng);
+                     {m, s.n, s.k, (m + s.n) % 2 == 0, m % 3 == 0 ? 8 : 0}, kXExact, rng);
           if (which != 0)  // and the automatic choice
             check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, cfgs[0]); }, v.y, W,
-                       {m, s.n, s.k, false, 0}, false, rng);
+                       {m, s.n, s.k, false, 0}, kXExact, rng);
         }
       }
     }
@@ -218,11 +229,11 @@ TEST(GemmSkinnyCuda, ExactFp8WideningAndBatchOne) {
   ASSERT_TRUE(gemm.ok());
   for (bool per_tensor : {false, true}) {
     const Weights W = make_weights(DType::kFp8E4M3, 777, 2064, per_tensor, true, rng);
-    for (int64_t m : {1, 3, 8, 13, 40}) check_case(*gemm, DType::kF32, W, {m, 777, 2064, m % 2 == 1, 0}, false, rng);
-    check_case(*gemm, DType::kBF16, W, {1, 777, 2064, true, 8}, false, rng);
+    for (int64_t m : {1, 3, 8, 13, 40}) check_case(*gemm, DType::kF32, W, {m, 777, 2064, m % 2 == 1, 0}, kXExact, rng);
+    check_case(*gemm, DType::kBF16, W, {1, 777, 2064, true, 8}, kXExact, rng);
   }
   const Weights B = make_weights(DType::kBF16, 6144, 4096, false, false, rng);
-  check_case(*gemm, DType::kBF16, B, {1, 6144, 4096, false, 0}, false, rng);
+  check_case(*gemm, DType::kBF16, B, {1, 6144, 4096, false, 0}, kXExact, rng);
 }
 
 // Gemm::run picks by m: just below and above each threshold, the result matches the reference of
@@ -244,29 +255,122 @@ TEST(GemmDispatchCuda, BoundariesMatchCpuReference) {
         const GemmPath path = gemm_path(opt, m, wt);
         EXPECT_EQ(path == GemmPath::kSkinny, m <= t);
         for (DType yt : {DType::kBF16, DType::kF32})
-          check_case(*gemm, yt, W, {m, n, k, m % 2 == 0, 0}, path == GemmPath::kCublasFp8, rng,
-                     path == GemmPath::kCublasFp8 ? 2e-2 : 1e-2);
+          check_case(*gemm, yt, W, {m, n, k, m % 2 == 0, 0}, path == GemmPath::kCublasFp8 ? x_ref_for(opt) : kXExact, rng,
+                     path == GemmPath::kCublasFp8 ? 2e-2 : 1e-2,
+                     path == GemmPath::kCublasFp8 && opt.fp8_fast_accum ? 1e-2 : 0);
       }
     }
   }
   std::printf("fp8 prefill scales: %s\n", gemm->fp8_prefill_scales().c_str());
 }
 
-// The fp8 prefill path on prefill-like shapes (per-row x scales, per-channel and per-tensor w).
-TEST(GemmFp8PrefillCuda, MatchesCpuReference) {
+// Every way the fp8 prefill path can run: x per token / per tensor, scales applied by cuBLASLt or
+// by the epilogue kernel, plain and fast accumulation; per-channel and per-tensor weights, bf16
+// and f32 y, bias, strided rows. Prints which plans cuBLASLt took (a refused scaled plan falls
+// back to the epilogue kernel, which the native_scales = false rows check too).
+TEST(GemmFp8PrefillCuda, EveryScaleModeMatchesCpuReference) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(34);
-  auto gemm = Gemm::create({.skinny_max_m_fp8 = 0});
-  ASSERT_TRUE(gemm.ok());
-  for (bool per_tensor : {false, true}) {
-    const Weights W = make_weights(DType::kFp8E4M3, 1000, 2048, per_tensor, false, rng);
-    for (int64_t m : {1, 17, 256}) {
-      EXPECT_EQ(gemm_path({.skinny_max_m_fp8 = 0}, m, DType::kFp8E4M3), GemmPath::kCublasFp8);
-      check_case(*gemm, DType::kBF16, W, {m, 1000, 2048, m == 17, 0}, true, rng, 2e-2);
-      check_case(*gemm, DType::kF32, W, {m, 1000, 2048, m == 256, 0}, true, rng, 2e-2);
+  for (Fp8Activations act : {Fp8Activations::kPerToken, Fp8Activations::kPerTensor}) {
+    for (bool native : {true, false}) {
+      for (bool fast : {false, true}) {
+        const GemmOptions opt{.skinny_max_m_fp8 = 0, .fp8_fast_accum = fast, .fp8_activations = act,
+                              .fp8_native_scales = native};
+        SCOPED_TRACE(std::string("x per ") + (act == Fp8Activations::kPerToken ? "token" : "tensor") +
+                     (native ? ", cuBLASLt scales" : ", epilogue") + (fast ? ", fast accumulation" : ""));
+        auto gemm = Gemm::create(opt);
+        ASSERT_TRUE(gemm.ok());
+        for (bool per_tensor : {false, true}) {
+          const Weights W = make_weights(DType::kFp8E4M3, 1000, 2048, per_tensor, false, rng);
+          for (int64_t m : {1, 17, 160}) {
+            EXPECT_EQ(gemm_path(opt, m, DType::kFp8E4M3), GemmPath::kCublasFp8);
+            check_case(*gemm, DType::kBF16, W, {m, 1000, 2048, m == 17, m == 1 ? 8 : 0}, x_ref_for(opt), rng, 2e-2,
+                       fast ? 1e-2 : 0);
+            check_case(*gemm, DType::kF32, W, {m, 1000, 2048, m == 160, m == 17 ? 8 : 0}, x_ref_for(opt), rng, 2e-2,
+                       fast ? 1e-2 : 0);
+          }
+        }
+        std::printf("fp8 prefill (x per %s, native %d, fast %d): %s\n",
+                    act == Fp8Activations::kPerToken ? "token" : "tensor", native, fast,
+                    gemm->fp8_prefill_scales().c_str());
+        // Hopper's cuBLASLt takes the outer-vector scales at least for bf16 y (the string starts
+        // with that count); elsewhere a refusal is legal (the epilogue covers it).
+        int dev = 0, major = 0;
+        ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+        ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+        const int outer = std::stoi(gemm->fp8_prefill_scales());
+        if (!native) EXPECT_EQ(outer, 0);
+        if (native && major == 9) EXPECT_GE(outer, 6);  // the 6 bf16-y plans of 2 weights x 3 m
+      }
     }
   }
-  EXPECT_FALSE(gemm->fp8_prefill_scales().empty());
+}
+
+// A long reduction (k = 14336, Llama-3-8B's down_proj): the output of each mode against the
+// reference on the same fp8 x (plain accumulation within 1e-3 of max |y| with f32 y, fast within
+// 1e-2), and against the exact (bf16) x: what quantizing x costs, for scale. All printed.
+TEST(GemmFp8PrefillCuda, LongReductionAccuracy) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(39);
+  const int64_t m = 64, n = 512, k = 14336;
+  const Weights W = make_weights(DType::kFp8E4M3, n, k, false, false, rng);
+  for (Fp8Activations act : {Fp8Activations::kPerToken, Fp8Activations::kPerTensor}) {
+    for (bool fast : {false, true}) {
+      const GemmOptions opt{.skinny_max_m_fp8 = 0, .fp8_fast_accum = fast, .fp8_activations = act};
+      auto gemm = Gemm::create(opt);
+      ASSERT_TRUE(gemm.ok());
+      double err_f32 = 0, err_bf16 = 0, err_exact = 0;
+      check_case(*gemm, DType::kF32, W, {m, n, k, false, 0}, x_ref_for(opt), rng, 2e-2, fast ? 1e-2 : 1e-3, &err_f32);
+      check_case(*gemm, DType::kBF16, W, {m, n, k, true, 0}, x_ref_for(opt), rng, 2e-2, 0, &err_bf16);
+      check_case(*gemm, DType::kBF16, W, {m, n, k, false, 0}, kXExact, rng, 1e-1, 0, &err_exact);
+      std::printf("fp8 prefill k=%lld x per %s, fast accumulation %d: error / max|y| vs the fp8-x reference: f32 y "
+                  "%.2e, bf16 y %.2e; vs the exact-x reference: bf16 y %.2e (%s)\n",
+                  static_cast<long long>(k), act == Fp8Activations::kPerToken ? "token" : "tensor", fast, err_f32,
+                  err_bf16, err_exact, gemm->fp8_prefill_scales().c_str());
+    }
+  }
+}
+
+// The fp8 prefill path inside a CUDA graph (decode batches of 17..64 rows take it): after one
+// eager call per shape, capture and replay give the eager bits, for both activation modes.
+TEST(GemmFp8PrefillCuda, GraphReplayMatchesEager) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(40);
+  const int64_t m = 40, n = 1536, k = 1024;
+  const Weights W = make_weights(DType::kFp8E4M3, n, k, false, false, rng);
+  HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
+  auto dx = to_device(x.tensor);
+  auto dy = DeviceTensor::empty(DType::kBF16, {m, n});
+  ASSERT_TRUE(dx.ok() && dy.ok());
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  for (Fp8Activations act : {Fp8Activations::kPerToken, Fp8Activations::kPerTensor}) {
+    auto gemm = Gemm::create({.fp8_activations = act});
+    ASSERT_TRUE(gemm.ok());
+    const LinearArgs args{dx->tensor, W.dw.tensor, {}, dy->tensor, W.dscale.tensor};
+    ASSERT_TRUE(gemm->run(args, s).ok());
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    auto first = to_host(dy->tensor);
+    ASSERT_TRUE(first.ok());
+    cudaGraph_t graph;
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    const Status st = gemm->run(args, s);
+    ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_TRUE(fill_bytes(dy->tensor, 0xff, s).ok());
+      ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+      auto again = to_host(dy->tensor);
+      ASSERT_TRUE(again.ok());
+      ASSERT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, static_cast<size_t>(m * n * 2))) << "replay " << r;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  cudaStreamDestroy(s);
 }
 
 // A decode GEMM with split K captured into a graph and replayed: the same numbers every replay
@@ -332,6 +436,48 @@ TEST(QuantizeFp8Cuda, MatchesCpuBitForBit) {
       auto hs = to_host(ds->tensor);
       ASSERT_TRUE(hq.ok() && hs.ok());
       EXPECT_EQ(0, std::memcmp(hs->tensor.data, s.tensor.data, static_cast<size_t>(s.tensor.nbytes()))) << "k=" << k;
+      int64_t diff = 0;
+      for (int64_t i = 0; i < rows * k; ++i) diff += hq->tensor.ptr<uint8_t>()[i] != q.tensor.ptr<uint8_t>()[i];
+      EXPECT_EQ(diff, 0) << "k=" << k << " per_tensor=" << per_tensor;
+    }
+  }
+}
+
+// The fp8 prefill GEMM's own activation quantizer gives the CPU quantizer's bits: per token (every
+// register-resident variant, and k past them) and per tensor, a zero row, a large value, strided
+// rows, k not a multiple of 8 (the general quantizer's path).
+TEST(QuantizeFp8Cuda, GemmActivationQuantizerMatchesCpuBitForBit) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(41);
+  auto amax = DeviceBuffer::alloc(256);
+  ASSERT_TRUE(amax.ok());
+  for (int64_t k : {16, 2048, 4096, 8192, 14336, 20480, 100}) {
+    for (bool per_tensor : {false, true}) {
+      const int64_t rows = 37, pad = k % 8 == 0 ? 8 : 0;
+      HostTensor src = test::random_tensor(DType::kBF16, {rows, k + pad}, rng, 2.0f);
+      std::fill_n(src.tensor.ptr<uint16_t>() + 5 * (k + pad), k, uint16_t{0});  // a zero row
+      src.tensor.ptr<uint16_t>()[9 * (k + pad) + 3] = 0x4780;                 // 65536: a large value
+      HostTensor dense = HostTensor::zeros(DType::kBF16, {rows, k});
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy_n(src.tensor.ptr<uint16_t>() + r * (k + pad), k, dense.tensor.ptr<uint16_t>() + r * k);
+      HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {rows, k});
+      HostTensor s = HostTensor::zeros(DType::kF32, {per_tensor ? 1 : rows});
+      ASSERT_TRUE(quantize_fp8_cpu({dense.tensor, q.tensor, s.tensor}).ok());
+      auto dsrc = to_device(src.tensor);
+      auto dq = DeviceTensor::empty(DType::kFp8E4M3, {rows, k});
+      auto ds = DeviceTensor::empty(DType::kF32, {per_tensor ? 1 : rows});
+      ASSERT_TRUE(dsrc.ok() && dq.ok() && ds.ok());
+      Tensor sv = dsrc->tensor;
+      sv.shape[1] = k;
+      for (int rep = 0; rep < 2; ++rep) {  // twice: the amax word must be reset between calls
+        const Status st = quantize_fp8_activations_cuda({sv, dq->tensor, ds->tensor}, static_cast<uint32_t*>(amax->data()), nullptr);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+      }
+      auto hq = to_host(dq->tensor);
+      auto hs = to_host(ds->tensor);
+      ASSERT_TRUE(hq.ok() && hs.ok());
+      EXPECT_EQ(0, std::memcmp(hs->tensor.data, s.tensor.data, static_cast<size_t>(s.tensor.nbytes())))
+          << "k=" << k << " per_tensor=" << per_tensor;
       int64_t diff = 0;
       for (int64_t i = 0; i < rows * k; ++i) diff += hq->tensor.ptr<uint8_t>()[i] != q.tensor.ptr<uint8_t>()[i];
       EXPECT_EQ(diff, 0) << "k=" << k << " per_tensor=" << per_tensor;

@@ -3,8 +3,10 @@
 // accumulation, bf16 or f32 y. Gemm::run dispatches on m and the weight dtype (gemm_path):
 //   m <= skinny_max_m_*  the decode kernel (cuda/gemm/skinny_gemm.cu): weights streamed once
 //   bf16 above           cuBLASLt bf16
-//   fp8 above            x quantized per row (token) to fp8 (quantize.h), cuBLASLt fp8 x fp8 with
-//                        the per-row and per-channel scales in its epilogue (prefill)
+//   fp8 above            x quantized to fp8 (per token, or per tensor: GemmOptions), cuBLASLt
+//                        fp8 x fp8 that applies the x and weight scales itself and writes y
+//                        (prefill); where cuBLASLt refuses the scales, an unscaled GEMM followed
+//                        by a scale epilogue kernel
 // One Gemm object owns a cuBLASLt handle, the workspaces, and the heuristic's choice per shape,
 // so a decode step looks its plans up instead of asking the heuristic again. Not thread-safe.
 // CUDA-free header (defined in kernels/cuda/gemm/gemm.cu).
@@ -35,6 +37,12 @@ std::span<const GemmCudaVariant> gemm_cuda_variants();
 inline constexpr int64_t kGemmSkinnyMaxMBf16 = 8;
 inline constexpr int64_t kGemmSkinnyMaxMFp8 = 16;
 
+// How the fp8 prefill path quantizes x (dynamically, every call; quantize.h gives the arithmetic).
+// Either way cuBLASLt applies the x and weight scales as its outer-vector scales (fp8 on Hopper).
+//   kPerToken   one scale per row of x (the default: more accurate than per tensor, and as fast)
+//   kPerTensor  one scale for all of x (amax / 448, vLLM's dynamic default), broadcast to [m]
+enum class Fp8Activations { kPerToken, kPerTensor };
+
 struct GemmOptions {
   int64_t workspace_bytes = 32 << 20;  // what cuBLAS asks for on Hopper
   // Time the heuristic's top 8 candidates on the first call of each shape and keep the fastest
@@ -50,7 +58,16 @@ struct GemmOptions {
   // weights while the kernel before it on the stream finishes (it waits for that kernel before
   // reading x or writing y). The weights must therefore not be written by the kernel just before.
   bool skinny_pdl = true;
-  bool fp8_fast_accum = false;                     // cuBLASLt fp8: skip the periodic f32 promotion
+  // cuBLASLt fp8: skip the periodic f32 promotion of the MMA accumulators. On by default: on H100 it
+  // takes the fp8 prefill GEMM from 964-1118 to 1045-1266 TFLOP/s at m = 4096 (Llama-3-8B shapes),
+  // and at k = 14336 the error grows from 2.3e-3 to 4.5e-3 of max |y| with a bf16 y (1.5e-4 to
+  // 7e-3 with f32 y), well below what quantizing x and w to fp8 costs (tests/kernels/gemm_fp8_*).
+  bool fp8_fast_accum = true;
+  Fp8Activations fp8_activations = Fp8Activations::kPerToken;
+  // false: never hand the scales to cuBLASLt (an unscaled GEMM, then gemm_epilogue_cuda): the
+  // first version of the fp8 prefill path, kept for comparison; it is also the fallback wherever
+  // cuBLASLt refuses a scaled plan.
+  bool fp8_native_scales = true;
 };
 
 enum class GemmPath { kSkinny, kCublasBf16, kCublasFp8 };
@@ -71,8 +88,8 @@ class Gemm {
   // activation workspace on first use of a larger m (an error while the stream is captured).
   Status run(const LinearArgs& args, CUstream_st* stream);
   int64_t cached_plans() const;
-  // How the fp8 prefill path applies its scales (known after its first call): cuBLASLt's
-  // outer-vector scales, or an epilogue kernel where cuBLASLt refused them (and why).
+  // How the fp8 prefill path applied its scales so far: shapes with cuBLASLt's outer-vector
+  // scales / alpha vector, shapes with the epilogue kernel (and why cuBLASLt refused).
   std::string fp8_prefill_scales() const;
 
  private:

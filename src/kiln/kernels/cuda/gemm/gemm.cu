@@ -3,9 +3,12 @@
 // B[k, m] with A = w (k x n, transposed) and B = x (k x m): the "TN" layout, the fastest one and
 // the only one for fp8. Plans (descriptors + the heuristic's algorithm) are cached per (shape,
 // strides, dtypes, bias, alignment, scale mode). Variants: x bf16, w bf16 | fp8 e4m3 -> y bf16 | f32.
-// fp8 above the decode range: x -> fp8 per row (quantize_fp8_cuda into a workspace owned here),
-// then e4m3 x e4m3 with the scales as cuBLASLt "outer vector" scales (per row of x, per channel of
-// w) when this cuBLASLt supports them, else unscaled + gemm_epilogue_cuda.
+// fp8 above the decode range: x -> fp8 (quantize_fp8_activations_cuda into a workspace owned here;
+// per token or per tensor), then e4m3 x e4m3 where cuBLASLt applies the x and weight scales as its
+// outer-vector scales and writes y (bias included). A plan cuBLASLt refuses (on H100, cuBLAS 13:
+// f32 y with a bias, or with fast accumulation) takes an unscaled GEMM + gemm_epilogue_cuda.
+// Not used: the alpha-vector pointer mode (per-channel weight scales as alpha, x per tensor as the
+// B scale): cuBLASLt 13 on H100 has no fp8 algorithm for it (CUBLAS_STATUS_NOT_SUPPORTED).
 #include <algorithm>
 #include <string>
 #include <unordered_map>
@@ -14,6 +17,7 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/gemm/gemm_epilogue.h"
+#include "kiln/kernels/cuda/gemm/gemm_fp8_activations.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm.h"
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/quantize.h"
@@ -32,10 +36,29 @@ cudaDataType_t cuda_type(DType t) {
   return t == DType::kF32 ? CUDA_R_32F : t == DType::kFp8E4M3 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
 }
 
-// How a cuBLASLt plan applies scales: none (bf16), cuBLASLt's own scales (fp8: B per row of x as
-// an outer vector, A per channel as an outer vector or per tensor as a scalar), or none with the
-// scales applied after (fp8 fallback, gemm_epilogue_cuda; the bias goes there too).
-enum class ScaleMode { kNone, kFp8Native, kFp8Epilogue };
+// How a cuBLASLt plan applies the scales (in cuBLASLt's terms A = w, B = x, D = y^T [n, m]):
+//   kNone         bf16: none
+//   kFp8OuterVec  A and B outer-vector scales: w_scale [n] and x scale [m] (a per-tensor scale is
+//                 broadcast to a vector first: cuBLASLt takes outer vectors on both or neither)
+//   kFp8Epilogue  fallback: unscaled; gemm_epilogue_cuda applies the scales and the bias after
+enum class ScaleMode { kNone, kFp8OuterVec, kFp8Epilogue };
+
+// The device pointers a scaled plan reads. cuBLASLt's heuristic refuses (status 7) a scale mode
+// whose pointer is not set yet, so they are set before it too: the first version of this path
+// did not, and concluded that Hopper's cuBLASLt had no outer-vector scales.
+struct ScalePointers {
+  const void* a_scale = nullptr;  // w side
+  const void* b_scale = nullptr;  // x side
+  const void* bias = nullptr;
+};
+
+constexpr float kOne = 1.0f, kZero = 0.0f;
+constexpr int64_t kScaleVecOffset = 64;  // act_scale: [0] the per-tensor x scale, [64, 64 + m) its broadcast
+
+__global__ void broadcast_kernel(float* dst, const float* src, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) dst[i] = src[0];
+}
 
 struct PlanKey {
   int64_t m, n, k, ldx, ldw, ldy;
@@ -94,7 +117,7 @@ int pointer_alignment(const void* p) {
   return align;
 }
 
-// What the fp8 path learnt: the native-scale plans cuBLASLt refused (they take kFp8Epilogue).
+// What the fp8 path learnt: the scaled plans cuBLASLt refused (they take kFp8Epilogue).
 struct Fp8Status {
   int native_refused = 0;
   std::string why;  // the last refusal
@@ -118,7 +141,9 @@ struct Gemm::Impl {
   bool autotune = false;
   DeviceBuffer skinny_partials, skinny_counters;
   SkinnyGemmWorkspace skinny;
-  DeviceBuffer act_q, act_scale;  // fp8 prefill: x quantized per row [m, k] fp8, its scales [m] f32
+  // fp8 prefill: x quantized [m, k] fp8, its scales [m] (or [1]) f32, the per-tensor amax word,
+  // a per-tensor w_scale broadcast to [n] (outer-vector plans)
+  DeviceBuffer act_q, act_scale, act_amax, w_broadcast;
   Fp8Status fp8;
   std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
   std::unordered_map<PlanKey, bool, PlanKeyHash> native_refused;  // fp8 keys whose native plan failed
@@ -127,7 +152,21 @@ struct Gemm::Impl {
     if (handle) cublasLtDestroy(handle);
   }
 
-  Result<Plan*> plan_for(const PlanKey& key) {
+  // Sets the per-call pointers of a scaled plan (the weights' scales differ per layer of one shape).
+  static Status set_pointers(const Plan& p, const PlanKey& key, const ScalePointers& ptrs) {
+    if (key.scales == ScaleMode::kFp8OuterVec) {
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ptrs.a_scale,
+                                                       sizeof(ptrs.a_scale)));
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &ptrs.b_scale,
+                                                       sizeof(ptrs.b_scale)));
+    }
+    if (key.bias && key.scales != ScaleMode::kFp8Epilogue)
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptrs.bias,
+                                                       sizeof(ptrs.bias)));
+    return ok_status();
+  }
+
+  Result<Plan*> plan_for(const PlanKey& key, const ScalePointers& ptrs = {}) {
     if (auto it = plans.find(key); it != plans.end()) return &it->second;
     Plan p;
     const cudaDataType_t yt = cuda_type(key.y);
@@ -140,18 +179,17 @@ struct Gemm::Impl {
       const int8_t fast = options.fp8_fast_accum ? 1 : 0;
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
     }
-    if (key.scales == ScaleMode::kFp8Native) {
-      const cublasLtMatmulMatrixScale_t a_mode =
-          key.w_per_tensor ? CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F : CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-      const cublasLtMatmulMatrixScale_t b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode)));
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode)));
+    if (key.scales == ScaleMode::kFp8OuterVec) {
+      const cublasLtMatmulMatrixScale_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
     }
     if (key.bias && key.scales != ScaleMode::kFp8Epilogue) {
       const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &yt, sizeof(yt)));
     }
+    KILN_RETURN_IF_ERROR(set_pointers(p, key, ptrs));
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, in_t, static_cast<uint64_t>(key.k),
                                                  static_cast<uint64_t>(key.n), key.ldw));
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, in_t, static_cast<uint64_t>(key.k),
@@ -187,8 +225,7 @@ struct Gemm::Impl {
 
   // a.x is what cuBLASLt multiplies: bf16 x, or fp8 x quantized by run_fp8.
   Status matmul(const Plan& p, const cublasLtMatmulAlgo_t& algo, const LinearArgs& a, cudaStream_t stream) {
-    const float alpha = 1.0f, beta = 0.0f;
-    KILN_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &alpha, a.w.data, p.a, a.x.data, p.b, &beta, a.y.data, p.c,
+    KILN_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &kOne, a.w.data, p.a, a.x.data, p.b, &kZero, a.y.data, p.c,
                                      a.y.data, p.c, &algo, workspace.data(), static_cast<size_t>(workspace.size()),
                                      stream));
     return ok_status();
@@ -205,7 +242,7 @@ struct Gemm::Impl {
     KILN_CUDA_CHECK(cudaEventCreate(&stop));
     float best_ms = 0.f;
     for (int i = 0; i < p.num_candidates; ++i) {
-      if (!matmul(p, p.candidates[i], a, stream).ok()) continue;  // warm-up; a failing candidate is skipped
+      if (!matmul(p, p.candidates[i], a, stream).ok()) continue;  // warm-up; a failing one is skipped
       cudaEventRecord(start, stream);
       for (int r = 0; r < kTuneReps; ++r) (void)matmul(p, p.candidates[i], a, stream);
       cudaEventRecord(stop, stream);
@@ -220,10 +257,12 @@ struct Gemm::Impl {
     return ok_status();
   }
 
-  // Room for x quantized: grows on first use of a larger m (not while the stream is captured).
-  Status reserve_activations(int64_t m, int64_t k, cudaStream_t stream) {
-    const int64_t q_bytes = ((m * k + 255) / 256) * 256, s_bytes = m * static_cast<int64_t>(sizeof(float));
-    if (act_q.size() >= q_bytes && act_scale.size() >= s_bytes) return ok_status();
+  // Room for x quantized, its scales (and their broadcast when per tensor), a broadcast per-tensor
+  // w_scale: grows on first use of a larger m or n (not while the stream is captured).
+  Status reserve_activations(int64_t m, int64_t k, int64_t n_broadcast, cudaStream_t stream) {
+    const int64_t q_bytes = ((m * k + 255) / 256) * 256, s_bytes = (kScaleVecOffset + m) * 4, b_bytes = n_broadcast * 4;
+    if (act_q.size() >= q_bytes && act_scale.size() >= s_bytes && w_broadcast.size() >= b_bytes && act_amax.size() > 0)
+      return ok_status();
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     KILN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
     if (capture != cudaStreamCaptureStatusNone)
@@ -234,52 +273,64 @@ struct Gemm::Impl {
       KILN_ASSIGN_OR_RETURN(act_q, DeviceBuffer::alloc(q_bytes));
     }
     if (act_scale.size() < s_bytes) {
-      KILN_ASSIGN_OR_RETURN(act_scale, DeviceBuffer::alloc(std::max<int64_t>(s_bytes, 256)));
+      KILN_ASSIGN_OR_RETURN(act_scale, DeviceBuffer::alloc(s_bytes));
+    }
+    if (w_broadcast.size() < b_bytes) {
+      KILN_ASSIGN_OR_RETURN(w_broadcast, DeviceBuffer::alloc(b_bytes));
+    }
+    if (act_amax.size() == 0) {
+      KILN_ASSIGN_OR_RETURN(act_amax, DeviceBuffer::alloc(256));
     }
     return ok_status();
   }
 
-  // fp8 prefill: x -> fp8 per row, then cuBLASLt e4m3 x e4m3 (key.ldx = k: the quantized copy).
+  // One scaled (or unscaled) fp8 GEMM on the quantized x: plan, pointers, tuning, the call.
+  Status run_plan(const PlanKey& key, const ScalePointers& ptrs, const LinearArgs& q, cudaStream_t stream) {
+    KILN_ASSIGN_OR_RETURN(Plan* p, plan_for(key, ptrs));
+    KILN_RETURN_IF_ERROR(set_pointers(*p, key, ptrs));
+    if (p->num_candidates > 0) KILN_RETURN_IF_ERROR(tune(*p, q, stream));
+    return matmul(*p, p->algo, q, stream);
+  }
+
+  // fp8 prefill: x -> fp8 (per token or per tensor), then cuBLASLt e4m3 x e4m3 (key.ldx = k: the
+  // quantized copy), scaled by cuBLASLt where it accepts the plan, else by the epilogue kernel.
   Status run_fp8(const LinearArgs& a, PlanKey key, cudaStream_t stream) {
     if (key.k % 16 != 0 || key.ldw % 16 != 0 || key.align < 16)
       return unimplemented("gemm: the fp8 cuBLASLt path needs k and the weight row stride multiples of 16 and "
                            "16-byte aligned pointers (k=" + std::to_string(key.k) + ")");
-    KILN_RETURN_IF_ERROR(reserve_activations(key.m, key.k, stream));
+    const bool x_per_tensor = options.fp8_activations == Fp8Activations::kPerTensor && key.m > 1;
+    key.scales = ScaleMode::kFp8OuterVec;
+    const bool native = options.fp8_native_scales && !native_refused.count(key);
+    KILN_RETURN_IF_ERROR(reserve_activations(key.m, key.k, native && key.w_per_tensor ? key.n : 0, stream));
+    float* scales = static_cast<float*>(act_scale.data());
     const Tensor xq = Tensor::view(act_q.data(), DType::kFp8E4M3, {key.m, key.k}, Device::kCuda);
-    const Tensor xs = Tensor::view(act_scale.data(), DType::kF32, {key.m}, Device::kCuda);
-    KILN_RETURN_IF_ERROR(quantize_fp8_cuda({a.x, xq, xs}, stream));
+    const Tensor xs = Tensor::view(scales, DType::kF32, {x_per_tensor ? 1 : key.m}, Device::kCuda);
+    KILN_RETURN_IF_ERROR(
+        quantize_fp8_activations_cuda({a.x, xq, xs}, static_cast<uint32_t*>(act_amax.data()), stream));
     LinearArgs q = a;
     q.x = xq;
-    Plan* p = nullptr;
-    if (!native_refused.count(key)) {
-      Result<Plan*> native = plan_for(key);
-      if (native.ok()) {
-        p = *native;
-      } else {
-        native_refused.emplace(key, true);
-        ++fp8.native_refused;
-        fp8.why = native.status().to_string();
-      }
+    if (native) {
+      ScalePointers ptrs{a.w_scale.data, scales, key.bias ? a.bias.data : nullptr};
+      if (key.w_per_tensor)
+        ptrs.a_scale = broadcast(static_cast<float*>(w_broadcast.data()), a.w_scale.ptr<float>(), key.n, stream);
+      if (x_per_tensor) ptrs.b_scale = broadcast(scales + kScaleVecOffset, scales, key.m, stream);
+      if (!ptrs.a_scale || !ptrs.b_scale) return internal_error("gemm: scale broadcast launch failed");
+      const Status st = run_plan(key, ptrs, q, stream);
+      if (st.ok()) return st;
+      native_refused.emplace(key, true);  // this shape takes the epilogue from now on
+      ++fp8.native_refused;
+      fp8.why = "m=" + std::to_string(key.m) + " n=" + std::to_string(key.n) + " k=" + std::to_string(key.k) + " y " +
+                std::string(dtype_name(key.y)) + (key.bias ? " bias" : "") + ": " + st.to_string();
     }
-    if (!p) {
-      key.scales = ScaleMode::kFp8Epilogue;
-      KILN_ASSIGN_OR_RETURN(p, plan_for(key));
-    }
-    if (key.scales == ScaleMode::kFp8Native) {
-      const void* a_scale = a.w_scale.data;
-      const void* b_scale = xs.data;
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)));
-      if (key.bias) {
-        const void* bias_ptr = a.bias.data;
-        KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)));
-      }
-    }
-    if (p->num_candidates > 0) KILN_RETURN_IF_ERROR(tune(*p, q, stream));
-    KILN_RETURN_IF_ERROR(matmul(*p, p->algo, q, stream));
-    if (key.scales == ScaleMode::kFp8Epilogue)
-      return gemm_epilogue_cuda({a.y, xs.ptr<float>(), a.w_scale.ptr<float>(), a.w_scale.numel() == 1, a.bias}, stream);
-    return ok_status();
+    key.scales = ScaleMode::kFp8Epilogue;
+    KILN_RETURN_IF_ERROR(run_plan(key, {}, q, stream));
+    return gemm_epilogue_cuda({a.y, scales, a.w_scale.ptr<float>(), key.w_per_tensor, a.bias, x_per_tensor}, stream);
+  }
+
+  // dst[0, n) = src[0] on the stream; nullptr if the launch failed.
+  static const float* broadcast(float* dst, const float* src, int64_t n, cudaStream_t stream) {
+    broadcast_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(dst, src, n);
+    return cudaGetLastError() == cudaSuccess ? dst : nullptr;
   }
 };
 
@@ -321,11 +372,15 @@ Result<Gemm> Gemm::create(const GemmOptions& options) {
 int64_t Gemm::cached_plans() const { return static_cast<int64_t>(impl_->plans.size()); }
 
 std::string Gemm::fp8_prefill_scales() const {
-  int native = 0;
-  for (const auto& [key, plan] : impl_->plans) native += key.scales == ScaleMode::kFp8Native;
-  std::string s = std::to_string(native) + " shapes with cuBLASLt outer-vector scales";
+  int outer = 0, epilogue = 0;
+  for (const auto& [key, plan] : impl_->plans) {
+    outer += key.scales == ScaleMode::kFp8OuterVec;
+    epilogue += key.scales == ScaleMode::kFp8Epilogue;
+  }
+  std::string s = std::to_string(outer) + " shapes with cuBLASLt outer-vector scales, " + std::to_string(epilogue) +
+                  " with the epilogue kernel";
   if (impl_->fp8.native_refused > 0)
-    s += ", " + std::to_string(impl_->fp8.native_refused) + " with the epilogue kernel (cuBLASLt refused: " +
+    s += " (cuBLASLt refused " + std::to_string(impl_->fp8.native_refused) + " scaled plans; the last: " +
          impl_->fp8.why + ")";
   return s;
 }
@@ -372,7 +427,7 @@ Status Gemm::run(const LinearArgs& a, CUstream_st* stream) {
   int align = std::min({pointer_alignment(a.x.data), pointer_alignment(a.w.data), pointer_alignment(a.y.data)});
   if (bias) align = std::min(align, pointer_alignment(a.bias.data));
   if (fp8) return impl_->run_fp8(a, PlanKey{m, n, k, k, ldw, ldy, DType::kFp8E4M3, variant->y, bias, align,
-                                             ScaleMode::kFp8Native, a.w_scale.numel() == 1 && n != 1}, stream);
+                                             ScaleMode::kFp8Epilogue, a.w_scale.numel() == 1 && n != 1}, stream);
   const PlanKey key{m, n, k, ldx, ldw, ldy, DType::kBF16, variant->y, bias, align, ScaleMode::kNone, false};
   KILN_ASSIGN_OR_RETURN(Plan* plan, impl_->plan_for(key));
   if (bias) {

@@ -1,4 +1,4 @@
-// The in-place GEMM output epilogue (see gemm_epilogue.h): one thread per element, grid-stride.
+// The in-place GEMM output epilogue (see gemm_epilogue.h): blocks over rows, threads over columns.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -16,17 +16,17 @@ __device__ __forceinline__ void from_f32(__nv_bfloat16& d, float v) { d = __floa
 
 template <typename Y>
 __global__ void gemm_epilogue_kernel(Y* y, int64_t m, int64_t n, int64_t ldy, const float* row_scale,
-                                     const float* col_scale, bool per_tensor, const Y* bias) {
-  const int64_t total = m * n;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = idx / n, j = idx % n;
-    Y& out = y[i * ldy + j];
-    float v = to_f32(out);
-    if (row_scale) v *= row_scale[i];
-    if (col_scale) v *= col_scale[per_tensor ? 0 : j];
-    if (bias) v += to_f32(bias[j]);
-    from_f32(out, v);
+                                     const float* col_scale, bool per_tensor, const Y* bias, bool row_per_tensor) {
+  const float col0 = col_scale && per_tensor ? col_scale[0] : 1.0f;
+  for (int64_t i = blockIdx.x; i < m; i += gridDim.x) {  // rows per block, columns per thread: no division
+    const float rs = row_scale ? row_scale[row_per_tensor ? 0 : i] : 1.0f;
+    Y* row = y + i * ldy;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+      float v = to_f32(row[j]) * rs;
+      v *= col_scale && !per_tensor ? col_scale[j] : col0;
+      if (bias) v += to_f32(bias[j]);
+      from_f32(row[j], v);
+    }
   }
 }
 
@@ -40,15 +40,15 @@ Status gemm_epilogue_cuda(const GemmEpilogueArgs& a, CUstream_st* stream) {
     return invalid_argument("gemm_epilogue_cuda: bias must be [n] in y's dtype");
   const int64_t m = a.y.shape[0], n = a.y.shape[1];
   if (m == 0 || n == 0) return ok_status();
-  const int64_t blocks = std::min<int64_t>((m * n + 255) / 256, 132 * 16);
+  const int64_t blocks = std::min<int64_t>(m, 132 * 16);
   if (a.y.dtype == DType::kBF16)
     gemm_epilogue_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
         a.y.ptr<__nv_bfloat16>(), m, n, a.y.strides[0], a.row_scale, a.col_scale, a.col_scale_per_tensor,
-        a.bias.empty() ? nullptr : a.bias.ptr<__nv_bfloat16>());
+        a.bias.empty() ? nullptr : a.bias.ptr<__nv_bfloat16>(), a.row_scale_per_tensor);
   else
     gemm_epilogue_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
         a.y.ptr<float>(), m, n, a.y.strides[0], a.row_scale, a.col_scale, a.col_scale_per_tensor,
-        a.bias.empty() ? nullptr : a.bias.ptr<float>());
+        a.bias.empty() ? nullptr : a.bias.ptr<float>(), a.row_scale_per_tensor);
   KILN_CUDA_CHECK_LAUNCH();
   return ok_status();
 }
