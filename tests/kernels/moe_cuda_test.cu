@@ -46,6 +46,7 @@ TEST(MoeRouteCuda, MatchesCpuIds) {
   struct Case { int64_t n, experts, k; bool renormalize; };
   const Case cases[] = {{1, 8, 2, true}, {37, 8, 2, true}, {100, 64, 6, false}, {300, 256, 8, true}, {5, 3, 3, true}, {2048, 60, 4, false}};
   for (const auto& v : moe_route_cuda_variants()) {
+    if (v.x != DType::kF32) continue;  // the fused router: MoeRouteCuda.FusedRouterMatchesCpu
     for (const auto& c : cases) {
       SCOPED_TRACE("n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) + " k=" + std::to_string(c.k));
       HostTensor logits = test::random_tensor(v.logits, {c.n, c.experts}, rng, 2.0f);
@@ -60,6 +61,56 @@ TEST(MoeRouteCuda, MatchesCpuIds) {
       EXPECT_LT(scaled_error(gw, test::to_f32(w.tensor)), 1e-5);
     }
   }
+}
+
+// The router GEMM fused into routing: logits against linear_cpu on the same bf16 values (f32
+// sums, tolerance for the order), ids and weights against moe_route_cpu on the CPU logits, except
+// where the CPU's k-th and (k+1)-th probabilities are too close for the sum order to settle.
+TEST(MoeRouteCuda, FusedRouterMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(35);
+  struct Case { int64_t n, experts, k, hidden; bool renormalize; };
+  const Case cases[] = {{1, 8, 2, 4096, true}, {13, 8, 2, 576, true}, {64, 60, 4, 1024, false}, {300, 256, 8, 64, true}};
+  int rows = 0;
+  for (const auto& v : moe_route_cuda_variants()) {
+    if (v.x != DType::kBF16) continue;
+    ++rows;
+    for (const auto& c : cases) {
+      SCOPED_TRACE("n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) + " hidden=" + std::to_string(c.hidden));
+      HostTensor x = test::random_tensor(DType::kBF16, {c.n, c.hidden}, rng);
+      HostTensor w = test::random_tensor(DType::kBF16, {c.experts, c.hidden}, rng, 0.1f);
+      const std::vector<float> xf = test::to_f32(x.tensor), wf = test::to_f32(w.tensor);
+      HostTensor logits = HostTensor::zeros(DType::kF32, {c.n, c.experts});
+      HostTensor ids = HostTensor::zeros(DType::kInt32, {c.n, c.k}), tw = HostTensor::zeros(DType::kF32, {c.n, c.k});
+      ASSERT_TRUE(moe_route_cpu({logits.tensor, ids.tensor, tw.tensor, c.renormalize,
+                                 Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {c.n, c.hidden}),
+                                 Tensor::view(const_cast<float*>(wf.data()), DType::kF32, {c.experts, c.hidden})}).ok());
+      DeviceTensor dx = upload(x.tensor), dw = upload(w.tensor), dl = make(DType::kF32, {c.n, c.experts});
+      DeviceTensor dids = make(DType::kInt32, {c.n, c.k}), dtw = make(DType::kF32, {c.n, c.k});
+      const Status st = moe_route_cuda({dl.tensor, dids.tensor, dtw.tensor, c.renormalize, dx.tensor, dw.tensor}, nullptr);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      EXPECT_LT(scaled_error(download_as<float>(dl.tensor), test::to_f32(logits.tensor)), 1e-5);
+      const auto gid = download_as<int32_t>(dids.tensor);
+      const auto gw = download_as<float>(dtw.tensor);
+      int64_t checked = 0;
+      for (int64_t t = 0; t < c.n; ++t) {
+        std::vector<float> l(logits.tensor.ptr<float>() + t * c.experts, logits.tensor.ptr<float>() + (t + 1) * c.experts);
+        std::sort(l.begin(), l.end(), std::greater<float>());
+        if (c.k < c.experts && l[static_cast<size_t>(c.k - 1)] - l[static_cast<size_t>(c.k)] < 1e-4f) continue;
+        ++checked;
+        for (int64_t j = 0; j < c.k; ++j) {
+          EXPECT_EQ(gid[static_cast<size_t>(t * c.k + j)], ids.tensor.ptr<int32_t>()[t * c.k + j]) << "token " << t;
+          EXPECT_NEAR(gw[static_cast<size_t>(t * c.k + j)], tw.tensor.ptr<float>()[t * c.k + j], 1e-4) << "token " << t;
+        }
+      }
+      EXPECT_GT(checked, c.n / 2) << "too many near-ties to check the routing";
+    }
+    // Wrong shapes are refused with an error, not launched.
+    DeviceTensor dx = make(DType::kBF16, {4, 64}), dw = make(DType::kBF16, {8, 65});
+    DeviceTensor dl = make(DType::kF32, {4, 8}), dids = make(DType::kInt32, {4, 2}), dtw = make(DType::kF32, {4, 2});
+    EXPECT_FALSE(moe_route_cuda({dl.tensor, dids.tensor, dtw.tensor, true, dx.tensor, dw.tensor}, nullptr).ok());
+  }
+  EXPECT_EQ(rows, 1);
 }
 
 TEST(MoePermuteCuda, GroupsStablyAndUnpermutes) {

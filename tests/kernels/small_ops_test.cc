@@ -79,6 +79,23 @@ TEST(MoeRouteCpu, TopKRenormalized) {
   EXPECT_NEAR(w.tensor.ptr<float>()[0], std::exp(2.0) / sm, 1e-6);
 }
 
+// With x and router_weight the logits are computed first (x @ w^T) and written, then routed.
+TEST(MoeRouteCpu, RouterGemmInTheSameCall) {
+  std::vector<float> x = {1.f, 0.f, 2.f, /**/ 0.f, 1.f, -1.f};             // [2, 3]
+  std::vector<float> w = {1.f, 1.f, 0.f, /**/ 0.f, 0.f, 1.f, /**/ -1.f, 2.f, 0.f};  // [3 experts, 3]
+  HostTensor logits = HostTensor::zeros(DType::kF32, {2, 3});
+  HostTensor ids = HostTensor::zeros(DType::kInt32, {2, 1}), tw = HostTensor::zeros(DType::kF32, {2, 1});
+  ASSERT_TRUE(moe_route_cpu({logits.tensor, ids.tensor, tw.tensor, true, Tensor::view(x.data(), DType::kF32, {2, 3}),
+                             Tensor::view(w.data(), DType::kF32, {3, 3})}).ok());
+  const std::vector<float> want = {1.f, 2.f, -1.f, /**/ 1.f, -1.f, 2.f};
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(logits.tensor.ptr<float>()[i], want[static_cast<size_t>(i)]);
+  EXPECT_EQ(ids.tensor.ptr<int32_t>()[0], 1);
+  EXPECT_EQ(ids.tensor.ptr<int32_t>()[1], 2);
+  EXPECT_FLOAT_EQ(tw.tensor.ptr<float>()[0], 1.f);
+  EXPECT_FALSE(moe_route_cpu({logits.tensor, ids.tensor, tw.tensor, true, Tensor::view(x.data(), DType::kF32, {2, 3}),
+                              Tensor::view(w.data(), DType::kF32, {3, 2})}).ok());
+}
+
 TEST(SampleCpu, GreedySeededAndFiltered) {
   std::vector<float> logits = {1.f, 3.f, 2.9f, -2.f, 0.f, 2.8f};
   Tensor l = Tensor::view(logits.data(), DType::kF32, {1, 6});

@@ -239,9 +239,15 @@ TEST(CudaFp8, LogitsMatchCpuFp8Model) {
       std::printf("cuda fp8 %s per_tensor=%d kv=%d %s: max |err| / max |logit| %.2e, top-1 agreement %.3f\n", tc.name, tc.per_tensor,
                   tc.kv, g == 2 ? "chunk 5 vs cpu" : "chunk 256 vs cpu fp8-activations", a.rel_err, a.top1);
       // Mixtral: a top-2 router on fp8-rounded hidden states may pick another expert for a token
-      // here and there (measured 7.2e-2 on the H100; top-1 agreement 0.96).
-      EXPECT_LE(a.rel_err, std::string(tc.name) == "mixtral" ? 1e-1 : 6e-2) << tc.name;
-      EXPECT_GE(a.top1, 0.85) << tc.name;
+      // here and there (measured 7.2e-2 on the H100; top-1 agreement 0.96). Prompt-sized chunks:
+      // the GPU quantizes bf16 activations, the CPU f32 ones, so about 1 in 64 values lands on the
+      // neighbouring fp8 code (6% apart) and these tiny random models (logits bunched within a few
+      // units) amplify that: measured 0.09-0.18 of max |logit| and top-1 0.71-0.96 on the H100.
+      // A missing or misapplied scale gives errors of the order of the logits themselves (>= 1);
+      // the GEMM itself is held exactly in GemmFp8PrefillCuda.
+      const bool prompt_chunk = g == 3;
+      EXPECT_LE(a.rel_err, prompt_chunk ? 2.5e-1 : std::string(tc.name) == "mixtral" ? 1e-1 : 6e-2) << tc.name;
+      EXPECT_GE(a.top1, prompt_chunk ? 0.6 : 0.85) << tc.name;
     }
   }
 }

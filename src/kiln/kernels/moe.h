@@ -12,6 +12,10 @@ struct MoeRouteArgs {
   Tensor topk_ids;       // [num_tokens, k] int32 out (descending weight; ties -> lower id first)
   Tensor topk_weights;   // [num_tokens, k] f32 out
   bool renormalize = true;
+  // Optional router GEMM in the same call: x [num_tokens, hidden] and router_weight
+  // [num_experts, hidden] (f32 on the CPU, bf16 on the GPU); router_logits = x @ router_weight^T
+  // (f32) is computed and written first. Saves the decode step a GEMM launch per MoE layer.
+  Tensor x, router_weight;
 };
 
 Status moe_route_cpu(const MoeRouteArgs& args);
@@ -25,8 +29,11 @@ Status moe_route_cpu(const MoeRouteArgs& args);
 struct CUstream_st;  // cudaStream_t, without the CUDA headers
 namespace kiln {
 
+// Variants: logits given (x = kF32 means "no router GEMM"), or x / router_weight bf16 (one block
+// per token, a warp per expert for the dot products, then warp 0 routes as the logits variant).
 struct MoeRouteCudaVariant {
   DType logits;
+  DType x;
   Status (*launch)(const MoeRouteArgs& args, CUstream_st* stream);
 };
 std::span<const MoeRouteCudaVariant> moe_route_cuda_variants();

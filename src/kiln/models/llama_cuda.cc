@@ -224,8 +224,7 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   Tensor src = Tensor::view(meta.ptr<int32_t>() + n * e + 2 * n * k, DType::kInt32, {n * k}, Device::kCuda);
   Tensor inverse = Tensor::view(meta.ptr<int32_t>() + n * e + 3 * n * k, DType::kInt32, {n * k}, Device::kCuda);
   Tensor offsets = Tensor::view(meta.ptr<int32_t>() + n * e + 4 * n * k, DType::kInt32, {e + 1}, Device::kCuda);
-  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.router.tensor, {}, router_logits}, stream_));
-  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob}, stream_));
+  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob, h, lw.router.tensor}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor xp, moe_b_.get(DType::kBF16, {n * k, c.hidden_size}));
   KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp}, stream_));
   KILN_ASSIGN_OR_RETURN(std::vector<int32_t> host_offsets, moe_offsets_to_host(offsets, stream_));
@@ -287,8 +286,7 @@ Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t
   Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
   Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
   Tensor weights = Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda);
-  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.router.tensor, {}, router_logits}, stream_));
-  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob}, stream_));
+  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob, h, lw.router.tensor}, stream_));
   const DType wt = lw.experts[0].gate_up.tensor.dtype;
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));

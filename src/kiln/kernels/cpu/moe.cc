@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "kiln/kernels/linear.h"
 #include "kiln/kernels/moe.h"
 
 namespace kiln {
@@ -13,6 +14,12 @@ Status moe_route_cpu(const MoeRouteArgs& a) {
   if (a.router_logits.dtype != DType::kF32 || k <= 0 || k > e || a.topk_ids.numel() != n * k ||
       a.topk_weights.numel() != n * k)
     return invalid_argument("moe_route_cpu: want logits f32 [n, experts], topk_ids/weights [n, k], 0 < k <= experts");
+  if (!a.x.empty() || !a.router_weight.empty()) {
+    if (a.x.ndim != 2 || a.router_weight.ndim != 2 || a.x.shape[0] != n || a.router_weight.shape[0] != e ||
+        a.router_weight.shape[1] != a.x.shape[1])
+      return invalid_argument("moe_route_cpu: want x [n, hidden] and router_weight [experts, hidden] for logits [n, experts]");
+    KILN_RETURN_IF_ERROR(linear_cpu({a.x, a.router_weight, {}, a.router_logits, {}}));
+  }
   std::vector<float> p(static_cast<size_t>(e));
   std::vector<int32_t> order(static_cast<size_t>(e));
   for (int64_t t = 0; t < n; ++t) {

@@ -1,6 +1,8 @@
 // CUDA MoE routing: softmax over each token's router logits, top-k by repeated warp argmax (ties
 // to the lower expert id, as the CPU's stable sort), optional renormalization. One warp per
-// token; lane l holds experts l, l + 32, ... (num_experts <= 256). Variants: f32 logits.
+// token; lane l holds experts l, l + 32, ... (num_experts <= 256). Variants: f32 logits given, or
+// the router GEMM fused in front (bf16 x and router weights; one block per token, warp w takes
+// experts w, w + 8, ...: 16-byte loads, f32 sums, a fixed butterfly order, so deterministic).
 #include <cfloat>
 #include <string>
 
@@ -9,6 +11,7 @@
 #include "kiln/kernels/cuda/common/reduce.cuh"
 #include "kiln/kernels/moe.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
+#include "kiln/kernels/cuda/common/bf16.cuh"
 
 namespace kiln {
 namespace {
@@ -17,8 +20,15 @@ constexpr int kPerLane = 8;
 constexpr int kMaxExperts = 32 * kPerLane;
 constexpr int kWarpsPerBlock = 4;
 
+constexpr int kRouterWarps = 8;
+
 struct MoeRouteParams {
   const float* logits;  // [n, num_experts]
+  float* logits_out;    // fused variant: where the computed logits go ([n, num_experts])
+  const __nv_bfloat16* x;  // fused: [n, hidden], row stride x_stride
+  const __nv_bfloat16* w;  // fused: [num_experts, hidden], row stride w_stride
+  int64_t x_stride, w_stride;
+  int hidden;
   int32_t* topk_ids;    // [n, k]
   float* topk_weights;  // [n, k]
   int64_t n;
@@ -31,13 +41,8 @@ __device__ __forceinline__ void keep_better(float& v, int& id, float ov, int oid
   if (ov > v || (ov == v && oid < id)) { v = ov; id = oid; }
 }
 
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __grid_constant__ MoeRouteParams p) {
-  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
-  cuda::pdl_trigger();
-  const int lane = threadIdx.x & 31;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (t >= p.n) return;
-  const float* logits = p.logits + t * p.num_experts;
+// One warp routes token t from its logits (global or shared memory).
+__device__ void route_token(const MoeRouteParams& p, int64_t t, const float* logits, int lane) {
   float prob[kPerLane];
   float mx = -FLT_MAX;
 #pragma unroll
@@ -84,9 +89,82 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __
     for (int r = 0; r < p.k; ++r) weights[r] = weights[r] / top_sum;
 }
 
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __grid_constant__ MoeRouteParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (t >= p.n) return;
+  route_token(p, t, p.logits + t * p.num_experts, threadIdx.x & 31);
+}
+
+// Block t: logits[t, e] = x[t] . w[e] for every expert (warp per expert), then warp 0 routes.
+__global__ void __launch_bounds__(kRouterWarps * 32) moe_router_kernel(const __grid_constant__ MoeRouteParams p) {
+  __shared__ float logits[kMaxExperts];
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+  const int64_t t = blockIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, vecs = p.hidden / 8;
+  const uint4* x = reinterpret_cast<const uint4*>(p.x + t * p.x_stride);
+  for (int e = warp; e < p.num_experts; e += kRouterWarps) {
+    const uint4* w = reinterpret_cast<const uint4*>(p.w + e * p.w_stride);
+    float acc = 0.f;
+    for (int v = lane; v < vecs; v += 32) {
+      float xf[8], wf[8];
+      cuda::bf16x8_to_f32(__ldg(x + v), xf);
+      cuda::bf16x8_to_f32(__ldg(w + v), wf);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc = fmaf(xf[i], wf[i], acc);
+    }
+    acc = cuda::warp_sum(acc);
+    if (lane == 0) {
+      logits[e] = acc;
+      p.logits_out[t * p.num_experts + e] = acc;
+    }
+  }
+  __syncthreads();
+  if (warp == 0) route_token(p, t, logits, lane);
+}
+
+Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
+  constexpr const char* kName = "moe_route_cuda";
+  if (a.router_logits.ndim != 2 || a.x.ndim != 2 || a.router_weight.ndim != 2)
+    return invalid_argument("moe_route_cuda: want router_logits [n, experts], x [n, hidden], router_weight [experts, hidden]");
+  const int64_t n = a.router_logits.shape[0], e = a.router_logits.shape[1], k = a.topk_ids.dim(-1), hidden = a.x.shape[1];
+  KILN_RETURN_IF_ERROR(cuda::expect_device(a.router_logits, DType::kF32, n * e, kName, "router_logits"));
+  KILN_ASSIGN_OR_RETURN(const cuda::RowsView xv, cuda::device_rows(a.x, DType::kBF16, kName, "x"));
+  KILN_ASSIGN_OR_RETURN(const cuda::RowsView wv, cuda::device_rows(a.router_weight, DType::kBF16, kName, "router_weight"));
+  if (xv.rows != n || wv.rows != e || wv.cols != hidden)
+    return invalid_argument("moe_route_cuda: x " + a.x.shape_string() + " / router_weight " + a.router_weight.shape_string() +
+                            " do not fit router_logits " + a.router_logits.shape_string());
+  if (k <= 0 || k > e) return invalid_argument("moe_route_cuda: want 0 < k <= experts");
+  KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_ids, DType::kInt32, n * k, kName, "topk_ids"));
+  KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_weights, DType::kF32, n * k, kName, "topk_weights"));
+  if (e > kMaxExperts) return unimplemented("moe_route_cuda: " + std::to_string(e) + " experts (supported: up to 256)");
+  if (hidden % 8 || xv.stride % 8 || wv.stride % 8 || !cuda::aligned16(a.x.data) || !cuda::aligned16(a.router_weight.data))
+    return unimplemented("moe_route_cuda: the fused router needs hidden and row strides multiples of 8, 16-byte aligned rows");
+  if (n == 0) return ok_status();
+  if (n > 0x7fffffff) return out_of_range("moe_route_cuda: too many tokens");
+  MoeRouteParams p{};
+  p.logits_out = static_cast<float*>(a.router_logits.data);
+  p.x = static_cast<const __nv_bfloat16*>(a.x.data);
+  p.w = static_cast<const __nv_bfloat16*>(a.router_weight.data);
+  p.x_stride = xv.stride;
+  p.w_stride = wv.stride;
+  p.hidden = static_cast<int>(hidden);
+  p.topk_ids = static_cast<int32_t*>(a.topk_ids.data);
+  p.topk_weights = static_cast<float*>(a.topk_weights.data);
+  p.n = n;
+  p.num_experts = static_cast<int>(e);
+  p.k = static_cast<int>(k);
+  p.renormalize = a.renormalize;
+  KILN_CUDA_CHECK(cuda::launch_pdl(moe_router_kernel, dim3(static_cast<unsigned>(n)), dim3(kRouterWarps * 32), 0, stream, p));
+  return ok_status();
+}
+
 Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
   constexpr const char* kName = "moe_route_cuda";
   if (a.router_logits.ndim != 2) return invalid_argument("moe_route_cuda: router_logits must be [n, experts]");
+  if (!a.x.empty() || !a.router_weight.empty()) return invalid_argument("moe_route_cuda: this variant takes logits, not x");
   const int64_t n = a.router_logits.shape[0], e = a.router_logits.shape[1], k = a.topk_ids.dim(-1);
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.router_logits, DType::kF32, n * e, kName, "router_logits"));
   if (k <= 0 || k > e) return invalid_argument("moe_route_cuda: want 0 < k <= experts");
@@ -111,7 +189,8 @@ Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
 }
 
 constexpr MoeRouteCudaVariant kVariants[] = {
-    {DType::kF32, &launch_moe_route},
+    {DType::kF32, DType::kF32, &launch_moe_route},    // logits given (x unused)
+    {DType::kF32, DType::kBF16, &launch_moe_router},  // router GEMM fused
 };
 
 }  // namespace
@@ -119,10 +198,11 @@ constexpr MoeRouteCudaVariant kVariants[] = {
 std::span<const MoeRouteCudaVariant> moe_route_cuda_variants() { return kVariants; }
 
 Status moe_route_cuda(const MoeRouteArgs& a, CUstream_st* stream) {
+  const DType x = a.x.empty() ? DType::kF32 : a.x.dtype;
   for (const auto& v : kVariants)
-    if (v.logits == a.router_logits.dtype) return v.launch(a, stream);
-  return unimplemented("moe_route_cuda: logits " + std::string(dtype_name(a.router_logits.dtype)) +
-                       " (supported: f32)");
+    if (v.logits == a.router_logits.dtype && v.x == x) return v.launch(a, stream);
+  return unimplemented("moe_route_cuda: logits " + std::string(dtype_name(a.router_logits.dtype)) + ", x " +
+                       std::string(dtype_name(x)) + " (supported: f32 logits given, or f32 logits from bf16 x)");
 }
 
 }  // namespace kiln
