@@ -30,7 +30,7 @@ struct CUstream_st;  // cudaStream_t, without the CUDA headers
 namespace kiln {
 
 // Variants: logits given (x = kF32 means "no router GEMM"), or x / router_weight bf16 (one block
-// per token, a warp per expert for the dot products, then warp 0 routes as the logits variant).
+// per token for the dot products, then warp 0 routes as the logits variant).
 struct MoeRouteCudaVariant {
   DType logits;
   DType x;

@@ -1,8 +1,8 @@
 // CUDA MoE routing: softmax over each token's router logits, top-k by repeated warp argmax (ties
 // to the lower expert id, as the CPU's stable sort), optional renormalization. One warp per
 // token; lane l holds experts l, l + 32, ... (num_experts <= 256). Variants: f32 logits given, or
-// the router GEMM fused in front (bf16 x and router weights; one block per token, warp w takes
-// experts w, w + 8, ...: 16-byte loads, f32 sums, a fixed butterfly order, so deterministic).
+// the router GEMM fused in front (bf16 x and router weights; one block per token: 16-byte loads,
+// f32 sums in a fixed order, so deterministic).
 #include <cfloat>
 #include <string>
 
@@ -97,31 +97,52 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __
   route_token(p, t, p.logits + t * p.num_experts, threadIdx.x & 31);
 }
 
-// Block t: logits[t, e] = x[t] . w[e] for every expert (warp per expert), then warp 0 routes.
+// Block t: logits[t, e] = x[t] . w[e] for every expert, then warp 0 routes. Thread i owns the
+// 16-byte vectors i, i + 256, ... of the hidden dimension for all experts (a handful of
+// independent loads in flight per thread, not a chain of them), experts in groups of
+// kExpertGroup: per-thread partials -> warp sums -> the 8 warps' sums in a fixed order.
+constexpr int kExpertGroup = 8;
 __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_kernel(const __grid_constant__ MoeRouteParams p) {
   __shared__ float logits[kMaxExperts];
+  __shared__ float warp_part[kRouterWarps][kExpertGroup];
   cuda::pdl_wait();
   cuda::pdl_trigger();
   const int64_t t = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, vecs = p.hidden / 8;
   const uint4* x = reinterpret_cast<const uint4*>(p.x + t * p.x_stride);
-  for (int e = warp; e < p.num_experts; e += kRouterWarps) {
-    const uint4* w = reinterpret_cast<const uint4*>(p.w + e * p.w_stride);
-    float acc = 0.f;
-    for (int v = lane; v < vecs; v += 32) {
-      float xf[8], wf[8];
-      cuda::bf16x8_to_f32(__ldg(x + v), xf);
-      cuda::bf16x8_to_f32(__ldg(w + v), wf);
+  for (int e0 = 0; e0 < p.num_experts; e0 += kExpertGroup) {
+    float acc[kExpertGroup];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc = fmaf(xf[i], wf[i], acc);
+    for (int j = 0; j < kExpertGroup; ++j) acc[j] = 0.f;
+    for (int v = threadIdx.x; v < vecs; v += kRouterWarps * 32) {
+      float xf[8];
+      cuda::bf16x8_to_f32(__ldg(x + v), xf);
+      uint4 wv[kExpertGroup];
+#pragma unroll
+      for (int j = 0; j < kExpertGroup; ++j)
+        wv[j] = e0 + j < p.num_experts ? __ldg(reinterpret_cast<const uint4*>(p.w + (e0 + j) * p.w_stride) + v) : uint4{};
+#pragma unroll
+      for (int j = 0; j < kExpertGroup; ++j) {
+        float wf[8];
+        cuda::bf16x8_to_f32(wv[j], wf);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[j] = fmaf(xf[i], wf[i], acc[j]);
+      }
     }
-    acc = cuda::warp_sum(acc);
-    if (lane == 0) {
-      logits[e] = acc;
-      p.logits_out[t * p.num_experts + e] = acc;
+#pragma unroll
+    for (int j = 0; j < kExpertGroup; ++j) {
+      const float s = cuda::warp_sum(acc[j]);
+      if (lane == 0) warp_part[warp][j] = s;
     }
+    __syncthreads();
+    if (threadIdx.x < kExpertGroup && e0 + threadIdx.x < p.num_experts) {
+      float s = 0.f;
+      for (int w = 0; w < kRouterWarps; ++w) s += warp_part[w][threadIdx.x];
+      logits[e0 + threadIdx.x] = s;
+      p.logits_out[t * p.num_experts + e0 + threadIdx.x] = s;
+    }
+    __syncthreads();
   }
-  __syncthreads();
   if (warp == 0) route_token(p, t, logits, lane);
 }
 
