@@ -8,10 +8,12 @@
 // each call on a different weight copy (copies rotated through more than 250 MB, so the 50 MB
 // L2 never holds them); "stream" rows time the same calls launched one by one.
 //   gemm_bench   env: KILN_GPU_CEILINGS=ceilings.json (measured ceilings),
-//                KILN_GEMM_BENCH=decode,moe,prefill,sweep (sections; default all but sweep)
+//                KILN_GEMM_BENCH=decode,moe,prefill,sweep,ab (sections; default all but sweep and ab)
+//                KILN_GEMM_AB=fp8 (the ab section on fp8 weights with bf16 y only)
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -23,7 +25,9 @@
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/gpu_bench.h"
+#include "kiln/kernels/cuda/gemm/gemm_fp8_activations.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm.h"
+#include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/quantize.h"
@@ -151,6 +155,44 @@ void bench_prefill(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const L
                 wt == DType::kFp8E4M3 ? c.fp8_tflops : c.bf16_tflops, "TFLOP/s");
 }
 
+// fp8 prefill (issue 7): one Gemm configuration per row (x per token / per tensor, cuBLASLt or
+// epilogue scales, plain or fast accumulation); TFLOP/s of the whole call, x quantization included.
+struct Fp8PrefillVariant {
+  const char* tag;
+  GemmOptions options;
+};
+
+// The fp8 prefill GEMM's activation quantizer alone (GB/s: bf16 read + fp8 written), next to the
+// general quantize_fp8_cuda.
+void bench_fp8_quantizer(const bench::Ceilings& c, cudaStream_t s, int64_t m, int64_t k) {
+  auto x = DeviceTensor::empty(DType::kBF16, {m, k});
+  auto q = DeviceTensor::empty(DType::kFp8E4M3, {m, k});
+  auto sc = DeviceTensor::empty(DType::kF32, {m});
+  auto amax = DeviceBuffer::alloc(256);
+  check(x.status(), "alloc x");
+  check(q.status(), "alloc q");
+  check(sc.status(), "alloc scale");
+  check(amax.status(), "alloc amax");
+  bench::fill_random_bf16(x->tensor.data, m * k, 11);
+  const Tensor s1 = Tensor::view(sc->tensor.data, DType::kF32, {1}, Device::kCuda);
+  const double bytes = 3.0 * static_cast<double>(m) * k;
+  const std::string shape = "m=" + std::to_string(m) + " k=" + std::to_string(k);
+  auto* word = static_cast<uint32_t*>(amax->data());
+  struct Row { const char* name; Tensor scale; bool gemm_quantizer; } rows[] = {
+      {"quantize_fp8 token", sc->tensor, false}, {"quantize_fp8 tensor", s1, false},
+      {"gemm_act_q token", sc->tensor, true}, {"gemm_act_q tensor", s1, true}};
+  for (const Row& r : rows) {
+    const double ms = bench::median_ms(
+        [&](int) {
+          check(r.gemm_quantizer ? quantize_fp8_activations_cuda({x->tensor, q->tensor, r.scale}, word, s)
+                                 : quantize_fp8_cuda({x->tensor, q->tensor, r.scale}, s),
+                "quantize");
+        },
+        s);
+    bench::report(r.name, shape, ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
+  }
+}
+
 // The decode kernel's launch choices on one shape: every variant that fits, warps per CTA
 // automatic / 4 / 8, with programmatic dependent launch (graph-timed).
 void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, DType wt) {
@@ -197,10 +239,100 @@ void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, 
   std::fflush(stdout);
 }
 
+
+// Decode A/B on one shape (section "ab"): the grid kernel Gemm::run used before (the preferred
+// non-stream variant) against the persistent warp-stream variants at several launch shapes, and
+// the stream's diagnostics: loads only (no math) and math only (no loads), all graph-timed.
+void bench_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l, DType wt) {
+  const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
+  auto partials = DeviceBuffer::alloc(16 << 20);
+  auto counters = DeviceBuffer::alloc(8192 * 4);
+  check(partials.status(), "alloc");
+  check(counters.status(), "alloc");
+  check(cudaMemset(counters->data(), 0, 8192 * 4), "memset");
+  SkinnyGemmWorkspace wsp{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
+  int dev = 0;
+  check(cudaGetDevice(&dev), "dev");
+  check(cudaDeviceGetAttribute(&wsp.num_sms, cudaDevAttrMultiProcessorCount, dev), "sms");
+  const double w_bytes = static_cast<double>(l.n) * l.k * static_cast<double>(dtype_bytes(wt, 1));
+  const auto variants = skinny_gemm_variants();
+  for (int64_t m : {1, 8, 16}) {
+    if (wt == DType::kBF16 && m > 8) continue;
+    auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
+    auto y = DeviceTensor::empty(l.y, {m, l.n});
+    check(x.status(), "alloc x");
+    check(y.status(), "alloc y");
+    bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+    auto time = [&](const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch) {
+      auto call = [&](int i) {
+        const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
+        check(skinny_gemm_cuda({x->tensor, w.w.tensor, {}, y->tensor, w.scale.tensor}, wsp, s, cfg, launch), "skinny_gemm_cuda");
+      };
+      call(0);
+      check(cudaStreamSynchronize(s), "sync");
+      return graph_ms(call, s);
+    };
+    const std::string tag = std::string(l.name) + " " + std::string(dtype_name(wt)) + " m=" + std::to_string(m);
+    SkinnyGemmLaunch launch;
+    const double old_ms = time({}, &launch);
+    auto ref = to_host(y->tensor, DType::kF32);
+    check(ref.status(), "to_host");
+    const std::vector<float> yref(ref->tensor.ptr<float>(), ref->tensor.ptr<float>() + m * l.n);
+    auto diff = [&]() {  // max |y - y_grid| / max |y_grid| of the last call (the same weight copy)
+      auto h = to_host(y->tensor, DType::kF32);
+      check(h.status(), "to_host");
+      double md = 0, mr = 0;
+      for (int64_t i = 0; i < m * l.n; ++i) {
+        md = std::max(md, static_cast<double>(std::fabs(h->tensor.ptr<float>()[i] - yref[static_cast<size_t>(i)])));
+        mr = std::max(mr, static_cast<double>(std::fabs(yref[static_cast<size_t>(i)])));
+      }
+      return md / std::max(mr, 1e-30);
+    };
+    std::printf("ab %-24s grid  v%-2d warps=%d split=%d ctas=%lld  %8.2f us %6.1f%%\n", tag.c_str(), launch.variant, launch.warps,
+                launch.split_k, static_cast<long long>(launch.ctas), old_ms * 1e3, 100.0 * w_bytes / old_ms / 1e6 / c.copy_gbps);
+    for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {  // the grid variants not preferred
+      const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+      if (v.stream || v.preferred || v.w != wt || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8)) continue;
+      const double ms = time({vi, 0, 0}, &launch);
+      std::printf("ab %-24s grid  v%-2d(rt%d u%d s%d%s) warps=%d split=%d ctas=%lld occ=%d  %8.2f us %6.1f%%  diff %.1e\n",
+                  tag.c_str(), vi, v.row_tiles, v.unroll, v.stages, v.f16 ? " f16" : "", launch.warps, launch.split_k,
+                  static_cast<long long>(launch.ctas), launch.ctas_per_sm, ms * 1e3, 100.0 * w_bytes / ms / 1e6 / c.copy_gbps,
+                  diff());
+    }
+    double best_ms = 1e30;
+    int best_v = -1, best_w = 0, best_c = 0;
+    for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+      const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+      if (!v.stream || v.w != wt || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8)) continue;
+      for (int warps : {8})
+        for (int per_sm : {2, 3, 4}) {
+          const double ms = time({vi, warps, per_sm}, &launch);
+          std::printf("ab %-24s strm  v%-2d(rt%d u%d s%d%s) warps=%d ctas/sm=%d ctas=%lld  %8.2f us %6.1f%%  diff %.1e\n",
+                      tag.c_str(), vi, v.row_tiles, v.unroll, v.stages, v.f16 ? " f16" : "", warps, launch.split_k,
+                      static_cast<long long>(launch.ctas),
+                      ms * 1e3, 100.0 * w_bytes / ms / 1e6 / c.copy_gbps, diff());
+          if (ms < best_ms) { best_ms = ms; best_v = vi; best_w = warps; best_c = per_sm; }
+        }
+    }
+    if (best_v < 0) continue;
+    for (int diag : {1, 2}) {
+      const double ms = time({best_v, best_w, best_c, diag}, &launch);
+      std::printf("ab %-24s %s v%-2d  %8.2f us %6.1f%%\n", tag.c_str(), diag == 1 ? "loads-only" : "math-only ", best_v,
+                  ms * 1e3, 100.0 * w_bytes / ms / 1e6 / c.copy_gbps);
+    }
+    std::printf("@@ ab %s | grid %.1f%% -> stream v%d w%d c%d | %.1f%% | | %.3f\n", tag.c_str(),
+                100.0 * w_bytes / old_ms / 1e6 / c.copy_gbps, best_v, best_w, best_c, 100.0 * w_bytes / best_ms / 1e6 / c.copy_gbps,
+                old_ms / best_ms);
+    std::fflush(stdout);
+  }
+}
+
 // Mixtral experts: 8 experts of [n, k]; t tokens x top_k = 2 slots with random distinct experts
 // per token (4 id sets rotated, so consecutive calls read different experts). GB/s of the
 // distinct expert bytes of each call.
-void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64_t n, int64_t k, int64_t t, DType wt) {
+// variant: an index into moe_decode_gemm_variants() (-1: moe_decode_gemm_cuda's choice).
+void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64_t n, int64_t k, int64_t t, DType wt,
+               int variant = -1) {
   const int64_t num_experts = 8, top_k = 2;
   std::vector<BenchWeights> experts;
   for (int e = 0; e < num_experts; ++e) experts.push_back(make_weights(wt, n, k, 300 + e));
@@ -239,15 +371,16 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   check(y.status(), "y");
   bench::fill_random_bf16(x->tensor.data, t * k, 9);
   auto call = [&](int i) {
-    check(moe_decode_gemm_cuda({x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
-                                wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor}, s),
-          "moe_decode_gemm_cuda");
+    const MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
+                              wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor};
+    check(variant < 0 ? moe_decode_gemm_cuda(a, s) : moe_decode_gemm_cuda_variant(a, variant, s), "moe_decode_gemm_cuda");
   };
   call(0);
   check(cudaStreamSynchronize(s), "sync");
   const double ms = graph_ms(call, s);
   const double bytes = distinct_total / 4 * static_cast<double>(n) * k * static_cast<double>(dtype_bytes(wt, 1));
-  bench::report(std::string("moe_decode ") + name + " " + std::string(dtype_name(wt)),
+  const bool f16 = variant >= 0 && moe_decode_gemm_variants()[static_cast<size_t>(variant)].f16;
+  bench::report(std::string("moe_decode ") + name + " " + std::string(dtype_name(wt)) + (f16 ? " f16" : ""),
                 "t=" + std::to_string(t) + " top_k=2 E=8 n=" + std::to_string(n) + " k=" + std::to_string(k) + " (" +
                     std::to_string(distinct_total / 4).substr(0, 4) + " experts)",
                 ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
@@ -271,8 +404,6 @@ int main() {
   check(cublas.status(), "Gemm::create");
   auto skinny = Gemm::create({.skinny_max_m_bf16 = 64, .skinny_max_m_fp8 = 64});  // the decode kernel up to m = 64
   check(skinny.status(), "Gemm::create");
-  auto fast = Gemm::create({.skinny_max_m_fp8 = 0, .fp8_fast_accum = true});
-  check(fast.status(), "Gemm::create");
   // Llama-3-8B and Mistral-7B share these (hidden 4096, 32 q / 8 kv heads of 128, inter 14336);
   // Mixtral-8x7B's experts are gate_up and down.
   const Layer layers[] = {
@@ -282,6 +413,13 @@ int main() {
       {"down", 4096, 14336, DType::kBF16},
       {"lm_head_llama3", 128256, 4096, DType::kF32},
   };
+  if (section("ab")) {
+    const char* ab = std::getenv("KILN_GEMM_AB");  // "fp8": fp8 weights with bf16 y only
+    const bool fp8_only = ab && std::string(ab) == "fp8";
+    for (const Layer& l : layers)
+      for (DType wt : {DType::kFp8E4M3, DType::kBF16})
+        if (!fp8_only || (wt == DType::kFp8E4M3 && l.y == DType::kBF16)) bench_ab(c, s, l, wt);
+  }
   if (section("sweep")) {
     for (const Layer& l : layers)
       for (DType wt : {DType::kBF16, DType::kFp8E4M3})
@@ -304,16 +442,39 @@ int main() {
       for (int64_t t : {1, 8}) {
         bench_moe(c, s, "gate_up", 28672, 4096, t, wt);
         bench_moe(c, s, "down", 4096, 14336, t, wt);
+        const auto mv = moe_decode_gemm_variants();  // the rows not preferred (fp8 widened to f16)
+        for (int vi = 0; vi < static_cast<int>(mv.size()); ++vi)
+          if (mv[static_cast<size_t>(vi)].w == wt && !mv[static_cast<size_t>(vi)].preferred) {
+            bench_moe(c, s, "gate_up", 28672, 4096, t, wt, vi);
+            bench_moe(c, s, "down", 4096, 14336, t, wt, vi);
+          }
       }
   }
   if (section("prefill")) {
-    for (const Layer& l : layers) {
-      if (l.y == DType::kF32) continue;
-      bench_prefill(*cublas, c, s, l, 4096, " cublas bf16", DType::kBF16);
-      bench_prefill(*cublas, c, s, l, 4096, " fp8", DType::kFp8E4M3);
-      bench_prefill(*fast, c, s, l, 4096, " fp8 fastacc", DType::kFp8E4M3);
+    const Fp8PrefillVariant fp8_variants[] = {
+        // the first version: unscaled GEMM + epilogue kernel, plain accumulation
+        {" fp8 epilogue plain", {.skinny_max_m_fp8 = 0, .fp8_fast_accum = false, .fp8_native_scales = false}},
+        {" fp8 token plain", {.skinny_max_m_fp8 = 0, .fp8_fast_accum = false}},
+        {" fp8 tensor", {.skinny_max_m_fp8 = 0, .fp8_activations = Fp8Activations::kPerTensor}},
+        {" fp8 default", {}},  // what the model gets (Gemm::create()): x per token, fast accumulation
+    };
+    std::vector<Gemm> fp8_gemms;
+    for (const auto& v : fp8_variants) {
+      auto g = Gemm::create(v.options);
+      check(g.status(), "Gemm::create");
+      fp8_gemms.push_back(std::move(g).value());
     }
-    std::printf("fp8 prefill scales: %s\n", cublas->fp8_prefill_scales().c_str());
+    for (int64_t m : {512, 1024, 4096}) {
+      for (const Layer& l : layers) {
+        if (l.y == DType::kF32) continue;
+        bench_prefill(*cublas, c, s, l, m, " cublas bf16", DType::kBF16);
+        for (size_t i = 0; i < fp8_gemms.size(); ++i)
+          bench_prefill(fp8_gemms[i], c, s, l, m, fp8_variants[i].tag, DType::kFp8E4M3);
+      }
+    }
+    for (size_t i = 0; i < fp8_gemms.size(); ++i)
+      std::printf("fp8 prefill scales,%s: %s\n", fp8_variants[i].tag, fp8_gemms[i].fp8_prefill_scales().c_str());
+    for (int64_t k : {4096, 14336}) bench_fp8_quantizer(c, s, 4096, k);
   }
   check(cudaStreamDestroy(s), "cudaStreamDestroy");
   return 0;

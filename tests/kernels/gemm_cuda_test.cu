@@ -1,11 +1,13 @@
 // GPU GEMM (cuBLASLt) against linear_cpu on the same bf16 inputs, for every row of the variant
 // table, over decode and prefill-like shapes, with and without bias, with strided rows; the plan
 // cache; and the decode kernel's automatic choice of its persistent warp-stream variants on large
-// matrices (fp8 and bf16), bit-identical on replay. Skipped when no GPU is present (CI).
+// matrices (fp8 and bf16), bit-identical on replay; the fp8 rows widened to f16 on activations
+// past f16's range (clamped, finite). Skipped when no GPU is present (CI).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
@@ -161,6 +163,57 @@ TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
       }
     }
   }
+}
+
+// The fp8 variants widened to f16 (x rounded to f16 in the kernel) against linear_cpu on the
+// bf16 x and the dequantized weights, with activations of standard deviation 1, 3e4 and 1e5
+// (past f16's 65504 the kernel clamps, so the reference takes x clamped to +-65504, and the
+// result must stay finite), for m = 1, the tile's half + 1 and its full m.
+TEST(GemmSkinnyCuda, F16WideningClampsLargeActivations) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(24);
+  auto partials = DeviceBuffer::alloc(16 << 20);
+  auto counters = DeviceBuffer::alloc(8192 * 4);
+  ASSERT_TRUE(partials.ok() && counters.ok());
+  ASSERT_EQ(cudaMemset(counters->data(), 0, 8192 * 4), cudaSuccess);
+  SkinnyGemmWorkspace ws{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
+  ASSERT_EQ(cudaDeviceGetAttribute(&ws.num_sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const int64_t n = 1000, k = 2064;
+  auto q = quantize_fp8_weights_cpu(test::random_tensor(DType::kF32, {n, k}, rng, 0.05f).tensor, false);
+  ASSERT_TRUE(q.ok());
+  auto dw = to_device(q->q.tensor), ds = to_device(q->scale.tensor);
+  ASSERT_TRUE(dw.ok() && ds.ok());
+  const auto variants = skinny_gemm_variants();
+  int tested = 0;
+  for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+    const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+    if (!v.f16) continue;
+    ++tested;
+    for (int64_t m : {int64_t{1}, static_cast<int64_t>(v.max_m / 2 + 1), static_cast<int64_t>(v.max_m)}) {
+      for (float x_scale : {1.f, 3e4f, 1e5f}) {
+        SCOPED_TRACE("variant " + std::to_string(vi) + " m=" + std::to_string(m) + " |x|~" + std::to_string(x_scale));
+        HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng, x_scale);
+        auto dx = to_device(x.tensor);
+        auto dy = DeviceTensor::empty(v.y, {m, n});
+        ASSERT_TRUE(dx.ok() && dy.ok());
+        const Status st = skinny_gemm_cuda({dx->tensor, dw->tensor, {}, dy->tensor, ds->tensor}, ws, nullptr, {vi, 0, 0}, nullptr);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+        std::vector<float> xf = test::to_f32(x.tensor);
+        int clamped = 0;
+        for (float& e : xf)
+          if (std::fabs(e) > 65504.f) { e = std::copysign(65504.f, e); ++clamped; }
+        if (x_scale > 65504.f) EXPECT_GT(clamped, 0);  // the clamp path ran
+        HostTensor ref = HostTensor::zeros(DType::kF32, {m, n});
+        ASSERT_TRUE(linear_cpu({Tensor::view(xf.data(), DType::kF32, {m, k}), q->q.tensor, {}, ref.tensor, q->scale.tensor}).ok());
+        auto yh = to_host(dy->tensor, DType::kF32);
+        ASSERT_TRUE(yh.ok());
+        const std::vector<float> y = test::to_f32(yh->tensor);
+        EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](float e) { return std::isfinite(e); }));
+        EXPECT_LT(scaled_error(y, test::to_f32(ref.tensor)), v.y == DType::kF32 ? 1e-4 : 1e-2);
+      }
+    }
+  }
+  EXPECT_GT(tested, 0);
 }
 
 }  // namespace

@@ -1,14 +1,19 @@
 // The MoE decode GEMM (moe_decode_gemm_cuda) against a loop of linear_cpu per slot, on fresh
 // random inputs: bf16 experts and fp8 experts with per-channel scales, x shared per token or one
 // row per slot, ids with repeats (several slots on one expert, up to all 64 slots on one), odd n;
-// graph capture with the ids changed between replays; argument errors. Skipped without a GPU.
+// graph capture with the ids changed between replays; argument errors; every row of the variant
+// table (fp8 widened to bf16 or to f16), the f16 row also on activations past f16's range
+// (clamped to +-65504: finite, equal to the reference on the clamped x). Skipped without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
 #include "kiln/kernels/linear.h"
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/quantize.h"
@@ -97,25 +102,34 @@ std::vector<int32_t> make_ids(const MoeCase& c, std::mt19937& rng) {
   return ids;
 }
 
-void check_case(DType wt, const MoeCase& c, std::mt19937& rng) {
-  SCOPED_TRACE("w=" + std::string(dtype_name(wt)) + " t=" + std::to_string(c.t) + " top_k=" + std::to_string(c.top_k) +
+// variant: an index into moe_decode_gemm_variants() (-1: moe_decode_gemm_cuda's choice);
+// x_scale: the activations' standard deviation (the f16 rows clamp x to +-65504; so does the reference).
+void check_case(DType wt, const MoeCase& c, std::mt19937& rng, int variant = -1, float x_scale = 1.f) {
+  SCOPED_TRACE("w=" + std::string(dtype_name(wt)) + " variant=" + std::to_string(variant) + " x_scale=" + std::to_string(x_scale) + " t=" + std::to_string(c.t) + " top_k=" + std::to_string(c.top_k) +
                " E=" + std::to_string(c.num_experts) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
                " x_per_slot=" + std::to_string(c.x_per_slot) + " pattern=" + std::to_string(c.pattern));
   const Experts E = make_experts(wt, c.num_experts, c.n, c.k, rng);
   const int64_t slots = c.t * c.top_k;
-  HostTensor x = test::random_tensor(DType::kBF16, {c.x_per_slot ? slots : c.t, c.k}, rng);
+  HostTensor x = test::random_tensor(DType::kBF16, {c.x_per_slot ? slots : c.t, c.k}, rng, x_scale);
   const std::vector<int32_t> ids = make_ids(c, rng);
   auto dx = to_device(x.tensor);
   auto dids = to_device(Tensor::view(const_cast<int32_t*>(ids.data()), DType::kInt32, {c.t, c.top_k}));
   auto dy = DeviceTensor::empty(DType::kBF16, {slots, c.n});
   ASSERT_TRUE(dx.ok() && dids.ok() && dy.ok());
   ASSERT_TRUE(fill_bytes(dy->tensor, 0xff).ok());
-  const Status st = moe_decode_gemm_cuda({dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, wt, c.n, dy->tensor},
-                                         nullptr);
+  const MoeDecodeGemmArgs args{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, wt, c.n, dy->tensor};
+  const Status st = variant < 0 ? moe_decode_gemm_cuda(args, nullptr) : moe_decode_gemm_cuda_variant(args, variant, nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
   auto y = to_host(dy->tensor, DType::kF32);
   ASSERT_TRUE(y.ok());
-  EXPECT_LT(scaled_error(test::to_f32(y->tensor), reference(E, x, ids, c.top_k, c.x_per_slot, c.n, c.k)), 1e-2);
+  HostTensor xc = HostTensor::zeros(DType::kF32, {x.tensor.shape[0], c.k});  // x as the kernel reads it
+  const std::vector<float> xf = test::to_f32(x.tensor);
+  for (size_t i = 0; i < xf.size(); ++i) xc.tensor.ptr<float>()[i] = std::clamp(xf[i], -65504.f, 65504.f);
+  const std::vector<float> yf = test::to_f32(y->tensor);
+  EXPECT_TRUE(std::all_of(yf.begin(), yf.end(), [](float e) { return std::isfinite(e); }));
+  // The clamp changes nothing for |x| <= 65504 (every bf16 test input at x_scale 1); at 3e4 a few
+  // percent of the normal samples are past it already.
+  EXPECT_LT(scaled_error(yf, reference(E, xc, ids, c.top_k, c.x_per_slot, c.n, c.k)), 1e-2);
 }
 
 TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
@@ -128,6 +142,24 @@ TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
   };
   for (DType wt : {DType::kBF16, DType::kFp8E4M3})
     for (const MoeCase& c : cases) check_case(wt, c, rng);
+}
+
+// Every row of the variant table (not only the preferred ones), and the f16 widening on large
+// activations: standard deviation 3e4 (mostly exact in f16) and 1e5 (mostly clamped to +-65504,
+// in the kernel and in the reference).
+TEST(MoeDecodeGemmCuda, EveryVariantMatches) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(54);
+  const MoeCase cases[] = {{1, 2, 8, 1000, 1024, false, 0}, {8, 2, 8, 777, 2064, true, 1}, {20, 3, 16, 129, 512, false, 1}};
+  const auto variants = moe_decode_gemm_variants();
+  for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+    const MoeDecodeGemmVariant& v = variants[static_cast<size_t>(vi)];
+    for (const MoeCase& c : cases) {
+      check_case(v.w, c, rng, vi);
+      if (v.f16)
+        for (float x_scale : {3e4f, 1e5f}) check_case(v.w, c, rng, vi, x_scale);
+    }
+  }
 }
 
 // Captured once, replayed with different ids written into the same device tensor: the grouping

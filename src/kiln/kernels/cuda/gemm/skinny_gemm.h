@@ -2,7 +2,8 @@
 // weights streamed once from HBM. Internal to kernels/cuda/gemm (Gemm::run dispatches to it).
 // Variants (the table in skinny_gemm.cu): w bf16 | fp8 e4m3 (w_scale [n] or [1] f32) x
 // m tiles of 8 / 16 / 32 / 64 rows x y bf16 | f32, with their pipeline shapes, as a grid of one
-// CTA per row block or as a persistent warp stream (equal bytes per warp); x bf16. CUDA-free header.
+// CTA per row block or as a persistent warp stream (equal bytes per warp), fp8 widened to bf16 or
+// to f16 (x rounded to f16); x bf16. CUDA-free header.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -39,6 +40,9 @@ struct SkinnyGemmVariant {
   int stages;      // chunks in the cp.async ring of each warp (kS; kS - 1 in flight)
   bool preferred;  // the one Gemm::run uses for its (w, y, max_m); the others: tuning alternatives
   bool stream = false;  // persistent warp stream (skinny_gemm_core.cuh WarpStream), else one CTA per row block
+  // fp8 only: weights widened to f16 by the hardware converter and x rounded to f16 (clamped to
+  // +-65504) for the f16 mma, else weights widened exactly to bf16 and x as given.
+  bool f16 = false;
 };
 std::span<const SkinnyGemmVariant> skinny_gemm_variants();
 

@@ -6,7 +6,10 @@
 // are the M side of mma.m16n8k16, activation rows its N side, 8 per tile), so one weight fragment
 // serves all m. The k order inside an mma is permuted to match the 16-byte vectors (a dot product
 // does not care) and x's fragments are read in the same order. fp8 e4m3 weights are widened in
-// registers to exact bf16. The per-warp sums are added in a fixed order through shared memory
+// registers to exact bf16 (kF16 = false), or (kF16 = true) to exact f16 by the hardware converter
+// (cvt.rn.f16x2.e4m3x2: one instruction per weight pair) with x rounded bf16 -> f16 as its
+// fragments are loaded (exact for 6.1e-5 <= |x| <= 65504, clamped to +-65504 beyond) and the
+// f16 mma; f32 accumulation either way. The per-warp sums are added in a fixed order through shared memory
 // (deterministic). Programmatic dependent launch: the first kS - 1 chunks are requested before
 // griddepcontrol.wait, so a GEMM's weights stream while the kernel before it finishes.
 #pragma once
@@ -62,6 +65,46 @@ __device__ __forceinline__ void fp8x4_to_bf16x4(uint32_t q, uint32_t& lo, uint32
   hi = *reinterpret_cast<const uint32_t*>(&hf);
 }
 
+// c[16 x 8] += a[16 x 16] * b[16 x 8], f16 in, f32 acc (the kF16 widening of fp8 weights).
+__device__ __forceinline__ void mma_f16_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 4 fp8 e4m3 (bytes b0..b3 of q) -> f16 pairs lo = (b0, b1), hi = (b2, b3), exact (every e4m3
+// value, subnormals included, is an f16), one hardware conversion per pair (sm_89+).
+__device__ __forceinline__ void fp8x4_to_f16x4(uint32_t q, uint32_t& lo, uint32_t& hi) {
+  asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\t"
+      "cvt.rn.f16x2.e4m3x2 %0, l;\n\tcvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
+      : "=r"(lo), "=r"(hi)
+      : "r"(q));
+}
+
+// A bf16 pair -> an f16 pair, rounded to nearest; |x| > 65504 clamps to +-65504 (satfinite), so
+// a large activation gives a large finite product, never inf; |x| < 6.1e-5 loses low bits.
+__device__ __forceinline__ uint32_t bf16x2_to_f16x2(uint32_t v) {
+  const float lo = __uint_as_float(v << 16), hi = __uint_as_float(v & 0xffff0000u);
+  uint32_t r;
+  asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// The weight operand of one mma row group: kF16 picks f16 words (hardware cvt) over exact bf16 words.
+template <bool kF16>
+__device__ __forceinline__ void widen_fp8x4(uint32_t q, uint32_t& lo, uint32_t& hi) {
+  if constexpr (kF16) fp8x4_to_f16x4(q, lo, hi);
+  else fp8x4_to_bf16x4(q, lo, hi);
+}
+template <bool kF16>
+__device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                            uint32_t b1) {
+  if constexpr (kF16) mma_f16_16x8x16(c, a0, a1, a2, a3, b0, b1);
+  else mma_bf16_16x8x16(c, a0, a1, a2, a3, b0, b1);
+}
+
 template <bool kFp8>
 struct WeightFormat {
   static constexpr int kElemsPerVec = kFp8 ? 16 : 8;   // per 16-byte vector
@@ -73,10 +116,12 @@ struct WeightFormat {
 __device__ __forceinline__ int frag_n(int row_base, int rt, int c, int g) { return row_base + rt * 16 + g + (c >= 2 ? 8 : 0); }
 __device__ __forceinline__ int frag_m(int nt, int c, int t) { return nt * 8 + 2 * t + (c & 1); }
 
-template <bool kFp8, int kMT, int kRT, int kU, int kS>
+// kF16: fp8 weights widened to f16 and x rounded to f16 (fp8 only), else exact bf16.
+template <bool kFp8, int kMT, int kRT, int kU, int kS, bool kF16 = false>
 struct Core {
   using F = WeightFormat<kFp8>;
   static_assert(kS >= 2, "at least two ring slots");
+  static_assert(kFp8 || !kF16, "the f16 widening is for fp8 weights");
   static constexpr int kVecsPerChunk = kU * kRT * 2;  // 16-byte vectors per thread per chunk
   static constexpr int kRingBytesPerWarp = kS * kVecsPerChunk * 32 * 16;
   static constexpr int kElems = kRT * kMT * 4;  // accumulators per thread
@@ -133,7 +178,7 @@ struct Core {
             const uint32_t q[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
-              if constexpr (kFp8) fp8x4_to_bf16x4(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
+              if constexpr (kFp8) widen_fp8x4<kF16>(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
               else a[rt][h][j] = q[j];
             }
           }
@@ -146,11 +191,15 @@ struct Core {
             const uint4 xv = x_ok ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
             b[4 * v] = xv.x; b[4 * v + 1] = xv.y; b[4 * v + 2] = xv.z; b[4 * v + 3] = xv.w;
           }
+          if constexpr (kF16) {
+#pragma unroll
+            for (int j = 0; j < 2 * F::kMmasPerVec; ++j) b[j] = bf16x2_to_f16x2(b[j]);
+          }
 #pragma unroll
           for (int j = 0; j < F::kMmasPerVec; ++j)
 #pragma unroll
             for (int rt = 0; rt < kRT; ++rt)
-              mma_bf16_16x8x16(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1],
+              mma_16x8x16<kF16>(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1],
                                a[rt][1][2 * j + 1], b[2 * j], b[2 * j + 1]);
         }
       }
@@ -214,10 +263,11 @@ struct Core {
 // arrive adds the partials in warp order: deterministic).
 // kDiag (micro-benchmarks only): 1 = loads only (no math), 2 = math only (no loads; the ring's
 // stale bytes are multiplied).
-template <bool kFp8, int kMT, int kRT, int kU, int kS>
+template <bool kFp8, int kMT, int kRT, int kU, int kS, bool kF16 = false>
 struct WarpStream {
   using F = WeightFormat<kFp8>;
   static_assert(kS >= 2, "at least two ring slots");
+  static_assert(kFp8 || !kF16, "the f16 widening is for fp8 weights");
   static constexpr int kVecsPerChunk = kU * kRT * 2;  // 16-byte vectors per thread per chunk
   static constexpr int kChunkBytes = kVecsPerChunk * 32 * 16;  // per warp
   static constexpr int kRingBytesPerWarp = kS * kChunkBytes;
@@ -318,17 +368,23 @@ struct WarpStream {
               const uint32_t q[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
               for (int j = 0; j < 4; ++j) {
-                if constexpr (kFp8) fp8x4_to_bf16x4(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
+                if constexpr (kFp8) widen_fp8x4<kF16>(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
                 else a[rt][h][j] = q[j];
               }
             }
+          if constexpr (kF16) {  // x to f16 after the wait: the loads' latency overlaps it
+#pragma unroll
+            for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+              for (int j = 0; j < 2 * F::kMmasPerVec; ++j) b[u][nt][j] = bf16x2_to_f16x2(b[u][nt][j]);
+          }
 #pragma unroll
           for (int nt = 0; nt < kMT; ++nt)
 #pragma unroll
             for (int j = 0; j < F::kMmasPerVec; ++j)
 #pragma unroll
               for (int rt = 0; rt < kRT; ++rt)
-                mma_bf16_16x8x16(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1], a[rt][1][2 * j + 1],
+                mma_16x8x16<kF16>(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1], a[rt][1][2 * j + 1],
                                  b[u][nt][2 * j], b[u][nt][2 * j + 1]);
         }
       }

@@ -1,0 +1,25 @@
+// The MoE decode GEMM's variant table (cuda/moe/moe_decode_gemm.cu), for its tests and benchmark:
+// experts bf16 | fp8 e4m3, fp8 widened exactly to bf16 or to f16 (x rounded to f16, clamped to
+// +-65504). moe_decode_gemm_cuda runs the preferred row of the experts' dtype. CUDA-free header.
+#pragma once
+#include <span>
+
+#include "kiln/core/status.h"
+#include "kiln/kernels/moe_cuda.h"
+
+struct CUstream_st;
+
+namespace kiln {
+
+struct MoeDecodeGemmVariant {
+  DType w;
+  bool f16;        // fp8 only: the f16 widening (skinny_gemm_core.cuh), else exact bf16
+  bool preferred;  // the one moe_decode_gemm_cuda uses for w
+};
+std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
+
+// moe_decode_gemm_cuda with the variant chosen (an index into moe_decode_gemm_variants(), whose w
+// must be args.w_dtype).
+Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& args, int variant, CUstream_st* stream);
+
+}  // namespace kiln
