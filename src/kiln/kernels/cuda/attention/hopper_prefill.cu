@@ -193,8 +193,10 @@ constexpr HopperPrefillTuning kBf16D64[] = {
 // (H100, causal 8K: 597 vs 654 TFLOP/s). "persistent s2 split-q" is the kernel before v2 (446 in
 // the same run). The probe rows are the bench's bounds: a step skipped, wrong results (tests skip them).
 constexpr HopperPrefillTuning kFp8D128[] = {
-    {"persistent k3v2 v2 split-q", tuned<true, 128, 3, 2, true, 0, false, true, kV2>},
+    // Row 0 ships: plain Q (one e4m3 rounding of Q per row): 619 vs 568 TFLOP/s for split-Q at
+    // causal 8K in the same H100 call, max error 4.0e-2 vs 2.5e-2 on the tests (aim 5e-2).
     {"persistent k3v2 v2", tuned<true, 128, 3, 2, true, 0, false, false, kV2>},
+    {"persistent k3v2 v2 split-q", tuned<true, 128, 3, 2, true, 0, false, true, kV2>},
     {"persistent k2v2 v2 split-q", tuned<true, 128, 2, 2, true, 0, false, true, kV2>},
     {"persistent k3v2 fastvt split-q", tuned<true, 128, 3, 2, true, 0, false, true, kFastVt>},
     {"persistent k3v2 fastvt+rowsum split-q", tuned<true, 128, 3, 2, true, 0, false, true, kFastVt | kRowSum>},
