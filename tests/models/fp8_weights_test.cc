@@ -180,6 +180,7 @@ TEST(Fp8Weights, PerTensorFusionExpandsDifferentScales) {
   auto sq = quantize_fp8_weights_cpu(q, true);
   auto sv = quantize_fp8_weights_cpu(v, true);
   ASSERT_TRUE(sq.ok() && sv.ok());
+  const int64_t q_rows = q.shape[0];  // build_decoder_weights takes the tensors out of m: q and v dangle after it
   ModelOptions o;
   o.fp8_weights = o.fp8_per_tensor = true;
   auto w = build_decoder_weights(m, o);
@@ -187,7 +188,7 @@ TEST(Fp8Weights, PerTensorFusionExpandsDifferentScales) {
   const HostTensor& s = w->layers[0].qkv_scale;
   ASSERT_EQ(s.tensor.numel(), w->layers[0].qkv.tensor.shape[0]);  // q, k, v amax differ
   EXPECT_EQ(s.tensor.ptr<float>()[0], sq->scale.tensor.ptr<float>()[0]);
-  EXPECT_EQ(s.tensor.ptr<float>()[q.shape[0] - 1], sq->scale.tensor.ptr<float>()[0]);
+  EXPECT_EQ(s.tensor.ptr<float>()[q_rows - 1], sq->scale.tensor.ptr<float>()[0]);
   EXPECT_EQ(s.tensor.ptr<float>()[s.tensor.numel() - 1], sv->scale.tensor.ptr<float>()[0]);
   EXPECT_EQ(w->layers[0].o_proj_scale.tensor.numel(), 1);
   EXPECT_EQ(w->embed.tensor.dtype, DType::kF32);  // embeddings stay in the compute dtype

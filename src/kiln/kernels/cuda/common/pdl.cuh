@@ -24,10 +24,10 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization allowed.
-template <typename... KernelArgs, typename... Args>
-cudaError_t launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                       Args&&... args) {
+// A type-erased kernel (from a variant table) with its argument pointers; pdl = false launches it
+// plainly (the attribute left out).
+inline cudaError_t launch_pdl(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream, void** args,
+                              bool pdl = true) {
   cudaLaunchConfig_t lc{};
   lc.gridDim = grid;
   lc.blockDim = block;
@@ -37,8 +37,15 @@ cudaError_t launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, siz
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   lc.attrs = &attr;
-  lc.numAttrs = 1;
-  return cudaLaunchKernelEx(&lc, kernel, std::forward<Args>(args)...);
+  lc.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelExC(&lc, kernel, args);
+}
+
+// kernel<<<grid, block, smem, stream>>>(params) with programmatic stream serialization allowed.
+template <typename Params>
+cudaError_t launch_pdl(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Params params) {
+  void* args[] = {&params};
+  return launch_pdl(reinterpret_cast<const void*>(kernel), grid, block, smem, stream, args);
 }
 
 }  // namespace kiln::cuda

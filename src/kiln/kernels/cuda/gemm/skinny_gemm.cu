@@ -316,18 +316,8 @@ SkinnyParams common_params(const LinearArgs& a) {
 }
 
 Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, int64_t smem, bool pdl, cudaStream_t stream) {
-  cudaLaunchConfig_t lc{};
-  lc.gridDim = grid;
-  lc.blockDim = dim3(static_cast<unsigned>(warps * 32));
-  lc.dynamicSmemBytes = static_cast<size_t>(smem);
-  lc.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  lc.attrs = &attr;
-  lc.numAttrs = pdl ? 1 : 0;
   void* args[] = {&p};
-  KILN_CUDA_CHECK(cudaLaunchKernelExC(&lc, kernel, args));
+  KILN_CUDA_CHECK(cuda::launch_pdl(kernel, grid, dim3(static_cast<unsigned>(warps * 32)), static_cast<size_t>(smem), stream, args, pdl));
   return ok_status();
 }
 

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "kiln/kernels/cuda/common/pdl.cuh"
+
 namespace kiln::skinny {
 
 inline constexpr int kMaxWarps = 8;  // warps per CTA (blockDim.x / 32 is chosen per launch)
@@ -37,8 +39,8 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 // Programmatic dependent launch (no-ops when the kernel was launched without the attribute).
-__device__ __forceinline__ void wait_for_previous_kernel() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void allow_next_kernel() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void wait_for_previous_kernel() { cuda::pdl_wait(); }
+__device__ __forceinline__ void allow_next_kernel() { cuda::pdl_trigger(); }
 
 __device__ __forceinline__ uint4 load_x(const __nv_bfloat16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 

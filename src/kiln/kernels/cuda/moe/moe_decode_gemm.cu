@@ -16,6 +16,7 @@
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
 #include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
 #include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln {
 namespace {
@@ -262,18 +263,10 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   p.k = static_cast<int>(k);
   p.pdl = 1;
 
-  cudaLaunchConfig_t lc{};
-  lc.gridDim = dim3(static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>(groups));
-  lc.blockDim = dim3(static_cast<unsigned>(warps * 32));
-  lc.dynamicSmemBytes = static_cast<size_t>(warps) * kSmemPerWarp;
-  lc.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  lc.attrs = &attr;
-  lc.numAttrs = 1;
   void* args[] = {&p};
-  KILN_CUDA_CHECK(cudaLaunchKernelExC(&lc, var->kernel, args));
+  KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>(groups)),
+                                   dim3(static_cast<unsigned>(warps * 32)), static_cast<size_t>(warps) * kSmemPerWarp, stream,
+                                   args));
   return ok_status();
 }
 

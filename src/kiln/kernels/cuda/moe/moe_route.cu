@@ -146,54 +146,17 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_kernel(const __g
   if (warp == 0) route_token(p, t, logits, lane);
 }
 
-Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
-  constexpr const char* kName = "moe_route_cuda";
-  if (a.router_logits.ndim != 2 || a.x.ndim != 2 || a.router_weight.ndim != 2)
-    return invalid_argument("moe_route_cuda: want router_logits [n, experts], x [n, hidden], router_weight [experts, hidden]");
-  const int64_t n = a.router_logits.shape[0], e = a.router_logits.shape[1], k = a.topk_ids.dim(-1), hidden = a.x.shape[1];
-  KILN_RETURN_IF_ERROR(cuda::expect_device(a.router_logits, DType::kF32, n * e, kName, "router_logits"));
-  KILN_ASSIGN_OR_RETURN(const cuda::RowsView xv, cuda::device_rows(a.x, DType::kBF16, kName, "x"));
-  KILN_ASSIGN_OR_RETURN(const cuda::RowsView wv, cuda::device_rows(a.router_weight, DType::kBF16, kName, "router_weight"));
-  if (xv.rows != n || wv.rows != e || wv.cols != hidden)
-    return invalid_argument("moe_route_cuda: x " + a.x.shape_string() + " / router_weight " + a.router_weight.shape_string() +
-                            " do not fit router_logits " + a.router_logits.shape_string());
-  if (k <= 0 || k > e) return invalid_argument("moe_route_cuda: want 0 < k <= experts");
-  KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_ids, DType::kInt32, n * k, kName, "topk_ids"));
-  KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_weights, DType::kF32, n * k, kName, "topk_weights"));
-  if (e > kMaxExperts) return unimplemented("moe_route_cuda: " + std::to_string(e) + " experts (supported: up to 256)");
-  if (hidden % 8 || xv.stride % 8 || wv.stride % 8 || !cuda::aligned16(a.x.data) || !cuda::aligned16(a.router_weight.data))
-    return unimplemented("moe_route_cuda: the fused router needs hidden and row strides multiples of 8, 16-byte aligned rows");
-  if (n == 0) return ok_status();
-  if (n > 0x7fffffff) return out_of_range("moe_route_cuda: too many tokens");
-  MoeRouteParams p{};
-  p.logits_out = static_cast<float*>(a.router_logits.data);
-  p.x = static_cast<const __nv_bfloat16*>(a.x.data);
-  p.w = static_cast<const __nv_bfloat16*>(a.router_weight.data);
-  p.x_stride = xv.stride;
-  p.w_stride = wv.stride;
-  p.hidden = static_cast<int>(hidden);
-  p.topk_ids = static_cast<int32_t*>(a.topk_ids.data);
-  p.topk_weights = static_cast<float*>(a.topk_weights.data);
-  p.n = n;
-  p.num_experts = static_cast<int>(e);
-  p.k = static_cast<int>(k);
-  p.renormalize = a.renormalize;
-  KILN_CUDA_CHECK(cuda::launch_pdl(moe_router_kernel, dim3(static_cast<unsigned>(n)), dim3(kRouterWarps * 32), 0, stream, p));
-  return ok_status();
-}
-
-Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
+// The checks and fields both variants share: logits [n, experts], ids / weights [n, k].
+Result<MoeRouteParams> route_params(const MoeRouteArgs& a) {
   constexpr const char* kName = "moe_route_cuda";
   if (a.router_logits.ndim != 2) return invalid_argument("moe_route_cuda: router_logits must be [n, experts]");
-  if (!a.x.empty() || !a.router_weight.empty()) return invalid_argument("moe_route_cuda: this variant takes logits, not x");
   const int64_t n = a.router_logits.shape[0], e = a.router_logits.shape[1], k = a.topk_ids.dim(-1);
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.router_logits, DType::kF32, n * e, kName, "router_logits"));
   if (k <= 0 || k > e) return invalid_argument("moe_route_cuda: want 0 < k <= experts");
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_ids, DType::kInt32, n * k, kName, "topk_ids"));
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_weights, DType::kF32, n * k, kName, "topk_weights"));
-  if (e > kMaxExperts)
-    return unimplemented("moe_route_cuda: " + std::to_string(e) + " experts (supported: up to 256)");
-  if (n == 0) return ok_status();
+  if (e > kMaxExperts) return unimplemented("moe_route_cuda: " + std::to_string(e) + " experts (supported: up to 256)");
+  if (n > 0x7fffffff) return out_of_range("moe_route_cuda: too many tokens");
   MoeRouteParams p{};
   p.logits = static_cast<const float*>(a.router_logits.data);
   p.topk_ids = static_cast<int32_t*>(a.topk_ids.data);
@@ -202,10 +165,40 @@ Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
   p.num_experts = static_cast<int>(e);
   p.k = static_cast<int>(k);
   p.renormalize = a.renormalize;
-  const int64_t blocks = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  if (blocks > 0x7fffffff) return out_of_range("moe_route_cuda: too many tokens");
+  return p;
+}
+
+Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
+  constexpr const char* kName = "moe_route_cuda";
+  KILN_ASSIGN_OR_RETURN(MoeRouteParams p, route_params(a));
+  if (a.x.ndim != 2 || a.router_weight.ndim != 2)
+    return invalid_argument("moe_route_cuda: want x [n, hidden] and router_weight [experts, hidden]");
+  KILN_ASSIGN_OR_RETURN(const cuda::RowsView xv, cuda::device_rows(a.x, DType::kBF16, kName, "x"));
+  KILN_ASSIGN_OR_RETURN(const cuda::RowsView wv, cuda::device_rows(a.router_weight, DType::kBF16, kName, "router_weight"));
+  const int64_t hidden = a.x.shape[1];
+  if (xv.rows != p.n || wv.rows != p.num_experts || wv.cols != hidden)
+    return invalid_argument("moe_route_cuda: x " + a.x.shape_string() + " / router_weight " + a.router_weight.shape_string() +
+                            " do not fit router_logits " + a.router_logits.shape_string());
+  if (hidden % 8 || xv.stride % 8 || wv.stride % 8 || !cuda::aligned16(a.x.data) || !cuda::aligned16(a.router_weight.data))
+    return unimplemented("moe_route_cuda: the fused router needs hidden and row strides multiples of 8, 16-byte aligned rows");
+  if (p.n == 0) return ok_status();
+  p.logits = nullptr;
+  p.logits_out = static_cast<float*>(a.router_logits.data);
+  p.x = static_cast<const __nv_bfloat16*>(a.x.data);
+  p.w = static_cast<const __nv_bfloat16*>(a.router_weight.data);
+  p.x_stride = xv.stride;
+  p.w_stride = wv.stride;
+  p.hidden = static_cast<int>(hidden);
+  KILN_CUDA_CHECK(cuda::launch_pdl(moe_router_kernel, dim3(static_cast<unsigned>(p.n)), dim3(kRouterWarps * 32), 0, stream, p));
+  return ok_status();
+}
+
+Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
+  if (!a.x.empty() || !a.router_weight.empty()) return invalid_argument("moe_route_cuda: this variant takes logits, not x");
+  KILN_ASSIGN_OR_RETURN(const MoeRouteParams p, route_params(a));
+  if (p.n == 0) return ok_status();
+  const int64_t blocks = (p.n + kWarpsPerBlock - 1) / kWarpsPerBlock;
   KILN_CUDA_CHECK(cuda::launch_pdl(moe_route_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, p));
-  KILN_CUDA_CHECK_LAUNCH();
   return ok_status();
 }
 
