@@ -375,6 +375,36 @@ TEST(GemmFp8PrefillCuda, GraphReplayMatchesEager) {
 
 // A decode GEMM with split K captured into a graph and replayed: the same numbers every replay
 // (the arrival counters reset themselves).
+// The fp8 activation workspace grows on demand and frees the old buffers: workspace_generation()
+// moves exactly then, so a caller that keys its graphs on it never replays freed addresses (the
+// model's decode graphs do; a stale replay faulted once in Mixtral serving).
+TEST(GemmFp8PrefillCuda, WorkspaceGenerationMovesWhenBuffersGrow) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(44);
+  const Weights small = make_weights(DType::kFp8E4M3, 256, 1024, false, false, rng);
+  const Weights wide = make_weights(DType::kFp8E4M3, 256, 4096, false, false, rng);
+  auto gemm = Gemm::create();
+  ASSERT_TRUE(gemm.ok());
+  auto run = [&](const Weights& W, int64_t m) {
+    const int64_t k = W.w.tensor.shape[1];
+    HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
+    auto dx = to_device(x.tensor);
+    auto dy = DeviceTensor::empty(DType::kBF16, {m, 256});
+    ASSERT_TRUE(dx.ok() && dy.ok());
+    ASSERT_TRUE(gemm->run({dx->tensor, W.dw.tensor, {}, dy->tensor, W.dscale.tensor}, nullptr).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  };
+  const int64_t g0 = gemm->workspace_generation();
+  run(small, 40);  // above the decode range: the fp8 cuBLASLt path allocates its workspace
+  const int64_t g1 = gemm->workspace_generation();
+  EXPECT_GT(g1, g0);
+  run(small, 40);
+  run(small, 17);
+  EXPECT_EQ(gemm->workspace_generation(), g1) << "no growth, no move";
+  run(wide, 300);  // 300 x 4096 > 40 x 1024: the buffers move
+  EXPECT_GT(gemm->workspace_generation(), g1);
+}
+
 TEST(GemmSkinnyCuda, GraphReplayIsDeterministic) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(35);

@@ -88,6 +88,10 @@ class Gemm {
   // activation workspace on first use of a larger m (an error while the stream is captured).
   Status run(const LinearArgs& args, CUstream_st* stream);
   int64_t cached_plans() const;
+  // Bumped whenever a workspace moves (the fp8 activation buffers grow on first use of a larger
+  // m x k, freeing the old ones): a CUDA graph that captured run() holds the old addresses, so a
+  // caller replaying graphs keys them on this too.
+  int64_t workspace_generation() const;
   // How the fp8 prefill path applied its scales so far: shapes with cuBLASLt's outer-vector
   // scales / alpha vector, shapes with the epilogue kernel (and why cuBLASLt refused).
   std::string fp8_prefill_scales() const;

@@ -146,7 +146,8 @@ class CudaLlamaModel : public Model {
   bool use_moe_decode_ = true;
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step
-  std::map<std::tuple<int64_t, int64_t, const void*, int64_t>, cudaGraphExec_t> graphs_;
+  // (tokens, table width, cache, scratch generation, GEMM workspace generation) -> decode graph
+  std::map<std::tuple<int64_t, int64_t, const void*, int64_t, int64_t>, cudaGraphExec_t> graphs_;
 };
 
 Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
@@ -334,17 +335,30 @@ Status CudaLlamaModel::forward_sample(const ForwardBatch& b, const KvCacheView& 
 }
 
 Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv) {
-  const auto key = std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, g_scratch_generation);
+  // Scratch buffers and the GEMM's fp8 activation workspace grow on demand: a graph captured
+  // before a growth would replay freed addresses, so both generations are in the key.
+  const auto key = std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, g_scratch_generation,
+                                   gemm_.workspace_generation());
   auto it = graphs_.find(key);
   if (it != graphs_.end()) return cuda_status(cudaGraphLaunch(it->second, stream_), "graph launch");
+  // Graphs of older generations hold freed addresses: drop them.
+  for (auto g = graphs_.begin(); g != graphs_.end();) {
+    if (std::get<3>(g->first) == std::get<3>(key) && std::get<4>(g->first) == std::get<4>(key)) {
+      ++g;
+      continue;
+    }
+    cudaGraphExecDestroy(g->second);
+    g = graphs_.erase(g);
+  }
   // First step of this shape: run eagerly (sizes every buffer), then capture the same work.
   KILN_RETURN_IF_ERROR(run_layers(b, n, n, kv));
-  const int64_t generation = g_scratch_generation;
+  const int64_t generation = g_scratch_generation, gemm_generation = gemm_.workspace_generation();
   KILN_RETURN_IF_ERROR(cuda_status(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "capture"));
   const Status captured = run_layers(b, n, n, kv);
   cudaGraph_t graph = nullptr;
   const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-  if (!captured.ok() || end != cudaSuccess || generation != g_scratch_generation) {
+  if (!captured.ok() || end != cudaSuccess || generation != g_scratch_generation ||
+      gemm_generation != gemm_.workspace_generation()) {
     if (graph) cudaGraphDestroy(graph);
     (void)cudaGetLastError();
     use_graphs_ = false;  // this model cannot be captured: stay eager (the eager result stands)
@@ -359,7 +373,7 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
     log_warn("cuda graphs off: instantiate failed (", cudaGetErrorString(inst), ")");
     return ok_status();
   }
-  graphs_[std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, generation)] = exec;
+  graphs_[std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, generation, gemm_generation)] = exec;
   return ok_status();
 }
 

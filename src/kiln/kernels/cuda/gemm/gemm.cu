@@ -144,6 +144,7 @@ struct Gemm::Impl {
   // fp8 prefill: x quantized [m, k] fp8, its scales [m] (or [1]) f32, the per-tensor amax word,
   // a per-tensor w_scale broadcast to [n] (outer-vector plans)
   DeviceBuffer act_q, act_scale, act_amax, w_broadcast;
+  int64_t generation = 0;  // bumped by reserve_activations when the buffers above move
   Fp8Status fp8;
   std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
   std::unordered_map<PlanKey, bool, PlanKeyHash> native_refused;  // fp8 keys whose native plan failed
@@ -269,6 +270,7 @@ struct Gemm::Impl {
       return resource_exhausted("gemm: the fp8 activation workspace must grow to m=" + std::to_string(m) + " k=" +
                                  std::to_string(k) + " while the stream is captured; run this shape once first");
     KILN_CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffers may still be in use
+    ++generation;  // graphs that captured the old addresses must not be replayed
     if (act_q.size() < q_bytes) {
       KILN_ASSIGN_OR_RETURN(act_q, DeviceBuffer::alloc(q_bytes));
     }
@@ -370,6 +372,7 @@ Result<Gemm> Gemm::create(const GemmOptions& options) {
 }
 
 int64_t Gemm::cached_plans() const { return static_cast<int64_t>(impl_->plans.size()); }
+int64_t Gemm::workspace_generation() const { return impl_->generation; }
 
 std::string Gemm::fp8_prefill_scales() const {
   int outer = 0, epilogue = 0;
