@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "kiln/kernels/activation.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
@@ -111,6 +112,24 @@ TEST(MoeRouteCuda, FusedRouterMatchesCpu) {
     EXPECT_FALSE(moe_route_cuda({dl.tensor, dids.tensor, dtw.tensor, true, dx.tensor, dw.tensor}, nullptr).ok());
   }
   EXPECT_EQ(rows, 1);
+}
+
+// A NaN logits row (NaN activations) still yields expert ids in range, as the CPU's.
+TEST(MoeRouteCuda, NanLogitsStayInRange) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::vector<float> logits(2 * 8, 0.5f);
+  for (int e = 0; e < 8; ++e) logits[static_cast<size_t>(e)] = std::nanf("");
+  HostTensor ids = HostTensor::zeros(DType::kInt32, {2, 2}), w = HostTensor::zeros(DType::kF32, {2, 2});
+  const Tensor hl = Tensor::view(logits.data(), DType::kF32, {2, 8});
+  ASSERT_TRUE(moe_route_cpu({hl, ids.tensor, w.tensor, true}).ok());
+  DeviceTensor dl = upload(hl), dids = make(DType::kInt32, {2, 2}), dw = make(DType::kF32, {2, 2});
+  ASSERT_TRUE(moe_route_cuda({dl.tensor, dids.tensor, dw.tensor, true}, nullptr).ok());
+  const auto gid = download_as<int32_t>(dids.tensor);
+  for (size_t i = 0; i < gid.size(); ++i) {
+    EXPECT_GE(gid[i], 0);
+    EXPECT_LT(gid[i], 8);
+    EXPECT_EQ(gid[i], ids.tensor.ptr<int32_t>()[i]) << i;
+  }
 }
 
 TEST(MoePermuteCuda, GroupsStablyAndUnpermutes) {

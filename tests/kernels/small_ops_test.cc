@@ -79,6 +79,19 @@ TEST(MoeRouteCpu, TopKRenormalized) {
   EXPECT_NEAR(w.tensor.ptr<float>()[0], std::exp(2.0) / sm, 1e-6);
 }
 
+// NaN logits (a broken checkpoint's activations) route to valid experts: the lowest ids, weight 0.
+TEST(MoeRouteCpu, NanLogitsStayInRange) {
+  const float nan = std::nanf("");
+  std::vector<float> logits = {nan, 1.f, nan, 0.f};
+  HostTensor ids = HostTensor::zeros(DType::kInt32, {1, 2}), w = HostTensor::zeros(DType::kF32, {1, 2});
+  ASSERT_TRUE(moe_route_cpu({Tensor::view(logits.data(), DType::kF32, {1, 4}), ids.tensor, w.tensor, false}).ok());
+  for (int j = 0; j < 2; ++j) {
+    EXPECT_GE(ids.tensor.ptr<int32_t>()[j], 0);
+    EXPECT_LT(ids.tensor.ptr<int32_t>()[j], 4);
+  }
+  EXPECT_NE(ids.tensor.ptr<int32_t>()[0], ids.tensor.ptr<int32_t>()[1]);
+}
+
 // With x and router_weight the logits are computed first (x @ w^T) and written, then routed.
 TEST(MoeRouteCpu, RouterGemmInTheSameCall) {
   std::vector<float> x = {1.f, 0.f, 2.f, /**/ 0.f, 1.f, -1.f};             // [2, 3]

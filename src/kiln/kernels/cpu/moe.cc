@@ -27,7 +27,7 @@ Status moe_route_cpu(const MoeRouteArgs& a) {
     const float mx = *std::max_element(l, l + e);
     float sum = 0.f;
     for (int64_t i = 0; i < e; ++i) sum += p[static_cast<size_t>(i)] = std::exp(l[i] - mx);
-    for (auto& v : p) v /= sum;
+    for (auto& v : p) v = std::isnan(v / sum) ? 0.f : v / sum;  // NaN logits: probability 0 (ids stay in range)
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return p[static_cast<size_t>(x)] > p[static_cast<size_t>(y)]; });
     float topsum = 0.f;

@@ -36,7 +36,8 @@ struct MoeRouteParams {
   bool renormalize;
 };
 
-// The better of (value, id) pairs: larger value, then lower id. Taken ids carry value -1.
+// The better of (value, id) pairs: larger value, then lower id. Taken ids carry value -1,
+// lanes past the experts -3.
 __device__ __forceinline__ void keep_better(float& v, int& id, float ov, int oid) {
   if (ov > v || (ov == v && oid < id)) { v = ov; id = oid; }
 }
@@ -60,7 +61,12 @@ __device__ void route_token(const MoeRouteParams& p, int64_t t, const float* log
   }
   sum = cuda::warp_sum(sum);
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) prob[j] = lane + 32 * j < p.num_experts ? prob[j] / sum : -1.f;
+  // Lanes past the experts can never be picked (-3 < the -2 a search starts from); a NaN
+  // probability (NaN activations) counts as 0, so the ids stay in range whatever the input.
+  for (int j = 0; j < kPerLane; ++j) {
+    const float v = prob[j] / sum;
+    prob[j] = lane + 32 * j < p.num_experts ? (v == v ? v : 0.f) : -3.f;
+  }
 
   int32_t* ids = p.topk_ids + t * p.k;
   float* weights = p.topk_weights + t * p.k;
