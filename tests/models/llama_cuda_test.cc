@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <cstring>
 #include <random>
 
 #include "kiln/engine/generator.h"
@@ -98,6 +99,68 @@ TEST(CudaGraphs, DecodeMatchesEager) {
     unsetenv("KILN_CUDA_GRAPHS");
     EXPECT_EQ(outputs[0], outputs[1]) << name;
   }
+}
+
+// A decode graph captured before the fp8 GEMM's activation workspace grows must not be replayed
+// after it (it would read freed buffers: the Mixtral serving fault of 2026-11-22). fp8 Mixtral,
+// 17 single-token sequences (m = 17 > the fp8 decode-GEMM range: cuBLASLt fp8 reads the
+// workspace; 34 expert slots: the MoE decode path, captured), then a 200-token prompt (the
+// workspace grows), then the same decode step twice more: same logits as the first, eager one.
+TEST(CudaGraphs, DecodeAfterGemmWorkspaceGrows) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/mixtral";
+  auto loaded = load_model(dir, DType::kBF16);
+  ASSERT_TRUE(loaded.ok());
+  ModelOptions o;
+  o.device = Device::kCuda;
+  o.fp8_weights = true;
+  auto model = create_model(std::move(loaded).value(), o);
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  Model& m = **model;
+  auto kv = m.allocate_kv_cache(64, 16);
+  ASSERT_TRUE(kv.ok());
+  const int64_t vocab = m.config().vocab_size;
+  std::mt19937 rng(9);
+  ForwardBatch decode;  // sequence s: one token at position 0 in block s
+  decode.cu_seqlens_q.push_back(0);
+  decode.max_blocks_per_seq = 1;
+  for (int s = 0; s < 17; ++s) {
+    decode.token_ids.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab)));
+    decode.positions.push_back(0);
+    decode.slot_mapping.push_back(s * 16);
+    decode.cu_seqlens_q.push_back(s + 1);
+    decode.kv_lens.push_back(1);
+    decode.block_tables.push_back(s);
+    decode.logits_rows.push_back(s);
+  }
+  ForwardBatch prompt;  // one 200-token sequence in blocks 40..52
+  prompt.cu_seqlens_q = {0, 200};
+  prompt.max_blocks_per_seq = 13;
+  for (int p = 0; p < 200; ++p) {
+    prompt.token_ids.push_back(static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab)));
+    prompt.positions.push_back(p);
+    prompt.slot_mapping.push_back((40 + p / 16) * 16 + p % 16);
+  }
+  for (int b = 0; b < 13; ++b) prompt.block_tables.push_back(40 + b);
+  prompt.kv_lens = {200};
+  prompt.logits_rows = {199};
+  std::vector<HostTensor> runs;
+  for (int step = 0; step < 4; ++step) {
+    if (step == 2) {
+      HostTensor l = HostTensor::zeros(DType::kF32, {1, vocab});
+      const Status st = m.forward(prompt, *kv, l.tensor);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      continue;
+    }
+    HostTensor l = HostTensor::zeros(DType::kF32, {17, vocab});
+    const Status st = m.forward(decode, *kv, l.tensor);
+    ASSERT_TRUE(st.ok()) << "step " << step << ": " << st.to_string();
+    runs.push_back(std::move(l));
+  }
+  // runs: eager (captures), replay, after the growth (eager again, recaptures), replay.
+  for (size_t r = 1; r < runs.size(); ++r)
+    EXPECT_EQ(0, std::memcmp(runs[0].tensor.data, runs[r].tensor.data, static_cast<size_t>(runs[0].tensor.nbytes())))
+        << "decode run " << r;
 }
 
 TEST(CudaSmolLM2, AgreesWithCpuModel) {
