@@ -91,26 +91,11 @@ double graph_ms(F&& enqueue, cudaStream_t s, int inner = 20, int reps = 11) {
   for (int i = 0; i < inner; ++i) enqueue(i);
   check(cudaStreamEndCapture(s, &graph), "end capture");
   check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-  for (int i = 0; i < 2; ++i) check(cudaGraphLaunch(exec, s), "graph launch");
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "event");
-  check(cudaEventCreate(&stop), "event");
-  std::vector<double> times;
-  for (int r = 0; r < reps; ++r) {
-    check(cudaEventRecord(start, s), "record");
-    check(cudaGraphLaunch(exec, s), "graph launch");
-    check(cudaEventRecord(stop, s), "record");
-    check(cudaEventSynchronize(stop), "sync");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-    times.push_back(static_cast<double>(ms) / inner);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  // One graph launch per timed batch (after 2 untimed ones): the graph holds `inner` calls.
+  const double ms = bench::median_ms([&](int) { check(cudaGraphLaunch(exec, s), "graph launch"); }, s, 1, reps, 2) / inner;
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return ms;
 }
 
 std::string shape_of(const Layer& l, int64_t m) {

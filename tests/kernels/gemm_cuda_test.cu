@@ -16,6 +16,7 @@
 #include "kiln/kernels/linear.h"
 #include "kiln/kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/skinny_workspace_cuda.h"
 
 namespace kiln {
 namespace {
@@ -107,12 +108,8 @@ TEST(GemmCuda, CachesPlansPerShape) {
 TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(23);
-  auto partials = DeviceBuffer::alloc(16 << 20);
-  auto counters = DeviceBuffer::alloc(8192 * 4);
-  ASSERT_TRUE(partials.ok() && counters.ok());
-  ASSERT_EQ(cudaMemset(counters->data(), 0, 8192 * 4), cudaSuccess);
-  SkinnyGemmWorkspace ws{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
-  ASSERT_EQ(cudaDeviceGetAttribute(&ws.num_sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  test::SkinnyWorkspace workspace;
+  const SkinnyGemmWorkspace& ws = workspace.ws;
   const int64_t k = 4096;
   for (DType wt : {DType::kFp8E4M3, DType::kBF16}) {
     const int64_t n = wt == DType::kBF16 ? 12288 : 24576;  // 96 MiB either way
@@ -172,12 +169,8 @@ TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
 TEST(GemmSkinnyCuda, F16WideningClampsLargeActivations) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(24);
-  auto partials = DeviceBuffer::alloc(16 << 20);
-  auto counters = DeviceBuffer::alloc(8192 * 4);
-  ASSERT_TRUE(partials.ok() && counters.ok());
-  ASSERT_EQ(cudaMemset(counters->data(), 0, 8192 * 4), cudaSuccess);
-  SkinnyGemmWorkspace ws{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
-  ASSERT_EQ(cudaDeviceGetAttribute(&ws.num_sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  test::SkinnyWorkspace workspace;
+  const SkinnyGemmWorkspace& ws = workspace.ws;
   const int64_t n = 1000, k = 2064;
   auto q = quantize_fp8_weights_cpu(test::random_tensor(DType::kF32, {n, k}, rng, 0.05f).tensor, false);
   ASSERT_TRUE(q.ok());

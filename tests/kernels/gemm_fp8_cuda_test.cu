@@ -19,6 +19,7 @@
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/skinny_workspace_cuda.h"
 
 namespace kiln {
 namespace {
@@ -130,23 +131,7 @@ void check_case(Gemm& gemm, DType y_dtype, const Weights& W, const Case& c, XRef
              err_out);
 }
 
-// The decode kernel's own workspace (what Gemm owns), for calls with explicit launch choices.
-struct SkinnyWorkspace {
-  DeviceBuffer partials, counters;
-  SkinnyGemmWorkspace ws;
-  SkinnyWorkspace() {
-    auto p = DeviceBuffer::alloc(16 << 20);
-    auto c = DeviceBuffer::alloc(8192 * 4);
-    EXPECT_TRUE(p.ok() && c.ok());
-    partials = std::move(p).value();
-    counters = std::move(c).value();
-    EXPECT_EQ(cudaMemset(counters.data(), 0, 8192 * 4), cudaSuccess);
-    ws = {static_cast<float*>(partials.data()), (16 << 20) / 4, static_cast<int*>(counters.data()), 8192};
-    int dev = 0;
-    EXPECT_EQ(cudaGetDevice(&dev), cudaSuccess);
-    EXPECT_EQ(cudaDeviceGetAttribute(&ws.num_sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
-  }
-};
+using test::SkinnyWorkspace;
 
 // Every variant of the decode kernel (m up to its max_m), several shapes: odd n, k a multiple of
 // 16 only, long k (split K), n large enough for no split.
@@ -331,6 +316,32 @@ TEST(GemmFp8PrefillCuda, LongReductionAccuracy) {
   }
 }
 
+// Runs args once eagerly, captures the same call into a graph and replays it `replays` times over
+// a poisoned y: every replay must give the eager bits.
+void expect_replays_match_eager(Gemm& gemm, const LinearArgs& args, cudaStream_t s, int replays) {
+  ASSERT_TRUE(gemm.run(args, s).ok());
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  auto first = to_host(args.y);
+  ASSERT_TRUE(first.ok());
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  const Status st = gemm.run(args, s);
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int r = 0; r < replays; ++r) {
+    ASSERT_TRUE(fill_bytes(args.y, 0xff, s).ok());
+    ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    auto again = to_host(args.y);
+    ASSERT_TRUE(again.ok());
+    ASSERT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, static_cast<size_t>(args.y.nbytes()))) << "replay " << r;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+
 // The fp8 prefill path inside a CUDA graph (decode batches of 17..64 rows take it): after one
 // eager call per shape, capture and replay give the eager bits, for both activation modes.
 TEST(GemmFp8PrefillCuda, GraphReplayMatchesEager) {
@@ -347,34 +358,11 @@ TEST(GemmFp8PrefillCuda, GraphReplayMatchesEager) {
   for (Fp8Activations act : {Fp8Activations::kPerToken, Fp8Activations::kPerTensor}) {
     auto gemm = Gemm::create({.fp8_activations = act});
     ASSERT_TRUE(gemm.ok());
-    const LinearArgs args{dx->tensor, W.dw.tensor, {}, dy->tensor, W.dscale.tensor};
-    ASSERT_TRUE(gemm->run(args, s).ok());
-    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-    auto first = to_host(dy->tensor);
-    ASSERT_TRUE(first.ok());
-    cudaGraph_t graph;
-    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
-    const Status st = gemm->run(args, s);
-    ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
-    ASSERT_TRUE(st.ok()) << st.to_string();
-    cudaGraphExec_t exec;
-    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-    for (int r = 0; r < 2; ++r) {
-      ASSERT_TRUE(fill_bytes(dy->tensor, 0xff, s).ok());
-      ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
-      ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-      auto again = to_host(dy->tensor);
-      ASSERT_TRUE(again.ok());
-      ASSERT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, static_cast<size_t>(m * n * 2))) << "replay " << r;
-    }
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
+    expect_replays_match_eager(*gemm, {dx->tensor, W.dw.tensor, {}, dy->tensor, W.dscale.tensor}, s, 2);
   }
   cudaStreamDestroy(s);
 }
 
-// A decode GEMM with split K captured into a graph and replayed: the same numbers every replay
-// (the arrival counters reset themselves).
 // The fp8 activation workspace grows on demand and frees the old buffers: workspace_generation()
 // moves exactly then, so a caller that keys its graphs on it never replays freed addresses (the
 // model's decode graphs do; a stale replay faulted once in Mixtral serving).
@@ -405,6 +393,8 @@ TEST(GemmFp8PrefillCuda, WorkspaceGenerationMovesWhenBuffersGrow) {
   EXPECT_GT(gemm->workspace_generation(), g1);
 }
 
+// A decode GEMM with split K captured into a graph and replayed: the same numbers every replay
+// (the arrival counters reset themselves).
 TEST(GemmSkinnyCuda, GraphReplayIsDeterministic) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(35);
@@ -417,28 +407,7 @@ TEST(GemmSkinnyCuda, GraphReplayIsDeterministic) {
   ASSERT_TRUE(dx.ok() && dy.ok());
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  const LinearArgs args{dx->tensor, W.dw.tensor, {}, dy->tensor, W.dscale.tensor};
-  ASSERT_TRUE(gemm->run(args, s).ok());
-  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-  auto first = to_host(dy->tensor);
-  ASSERT_TRUE(first.ok());
-  cudaGraph_t graph;
-  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
-  const Status st = gemm->run(args, s);
-  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  cudaGraphExec_t exec;
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  for (int r = 0; r < 3; ++r) {
-    ASSERT_TRUE(fill_bytes(dy->tensor, 0xff, s).ok());
-    ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
-    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-    auto again = to_host(dy->tensor);
-    ASSERT_TRUE(again.ok());
-    ASSERT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, 4 * 4096 * sizeof(float))) << "replay " << r;
-  }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
+  expect_replays_match_eager(*gemm, {dx->tensor, W.dw.tensor, {}, dy->tensor, W.dscale.tensor}, s, 3);
   cudaStreamDestroy(s);
 }
 
