@@ -110,6 +110,31 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t expe
                 (n * k * h * 2.0 + n * h * 2.0) / unperm_ms / 1e6, c.copy_gbps, "GB/s");
 }
 
+// The fused router (router GEMM + routing) per variant row, router weights rotated over 64 MB so
+// L2 does not hold them (in a decode step the expert weights stream through L2 between layers).
+void bench_router(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t experts, int64_t k, int64_t h) {
+  constexpr int64_t kCopies = 1024;
+  DeviceTensor x = random_bf16({n, h}, 21), w = random_bf16({kCopies, experts, h}, 22, 0.05f);
+  auto logits = DeviceTensor::empty(DType::kF32, {n, experts});
+  auto ids = DeviceTensor::empty(DType::kInt32, {n, k}), tw = DeviceTensor::empty(DType::kF32, {n, k});
+  check(logits.status(), "alloc"); check(ids.status(), "alloc"); check(tw.status(), "alloc");
+  int row = 0;
+  for (const auto& v : moe_route_cuda_variants()) {
+    ++row;
+    if (v.x != DType::kBF16 || (v.max_tokens && n > v.max_tokens)) continue;
+    const char* name = v.needs_clusters ? "moe_router_fused(cluster)" : "moe_router_fused(block)";
+    const double ms = bench::median_ms(
+        [&](int i) {
+          const Tensor wi = Tensor::view(static_cast<uint8_t*>(w.tensor.data) + (i % kCopies) * experts * h * 2,
+                                         DType::kBF16, {experts, h}, Device::kCuda);
+          check(v.launch({logits->tensor, ids->tensor, tw->tensor, true, x.tensor, wi}, s), name);
+        },
+        s);
+    bench::report(name, bench::shape_str({n, h}) + " x " + std::to_string(experts) + " experts top" + std::to_string(k),
+                  ms, (experts * h * 2.0 + n * h * 2.0) / ms / 1e6, c.copy_gbps, "GB/s");
+  }
+}
+
 }  // namespace
 }  // namespace kiln
 
@@ -134,6 +159,9 @@ int main() {
   bench_embedding(c, s, 16384, 128256, 4096);
   bench_moe(c, s, 16384, 8, 2, 4096);
   bench_moe(c, s, 64, 8, 2, 4096);
+  bench_router(c, s, 1, 8, 2, 4096);
+  bench_router(c, s, 16, 8, 2, 4096);
+  bench_router(c, s, 64, 8, 2, 4096);
   check(cudaStreamDestroy(s), "cudaStreamDestroy");
   return 0;
 }

@@ -29,12 +29,15 @@ Status moe_route_cpu(const MoeRouteArgs& args);
 struct CUstream_st;  // cudaStream_t, without the CUDA headers
 namespace kiln {
 
-// Variants: logits given (x = kF32 means "no router GEMM"), or x / router_weight bf16 (one block
-// per token for the dot products, then warp 0 routes as the logits variant).
+// Variants: logits given (x = kF32 means "no router GEMM"), or x / router_weight bf16 (the dot
+// products by one block per token, or by a cluster of blocks per token on sm_90 for decode-sized
+// batches; then one warp routes as the logits variant).
 struct MoeRouteCudaVariant {
   DType logits;
   DType x;
   Status (*launch)(const MoeRouteArgs& args, CUstream_st* stream);
+  int64_t max_tokens;   // 0: any batch; else the most tokens the row takes
+  bool needs_clusters;  // thread-block clusters (sm_90+)
 };
 std::span<const MoeRouteCudaVariant> moe_route_cuda_variants();
 Status moe_route_cuda(const MoeRouteArgs& args, CUstream_st* stream);

@@ -1,8 +1,14 @@
 // CUDA MoE routing: softmax over each token's router logits, top-k by repeated warp argmax (ties
 // to the lower expert id, as the CPU's stable sort), optional renormalization. One warp per
 // token; lane l holds experts l, l + 32, ... (num_experts <= 256). Variants: f32 logits given, or
-// the router GEMM fused in front (bf16 x and router weights; one block per token: 16-byte loads,
-// f32 sums in a fixed order, so deterministic).
+// the router GEMM fused in front (bf16 x and router weights; 16-byte loads, f32 sums in a fixed
+// order, so deterministic): one block per token (any GPU; prefill-sized batches), or, for decode
+// batches on sm_90, one thread-block cluster of kClusterBlocks blocks per token, each block one
+// share of the experts, the logits gathered in block 0's shared memory through distributed
+// shared memory (a batch-1 token's router weights are read by 8 SMs instead of 1).
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
 #include <cfloat>
 #include <string>
 
@@ -21,6 +27,9 @@ constexpr int kMaxExperts = 32 * kPerLane;
 constexpr int kWarpsPerBlock = 4;
 
 constexpr int kRouterWarps = 8;
+constexpr int kClusterBlocks = 8;   // blocks per token in the cluster variant (the portable cluster size)
+constexpr int kClusterWarps = 4;    // warps per block there
+constexpr int64_t kClusterMaxTokens = 256;  // above this the one-block-per-token kernel fills the GPU as well
 
 struct MoeRouteParams {
   const float* logits;  // [n, num_experts]
@@ -152,6 +161,61 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_kernel(const __g
   if (warp == 0) route_token(p, t, logits, lane);
 }
 
+// Cluster (kClusterBlocks blocks) c = token t. Block r computes the logits of experts r, r + C, ...
+// (each: per-thread partials over the 16-byte vectors i, i + 128, ... -> warp sums -> the warps'
+// sums in a fixed order) and stores them into block 0's shared memory; after the cluster barrier
+// block 0's warp 0 routes. Grid: [n * kClusterBlocks], cluster dims set at launch.
+__global__ void __launch_bounds__(kClusterWarps * 32) moe_router_cluster_kernel(const __grid_constant__ MoeRouteParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  __shared__ float logits[kMaxExperts];
+  __shared__ float warp_part[kClusterWarps];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int64_t t = blockIdx.x / kClusterBlocks;
+  float* leader = cluster.map_shared_rank(logits, 0);
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, vecs = p.hidden / 8;
+  const uint4* x = reinterpret_cast<const uint4*>(p.x + t * p.x_stride);
+  for (int e = rank; e < p.num_experts; e += kClusterBlocks) {
+    const uint4* w = reinterpret_cast<const uint4*>(p.w + e * p.w_stride);
+    float acc = 0.f;
+#pragma unroll 4
+    for (int v = threadIdx.x; v < vecs; v += kClusterWarps * 32) {
+      float xf[8], wf[8];
+      cuda::bf16x8_to_f32(__ldg(x + v), xf);
+      cuda::bf16x8_to_f32(__ldg(w + v), wf);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc = fmaf(xf[i], wf[i], acc);
+    }
+    acc = cuda::warp_sum(acc);
+    if (lane == 0) warp_part[warp] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float s = 0.f;
+      for (int i = 0; i < kClusterWarps; ++i) s += warp_part[i];
+      leader[e] = s;
+      p.logits_out[t * p.num_experts + e] = s;
+    }
+    __syncthreads();
+  }
+  cluster.sync();  // every block's logits are in block 0's shared memory (release / acquire)
+  if (rank == 0 && warp == 0) route_token(p, t, logits, lane);
+#else
+  __trap();  // launched only where device_has_clusters() (sm_90+)
+#endif
+}
+
+bool device_has_clusters() {
+  static const bool yes = [] {
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+  }();
+  return yes;
+}
+
 // The checks and fields both variants share: logits [n, experts], ids / weights [n, k].
 Result<MoeRouteParams> route_params(const MoeRouteArgs& a) {
   constexpr const char* kName = "moe_route_cuda";
@@ -174,7 +238,8 @@ Result<MoeRouteParams> route_params(const MoeRouteArgs& a) {
   return p;
 }
 
-Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
+// The fused variants' extra checks and fields: x [n, hidden], router_weight [experts, hidden] bf16.
+Result<MoeRouteParams> router_params(const MoeRouteArgs& a) {
   constexpr const char* kName = "moe_route_cuda";
   KILN_ASSIGN_OR_RETURN(MoeRouteParams p, route_params(a));
   if (a.x.ndim != 2 || a.router_weight.ndim != 2)
@@ -187,7 +252,6 @@ Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
                             " do not fit router_logits " + a.router_logits.shape_string());
   if (hidden % 8 || xv.stride % 8 || wv.stride % 8 || !cuda::aligned16(a.x.data) || !cuda::aligned16(a.router_weight.data))
     return unimplemented("moe_route_cuda: the fused router needs hidden and row strides multiples of 8, 16-byte aligned rows");
-  if (p.n == 0) return ok_status();
   p.logits = nullptr;
   p.logits_out = static_cast<float*>(a.router_logits.data);
   p.x = static_cast<const __nv_bfloat16*>(a.x.data);
@@ -195,7 +259,37 @@ Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
   p.x_stride = xv.stride;
   p.w_stride = wv.stride;
   p.hidden = static_cast<int>(hidden);
+  return p;
+}
+
+Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
+  KILN_ASSIGN_OR_RETURN(const MoeRouteParams p, router_params(a));
+  if (p.n == 0) return ok_status();
   KILN_CUDA_CHECK(cuda::launch_pdl(moe_router_kernel, dim3(static_cast<unsigned>(p.n)), dim3(kRouterWarps * 32), 0, stream, p));
+  return ok_status();
+}
+
+Status launch_moe_router_cluster(const MoeRouteArgs& a, CUstream_st* stream) {
+  KILN_ASSIGN_OR_RETURN(MoeRouteParams p, router_params(a));
+  if (!device_has_clusters()) return unimplemented("moe_route_cuda: the cluster router needs sm_90 or newer");
+  if (p.n > kClusterMaxTokens)
+    return invalid_argument("moe_route_cuda: the cluster router takes up to " + std::to_string(kClusterMaxTokens) + " tokens");
+  if (p.n == 0) return ok_status();
+  cudaLaunchConfig_t lc{};
+  lc.gridDim = dim3(static_cast<unsigned>(p.n * kClusterBlocks));
+  lc.blockDim = dim3(kClusterWarps * 32);
+  lc.stream = stream;
+  cudaLaunchAttribute attrs[2]{};
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = kClusterBlocks;
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = 1;
+  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  lc.attrs = attrs;
+  lc.numAttrs = 2;
+  void* args[] = {&p};
+  KILN_CUDA_CHECK(cudaLaunchKernelExC(&lc, reinterpret_cast<const void*>(moe_router_cluster_kernel), args));
   return ok_status();
 }
 
@@ -208,9 +302,12 @@ Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
   return ok_status();
 }
 
+// moe_route_cuda takes the first row whose dtypes match, whose max_tokens (0: any) admits the
+// batch and whose needs_clusters the device meets.
 constexpr MoeRouteCudaVariant kVariants[] = {
-    {DType::kF32, DType::kF32, &launch_moe_route},    // logits given (x unused)
-    {DType::kF32, DType::kBF16, &launch_moe_router},  // router GEMM fused
+    {DType::kF32, DType::kF32, &launch_moe_route, 0, false},                          // logits given (x unused)
+    {DType::kF32, DType::kBF16, &launch_moe_router_cluster, kClusterMaxTokens, true},  // router GEMM fused, cluster per token
+    {DType::kF32, DType::kBF16, &launch_moe_router, 0, false},                        // router GEMM fused, block per token
 };
 
 }  // namespace
@@ -219,8 +316,11 @@ std::span<const MoeRouteCudaVariant> moe_route_cuda_variants() { return kVariant
 
 Status moe_route_cuda(const MoeRouteArgs& a, CUstream_st* stream) {
   const DType x = a.x.empty() ? DType::kF32 : a.x.dtype;
+  const int64_t n = a.router_logits.ndim == 2 ? a.router_logits.shape[0] : 0;
   for (const auto& v : kVariants)
-    if (v.logits == a.router_logits.dtype && v.x == x) return v.launch(a, stream);
+    if (v.logits == a.router_logits.dtype && v.x == x && (v.max_tokens == 0 || n <= v.max_tokens) &&
+        (!v.needs_clusters || device_has_clusters()))
+      return v.launch(a, stream);
   return unimplemented("moe_route_cuda: logits " + std::string(dtype_name(a.router_logits.dtype)) + ", x " +
                        std::string(dtype_name(x)) + " (supported: f32 logits given, or f32 logits from bf16 x)");
 }
