@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run THERE (the GPU machine, carry [".carry"]): builds just what the Hopper prefill attention test
 # and benchmark need (core, the CPU kernels, the CUDA attention family and common helpers) with
-# direct compiler calls into build-hopper-dev/, then runs the HopperPrefillCuda tests and
-# hopper_prefill_bench (optional shape filter). Faster than a full kiln_tests build.
+# direct compiler calls into build-hopper-dev/ (the kernel's table files hopper_prefill*.cu compile in
+# parallel), then runs the HopperPrefillCuda tests and hopper_prefill_bench (optional shape filter;
+# HOPPER_BENCH_ALSO_BF16 / _FP8 pass through, see the bench). Faster than a full kiln_tests build.
 #   scripts/hopper_device_check.sh [BENCH_FILTER|-]
 # HOPPER_NCU="T1 T2 ..." (tuning indices): also profiles one causal 8K d128 fp8 launch of each with
 # Nsight Compute (HOPPER_NCU_SHAPE overrides the shape filter) and prints scripts/hopper_ncu_summary.py
@@ -26,7 +27,7 @@ NVF=(-std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constex
      -isystem "$SYS/include" "${DEFS[@]}")
 t0=$(date +%s)
 base=(src/kiln/core/*.cc src/kiln/kernels/cpu/*.cc src/kiln/kernels/cuda/common/*.cu
-      src/kiln/kernels/cuda/attention/hopper_prefill.cu)
+      src/kiln/kernels/cuda/attention/hopper_prefill*.cu)
 portable=($(ls src/kiln/kernels/cuda/attention/*.cu | grep -v /hopper_))  # the bench's comparison row
 srcs=("${base[@]}" "${portable[@]}" tests/kernels/hopper_prefill_cuda_test.cc)
 build_one() {
@@ -61,9 +62,10 @@ if [ -n "${HOPPER_BASELINE:-}" ] && [ "${1:-}" != "-" ]; then
   BD=$ROOT/$HOPPER_BASELINE
   NVB=(-std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I"$BD/src" -I"$ROOT" -I"$ROOT/src"
        -isystem "$SYS/include" "${DEFS[@]}")
-  others=$(obj "${base[@]}" "${portable[@]}" | grep -v hopper_prefill.cu.o)
-  { nvcc "${NVB[@]}" -c "$BD/src/kiln/kernels/cuda/attention/hopper_prefill.cu" -o "$B/baseline_hopper.o" &&
-    nvcc "${NVB[@]}" -o "$B/baseline_bench" "$BD/bench/hopper_prefill_bench.cu" "$B/baseline_hopper.o" $others -lpthread
+  others=$(obj "${base[@]}" "${portable[@]}" | grep -v attention_hopper_prefill)
+  bsrc=$(ls "$BD"/src/kiln/kernels/cuda/attention/hopper_prefill*.cu)
+  { for f in $bsrc; do nvcc "${NVB[@]}" -c "$f" -o "$B/baseline_$(basename "$f").o" & done; wait
+    nvcc "${NVB[@]}" -o "$B/baseline_bench" "$BD/bench/hopper_prefill_bench.cu" "$B"/baseline_hopper_prefill*.o $others -lpthread
   } >> "$OUT/build.log" 2>&1 || echo "hopper_device_check: baseline build failed"
   timeout 120 "$B/baseline_bench" ${1:+"$1"} > "$OUT/baseline.log" 2>&1
   echo "[+$(( $(date +%s) - t0 ))s] baseline bench rc=$?"

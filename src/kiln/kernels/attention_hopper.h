@@ -4,8 +4,8 @@
 // paged_attention_cuda's prefill (attention.h: varlen batch, GQA/MQA, a prompt extending a cached
 // prefix, sliding window), plus a non-causal mode. Variants (cache dtype x head_dim): bf16 x {64,
 // 128} and fp8 e4m3 x {64, 128}; q and out are bf16 either way (the fp8 variant quantizes each Q
-// row to e4m3 with its own scale in the kernel, as hi + lo parts by default; K = fp8 * k_scale,
-// V = fp8 * v_scale).
+// row to e4m3 with its own scale in the kernel: one e4m3 part for d128, hi + lo parts for d64 (the
+// shipped tunings); K = fp8 * k_scale, V = fp8 * v_scale).
 #pragma once
 #include <span>
 
@@ -29,7 +29,7 @@ struct HopperPrefillOptions {
 using HopperPrefillRun = Status (*)(const PagedAttentionArgs& args, const HopperPrefillOptions& options,
                                     CUstream_st* stream);
 struct HopperPrefillTuning {
-  const char* name;  // e.g. "persistent k3v2" (see hopper_prefill.cu's table)
+  const char* name;  // e.g. "persistent k3v2" (see the tables in hopper_prefill_<dtype>*.cu)
   HopperPrefillRun run;
 };
 

@@ -1,236 +1,28 @@
-// Host side of the Hopper prefill attention: argument checks, TMA tensor maps over q and the paged
-// caches, the variant table (cache dtype x head_dim: bf16 / fp8 e4m3 x 64 / 128) with each variant's
-// compiled tunings (the first ships; the others are the bench's A/B rows), and the launch.
-#include <cuda.h>
-#include <cuda_runtime.h>
-#include <cudaTypedefs.h>
-
-#include <algorithm>
+// Host side of the Hopper prefill attention: argument checks and the variant table (cache dtype x
+// head_dim: bf16 / fp8 e4m3 x 64 / 128). Each variant's tuning rows and their kernels live in their own
+// file (hopper_prefill_bf16.cu, hopper_prefill_fp8_d64.cu, hopper_prefill_fp8_d128.cu) so they
+// compile in parallel; the launch itself is hopper_prefill_launch.cuh.
 #include <string>
 
 #include "kiln/kernels/attention_hopper.h"
-#include "kiln/kernels/cuda/attention/hopper_prefill_kernel.cuh"
+#include "kiln/kernels/cuda/attention/hopper_prefill_launch.cuh"
+#include "kiln/kernels/cuda/attention/hopper_prefill_variants.h"
 
 namespace kiln {
-namespace {
 
-using cuda::hopper::HopperConfig;
-using cuda::hopper::HopperPrefillParams;
-using cuda::hopper::HopperTune;
+using hopper_launch::check_int32;
+using hopper_launch::device_is_sm90;
+using hopper_launch::on_device;
 
-bool on_device(const Tensor& t) { return t.device == Device::kCuda && t.data != nullptr; }
-
-Status check_int32(const Tensor& t, const char* name, int ndim) {
-  if (t.dtype != DType::kInt32 || t.ndim != ndim || !on_device(t) || t.strides[ndim - 1] != 1)
-    return invalid_argument(std::string("prefill_attention_hopper: ") + name + " must be a " + std::to_string(ndim) +
-                            "-D int32 cuda tensor with unit inner stride, got " + t.shape_string());
-  return ok_status();
+std::span<const HopperPrefillVariant> hopper_prefill_variants() {
+  static const HopperPrefillVariant kVariants[] = {
+      hopper_launch::bf16_d64_variant(),
+      hopper_launch::bf16_d128_variant(),
+      hopper_launch::fp8_d64_variant(),
+      hopper_launch::fp8_d128_variant(),
+  };
+  return kVariants;
 }
-
-int device_sm_count() {
-  static const int n = [] {
-    int device = 0, count = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-                   cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess
-               ? count
-               : 132;
-  }();
-  return n;
-}
-
-bool device_is_sm90() {
-  static const bool yes = [] {
-    int device = 0, major = 0, minor = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
-           minor == 0;
-  }();
-  return yes;
-}
-
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess)
-      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-// A tiled tensor map; dims / box innermost first, strides in bytes for dims 1.. (rank - 1).
-template <int kRank>
-Status encode_map(CUtensorMap& map, const void* data, CUtensorMapDataType type, const cuuint64_t (&dims)[kRank],
-                  const cuuint64_t (&strides)[kRank - 1], const cuuint32_t (&box)[kRank], int row_bytes) {
-  PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (!encode) return internal_error("prefill_attention_hopper: cuTensorMapEncodeTiled is not available");
-  cuuint32_t unit[kRank];
-  for (int i = 0; i < kRank; ++i) unit[i] = 1;
-  const CUresult r = encode(&map, type, kRank, const_cast<void*>(data), dims, strides, box, unit,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            row_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) return internal_error("prefill_attention_hopper: cuTensorMapEncodeTiled failed (" +
-                                               std::to_string(static_cast<int>(r)) + ")");
-  return ok_status();
-}
-
-template <bool kFp8, int kHeadDim, class T>
-Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& options, CUstream_st* stream) {
-  using C = HopperConfig<kFp8, kHeadDim, T>;
-  KILN_RETURN_IF_ERROR(hopper_prefill_check(a));
-  if (a.q.shape[2] != kHeadDim || (a.k_cache.dtype == DType::kFp8E4M3) != kFp8)
-    return invalid_argument("prefill_attention_hopper: variant does not match the arguments");
-  auto kernel = cuda::hopper::hopper_prefill_kernel<kFp8, kHeadDim, T>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
-  if (attr != cudaSuccess) return internal_error(std::string("prefill_attention_hopper: ") + cudaGetErrorString(attr));
-
-  HopperPrefillParams p{};
-  const int64_t tokens = a.q.shape[0], hq = a.q.shape[1], blocks = a.k_cache.shape[0], bs = a.k_cache.shape[1],
-                hkv = a.k_cache.shape[2];
-  const int64_t es = C::kElemBytes;
-  if (tokens == 0 || a.kv_lens.numel() == 0) return ok_status();
-  const CUtensorMapDataType cache_type = kFp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const cuuint64_t cache_dims[4] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(hkv),
-                                    static_cast<cuuint64_t>(bs), static_cast<cuuint64_t>(blocks)};
-  const cuuint64_t cache_strides[3] = {static_cast<cuuint64_t>(kHeadDim * es),
-                                       static_cast<cuuint64_t>(hkv * kHeadDim * es),
-                                       static_cast<cuuint64_t>(bs * hkv * kHeadDim * es)};
-  const cuuint32_t cache_box[4] = {C::kPanelElems, 1, 16, 1};
-  KILN_RETURN_IF_ERROR(encode_map<4>(p.k_map, a.k_cache.data, cache_type, cache_dims, cache_strides, cache_box,
-                                     C::kRowBytes));
-  KILN_RETURN_IF_ERROR(encode_map<4>(p.v_map, a.v_cache.data, cache_type, cache_dims, cache_strides, cache_box,
-                                     C::kRowBytes));
-  if constexpr (!kFp8) {
-    const cuuint64_t q_dims[3] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(hq),
-                                  static_cast<cuuint64_t>(tokens)};
-    const cuuint64_t q_strides[2] = {static_cast<cuuint64_t>(kHeadDim * 2), static_cast<cuuint64_t>(hq * kHeadDim * 2)};
-    const cuuint32_t q_box[3] = {C::kPanelElems, 1, C::kBlockM};
-    KILN_RETURN_IF_ERROR(encode_map<3>(p.q_map, a.q.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q_dims, q_strides, q_box,
-                                       C::kRowBytes));
-  }
-  p.q = a.q.data;
-  p.cu_seqlens_q = a.cu_seqlens_q.ptr<int32_t>();
-  p.kv_lens = a.kv_lens.ptr<int32_t>();
-  p.block_tables = a.block_tables.ptr<int32_t>();
-  p.out = a.out.data;
-  p.num_tokens = static_cast<int>(tokens);
-  p.batch = static_cast<int>(a.kv_lens.numel());
-  p.num_q_heads = static_cast<int>(hq);
-  p.num_kv_heads = static_cast<int>(hkv);
-  p.group = static_cast<int>(hq / hkv);
-  p.num_blocks = static_cast<int>(blocks);
-  p.block_size_log2 = 0;
-  while ((int64_t{1} << p.block_size_log2) < bs) ++p.block_size_log2;
-  p.table_stride = static_cast<int>(a.block_tables.strides[0]);
-  const int64_t max_kv = a.block_tables.shape[1] * bs;
-  p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
-  p.causal = options.causal ? 1 : 0;
-  p.pingpong = options.pingpong ? 1 : 0;
-  p.heads_per_chunk = static_cast<int>(hq);
-  {
-    // kv heads per chunk: as many as keep one sequence's K and V of the chunk within ~24 MB of L2
-    // (the longest possible sequence, from the block table width), a divisor of num_kv_heads.
-    const int64_t bytes_per_kv_head = std::max<int64_t>(1, 2 * max_kv * kHeadDim * es);
-    int64_t want = options.kv_heads_per_chunk > 0 ? options.kv_heads_per_chunk
-                                                  : std::max<int64_t>(1, (int64_t{24} << 20) / bytes_per_kv_head);
-    want = std::min(want, hkv);
-    while (hkv % want != 0) --want;
-    p.heads_per_chunk = static_cast<int>(want * (hq / hkv));
-  }
-  p.scale_log2 = a.scale * cuda::hopper::kLog2e * (kFp8 ? a.k_scale : 1.f);
-  p.v_scale = kFp8 ? a.v_scale : 1.f;
-
-  // Row blocks over all sequences: sum ceil(q_len / kBlockM) <= this bound (extra work ids are skipped).
-  const int64_t row_blocks = (tokens + C::kBlockM - 1) / C::kBlockM + p.batch;
-  if (row_blocks > 65535 || row_blocks * hq > (int64_t{1} << 30))
-    return out_of_range("prefill_attention_hopper: " + std::to_string(row_blocks) + " row blocks (> 65535)");
-  p.row_blocks = static_cast<int>(row_blocks);
-  p.num_works = static_cast<int>(row_blocks * hq);
-  const dim3 grid = T::kPersistent ? dim3(static_cast<unsigned>(std::min<int64_t>(p.num_works, device_sm_count())))
-                                   : dim3(static_cast<unsigned>(hq), static_cast<unsigned>(row_blocks));
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    return internal_error(std::string("prefill_attention_hopper launch: ") + cudaGetErrorString(err));
-  return ok_status();
-}
-
-// Tunings per variant, HopperTune<K stages, V stages, persistent, 1-in-N polynomial exp2 (fp8), softmax
-// overlapping PV, split Q (fp8), feature bits (fp8 d128), bench probe>; [0] ships (measured best on the
-// H100, docs/perf.md), the rest are A/B rows.
-template <bool kFp8, int kHeadDim, int kK, int kV, bool kPersistent, int kPoly = 0, bool kOverlap = false,
-          bool kSplitQ = false, int kFeatures = 0, int kProbe = 0>
-constexpr HopperPrefillRun tuned =
-    &run_tuned<kFp8, kHeadDim, HopperTune<kK, kV, kPersistent, kPoly, kOverlap, kSplitQ, kFeatures, kProbe>>;
-
-// fp8 d128 features (hopper_prefill_kernel.cuh): v2 = fast V transpose, tree softmax reductions, row
-// sums on the tensor cores, lazy max.
-constexpr int kFastVt = cuda::hopper::kFeatFastVt, kTree = cuda::hopper::kFeatTree,
-              kRowSum = cuda::hopper::kFeatRowSum, kLazy = cuda::hopper::kFeatLazy;
-constexpr int kV2 = kFastVt | kTree | kRowSum | kLazy;
-
-constexpr HopperPrefillTuning kBf16D128[] = {
-    {"persistent k2v2", tuned<false, 128, 2, 2, true>},
-    {"grid k2v2", tuned<false, 128, 2, 2, false>},
-    {"grid k3v2", tuned<false, 128, 3, 2, false>},
-    {"persistent k3v2", tuned<false, 128, 3, 2, true>},
-    {"persistent k2v3", tuned<false, 128, 2, 3, true>},
-    {"persistent k2v2 overlap", tuned<false, 128, 2, 2, true, 0, true>},
-};
-constexpr HopperPrefillTuning kBf16D64[] = {
-    {"persistent k2v2", tuned<false, 64, 2, 2, true>},
-    {"grid k2v2", tuned<false, 64, 2, 2, false>},
-    {"persistent k3v3", tuned<false, 64, 3, 3, true>},
-};
-// fp8 d128 ships v2 (kV2: fast V transpose, tree reductions, row sums on the tensor cores, lazy max)
-// with split Q: max error 2.5e-2 on the tests' inputs (one e4m3 part: 4.0e-2) for ~9% of speed
-// (H100, causal 8K: 597 vs 654 TFLOP/s). "persistent s2 split-q" is the kernel before v2 (446 in
-// the same run). The probe rows are the bench's bounds: a step skipped, wrong results (tests skip them).
-constexpr HopperPrefillTuning kFp8D128[] = {
-    // Row 0 ships: plain Q (one e4m3 rounding of Q per row): 619 vs 568 TFLOP/s for split-Q at
-    // causal 8K in the same H100 call, max error 4.0e-2 vs 2.5e-2 on the tests (aim 5e-2).
-    {"persistent k3v2 v2", tuned<true, 128, 3, 2, true, 0, false, false, kV2>},
-    {"persistent k3v2 v2 split-q", tuned<true, 128, 3, 2, true, 0, false, true, kV2>},
-    {"persistent k2v2 v2 split-q", tuned<true, 128, 2, 2, true, 0, false, true, kV2>},
-    {"persistent k3v2 fastvt split-q", tuned<true, 128, 3, 2, true, 0, false, true, kFastVt>},
-    {"persistent k3v2 fastvt+rowsum split-q", tuned<true, 128, 3, 2, true, 0, false, true, kFastVt | kRowSum>},
-    {"persistent s2 split-q", tuned<true, 128, 2, 2, true, 0, false, true>},
-    {"persistent s2", tuned<true, 128, 2, 2, true>},
-    {"probe: k2v2 v2 no transpose", tuned<true, 128, 2, 2, true, 0, false, false, kV2, 1>},
-    {"probe: k2v2 v2 no exp", tuned<true, 128, 2, 2, true, 0, false, false, kV2, 2>},
-};
-constexpr HopperPrefillTuning kFp8D64[] = {
-    {"persistent s2 split-q", tuned<true, 64, 2, 2, true, 0, false, true>},
-    {"persistent s2", tuned<true, 64, 2, 2, true>},
-    {"grid s2", tuned<true, 64, 2, 2, false>},
-    {"persistent s3 poly1/4", tuned<true, 64, 3, 3, true, 4>},
-};
-
-template <const auto& kTunings>
-Status run_variant(const PagedAttentionArgs& a, const HopperPrefillOptions& options, CUstream_st* stream) {
-  const int n = static_cast<int>(std::size(kTunings));
-  if (options.tuning < 0 || options.tuning >= n)
-    return invalid_argument("prefill_attention_hopper: tuning " + std::to_string(options.tuning) + " not in [0, " +
-                            std::to_string(n) + ")");
-  return kTunings[options.tuning].run(a, options, stream);
-}
-
-constexpr HopperPrefillVariant kVariants[] = {
-    {DType::kBF16, 64, &run_variant<kBf16D64>, kBf16D64},
-    {DType::kBF16, 128, &run_variant<kBf16D128>, kBf16D128},
-    {DType::kFp8E4M3, 64, &run_variant<kFp8D64>, kFp8D64},
-    {DType::kFp8E4M3, 128, &run_variant<kFp8D128>, kFp8D128},
-};
-
-}  // namespace
-
-std::span<const HopperPrefillVariant> hopper_prefill_variants() { return kVariants; }
 
 Status hopper_prefill_check(const PagedAttentionArgs& a) {
   const Tensor &q = a.q, &kc = a.k_cache, &vc = a.v_cache, &out = a.out;
@@ -266,7 +58,7 @@ Status hopper_prefill_check(const PagedAttentionArgs& a) {
       a.block_tables.shape[1] * bs > (int64_t{1} << 30))
     return invalid_argument(
         "prefill_attention_hopper: need scale, k_scale, v_scale > 0, sliding_window >= 0 and sizes that fit int32");
-  for (const HopperPrefillVariant& v : kVariants)
+  for (const HopperPrefillVariant& v : hopper_prefill_variants())
     if (v.cache_dtype == kc.dtype && v.head_dim == q.shape[2]) return ok_status();
   return unimplemented("prefill_attention_hopper: no variant for head_dim " + std::to_string(q.shape[2]) +
                        "; supported: bf16 / fp8_e4m3 caches x head_dim 64, 128");
@@ -277,7 +69,7 @@ bool hopper_prefill_supported(const PagedAttentionArgs& args) { return hopper_pr
 Status prefill_attention_hopper_cuda(const PagedAttentionArgs& args, const HopperPrefillOptions& options,
                                      CUstream_st* stream) {
   KILN_RETURN_IF_ERROR(hopper_prefill_check(args));
-  for (const HopperPrefillVariant& v : kVariants)
+  for (const HopperPrefillVariant& v : hopper_prefill_variants())
     if (v.cache_dtype == args.k_cache.dtype && v.head_dim == args.q.shape[2]) return v.run(args, options, stream);
   return unimplemented("prefill_attention_hopper: no variant");  // unreachable after the check
 }

@@ -12,6 +12,7 @@
 
 #include "kiln/kernels/cuda/attention/attention_device.cuh"
 #include "kiln/kernels/cuda/attention/hopper_device.cuh"
+#include "kiln/kernels/cuda/attention/hopper_v_transpose.cuh"
 
 namespace kiln::cuda::hopper {
 
@@ -43,7 +44,9 @@ struct HopperPrefillParams {
 // kPersistent: grid of one CTA per SM walking works blockIdx.x, + gridDim.x, ... (else one CTA per
 // work). kPolyExp (fp8): 1 in kPolyExp column groups of exponentials by a polynomial on the FMA
 // pipe instead of MUFU.EX2 (0: none). kOverlap: the softmax of tile j while this warpgroup's PV
-// product of tile j - 1 runs (else ptxas waits for it first). kSplitQ (fp8): Q = hi + lo, both e4m3
+// product of tile j - 1 runs (else ptxas waits for it first: the SASS of the fp8 kernel before had
+// all 64 MUFU.EX2 after the wait); bf16: the wait anchored after the row sums; fp8: P packed into a
+// second fragment set before the wait, anchored after the pack. kSplitQ (fp8): Q = hi + lo, both e4m3
 // (lo: the rounding residual of hi, same row scale), S = hi K^T + lo K^T in one accumulator: Q
 // carries ~7 mantissa bits instead of 3, for twice the QK wgmma work. kFeatures (fp8 d128), bits:
 //   kFeatFastVt: the producer's V transpose by transpose_v_fast (precomputed addresses, 16-byte
@@ -53,16 +56,21 @@ struct HopperPrefillParams {
 //   kFeatRowSum: the row sums of P on the tensor cores (P times a tile of ones, m64n8k32 beside each
 //     PV step) instead of 64 FADDs a thread, and of the e4m3 P that PV uses;
 //   kFeatLazy: the running max moves only when it grows by more than 0.75 (log2 units; P stays
-//     below 2^8.75 < 448, e4m3's largest), so O is rescaled less often.
-// kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials.
-constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8;
+//     below 2^8.75 < 448, e4m3's largest), so O is rescaled less often;
+//   kFeatLdsmVt (with kFeatFastVt): the transpose by ldmatrix.trans / stmatrix (transpose_v_ldsm);
+//   kFeatSolo: no ping-pong whatever the options say (the consumers issue their GEMMs freely; with
+//     the intra-warpgroup overlap the softmax hides behind the own PV product and the other's GEMMs).
+// kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials, bit 2
+// the global loads of Q (fp8: every Q element 1.0).
+constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32;
 template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyExp_, bool kOverlap_, bool kSplitQ_ = false,
           int kFeatures_ = 0, int kProbe_ = 0>
 struct HopperTune {
   static constexpr int kKStages = kKStages_, kVStages = kVStages_, kPolyExp = kPolyExp_, kProbe = kProbe_;
   static constexpr bool kPersistent = kPersistent_, kOverlap = kOverlap_, kSplitQ = kSplitQ_;
   static constexpr bool kFastVt = (kFeatures_ & kFeatFastVt) != 0, kTree = (kFeatures_ & kFeatTree) != 0,
-                        kRowSum = (kFeatures_ & kFeatRowSum) != 0, kLazy = (kFeatures_ & kFeatLazy) != 0;
+                        kRowSum = (kFeatures_ & kFeatRowSum) != 0, kLazy = (kFeatures_ & kFeatLazy) != 0,
+                        kSolo = (kFeatures_ & kFeatSolo) != 0, kLdsmVt = (kFeatures_ & kFeatLdsmVt) != 0;
 };
 
 template <bool kFp8, int kHeadDim, class Tune>
@@ -75,6 +83,7 @@ struct HopperConfig {
   static constexpr int kKStages = Tune::kKStages, kVStages = Tune::kVStages;
   static_assert(!kFp8 || Tune::kFastVt || kKStages == kVStages, "fp8 loads K and raw V of a tile together");
   static_assert(!Tune::kFastVt || (kFp8 && kHeadDim == 128), "transpose_v_fast is for fp8 d128");
+  static_assert(!Tune::kLdsmVt || Tune::kFastVt, "transpose_v_ldsm runs in transpose_v_fast's pipeline");
   static constexpr bool kRowSum = kFp8 && Tune::kRowSum;
   // fp8: raw V tiles are loaded with K (kKStages of them); bf16: the V tiles (kVStages).
   static constexpr int kVTiles = kFp8 ? kKStages : kVStages;
@@ -220,97 +229,6 @@ __device__ __forceinline__ void load_kv_pair(const HopperPrefillParams& p, const
   }
 }
 
-// fp8 d128, the producer warpgroup (128 threads): raw V tile [128 keys, 128 B] (TMA 128-byte swizzle)
-// -> Vt [128 d, 128 key columns] (same swizzle), keys permuted within each 16 as in transpose_v.
-// Thread (warp, lane q) takes d quad 4q .. 4q + 3 of key groups h = ((q >> 1) & 3) ^ (2 warp + u),
-// u = 0, 1: 16 word loads (one per key; banks 4 ((q >> 2) ^ key % 8) + q % 4, all 32 distinct), 32
-// byte permutes, 4 16-byte stores (rows 4q + i, chunk h ^ 4 (q & 1) ^ i: the 8 rows of a quarter warp
-// hit 8 distinct chunks). `ld[j]` = ((q >> 2) ^ j) << 4 | 4 (q % 4), per thread; keys >= `valid`
-// (kv_len - first key of the tile) become 0 (their cache slots may hold anything, NaN included).
-template <bool kMask>
-__device__ __forceinline__ void transpose_v_fast_units(uint32_t raw, uint32_t vt, const uint32_t (&ld)[8], int q,
-                                                       int warp, int valid) {
-#pragma unroll
-  for (int u = 0; u < 2; ++u) {
-    const int h = ((q >> 1) & 3) ^ (2 * warp + u);
-    const uint32_t src = raw + h * 2048;
-    uint32_t w[16];
-#pragma unroll
-    for (int k = 0; k < 16; ++k) {
-      asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(w[k]) : "r"(src + ld[k & 7] + 128 * k));
-      if (kMask && 16 * h + k >= valid) w[k] = 0u;
-    }
-    uint32_t out[4][4];  // [row i][key quad t]
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const uint32_t w0 = w[2 * t], w1 = w[2 * t + 1], w2 = w[2 * t + 8], w3 = w[2 * t + 9];
-      const uint32_t lo01 = __byte_perm(w0, w1, 0x5140), lo23 = __byte_perm(w2, w3, 0x5140);
-      const uint32_t hi01 = __byte_perm(w0, w1, 0x7362), hi23 = __byte_perm(w2, w3, 0x7362);
-      out[0][t] = __byte_perm(lo01, lo23, 0x5410);
-      out[1][t] = __byte_perm(lo01, lo23, 0x7632);
-      out[2][t] = __byte_perm(hi01, hi23, 0x5410);
-      out[3][t] = __byte_perm(hi01, hi23, 0x7632);
-    }
-    const uint32_t z = static_cast<uint32_t>(h ^ (4 * (q & 1)));
-    const uint32_t dst = vt + 512 * q;
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst + ((z ^ i) << 4) + 128 * i),
-                   "r"(out[i][0]), "r"(out[i][1]), "r"(out[i][2]), "r"(out[i][3])
-                   : "memory");
-  }
-}
-__device__ __forceinline__ void transpose_v_fast(uint32_t raw, uint32_t vt, const uint32_t (&ld)[8], int q, int warp,
-                                                 int valid) {
-  if (valid >= 128)
-    transpose_v_fast_units<false>(raw, vt, ld, q, warp, valid);
-  else
-    transpose_v_fast_units<true>(raw, vt, ld, q, warp, valid);
-}
-
-// fp8: V tile [kBlockN keys, kHeadDim] (as loaded) -> Vt [kHeadDim, kBlockN keys], K-major for the
-// PV wgmma. Within each 16 keys, column 4t + i of Vt holds key 2t + (i & 1) + 8 (i >> 1): the key
-// order in which the S accumulators of thread t sit in the e4m3 A fragment of P, so P needs no
-// shuffle. Keys >= kv_len become 0 (their cache slots may hold anything, NaN included).
-// A thread moves 4 keys x 4 columns (4 word loads, 4 word stores). Lane (t = lane % 4, b = lane / 4)
-// of item (dqb, r) takes columns 4 (8 dqb + b) .. +3 of key group h16 = b ^ r: with d128's 128-byte
-// rows the loads of a warp hit 32 different banks (the swizzle XORs the 16-byte chunk with key % 8 =
-// 2t + c, the word is b % 4; d64's 64-byte rows: 2-way), and so do the stores (Vt chunk h16 ^
-// (column % 8) = b ^ r ^ 4 (b & 1) ^ e, the word is t). The old mapping stored 4-way conflicted.
-template <typename C, int kHeadDim>
-__device__ __forceinline__ void transpose_v(const uint8_t* __restrict__ raw, uint8_t* __restrict__ vt, int key0, int kv_len,
-                                            int tid) {
-  constexpr int kItems = kHeadDim / 32 * 8;  // (32-column block, key-group rotation r)
-  constexpr int kBatch = 2;                   // items whose loads are in flight together
-  static_assert(kItems % (4 * kBatch) == 0 && C::kBlockN == 128 && C::kPanels == 1);
-  const int warp = tid / 32, lane = tid % 32, t = lane % 4, b = lane / 4;
-#pragma unroll 1
-  for (int k0 = 0; k0 < kItems / 4; k0 += kBatch) {
-    uint32_t w[kBatch][4];
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int item = warp + 4 * (k0 + u), d0 = 4 * (8 * (item / 8) + b), h16 = b ^ (item % 8);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int key = 16 * h16 + 2 * t + (i & 1) + 8 * (i >> 1);
-        const uint32_t v =
-            *reinterpret_cast<const uint32_t*>(raw + swizzled<C::kRowBytes>(key, d0 / 16) + d0 % 16);
-        w[u][i] = key0 + key < kv_len ? v : 0u;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int item = warp + 4 * (k0 + u), d0 = 4 * (8 * (item / 8) + b), h16 = b ^ (item % 8);
-      const uint32_t lo01 = __byte_perm(w[u][0], w[u][1], 0x5140), lo23 = __byte_perm(w[u][2], w[u][3], 0x5140);
-      const uint32_t hi01 = __byte_perm(w[u][0], w[u][1], 0x7362), hi23 = __byte_perm(w[u][2], w[u][3], 0x7362);
-      const uint32_t out[4] = {__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
-                               __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632)};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) *reinterpret_cast<uint32_t*>(vt + swizzled<128>(d0 + e, h16) + 4 * t) = out[e];
-    }
-  }
-}
-
 // One work's loads. `it`: the CTA's tiles before this work (ring stage and phase of tile j are
 // those of it + j); `n_work`: works before this one (phase of the Q barriers).
 template <bool kFp8, int kHeadDim, class T>
@@ -350,6 +268,11 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
     uint32_t ld[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) ld[j] = ((static_cast<uint32_t>(lane >> 2) ^ j) << 4) | (4 * (lane & 3));
+    // transpose_v_ldsm's per-lane offsets (matrix m = lane / 8, row r = lane % 8).
+    const uint32_t m8 = static_cast<uint32_t>(lane >> 3), r8 = static_cast<uint32_t>(lane & 7);
+    const uint32_t ldsm_ld = (8 * (m8 & 1) + r8) * 128 + (((2 * warp + (m8 >> 1)) ^ r8) << 4);
+    const uint32_t ldsm_d = 32 * warp + 16 * (m8 >> 1) + 2 * r8 + (m8 & 1);
+    const uint32_t ldsm_st = ldsm_d * 128, ldsm_x = ldsm_d & 7;
     auto issue = [&](int j) {
       const int c = it + j, s = stage_of<KS>(c);
       load_kv_pair<C>(p, w, w.tile0 + j * C::kBlockN, smem + C::kK + s * C::kTileBytes,
@@ -363,9 +286,14 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
       const int c = it + j, sr = stage_of<KS>(c), sv = stage_of<VS>(c);
       mbar_wait(bars.full_raw(sr), phase_of<KS>(c));
       mbar_wait(bars.empty_v(sv), phase_of<VS>(c) ^ 1);
-      if constexpr (!(T::kProbe & 1))
+      if constexpr (T::kProbe & 1) {
+      } else if constexpr (T::kLdsmVt) {
+        transpose_v_ldsm(smem + C::kV + sr * C::kTileBytes, smem + C::kVt + sv * C::kVtBytes, ldsm_ld, ldsm_st,
+                         ldsm_x, lane & 3, w.kv_len - (w.tile0 + j * C::kBlockN));
+      } else {
         transpose_v_fast(smem + C::kV + sr * C::kTileBytes, smem + C::kVt + sv * C::kVtBytes, ld, lane, warp,
                          w.kv_len - (w.tile0 + j * C::kBlockN));
+      }
       fence_async_smem();
       named_sync(3, 128);
       if (tid == 0) mbar_arrive(bars.full_v(sv));

@@ -1,0 +1,41 @@
+// bf16-cache variants of the Hopper prefill attention (head_dim 64 and 128) and their tuning rows:
+// row 0 ships, the others are the bench's A/B rows (every row is tested against the CPU reference).
+#include "kiln/kernels/cuda/attention/hopper_prefill_launch.cuh"
+#include "kiln/kernels/cuda/attention/hopper_prefill_variants.h"
+
+namespace kiln::hopper_launch {
+namespace {
+
+constexpr int kTree = cuda::hopper::kFeatTree;
+
+// "overlap": the softmax of tile j runs while this warpgroup's PV product of tile j - 1 does (the
+// wgmma wait anchored after the row sums); "tree": max and sums in 4 independent chains. H100,
+// causal 8K, best of two passes in one call: 555 (row 0), 561 (overlap), 548 / 544 (tree rows), 541
+// (k3v2); k2v3 (528) and k2v3 overlap (533) were dropped. Row 0 alone, first in each call: 570-607.
+constexpr HopperPrefillTuning kBf16D128[] = {
+    {"persistent k2v2", tuned<false, 128, 2, 2, true>},
+    {"grid k2v2", tuned<false, 128, 2, 2, false>},
+    {"persistent k3v2", tuned<false, 128, 3, 2, true>},
+    {"persistent k2v2 overlap", tuned<false, 128, 2, 2, true, 0, true>},
+    {"persistent k2v2 overlap tree", tuned<false, 128, 2, 2, true, 0, true, false, kTree>},
+    {"persistent k3v2 overlap tree", tuned<false, 128, 3, 2, true, 0, true, false, kTree>},
+};
+constexpr HopperPrefillTuning kBf16D64[] = {
+    {"persistent k2v2", tuned<false, 64, 2, 2, true>},
+    {"grid k2v2", tuned<false, 64, 2, 2, false>},
+    {"persistent k3v3", tuned<false, 64, 3, 3, true>},
+};
+
+Status run_bf16_d128(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
+  return run_table(kBf16D128, a, o, s);
+}
+Status run_bf16_d64(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
+  return run_table(kBf16D64, a, o, s);
+}
+
+}  // namespace
+
+HopperPrefillVariant bf16_d64_variant() { return {DType::kBF16, 64, &run_bf16_d64, kBf16D64}; }
+HopperPrefillVariant bf16_d128_variant() { return {DType::kBF16, 128, &run_bf16_d128, kBf16D128}; }
+
+}  // namespace kiln::hopper_launch
