@@ -8,7 +8,7 @@
 // each call on a different weight copy (copies rotated through more than 250 MB, so the 50 MB
 // L2 never holds them); "stream" rows time the same calls launched one by one.
 //   gemm_bench   env: KILN_GPU_CEILINGS=ceilings.json (measured ceilings),
-//                KILN_GEMM_BENCH=decode,moe,prefill,sweep,ab (sections; default all but sweep and ab)
+//                KILN_GEMM_BENCH=decode,moe,prefill,sweep,ab,e4m3 (sections; default decode,moe,prefill)
 //                KILN_GEMM_AB=fp8 (the ab section on fp8 weights with bf16 y only)
 #include <cuda_runtime.h>
 
@@ -312,12 +312,75 @@ void bench_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l, DType wt
   }
 }
 
+// Section "e4m3": fp8 decode A/B on one shape, graph-timed: the grid row skinny_gemm_cuda picks
+// with x bf16 (SkinnyGemmConfig::x_bf16: the f16 widening or a stream row) against every e4m3 row (x
+// quantized per token by the pre-pass, the e4m3 mma), automatic launch shape each.
+void bench_e4m3_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l) {
+  const DType wt = DType::kFp8E4M3;
+  const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
+  auto partials = DeviceBuffer::alloc(16 << 20);
+  auto counters = DeviceBuffer::alloc(8192 * 4);
+  check(partials.status(), "alloc");
+  check(counters.status(), "alloc");
+  check(cudaMemset(counters->data(), 0, 8192 * 4), "memset");
+  SkinnyGemmWorkspace wsp{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
+  int dev = 0;
+  check(cudaGetDevice(&dev), "dev");
+  check(cudaDeviceGetAttribute(&wsp.num_sms, cudaDevAttrMultiProcessorCount, dev), "sms");
+  const double w_bytes = static_cast<double>(l.n) * l.k;
+  const auto variants = skinny_gemm_variants();
+  for (int64_t m : {1, 8, 16}) {
+    auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
+    auto y = DeviceTensor::empty(l.y, {m, l.n});
+    check(x.status(), "alloc x");
+    check(y.status(), "alloc y");
+    bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+    auto time = [&](const SkinnyGemmWorkspace& w_s, const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch) {
+      auto call = [&](int i) {
+        const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
+        check(skinny_gemm_cuda({x->tensor, w.w.tensor, {}, y->tensor, w.scale.tensor}, w_s, s, cfg, launch), "skinny_gemm_cuda");
+      };
+      call(0);
+      check(cudaStreamSynchronize(s), "sync");
+      return graph_ms(call, s);
+    };
+    SkinnyGemmLaunch launch;
+    SkinnyGemmConfig old_cfg;
+    old_cfg.x_bf16 = true;  // the automatic choice among the rows that keep x bf16 (before the e4m3 rows)
+    const double old_ms = time(wsp, old_cfg, &launch);
+    const int old_v = launch.variant;
+    const std::string tag = std::string(l.name) + " m=" + std::to_string(m);
+    std::printf("e4m3ab %-16s old v%-2d%s warps=%d split=%d ctas=%lld  %8.2f us %6.1f%%\n", tag.c_str(), old_v,
+                variants[static_cast<size_t>(old_v)].e4m3 ? " (e4m3!)" : "", launch.warps, launch.split_k,
+                static_cast<long long>(launch.ctas), old_ms * 1e3, 100.0 * w_bytes / old_ms / 1e6 / c.copy_gbps);
+    double best_ms = 1e30;
+    int best_v = -1;
+    for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+      const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+      if (!v.e4m3 || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8)) continue;
+      for (int warps : {0, 4, 8}) {
+        const double ms = time(wsp, {vi, warps, 0}, &launch);
+        std::printf("e4m3ab %-16s e4m3 v%-2d(rt%d u%d s%d) warps=%d(%d) split=%d ctas=%lld occ=%d  %8.2f us %6.1f%%\n", tag.c_str(),
+                    vi, v.row_tiles, v.unroll, v.stages, launch.warps, warps, launch.split_k, static_cast<long long>(launch.ctas),
+                    launch.ctas_per_sm, ms * 1e3, 100.0 * w_bytes / ms / 1e6 / c.copy_gbps);
+        if (warps == 0 && ms < best_ms) { best_ms = ms; best_v = vi; }
+      }
+    }
+    const double auto_ms = time(wsp, {}, &launch);  // what Gemm::run would take now
+    std::printf("@@ e4m3ab %s | v%d %.1f%% -> best e4m3 v%d %.1f%% (auto v%d %.1f%%) | %.1f%% | | %.3f\n", tag.c_str(), old_v,
+                100.0 * w_bytes / old_ms / 1e6 / c.copy_gbps, best_v, 100.0 * w_bytes / best_ms / 1e6 / c.copy_gbps, launch.variant,
+                100.0 * w_bytes / auto_ms / 1e6 / c.copy_gbps, 100.0 * w_bytes / best_ms / 1e6 / c.copy_gbps, old_ms / best_ms);
+    std::fflush(stdout);
+  }
+}
+
 // Mixtral experts: 8 experts of [n, k]; t tokens x top_k = 2 slots with random distinct experts
 // per token (4 id sets rotated, so consecutive calls read different experts). GB/s of the
 // distinct expert bytes of each call.
-// variant: an index into moe_decode_gemm_variants() (-1: moe_decode_gemm_cuda's choice).
+// variant: an index into moe_decode_gemm_variants() (-1: moe_decode_gemm_cuda's choice);
+// workspace: pass MoeDecodeGemmArgs::workspace (fp8: lets the e4m3 rows run).
 void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64_t n, int64_t k, int64_t t, DType wt,
-               int variant = -1) {
+               int variant = -1, bool workspace = true) {
   const int64_t num_experts = 8, top_k = 2;
   std::vector<BenchWeights> experts;
   for (int e = 0; e < num_experts; ++e) experts.push_back(make_weights(wt, n, k, 300 + e));
@@ -355,17 +418,21 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   check(x.status(), "x");
   check(y.status(), "y");
   bench::fill_random_bf16(x->tensor.data, t * k, 9);
+  auto xws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(t, k)});
+  check(xws.status(), "workspace");
   auto call = [&](int i) {
     const MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
-                              wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor};
+                              wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor, workspace ? xws->tensor : Tensor{}};
     check(variant < 0 ? moe_decode_gemm_cuda(a, s) : moe_decode_gemm_cuda_variant(a, variant, s), "moe_decode_gemm_cuda");
   };
   call(0);
   check(cudaStreamSynchronize(s), "sync");
   const double ms = graph_ms(call, s);
   const double bytes = distinct_total / 4 * static_cast<double>(n) * k * static_cast<double>(dtype_bytes(wt, 1));
-  const bool f16 = variant >= 0 && moe_decode_gemm_variants()[static_cast<size_t>(variant)].f16;
-  bench::report(std::string("moe_decode ") + name + " " + std::string(dtype_name(wt)) + (f16 ? " f16" : ""),
+  const auto mv = moe_decode_gemm_variants();
+  const bool f16 = variant >= 0 && mv[static_cast<size_t>(variant)].f16, e4m3 = variant >= 0 && mv[static_cast<size_t>(variant)].e4m3;
+  bench::report(std::string("moe_decode ") + name + " " + std::string(dtype_name(wt)) + (f16 ? " f16" : "") + (e4m3 ? " e4m3" : "") +
+                    (variant < 0 && wt == DType::kFp8E4M3 ? (workspace ? " auto+ws" : " auto") : ""),
                 "t=" + std::to_string(t) + " top_k=2 E=8 n=" + std::to_string(n) + " k=" + std::to_string(k) + " (" +
                     std::to_string(distinct_total / 4).substr(0, 4) + " experts)",
                 ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
@@ -422,14 +489,23 @@ int main() {
       }
     }
   }
+  if (section("e4m3"))
+    for (const Layer& l : layers)
+      if (l.y == DType::kBF16) bench_e4m3_ab(c, s, l);
   if (section("moe")) {
+    // bf16 at t = 1, 8; fp8 also at the serving batches up to kMoeDecodeMaxSlots (128 x top-2):
+    // the automatic choice with and without a workspace (e4m3 or not), and every fp8 row.
     for (DType wt : {DType::kBF16, DType::kFp8E4M3})
-      for (int64_t t : {1, 8}) {
+      for (int64_t t : {1, 8, 32, 64, 128}) {
+        if (t * 2 > kMoeDecodeMaxSlots || (wt == DType::kBF16 && t > 8)) continue;
         bench_moe(c, s, "gate_up", 28672, 4096, t, wt);
         bench_moe(c, s, "down", 4096, 14336, t, wt);
-        const auto mv = moe_decode_gemm_variants();  // the rows not preferred (fp8 widened to f16)
+        if (wt == DType::kBF16) continue;
+        bench_moe(c, s, "gate_up", 28672, 4096, t, wt, -1, false);
+        bench_moe(c, s, "down", 4096, 14336, t, wt, -1, false);
+        const auto mv = moe_decode_gemm_variants();
         for (int vi = 0; vi < static_cast<int>(mv.size()); ++vi)
-          if (mv[static_cast<size_t>(vi)].w == wt && !mv[static_cast<size_t>(vi)].preferred) {
+          if (mv[static_cast<size_t>(vi)].w == wt && (mv[static_cast<size_t>(vi)].e4m3 || t <= 8)) {
             bench_moe(c, s, "gate_up", 28672, 4096, t, wt, vi);
             bench_moe(c, s, "down", 4096, 14336, t, wt, vi);
           }

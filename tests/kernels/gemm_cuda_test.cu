@@ -2,7 +2,8 @@
 // table, over decode and prefill-like shapes, with and without bias, with strided rows; the plan
 // cache; and the decode kernel's automatic choice of its persistent warp-stream variants on large
 // matrices (fp8 and bf16), bit-identical on replay; the fp8 rows widened to f16 on activations
-// past f16's range (clamped, finite). Skipped when no GPU is present (CI).
+// past f16's range (clamped, finite); the e4m3 rows (x quantized per token) against the per-token
+// reference, and their fallback without workspace room. Skipped when no GPU is present (CI).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -207,6 +208,102 @@ TEST(GemmSkinnyCuda, F16WideningClampsLargeActivations) {
     }
   }
   EXPECT_GT(tested, 0);
+}
+
+// The e4m3 rows (x quantized per token to e4m3 by the pre-pass, the e4m3 mma on the raw weight
+// bytes) against linear_cpu on x rounded per row by quantize_fp8_cpu (the prefill path's
+// arithmetic) and the dequantized weights: only the f32 summation order and y's bf16 rounding
+// differ. m at 1, the tile switch (8 / 9) and the tile's end; n not a multiple of the 16-row
+// tiles; k not a multiple of the 64-wide k step; a zero row of x and a row with one huge value
+// (3e4); automatic and forced launch shapes (split K), with and without PDL.
+TEST(GemmSkinnyCuda, E4m3RowsMatchPerTokenReference) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(25);
+  test::SkinnyWorkspace workspace;
+  SkinnyGemmWorkspace& ws = workspace.ws;
+  const struct { int64_t n, k; } shapes[] = {{1000, 2064}, {4096, 4096}, {520, 14336}, {24, 48}};
+  const auto variants = skinny_gemm_variants();
+  int tested = 0;
+  for (const auto& s : shapes) {
+    auto q = quantize_fp8_weights_cpu(test::random_tensor(DType::kF32, {s.n, s.k}, rng, 0.05f).tensor, false);
+    ASSERT_TRUE(q.ok());
+    auto dw = to_device(q->q.tensor), ds = to_device(q->scale.tensor);
+    ASSERT_TRUE(dw.ok() && ds.ok());
+    for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+      const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+      if (!v.e4m3) continue;
+      ++tested;
+      for (int64_t m : {int64_t{1}, int64_t{8}, int64_t{9}, static_cast<int64_t>(v.max_m)}) {
+        if (m > v.max_m) continue;
+        const SkinnyGemmConfig cfgs[] = {{vi, 0, 0}, {vi, 3, 0}, {vi, 8, 3}, {vi, 1, 1}};
+        const int which = static_cast<int>((m + s.n + vi) % 4);
+        ws.pdl = (m + s.k + vi) % 2 == 0;
+        SCOPED_TRACE("variant " + std::to_string(vi) + " m=" + std::to_string(m) + " n=" + std::to_string(s.n) +
+                     " k=" + std::to_string(s.k) + " cfg " + std::to_string(which) + " pdl=" + std::to_string(ws.pdl));
+        HostTensor x = test::random_tensor(DType::kBF16, {m, s.k}, rng);
+        uint16_t* xb = x.tensor.ptr<uint16_t>();
+        if (m >= 3) std::fill_n(xb + s.k, s.k, uint16_t{0});  // row 1: all zeros (scale 1, y = 0)
+        if (m >= 2) xb[(m - 1) * s.k + s.k / 3] = 0x46EA;      // last row: one value 29952 (~3e4)
+        auto dx = to_device(x.tensor);
+        auto dy = DeviceTensor::empty(DType::kBF16, {m, s.n});
+        ASSERT_TRUE(dx.ok() && dy.ok());
+        ASSERT_TRUE(fill_bytes(dy->tensor, 0xff).ok());
+        const Status st = skinny_gemm_cuda({dx->tensor, dw->tensor, {}, dy->tensor, ds->tensor}, ws, nullptr, cfgs[which], nullptr);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+        HostTensor xf = HostTensor::zeros(DType::kF32, {m, s.k});
+        const std::vector<float> xv = test::to_f32(x.tensor);
+        std::copy(xv.begin(), xv.end(), xf.tensor.ptr<float>());
+        HostTensor xq = HostTensor::zeros(DType::kFp8E4M3, {m, s.k}), xs = HostTensor::zeros(DType::kF32, {m});
+        ASSERT_TRUE(quantize_fp8_cpu({xf.tensor, xq.tensor, xs.tensor}).ok());
+        ASSERT_TRUE(dequantize_fp8_weights_cpu(xq.tensor, xs.tensor, xf.tensor).ok());
+        HostTensor ref = HostTensor::zeros(DType::kF32, {m, s.n});
+        ASSERT_TRUE(linear_cpu({xf.tensor, q->q.tensor, {}, ref.tensor, q->scale.tensor}).ok());
+        auto yh = to_host(dy->tensor, DType::kF32);
+        ASSERT_TRUE(yh.ok());
+        const std::vector<float> y = test::to_f32(yh->tensor), r = test::to_f32(ref.tensor);
+        EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](float e) { return std::isfinite(e); }));
+        // Per row, relative to the row's max |y| (the huge row would hide the others' errors);
+        // bf16 y rounds to 2^-9 relative, so 4e-3 bounds it with room for the summation order.
+        for (int64_t i = 0; i < m; ++i) {
+          const std::vector<float> yi(y.begin() + i * s.n, y.begin() + (i + 1) * s.n), ri(r.begin() + i * s.n, r.begin() + (i + 1) * s.n);
+          if (m >= 3 && i == 1) {
+            EXPECT_TRUE(std::all_of(yi.begin(), yi.end(), [](float e) { return e == 0.f; })) << "the zero row";
+            continue;
+          }
+          EXPECT_LT(scaled_error(yi, ri), 4e-3) << "row " << i;
+        }
+      }
+    }
+  }
+  EXPECT_GT(tested, 0);
+  ws.pdl = true;
+}
+
+// A workspace too small for x: an e4m3 row asked for explicitly is refused; the automatic choice
+// takes a row that keeps x bf16.
+TEST(GemmSkinnyCuda, E4m3NeedsRoomForX) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(26);
+  test::SkinnyWorkspace workspace;
+  SkinnyGemmWorkspace ws = workspace.ws;
+  ws.partial_floats = 1024;  // 4 KB: no room for 16 x 4096 bytes of x
+  const int64_t m = 16, n = 256, k = 4096;
+  auto q = quantize_fp8_weights_cpu(test::random_tensor(DType::kF32, {n, k}, rng, 0.05f).tensor, false);
+  ASSERT_TRUE(q.ok());
+  auto dw = to_device(q->q.tensor), ds = to_device(q->scale.tensor);
+  HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
+  auto dx = to_device(x.tensor);
+  auto dy = DeviceTensor::empty(DType::kBF16, {m, n});
+  ASSERT_TRUE(dw.ok() && ds.ok() && dx.ok() && dy.ok());
+  const LinearArgs args{dx->tensor, dw->tensor, {}, dy->tensor, ds->tensor};
+  const auto variants = skinny_gemm_variants();
+  for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi)
+    if (variants[static_cast<size_t>(vi)].e4m3 && variants[static_cast<size_t>(vi)].max_m >= m)
+      EXPECT_EQ(skinny_gemm_cuda(args, ws, nullptr, {vi, 0, 0}, nullptr).code(), StatusCode::kUnimplemented);
+  SkinnyGemmLaunch launch;
+  ASSERT_TRUE(skinny_gemm_cuda(args, ws, nullptr, {}, &launch).ok());
+  EXPECT_FALSE(variants[static_cast<size_t>(launch.variant)].e4m3);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
 }  // namespace

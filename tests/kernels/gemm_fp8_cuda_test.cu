@@ -156,10 +156,10 @@ TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
           const int which = static_cast<int>((m + s.n + (per_tensor ? 1 : 0)) % 4);
           sw.ws.pdl = (m + s.k) % 2 == 0;
           check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, cfgs[which]); }, v.y, W,
-                     {m, s.n, s.k, (m + s.n) % 2 == 0, m % 3 == 0 ? 8 : 0}, kXExact, rng);
+                     {m, s.n, s.k, (m + s.n) % 2 == 0, m % 3 == 0 ? 8 : 0}, v.e4m3 ? kXPerToken : kXExact, rng);
           if (which != 0)  // and the automatic choice
             check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, cfgs[0]); }, v.y, W,
-                       {m, s.n, s.k, false, 0}, kXExact, rng);
+                       {m, s.n, s.k, false, 0}, v.e4m3 ? kXPerToken : kXExact, rng);
         }
       }
     }
@@ -195,7 +195,13 @@ TEST(GemmSkinnyCuda, ChainedCallsWaitForTheirInput) {
   ASSERT_TRUE(h.ok() && y.ok());
   // Reference of the second GEMM on the first's actual (bf16) output; the first against its own.
   HostTensor href = HostTensor::zeros(DType::kF32, {m, n1});
-  const std::vector<float> xf = test::to_f32(x.tensor);
+  std::vector<float> xf = test::to_f32(x.tensor);
+  if (skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, m)) {  // the decode kernel rounds x per token to e4m3
+    const Tensor xv = Tensor::view(xf.data(), DType::kF32, {m, k});
+    HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k}), sc = HostTensor::zeros(DType::kF32, {m});
+    ASSERT_TRUE(quantize_fp8_cpu({xv, q.tensor, sc.tensor}).ok());
+    ASSERT_TRUE(dequantize_fp8_weights_cpu(q.tensor, sc.tensor, xv).ok());
+  }
   ASSERT_TRUE(linear_cpu({Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {m, k}), W1.w.tensor, {}, href.tensor,
                           W1.scale.tensor}).ok());
   EXPECT_LT(scaled_error(test::to_f32(h->tensor), test::to_f32(href.tensor)), 1e-2);
@@ -215,7 +221,8 @@ TEST(GemmSkinnyCuda, ExactFp8WideningAndBatchOne) {
   for (bool per_tensor : {false, true}) {
     const Weights W = make_weights(DType::kFp8E4M3, 777, 2064, per_tensor, true, rng);
     for (int64_t m : {1, 3, 8, 13, 40}) check_case(*gemm, DType::kF32, W, {m, 777, 2064, m % 2 == 1, 0}, kXExact, rng);
-    check_case(*gemm, DType::kBF16, W, {1, 777, 2064, true, 8}, kXExact, rng);
+    check_case(*gemm, DType::kBF16, W, {1, 777, 2064, true, 8},
+               skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, 1) ? kXPerToken : kXExact, rng);
   }
   const Weights B = make_weights(DType::kBF16, 6144, 4096, false, false, rng);
   check_case(*gemm, DType::kBF16, B, {1, 6144, 4096, false, 0}, kXExact, rng);
@@ -240,7 +247,11 @@ TEST(GemmDispatchCuda, BoundariesMatchCpuReference) {
         const GemmPath path = gemm_path(opt, m, wt);
         EXPECT_EQ(path == GemmPath::kSkinny, m <= t);
         for (DType yt : {DType::kBF16, DType::kF32})
-          check_case(*gemm, yt, W, {m, n, k, m % 2 == 0, 0}, path == GemmPath::kCublasFp8 ? x_ref_for(opt) : kXExact, rng,
+          check_case(*gemm, yt, W, {m, n, k, m % 2 == 0, 0},
+                     path == GemmPath::kCublasFp8                                ? x_ref_for(opt)
+                     : path == GemmPath::kSkinny && skinny_gemm_quantizes_x(wt, yt, m) ? kXPerToken
+                                                                                 : kXExact,
+                     rng,
                      path == GemmPath::kCublasFp8 ? 2e-2 : 1e-2,
                      path == GemmPath::kCublasFp8 && opt.fp8_fast_accum ? 1e-2 : 0);
       }

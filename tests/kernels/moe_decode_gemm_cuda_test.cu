@@ -2,8 +2,9 @@
 // random inputs: bf16 experts and fp8 experts with per-channel scales, x shared per token or one
 // row per slot, ids with repeats (several slots on one expert, up to all 64 slots on one), odd n;
 // graph capture with the ids changed between replays; argument errors; every row of the variant
-// table (fp8 widened to bf16 or to f16), the f16 row also on activations past f16's range
-// (clamped to +-65504: finite, equal to the reference on the clamped x). Skipped without a GPU.
+// table (fp8 widened to bf16 or to f16, or x quantized per token to e4m3 with a workspace), the
+// f16 row also on activations past f16's range (clamped to +-65504: finite, equal to the
+// reference on the clamped x); up to kMoeDecodeMaxSlots = 128 slots. Skipped without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -102,9 +103,30 @@ std::vector<int32_t> make_ids(const MoeCase& c, std::mt19937& rng) {
   return ids;
 }
 
+// Whether the call runs an e4m3 row (x quantized per token): the variant's, or for variant -1
+// the preferred e4m3 row of wt when a workspace is given.
+bool runs_e4m3(DType wt, int variant, bool workspace) {
+  const auto v = moe_decode_gemm_variants();
+  if (variant >= 0) return v[static_cast<size_t>(variant)].e4m3;
+  return workspace && std::any_of(v.begin(), v.end(), [&](const MoeDecodeGemmVariant& r) { return r.w == wt && r.preferred && r.e4m3; });
+}
+
+// x as an e4m3 row sees it: rounded per row by quantize_fp8_cpu (the fp8 prefill path's arithmetic).
+HostTensor round_per_token(const HostTensor& x) {
+  const int64_t rows = x.tensor.shape[0], k = x.tensor.shape[1];
+  HostTensor xf = HostTensor::zeros(DType::kF32, {rows, k});
+  const std::vector<float> v = test::to_f32(x.tensor);
+  std::copy(v.begin(), v.end(), xf.tensor.ptr<float>());
+  HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {rows, k}), s = HostTensor::zeros(DType::kF32, {rows});
+  EXPECT_TRUE(quantize_fp8_cpu({xf.tensor, q.tensor, s.tensor}).ok());
+  EXPECT_TRUE(dequantize_fp8_weights_cpu(q.tensor, s.tensor, xf.tensor).ok());
+  return xf;
+}
+
 // variant: an index into moe_decode_gemm_variants() (-1: moe_decode_gemm_cuda's choice);
-// x_scale: the activations' standard deviation (the f16 rows clamp x to +-65504; so does the reference).
-void check_case(DType wt, const MoeCase& c, std::mt19937& rng, int variant = -1, float x_scale = 1.f) {
+// x_scale: the activations' standard deviation (the f16 rows clamp x to +-65504; so does the
+// reference); workspace: pass MoeDecodeGemmArgs::workspace (the e4m3 rows need it).
+void check_case(DType wt, const MoeCase& c, std::mt19937& rng, int variant = -1, float x_scale = 1.f, bool workspace = true) {
   SCOPED_TRACE("w=" + std::string(dtype_name(wt)) + " variant=" + std::to_string(variant) + " x_scale=" + std::to_string(x_scale) + " t=" + std::to_string(c.t) + " top_k=" + std::to_string(c.top_k) +
                " E=" + std::to_string(c.num_experts) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
                " x_per_slot=" + std::to_string(c.x_per_slot) + " pattern=" + std::to_string(c.pattern));
@@ -112,24 +134,38 @@ void check_case(DType wt, const MoeCase& c, std::mt19937& rng, int variant = -1,
   const int64_t slots = c.t * c.top_k;
   HostTensor x = test::random_tensor(DType::kBF16, {c.x_per_slot ? slots : c.t, c.k}, rng, x_scale);
   const std::vector<int32_t> ids = make_ids(c, rng);
+  if (x.tensor.shape[0] >= 3) {  // a zero row and a row with one huge value (the e4m3 scales' edge cases)
+    uint16_t* xb = x.tensor.ptr<uint16_t>();
+    std::fill_n(xb + c.k, c.k, uint16_t{0});
+    xb[2 * c.k + c.k / 3] = 0x46EA;  // 29952
+  }
   auto dx = to_device(x.tensor);
   auto dids = to_device(Tensor::view(const_cast<int32_t*>(ids.data()), DType::kInt32, {c.t, c.top_k}));
   auto dy = DeviceTensor::empty(DType::kBF16, {slots, c.n});
-  ASSERT_TRUE(dx.ok() && dids.ok() && dy.ok());
+  auto dws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(x.tensor.shape[0], c.k)});
+  ASSERT_TRUE(dx.ok() && dids.ok() && dy.ok() && dws.ok());
   ASSERT_TRUE(fill_bytes(dy->tensor, 0xff).ok());
-  const MoeDecodeGemmArgs args{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, wt, c.n, dy->tensor};
+  MoeDecodeGemmArgs args{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, wt, c.n, dy->tensor};
+  if (workspace) args.workspace = dws->tensor;
   const Status st = variant < 0 ? moe_decode_gemm_cuda(args, nullptr) : moe_decode_gemm_cuda_variant(args, variant, nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
   auto y = to_host(dy->tensor, DType::kF32);
   ASSERT_TRUE(y.ok());
+  const bool e4m3 = runs_e4m3(wt, variant, workspace);
+  SCOPED_TRACE(e4m3 ? "x per token e4m3" : "x bf16");
   HostTensor xc = HostTensor::zeros(DType::kF32, {x.tensor.shape[0], c.k});  // x as the kernel reads it
-  const std::vector<float> xf = test::to_f32(x.tensor);
-  for (size_t i = 0; i < xf.size(); ++i) xc.tensor.ptr<float>()[i] = std::clamp(xf[i], -65504.f, 65504.f);
+  if (e4m3) {
+    xc = round_per_token(x);
+  } else {
+    const std::vector<float> xf = test::to_f32(x.tensor);
+    for (size_t i = 0; i < xf.size(); ++i) xc.tensor.ptr<float>()[i] = std::clamp(xf[i], -65504.f, 65504.f);
+  }
   const std::vector<float> yf = test::to_f32(y->tensor);
   EXPECT_TRUE(std::all_of(yf.begin(), yf.end(), [](float e) { return std::isfinite(e); }));
   // The clamp changes nothing for |x| <= 65504 (every bf16 test input at x_scale 1); at 3e4 a few
-  // percent of the normal samples are past it already.
-  EXPECT_LT(scaled_error(yf, reference(E, xc, ids, c.top_k, c.x_per_slot, c.n, c.k)), 1e-2);
+  // percent of the normal samples are past it already. e4m3: the reference rounds x alike, so
+  // only the summation order and y's bf16 rounding (2^-9) differ.
+  EXPECT_LT(scaled_error(yf, reference(E, xc, ids, c.top_k, c.x_per_slot, c.n, c.k)), e4m3 ? 4e-3 : 1e-2);
 }
 
 TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
@@ -139,9 +175,15 @@ TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
       {1, 2, 8, 1000, 1024, false, 0},  {8, 2, 8, 2048, 512, false, 0}, {8, 2, 4, 777, 2064, true, 1},
       {32, 2, 8, 520, 256, false, 0},   {16, 4, 8, 300, 512, true, 1},  {64, 1, 8, 256, 512, false, 2},
       {20, 3, 16, 129, 4096, false, 1}, {3, 2, 2, 64, 48, false, 1},
+      // Serving batches up to kMoeDecodeMaxSlots (128 slots): 64 tokens x top-2, also all on one
+      // expert (passes of 32).
+      {64, 2, 8, 264, 1040, false, 0}, {64, 2, 8, 100, 512, true, 2}, {48, 2, 8, 130, 2064, true, 1},
   };
   for (DType wt : {DType::kBF16, DType::kFp8E4M3})
-    for (const MoeCase& c : cases) check_case(wt, c, rng);
+    for (const MoeCase& c : cases) {
+      check_case(wt, c, rng);
+      if (wt == DType::kFp8E4M3) check_case(wt, c, rng, -1, 1.f, false);  // no workspace: x stays bf16
+    }
 }
 
 // Every row of the variant table (not only the preferred ones), and the f16 widening on large
@@ -150,7 +192,8 @@ TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
 TEST(MoeDecodeGemmCuda, EveryVariantMatches) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(54);
-  const MoeCase cases[] = {{1, 2, 8, 1000, 1024, false, 0}, {8, 2, 8, 777, 2064, true, 1}, {20, 3, 16, 129, 512, false, 1}};
+  const MoeCase cases[] = {{1, 2, 8, 1000, 1024, false, 0}, {8, 2, 8, 777, 2064, true, 1}, {20, 3, 16, 129, 512, false, 1},
+                           {64, 2, 8, 72, 1008, true, 1}};
   const auto variants = moe_decode_gemm_variants();
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
     const MoeDecodeGemmVariant& v = variants[static_cast<size_t>(vi)];
@@ -177,7 +220,10 @@ TEST(MoeDecodeGemmCuda, GraphReplayFollowsTheIds) {
   ASSERT_TRUE(dx.ok() && dids.ok() && dy.ok());
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  const MoeDecodeGemmArgs args{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, wt, c.n, dy->tensor};
+  auto dws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(c.t, c.k)});
+  ASSERT_TRUE(dws.ok());
+  const MoeDecodeGemmArgs args{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, wt, c.n, dy->tensor, dws->tensor};
+  const HostTensor x_ref = runs_e4m3(wt, -1, true) ? round_per_token(x) : HostTensor{};
   ASSERT_TRUE(moe_decode_gemm_cuda(args, s).ok());  // first call outside the capture (attributes, occupancy)
   ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
   cudaGraph_t graph;
@@ -197,7 +243,8 @@ TEST(MoeDecodeGemmCuda, GraphReplayFollowsTheIds) {
     ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
     auto y = to_host(dy->tensor, DType::kF32);
     ASSERT_TRUE(y.ok());
-    EXPECT_LT(scaled_error(test::to_f32(y->tensor), reference(E, x, ids, c.top_k, false, c.n, c.k)), 1e-2) << "replay " << r;
+    EXPECT_LT(scaled_error(test::to_f32(y->tensor), reference(E, x_ref.tensor.empty() ? x : x_ref, ids, c.top_k, false, c.n, c.k)),
+              1e-2) << "replay " << r;
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
@@ -208,11 +255,11 @@ TEST(MoeDecodeGemmCuda, RejectsBadArguments) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(53);
   const Experts E = make_experts(DType::kBF16, 4, 64, 64, rng);
-  auto dx = DeviceTensor::empty(DType::kBF16, {40, 64});
-  auto dids = DeviceTensor::empty(DType::kInt32, {40, 2});
-  auto dy = DeviceTensor::empty(DType::kBF16, {80, 64});
+  auto dx = DeviceTensor::empty(DType::kBF16, {160, 64});
+  auto dids = DeviceTensor::empty(DType::kInt32, {160, 2});
+  auto dy = DeviceTensor::empty(DType::kBF16, {320, 64});
   ASSERT_TRUE(dx.ok() && dids.ok() && dy.ok());
-  // 80 slots: past the decode limit.
+  // 320 slots: past the decode limit.
   EXPECT_EQ(moe_decode_gemm_cuda({dx->tensor, dids->tensor, E.ptrs.tensor, {}, DType::kBF16, 64, dy->tensor}, nullptr).code(),
             StatusCode::kUnimplemented);
   // y with the wrong rows; fp8 without scales; scales for bf16.
@@ -222,6 +269,18 @@ TEST(MoeDecodeGemmCuda, RejectsBadArguments) {
   EXPECT_FALSE(moe_decode_gemm_cuda({x8, ids8, E.ptrs.tensor, E.ptrs.tensor, DType::kBF16, 64, dy->tensor.slice0(0, 16)}, nullptr).ok());
   EXPECT_EQ(moe_decode_gemm_cuda({x8, ids8, E.ptrs.tensor, {}, DType::kF32, 64, dy->tensor.slice0(0, 16)}, nullptr).code(),
             StatusCode::kUnimplemented);
+  // An e4m3 row without a workspace, or with one too small.
+  const Experts F = make_experts(DType::kFp8E4M3, 4, 64, 64, rng);
+  auto small = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(8, 64) - 16});
+  ASSERT_TRUE(small.ok());
+  const auto variants = moe_decode_gemm_variants();
+  for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+    if (!variants[static_cast<size_t>(vi)].e4m3) continue;
+    MoeDecodeGemmArgs a{x8, ids8, F.ptrs.tensor, F.scale_ptrs.tensor, DType::kFp8E4M3, 64, dy->tensor.slice0(0, 16)};
+    EXPECT_EQ(moe_decode_gemm_cuda_variant(a, vi, nullptr).code(), StatusCode::kInvalidArgument);
+    a.workspace = small->tensor;
+    EXPECT_EQ(moe_decode_gemm_cuda_variant(a, vi, nullptr).code(), StatusCode::kInvalidArgument);
+  }
 }
 
 }  // namespace

@@ -47,11 +47,12 @@ std::span<const MoeCudaVariant> moe_cuda_variants();
 Result<std::vector<int32_t>> moe_offsets_to_host(const Tensor& expert_offsets, CUstream_st* stream);
 
 struct MoeGroupedGemmArgs {
-  Tensor x;                            // [rows, k] bf16, grouped by expert
+  Tensor x;                            // [rows, k] bf16, or fp8 e4m3 quantized per row (x_scale), grouped by expert
   std::span<const Tensor> weights;     // [num_experts] device tensors [n, k] bf16 | fp8 e4m3 (HF layout)
   std::span<const int32_t> offsets;    // [num_experts + 1] host copy of expert_offsets
   Tensor y;                            // [rows, n] bf16 | f32
   std::span<const Tensor> weight_scales;  // empty (bf16 weights), or [num_experts] x ([n] | [1] f32): fp8
+  Tensor x_scale;                      // [rows] f32 when x is fp8 (fp8 weights only; Gemm::run_quantized), else empty
 };
 // First version: a loop of cuBLASLt GEMMs, one per expert that has rows (experts without rows
 // are skipped). A device-side grouped GEMM would save the host round trip for the offsets and
@@ -64,8 +65,13 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& args, CUstrea
 // per call), so ids stay on the device: no synchronization, CUDA-graph capturable. Decode regime:
 // t * top_k <= kMoeDecodeMaxSlots. Every ids value must lie in [0, num_experts): a slot with an
 // id outside it gets zeros. Weights: each expert's [n, k] with contiguous 16-byte aligned rows.
-// Reference: linear_cpu per slot.
-inline constexpr int64_t kMoeDecodeMaxSlots = 64;
+// Reference: linear_cpu per slot. The limit (the kernel takes any): H100, Mixtral fp8 experts,
+// % of copy for gate_up / down: t = 32 x top-2 50.5 / 66.1, t = 64 37.6 / 51.6 (the per-expert
+// cuBLASLt loop above it: about 1/3 at 8-16 rows per expert, plus a host synchronization),
+// t = 128 21.6 / 29.4 (no better than that loop): so up to 64 tokens x top-2.
+inline constexpr int64_t kMoeDecodeMaxSlots = 128;
+// Device bytes of MoeDecodeGemmArgs::workspace for x of x_rows rows of length k (fp8 experts).
+int64_t moe_decode_gemm_workspace_bytes(int64_t x_rows, int64_t k);
 struct MoeDecodeGemmArgs {
   Tensor x;            // [t, k] bf16 (shared by a token's top_k slots) or [t * top_k, k] bf16 (one row per slot)
   Tensor ids;          // [t, top_k] int32 on the device: the expert of each slot
@@ -74,6 +80,10 @@ struct MoeDecodeGemmArgs {
   DType w_dtype = DType::kBF16;
   int64_t n = 0;
   Tensor y;            // [t * top_k, n] bf16
+  // Optional device scratch of >= moe_decode_gemm_workspace_bytes(rows of x, k) bytes, 16-byte
+  // aligned, fixed for a captured graph: the e4m3 row (x quantized per token to e4m3 as the fp8
+  // prefill path does, the e4m3 mma) needs it; not the default on sm_90, where it is slower.
+  Tensor workspace;
 };
 Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& args, CUstream_st* stream);
 

@@ -17,6 +17,7 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
+#include "kiln/kernels/cuda/gemm/skinny_x_fp8.cuh"
 
 namespace kiln {
 namespace {
@@ -28,6 +29,8 @@ using skinny::kMaxWarps;
 struct SkinnyParams {
   const uint8_t* w;         // [n, k] bf16 | fp8 bytes, row stride ldw_bytes
   const __nv_bfloat16* x;   // [m, k], row stride ldx (elements)
+  const uint8_t* xq;        // e4m3 variants: [m, k] e4m3 (row stride k) and its scales [m]
+  const float* x_scale;
   const float* w_scale;     // [n] | [1] | nullptr
   const void* bias;         // [n] in y's dtype | nullptr
   void* y;                  // [m, n], row stride ldy (elements)
@@ -48,19 +51,20 @@ __device__ __forceinline__ void store_y(__nv_bfloat16* y, float v) { *y = __floa
 __device__ __forceinline__ float load_bias(const float* b) { return *b; }
 __device__ __forceinline__ float load_bias(const __nv_bfloat16* b) { return __bfloat162float(*b); }
 
-template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, typename Y>
+template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y>
 __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel(const __grid_constant__ SkinnyParams p) {
-  using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16>;
+  using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3>;
   using F = typename Core::F;
   extern __shared__ __align__(16) uint8_t smem[];
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int row_base = blockIdx.x * kRT * 16;
 
-  const __nv_bfloat16* xrow[kMT];  // activation row nt * 8 + g, or nullptr past m
+  const typename Core::XT* xrow[kMT];  // activation row nt * 8 + g, or nullptr past m
 #pragma unroll
   for (int nt = 0; nt < kMT; ++nt) {
     const int mr = nt * 8 + g;
-    xrow[nt] = mr < p.m ? p.x + mr * p.ldx + t * F::kElemsPerVec : nullptr;
+    if constexpr (kE4m3) xrow[nt] = mr < p.m ? p.xq + static_cast<int64_t>(mr) * p.k + t * F::kElemsPerVec : nullptr;
+    else xrow[nt] = mr < p.m ? p.x + mr * p.ldx + t * F::kElemsPerVec : nullptr;
   }
   const int num_steps = (p.k + F::kStepK - 1) / F::kStepK;
   const int s_begin = blockIdx.y * p.steps_per_split, s_end = min(num_steps, s_begin + p.steps_per_split);
@@ -114,6 +118,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
         const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
         if (n >= p.n || m >= p.m) continue;
         float v = acc[rt][nt][c];
+        if constexpr (kE4m3) v *= p.x_scale[m];
         if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
         if (bias) v += load_bias(bias + n);
         store_y(y + m * p.ldy + n, v);
@@ -180,21 +185,26 @@ struct Variant {
   const void* diag_kernels[2] = {};  // stream variants: loads only, math only (micro-benchmarks)
 };
 
-// kF16 (fp8 only): the f16 widening (hardware cvt, x rounded to f16), else exact bf16.
-template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false>
+// kF16 (fp8 only): the f16 widening (hardware cvt, x rounded to f16), else exact bf16; kE4m3
+// (fp8 only): x quantized to e4m3 per token, the e4m3 mma.
+template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false, bool kE4m3 = false>
 Variant row(bool preferred) {
   constexpr DType w = kFp8 ? DType::kFp8E4M3 : DType::kBF16;
   constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
-  return {{w, y, 8 * kMT, kRT, kU, kS, preferred, false, kF16},
-          reinterpret_cast<const void*>(&skinny_gemm_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, Y>),
-          skinny::Core<kFp8, kMT, kRT, kU, kS, kF16>::kSmemPerWarp};
+  return {{w, y, 8 * kMT, kRT, kU, kS, preferred, false, kF16, kE4m3},
+          reinterpret_cast<const void*>(&skinny_gemm_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, kE4m3, Y>),
+          skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3>::kSmemPerWarp};
+}
+template <int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y>
+Variant e4m3_row(bool preferred) {
+  return row<true, kMT, kRT, kU, kS, kMinBlocks, Y, false, true>(preferred);
 }
 
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false>
 Variant srow(bool preferred) {
   constexpr DType w = kFp8 ? DType::kFp8E4M3 : DType::kBF16;
   constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
-  return {{w, y, 8 * kMT, kRT, kU, kS, preferred, true, kF16},
+  return {{w, y, 8 * kMT, kRT, kU, kS, preferred, true, kF16, false},
           reinterpret_cast<const void*>(&skinny_stream_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, 0, Y>),
           skinny::WarpStream<kFp8, kMT, kRT, kU, kS, kF16>::kRingBytesPerWarp,
           {reinterpret_cast<const void*>(&skinny_stream_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, 1, Y>),
@@ -272,6 +282,20 @@ const Variant kVariants[] = {
     row<true, 2, 1, 2, 6, 2, bf16, true>(kPreferred),
     row<true, 2, 1, 2, 4, 3, bf16, true>(kAlt),
     srow<true, 2, 1, 2, 6, 2, bf16, true>(kAlt),
+    // fp8 with x quantized per token to e4m3 (pre-pass kernel, skinny_x_fp8.cuh) and
+    // mma.m16n8k32 e4m3 on the raw weight bytes. <m tiles, row tiles, k steps per chunk, ring
+    // slots, resident CTAs, y>. Where an e4m3 row and another row are both preferred for the same
+    // (w, y, max m), skinny_gemm_cuda takes the e4m3 one whenever the workspace has room for x
+    // (and never the stream variants then). Not preferred: sm_90 has no fp8 mma.sync (ptxas
+    // lowers it to 12 F2FP.F16.E4M3 unpacks of A and B + 2 HMMA.16816 per mma, i.e. more work
+    // than the f16 rows, which widen x once per activation tile), and the H100 measured it slower
+    // everywhere (graph-timed, % of copy, f16 row -> best e4m3 row): m = 1 qkv 69.5 -> 61.4,
+    // o_proj 62.6 -> 55.5, gate_up 91.4 -> 84.0, down 80.1 -> 70.4; m = 8 qkv 64.9 -> 55.7,
+    // o_proj 60.8 -> 52.3, gate_up 79.1 -> 76.3, down 75.2 -> 64.9; m = 16 qkv 53.5 -> 44.7,
+    // o_proj 47.8 -> 37.6, gate_up 72.7 -> 51.1, down 68.7 -> 46.3. Native fp8 on Hopper is
+    // wgmma only; these rows (tested) are what sm_89 / sm_120 (native QMMA) would run.
+    e4m3_row<1, 1, 2, 4, 3, bf16>(kAlt),
+    e4m3_row<2, 1, 2, 4, 3, bf16>(kAlt),
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
@@ -313,6 +337,30 @@ SkinnyParams common_params(const LinearArgs& a) {
   p.ldy = a.y.strides[0];
   p.scale_per_tensor = fp8 && a.w_scale.numel() == 1;
   return p;
+}
+
+// Where the e4m3 variants put x's e4m3 copy: the tail of the partials (see SkinnyGemmWorkspace);
+// split K keeps the floats before it. False when the workspace has no room.
+struct XFp8Region {
+  uint8_t* base = nullptr;  // scales [m] f32, then q [m, k] at + kXFp8ScaleBytes
+  int64_t split_floats = 0;
+};
+bool x_fp8_region(const SkinnyGemmWorkspace& ws, int64_t m, int64_t k, XFp8Region* r) {
+  const int64_t total = ws.partial_floats * static_cast<int64_t>(sizeof(float)), bytes = skinny::x_fp8_bytes(m, k);
+  if (!ws.partials || m > skinny::kXFp8MaxRows || bytes > total / 2) return false;
+  const int64_t off = (total - bytes) / 256 * 256;
+  r->base = reinterpret_cast<uint8_t*>(ws.partials) + off;
+  r->split_floats = off / static_cast<int64_t>(sizeof(float));
+  return reinterpret_cast<uintptr_t>(r->base) % 16 == 0;
+}
+
+// The pre-pass of the e4m3 variants: x [m, k] -> e4m3 per row into the region.
+Status quantize_x(const SkinnyParams& p, const XFp8Region& r, bool pdl, cudaStream_t stream) {
+  skinny::XFp8Params qp{p.x, p.ldx, r.base + skinny::kXFp8ScaleBytes, reinterpret_cast<float*>(r.base), p.k, pdl ? 1 : 0};
+  void* args[] = {&qp};
+  KILN_CUDA_CHECK(cuda::launch_pdl(reinterpret_cast<const void*>(&skinny::quantize_x_fp8_kernel), dim3(static_cast<unsigned>(p.m)),
+                                   dim3(skinny::kXFp8Threads), 0, stream, args, pdl));
+  return ok_status();
 }
 
 Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, int64_t smem, bool pdl, cudaStream_t stream) {
@@ -370,6 +418,19 @@ Status stream_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStrea
 
 }  // namespace
 
+int64_t skinny_x_fp8_bytes(int64_t m, int64_t k) { return skinny::x_fp8_bytes(m, k); }
+
+bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m) {
+  int best = -1;  // the grid pick of skinny_gemm_cuda with room for x
+  for (int i = 0; i < kNumVariants; ++i) {
+    const SkinnyGemmVariant& v = kVariants[i].v;
+    if (!v.preferred || v.stream || v.w != w || v.y != y || m > v.max_m) continue;
+    const SkinnyGemmVariant* b = best < 0 ? nullptr : &kVariants[best].v;
+    if (!b || v.max_m < b->max_m || (v.max_m == b->max_m && v.e4m3 && !b->e4m3)) best = i;
+  }
+  return best >= 0 && kVariants[best].v.e4m3;
+}
+
 std::span<const SkinnyGemmVariant> skinny_gemm_variants() {
   static const auto table = [] {
     std::array<SkinnyGemmVariant, kNumVariants> t{};
@@ -405,30 +466,44 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   const int64_t m = a.x.shape[0], k = a.x.shape[1], n = a.w.shape[0];
   if (m == 0 || n == 0) return ok_status();
   const bool fp8 = a.w.dtype == DType::kFp8E4M3;
+  XFp8Region xr;
+  const bool x_room = fp8 && x_fp8_region(ws, m, k, &xr);
   int vi = -1;
   if (cfg.variant >= 0) {
     if (cfg.variant >= kNumVariants) return invalid_argument("skinny_gemm: no variant " + std::to_string(cfg.variant));
     const SkinnyGemmVariant& v = kVariants[cfg.variant].v;
     if (v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m)
       return invalid_argument("skinny_gemm: variant " + std::to_string(cfg.variant) + " does not take these arguments");
+    if (v.e4m3 && !x_room)
+      return unimplemented("skinny_gemm: the e4m3 variants need " + std::to_string(skinny::x_fp8_bytes(m, k)) +
+                           " bytes of workspace for x, at most half of the partials");
     vi = cfg.variant;
   } else {
-    // The preferred variant of the smallest max_m >= m: a stream variant for m > 1 on large
-    // matrices (where it was measured faster; there is none for fp8 -> bf16 m <= 8, where the
-    // grid kernel at 3 CTAs per SM wins), else a grid variant; a stream variant whose workspace
-    // is too small gives way to the grid variant.
-    const bool want_stream = m > 1 && n * k * (fp8 ? 1 : 2) >= kStreamMinBytes;
-    for (int pass = want_stream ? 0 : 1; pass < 2 && vi < 0; ++pass) {
+    // The preferred variant of the smallest max_m >= m (e4m3 first where the workspace has room
+    // for x): a stream variant for m > 1 on large matrices (where it was measured faster; there
+    // is none for fp8 -> bf16 m <= 8, where the grid kernel at 3 CTAs per SM wins) unless the
+    // grid pick is e4m3, else the grid variant; a stream variant whose workspace is too small
+    // gives way to the grid variant.
+    auto pick = [&](bool stream_pass) {
+      int best = -1;
       for (int i = 0; i < kNumVariants; ++i) {
         const SkinnyGemmVariant& v = kVariants[i].v;
-        if (v.preferred && v.stream == (pass == 0) && v.w == a.w.dtype && v.y == a.y.dtype && m <= v.max_m &&
-            (pass == 1 || v.max_m == 8 || 2 * m > v.max_m) && (vi < 0 || v.max_m < kVariants[vi].v.max_m))
-          vi = i;
+        if (!v.preferred || v.stream != stream_pass || v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m) continue;
+        if ((v.e4m3 && (!x_room || cfg.x_bf16)) || (stream_pass && v.max_m != 8 && 2 * m <= v.max_m)) continue;
+        const SkinnyGemmVariant* b = best < 0 ? nullptr : &kVariants[best].v;
+        if (!b || v.max_m < b->max_m || (v.max_m == b->max_m && v.e4m3 && !b->e4m3)) best = i;
       }
+      return best;
+    };
+    const int grid = pick(false);
+    const bool want_stream = m > 1 && n * k * (fp8 ? 1 : 2) >= kStreamMinBytes && !(grid >= 0 && kVariants[grid].v.e4m3);
+    if (want_stream) {
+      vi = pick(true);
       int64_t f = 0, w = 0;
       int c = 0;
-      if (vi >= 0 && kVariants[vi].v.stream && !stream_shape(vi, n, k, ws, cfg, &f, &w, &c).ok()) vi = -1;
+      if (vi >= 0 && !stream_shape(vi, n, k, ws, cfg, &f, &w, &c).ok()) vi = -1;
     }
+    if (vi < 0) vi = grid;
   }
   if (vi < 0) return unimplemented("skinny_gemm: no variant");
   if (kVariants[vi].v.stream) return stream_cuda(a, ws, stream, cfg, vi, launch);
@@ -470,8 +545,9 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
     splits = std::min<int64_t>(splits, std::max<int64_t>(1, num_chunks / (2 * warps)));
   }
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(num_steps, 65535));
+  const int64_t split_floats = var.v.e4m3 ? xr.split_floats : ws.partial_floats;
   if (splits > 1 && (row_ctas > ws.num_counters || !ws.partials)) splits = 1;
-  if (splits > 1) splits = std::max<int64_t>(1, std::min<int64_t>(splits, ws.partial_floats / partial_per_split));
+  if (splits > 1) splits = std::max<int64_t>(1, std::min<int64_t>(splits, split_floats / partial_per_split));
   const int64_t steps_per_split = (num_steps + splits - 1) / splits;
   splits = (num_steps + steps_per_split - 1) / steps_per_split;  // no empty splits
 
@@ -480,6 +556,11 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   p.counters = ws.counters;
   p.steps_per_split = static_cast<int>(steps_per_split);
   p.pdl = ws.pdl ? 1 : 0;
+  if (var.v.e4m3) {
+    KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
+    p.xq = xr.base + skinny::kXFp8ScaleBytes;
+    p.x_scale = reinterpret_cast<const float*>(xr.base);
+  }
   KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), warps,
                                      static_cast<int64_t>(warps) * var.smem_per_warp, ws.pdl, stream));
   if (launch) *launch = {vi, warps, static_cast<int>(splits), row_ctas * splits, occ};

@@ -3,7 +3,8 @@
 // Variants (the table in skinny_gemm.cu): w bf16 | fp8 e4m3 (w_scale [n] or [1] f32) x
 // m tiles of 8 / 16 / 32 / 64 rows x y bf16 | f32, with their pipeline shapes, as a grid of one
 // CTA per row block or as a persistent warp stream (equal bytes per warp), fp8 widened to bf16 or
-// to f16 (x rounded to f16); x bf16. CUDA-free header.
+// to f16 (x rounded to f16), or not widened at all (e4m3: x quantized per token to e4m3 by a
+// pre-pass kernel, the e4m3 mma on the weight bytes); x bf16. CUDA-free header.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -19,7 +20,8 @@ inline constexpr int64_t kSkinnyGemmMaxM = 64;
 
 // Scratch for split-K (owned by the Gemm object so that a captured graph never allocates):
 // f32 partial tiles and one arrival counter per row block (zero between calls: the last block
-// to arrive resets it).
+// to arrive resets it). The e4m3 variants take the last skinny_x_fp8_bytes(m, k) bytes of the
+// partials (aligned down to 256) for x quantized to e4m3 and its scales; split K uses the rest.
 struct SkinnyGemmWorkspace {
   float* partials = nullptr;
   int64_t partial_floats = 0;
@@ -43,6 +45,10 @@ struct SkinnyGemmVariant {
   // fp8 only: weights widened to f16 by the hardware converter and x rounded to f16 (clamped to
   // +-65504) for the f16 mma, else weights widened exactly to bf16 and x as given.
   bool f16 = false;
+  // fp8 only: x quantized per token (row) to e4m3 exactly as the fp8 prefill path does (quantize.h:
+  // scale = amax / 448, q = e4m3(x / scale)) and the e4m3 mma.m16n8k32 on the weight bytes; y =
+  // sums * x_scale[row] * w_scale[n].
+  bool e4m3 = false;
 };
 std::span<const SkinnyGemmVariant> skinny_gemm_variants();
 
@@ -52,6 +58,7 @@ struct SkinnyGemmConfig {
   int warps = 0;     // warps per CTA, 1..8 (they split the CTA's k range)
   int split_k = 0;   // CTAs along k (reduced in-launch by the last one); stream variants: CTAs per SM
   int diag = 0;      // stream variants, micro-benchmarks only: 1 = loads only, 2 = math only (wrong y)
+  bool x_bf16 = false;  // automatic choice among the rows that keep x bf16 (no e4m3 rows)
 };
 
 // The launch shape skinny_gemm_cuda picks (for the bench's log).
@@ -60,6 +67,13 @@ struct SkinnyGemmLaunch {
   int64_t ctas = 0;
   int ctas_per_sm = 0;  // resident, from the occupancy calculator
 };
+
+// Workspace bytes the e4m3 variants need for m rows of x of length k (see SkinnyGemmWorkspace).
+int64_t skinny_x_fp8_bytes(int64_t m, int64_t k);
+
+// Whether skinny_gemm_cuda's automatic choice for (w, y, m) quantizes x per token to e4m3 (a
+// preferred e4m3 row), given a workspace with room for x: the reference must then round x so.
+bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m);
 
 // Whether skinny_gemm_cuda can run these arguments (dtypes, m <= 64, 16-byte aligned rows of
 // w and x, k a multiple of 8 (bf16) or 16 (fp8)); the reason otherwise.

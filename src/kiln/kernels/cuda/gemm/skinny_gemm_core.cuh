@@ -12,10 +12,14 @@
 // f16 mma; f32 accumulation either way. The per-warp sums are added in a fixed order through shared memory
 // (deterministic). Programmatic dependent launch: the first kS - 1 chunks are requested before
 // griddepcontrol.wait, so a GEMM's weights stream while the kernel before it finishes.
+// kE4m3 (fp8 weights): no widening at all: x comes pre-quantized per token to e4m3
+// (skinny_x_fp8.cuh) and the fp8 bytes go straight into mma.m16n8k32 e4m3 (512 weight bytes per
+// mma); the caller multiplies the sums by the x and weight scales.
 #pragma once
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
@@ -107,6 +111,16 @@ __device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t
   else mma_bf16_16x8x16(c, a0, a1, a2, a3, b0, b1);
 }
 
+// c[16 x 8] += a[16 x 32] (rows: weights) * b[32 x 8] (columns: activation rows), e4m3 in, f32 acc.
+// a0 / a2: row g, k 4t..4t+3 / 16+4t..; a1 / a3: row g + 8; b0 / b1: column g, k 4t.. / 16+4t..
+__device__ __forceinline__ void mma_e4m3_16x8x32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                 uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 template <bool kFp8>
 struct WeightFormat {
   static constexpr int kElemsPerVec = kFp8 ? 16 : 8;   // per 16-byte vector
@@ -118,12 +132,16 @@ struct WeightFormat {
 __device__ __forceinline__ int frag_n(int row_base, int rt, int c, int g) { return row_base + rt * 16 + g + (c >= 2 ? 8 : 0); }
 __device__ __forceinline__ int frag_m(int nt, int c, int t) { return nt * 8 + 2 * t + (c & 1); }
 
-// kF16: fp8 weights widened to f16 and x rounded to f16 (fp8 only), else exact bf16.
-template <bool kFp8, int kMT, int kRT, int kU, int kS, bool kF16 = false>
+// kF16: fp8 weights widened to f16 and x rounded to f16 (fp8 only), else exact bf16. kE4m3: x
+// given as e4m3 bytes (XT = uint8_t), the e4m3 mma on the raw weight bytes (fp8 only).
+template <bool kFp8, int kMT, int kRT, int kU, int kS, bool kF16 = false, bool kE4m3 = false>
 struct Core {
   using F = WeightFormat<kFp8>;
+  using XT = std::conditional_t<kE4m3, uint8_t, __nv_bfloat16>;  // x's element
   static_assert(kS >= 2, "at least two ring slots");
   static_assert(kFp8 || !kF16, "the f16 widening is for fp8 weights");
+  static_assert(kFp8 || !kE4m3, "the e4m3 mma is for fp8 weights");
+  static_assert(!(kF16 && kE4m3), "one math mode");
   static constexpr int kVecsPerChunk = kU * kRT * 2;  // 16-byte vectors per thread per chunk
   static constexpr int kRingBytesPerWarp = kS * kVecsPerChunk * 32 * 16;
   static constexpr int kElems = kRT * kMT * 4;  // accumulators per thread
@@ -134,7 +152,7 @@ struct Core {
   // this lane's activation row nt * 8 + g at k = 4 * lane's t... (nullptr: row past m, zeros).
   // smem: this warp's kSmemPerWarp bytes. pdl: wait for the previous kernel after the prologue.
   __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw_bytes, int n, int k, int row_base,
-                                const __nv_bfloat16* const (&xrow)[kMT], int s_begin, int s_end, int warp, int nwarps,
+                                const XT* const (&xrow)[kMT], int s_begin, int s_end, int warp, int nwarps,
                                 uint8_t* smem, bool pdl, float (&acc)[kRT][kMT][4]) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const uint8_t* wrow[kRT][2];  // rows g and g + 8 of each tile (clamped into range), at this thread's vector
@@ -170,39 +188,63 @@ struct Core {
       for (int u = 0; u < kU; ++u) {
         const int64_t k0 = static_cast<int64_t>(s0 + u) * F::kStepK;
         const bool ok = s0 + u < s_end && k0 + t * F::kElemsPerVec < k;
-        // Weights as bf16 words: word 2j / 2j + 1 hold this thread's k values 4j..4j+1 / 4j+2..4j+3.
-        uint32_t a[kRT][2][2 * F::kMmasPerVec];
+        if constexpr (kE4m3) {
+          // This thread's 16 weight bytes of rows g and g + 8 (words q0..q3: k 16t + 4j..) and the
+          // same 16 k of x: mma j takes words 2j, 2j + 1 of each (the k order permuted alike).
+          uint32_t a[kRT][2][4];
 #pragma unroll
-        for (int rt = 0; rt < kRT; ++rt)
+          for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const uint4 v = *reinterpret_cast<const uint4*>(slot + ((u * kRT + rt) * 2 + h) * 512);
-            const uint32_t q[4] = {v.x, v.y, v.z, v.w};
+            for (int h = 0; h < 2; ++h) {
+              const uint4 v = *reinterpret_cast<const uint4*>(slot + ((u * kRT + rt) * 2 + h) * 512);
+              a[rt][h][0] = v.x; a[rt][h][1] = v.y; a[rt][h][2] = v.z; a[rt][h][3] = v.w;
+            }
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              if constexpr (kFp8) widen_fp8x4<kF16>(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
-              else a[rt][h][j] = q[j];
+          for (int nt = 0; nt < kMT; ++nt) {
+            const bool x_ok = ok && xrow[nt] != nullptr;
+            // L2 only: the quantizer wrote x just before (after this kernel started, under PDL).
+            const uint4 xv = x_ok ? __ldcg(reinterpret_cast<const uint4*>(xrow[nt] + k0)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int rt = 0; rt < kRT; ++rt) {
+              mma_e4m3_16x8x32(acc[rt][nt], a[rt][0][0], a[rt][1][0], a[rt][0][1], a[rt][1][1], xv.x, xv.y);
+              mma_e4m3_16x8x32(acc[rt][nt], a[rt][0][2], a[rt][1][2], a[rt][0][3], a[rt][1][3], xv.z, xv.w);
             }
           }
+        } else {
+          // Weights as bf16 words: word 2j / 2j + 1 hold this thread's k values 4j..4j+1 / 4j+2..4j+3.
+          uint32_t a[kRT][2][2 * F::kMmasPerVec];
 #pragma unroll
-        for (int nt = 0; nt < kMT; ++nt) {
-          uint32_t b[2 * F::kMmasPerVec];  // x[row][k0 + t * kElemsPerVec + ...] as bf16 pairs
-          const bool x_ok = ok && xrow[nt] != nullptr;
+          for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
-          for (int v = 0; v < F::kMmasPerVec / 2; ++v) {
-            const uint4 xv = x_ok ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
-            b[4 * v] = xv.x; b[4 * v + 1] = xv.y; b[4 * v + 2] = xv.z; b[4 * v + 3] = xv.w;
+            for (int h = 0; h < 2; ++h) {
+              const uint4 v = *reinterpret_cast<const uint4*>(slot + ((u * kRT + rt) * 2 + h) * 512);
+              const uint32_t q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+              for (int j = 0; j < 4; ++j) {
+                if constexpr (kFp8) widen_fp8x4<kF16>(q[j], a[rt][h][2 * j], a[rt][h][2 * j + 1]);
+                else a[rt][h][j] = q[j];
+              }
+            }
+#pragma unroll
+          for (int nt = 0; nt < kMT; ++nt) {
+            uint32_t b[2 * F::kMmasPerVec];  // x[row][k0 + t * kElemsPerVec + ...] as bf16 pairs
+            const bool x_ok = ok && xrow[nt] != nullptr;
+#pragma unroll
+            for (int v = 0; v < F::kMmasPerVec / 2; ++v) {
+              const uint4 xv = x_ok ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
+              b[4 * v] = xv.x; b[4 * v + 1] = xv.y; b[4 * v + 2] = xv.z; b[4 * v + 3] = xv.w;
+            }
+            if constexpr (kF16) {
+#pragma unroll
+              for (int j = 0; j < 2 * F::kMmasPerVec; ++j) b[j] = bf16x2_to_f16x2(b[j]);
+            }
+#pragma unroll
+            for (int j = 0; j < F::kMmasPerVec; ++j)
+#pragma unroll
+              for (int rt = 0; rt < kRT; ++rt)
+                mma_16x8x16<kF16>(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1],
+                                 a[rt][1][2 * j + 1], b[2 * j], b[2 * j + 1]);
           }
-          if constexpr (kF16) {
-#pragma unroll
-            for (int j = 0; j < 2 * F::kMmasPerVec; ++j) b[j] = bf16x2_to_f16x2(b[j]);
-          }
-#pragma unroll
-          for (int j = 0; j < F::kMmasPerVec; ++j)
-#pragma unroll
-            for (int rt = 0; rt < kRT; ++rt)
-              mma_16x8x16<kF16>(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1],
-                               a[rt][1][2 * j + 1], b[2 * j], b[2 * j + 1]);
         }
       }
     };

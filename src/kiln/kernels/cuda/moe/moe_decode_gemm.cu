@@ -4,8 +4,10 @@
 // appearance; CTAs past the last distinct expert exit at once) for all the slots that picked it,
 // through the decode GEMM's streaming core (cuda/gemm/skinny_gemm_core.cuh). Variants: experts
 // bf16 | fp8 e4m3 with per-channel f32 scales (fp8 widened exactly to bf16, or to f16 with x
-// rounded to f16: moe_decode_gemm_variants.h); m tiles of 8 / 16 / 32 slots per expert, chosen
-// in the kernel from the group's size (33..64 slots on one expert: two passes of 32). No host synchronization: CUDA-graph capturable.
+// rounded to f16, or x quantized per token to e4m3 by a pre-pass kernel into args.workspace and
+// the e4m3 mma: moe_decode_gemm_variants.h); m tiles of 8 / 16 / 32 slots per expert, chosen in
+// the kernel from the group's size (more than 32 slots on one expert: passes of 32). No host
+// synchronization: CUDA-graph capturable.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
+#include "kiln/kernels/cuda/gemm/skinny_x_fp8.cuh"
 #include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
@@ -29,6 +32,8 @@ constexpr int kU = 2, kS = 6;  // k steps per chunk, ring slots (as the decode G
 
 struct MoeDecodeParams {
   const __nv_bfloat16* x;    // [t or slots, k], row stride ldx
+  const uint8_t* xq;         // e4m3 variant: x as e4m3 [t or slots, k] (row stride k) and its scales
+  const float* x_scale;
   const int32_t* ids;        // [slots]
   const int64_t* expert_ptrs;  // [num_experts] -> [n, k] bf16 | fp8
   const int64_t* scale_ptrs;   // [num_experts] -> [n] f32, or nullptr
@@ -38,18 +43,20 @@ struct MoeDecodeParams {
 };
 
 // The rows [row_base, row_base + 16) of expert w for the m slots slot_of[0..m).
-template <bool kFp8, bool kF16, int kMT>
+template <bool kFp8, bool kF16, bool kE4m3, int kMT>
 __device__ void expert_rows(const MoeDecodeParams& p, const int* slot_of, int m, const uint8_t* w, const float* scale,
                             int row_base, uint8_t* smem, int warp, int nwarps) {
-  using Core = skinny::Core<kFp8, kMT, 1, kU, kS, kF16>;
+  using Core = skinny::Core<kFp8, kMT, 1, kU, kS, kF16, kE4m3>;
   using F = typename Core::F;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const __nv_bfloat16* xrow[kMT];
+  const typename Core::XT* xrow[kMT];
 #pragma unroll
   for (int nt = 0; nt < kMT; ++nt) {
     const int j = nt * 8 + g;
     const int s = j < m ? slot_of[j] : 0;
-    xrow[nt] = j < m ? p.x + (p.x_per_slot ? s : s / p.top_k) * p.ldx + t * F::kElemsPerVec : nullptr;
+    const int64_t r = p.x_per_slot ? s : s / p.top_k;
+    if constexpr (kE4m3) xrow[nt] = j < m ? p.xq + r * p.k + t * F::kElemsPerVec : nullptr;
+    else xrow[nt] = j < m ? p.x + r * p.ldx + t * F::kElemsPerVec : nullptr;
   }
   const int num_steps = (p.k + F::kStepK - 1) / F::kStepK;
   const int64_t ldw_bytes = static_cast<int64_t>(p.k) * (kFp8 ? 1 : 2);
@@ -65,49 +72,56 @@ __device__ void expert_rows(const MoeDecodeParams& p, const int* slot_of, int m,
       const int n = frag_n(row_base, 0, c, g), j = frag_m(nt, c, t);
       if (n >= p.n || j >= m) continue;
       float v = acc[0][nt][c];
+      if constexpr (kE4m3) v *= p.x_scale[p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k];
       if (scale) v *= scale[n];
       p.y[slot_of[j] * p.ldy + n] = __float2bfloat16(v);
     }
 }
 
-template <bool kFp8, bool kF16>
+template <bool kFp8, bool kF16, bool kE4m3>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int slot_of[kMoeDecodeMaxSlots];
+  __shared__ int sid[kMoeDecodeMaxSlots], slot_of[kMoeDecodeMaxSlots];
+  __shared__ bool first[kMoeDecodeMaxSlots];
   __shared__ int group_m, group_expert;
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31;
   if (p.pdl) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
   }
+  // Which slots are the first of their expert; the blockIdx.y-th such slot names this CTA's
+  // expert; its slots in order.
+  for (int j = threadIdx.x; j < p.slots; j += blockDim.x) sid[j] = p.ids[j];
+  __syncthreads();
+  for (int j = threadIdx.x; j < p.slots; j += blockDim.x) {
+    const int e = sid[j];
+    bool f = true;
+    for (int i = 0; i < j; ++i) f &= sid[i] != e;
+    first[j] = f;
+  }
+  __syncthreads();
   if (warp == 0) {
-    // Slots lane and lane + 32: which are the first of their expert; the blockIdx.y-th such slot
-    // names this CTA's expert; its slots in order.
-    const int id0 = lane < p.slots ? p.ids[lane] : -1, id1 = lane + 32 < p.slots ? p.ids[lane + 32] : -1;
-    bool first0 = lane < p.slots, first1 = lane + 32 < p.slots;
-    for (int j = 0; j < p.slots; ++j) {
-      const int a = __shfl_sync(0xffffffffu, id0, j & 31), b = __shfl_sync(0xffffffffu, id1, j & 31);
-      const int idj = j < 32 ? a : b;
-      if (j < lane && idj == id0) first0 = false;
-      if (j < lane + 32 && idj == id1) first1 = false;
-    }
-    const unsigned f0 = __ballot_sync(0xffffffffu, first0), f1 = __ballot_sync(0xffffffffu, first1);
     const int group = static_cast<int>(blockIdx.y);
-    int expert = -1, m = 0;
-    if (group < __popc(f0) + __popc(f1)) {
-      // The group-th set bit of f1:f0.
-      const bool low = group < __popc(f0);
-      unsigned bits = low ? f0 : f1;
-      for (int r = low ? group : group - __popc(f0); r > 0; --r) bits &= bits - 1;
-      const int leader = __ffs(bits) - 1 + (low ? 0 : 32);
-      expert = __shfl_sync(0xffffffffu, leader < 32 ? id0 : id1, leader & 31);
-      const bool in0 = lane < p.slots && id0 == expert, in1 = lane + 32 < p.slots && id1 == expert;
-      const unsigned m0 = __ballot_sync(0xffffffffu, in0), m1 = __ballot_sync(0xffffffffu, in1);
-      const unsigned below = (1u << lane) - 1u;
-      if (in0) slot_of[__popc(m0 & below)] = lane;
-      if (in1) slot_of[__popc(m0) + __popc(m1 & below)] = lane + 32;
-      m = __popc(m0) + __popc(m1);
+    const unsigned below = (1u << lane) - 1u;
+    int seen = 0, expert = 0, m = 0;
+    bool found = false;
+    for (int c = 0; c < p.slots && !found; c += 32) {  // the group-th first slot
+      const unsigned b = __ballot_sync(0xffffffffu, c + lane < p.slots && first[c + lane]);
+      if (group < seen + __popc(b)) {
+        unsigned bits = b;
+        for (int r = group - seen; r > 0; --r) bits &= bits - 1;
+        expert = sid[c + __ffs(bits) - 1];
+        found = true;
+      }
+      seen += __popc(b);
     }
+    if (found)
+      for (int c = 0; c < p.slots; c += 32) {
+        const bool in = c + lane < p.slots && sid[c + lane] == expert;
+        const unsigned b = __ballot_sync(0xffffffffu, in);
+        if (in) slot_of[m + __popc(b & below)] = c + lane;
+        m += __popc(b);
+      }
     if (lane == 0) {
       group_m = m;
       group_expert = expert;
@@ -127,14 +141,13 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
   }
   const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
   const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
-  if (m <= 8) expert_rows<kFp8, kF16, 1>(p, slot_of, m, w, scale, row_base, smem, warp, nwarps);
-  else if (m <= 16) expert_rows<kFp8, kF16, 2>(p, slot_of, m, w, scale, row_base, smem, warp, nwarps);
-  else if (m <= 32) expert_rows<kFp8, kF16, 4>(p, slot_of, m, w, scale, row_base, smem, warp, nwarps);
-  else {  // more than 32 slots on one expert: two passes of 32 (its rows are read twice, mostly from L2)
-    expert_rows<kFp8, kF16, 4>(p, slot_of, 32, w, scale, row_base, smem, warp, nwarps);
-    __syncthreads();  // the reduction area is reused
-    expert_rows<kFp8, kF16, 4>(p, slot_of + 32, m - 32, w, scale, row_base, smem, warp, nwarps);
-  }
+  if (m <= 8) expert_rows<kFp8, kF16, kE4m3, 1>(p, slot_of, m, w, scale, row_base, smem, warp, nwarps);
+  else if (m <= 16) expert_rows<kFp8, kF16, kE4m3, 2>(p, slot_of, m, w, scale, row_base, smem, warp, nwarps);
+  else  // passes of 32 slots (an expert's rows are read once per pass, after the first mostly from L2)
+    for (int b = 0; b < m; b += 32) {
+      if (b > 0) __syncthreads();  // the reduction area is reused
+      expert_rows<kFp8, kF16, kE4m3, 4>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem, warp, nwarps);
+    }
 }
 
 struct MoeDecodeVariant {
@@ -142,12 +155,17 @@ struct MoeDecodeVariant {
   const void* kernel;
 };
 // The shipped variants: bf16 experts; fp8 e4m3 experts with per-channel scales, widened exactly
-// to bf16 or to f16 (skinny_gemm_core.cuh). H100 (Mixtral experts, % of 3000 GB/s), exact bf16 ->
-// f16: t = 1 gate_up 71.8 -> 73.4, down 65.8 -> 68.3; t = 8 gate_up 70.8 -> 71.2, down 71.3 -> 72.3.
+// to bf16 or to f16 (skinny_gemm_core.cuh), or x quantized per token to e4m3 (needs
+// args.workspace; without it the f16 row runs). H100 (Mixtral experts, % of 3000 GB/s), exact
+// bf16 -> f16: t = 1 gate_up 71.8 -> 73.4, down 65.8 -> 68.3; t = 8 gate_up 70.8 -> 71.2, down
+// 71.3 -> 72.3. f16 -> e4m3 (slower: sm_90 lowers the fp8 mma.sync to f16 unpacks + HMMA, see
+// skinny_gemm.cu): t = 1 gate_up 69.2 -> 55.4, down 67.7 -> 60.7; t = 8 61.8 -> 54.5, 71.1 -> 67.9;
+// t = 32 50.5 -> 45.2, 66.1 -> 59.0; t = 64 37.6 -> 30.6, 51.6 -> 36.8. <w, f16, e4m3, preferred>
 const MoeDecodeVariant kMoeVariants[] = {
-    {{DType::kBF16, false, true}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<false, false>)},
-    {{DType::kFp8E4M3, false, false}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, false>)},
-    {{DType::kFp8E4M3, true, true}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, true>)},
+    {{DType::kBF16, false, false, true}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<false, false, false>)},
+    {{DType::kFp8E4M3, false, false, false}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, false, false>)},
+    {{DType::kFp8E4M3, true, false, true}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, true, false>)},
+    {{DType::kFp8E4M3, false, true, false}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, false, true>)},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
@@ -172,9 +190,17 @@ std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants() {
   return table;
 }
 
+int64_t moe_decode_gemm_workspace_bytes(int64_t x_rows, int64_t k) { return skinny::x_fp8_bytes(x_rows, k); }
+
 Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
-  for (int i = 0; i < kNumMoeVariants; ++i)
-    if (kMoeVariants[i].v.preferred && kMoeVariants[i].v.w == a.w_dtype) return moe_decode_gemm_cuda_variant(a, i, stream);
+  // The preferred row of the experts' dtype; an e4m3 one only with a workspace (else the other).
+  int vi = -1;
+  for (int i = 0; i < kNumMoeVariants; ++i) {
+    const MoeDecodeGemmVariant& v = kMoeVariants[i].v;
+    if (v.preferred && v.w == a.w_dtype && (!v.e4m3 || !a.workspace.empty()) && (vi < 0 || (v.e4m3 && !kMoeVariants[vi].v.e4m3)))
+      vi = i;
+  }
+  if (vi >= 0) return moe_decode_gemm_cuda_variant(a, vi, stream);
   return unimplemented("moe_decode_gemm: experts " + std::string(dtype_name(a.w_dtype)) + " (supported: bf16, fp8_e4m3)");
 }
 
@@ -215,6 +241,11 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     return unimplemented("moe_decode_gemm: rows of x must start on 16-byte boundaries");
   if (n >= (1ll << 31) || k >= (1ll << 31) || a.y.strides[0] * slots >= (1ll << 31) || a.x.strides[0] * slots >= (1ll << 31))
     return unimplemented("moe_decode_gemm: sizes past int32");
+  const int64_t x_rows = a.x.shape[0];
+  if (var->v.e4m3 && (a.workspace.empty() || a.workspace.device != Device::kCuda || a.workspace.nbytes() < skinny::x_fp8_bytes(x_rows, k) ||
+                      reinterpret_cast<uintptr_t>(a.workspace.data) % 16 != 0 || x_rows > skinny::kXFp8MaxRows))
+    return invalid_argument("moe_decode_gemm: the e4m3 variant needs a 16-byte aligned device workspace of " +
+                            std::to_string(skinny::x_fp8_bytes(x_rows, k)) + " bytes");
 
   int device = 0, num_sms = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&device));
@@ -262,6 +293,15 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   p.n = static_cast<int>(n);
   p.k = static_cast<int>(k);
   p.pdl = 1;
+  if (var->v.e4m3) {  // the pre-pass: x -> e4m3 per row into the workspace
+    uint8_t* base = static_cast<uint8_t*>(a.workspace.data);
+    skinny::XFp8Params qp{p.x, p.ldx, base + skinny::kXFp8ScaleBytes, reinterpret_cast<float*>(base), p.k, 1};
+    void* qargs[] = {&qp};
+    KILN_CUDA_CHECK(cuda::launch_pdl(reinterpret_cast<const void*>(&skinny::quantize_x_fp8_kernel), dim3(static_cast<unsigned>(x_rows)),
+                                     dim3(skinny::kXFp8Threads), 0, stream, qargs));
+    p.xq = base + skinny::kXFp8ScaleBytes;
+    p.x_scale = reinterpret_cast<const float*>(base);
+  }
 
   void* args[] = {&p};
   KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>(groups)),

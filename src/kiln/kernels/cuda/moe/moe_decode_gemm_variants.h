@@ -1,6 +1,6 @@
 // The MoE decode GEMM's variant table (cuda/moe/moe_decode_gemm.cu), for its tests and benchmark:
 // experts bf16 | fp8 e4m3, fp8 widened exactly to bf16 or to f16 (x rounded to f16, clamped to
-// +-65504). moe_decode_gemm_cuda runs the preferred row of the experts' dtype. CUDA-free header.
+// +-65504), or x quantized per token to e4m3 for the e4m3 mma. moe_decode_gemm_cuda runs the preferred row of the experts' dtype. CUDA-free header.
 #pragma once
 #include <span>
 
@@ -14,7 +14,8 @@ namespace kiln {
 struct MoeDecodeGemmVariant {
   DType w;
   bool f16;        // fp8 only: the f16 widening (skinny_gemm_core.cuh), else exact bf16
-  bool preferred;  // the one moe_decode_gemm_cuda uses for w
+  bool e4m3;       // fp8 only: x quantized per token to e4m3 (needs args.workspace), the e4m3 mma
+  bool preferred;  // the one moe_decode_gemm_cuda uses for w (e4m3 first when a workspace is given)
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
 
