@@ -70,6 +70,18 @@ struct GemmOptions {
   bool fp8_native_scales = true;
 };
 
+// An fp8 GEMM whose x is already quantized per row (e.g. by silu_mul_fp8_cuda): y = (xq * x_scale)
+// @ (w * w_scale)^T (+ bias), cuBLASLt fp8 applying both scales (or the epilogue kernel where it
+// refuses), no quantization pass. Any m (no decode kernel: it wants bf16 x).
+struct QuantizedLinearArgs {
+  Tensor xq;       // [m, k] fp8 e4m3 device, rows may be strided (16-byte aligned rows, k % 16 == 0)
+  Tensor x_scale;  // [m] f32 device, contiguous
+  Tensor w;        // [n, k] fp8 e4m3
+  Tensor bias;     // [n] in y's dtype, or empty
+  Tensor y;        // [m, n] bf16 | f32
+  Tensor w_scale;  // [n] | [1] f32
+};
+
 enum class GemmPath { kSkinny, kCublasBf16, kCublasFp8 };
 // The path Gemm::run takes for m rows of x and weights of dtype w (when the shape and alignment
 // allow the decode kernel: 16-byte aligned rows, k % 8 (bf16) or % 16 (fp8)).
@@ -87,6 +99,8 @@ class Gemm {
   // a no-op. CUDA-graph capturable for m <= 64 and for bf16; the fp8 prefill path grows its
   // activation workspace on first use of a larger m (an error while the stream is captured).
   Status run(const LinearArgs& args, CUstream_st* stream);
+  // The fp8 GEMM on a pre-quantized x (QuantizedLinearArgs). Graph-capturable once each shape ran.
+  Status run_quantized(const QuantizedLinearArgs& args, CUstream_st* stream);
   int64_t cached_plans() const;
   // Bumped whenever a workspace moves (the fp8 activation buffers grow on first use of a larger
   // m x k, freeing the old ones): a CUDA graph that captured run() holds the old addresses, so a

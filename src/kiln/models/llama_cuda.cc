@@ -18,6 +18,7 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <tuple>
 
@@ -32,6 +33,7 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 #include "kiln/kernels/rmsnorm.h"
 #include "kiln/kernels/rope.h"
 #include "kiln/kernels/sampling_cuda.h"
+#include "kiln/kernels/silu_mul_fp8.h"
 #include "kiln/models/llama_cuda_weights.h"
 
 namespace kiln {
@@ -84,6 +86,10 @@ class CudaLlamaModel : public Model {
     use_graphs_ = !(env && std::string(env) == "0");
     const char* hopper = std::getenv("KILN_HOPPER_PREFILL");
     use_hopper_ = !(hopper && std::string(hopper) == "0");
+    const char* fused = std::getenv("KILN_FUSED_ACT_QUANT");
+    fused_act_quant_ = !(fused && std::string(fused) == "0");
+    const char* split = std::getenv("KILN_SPLIT_ATTENTION");
+    split_attention_ = !(split && std::string(split) == "0");
     const char* moe = std::getenv("KILN_MOE_DECODE");
     use_moe_decode_ = !(moe && std::string(moe) == "0");
     std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
@@ -132,7 +138,14 @@ class CudaLlamaModel : public Model {
   ModelOptions options_;
   DeviceTensor inv_freq_;
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
+  Scratch act_scale_;  // [rows] f32: per-row scales of the fp8 SwiGLU output (silu_mul_fp8_cuda)
+  bool fused_act_quant_ = true;  // KILN_FUSED_ACT_QUANT=0: silu_mul + the GEMM's own quantization
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
+  // Leading single-token sequences of the step, and cu_seqlens of the others rebased to 0.
+  int64_t decode_seqs_ = 0;
+  std::vector<int32_t> prompt_cu_;
+  Tensor prompt_cu_dev_;
+  bool split_attention_ = true;  // KILN_SPLIT_ATTENTION=0: one prefill launch for mixed steps
   std::vector<int32_t> host_meta_;
   Pinned meta_staging_, ids_staging_;
   cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
@@ -155,7 +168,17 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   for (int32_t id : b.token_ids)
     if (id < 0 || id >= config_.vocab_size) return out_of_range("token id " + std::to_string(id) + " outside the vocabulary");
   host_meta_.clear();
-  const std::vector<int32_t>* parts[] = {&b.token_ids, &b.positions, &b.slot_mapping, &b.cu_seqlens_q, &b.kv_lens, &b.block_tables};
+  // Leading single-token sequences (the scheduler puts decodes first): in steps that also carry
+  // prompt tokens their attention takes the decode kernel, the rest the prefill kernel, whose
+  // cu_seqlens (rebased to 0) ride along as the seventh part.
+  decode_seqs_ = 0;
+  while (decode_seqs_ < batch && b.cu_seqlens_q[static_cast<size_t>(decode_seqs_) + 1] - b.cu_seqlens_q[static_cast<size_t>(decode_seqs_)] == 1)
+    ++decode_seqs_;
+  prompt_cu_.clear();
+  for (int64_t i = decode_seqs_; i <= batch; ++i)
+    prompt_cu_.push_back(b.cu_seqlens_q[static_cast<size_t>(i)] - b.cu_seqlens_q[static_cast<size_t>(decode_seqs_)]);
+  const std::vector<int32_t>* parts[] = {&b.token_ids, &b.positions, &b.slot_mapping, &b.cu_seqlens_q, &b.kv_lens, &b.block_tables,
+                                         &prompt_cu_};
   std::vector<int64_t> offsets;
   for (const auto* p : parts) {
     offsets.push_back(static_cast<int64_t>(host_meta_.size()));
@@ -176,6 +199,7 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   cu_ = at(3, {batch + 1});
   kv_lens_ = at(4, {batch});
   tables_ = at(5, {batch, b.max_blocks_per_seq});
+  prompt_cu_dev_ = at(6, {batch - decode_seqs_ + 1});
   return ok_status();
 }
 
@@ -195,7 +219,26 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
                         lw.k_scale, lw.v_scale};
   // Steps with prompt tokens (n > batch) take the Hopper wgmma kernel where it applies.
   if (n > batch_ && use_hopper_ && hopper_prefill_supported(pa)) {
-    KILN_RETURN_IF_ERROR(prefill_attention_hopper_cuda(pa, stream_));
+    if (decode_seqs_ > 0 && split_attention_) {
+      // Mixed step: the leading decode tokens take the decode kernel (the prefill kernel would give
+      // each its own 128-row query tile), the prompt chunks after them the Hopper kernel.
+      const int64_t dq = decode_seqs_;
+      PagedAttentionArgs dec = pa, pre = pa;
+      dec.q = qc.slice0(0, dq);
+      dec.out = attn.slice0(0, dq);
+      dec.cu_seqlens_q = cu_.slice0(0, dq + 1);
+      dec.kv_lens = kv_lens_.slice0(0, dq);
+      dec.block_tables = tables_.slice0(0, dq);
+      pre.q = qc.slice0(dq, n);
+      pre.out = attn.slice0(dq, n);
+      pre.cu_seqlens_q = prompt_cu_dev_;
+      pre.kv_lens = kv_lens_.slice0(dq, batch_);
+      pre.block_tables = tables_.slice0(dq, batch_);
+      KILN_RETURN_IF_ERROR(paged_attention_cuda(dec, stream_));
+      KILN_RETURN_IF_ERROR(prefill_attention_hopper_cuda(pre, stream_));
+    } else {
+      KILN_RETURN_IF_ERROR(prefill_attention_hopper_cuda(pa, stream_));
+    }
   } else {
     KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, stream_));
   }
@@ -212,6 +255,13 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
     KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
     KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
     KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
+    if (fused_act_quant_ && lw.down.tensor.dtype == DType::kFp8E4M3 && n > kGemmSkinnyMaxMFp8) {
+      // fp8 prefill: SwiGLU straight to per-token fp8 (no bf16 act, no quantization pass in the GEMM)
+      KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n, inter}));
+      KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n}));
+      KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
+      return gemm_.run_quantized({aq, as, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
+    }
     KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
     return gemm_.run({act, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
   }
@@ -233,6 +283,19 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
   KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}, stream_));
+  // fp8 experts, every expert past the decode-kernel range (or a large step): SwiGLU straight to
+  // per-row fp8 for the down GEMMs (bf16 x keeps the decode kernel for experts of few rows).
+  int32_t min_rows = std::numeric_limits<int32_t>::max();
+  for (size_t i = 0; i + 1 < host_offsets.size(); ++i)
+    if (host_offsets[i + 1] > host_offsets[i]) min_rows = std::min(min_rows, host_offsets[i + 1] - host_offsets[i]);
+  if (fused_act_quant_ && !lw.expert_down_scale.empty() && lw.experts[0].down.tensor.dtype == DType::kFp8E4M3 &&
+      (min_rows > kGemmSkinnyMaxMFp8 || n * k >= 1024)) {
+    KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n * k, inter}));
+    KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n * k}));
+    KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
+    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, as}, stream_));
+    return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
+  }
   KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
   KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp, lw.expert_down_scale}, stream_));
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);

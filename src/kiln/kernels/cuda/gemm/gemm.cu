@@ -329,6 +329,42 @@ struct Gemm::Impl {
     return gemm_epilogue_cuda({a.y, scales, a.w_scale.ptr<float>(), key.w_per_tensor, a.bias, x_per_tensor}, stream);
   }
 
+  // fp8 GEMM on an x quantized by the caller (per row, scales x_scale): run_fp8 without its
+  // quantization pass. cuBLASLt reads the scale vector at x_scale: an unaligned one (a slice) is
+  // copied to the start of act_scale first.
+  Status run_prequantized(const QuantizedLinearArgs& a, PlanKey key, cudaStream_t stream) {
+    if (key.k % 16 != 0 || key.ldw % 16 != 0 || key.ldx % 16 != 0 || key.align < 16)
+      return unimplemented("gemm: the pre-quantized fp8 path needs k and the row strides multiples of 16 and "
+                           "16-byte aligned pointers (k=" + std::to_string(key.k) + ")");
+    key.scales = ScaleMode::kFp8OuterVec;
+    const bool native = options.fp8_native_scales && !native_refused.count(key);
+    const float* x_scale = a.x_scale.ptr<float>();
+    if (reinterpret_cast<uintptr_t>(x_scale) % 16 != 0 || (native && key.w_per_tensor)) {
+      KILN_RETURN_IF_ERROR(reserve_activations(key.m, 16, native && key.w_per_tensor ? key.n : 0, stream));
+      if (reinterpret_cast<uintptr_t>(x_scale) % 16 != 0) {
+        KILN_CUDA_CHECK(cudaMemcpyAsync(act_scale.data(), x_scale, static_cast<size_t>(key.m) * 4, cudaMemcpyDeviceToDevice,
+                                        stream));
+        x_scale = static_cast<const float*>(act_scale.data());
+      }
+    }
+    const LinearArgs q{a.xq, a.w, a.bias, a.y, a.w_scale};
+    if (native) {
+      ScalePointers ptrs{a.w_scale.data, x_scale, key.bias ? a.bias.data : nullptr};
+      if (key.w_per_tensor)
+        ptrs.a_scale = broadcast(static_cast<float*>(w_broadcast.data()), a.w_scale.ptr<float>(), key.n, stream);
+      if (!ptrs.a_scale) return internal_error("gemm: scale broadcast launch failed");
+      const Status st = run_plan(key, ptrs, q, stream);
+      if (st.ok()) return st;
+      native_refused.emplace(key, true);
+      ++fp8.native_refused;
+      fp8.why = "m=" + std::to_string(key.m) + " n=" + std::to_string(key.n) + " k=" + std::to_string(key.k) +
+                " (pre-quantized x): " + st.to_string();
+    }
+    key.scales = ScaleMode::kFp8Epilogue;
+    KILN_RETURN_IF_ERROR(run_plan(key, {}, q, stream));
+    return gemm_epilogue_cuda({a.y, x_scale, a.w_scale.ptr<float>(), key.w_per_tensor, a.bias, false}, stream);
+  }
+
   // dst[0, n) = src[0] on the stream; nullptr if the launch failed.
   static const float* broadcast(float* dst, const float* src, int64_t n, cudaStream_t stream) {
     broadcast_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(dst, src, n);
@@ -337,6 +373,35 @@ struct Gemm::Impl {
 };
 
 std::span<const GemmCudaVariant> gemm_cuda_variants() { return kVariants; }
+
+Status Gemm::run_quantized(const QuantizedLinearArgs& a, CUstream_st* stream) {
+  if (a.y.dtype != DType::kBF16 && a.y.dtype != DType::kF32)
+    return unimplemented("gemm run_quantized: y " + std::string(dtype_name(a.y.dtype)) + " (supported: bf16, f32)");
+  KILN_ASSIGN_OR_RETURN(const int64_t ldx, leading_dim(a.xq, DType::kFp8E4M3, "xq"));
+  KILN_ASSIGN_OR_RETURN(const int64_t ldw, leading_dim(a.w, DType::kFp8E4M3, "w"));
+  KILN_ASSIGN_OR_RETURN(const int64_t ldy, leading_dim(a.y, a.y.dtype, "y"));
+  const int64_t m = a.xq.shape[0], k = a.xq.shape[1], n = a.w.shape[0];
+  if (a.w.shape[1] != k || a.y.shape[0] != m || a.y.shape[1] != n)
+    return invalid_argument("gemm run_quantized: shape mismatch xq " + a.xq.shape_string() + ", w " + a.w.shape_string() +
+                            ", y " + a.y.shape_string());
+  if (a.x_scale.device != Device::kCuda || a.x_scale.dtype != DType::kF32 || a.x_scale.numel() != m ||
+      !a.x_scale.is_contiguous())
+    return invalid_argument("gemm run_quantized: x_scale " + a.x_scale.shape_string() + ", want [" + std::to_string(m) +
+                            "] f32 cuda");
+  if (a.w_scale.empty() || a.w_scale.device != Device::kCuda || a.w_scale.dtype != DType::kF32 ||
+      !a.w_scale.is_contiguous() || (a.w_scale.numel() != n && a.w_scale.numel() != 1))
+    return invalid_argument("gemm run_quantized: w_scale must be [" + std::to_string(n) + "] or [1] f32 cuda");
+  const bool bias = !a.bias.empty();
+  if (bias && (a.bias.device != Device::kCuda || a.bias.dtype != a.y.dtype || a.bias.numel() != n || !a.bias.is_contiguous()))
+    return invalid_argument("gemm run_quantized: bias " + a.bias.shape_string() + ", want [" + std::to_string(n) + "] " +
+                            std::string(dtype_name(a.y.dtype)) + " cuda");
+  if (m == 0 || n == 0) return ok_status();
+  if (k == 0) return unimplemented("gemm: k == 0");
+  int align = std::min({pointer_alignment(a.xq.data), pointer_alignment(a.w.data), pointer_alignment(a.y.data)});
+  if (bias) align = std::min(align, pointer_alignment(a.bias.data));
+  return impl_->run_prequantized(a, PlanKey{m, n, k, ldx, ldw, ldy, DType::kFp8E4M3, a.y.dtype, bias, align,
+                                            ScaleMode::kFp8Epilogue, a.w_scale.numel() == 1 && n != 1}, stream);
+}
 
 GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w) {
   if (w == DType::kFp8E4M3) return m <= options.skinny_max_m_fp8 ? GemmPath::kSkinny : GemmPath::kCublasFp8;

@@ -1,5 +1,6 @@
 // MoE grouped expert GEMM, first version: a loop of cuBLASLt GEMMs (Gemm::run), one per expert
 // over its contiguous rows of the permuted activations. Needs the expert offsets on the host.
+// An fp8 x (quantized per row by the caller, e.g. silu_mul_fp8_cuda) goes to Gemm::run_quantized.
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& a, CUstream_s
   if (!a.weight_scales.empty() && a.weight_scales.size() != num_experts)
     return invalid_argument("moe_grouped_gemm_cuda: " + std::to_string(a.weight_scales.size()) + " weight scales for " +
                             std::to_string(num_experts) + " experts");
+  const bool prequantized = a.x.dtype == DType::kFp8E4M3;
+  if (prequantized && (a.weight_scales.empty() || a.x_scale.numel() != a.x.shape[0]))
+    return invalid_argument("moe_grouped_gemm_cuda: fp8 x needs fp8 weights with scales and x_scale [rows]");
   if (a.offsets[0] != 0 || a.offsets[num_experts] != a.x.shape[0])
     return invalid_argument("moe_grouped_gemm_cuda: offsets do not cover the rows of x");
   for (size_t e = 0; e < num_experts; ++e) {
@@ -36,7 +40,11 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& a, CUstream_s
     if (end < begin) return invalid_argument("moe_grouped_gemm_cuda: offsets are not sorted");
     if (end == begin) continue;
     const Tensor scale = a.weight_scales.empty() ? Tensor{} : a.weight_scales[e];
-    const Status st = gemm.run({a.x.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale}, stream);
+    const Status st =
+        prequantized
+            ? gemm.run_quantized({a.x.slice0(begin, end), a.x_scale.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale},
+                                 stream)
+            : gemm.run({a.x.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale}, stream);
     if (!st.ok()) return st.with_context("expert " + std::to_string(e));
   }
   return ok_status();

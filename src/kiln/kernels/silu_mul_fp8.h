@@ -1,0 +1,36 @@
+// SwiGLU straight to fp8 e4m3, per token: the input of an fp8 down projection without the bf16
+// round trip (silu_mul, then the GEMM's own activation quantization pass). For each row t:
+//   v[t, i]   = bf16(silu(gate_up[t, i]) * gate_up[t, inter + i])   (what silu_mul_cuda writes)
+//   scale[t]  = max_i |v[t, i]| / 448, or 1 for an all-zero row
+//   q[t, i]   = e4m3(v[t, i] / scale[t])  (round to nearest even, saturating)
+// i.e. silu_mul followed by quantize_fp8 per row: the same bits as that two-kernel path.
+#pragma once
+#include <span>
+
+#include "kiln/core/status.h"
+#include "kiln/core/tensor.h"
+
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+
+namespace kiln {
+
+struct SiluMulFp8Args {
+  Tensor gate_up;  // [rows, 2 * inter] bf16 (CPU: f32 or bf16), rows may be strided
+  Tensor q;        // [rows, inter] fp8 e4m3 out, contiguous rows
+  Tensor scale;    // [rows] f32 out
+};
+
+// Host tensors. The reference.
+Status silu_mul_fp8_cpu(const SiluMulFp8Args& args);
+
+// ---- CUDA (kernels/cuda/activation/silu_mul_fp8.cu) ----------------------------------------
+// Device tensors, bf16 gate_up; one block per row holding the row in registers. Variants: 16-byte
+// vectors per thread (inter <= 2048 * vecs); inter % 8 == 0, 16-byte aligned rows.
+struct SiluMulFp8CudaVariant {
+  int vecs;       // 8-element vectors per thread
+  int64_t max_inter;
+};
+std::span<const SiluMulFp8CudaVariant> silu_mul_fp8_cuda_variants();
+Status silu_mul_fp8_cuda(const SiluMulFp8Args& args, CUstream_st* stream);
+
+}  // namespace kiln
