@@ -104,10 +104,12 @@ TEST(CudaGraphs, DecodeMatchesEager) {
 // A decode graph captured before the fp8 GEMM's activation workspace grows must not be replayed
 // after it (it would read freed buffers: the Mixtral serving fault of 2026-11-22). fp8 Mixtral,
 // 17 single-token sequences (m = 17 > the fp8 decode-GEMM range: cuBLASLt fp8 reads the
-// workspace; 34 expert slots: the MoE decode path, captured), then a 200-token prompt (the
-// workspace grows), then the same decode step twice more: same logits as the first, eager one.
+// workspace; 34 expert slots: the MoE decode path with KILN_MOE_DECODE=64, captured), then a
+// 200-token prompt (the workspace grows), then the same decode step twice more: same logits as
+// the first, eager one.
 TEST(CudaGraphs, DecodeAfterGemmWorkspaceGrows) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  setenv("KILN_MOE_DECODE", "64", 1);  // read when the model is created
   const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/mixtral";
   auto loaded = load_model(dir, DType::kBF16);
   ASSERT_TRUE(loaded.ok());
@@ -115,6 +117,7 @@ TEST(CudaGraphs, DecodeAfterGemmWorkspaceGrows) {
   o.device = Device::kCuda;
   o.fp8_weights = true;
   auto model = create_model(std::move(loaded).value(), o);
+  unsetenv("KILN_MOE_DECODE");
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   Model& m = **model;
   auto kv = m.allocate_kv_cache(64, 16);
@@ -327,7 +330,7 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
   std::vector<int32_t> ids(reinterpret_cast<const int32_t*>(ids_t->data), reinterpret_cast<const int32_t*>(ids_t->data) + ids_t->nbytes / 4);
   for (bool fp8 : {false, true}) {
     std::vector<HostTensor> logits;
-    for (const char* path : {"0", "1"}) {
+    for (const char* path : {"0", "64"}) {
       setenv("KILN_MOE_DECODE", path, 1);
       auto loaded = load_model(dir, DType::kBF16);
       ASSERT_TRUE(loaded.ok());

@@ -90,8 +90,10 @@ class CudaLlamaModel : public Model {
     fused_act_quant_ = !(fused && std::string(fused) == "0");
     const char* split = std::getenv("KILN_SPLIT_ATTENTION");
     split_attention_ = !(split && std::string(split) == "0");
+    // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
     const char* moe = std::getenv("KILN_MOE_DECODE");
-    use_moe_decode_ = !(moe && std::string(moe) == "0");
+    if (moe && *moe) moe_decode_slots_ = std::clamp<int64_t>(std::atoll(moe), 0, kMoeDecodeMaxSlots);
+    use_moe_decode_ = moe_decode_slots_ > 0;
     std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
     for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
     KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
@@ -157,6 +159,12 @@ class CudaLlamaModel : public Model {
   // KILN_MOE_DECODE=0 sends them through the grouped path (host expert offsets, no graphs).
   // Checked against the grouped path by tests/models CudaMoeDecode (H100, 2026-11-22).
   bool use_moe_decode_ = true;
+  // The most (token, expert) slots a step sends through the MoE decode kernel; above it, the
+  // grouped path (host offsets, per-expert GEMMs, no graph). Measured on the H100, Mixtral fp8
+  // decode-only steps (scripts/device_step_profile.sh, 2026-11-22): 32 tokens through the kernel
+  // (64 slots) 30.6 ms, 48 tokens grouped 26.6 ms, 48 through the kernel 35.0 ms; 16 tokens through
+  // the kernel 25.1 ms (its expert GEMMs ~2.0 TB/s, as the grouped path's per-expert ones).
+  int64_t moe_decode_slots_ = 32;
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step
   // (tokens, table width, cache, scratch generation, GEMM workspace generation) -> decode graph
@@ -332,7 +340,7 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
 // host round trip for the expert offsets and the step can be captured in a CUDA graph.
 bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) const {
   const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
-  if (!use_moe_decode_ || lw.gate_up_ptrs.tensor.empty() || n * k > kMoeDecodeMaxSlots || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
+  if (!use_moe_decode_ || lw.gate_up_ptrs.tensor.empty() || n * k > moe_decode_slots_ || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
     return false;
   const bool fp8 = lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3;
   if (!fp8) return true;
