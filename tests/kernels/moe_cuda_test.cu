@@ -116,7 +116,7 @@ TEST(MoeRouteCuda, FusedRouterMatchesCpu) {
     DeviceTensor dl = make(DType::kF32, {4, 8}), dids = make(DType::kInt32, {4, 2}), dtw = make(DType::kF32, {4, 2});
     EXPECT_FALSE(v.launch({dl.tensor, dids.tensor, dtw.tensor, true, dx.tensor, dw.tensor}, nullptr).ok());
   }
-  EXPECT_EQ(rows, 2);
+  EXPECT_EQ(rows, 2);  // block per token, cluster per token
 }
 
 // A NaN logits row (NaN activations) still yields expert ids in range, as the CPU's.

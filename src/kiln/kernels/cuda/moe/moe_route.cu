@@ -2,10 +2,10 @@
 // to the lower expert id, as the CPU's stable sort), optional renormalization. One warp per
 // token; lane l holds experts l, l + 32, ... (num_experts <= 256). Variants: f32 logits given, or
 // the router GEMM fused in front (bf16 x and router weights; 16-byte loads, f32 sums in a fixed
-// order, so deterministic): one block per token (any GPU; prefill-sized batches), or, for decode
-// batches on sm_90, one thread-block cluster of kClusterBlocks blocks per token, each block one
+// order, so deterministic): one block per token (the default), or (an alternative row for sm_90,
+// measured slower) one thread-block cluster of kClusterBlocks blocks per token, each block one
 // share of the experts, the logits gathered in block 0's shared memory through distributed
-// shared memory (a batch-1 token's router weights are read by 8 SMs instead of 1).
+// shared memory.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
@@ -304,10 +304,13 @@ Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
 
 // moe_route_cuda takes the first row whose dtypes match, whose max_tokens (0: any) admits the
 // batch and whose needs_clusters the device meets.
+// The cluster row is an alternative, not the default: on the H100 (elementwise_bench, 4096 x 8
+// experts, router weights rotated out of L2, back-to-back PDL launches) it took 10.3 us per call at
+// 1 token against the block row's 8.7 us, so the dot products were not what made the router slow.
 constexpr MoeRouteCudaVariant kVariants[] = {
     {DType::kF32, DType::kF32, &launch_moe_route, 0, false},                          // logits given (x unused)
-    {DType::kF32, DType::kBF16, &launch_moe_router_cluster, kClusterMaxTokens, true},  // router GEMM fused, cluster per token
     {DType::kF32, DType::kBF16, &launch_moe_router, 0, false},                        // router GEMM fused, block per token
+    {DType::kF32, DType::kBF16, &launch_moe_router_cluster, kClusterMaxTokens, true},  // router GEMM fused, cluster per token
 };
 
 }  // namespace
