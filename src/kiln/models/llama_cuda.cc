@@ -93,10 +93,17 @@ class CudaLlamaModel : public Model {
     // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
     const char* moe = std::getenv("KILN_MOE_DECODE");
     if (moe && *moe) moe_decode_slots_ = std::clamp<int64_t>(std::atoll(moe), 0, kMoeDecodeMaxSlots);
-    use_moe_decode_ = moe_decode_slots_ > 0;
+    use_moe_decode_ = moe_decode_slots_ != 0;
     std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
     for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
     KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
+    if (config_.num_experts > 0 && !w_.layers.empty() && !w_.layers[0].experts.empty() &&
+        w_.layers[0].experts[0].gate_up.tensor.dtype == DType::kFp8E4M3) {
+      // x of the MoE decode GEMMs: up to kMoeDecodeMaxSlots rows of max(hidden, intermediate).
+      const int64_t bytes = moe_decode_gemm_workspace_bytes(
+          kMoeDecodeMaxSlots, std::max<int64_t>(config_.hidden_size, config_.intermediate_size));
+      KILN_ASSIGN_OR_RETURN(moe_x_fp8_, DeviceTensor::empty(DType::kFp8E4M3, {bytes}));
+    }
     const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
     KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
                                                             {static_cast<int64_t>(inv.size())})));
@@ -164,7 +171,11 @@ class CudaLlamaModel : public Model {
   // decode-only steps (scripts/device_step_profile.sh, 2026-11-22): 32 tokens through the kernel
   // (64 slots) 30.6 ms, 48 tokens grouped 26.6 ms, 48 through the kernel 35.0 ms; 16 tokens through
   // the kernel 25.1 ms (its expert GEMMs ~2.0 TB/s, as the grouped path's per-expert ones).
-  int64_t moe_decode_slots_ = 32;
+  // fp8 experts run the wgmma row (x quantized per token into moe_x_fp8_), which holds 85-100% of
+  // copy up to 64 tokens x top-2 (t = 32: 98.3 / 89.6% for gate_up / down), so they default to
+  // kMoeDecodeMaxSlots; bf16 experts to 32. -1: the default for the experts' dtype.
+  int64_t moe_decode_slots_ = -1;
+  DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step
   // (tokens, table width, cache, scratch generation, GEMM workspace generation) -> decode graph
@@ -340,9 +351,11 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
 // host round trip for the expert offsets and the step can be captured in a CUDA graph.
 bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) const {
   const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
-  if (!use_moe_decode_ || lw.gate_up_ptrs.tensor.empty() || n * k > moe_decode_slots_ || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
+  if (!use_moe_decode_ || lw.gate_up_ptrs.tensor.empty() || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
     return false;
   const bool fp8 = lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3;
+  if (n * k > (moe_decode_slots_ >= 0 ? moe_decode_slots_ : fp8 && !moe_x_fp8_.tensor.empty() ? kMoeDecodeMaxSlots : 32))
+    return false;
   if (!fp8) return true;
   // fp8 experts need per-channel scales here ([n] each); per-tensor ones take the grouped path.
   return !lw.gate_up_scale_ptrs.tensor.empty() && lw.experts[0].gate_up_scale.tensor.numel() > 1 &&
@@ -363,9 +376,11 @@ Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda({h, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu}, stream_));
+  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(
+      {h, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu, moe_x_fp8_.tensor}, stream_));
   KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
-  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda({act, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp}, stream_));
+  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(
+      {act, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp, moe_x_fp8_.tensor}, stream_));
   // Slots are already in (token, choice) order: the un-permute is a weighted sum over identity rows.
   const Tensor inverse = Tensor::view(identity_rows_.tensor.data, DType::kInt32, {n * k}, Device::kCuda);
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);

@@ -17,6 +17,7 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
+#include "kiln/kernels/cuda/gemm/skinny_wgmma.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_x_fp8.cuh"
 
 namespace kiln {
@@ -126,6 +127,61 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
 }
 
 
+// The wgmma rows (fp8 weights, x quantized per token to e4m3): CTA (blockIdx.x, blockIdx.y) = one
+// warpgroup on weight rows [64 blockIdx.x, + 64) x all m (<= kN) rows of x, k tiles
+// [blockIdx.y * steps_per_split, + steps_per_split) of 128 bytes (skinny_wgmma.cuh). Split K:
+// partials [gridDim.y, gridDim.x, kN / 2, 128] f32, summed in split order by the last CTA of the
+// row block to arrive (deterministic).
+template <int kN, int kS, typename Y>
+__global__ void __launch_bounds__(skinny::wg::kThreads) skinny_wgmma_kernel(const __grid_constant__ SkinnyParams p) {
+  using Core = skinny::wg::WgmmaCore<kN, kS>;
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int tid = threadIdx.x, row_base = blockIdx.x * skinny::wg::kRows;
+  const uint8_t* xrow[Core::kXRowsPerThread];
+#pragma unroll
+  for (int j = 0; j < Core::kXRowsPerThread; ++j) {
+    const int r = (tid >> 3) + 16 * j;
+    xrow[j] = r < p.m ? p.xq + static_cast<int64_t>(r) * p.k : nullptr;
+  }
+  const int num_tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
+  const int c_begin = blockIdx.y * p.steps_per_split, c_end = min(num_tiles, c_begin + p.steps_per_split);
+  float acc[Core::kAcc];
+  Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, c_begin, c_end, smem, p.pdl != 0, acc);
+
+  if (gridDim.y > 1) {  // split K: park the partial sums; the last CTA of this row block adds them up
+    float* part = p.partials + static_cast<int64_t>(blockIdx.y * gridDim.x + blockIdx.x) * Core::kAcc * skinny::wg::kThreads + tid;
+#pragma unroll
+    for (int i = 0; i < Core::kAcc; ++i) __stcg(part + i * skinny::wg::kThreads, acc[i]);
+    __threadfence();
+    __syncthreads();
+    __shared__ int last;
+    if (tid == 0) last = atomicAdd(p.counters + blockIdx.x, 1) == static_cast<int>(gridDim.y) - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < Core::kAcc; ++i) acc[i] = 0.f;
+    for (int sk = 0; sk < static_cast<int>(gridDim.y); ++sk) {
+      const float* pp = p.partials + static_cast<int64_t>(sk * gridDim.x + blockIdx.x) * Core::kAcc * skinny::wg::kThreads + tid;
+#pragma unroll
+      for (int i = 0; i < Core::kAcc; ++i) acc[i] += __ldcg(pp + i * skinny::wg::kThreads);
+    }
+    if (tid == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
+  }
+
+  Y* y = static_cast<Y*>(p.y);
+  const Y* bias = static_cast<const Y*>(p.bias);
+#pragma unroll
+  for (int i = 0; i < Core::kAcc; ++i) {
+    const int n = row_base + skinny::wg::acc_row(i), m = skinny::wg::acc_col(i);
+    if (n >= p.n || m >= p.m) continue;
+    float v = acc[i] * p.x_scale[m];
+    if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
+    if (bias) v += load_bias(bias + n);
+    store_y(y + m * p.ldy + n, v);
+  }
+}
+
 // The stream variants: warp q of the grid takes chunks [F q / W, F (q + 1) / W) of the tile-major
 // (16 * kRT-row tile, chunk) sequence (skinny::WarpStream); tiles shared by several warps are
 // summed by the last of them (partials [2 W, kElems, 32], counters [tiles]).
@@ -198,6 +254,16 @@ Variant row(bool preferred) {
 template <int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y>
 Variant e4m3_row(bool preferred) {
   return row<true, kMT, kRT, kU, kS, kMinBlocks, Y, false, true>(preferred);
+}
+
+// The wgmma rows: kN activation rows (max m), kS ring stages of 128 k bytes; row_tiles 4 (64
+// weight rows), unroll 8 (128-byte k tiles of 16 e4m3 per k step), warps fixed at 4.
+template <int kN, int kS, typename Y>
+Variant wgmma_row(bool preferred) {
+  constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
+  SkinnyGemmVariant v{DType::kFp8E4M3, y, kN, 4, 8, kS, preferred, false, false, true};
+  v.wgmma = true;
+  return {v, reinterpret_cast<const void*>(&skinny_wgmma_kernel<kN, kS, Y>), skinny::wg::WgmmaCore<kN, kS>::kSmemBytes / 4};
 }
 
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false>
@@ -296,6 +362,16 @@ const Variant kVariants[] = {
     // wgmma only; these rows (tested) are what sm_89 / sm_120 (native QMMA) would run.
     e4m3_row<1, 1, 2, 4, 3, bf16>(kAlt),
     e4m3_row<2, 1, 2, 4, 3, bf16>(kAlt),
+    // The wgmma rows (x quantized per token to e4m3, wgmma.m64nNk32.e4m3, skinny_wgmma.cuh): correct
+    // (WgmmaRowsMatchPerTokenReference) but slower than the f16 rows on the dense shapes (H100, %
+    // of copy, f16 -> best e4m3/wgmma row: m = 1 qkv 69.7 -> 63.7, o_proj 62.4 -> 53.9, gate_up
+    // 91.8 -> 82.8, down 79.6 -> 71.4; m = 16 qkv 54.0 -> 56.8, gate_up 72.7 -> 74.5), so not
+    // preferred here; the MoE decode GEMM's wgmma row is (moe_decode_gemm.cu).
+    wgmma_row<8, 4, bf16>(kAlt),
+    wgmma_row<8, 6, bf16>(kAlt),
+    wgmma_row<8, 8, bf16>(kAlt),
+    wgmma_row<16, 4, bf16>(kAlt),
+    wgmma_row<16, 6, bf16>(kAlt),
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
@@ -366,6 +442,48 @@ Status quantize_x(const SkinnyParams& p, const XFp8Region& r, bool pdl, cudaStre
 Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, int64_t smem, bool pdl, cudaStream_t stream) {
   void* args[] = {&p};
   KILN_CUDA_CHECK(cuda::launch_pdl(kernel, grid, dim3(static_cast<unsigned>(warps * 32)), static_cast<size_t>(smem), stream, args, pdl));
+  return ok_status();
+}
+
+// The wgmma rows' launch: one warpgroup per 64 weight rows; split K over the 128-byte k tiles
+// where the row blocks fill the resident CTA slots badly (the most CTAs resident on average over
+// the waves; a split must win 2% to be taken), at least kWgmmaMinTilesPerSplit tiles per split.
+constexpr int64_t kWgmmaMinTilesPerSplit = 4;
+Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream_t stream, const SkinnyGemmConfig& cfg, int vi,
+                  const XFp8Region& xr, SkinnyGemmLaunch* launch) {
+  const Variant& var = kVariants[vi];
+  SkinnyParams p = common_params(a);
+  KILN_ASSIGN_OR_RETURN(const int occ, ctas_per_sm(vi, 4));
+  if (occ == 0) return internal_error("skinny_gemm: the wgmma kernel does not fit on an SM");
+  const int64_t tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
+  const int64_t row_ctas = (p.n + skinny::wg::kRows - 1) / skinny::wg::kRows;
+  int64_t splits = cfg.split_k;
+  if (splits <= 0) {
+    const int64_t slots = static_cast<int64_t>(occ) * ws.num_sms;
+    const int64_t max_splits = std::min<int64_t>(64, std::max<int64_t>(1, tiles / kWgmmaMinTilesPerSplit));
+    double best = -1;
+    for (int64_t sk = 1; sk <= max_splits; ++sk) {
+      const int64_t ctas = row_ctas * sk, waves = (ctas + slots - 1) / slots;
+      const double eff = static_cast<double>(ctas) / static_cast<double>(waves * slots);
+      if (eff > best + 0.02) { best = eff; splits = sk; }
+    }
+  }
+  splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(tiles, 65535));
+  const int64_t partial_per_split = row_ctas * skinny::wg::kRows * var.v.max_m;
+  if (splits > 1 && (row_ctas > ws.num_counters || !ws.partials || !ws.counters)) splits = 1;
+  if (splits > 1) splits = std::max<int64_t>(1, std::min<int64_t>(splits, xr.split_floats / partial_per_split));
+  const int64_t per_split = (tiles + splits - 1) / splits;
+  splits = (tiles + per_split - 1) / per_split;  // no empty splits
+  p.partials = ws.partials;
+  p.counters = ws.counters;
+  p.steps_per_split = static_cast<int>(per_split);
+  p.pdl = ws.pdl ? 1 : 0;
+  KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
+  p.xq = xr.base + skinny::kXFp8ScaleBytes;
+  p.x_scale = reinterpret_cast<const float*>(xr.base);
+  KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), 4,
+                                     4LL * var.smem_per_warp, ws.pdl, stream));
+  if (launch) *launch = {vi, 4, static_cast<int>(splits), row_ctas * splits, occ};
   return ok_status();
 }
 
@@ -507,6 +625,10 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   }
   if (vi < 0) return unimplemented("skinny_gemm: no variant");
   if (kVariants[vi].v.stream) return stream_cuda(a, ws, stream, cfg, vi, launch);
+  if (kVariants[vi].v.wgmma) {  // x_room: checked by the explicit choice, implied by the automatic one
+    if (cfg.diag != 0) return invalid_argument("skinny_gemm: diag is for the stream variants");
+    return wgmma_cuda(a, ws, stream, cfg, vi, xr, launch);
+  }
   if (cfg.diag != 0) return invalid_argument("skinny_gemm: diag is for the stream variants");
   const Variant& var = kVariants[vi];
   const int64_t step_k = fp8 ? 64 : 32;

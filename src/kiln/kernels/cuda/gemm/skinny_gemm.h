@@ -49,6 +49,10 @@ struct SkinnyGemmVariant {
   // scale = amax / 448, q = e4m3(x / scale)) and the e4m3 mma.m16n8k32 on the weight bytes; y =
   // sums * x_scale[row] * w_scale[n].
   bool e4m3 = false;
+  // fp8 only (with e4m3): x quantized as above and the native wgmma.m64nNk32.e4m3 (skinny_wgmma.cuh):
+  // one warpgroup per 64 weight rows (row_tiles 4), max_m = N (8 | 16), stages = its ring; warps
+  // per CTA fixed at 4 (SkinnyGemmConfig::warps ignored).
+  bool wgmma = false;
 };
 std::span<const SkinnyGemmVariant> skinny_gemm_variants();
 

@@ -16,6 +16,7 @@
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
+#include "kiln/kernels/cuda/gemm/skinny_wgmma.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_x_fp8.cuh"
 #include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
 #include "kiln/kernels/moe_cuda.h"
@@ -78,17 +79,14 @@ __device__ void expert_rows(const MoeDecodeParams& p, const int* slot_of, int m,
     }
 }
 
-template <bool kFp8, bool kF16, bool kE4m3>
-__global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
-  extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int sid[kMoeDecodeMaxSlots], slot_of[kMoeDecodeMaxSlots];
+// This CTA's group: the blockIdx.y-th distinct expert of ids (in order of first appearance) and
+// its m slots in order (slot_of: shared [kMoeDecodeMaxSlots]); m = 0 past the last expert. All
+// threads of the CTA call it (barriers inside).
+__device__ void cta_group(const MoeDecodeParams& p, int& m_out, int& expert_out, int* slot_of) {
+  __shared__ int sid[kMoeDecodeMaxSlots];
   __shared__ bool first[kMoeDecodeMaxSlots];
   __shared__ int group_m, group_expert;
-  const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31;
-  if (p.pdl) {
-    skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
-    skinny::allow_next_kernel();
-  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // Which slots are the first of their expert; the blockIdx.y-th such slot names this CTA's
   // expert; its slots in order.
   for (int j = threadIdx.x; j < p.slots; j += blockDim.x) sid[j] = p.ids[j];
@@ -128,7 +126,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
     }
   }
   __syncthreads();
-  const int m = group_m, expert = group_expert;
+  m_out = group_m;
+  expert_out = group_expert;
+}
+
+template <bool kFp8, bool kF16, bool kE4m3>
+__global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ int slot_of[kMoeDecodeMaxSlots];
+  const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31;
+  if (p.pdl) {
+    skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
+    skinny::allow_next_kernel();
+  }
+  int m = 0, expert = 0;
+  cta_group(p, m, expert, slot_of);
   if (m == 0) return;
   const int row_base = blockIdx.x * 16;
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
@@ -150,6 +162,65 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
     }
 }
 
+// The wgmma row: CTA (blockIdx.x, blockIdx.y) = one warpgroup on the 64 weight rows
+// [64 blockIdx.x, + 64) of the blockIdx.y-th distinct expert, the group's slots as wgmma's N side
+// (8 or 16; more than 16 slots: passes of 32), x pre-quantized per token to e4m3
+// (skinny_wgmma.cuh).
+constexpr int kWgmmaStages = 6;
+template <int kN>
+__device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, int m, const uint8_t* w, const float* scale,
+                                  int row_base, uint8_t* smem) {
+  using Core = skinny::wg::WgmmaCore<kN, kWgmmaStages>;
+  const int tid = threadIdx.x;
+  auto x_row = [&](int j) { return static_cast<int64_t>(p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k); };
+  const uint8_t* xrow[Core::kXRowsPerThread];
+#pragma unroll
+  for (int j = 0; j < Core::kXRowsPerThread; ++j) {
+    const int r = (tid >> 3) + 16 * j;
+    xrow[j] = r < m ? p.xq + x_row(r) * p.k : nullptr;
+  }
+  float acc[Core::kAcc];
+  Core::stream(w, p.k, p.n, p.k, row_base, xrow, 0, (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK, smem, false, acc);
+#pragma unroll
+  for (int i = 0; i < Core::kAcc; ++i) {
+    const int n = row_base + skinny::wg::acc_row(i), j = skinny::wg::acc_col(i);
+    if (n >= p.n || j >= m) continue;
+    float v = acc[i] * p.x_scale[x_row(j)];
+    if (scale) v *= scale[n];
+    p.y[slot_of[j] * p.ldy + n] = __float2bfloat16(v);
+  }
+}
+
+__global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ int slot_of[kMoeDecodeMaxSlots];
+  if (p.pdl) {
+    skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
+    skinny::allow_next_kernel();
+  }
+  int m = 0, expert = 0;
+  cta_group(p, m, expert, slot_of);
+  if (m == 0) return;
+  const int row_base = blockIdx.x * skinny::wg::kRows;
+  if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
+    for (int i = threadIdx.x; i < m * skinny::wg::kRows; i += blockDim.x) {
+      const int n = row_base + i % skinny::wg::kRows;
+      if (n < p.n) p.y[slot_of[i / skinny::wg::kRows] * p.ldy + n] = __float2bfloat16(0.f);
+    }
+    return;
+  }
+  const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
+  const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
+  if (m <= 8) expert_rows_wgmma<8>(p, slot_of, m, w, scale, row_base, smem);
+  else if (m <= 16) expert_rows_wgmma<16>(p, slot_of, m, w, scale, row_base, smem);
+  else
+    for (int b = 0; b < m; b += 32) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      expert_rows_wgmma<32>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
+    }
+}
+constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<32, kWgmmaStages>::kSmemBytes;
+
 struct MoeDecodeVariant {
   MoeDecodeGemmVariant v;
   const void* kernel;
@@ -166,6 +237,11 @@ const MoeDecodeVariant kMoeVariants[] = {
     {{DType::kFp8E4M3, false, false, false}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, false, false>)},
     {{DType::kFp8E4M3, true, false, true}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, true, false>)},
     {{DType::kFp8E4M3, false, true, false}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, false, true>)},
+    // The wgmma row (x quantized per token to e4m3 into args.workspace, wgmma.m64nNk32.e4m3 on the
+    // raw expert bytes, skinny_wgmma.cuh): preferred with a workspace. H100, graph-timed, % of 3000
+    // GB/s, gate_up / down, f16 row -> wgmma row: t = 1 69.2 / 67.7 -> 91.5 / 76.3; t = 8 62.0 /
+    // 71.2 -> 100.3 / 88.5; t = 32 50.9 / 66.1 -> 98.3 / 89.6; t = 64 37.6 / 51.7 -> 94.5 / 84.9.
+    {{DType::kFp8E4M3, false, true, true, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel)},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
@@ -176,6 +252,39 @@ Status check_device(const Tensor& t, DType dtype, int ndim, const char* name) {
   if (t.device != Device::kCuda || t.dtype != dtype || t.ndim != ndim || (t.strides[ndim - 1] != 1 && t.shape[ndim - 1] > 1))
     return invalid_argument(std::string("moe_decode_gemm: ") + name + " is " + t.shape_string() + ", want " +
                             std::to_string(ndim) + "-D " + std::string(dtype_name(dtype)) + " cuda with contiguous rows");
+  return ok_status();
+}
+
+// The kernel parameters of a checked call (xq / x_scale: set by quantize_x).
+MoeDecodeParams params(const MoeDecodeGemmArgs& a, int64_t top_k, int64_t slots, int64_t num_experts) {
+  const bool fp8 = a.w_dtype == DType::kFp8E4M3;
+  MoeDecodeParams p{};
+  p.x = static_cast<const __nv_bfloat16*>(a.x.data);
+  p.ids = a.ids.ptr<int32_t>();
+  p.expert_ptrs = a.expert_ptrs.ptr<int64_t>();
+  p.scale_ptrs = fp8 ? a.scale_ptrs.ptr<int64_t>() : nullptr;
+  p.y = static_cast<__nv_bfloat16*>(a.y.data);
+  p.ldx = a.x.strides[0];
+  p.ldy = a.y.strides[0];
+  p.slots = static_cast<int>(slots);
+  p.top_k = static_cast<int>(top_k);
+  p.x_per_slot = a.x.shape[0] == slots && top_k > 1;
+  p.num_experts = static_cast<int>(num_experts);
+  p.n = static_cast<int>(a.n);
+  p.k = static_cast<int>(a.x.shape[1]);
+  p.pdl = 1;
+  return p;
+}
+
+// The e4m3 rows' pre-pass: x -> e4m3 per row into the workspace; points p at it.
+Status quantize_x(const MoeDecodeGemmArgs& a, int64_t x_rows, MoeDecodeParams& p, cudaStream_t stream) {
+  uint8_t* base = static_cast<uint8_t*>(a.workspace.data);
+  skinny::XFp8Params qp{p.x, p.ldx, base + skinny::kXFp8ScaleBytes, reinterpret_cast<float*>(base), p.k, 1};
+  void* qargs[] = {&qp};
+  KILN_CUDA_CHECK(cuda::launch_pdl(reinterpret_cast<const void*>(&skinny::quantize_x_fp8_kernel), dim3(static_cast<unsigned>(x_rows)),
+                                   dim3(skinny::kXFp8Threads), 0, stream, qargs));
+  p.xq = base + skinny::kXFp8ScaleBytes;
+  p.x_scale = reinterpret_cast<const float*>(base);
   return ok_status();
 }
 
@@ -252,13 +361,25 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
   static bool smem_raised[kNumMoeVariants] = {};
   const int vi = variant;
+  const int64_t groups = std::min(slots, num_experts);
+  if (var->v.wgmma) {
+    if (!smem_raised[vi]) {
+      KILN_CUDA_CHECK(cudaFuncSetAttribute(var->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgmmaSmemBytes));
+      smem_raised[vi] = true;
+    }
+    MoeDecodeParams p = params(a, top_k, slots, num_experts);
+    KILN_RETURN_IF_ERROR(quantize_x(a, x_rows, p, stream));
+    void* args[] = {&p};
+    KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + skinny::wg::kRows - 1) / skinny::wg::kRows), static_cast<unsigned>(groups)),
+                                     dim3(skinny::wg::kThreads), kWgmmaSmemBytes, stream, args));
+    return ok_status();
+  }
   if (!smem_raised[vi]) {
     KILN_CUDA_CHECK(cudaFuncSetAttribute(var->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxWarps * kSmemPerWarp));
     smem_raised[vi] = true;
   }
   // Warps per CTA as in the decode GEMM: the most warps resident on average over the waves, for
   // the CTAs of the distinct experts there may be (at most min(slots, num_experts)).
-  const int64_t groups = std::min(slots, num_experts);
   const int64_t ctas = (n + 15) / 16 * groups;
   const int64_t num_chunks = ((k + (fp8 ? 63 : 31)) / (fp8 ? 64 : 32) + kU - 1) / kU;
   static int occ_cache[kNumMoeVariants][kMaxWarps + 1] = {};
@@ -278,30 +399,8 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   }
   if (warps == 0) return internal_error("moe_decode_gemm: no launch shape fits on an SM");
 
-  MoeDecodeParams p{};
-  p.x = static_cast<const __nv_bfloat16*>(a.x.data);
-  p.ids = a.ids.ptr<int32_t>();
-  p.expert_ptrs = a.expert_ptrs.ptr<int64_t>();
-  p.scale_ptrs = fp8 ? a.scale_ptrs.ptr<int64_t>() : nullptr;
-  p.y = static_cast<__nv_bfloat16*>(a.y.data);
-  p.ldx = a.x.strides[0];
-  p.ldy = a.y.strides[0];
-  p.slots = static_cast<int>(slots);
-  p.top_k = static_cast<int>(top_k);
-  p.x_per_slot = a.x.shape[0] == slots && top_k > 1;
-  p.num_experts = static_cast<int>(num_experts);
-  p.n = static_cast<int>(n);
-  p.k = static_cast<int>(k);
-  p.pdl = 1;
-  if (var->v.e4m3) {  // the pre-pass: x -> e4m3 per row into the workspace
-    uint8_t* base = static_cast<uint8_t*>(a.workspace.data);
-    skinny::XFp8Params qp{p.x, p.ldx, base + skinny::kXFp8ScaleBytes, reinterpret_cast<float*>(base), p.k, 1};
-    void* qargs[] = {&qp};
-    KILN_CUDA_CHECK(cuda::launch_pdl(reinterpret_cast<const void*>(&skinny::quantize_x_fp8_kernel), dim3(static_cast<unsigned>(x_rows)),
-                                     dim3(skinny::kXFp8Threads), 0, stream, qargs));
-    p.xq = base + skinny::kXFp8ScaleBytes;
-    p.x_scale = reinterpret_cast<const float*>(base);
-  }
+  MoeDecodeParams p = params(a, top_k, slots, num_experts);
+  if (var->v.e4m3) KILN_RETURN_IF_ERROR(quantize_x(a, x_rows, p, stream));
 
   void* args[] = {&p};
   KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>(groups)),

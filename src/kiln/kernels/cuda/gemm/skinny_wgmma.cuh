@@ -1,0 +1,189 @@
+// The wgmma streaming core of the fp8 decode GEMMs (skinny_gemm.cu's wgmma rows, the MoE decode
+// GEMM's wgmma row): one warpgroup (128 threads, the whole CTA) takes 64 weight rows (the M side
+// of wgmma.m64nNk32.e4m3) and N = 8 / 16 / 32 activation rows (x quantized per token to e4m3 by
+// skinny_x_fp8.cuh, rows past m zero) and streams k through a kS-stage shared-memory ring of
+// [64 rows x 128 bytes] weight tiles and [N rows x 128 bytes] x tiles, both K-major and
+// 128B-swizzled (16-byte chunk c of row r at r * 128 + ((c ^ (r % 8)) * 16): the layout wgmma's
+// SWIZZLE_128B descriptors read). Each thread copies its 16-byte vectors with cp.async (rows
+// past n and k past the end zero-filled, nothing read), so no tensor maps are needed (the MoE
+// kernel picks its expert in the kernel). Per stage: 4 wgmma k32; wgmma.wait_group 1 keeps one
+// stage of math in flight while kS - 2 stages of loads are outstanding. Programmatic dependent
+// launch: the weight tiles of the first kS - 2 stages are requested before griddepcontrol.wait,
+// x only after it.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "kiln/kernels/cuda/attention/hopper_device.cuh"
+#include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
+
+namespace kiln::skinny::wg {
+
+inline constexpr int kThreads = 128;   // one warpgroup
+inline constexpr int kRows = 64;       // weight rows per CTA (wgmma M)
+inline constexpr int kTileK = 128;     // k bytes (= e4m3 elements) per stage: one 128B swizzle row
+inline constexpr int kWTileBytes = kRows * kTileK;
+
+// d[64 x N] += A[64 x 32] * B[32 x N], e4m3 from shared memory (both K-major), f32 accumulators.
+// Accumulator d[4 j + 2 h + e]: weight row 16 * warp + g + 8 h, activation row 8 j + 2 t + e.
+// accumulate = 0: d = A * B.
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[4], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {%0, %1, %2, %3}, %4, %5, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[8], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, "
+      "%13, %14, %15}, %16, %17, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
+// cp.async.wait_group n for a run-time n in [0, kMax].
+template <int kMax>
+__device__ __forceinline__ void cp_async_wait_upto(int n) {
+  if constexpr (kMax > 0) {
+    if (n >= kMax) {
+      cp_async_wait<kMax>();
+      return;
+    }
+    cp_async_wait_upto<kMax - 1>(n);
+  } else {
+    cp_async_wait<0>();
+  }
+}
+
+// Accumulator element i of this thread: weight row (0..63) and activation row (0..N-1).
+__device__ __forceinline__ int acc_row(int i) {
+  const int lane = threadIdx.x & 31;
+  return 16 * (threadIdx.x >> 5) + (lane >> 2) + 8 * ((i >> 1) & 1);
+}
+__device__ __forceinline__ int acc_col(int i) { return 8 * (i >> 2) + 2 * (threadIdx.x & 3) + (i & 1); }
+
+// kN activation rows (8, 16 or 32) per pass, kS ring stages (>= 3).
+template <int kN, int kS>
+struct WgmmaCore {
+  static_assert(kN == 8 || kN == 16 || kN == 32, "wgmma n of 8, 16 or 32");
+  static_assert(kS >= 3, "at least three stages (one landing, one in the math, one in flight)");
+  static constexpr int kXTileBytes = kN * kTileK;
+  static constexpr int kXRowsPerThread = (kN * 8 + kThreads - 1) / kThreads;  // 16-byte x vectors per thread
+  static constexpr int kAcc = kN / 2;
+  // Ring: kS weight tiles then kS x tiles, 1024-byte aligned (the swizzle atom); + slack to align.
+  static constexpr int kSmemBytes = kS * (kWTileBytes + kXTileBytes) + 1024;
+
+  // acc = w[row_base .. row_base + 64) x xq^T over k tiles [c_begin, c_end) (128 bytes each).
+  // w: [n, k] e4m3, row stride ldw; xrow[j]: this thread's x row (tid / 8 + 16 j) at k = 0
+  // ([k] e4m3, nullptr: a zero row). smem: kSmemBytes. pdl: wait for the previous kernel after
+  // the first weight tiles are requested (x is read only after it).
+  __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw, int n, int k, int row_base,
+                                const uint8_t* const (&xrow)[kXRowsPerThread], int c_begin, int c_end, uint8_t* smem,
+                                bool pdl, float (&acc)[kAcc]) {
+    using namespace kiln::cuda::hopper;
+    const int tid = threadIdx.x, vec = tid & 7, r0 = tid >> 3;
+    const uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
+    const uint32_t w_ring = base, x_ring = base + kS * kWTileBytes;
+    const uint32_t sw_off = static_cast<uint32_t>(r0 * kTileK + ((vec ^ (r0 & 7)) << 4));  // + 16 * 128 per 16 rows
+    const uint8_t* wr[4];
+    bool w_ok[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = row_base + r0 + 16 * i;
+      w_ok[i] = r < n;
+      wr[i] = w + static_cast<int64_t>(w_ok[i] ? r : 0) * ldw;  // + kb (which includes vec * 16) per tile
+    }
+    const int nc = c_end - c_begin;
+    auto issue_w = [&](int i) {  // weight tile of stage i into slot i % kS
+      const int kb = (c_begin + i) * kTileK + vec * 16;
+      const bool k_ok = kb < k;
+      const uint32_t dst = w_ring + (i % kS) * kWTileBytes + sw_off;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) cp_async_16(dst + j * 16 * kTileK, k_ok && w_ok[j] ? wr[j] + kb : wr[j], k_ok && w_ok[j]);
+    };
+    auto issue_x = [&](int i) {
+      const int kb = (c_begin + i) * kTileK + vec * 16;
+      const bool k_ok = kb < k;
+      const uint32_t dst = x_ring + (i % kS) * kXTileBytes + sw_off;
+#pragma unroll
+      for (int j = 0; j < kXRowsPerThread; ++j) {
+        if (r0 + 16 * j >= kN) continue;  // kN = 8: half the threads
+        const bool ok = k_ok && xrow[j] != nullptr;
+        cp_async_16(dst + j * 16 * kTileK, ok ? xrow[j] + kb : w, ok);
+      }
+    };
+
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < kS - 2; ++i) {
+      if (i < nc) issue_w(i);
+      cp_async_commit();
+    }
+    if (pdl) {
+      wait_for_previous_kernel();  // x (the quantizer's output) comes from the kernel before this one
+      allow_next_kernel();
+    }
+#pragma unroll
+    for (int i = 0; i < kS - 2; ++i)
+      if (i < nc) issue_x(i);
+    cp_async_commit();
+    // Groups: W_0 .. W_{kS-3}, X (the prologue's x), then one per iteration (stage i + kS - 2).
+    // Each stage's 4 wgmma sum into a fresh accumulator set (ping-pong part[i % 2]) that is added
+    // to acc in f32 once the stage's wgmma are done: the fp8 tensor cores keep fewer accumulator
+    // bits than f32, so the long k reduction is promoted every 128 products.
+    float part[2][kAcc] = {};
+    auto stage = [&](int i, auto parity) {
+      constexpr int kP = decltype(parity)::value;
+      cp_async_wait_upto<kS - 3>(i);  // stage i (and the prologue's x) landed: this thread's copies
+      fence_async_smem();             // ... visible to wgmma (async proxy)
+      __syncthreads();                // ... everyone's; and stage i - 2's wgmma is done (waited below)
+      if (i + kS - 2 < nc) {
+        issue_w(i + kS - 2);
+        issue_x(i + kS - 2);
+      }
+      cp_async_commit();
+      const uint32_t a = w_ring + (i % kS) * kWTileBytes, b = x_ring + (i % kS) * kXTileBytes;
+      pin(part[kP]);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kTileK / 32; ++kk)
+        wgmma_e4m3(part[kP], smem_desc<128>(a + kk * 32, 16, 1024), smem_desc<128>(b + kk * 32, 16, 1024), kk);
+      wgmma_commit();
+      pin(part[kP]);
+      wgmma_wait<1>();  // stage i - 1's wgmma are done: its sums join acc
+      pin(part[1 - kP]);
+      if (i > 0) {
+#pragma unroll
+        for (int j = 0; j < kAcc; ++j) acc[j] += part[1 - kP][j];
+      }
+    };
+    int i = 0;
+    for (; i + 1 < nc; i += 2) {
+      stage(i, std::integral_constant<int, 0>{});
+      stage(i + 1, std::integral_constant<int, 1>{});
+    }
+    if (i < nc) stage(i, std::integral_constant<int, 0>{});
+    wgmma_wait<0>();
+    pin(part[0]);
+    pin(part[1]);
+    if (nc > 0) {
+      const int last = (nc - 1) & 1;
+#pragma unroll
+      for (int j = 0; j < kAcc; ++j) acc[j] += last ? part[1][j] : part[0][j];
+    }
+    cp_async_wait<0>();
+  }
+};
+
+}  // namespace kiln::skinny::wg
