@@ -320,7 +320,12 @@ TEST(CudaFp8, LogitsMatchCpuFp8Model) {
 
 // The decode-regime MoE path (expert GEMMs reading the routing ids on the device) against the
 // grouped path (host offsets, one cuBLASLt/skinny GEMM per expert): same logits up to bf16
-// rounding, bf16 and fp8 experts.
+// rounding for bf16 experts and for fp8 experts with bf16 x (KILN_MOE_X_FP8=0: the f16-widening
+// row). The default fp8 decode row (wgmma) quantizes x per token to e4m3 where the grouped path's
+// small per-expert GEMMs keep bf16 x: on this tiny random model that alone moves the logits by
+// ~0.1 of their max (measured 0.103, top-1 0.875 on the H100; the fp8-activation effect of these
+// models is 0.13-0.16, see CudaFp8), so that row gets the CudaFp8 prompt bounds; its arithmetic is
+// held exactly by MoeDecodeGemmCuda against the per-token CPU reference.
 TEST(CudaMoeDecode, MatchesGroupedPath) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/mixtral";
@@ -328,15 +333,17 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
   ASSERT_TRUE(golden.ok());
   const SafetensorsTensor* ids_t = golden->find("input_ids");
   std::vector<int32_t> ids(reinterpret_cast<const int32_t*>(ids_t->data), reinterpret_cast<const int32_t*>(ids_t->data) + ids_t->nbytes / 4);
-  for (bool fp8 : {false, true}) {
+  struct Case { bool fp8; bool x_fp8; double max_err, min_top1; };
+  for (const Case& c : {Case{false, false, 2e-2, 0.95}, Case{true, false, 2e-2, 0.95}, Case{true, true, 2.5e-1, 0.75}}) {
     std::vector<HostTensor> logits;
+    setenv("KILN_MOE_X_FP8", c.x_fp8 ? "1" : "0", 1);
     for (const char* path : {"0", "64"}) {
       setenv("KILN_MOE_DECODE", path, 1);
       auto loaded = load_model(dir, DType::kBF16);
       ASSERT_TRUE(loaded.ok());
       ModelOptions o;
       o.device = Device::kCuda;
-      o.fp8_weights = fp8;
+      o.fp8_weights = c.fp8;
       auto model = create_model(std::move(loaded).value(), o);
       ASSERT_TRUE(model.ok()) << model.status().to_string();
       auto l = prompt_logits(**model, ids, 3);  // 3 tokens x top-2 = 6 slots per step
@@ -344,11 +351,13 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
       logits.push_back(std::move(l).value());
     }
     unsetenv("KILN_MOE_DECODE");
+    unsetenv("KILN_MOE_X_FP8");
     const Agreement a = agree(logits[1].tensor.ptr<float>(), logits[0].tensor.ptr<float>(), static_cast<int64_t>(ids.size()),
                               logits[0].tensor.shape[1]);
-    std::printf("moe decode vs grouped (fp8=%d): max |err| / max |logit| %.2e, top-1 agreement %.3f\n", fp8, a.rel_err, a.top1);
-    EXPECT_LE(a.rel_err, 2e-2);
-    EXPECT_GE(a.top1, 0.95);
+    std::printf("moe decode vs grouped (fp8=%d, x fp8=%d): max |err| / max |logit| %.2e, top-1 agreement %.3f\n", c.fp8,
+                c.x_fp8, a.rel_err, a.top1);
+    EXPECT_LE(a.rel_err, c.max_err);
+    EXPECT_GE(a.top1, c.min_top1);
   }
 }
 

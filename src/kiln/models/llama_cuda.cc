@@ -97,7 +97,9 @@ class CudaLlamaModel : public Model {
     std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
     for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
     KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
-    if (config_.num_experts > 0 && !w_.layers.empty() && !w_.layers[0].experts.empty() &&
+    // KILN_MOE_X_FP8=0: no x workspace, so fp8 MoE decode keeps bf16 x (the f16-widening row).
+    const char* moe_x = std::getenv("KILN_MOE_X_FP8");
+    if (!(moe_x && std::string(moe_x) == "0") && config_.num_experts > 0 && !w_.layers.empty() && !w_.layers[0].experts.empty() &&
         w_.layers[0].experts[0].gate_up.tensor.dtype == DType::kFp8E4M3) {
       // x of the MoE decode GEMMs: up to kMoeDecodeMaxSlots rows of max(hidden, intermediate).
       const int64_t bytes = moe_decode_gemm_workspace_bytes(
