@@ -366,6 +366,18 @@ void bench_e4m3_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l) {
         if (warps == 0 && ms < best_ms) { best_ms = ms; best_v = vi; }
       }
     }
+    // The wgmma rows at forced K splits (the automatic split is a wave-efficiency guess).
+    if (m <= 8)
+      for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+        const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+        if (!v.wgmma || v.y != l.y || m > v.max_m) continue;
+        std::printf("@@ wgsplit %s v%d(s%d) |", tag.c_str(), vi, v.stages);
+        for (int split : {1, 2, 3, 4, 6, 8}) {
+          const double ms = time(wsp, {vi, 4, split}, &launch);
+          std::printf(" s%d=%.1f%%(%lld)", launch.split_k, 100.0 * w_bytes / ms / 1e6 / c.copy_gbps, static_cast<long long>(launch.ctas));
+        }
+        std::printf("\n");
+      }
     const double auto_ms = time(wsp, {}, &launch);  // what Gemm::run would take now
     std::printf("@@ e4m3ab %s | v%d %.1f%% -> best e4m3 v%d %.1f%% (auto v%d %.1f%%) | %.1f%% | | %.3f\n", tag.c_str(), old_v,
                 100.0 * w_bytes / old_ms / 1e6 / c.copy_gbps, best_v, 100.0 * w_bytes / best_ms / 1e6 / c.copy_gbps, launch.variant,
