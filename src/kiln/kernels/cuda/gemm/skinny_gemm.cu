@@ -459,14 +459,12 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
   const int64_t row_ctas = (p.n + skinny::wg::kRows - 1) / skinny::wg::kRows;
   int64_t splits = cfg.split_k;
   if (splits <= 0) {
-    const int64_t slots = static_cast<int64_t>(occ) * ws.num_sms;
-    const int64_t max_splits = std::min<int64_t>(64, std::max<int64_t>(1, tiles / kWgmmaMinTilesPerSplit));
-    double best = -1;
-    for (int64_t sk = 1; sk <= max_splits; ++sk) {
-      const int64_t ctas = row_ctas * sk, waves = (ctas + slots - 1) / slots;
-      const double eff = static_cast<double>(ctas) / static_cast<double>(waves * slots);
-      if (eff > best + 0.02) { best = eff; splits = sk; }
-    }
+    // About three CTAs per SM, never fewer than kWgmmaMinTilesPerSplit k tiles each. Measured on
+    // the H100 at m = 1 (gemm_bench "wgsplit", % of copy by split for the <8,6> row): qkv
+    // 6144x4096 s1 55.9 s2 57.5 s4 62.1 s6 55.6; o_proj 4096x4096 s1 41.0 s4 48.2 s6 53.8 s8 49.3;
+    // gate_up 28672x4096 s1 91.1 s2 85.6 s7 ~81; down 4096x14336 s1 47.3 s4 66.8 s6 66.9 s8 71.2.
+    const int64_t max_splits = std::max<int64_t>(1, tiles / kWgmmaMinTilesPerSplit);
+    splits = std::clamp<int64_t>((3LL * ws.num_sms + row_ctas - 1) / row_ctas, 1, std::min<int64_t>(64, max_splits));
   }
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(tiles, 65535));
   const int64_t partial_per_split = row_ctas * skinny::wg::kRows * var.v.max_m;
