@@ -11,14 +11,17 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 #include "kiln/kernels/cuda/common/reduce.cuh"
+#include "kiln/kernels/cuda/quantize/fp8_row.cuh"
 #include "kiln/kernels/silu_mul_fp8.h"
 
 namespace kiln {
 namespace {
 
 using bf16 = __nv_bfloat16;
+using cuda::fp8row::abs_max8;
+using cuda::fp8row::quantize8;
+using cuda::fp8row::scale_for;
 constexpr int kThreads = 256;
-constexpr float kFp8E4M3Max = 448.0f;
 
 struct Params {
   const bf16* gate_up;  // [rows, 2 * inter], row stride gu_stride
@@ -41,32 +44,6 @@ __device__ __forceinline__ uint4 swiglu8(const uint4& g, const uint4& u) {
     oh[i] = __floats2bfloat162_rn(silu(gf.x) * uf.x, silu(gf.y) * uf.y);
   }
   return out;
-}
-
-__device__ __forceinline__ float abs_max8(const uint4& u) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-  float m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    m = fmaxf(m, fmaxf(fabsf(f.x), fabsf(f.y)));
-  }
-  return m;
-}
-
-__device__ __forceinline__ uint32_t fp8_of(float v) {
-  return static_cast<uint32_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-}
-
-__device__ __forceinline__ uint2 quantize8(const uint4& u, float s) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-  uint32_t out[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    out[i / 2] |= (fp8_of(f.x / s) | fp8_of(f.y / s) << 8) << (16 * (i % 2));
-  }
-  return make_uint2(out[0], out[1]);
 }
 
 template <int kVecs>
@@ -101,7 +78,7 @@ __global__ void __launch_bounds__(kThreads) silu_mul_fp8_kernel(const __grid_con
   m = 0.0f;
 #pragma unroll
   for (int i = 0; i < kThreads / 32; ++i) m = fmaxf(m, partial[i]);
-  const float s = m > 0.0f ? m / kFp8E4M3Max : 1.0f;
+  const float s = scale_for(m);
   if (threadIdx.x == 0) p.scale[r] = s;
   uint8_t* out = p.q + r * p.inter;
 #pragma unroll

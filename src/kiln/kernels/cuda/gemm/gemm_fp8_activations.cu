@@ -11,16 +11,20 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/reduce.cuh"
 #include "kiln/kernels/cuda/gemm/gemm_fp8_activations.h"
+#include "kiln/kernels/cuda/quantize/fp8_row.cuh"
 
 namespace kiln {
 namespace {
+
+using cuda::fp8row::abs_max8;
+using cuda::fp8row::quantize8;
+using cuda::fp8row::scale_for;
 
 constexpr int kThreads = 256;
 // Per thread: k <= 256 * 8 * 4 = 8192 per token. Longer rows go to quantize_fp8_cuda, measured
 // faster there on H100 (m = 4096, k = 14336: 2450 GB/s against 1840 for 8 vectors per thread; at
 // k = 4096 this kernel gives 2170 GB/s against 1710).
 constexpr int kMaxVecs = 4;
-constexpr float kFp8E4M3Max = 448.0f;
 
 struct ActParams {
   const __nv_bfloat16* src;  // [rows, k], row stride lds
@@ -29,35 +33,6 @@ struct ActParams {
   uint32_t* amax;            // per tensor: the running amax as f32 bits
   int64_t rows, k, lds, ldq;
 };
-
-__device__ __forceinline__ float scale_for(float amax) { return amax > 0.0f ? amax / kFp8E4M3Max : 1.0f; }
-
-__device__ __forceinline__ float abs_max8(const uint4& u) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-  float m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    m = fmaxf(m, fmaxf(fabsf(f.x), fabsf(f.y)));
-  }
-  return m;
-}
-
-__device__ __forceinline__ uint32_t fp8_of(float v) {
-  return static_cast<uint32_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-}
-
-// 8 bf16 -> 8 fp8 bytes (in order), each x / s.
-__device__ __forceinline__ uint2 quantize8(const uint4& u, float s) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-  uint32_t out[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    out[i / 2] |= (fp8_of(f.x / s) | fp8_of(f.y / s) << 8) << (16 * (i % 2));
-  }
-  return make_uint2(out[0], out[1]);
-}
 
 // max over the block; every thread gets it.
 __device__ __forceinline__ float block_max(float m) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "kiln/kernels/cuda/common/pdl.cuh"
+#include "kiln/kernels/cuda/quantize/fp8_row.cuh"
 
 namespace kiln::skinny {
 
@@ -30,31 +31,6 @@ struct XFp8Params {
   int k, pdl;
 };
 
-__device__ __forceinline__ float x_fp8_amax8(const uint4& u) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-  float m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    m = fmaxf(m, fmaxf(fabsf(f.x), fabsf(f.y)));
-  }
-  return m;
-}
-
-// 8 bf16 -> 8 e4m3 bytes in order, each x / s.
-__device__ __forceinline__ uint2 x_fp8_quantize8(const uint4& u, float s) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-  uint32_t out[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    const uint32_t lo = __nv_cvt_float_to_fp8(__fdiv_rn(f.x, s), __NV_SATFINITE, __NV_E4M3);
-    const uint32_t hi = __nv_cvt_float_to_fp8(__fdiv_rn(f.y, s), __NV_SATFINITE, __NV_E4M3);
-    out[i / 2] |= (lo | hi << 8) << (16 * (i % 2));
-  }
-  return make_uint2(out[0], out[1]);
-}
-
 // Grid: one CTA of kXFp8Threads per row of x (k % 8 == 0, rows of x 16-byte aligned).
 static __global__ void __launch_bounds__(kXFp8Threads) quantize_x_fp8_kernel(const __grid_constant__ XFp8Params p) {
   if (p.pdl) {
@@ -64,7 +40,7 @@ static __global__ void __launch_bounds__(kXFp8Threads) quantize_x_fp8_kernel(con
   const int64_t r = blockIdx.x;
   const __nv_bfloat16* row = p.x + r * p.ldx;
   float m = 0.0f;
-  for (int c = threadIdx.x * 8; c < p.k; c += kXFp8Threads * 8) m = fmaxf(m, x_fp8_amax8(*reinterpret_cast<const uint4*>(row + c)));
+  for (int c = threadIdx.x * 8; c < p.k; c += kXFp8Threads * 8) m = fmaxf(m, cuda::fp8row::abs_max8(*reinterpret_cast<const uint4*>(row + c)));
   __shared__ float partial[kXFp8Threads / 32];
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
@@ -73,11 +49,11 @@ static __global__ void __launch_bounds__(kXFp8Threads) quantize_x_fp8_kernel(con
   m = 0.0f;
 #pragma unroll
   for (int i = 0; i < kXFp8Threads / 32; ++i) m = fmaxf(m, partial[i]);
-  const float s = m > 0.0f ? __fdiv_rn(m, 448.0f) : 1.0f;
+  const float s = cuda::fp8row::scale_for(m);
   if (threadIdx.x == 0) p.scale[r] = s;
   uint8_t* out = p.q + r * p.k;
   for (int c = threadIdx.x * 8; c < p.k; c += kXFp8Threads * 8)
-    *reinterpret_cast<uint2*>(out + c) = x_fp8_quantize8(*reinterpret_cast<const uint4*>(row + c), s);
+    *reinterpret_cast<uint2*>(out + c) = cuda::fp8row::quantize8(*reinterpret_cast<const uint4*>(row + c), s);
 }
 
 }  // namespace kiln::skinny
