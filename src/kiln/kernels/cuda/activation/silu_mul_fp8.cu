@@ -48,7 +48,6 @@ __device__ __forceinline__ uint4 swiglu8(const uint4& g, const uint4& u) {
 
 template <int kVecs>
 __global__ void __launch_bounds__(kThreads) silu_mul_fp8_kernel(const __grid_constant__ Params p) {
-  __shared__ float partial[kThreads / 32];
   cuda::pdl_wait();
   cuda::pdl_trigger();
   const int64_t r = blockIdx.x;
@@ -72,13 +71,7 @@ __global__ void __launch_bounds__(kThreads) silu_mul_fp8_kernel(const __grid_con
       m = fmaxf(m, abs_max8(g[i]));
     }
   }
-  m = cuda::warp_max(m);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = m;
-  __syncthreads();
-  m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kThreads / 32; ++i) m = fmaxf(m, partial[i]);
-  const float s = scale_for(m);
+  const float s = scale_for(cuda::fp8row::block_amax<kThreads>(m));
   if (threadIdx.x == 0) p.scale[r] = s;
   uint8_t* out = p.q + r * p.inter;
 #pragma unroll

@@ -17,6 +17,7 @@ namespace kiln {
 namespace {
 
 using cuda::fp8row::abs_max8;
+using cuda::fp8row::block_amax;
 using cuda::fp8row::quantize8;
 using cuda::fp8row::scale_for;
 
@@ -34,18 +35,6 @@ struct ActParams {
   int64_t rows, k, lds, ldq;
 };
 
-// max over the block; every thread gets it.
-__device__ __forceinline__ float block_max(float m) {
-  __shared__ float partial[kThreads / 32];
-  m = cuda::warp_max(m);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = m;
-  __syncthreads();
-  m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kThreads / 32; ++i) m = fmaxf(m, partial[i]);
-  return m;
-}
-
 // Per token: one block per row; the row stays in registers between its amax and its quantization.
 template <int kVecs>
 __global__ void __launch_bounds__(kThreads) quantize_tokens_kernel(const __grid_constant__ ActParams p) {
@@ -61,7 +50,7 @@ __global__ void __launch_bounds__(kThreads) quantize_tokens_kernel(const __grid_
       m = fmaxf(m, abs_max8(v[i]));
     }
   }
-  const float s = scale_for(block_max(m));
+  const float s = scale_for(block_amax<kThreads>(m));
   if (threadIdx.x == 0) p.scale[r] = s;
   uint8_t* out = p.q + r * p.ldq;
 #pragma unroll
@@ -79,7 +68,7 @@ __global__ void __launch_bounds__(kThreads) tensor_amax_kernel(const __grid_cons
     for (int64_t c = threadIdx.x * 8; c < p.k; c += kThreads * 8)
       m = fmaxf(m, abs_max8(*reinterpret_cast<const uint4*>(row + c)));
   }
-  m = block_max(m);
+  m = block_amax<kThreads>(m);
   if (threadIdx.x == 0) atomicMax(p.amax, __float_as_uint(m));
 }
 

@@ -41,15 +41,7 @@ static __global__ void __launch_bounds__(kXFp8Threads) quantize_x_fp8_kernel(con
   const __nv_bfloat16* row = p.x + r * p.ldx;
   float m = 0.0f;
   for (int c = threadIdx.x * 8; c < p.k; c += kXFp8Threads * 8) m = fmaxf(m, cuda::fp8row::abs_max8(*reinterpret_cast<const uint4*>(row + c)));
-  __shared__ float partial[kXFp8Threads / 32];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = m;
-  __syncthreads();
-  m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kXFp8Threads / 32; ++i) m = fmaxf(m, partial[i]);
-  const float s = cuda::fp8row::scale_for(m);
+  const float s = cuda::fp8row::scale_for(cuda::fp8row::block_amax<kXFp8Threads>(m));
   if (threadIdx.x == 0) p.scale[r] = s;
   uint8_t* out = p.q + r * p.k;
   for (int c = threadIdx.x * 8; c < p.k; c += kXFp8Threads * 8)

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kiln/kernels/cuda/common/reduce.cuh"
+
 namespace kiln::cuda::fp8row {
 
 inline constexpr float kE4M3Max = 448.0f;
@@ -29,6 +31,20 @@ __device__ __forceinline__ float abs_max8(const uint4& u) {
 
 __device__ __forceinline__ uint32_t e4m3_of(float v) {
   return static_cast<uint32_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+
+// The block's largest of the threads' m (amaxes, >= 0) for a block of kThreads threads; every
+// thread gets it.
+template <int kThreads>
+__device__ __forceinline__ float block_amax(float m) {
+  __shared__ float partial[kThreads / 32];
+  m = warp_max(m);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = m;
+  __syncthreads();
+  m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) m = fmaxf(m, partial[i]);
+  return m;
 }
 
 // 8 bf16 -> 8 e4m3 bytes in order, each x / s.
