@@ -17,222 +17,18 @@
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
+#include "kiln/kernels/cuda/gemm/skinny_gemm_kernels.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_wgmma.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_x_fp8.cuh"
 
 namespace kiln {
 namespace {
 
-using skinny::frag_m;
-using skinny::frag_n;
 using skinny::kMaxWarps;
-
-struct SkinnyParams {
-  const uint8_t* w;         // [n, k] bf16 | fp8 bytes, row stride ldw_bytes
-  const __nv_bfloat16* x;   // [m, k], row stride ldx (elements)
-  const uint8_t* xq;        // e4m3 variants: [m, k] e4m3 (row stride k) and its scales [m]
-  const float* x_scale;
-  const float* w_scale;     // [n] | [1] | nullptr
-  const void* bias;         // [n] in y's dtype | nullptr
-  void* y;                  // [m, n], row stride ldy (elements)
-  float* partials;          // [split_k, gridDim.x, kElems, 32] when split_k > 1
-  int* counters;            // [gridDim.x]
-  int m, n, k;
-  int64_t ldw_bytes, ldx, ldy;
-  int scale_per_tensor;
-  int steps_per_split;      // k steps (kStepK each) per blockIdx.y
-  int pdl;
-  // Stream variants: chunks per tile, chunks in all (tiles x chunks_per_tile), warps in the stream.
-  int chunks_per_tile;
-  int64_t stream_chunks, stream_warps;
-};
-
-__device__ __forceinline__ void store_y(float* y, float v) { *y = v; }
-__device__ __forceinline__ void store_y(__nv_bfloat16* y, float v) { *y = __float2bfloat16(v); }
-__device__ __forceinline__ float load_bias(const float* b) { return *b; }
-__device__ __forceinline__ float load_bias(const __nv_bfloat16* b) { return __bfloat162float(*b); }
-
-template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y>
-__global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel(const __grid_constant__ SkinnyParams p) {
-  using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3>;
-  using F = typename Core::F;
-  extern __shared__ __align__(16) uint8_t smem[];
-  const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int row_base = blockIdx.x * kRT * 16;
-
-  const typename Core::XT* xrow[kMT];  // activation row nt * 8 + g, or nullptr past m
-#pragma unroll
-  for (int nt = 0; nt < kMT; ++nt) {
-    const int mr = nt * 8 + g;
-    if constexpr (kE4m3) xrow[nt] = mr < p.m ? p.xq + static_cast<int64_t>(mr) * p.k + t * F::kElemsPerVec : nullptr;
-    else xrow[nt] = mr < p.m ? p.x + mr * p.ldx + t * F::kElemsPerVec : nullptr;
-  }
-  const int num_steps = (p.k + F::kStepK - 1) / F::kStepK;
-  const int s_begin = blockIdx.y * p.steps_per_split, s_end = min(num_steps, s_begin + p.steps_per_split);
-  float acc[kRT][kMT][4] = {};
-  Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, s_begin, s_end, warp, nwarps, smem + warp * Core::kSmemPerWarp,
-               p.pdl != 0, acc);
-  Core::reduce_warps(acc, smem, warp, nwarps);
-  if (warp != 0) return;
-
-  constexpr int kElems = Core::kElems;
-  if (gridDim.y > 1) {  // split K: park the partial sums; the last CTA of this row block adds them up
-    float* part = p.partials + static_cast<int64_t>(blockIdx.y * gridDim.x + blockIdx.x) * kElems * 32 + lane;
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c)
-          if (frag_m(nt, c, t) < p.m) part[((rt * kMT + nt) * 4 + c) * 32] = acc[rt][nt][c];
-    __threadfence();
-    __syncwarp();
-    int last = 0;
-    if (lane == 0) last = atomicAdd(p.counters + blockIdx.x, 1) == static_cast<int>(gridDim.y) - 1;
-    last = __shfl_sync(0xffffffffu, last, 0);
-    if (!last) return;
-    __threadfence();
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          if (frag_m(nt, c, t) >= p.m) continue;
-          float s = 0.f;
-          for (int sk = 0; sk < static_cast<int>(gridDim.y); ++sk)
-            s += __ldcg(p.partials + (static_cast<int64_t>(sk * gridDim.x + blockIdx.x) * kElems + (rt * kMT + nt) * 4 + c) * 32 +
-                        lane);
-          acc[rt][nt][c] = s;
-        }
-    if (lane == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
-  }
-
-  Y* y = static_cast<Y*>(p.y);
-  const Y* bias = static_cast<const Y*>(p.bias);
-#pragma unroll
-  for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-    for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
-        if (n >= p.n || m >= p.m) continue;
-        float v = acc[rt][nt][c];
-        if constexpr (kE4m3) v *= p.x_scale[m];
-        if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
-        if (bias) v += load_bias(bias + n);
-        store_y(y + m * p.ldy + n, v);
-      }
-}
-
-
-// The wgmma rows (fp8 weights, x quantized per token to e4m3): CTA (blockIdx.x, blockIdx.y) = one
-// warpgroup on weight rows [64 blockIdx.x, + 64) x all m (<= kN) rows of x, k tiles
-// [blockIdx.y * steps_per_split, + steps_per_split) of 128 bytes (skinny_wgmma.cuh). Split K:
-// partials [gridDim.y, gridDim.x, kN / 2, 128] f32, summed in split order by the last CTA of the
-// row block to arrive (deterministic).
-template <int kN, int kS, typename Y>
-__global__ void __launch_bounds__(skinny::wg::kThreads) skinny_wgmma_kernel(const __grid_constant__ SkinnyParams p) {
-  using Core = skinny::wg::WgmmaCore<kN, kS>;
-  extern __shared__ __align__(16) uint8_t smem[];
-  const int tid = threadIdx.x, row_base = blockIdx.x * skinny::wg::kRows;
-  const uint8_t* xrow[Core::kXRowsPerThread];
-#pragma unroll
-  for (int j = 0; j < Core::kXRowsPerThread; ++j) {
-    const int r = (tid >> 3) + 16 * j;
-    xrow[j] = r < p.m ? p.xq + static_cast<int64_t>(r) * p.k : nullptr;
-  }
-  const int num_tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
-  const int c_begin = blockIdx.y * p.steps_per_split, c_end = min(num_tiles, c_begin + p.steps_per_split);
-  float acc[Core::kAcc];
-  Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, c_begin, c_end, smem, p.pdl != 0, acc);
-
-  if (gridDim.y > 1) {  // split K: park the partial sums; the last CTA of this row block adds them up
-    float* part = p.partials + static_cast<int64_t>(blockIdx.y * gridDim.x + blockIdx.x) * Core::kAcc * skinny::wg::kThreads + tid;
-#pragma unroll
-    for (int i = 0; i < Core::kAcc; ++i) __stcg(part + i * skinny::wg::kThreads, acc[i]);
-    __threadfence();
-    __syncthreads();
-    __shared__ int last;
-    if (tid == 0) last = atomicAdd(p.counters + blockIdx.x, 1) == static_cast<int>(gridDim.y) - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-#pragma unroll
-    for (int i = 0; i < Core::kAcc; ++i) acc[i] = 0.f;
-    for (int sk = 0; sk < static_cast<int>(gridDim.y); ++sk) {
-      const float* pp = p.partials + static_cast<int64_t>(sk * gridDim.x + blockIdx.x) * Core::kAcc * skinny::wg::kThreads + tid;
-#pragma unroll
-      for (int i = 0; i < Core::kAcc; ++i) acc[i] += __ldcg(pp + i * skinny::wg::kThreads);
-    }
-    if (tid == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
-  }
-
-  Y* y = static_cast<Y*>(p.y);
-  const Y* bias = static_cast<const Y*>(p.bias);
-#pragma unroll
-  for (int i = 0; i < Core::kAcc; ++i) {
-    const int n = row_base + skinny::wg::acc_row(i), m = skinny::wg::acc_col(i);
-    if (n >= p.n || m >= p.m) continue;
-    float v = acc[i] * p.x_scale[m];
-    if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
-    if (bias) v += load_bias(bias + n);
-    store_y(y + m * p.ldy + n, v);
-  }
-}
-
-// The stream variants: warp q of the grid takes chunks [F q / W, F (q + 1) / W) of the tile-major
-// (16 * kRT-row tile, chunk) sequence (skinny::WarpStream); tiles shared by several warps are
-// summed by the last of them (partials [2 W, kElems, 32], counters [tiles]).
-template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, int kDiag, typename Y>
-__global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_stream_kernel(const __grid_constant__ SkinnyParams p) {
-  using S = skinny::WarpStream<kFp8, kMT, kRT, kU, kS, kF16>;
-  using F = typename S::F;
-  extern __shared__ __align__(16) uint8_t smem[];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int64_t q = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + warp;
-  if (q >= p.stream_warps) return;  // no barriers below: idle warps may leave
-  const int64_t nf = p.stream_chunks, nw = p.stream_warps;
-  const int C = p.chunks_per_tile;
-
-  const __nv_bfloat16* xr[kMT];  // activation row nt * 8 + g, or nullptr past m
-#pragma unroll
-  for (int nt = 0; nt < kMT; ++nt) {
-    const int mr = nt * 8 + g;
-    xr[nt] = mr < p.m ? p.x + mr * p.ldx + t * F::kElemsPerVec : nullptr;
-  }
-  auto rows_of = [&](int64_t tile, const uint8_t*& w, int& rows) {
-    const int64_t r0 = tile * kRT * 16;
-    w = p.w + r0 * p.ldw_bytes;
-    rows = static_cast<int>(min(static_cast<int64_t>(kRT * 16), p.n - r0));
-  };
-  auto x_of = [&](int64_t, const __nv_bfloat16* (&xrow)[kMT]) {
-#pragma unroll
-    for (int nt = 0; nt < kMT; ++nt) xrow[nt] = xr[nt];
-  };
-  auto done = [&](int64_t tile, float (&acc)[kRT][kMT][4]) {
-    if (!skinny::stream_tile_sums(acc, tile, C, q, nf, nw, p.partials, p.counters, p.m)) return;
-    Y* y = static_cast<Y*>(p.y);
-    const Y* bias = static_cast<const Y*>(p.bias);
-    const int row_base = static_cast<int>(tile * kRT * 16);
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
-          if (n >= p.n || m >= p.m) continue;
-          float v = acc[rt][nt][c];
-          if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
-          if (bias) v += load_bias(bias + n);
-          store_y(y + m * p.ldy + n, v);
-        }
-  };
-  S::template walk<kDiag>(skinny::stream_begin(q, nf, nw), skinny::stream_begin(q + 1, nf, nw), C, p.k, p.ldw_bytes,
-                          smem + warp * S::kRingBytesPerWarp, p.pdl != 0, rows_of, x_of, done);
-}
+using skinny::skinny_gemm_kernel;
+using skinny::skinny_stream_kernel;
+using skinny::skinny_wgmma_kernel;
+using skinny::SkinnyParams;
 
 struct Variant {
   SkinnyGemmVariant v;
@@ -445,9 +241,8 @@ Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, i
   return ok_status();
 }
 
-// The wgmma rows' launch: one warpgroup per 64 weight rows; split K over the 128-byte k tiles
-// where the row blocks fill the resident CTA slots badly (the most CTAs resident on average over
-// the waves; a split must win 2% to be taken), at least kWgmmaMinTilesPerSplit tiles per split.
+// The wgmma rows' launch: one warpgroup per 64 weight rows; split K over the 128-byte k tiles up
+// to about three CTAs per SM, at least kWgmmaMinTilesPerSplit tiles per split.
 constexpr int64_t kWgmmaMinTilesPerSplit = 4;
 Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream_t stream, const SkinnyGemmConfig& cfg, int vi,
                   const XFp8Region& xr, SkinnyGemmLaunch* launch) {
