@@ -38,6 +38,16 @@ __device__ __forceinline__ void store_y(__nv_bfloat16* y, float v) { *y = __floa
 __device__ __forceinline__ float load_bias(const float* b) { return *b; }
 __device__ __forceinline__ float load_bias(const __nv_bfloat16* b) { return __bfloat162float(*b); }
 
+// y[m, n] = the sum v times x's per-token scale (kXScale: the e4m3 / wgmma rows) and the weight
+// scale, plus the bias, stored as Y: the epilogue every kernel shares.
+template <bool kXScale, typename Y>
+__device__ __forceinline__ void store_output(const SkinnyParams& p, int m, int n, float v) {
+  if constexpr (kXScale) v *= p.x_scale[m];
+  if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
+  if (p.bias) v += load_bias(static_cast<const Y*>(p.bias) + n);
+  store_y(static_cast<Y*>(p.y) + m * p.ldy + n, v);
+}
+
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y>
 __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel(const __grid_constant__ SkinnyParams p) {
   using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3>;
@@ -94,8 +104,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
     if (lane == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
   }
 
-  Y* y = static_cast<Y*>(p.y);
-  const Y* bias = static_cast<const Y*>(p.bias);
 #pragma unroll
   for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
@@ -103,12 +111,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
-        if (n >= p.n || m >= p.m) continue;
-        float v = acc[rt][nt][c];
-        if constexpr (kE4m3) v *= p.x_scale[m];
-        if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
-        if (bias) v += load_bias(bias + n);
-        store_y(y + m * p.ldy + n, v);
+        if (n < p.n && m < p.m) store_output<kE4m3, Y>(p, m, n, acc[rt][nt][c]);
       }
 }
 
@@ -155,16 +158,10 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) skinny_wgmma_kernel(cons
     if (tid == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
   }
 
-  Y* y = static_cast<Y*>(p.y);
-  const Y* bias = static_cast<const Y*>(p.bias);
 #pragma unroll
   for (int i = 0; i < Core::kAcc; ++i) {
     const int n = row_base + skinny::wg::acc_row(i), m = skinny::wg::acc_col(i);
-    if (n >= p.n || m >= p.m) continue;
-    float v = acc[i] * p.x_scale[m];
-    if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
-    if (bias) v += load_bias(bias + n);
-    store_y(y + m * p.ldy + n, v);
+    if (n < p.n && m < p.m) store_output<true, Y>(p, m, n, acc[i]);
   }
 }
 
@@ -199,8 +196,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_stream_kern
   };
   auto done = [&](int64_t tile, float (&acc)[kRT][kMT][4]) {
     if (!skinny::stream_tile_sums(acc, tile, C, q, nf, nw, p.partials, p.counters, p.m)) return;
-    Y* y = static_cast<Y*>(p.y);
-    const Y* bias = static_cast<const Y*>(p.bias);
     const int row_base = static_cast<int>(tile * kRT * 16);
 #pragma unroll
     for (int rt = 0; rt < kRT; ++rt)
@@ -209,11 +204,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_stream_kern
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
-          if (n >= p.n || m >= p.m) continue;
-          float v = acc[rt][nt][c];
-          if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
-          if (bias) v += load_bias(bias + n);
-          store_y(y + m * p.ldy + n, v);
+          if (n < p.n && m < p.m) store_output<false, Y>(p, m, n, acc[rt][nt][c]);
         }
   };
   S::template walk<kDiag>(skinny::stream_begin(q, nf, nw), skinny::stream_begin(q + 1, nf, nw), C, p.k, p.ldw_bytes,
