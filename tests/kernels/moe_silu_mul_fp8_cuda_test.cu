@@ -109,6 +109,21 @@ Fp8W fp8_weights(int64_t n, int64_t k, std::mt19937& rng) {
   return {std::move(w).value(), std::move(s).value()};
 }
 
+// Random bf16 x [m, k] on the device, and its per-token fp8 quantization (quantize_fp8_cpu).
+struct QuantizedX {
+  DeviceTensor x, q, scale;
+};
+QuantizedX quantized_x(int64_t m, int64_t k, std::mt19937& rng) {
+  HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
+  HostTensor xq = HostTensor::zeros(DType::kFp8E4M3, {m, k}), xs = HostTensor::zeros(DType::kF32, {m});
+  EXPECT_TRUE(quantize_fp8_cpu({x.tensor, xq.tensor, xs.tensor}).ok());
+  auto dx = to_device(x.tensor);
+  auto dxq = to_device(xq.tensor);
+  auto dxs = to_device(xs.tensor);
+  EXPECT_TRUE(dx.ok() && dxq.ok() && dxs.ok());
+  return {std::move(dx).value(), std::move(dxq).value(), std::move(dxs).value()};
+}
+
 // Gemm::run_quantized on x quantized per token (bit-identical to what Gemm::run's fp8 path does
 // itself) against Gemm::run on the bf16 x; rows [3, m) too: an unaligned scale slice.
 TEST(GemmQuantizedCuda, MatchesRunOnBf16X) {
@@ -118,15 +133,11 @@ TEST(GemmQuantizedCuda, MatchesRunOnBf16X) {
   ASSERT_TRUE(gemm.ok());
   for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{40, 256, 512}, {300, 1024, 2048}, {5, 128, 4096}}) {
     Fp8W W = fp8_weights(n, k, rng);
-    HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
-    HostTensor xq = HostTensor::zeros(DType::kFp8E4M3, {m, k}), xs = HostTensor::zeros(DType::kF32, {m});
-    ASSERT_TRUE(quantize_fp8_cpu({x.tensor, xq.tensor, xs.tensor}).ok());
-    auto dx = to_device(x.tensor);
-    auto dxq = to_device(xq.tensor);
-    auto dxs = to_device(xs.tensor);
+    const QuantizedX qx = quantized_x(m, k, rng);
+    const DeviceTensor *dx = &qx.x, *dxq = &qx.q, *dxs = &qx.scale;
     auto y1 = DeviceTensor::empty(DType::kBF16, {m, n});
     auto y2 = DeviceTensor::empty(DType::kBF16, {m, n});
-    ASSERT_TRUE(dx.ok() && dxq.ok() && dxs.ok() && y1.ok() && y2.ok());
+    ASSERT_TRUE(y1.ok() && y2.ok());
     GemmOptions o;
     o.skinny_max_m_fp8 = 0;  // the fp8 cuBLASLt path for every m: what run_quantized computes
     auto g0 = Gemm::create(o);
@@ -157,15 +168,11 @@ TEST(MoeGroupedGemmCuda, Fp8XMatchesBf16X) {
   std::vector<Tensor> w, s;
   for (int64_t i = 0; i < e; ++i) ws.push_back(fp8_weights(n, k, rng));
   for (auto& x : ws) { w.push_back(x.w.tensor); s.push_back(x.s.tensor); }
-  HostTensor x = test::random_tensor(DType::kBF16, {rows, k}, rng);
-  HostTensor xq = HostTensor::zeros(DType::kFp8E4M3, {rows, k}), xs = HostTensor::zeros(DType::kF32, {rows});
-  ASSERT_TRUE(quantize_fp8_cpu({x.tensor, xq.tensor, xs.tensor}).ok());
-  auto dx = to_device(x.tensor);
-  auto dxq = to_device(xq.tensor);
-  auto dxs = to_device(xs.tensor);
+  const QuantizedX qx = quantized_x(rows, k, rng);
+  const DeviceTensor *dx = &qx.x, *dxq = &qx.q, *dxs = &qx.scale;
   auto y1 = DeviceTensor::empty(DType::kBF16, {rows, n});
   auto y2 = DeviceTensor::empty(DType::kBF16, {rows, n});
-  ASSERT_TRUE(dx.ok() && dxq.ok() && dxs.ok() && y1.ok() && y2.ok());
+  ASSERT_TRUE(y1.ok() && y2.ok());
   GemmOptions o;
   o.skinny_max_m_fp8 = 0;
   auto gemm = Gemm::create(o);
