@@ -306,6 +306,22 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   };
   if (pingpong && wg == 1) named_arrive(4, 256);
   auto v_tile_of = [&](int s_) { return smem + (kFp8 ? C::kVt + s_ * C::kVtBytes : C::kV + s_ * C::kTileBytes); };
+  // PV of the previous tile done: its V stage goes back to the producer, then O (and the row sums
+  // of the kRowSum variants) take this tile's rescale.
+  auto finish_pv = [&](int sv) {
+    wgmma_wait<0>();
+    pin(o);
+    pin(pa);
+    if constexpr (C::kRowSum) pin(lsum);
+    if (lane == 0) mbar_arrive(bars.empty_v(sv));
+    if (rescale[0] != 1.f || rescale[1] != 1.f) {
+      rescale_o<kHeadDim>(o, rescale);
+      if constexpr (C::kRowSum) {
+        lsum[0] *= rescale[0], lsum[1] *= rescale[0];
+        lsum[2] *= rescale[1], lsum[3] *= rescale[1];
+      }
+    }
+  };
 
   if (w.n_tiles > 0) {
     const int sk = stage_of<KS>(it);
@@ -352,18 +368,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
       pack_p<kFp8, C::kBlockN>(s, pn);
       pin(pn);
       if (lane == 0 && or_words(pn) != 0xffffffffu) mbar_arrive(bars.anchor());
-      wgmma_wait<0>();
-      pin(o);
-      pin(pa);
-      if constexpr (C::kRowSum) pin(lsum);
-      if (lane == 0) mbar_arrive(bars.empty_v(sv));
-      if (rescale[0] != 1.f || rescale[1] != 1.f) {
-        rescale_o<kHeadDim>(o, rescale);
-        if constexpr (C::kRowSum) {
-          lsum[0] *= rescale[0], lsum[1] *= rescale[0];
-          lsum[2] *= rescale[1], lsum[3] *= rescale[1];
-        }
-      }
+      finish_pv(sv);
 #pragma unroll
       for (int kk = 0; kk < kSteps; ++kk)
 #pragma unroll
@@ -375,18 +380,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     // mbarrier arrive, so one that depends on the row sums (l >= 0: the condition always holds) on
     // a barrier nobody waits for anchors the wait after the softmax.
     if (T::kOverlap && lane == 0 && !(st.l[0] + st.l[1] < 0.f)) mbar_arrive(bars.anchor());
-    wgmma_wait<0>();
-    pin(o);
-    pin(pa);
-    if constexpr (C::kRowSum) pin(lsum);
-    if (lane == 0) mbar_arrive(bars.empty_v(sv));
-    if (rescale[0] != 1.f || rescale[1] != 1.f) {
-      rescale_o<kHeadDim>(o, rescale);
-      if constexpr (C::kRowSum) {
-        lsum[0] *= rescale[0], lsum[1] *= rescale[0];
-        lsum[2] *= rescale[1], lsum[3] *= rescale[1];
-      }
-    }
+    finish_pv(sv);
     pack_p<kFp8, C::kBlockN>(s, pa);
   }
   if (w.n_tiles > 0) {
