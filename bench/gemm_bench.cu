@@ -178,24 +178,37 @@ void bench_fp8_quantizer(const bench::Ceilings& c, cudaStream_t s, int64_t m, in
   }
 }
 
+// The decode GEMM's workspace for the sections that call skinny_gemm_cuda directly: 16 MiB of
+// split-K partials (the e4m3 rows keep their x in its tail), 8192 zeroed counters, the SM count.
+struct BenchWorkspace {
+  DeviceBuffer partials, counters;
+  SkinnyGemmWorkspace ws;
+  BenchWorkspace() {
+    auto p = DeviceBuffer::alloc(16 << 20);
+    auto c = DeviceBuffer::alloc(8192 * 4);
+    check(p.status(), "alloc");
+    check(c.status(), "alloc");
+    partials = std::move(p).value();
+    counters = std::move(c).value();
+    check(cudaMemset(counters.data(), 0, 8192 * 4), "memset");
+    ws = {static_cast<float*>(partials.data()), (16 << 20) / 4, static_cast<int*>(counters.data()), 8192};
+    int dev = 0;
+    check(cudaGetDevice(&dev), "dev");
+    check(cudaDeviceGetAttribute(&ws.num_sms, cudaDevAttrMultiProcessorCount, dev), "sms");
+  }
+};
+
 // The decode kernel's launch choices on one shape: every variant that fits, warps per CTA
 // automatic / 4 / 8, with programmatic dependent launch (graph-timed).
 void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, DType wt) {
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
   auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
   auto y = DeviceTensor::empty(l.y, {m, l.n});
-  auto partials = DeviceBuffer::alloc(16 << 20);
-  auto counters = DeviceBuffer::alloc(8192 * 4);
   check(x.status(), "alloc x");
   check(y.status(), "alloc y");
-  check(partials.status(), "alloc");
-  check(counters.status(), "alloc");
-  check(cudaMemset(counters->data(), 0, 8192 * 4), "memset");
   bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
-  SkinnyGemmWorkspace wsp{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
-  int dev = 0;
-  check(cudaGetDevice(&dev), "dev");
-  check(cudaDeviceGetAttribute(&wsp.num_sms, cudaDevAttrMultiProcessorCount, dev), "sms");
+  BenchWorkspace bw;
+  SkinnyGemmWorkspace& wsp = bw.ws;
   const double w_bytes = static_cast<double>(l.n) * l.k * static_cast<double>(dtype_bytes(wt, 1));
   const auto variants = skinny_gemm_variants();
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
@@ -230,15 +243,8 @@ void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, 
 // the stream's diagnostics: loads only (no math) and math only (no loads), all graph-timed.
 void bench_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l, DType wt) {
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
-  auto partials = DeviceBuffer::alloc(16 << 20);
-  auto counters = DeviceBuffer::alloc(8192 * 4);
-  check(partials.status(), "alloc");
-  check(counters.status(), "alloc");
-  check(cudaMemset(counters->data(), 0, 8192 * 4), "memset");
-  SkinnyGemmWorkspace wsp{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
-  int dev = 0;
-  check(cudaGetDevice(&dev), "dev");
-  check(cudaDeviceGetAttribute(&wsp.num_sms, cudaDevAttrMultiProcessorCount, dev), "sms");
+  BenchWorkspace bw;
+  SkinnyGemmWorkspace& wsp = bw.ws;
   const double w_bytes = static_cast<double>(l.n) * l.k * static_cast<double>(dtype_bytes(wt, 1));
   const auto variants = skinny_gemm_variants();
   for (int64_t m : {1, 8, 16}) {
@@ -318,15 +324,8 @@ void bench_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l, DType wt
 void bench_e4m3_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l) {
   const DType wt = DType::kFp8E4M3;
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
-  auto partials = DeviceBuffer::alloc(16 << 20);
-  auto counters = DeviceBuffer::alloc(8192 * 4);
-  check(partials.status(), "alloc");
-  check(counters.status(), "alloc");
-  check(cudaMemset(counters->data(), 0, 8192 * 4), "memset");
-  SkinnyGemmWorkspace wsp{static_cast<float*>(partials->data()), (16 << 20) / 4, static_cast<int*>(counters->data()), 8192};
-  int dev = 0;
-  check(cudaGetDevice(&dev), "dev");
-  check(cudaDeviceGetAttribute(&wsp.num_sms, cudaDevAttrMultiProcessorCount, dev), "sms");
+  BenchWorkspace bw;
+  SkinnyGemmWorkspace& wsp = bw.ws;
   const double w_bytes = static_cast<double>(l.n) * l.k;
   const auto variants = skinny_gemm_variants();
   for (int64_t m : {1, 8, 16}) {
