@@ -130,6 +130,16 @@ __device__ void cta_group(const MoeDecodeParams& p, int& m_out, int& expert_out,
   expert_out = group_expert;
 }
 
+// y = 0 on the kRows weight rows from row_base for the group's m slots (a slot routed to an
+// expert id out of range), threads i0, i0 + stride, ... of the CTA.
+template <int kRows>
+__device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const int* slot_of, int m, int row_base, int i0, int stride) {
+  for (int i = i0; i < m * kRows; i += stride) {
+    const int n = row_base + i % kRows;
+    if (n < p.n) p.y[slot_of[i / kRows] * p.ldy + n] = __float2bfloat16(0.f);
+  }
+}
+
 template <bool kFp8, bool kF16, bool kE4m3>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -144,11 +154,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
   if (m == 0) return;
   const int row_base = blockIdx.x * 16;
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
-    if (warp == 0)
-      for (int i = lane; i < m * 16; i += 32) {
-        const int n = row_base + i % 16;
-        if (n < p.n) p.y[slot_of[i / 16] * p.ldy + n] = __float2bfloat16(0.f);
-      }
+    if (warp == 0) zero_rows<16>(p, slot_of, m, row_base, lane, 32);
     return;
   }
   const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
@@ -203,10 +209,7 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
   if (m == 0) return;
   const int row_base = blockIdx.x * skinny::wg::kRows;
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
-    for (int i = threadIdx.x; i < m * skinny::wg::kRows; i += blockDim.x) {
-      const int n = row_base + i % skinny::wg::kRows;
-      if (n < p.n) p.y[slot_of[i / skinny::wg::kRows] * p.ldy + n] = __float2bfloat16(0.f);
-    }
+    zero_rows<skinny::wg::kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
     return;
   }
   const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
