@@ -93,7 +93,6 @@ class CudaLlamaModel : public Model {
     // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
     const char* moe = std::getenv("KILN_MOE_DECODE");
     if (moe && *moe) moe_decode_slots_ = std::clamp<int64_t>(std::atoll(moe), 0, kMoeDecodeMaxSlots);
-    use_moe_decode_ = moe_decode_slots_ != 0;
     std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
     for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
     KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
@@ -164,18 +163,14 @@ class CudaLlamaModel : public Model {
   cudaStream_t stream_ = nullptr;
   bool use_graphs_ = true;
   bool use_hopper_ = true;  // KILN_HOPPER_PREFILL=0: the portable prefill kernel everywhere
-  // Decode steps of MoE models take moe_decode_gemm_cuda (no host round trip, CUDA graphs);
-  // KILN_MOE_DECODE=0 sends them through the grouped path (host expert offsets, no graphs).
-  // Checked against the grouped path by tests/models CudaMoeDecode (H100, 2026-11-22).
-  bool use_moe_decode_ = true;
-  // The most (token, expert) slots a step sends through the MoE decode kernel; above it, the
-  // grouped path (host offsets, per-expert GEMMs, no graph). Measured on the H100, Mixtral fp8
-  // decode-only steps (scripts/device_step_profile.sh, 2026-11-22): 32 tokens through the kernel
-  // (64 slots) 30.6 ms, 48 tokens grouped 26.6 ms, 48 through the kernel 35.0 ms; 16 tokens through
-  // the kernel 25.1 ms (its expert GEMMs ~2.0 TB/s, as the grouped path's per-expert ones).
-  // fp8 experts run the wgmma row (x quantized per token into moe_x_fp8_), which holds 85-100% of
-  // copy up to 64 tokens x top-2 (t = 32: 98.3 / 89.6% for gate_up / down), so they default to
-  // kMoeDecodeMaxSlots; bf16 experts to 32. -1: the default for the experts' dtype.
+  // Decode steps of MoE models take moe_decode_gemm_cuda (no host round trip, CUDA graphs; checked
+  // against the grouped path by tests/models CudaMoeDecode) up to moe_decode_slots_ (token, expert)
+  // slots (KILN_MOE_DECODE=N; 0: never; -1: by the experts' dtype); above it the grouped path (host
+  // offsets, per-expert GEMMs, no graph). H100, Mixtral fp8 decode-only steps with the f16-widening
+  // row (scripts/device_step_profile.sh): 32 tokens through the kernel 30.6 ms, 48 grouped 26.6 ms,
+  // 16 through it 25.1 ms, so bf16 experts stop at 32 slots. fp8 experts run the wgmma row (x
+  // quantized per token into moe_x_fp8_), 85-100% of copy up to 64 tokens x top-2 (t = 32: 98.3 /
+  // 89.6% for gate_up / down): they take up to kMoeDecodeMaxSlots.
   int64_t moe_decode_slots_ = -1;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
@@ -353,7 +348,7 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
 // host round trip for the expert offsets and the step can be captured in a CUDA graph.
 bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) const {
   const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
-  if (!use_moe_decode_ || lw.gate_up_ptrs.tensor.empty() || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
+  if (moe_decode_slots_ == 0 || lw.gate_up_ptrs.tensor.empty() || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
     return false;
   const bool fp8 = lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3;
   if (n * k > (moe_decode_slots_ >= 0 ? moe_decode_slots_ : fp8 && !moe_x_fp8_.tensor.empty() ? kMoeDecodeMaxSlots : 32))
