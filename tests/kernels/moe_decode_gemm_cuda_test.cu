@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -249,6 +250,65 @@ TEST(MoeDecodeGemmCuda, GraphReplayFollowsTheIds) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
+}
+
+// x already quantized per row (x fp8 + x_scale, as rmsnorm_cuda's out_q or silu_mul_fp8_cuda
+// write it) gives the bits of the e4m3 rows' own pre-pass on the bf16 x; with ids_ready (the
+// weight tiles requested before the wait) too. Every e4m3 row, x per token and per slot.
+TEST(MoeDecodeGemmCuda, PreQuantizedXMatchesThePrePass) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(61);
+  const std::vector<MoeCase> cases = {{1, 2, 8, 14336 / 8, 512, false, 0}, {3, 2, 8, 448, 1024, true, 1}, {40, 2, 8, 320, 256, false, 0}};
+  const auto variants = moe_decode_gemm_variants();
+  int compared = 0;
+  for (const MoeCase& c : cases) {
+    const Experts E = make_experts(DType::kFp8E4M3, c.num_experts, c.n, c.k, rng);
+    const int64_t slots = c.t * c.top_k, rows = c.x_per_slot ? slots : c.t;
+    HostTensor x = test::random_tensor(DType::kBF16, {rows, c.k}, rng, 2.0f);
+    const std::vector<int32_t> ids = make_ids(c, rng);
+    HostTensor xf = HostTensor::zeros(DType::kF32, {rows, c.k});
+    const std::vector<float> v = test::to_f32(x.tensor);
+    std::copy(v.begin(), v.end(), xf.tensor.ptr<float>());
+    HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {rows, c.k}), qs = HostTensor::zeros(DType::kF32, {rows});
+    ASSERT_TRUE(quantize_fp8_cpu({xf.tensor, q.tensor, qs.tensor}).ok());
+    auto dx = to_device(x.tensor), dq = to_device(q.tensor), dqs = to_device(qs.tensor);
+    auto dids = to_device(Tensor::view(const_cast<int32_t*>(ids.data()), DType::kInt32, {c.t, c.top_k}));
+    auto dws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(rows, c.k)});
+    auto dy0 = DeviceTensor::empty(DType::kBF16, {slots, c.n}), dy1 = DeviceTensor::empty(DType::kBF16, {slots, c.n});
+    ASSERT_TRUE(dx.ok() && dq.ok() && dqs.ok() && dids.ok() && dws.ok() && dy0.ok() && dy1.ok());
+    for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+      if (!variants[static_cast<size_t>(vi)].e4m3) continue;
+      for (bool ids_ready : {false, true}) {
+        SCOPED_TRACE("variant " + std::to_string(vi) + " t=" + std::to_string(c.t) + " per_slot=" + std::to_string(c.x_per_slot) +
+                     " ids_ready=" + std::to_string(ids_ready));
+        ASSERT_TRUE(fill_bytes(dy0->tensor, 0xff).ok() && fill_bytes(dy1->tensor, 0xff).ok());
+        MoeDecodeGemmArgs a{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, DType::kFp8E4M3, c.n, dy0->tensor};
+        a.workspace = dws->tensor;
+        ASSERT_TRUE(moe_decode_gemm_cuda_variant(a, vi, nullptr).ok());
+        MoeDecodeGemmArgs b{dq->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, DType::kFp8E4M3, c.n, dy1->tensor};
+        b.x_scale = dqs->tensor;
+        b.ids_ready = ids_ready;
+        const Status st = moe_decode_gemm_cuda_variant(b, vi, nullptr);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+        auto y0 = to_host(dy0->tensor), y1 = to_host(dy1->tensor);
+        ASSERT_TRUE(y0.ok() && y1.ok());
+        EXPECT_EQ(std::memcmp(y0->tensor.data, y1->tensor.data, static_cast<size_t>(y0->tensor.nbytes())), 0);
+        ++compared;
+      }
+    }
+    // moe_decode_gemm_cuda picks an e4m3 row for fp8 x (no workspace needed).
+    MoeDecodeGemmArgs b{dq->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, DType::kFp8E4M3, c.n, dy1->tensor};
+    b.x_scale = dqs->tensor;
+    EXPECT_TRUE(moe_decode_gemm_cuda(b, nullptr).ok());
+    // fp8 x without its scales, or on a bf16 row: errors.
+    b.x_scale = Tensor{};
+    EXPECT_EQ(moe_decode_gemm_cuda(b, nullptr).code(), StatusCode::kInvalidArgument);
+    b.x_scale = dqs->tensor;
+    for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi)
+      if (!variants[static_cast<size_t>(vi)].e4m3 && variants[static_cast<size_t>(vi)].w == DType::kFp8E4M3)
+        EXPECT_EQ(moe_decode_gemm_cuda_variant(b, vi, nullptr).code(), StatusCode::kInvalidArgument);
+  }
+  EXPECT_GE(compared, 6);
 }
 
 TEST(MoeDecodeGemmCuda, RejectsBadArguments) {

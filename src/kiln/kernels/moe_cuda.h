@@ -73,7 +73,8 @@ inline constexpr int64_t kMoeDecodeMaxSlots = 128;
 // Device bytes of MoeDecodeGemmArgs::workspace for x of x_rows rows of length k (fp8 experts).
 int64_t moe_decode_gemm_workspace_bytes(int64_t x_rows, int64_t k);
 struct MoeDecodeGemmArgs {
-  Tensor x;            // [t, k] bf16 (shared by a token's top_k slots) or [t * top_k, k] bf16 (one row per slot)
+  Tensor x;            // [t, k] bf16 (shared by a token's top_k slots) or [t * top_k, k] bf16 (one row per slot);
+                       // or the same rows already quantized per row to fp8 e4m3 (contiguous, x_scale; fp8 experts)
   Tensor ids;          // [t, top_k] int32 on the device: the expert of each slot
   Tensor expert_ptrs;  // [num_experts] int64 on the device: weight base pointers ([n, k] bf16 or fp8 e4m3)
   Tensor scale_ptrs;   // [num_experts] int64 on the device: f32 [n] per-channel scales (fp8); empty for bf16
@@ -84,6 +85,13 @@ struct MoeDecodeGemmArgs {
   // aligned, fixed for a captured graph: the e4m3 row (x quantized per token to e4m3 as the fp8
   // prefill path does, the e4m3 mma) needs it; not the default on sm_90, where it is slower.
   Tensor workspace;
+  // x fp8: its per-row scales [rows of x] f32 (quantize_fp8's arithmetic, e.g. rmsnorm_cuda's out_q
+  // or silu_mul_fp8_cuda): the e4m3 rows then run without their pre-pass (no workspace needed).
+  Tensor x_scale;
+  // Programmatic dependent launch: the ids are not written by the kernel just before this one
+  // (the down GEMM after silu_mul: they come from the router), so each CTA may find its expert and
+  // request its first weight tiles before waiting for that kernel. wgmma row only.
+  bool ids_ready = false;
 };
 Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& args, CUstream_st* stream);
 

@@ -14,6 +14,15 @@ struct RmsNormArgs {
   Tensor weight;    // [hidden]
   Tensor out;       // [num_tokens, hidden] f32 (may alias x)
   float eps = 1e-5f;
+  // CUDA only, optional fusions (rmsnorm_cuda_variants rows with combine / quant):
+  // combine: x holds k rows per token, [num_tokens * k, hidden], summed into the token's row as
+  //   x[t] = bf16(sum_j slot_weights[t, j] * x[t * k + j])   (moe_unpermute_cuda's arithmetic:
+  //   the MoE output of a decode step added to the residual without its own kernel)
+  Tensor slot_weights;  // [num_tokens, k] f32, or empty
+  // quant: out also quantized per row to fp8 e4m3 (quantize_fp8_cuda's bits on the bf16 out): the
+  //   pre-quantized x of an fp8 GEMM after the norm (moe_decode_gemm_cuda's x_scale)
+  Tensor out_q;      // [num_tokens, hidden] fp8 e4m3, contiguous, or empty
+  Tensor out_scale;  // [num_tokens] f32, or empty
 };
 
 Status rmsnorm_cpu(const RmsNormArgs& args);
@@ -31,6 +40,8 @@ struct RmsNormCudaVariant {
   DType act;      // x, residual, out
   DType weight;
   bool residual;  // fused residual add
+  bool combine;   // x as k weighted rows per token (slot_weights)
+  bool quant;     // out also as per-row fp8 (out_q, out_scale)
   Status (*launch)(const RmsNormArgs& args, CUstream_st* stream);
 };
 std::span<const RmsNormCudaVariant> rmsnorm_cuda_variants();

@@ -88,6 +88,8 @@ class CudaLlamaModel : public Model {
     use_hopper_ = !(hopper && std::string(hopper) == "0");
     const char* fused = std::getenv("KILN_FUSED_ACT_QUANT");
     fused_act_quant_ = !(fused && std::string(fused) == "0");
+    const char* mf = std::getenv("KILN_MOE_FUSED");
+    moe_fused_ = !(mf && std::string(mf) == "0");
     const char* split = std::getenv("KILN_SPLIT_ATTENTION");
     split_attention_ = !(split && std::string(split) == "0");
     // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
@@ -137,9 +139,17 @@ class CudaLlamaModel : public Model {
   // Decode steps of dense models replay a CUDA graph per (batch, table width, cache, buffers).
   Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);
   Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n);
-  Status ffn(const CudaLayerWeights& lw, int64_t n);
+  // The fused fp8 MoE decode step: the ffn norm writes h also as per-token fp8 (moe_hq_), the
+  // expert GEMMs take it and silu_mul_fp8's output without their x pre-pass, and the next norm
+  // sums the k expert rows of each token into the residual (no unpermute kernel).
+  struct MoeSlots {
+    Tensor y;        // [n * k, hidden] bf16: each slot's expert output
+    Tensor weights;  // [n, k] f32
+  };
+  Status ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused);
   bool moe_decode_path(const CudaLayerWeights& lw, int64_t n) const;
-  Status moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k);
+  bool moe_fused_path(const CudaLayerWeights& lw, int64_t n) const;
+  Status moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused);
 
   ModelConfig config_;
   CudaDecoderWeights w_;
@@ -149,6 +159,8 @@ class CudaLlamaModel : public Model {
   DeviceTensor inv_freq_;
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
   Scratch act_scale_;  // [rows] f32: per-row scales of the fp8 SwiGLU output (silu_mul_fp8_cuda)
+  Scratch moe_hq_, moe_hs_;  // fused fp8 MoE decode: the ffn norm's output as per-token e4m3 and its scales
+  bool moe_fused_ = true;    // KILN_MOE_FUSED=0: the fp8 MoE decode GEMMs quantize x themselves, unpermute kernel
   bool fused_act_quant_ = true;  // KILN_FUSED_ACT_QUANT=0: silu_mul + the GEMM's own quantization
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
   // Leading single-token sequences of the step, and cu_seqlens of the others rebased to 0.
@@ -262,7 +274,7 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
 }
 
-Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
+Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused) {
   const ModelConfig& c = config_;
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
@@ -283,7 +295,8 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n) {
   }
   const int64_t e = c.num_experts, k = options_.moe_top_k > 0 ? options_.moe_top_k : c.num_experts_per_tok;
   if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
-  if (moe_decode_path(lw, n)) return moe_decode(lw, n, k);
+  if (moe_decode_path(lw, n)) return moe_decode(lw, n, k, fused);
+  if (fused) return internal_error("ffn: the fused MoE decode step off the MoE decode path");
   KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 4 * n * k + e + 1}));
   Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
   Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
@@ -359,7 +372,13 @@ bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) cons
          lw.experts[0].down_scale.tensor.numel() > 1;
 }
 
-Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k) {
+// fp8 experts whose decode GEMMs take pre-quantized x (the wgmma row): see MoeSlots.
+bool CudaLlamaModel::moe_fused_path(const CudaLayerWeights& lw, int64_t n) const {
+  return moe_fused_ && !moe_x_fp8_.tensor.empty() && !lw.experts.empty() && moe_decode_path(lw, n) &&
+         lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3 && config_.intermediate_size <= 16384;  // silu_mul_fp8's limit
+}
+
+Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused) {
   const ModelConfig& c = config_;
   const int64_t e = c.num_experts, inter = c.intermediate_size;
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
@@ -373,6 +392,22 @@ Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
+  if (fused) {
+    KILN_ASSIGN_OR_RETURN(Tensor hq, moe_hq_.get(DType::kFp8E4M3, {n, c.hidden_size}));  // written by the ffn norm
+    KILN_ASSIGN_OR_RETURN(Tensor hs, moe_hs_.get(DType::kF32, {n}));
+    KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n * k, inter}));
+    KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n * k}));
+    MoeDecodeGemmArgs gate_up{hq, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu};
+    gate_up.x_scale = hs;
+    KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(gate_up, stream_));
+    KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
+    MoeDecodeGemmArgs down{aq, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp};
+    down.x_scale = as;
+    down.ids_ready = true;  // the router wrote them two kernels back
+    KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(down, stream_));
+    *fused = {yp, weights};  // the next norm sums the slots into the residual
+    return ok_status();
+  }
   KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(
       {h, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu, moe_x_fp8_.tensor}, stream_));
   KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
@@ -471,10 +506,22 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& lw = w_.layers[static_cast<size_t>(l)];
     KILN_RETURN_IF_ERROR(attention(lw, l, kv, n));
-    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps}, stream_));
-    KILN_RETURN_IF_ERROR(ffn(lw, n));
+    const bool fused = moe_fused_path(lw, n);
+    RmsNormArgs ffn_norm{x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps};
+    if (fused) {
+      KILN_ASSIGN_OR_RETURN(ffn_norm.out_q, moe_hq_.get(DType::kFp8E4M3, {n, hidden}));
+      KILN_ASSIGN_OR_RETURN(ffn_norm.out_scale, moe_hs_.get(DType::kF32, {n}));
+    }
+    KILN_RETURN_IF_ERROR(rmsnorm_cuda(ffn_norm, stream_));
+    MoeSlots slots;
+    KILN_RETURN_IF_ERROR(ffn(lw, n, fused ? &slots : nullptr));
     const Tensor& next = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
-    KILN_RETURN_IF_ERROR(rmsnorm_cuda({x, residual, next, h, c.rms_norm_eps}, stream_));
+    RmsNormArgs next_norm{x, residual, next, h, c.rms_norm_eps};
+    if (fused) {
+      next_norm.x = slots.y;
+      next_norm.slot_weights = slots.weights;
+    }
+    KILN_RETURN_IF_ERROR(rmsnorm_cuda(next_norm, stream_));
   }
   KILN_ASSIGN_OR_RETURN(Tensor sel, rows_.get(DType::kBF16, {rows, hidden}));
   for (int64_t r = 0; r < rows; ++r) {

@@ -41,6 +41,7 @@ struct MoeDecodeParams {
   __nv_bfloat16* y;          // [slots, n], row stride ldy
   int64_t ldx, ldy;
   int slots, top_k, x_per_slot, num_experts, n, k, pdl;
+  int ids_ready;  // wgmma row: the ids may be read before griddepcontrol.wait (MoeDecodeGemmArgs::ids_ready)
 };
 
 // The rows [row_base, row_base + 16) of expert w for the m slots slot_of[0..m).
@@ -186,7 +187,9 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, 
     xrow[j] = r < m ? p.xq + x_row(r) * p.k : nullptr;
   }
   float acc[Core::kAcc];
-  Core::stream(w, p.k, p.n, p.k, row_base, xrow, 0, (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK, smem, false, acc);
+  // ids_ready: the first weight tiles are requested before the wait for the previous kernel (x).
+  Core::stream(w, p.k, p.n, p.k, row_base, xrow, 0, (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK, smem,
+               p.pdl && p.ids_ready, acc);
 #pragma unroll
   for (int i = 0; i < Core::kAcc; ++i) {
     const int n = row_base + skinny::wg::acc_row(i), j = skinny::wg::acc_col(i);
@@ -200,15 +203,17 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, 
 __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int slot_of[kMoeDecodeMaxSlots];
-  if (p.pdl) {
+  if (p.pdl && !p.ids_ready) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
   }
+  // ids_ready: the ids come from an earlier kernel, complete before the previous one passed its wait.
   int m = 0, expert = 0;
   cta_group(p, m, expert, slot_of);
   if (m == 0) return;
   const int row_base = blockIdx.x * skinny::wg::kRows;
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
+    if (p.pdl && p.ids_ready) skinny::wait_for_previous_kernel();  // no writes before it
     zero_rows<skinny::wg::kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
     return;
   }
@@ -291,6 +296,14 @@ Status quantize_x(const MoeDecodeGemmArgs& a, int64_t x_rows, MoeDecodeParams& p
   return ok_status();
 }
 
+// x already quantized per row (MoeDecodeGemmArgs::x_scale): points p at it.
+Status use_quantized_x(const MoeDecodeGemmArgs& a, MoeDecodeParams& p) {
+  p.x = nullptr;
+  p.xq = static_cast<const uint8_t*>(a.x.data);
+  p.x_scale = static_cast<const float*>(a.x_scale.data);
+  return ok_status();
+}
+
 }  // namespace
 
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants() {
@@ -309,7 +322,9 @@ Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
   int vi = -1;
   for (int i = 0; i < kNumMoeVariants; ++i) {
     const MoeDecodeGemmVariant& v = kMoeVariants[i].v;
-    if (v.preferred && v.w == a.w_dtype && (!v.e4m3 || !a.workspace.empty()) && (vi < 0 || (v.e4m3 && !kMoeVariants[vi].v.e4m3)))
+    const bool x_fp8 = a.x.dtype == DType::kFp8E4M3;
+    if (v.preferred && v.w == a.w_dtype && (!v.e4m3 || !a.workspace.empty() || x_fp8) && (!x_fp8 || v.e4m3) &&
+        (vi < 0 || (v.e4m3 && !kMoeVariants[vi].v.e4m3)))
       vi = i;
   }
   if (vi >= 0) return moe_decode_gemm_cuda_variant(a, vi, stream);
@@ -321,8 +336,11 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     return invalid_argument("moe_decode_gemm: variant " + std::to_string(variant) + " does not take " +
                             std::string(dtype_name(a.w_dtype)) + " experts");
   const MoeDecodeVariant* var = &kMoeVariants[variant];
-  const bool fp8 = a.w_dtype == DType::kFp8E4M3;
-  KILN_RETURN_IF_ERROR(check_device(a.x, DType::kBF16, 2, "x"));
+  const bool fp8 = a.w_dtype == DType::kFp8E4M3, x_fp8 = a.x.dtype == DType::kFp8E4M3;
+  if (x_fp8 && !var->v.e4m3)
+    return invalid_argument("moe_decode_gemm: fp8 x (pre-quantized) needs an e4m3 variant; variant " + std::to_string(variant) +
+                            " takes bf16 x");
+  KILN_RETURN_IF_ERROR(check_device(a.x, x_fp8 ? DType::kFp8E4M3 : DType::kBF16, 2, "x"));
   KILN_RETURN_IF_ERROR(check_device(a.ids, DType::kInt32, 2, "ids"));
   KILN_RETURN_IF_ERROR(check_device(a.expert_ptrs, DType::kInt64, 1, "expert_ptrs"));
   KILN_RETURN_IF_ERROR(check_device(a.y, DType::kBF16, 2, "y"));
@@ -349,12 +367,17 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   }
   if (k == 0 || k % (fp8 ? 16 : 8) != 0)
     return unimplemented("moe_decode_gemm: k = " + std::to_string(k) + " must be a positive multiple of 16 bytes");
-  if (reinterpret_cast<uintptr_t>(a.x.data) % 16 != 0 || (a.x.strides[0] * 2) % 16 != 0)
+  if (reinterpret_cast<uintptr_t>(a.x.data) % 16 != 0 || (a.x.strides[0] * (x_fp8 ? 1 : 2)) % 16 != 0)
     return unimplemented("moe_decode_gemm: rows of x must start on 16-byte boundaries");
+  if (x_fp8 && (a.x.strides[0] != k || a.x_scale.device != Device::kCuda || a.x_scale.dtype != DType::kF32 ||
+                a.x_scale.numel() != a.x.shape[0] || !a.x_scale.is_contiguous()))
+    return invalid_argument("moe_decode_gemm: fp8 x " + a.x.shape_string() + " needs contiguous rows and x_scale [" +
+                            std::to_string(a.x.shape[0]) + "] f32 on the device; got x_scale " + a.x_scale.shape_string());
+  if (!x_fp8 && !a.x_scale.empty()) return invalid_argument("moe_decode_gemm: x_scale is for fp8 x only");
   if (n >= (1ll << 31) || k >= (1ll << 31) || a.y.strides[0] * slots >= (1ll << 31) || a.x.strides[0] * slots >= (1ll << 31))
     return unimplemented("moe_decode_gemm: sizes past int32");
   const int64_t x_rows = a.x.shape[0];
-  if (var->v.e4m3 && (a.workspace.empty() || a.workspace.device != Device::kCuda || a.workspace.nbytes() < skinny::x_fp8_bytes(x_rows, k) ||
+  if (var->v.e4m3 && !x_fp8 && (a.workspace.empty() || a.workspace.device != Device::kCuda || a.workspace.nbytes() < skinny::x_fp8_bytes(x_rows, k) ||
                       reinterpret_cast<uintptr_t>(a.workspace.data) % 16 != 0 || x_rows > skinny::kXFp8MaxRows))
     return invalid_argument("moe_decode_gemm: the e4m3 variant needs a 16-byte aligned device workspace of " +
                             std::to_string(skinny::x_fp8_bytes(x_rows, k)) + " bytes");
@@ -371,7 +394,8 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
       smem_raised[vi] = true;
     }
     MoeDecodeParams p = params(a, top_k, slots, num_experts);
-    KILN_RETURN_IF_ERROR(quantize_x(a, x_rows, p, stream));
+    KILN_RETURN_IF_ERROR(x_fp8 ? use_quantized_x(a, p) : quantize_x(a, x_rows, p, stream));
+    p.ids_ready = a.ids_ready ? 1 : 0;
     void* args[] = {&p};
     KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + skinny::wg::kRows - 1) / skinny::wg::kRows), static_cast<unsigned>(groups)),
                                      dim3(skinny::wg::kThreads), kWgmmaSmemBytes, stream, args));
@@ -403,7 +427,7 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   if (warps == 0) return internal_error("moe_decode_gemm: no launch shape fits on an SM");
 
   MoeDecodeParams p = params(a, top_k, slots, num_experts);
-  if (var->v.e4m3) KILN_RETURN_IF_ERROR(quantize_x(a, x_rows, p, stream));
+  if (var->v.e4m3) KILN_RETURN_IF_ERROR(x_fp8 ? use_quantized_x(a, p) : quantize_x(a, x_rows, p, stream));
 
   void* args[] = {&p};
   KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>(groups)),

@@ -1,6 +1,8 @@
 // CUDA RMSNorm with the fused residual add. One block per row; each thread keeps up to
 // kVecsPerThread 16-byte vectors of the row in registers, so the row is read once and written
-// once. Variants: bf16 activations x bf16 weight, with and without the residual.
+// once. Variants: bf16 activations x bf16 weight, with and without the residual; with the residual,
+// also x as the weighted sum of k rows (the MoE combine of a decode step) and / or out quantized
+// per row to fp8 e4m3 (the pre-quantized x of the fp8 MoE decode GEMM).
 #include <cuda_bf16.h>
 
 #include <string>
@@ -11,6 +13,7 @@
 #include "kiln/kernels/cuda/common/reduce.cuh"
 #include "kiln/kernels/rmsnorm.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
+#include "kiln/kernels/cuda/quantize/fp8_row.cuh"
 
 namespace kiln {
 namespace {
@@ -23,32 +26,58 @@ struct RmsNormParams {
   bf16* residual;    // [rows, hidden], row stride res_stride, or null
   const bf16* weight;  // [hidden]
   bf16* out;         // [rows, hidden], row stride out_stride
+  const float* slot_w;  // combine: [rows, k_slots]; x is then [rows * k_slots, hidden]
+  uint8_t* q;        // quant: [rows, hidden] e4m3 (row stride hidden) and its scales [rows]
+  float* q_scale;
   int64_t x_stride, res_stride, out_stride;
+  int k_slots;
   int num_vecs;      // hidden / 8
   float inv_hidden, eps;
 };
 
 constexpr int kMaxThreads = 1024;
 
-template <bool kResidual>
+template <bool kResidual, bool kCombine, bool kQuant>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
   cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
   cuda::pdl_trigger();
   const int64_t row = blockIdx.x;
-  const bf16* x = p.x + row * p.x_stride;
   bf16* res = kResidual ? p.residual + row * p.res_stride : nullptr;
-  // Issue every load of the row before the first use: x, residual and weight vectors.
+  // Issue every load of the row before the first use: x (combine: its k rows), residual, weight.
   uint4 xv[kVecsPerThread], rv[kVecsPerThread], wv[kVecsPerThread];
+  float v[kVecsPerThread][8];
+  if constexpr (kCombine) {
+    // x[row] = bf16(sum_j w_j * x[row * k + j]), in moe_unpermute_kernel's order and rounding.
+#pragma unroll
+    for (int j = 0; j < kVecsPerThread; ++j)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[j][i] = 0.f;
+    for (int s = 0; s < p.k_slots; ++s) {
+      const float w = p.slot_w[row * p.k_slots + s];
+      const bf16* xs = p.x + (row * p.k_slots + s) * p.x_stride;
+#pragma unroll
+      for (int j = 0; j < kVecsPerThread; ++j) {
+        const int c = threadIdx.x + j * blockDim.x;
+        if (c >= p.num_vecs) continue;
+        float y[8];
+        cuda::load_bf16x8(xs + c * 8, y);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[j][i] += w * y[i];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kVecsPerThread; ++j) xv[j] = cuda::f32_to_bf16x8(v[j]);
+  }
+  const bf16* x = p.x + row * p.x_stride;
 #pragma unroll
   for (int j = 0; j < kVecsPerThread; ++j) {
     const int c = threadIdx.x + j * blockDim.x;
     if (c < p.num_vecs) {
-      xv[j] = reinterpret_cast<const uint4*>(x)[c];
+      if constexpr (!kCombine) xv[j] = reinterpret_cast<const uint4*>(x)[c];
       if constexpr (kResidual) rv[j] = reinterpret_cast<const uint4*>(res)[c];
       wv[j] = reinterpret_cast<const uint4*>(p.weight)[c];
     }
   }
-  float v[kVecsPerThread][8];
   float ss = 0.f;
 #pragma unroll
   for (int j = 0; j < kVecsPerThread; ++j) {
@@ -69,6 +98,7 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_const
   }
   const float inv_rms = rsqrtf(cuda::block_sum(ss) * p.inv_hidden + p.eps);
   bf16* out = p.out + row * p.out_stride;
+  float amax = 0.f;
 #pragma unroll
   for (int j = 0; j < kVecsPerThread; ++j) {
     const int c = threadIdx.x + j * blockDim.x;
@@ -77,31 +107,58 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_const
     cuda::bf16x8_to_f32(wv[j], w);
 #pragma unroll
     for (int i = 0; i < 8; ++i) o[i] = v[j][i] * inv_rms * w[i];
-    reinterpret_cast<uint4*>(out)[c] = cuda::f32_to_bf16x8(o);
+    xv[j] = cuda::f32_to_bf16x8(o);  // (kQuant: the stored bf16 values are what gets quantized)
+    reinterpret_cast<uint4*>(out)[c] = xv[j];
+    if constexpr (kQuant) amax = fmaxf(amax, cuda::fp8row::abs_max8(xv[j]));
+  }
+  if constexpr (kQuant) {
+    const float s = cuda::fp8row::scale_for(cuda::block_max(amax));
+    if (threadIdx.x == 0) p.q_scale[row] = s;
+    uint8_t* q = p.q + row * (static_cast<int64_t>(p.num_vecs) * 8);
+#pragma unroll
+    for (int j = 0; j < kVecsPerThread; ++j) {
+      const int c = threadIdx.x + j * blockDim.x;
+      if (c < p.num_vecs) reinterpret_cast<uint2*>(q)[c] = cuda::fp8row::quantize8(xv[j], s);
+    }
   }
 }
 
-template <bool kResidual>
+template <bool kResidual, bool kCombine, bool kQuant>
 Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   constexpr const char* kName = "rmsnorm_cuda";
   KILN_ASSIGN_OR_RETURN(const cuda::RowsView x, cuda::device_rows(a.x, DType::kBF16, kName, "x"));
   KILN_ASSIGN_OR_RETURN(const cuda::RowsView out, cuda::device_rows(a.out, DType::kBF16, kName, "out"));
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.weight, DType::kBF16, x.cols, kName, "weight"));
-  cuda::RowsView res{x.rows, x.cols, 0};
+  cuda::RowsView res{out.rows, x.cols, 0};
   if constexpr (kResidual) {
     KILN_ASSIGN_OR_RETURN(res, cuda::device_rows(a.residual, DType::kBF16, kName, "residual"));
   }
-  const int64_t hidden = x.cols;
-  if (out.rows != x.rows || out.cols != hidden || res.rows != x.rows || res.cols != hidden)
+  const int64_t hidden = x.cols, rows = out.rows;
+  int64_t k_slots = 1;
+  if constexpr (kCombine) {
+    if (a.slot_weights.ndim != 2 || a.slot_weights.shape[0] != rows || a.slot_weights.shape[1] < 1)
+      return invalid_argument("rmsnorm_cuda: slot_weights " + a.slot_weights.shape_string() + ", want [" + std::to_string(rows) + ", k]");
+    k_slots = a.slot_weights.shape[1];
+    KILN_RETURN_IF_ERROR(cuda::expect_device(a.slot_weights, DType::kF32, rows * k_slots, kName, "slot_weights"));
+  }
+  if (x.rows != rows * k_slots || out.cols != hidden || res.rows != rows || res.cols != hidden)
     return invalid_argument("rmsnorm_cuda: x " + a.x.shape_string() + ", residual " + a.residual.shape_string() +
-                            " and out " + a.out.shape_string() + " differ in shape");
+                            " and out " + a.out.shape_string() + " differ in shape" +
+                            (kCombine ? " (x: k = " + std::to_string(k_slots) + " rows per token)" : std::string()));
+  if constexpr (kQuant) {
+    if (a.out_q.device != Device::kCuda || a.out_q.dtype != DType::kFp8E4M3 || a.out_q.ndim != 2 || a.out_q.shape[0] != rows ||
+        a.out_q.shape[1] != hidden || !a.out_q.is_contiguous() || !cuda::aligned16(a.out_q.data))
+      return invalid_argument("rmsnorm_cuda: out_q " + a.out_q.shape_string() + ", want a contiguous 16-byte aligned [" +
+                              std::to_string(rows) + ", " + std::to_string(hidden) + "] fp8 e4m3 device tensor");
+    KILN_RETURN_IF_ERROR(cuda::expect_device(a.out_scale, DType::kF32, rows, kName, "out_scale"));
+  }
   const int64_t num_vecs = hidden / cuda::kBf16PerVec;
   if (hidden % cuda::kBf16PerVec != 0 || num_vecs > int64_t{kVecsPerThread} * kMaxThreads)
     return unimplemented("rmsnorm_cuda: hidden " + std::to_string(hidden) + " (supported: multiples of 8 up to 32768)");
   if (x.stride % 8 || out.stride % 8 || res.stride % 8 || !cuda::aligned16(a.x.data) ||
       !cuda::aligned16(a.out.data) || !cuda::aligned16(a.weight.data) || (kResidual && !cuda::aligned16(a.residual.data)))
     return invalid_argument("rmsnorm_cuda: rows must be 16-byte aligned");
-  if (x.rows == 0) return ok_status();
+  if (rows == 0) return ok_status();
   if (x.rows > 0x7fffffff) return out_of_range("rmsnorm_cuda: too many rows");
 
   RmsNormParams p{};
@@ -109,19 +166,28 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   p.residual = kResidual ? static_cast<bf16*>(a.residual.data) : nullptr;
   p.weight = static_cast<const bf16*>(a.weight.data);
   p.out = static_cast<bf16*>(a.out.data);
+  p.slot_w = kCombine ? static_cast<const float*>(a.slot_weights.data) : nullptr;
+  p.q = kQuant ? static_cast<uint8_t*>(a.out_q.data) : nullptr;
+  p.q_scale = kQuant ? static_cast<float*>(a.out_scale.data) : nullptr;
   p.x_stride = x.stride; p.res_stride = res.stride; p.out_stride = out.stride;
+  p.k_slots = static_cast<int>(k_slots);
   p.num_vecs = static_cast<int>(num_vecs);
   p.inv_hidden = 1.0f / static_cast<float>(hidden);
   p.eps = a.eps;
   // Just enough threads (whole warps) that each holds <= kVecsPerThread vectors.
   const int threads = static_cast<int>((num_vecs + kVecsPerThread * 32 - 1) / (kVecsPerThread * 32) * 32);
-  KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<kResidual>, dim3(static_cast<unsigned>(x.rows)), dim3(threads), 0, stream, p));
+  KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<kResidual, kCombine, kQuant>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0,
+                                   stream, p));
   return ok_status();
 }
 
+// <act, weight, residual, combine, quant>
 constexpr RmsNormCudaVariant kVariants[] = {
-    {DType::kBF16, DType::kBF16, true, &launch_rmsnorm<true>},
-    {DType::kBF16, DType::kBF16, false, &launch_rmsnorm<false>},
+    {DType::kBF16, DType::kBF16, true, false, false, &launch_rmsnorm<true, false, false>},
+    {DType::kBF16, DType::kBF16, false, false, false, &launch_rmsnorm<false, false, false>},
+    {DType::kBF16, DType::kBF16, true, true, false, &launch_rmsnorm<true, true, false>},
+    {DType::kBF16, DType::kBF16, true, false, true, &launch_rmsnorm<true, false, true>},
+    {DType::kBF16, DType::kBF16, true, true, true, &launch_rmsnorm<true, true, true>},
 };
 
 }  // namespace
@@ -129,15 +195,19 @@ constexpr RmsNormCudaVariant kVariants[] = {
 std::span<const RmsNormCudaVariant> rmsnorm_cuda_variants() { return kVariants; }
 
 Status rmsnorm_cuda(const RmsNormArgs& a, CUstream_st* stream) {
-  const bool residual = !a.residual.empty();
+  const bool residual = !a.residual.empty(), combine = !a.slot_weights.empty(), quant = !a.out_q.empty() || !a.out_scale.empty();
   for (const auto& v : kVariants)
-    if (v.act == a.x.dtype && v.weight == a.weight.dtype && v.residual == residual) return v.launch(a, stream);
+    if (v.act == a.x.dtype && v.weight == a.weight.dtype && v.residual == residual && v.combine == combine && v.quant == quant)
+      return v.launch(a, stream);
+  auto flags = [](bool r, bool c, bool q) {
+    return std::string(r ? " +residual" : "") + (c ? " +combine" : "") + (q ? " +fp8 out" : "");
+  };
   std::string supported;
   for (const auto& v : kVariants)
     supported += std::string(supported.empty() ? "" : ", ") + "act " + std::string(dtype_name(v.act)) + " weight " +
-                 std::string(dtype_name(v.weight)) + (v.residual ? " +residual" : "");
+                 std::string(dtype_name(v.weight)) + flags(v.residual, v.combine, v.quant);
   return unimplemented("rmsnorm_cuda: act " + std::string(dtype_name(a.x.dtype)) + " weight " +
-                       std::string(dtype_name(a.weight.dtype)) + (residual ? " +residual" : "") +
+                       std::string(dtype_name(a.weight.dtype)) + flags(residual, combine, quant) +
                        " (supported: " + supported + ")");
 }
 
