@@ -24,9 +24,11 @@ struct SiluMulFp8Args {
 Status silu_mul_fp8_cpu(const SiluMulFp8Args& args);
 
 // ---- CUDA (kernels/cuda/activation/silu_mul_fp8.cu) ----------------------------------------
-// Device tensors, bf16 gate_up; one block per row holding the row in registers. Variants: 16-byte
-// vectors per thread (inter <= 2048 * vecs); inter % 8 == 0, 16-byte aligned rows.
+// Device tensors, bf16 gate_up; one block per row holding the row in registers. Variants: threads
+// per block x 16-byte vectors per thread (inter <= threads * 8 * vecs; 1024-thread rows for few
+// rows); inter % 8 == 0, 16-byte aligned rows.
 struct SiluMulFp8CudaVariant {
+  int threads;    // per block (one row)
   int vecs;       // 8-element vectors per thread
   int64_t max_inter;
 };

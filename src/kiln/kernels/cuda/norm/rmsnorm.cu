@@ -5,6 +5,7 @@
 // per row to fp8 e4m3 (the pre-quantized x of the fp8 MoE decode GEMM).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <string>
 
 #include "kiln/kernels/cuda/common/bf16.cuh"
@@ -52,17 +53,33 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_const
     for (int j = 0; j < kVecsPerThread; ++j)
 #pragma unroll
       for (int i = 0; i < 8; ++i) v[j][i] = 0.f;
-    for (int s = 0; s < p.k_slots; ++s) {
-      const float w = p.slot_w[row * p.k_slots + s];
-      const bf16* xs = p.x + (row * p.k_slots + s) * p.x_stride;
+    constexpr int kGroup = 4;  // slots whose loads are in flight together
+    for (int s0 = 0; s0 < p.k_slots; s0 += kGroup) {
+      float w[kGroup];
+      uint4 yv[kGroup][kVecsPerThread];
 #pragma unroll
-      for (int j = 0; j < kVecsPerThread; ++j) {
-        const int c = threadIdx.x + j * blockDim.x;
-        if (c >= p.num_vecs) continue;
-        float y[8];
-        cuda::load_bf16x8(xs + c * 8, y);
+      for (int u = 0; u < kGroup; ++u) {
+        if (s0 + u >= p.k_slots) continue;
+        w[u] = p.slot_w[row * p.k_slots + s0 + u];
+        const bf16* xs = p.x + (row * p.k_slots + s0 + u) * p.x_stride;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) v[j][i] += w * y[i];
+        for (int j = 0; j < kVecsPerThread; ++j) {
+          const int c = threadIdx.x + j * blockDim.x;
+          if (c < p.num_vecs) yv[u][j] = reinterpret_cast<const uint4*>(xs)[c];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) {
+        if (s0 + u >= p.k_slots) continue;
+#pragma unroll
+        for (int j = 0; j < kVecsPerThread; ++j) {
+          const int c = threadIdx.x + j * blockDim.x;
+          if (c >= p.num_vecs) continue;
+          float y[8];
+          cuda::bf16x8_to_f32(yv[u][j], y);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v[j][i] += w[u] * y[i];
+        }
       }
     }
 #pragma unroll
@@ -174,8 +191,9 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   p.num_vecs = static_cast<int>(num_vecs);
   p.inv_hidden = 1.0f / static_cast<float>(hidden);
   p.eps = a.eps;
-  // Just enough threads (whole warps) that each holds <= kVecsPerThread vectors.
-  const int threads = static_cast<int>((num_vecs + kVecsPerThread * 32 - 1) / (kVecsPerThread * 32) * 32);
+  // One vector per thread up to 1024 threads (more loads in flight: decode rows are latency-bound),
+  // then up to kVecsPerThread each.
+  const int threads = static_cast<int>(std::min<int64_t>(kMaxThreads, (num_vecs + 31) / 32 * 32));
   KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<kResidual, kCombine, kQuant>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0,
                                    stream, p));
   return ok_status();
