@@ -6,7 +6,9 @@
 // fp8 ("fp8_gemm_TFLOPs" there, else 1300).
 // At 8K every tuning row of the variant (causal), two passes over the table, the better median of
 // each reported as "kernel[index: name]"; HOPPER_BENCH_ALSO_BF16 / HOPPER_BENCH_ALSO_FP8 = "T1 T2 ..."
-// also time those tuning rows at every other length.
+// also time those tuning rows at every other length. Every run gets the V pre-pass workspace (the
+// "vtpre" rows run hopper_vt_prepass into it, timed with the kernel; "hopper_vt_prepass" times it
+// alone).
 //   hopper_prefill_bench [SHAPE_SUBSTRING [TUNING]]
 // With TUNING: profile mode, two causal launches of that tuning per matching shape and nothing else
 // (for ncu: --kernel-name regex:hopper_prefill_kernel --launch-skip 1 --launch-count 1).
@@ -41,7 +43,7 @@ __global__ void fill_random_fp8(uint8_t* p, int64_t n, uint32_t seed) {
 }
 
 struct Batch {
-  DeviceTensor q, k, v, out, cu, kv_lens, tables;
+  DeviceTensor q, k, v, out, cu, kv_lens, tables, workspace;
   PagedAttentionArgs args(int64_t d) const {
     PagedAttentionArgs a{q.tensor,       k.tensor,      v.tensor,   cu.tensor, kv_lens.tensor,
                          tables.tensor, out.tensor, 1.0f / std::sqrt(static_cast<float>(d))};
@@ -85,6 +87,7 @@ Batch make_batch(int64_t batch, int64_t len, int64_t hq, int64_t hkv, int64_t d,
   b.cu = device_i32(cu, {batch + 1});
   b.kv_lens = device_i32(kv, {batch});
   b.tables = device_i32(perm, {batch, blocks_per_seq});
+  if (const int64_t bytes = hopper_prefill_workspace_bytes(b.args(d), tokens); bytes > 0) b.workspace = alloc(DType::kInt8, {bytes});
   return b;
 }
 
@@ -114,13 +117,20 @@ int main(int argc, char** argv) {
           continue;
         Batch b = make_batch(batch, len, kHq, kHkv, d, cache);
         const PagedAttentionArgs a = b.args(d);
+        // Options with the pre-pass workspace (ignored by the rows without the pre-pass).
+        auto opts = [&](bool causal, int tuning = 0) {
+          HopperPrefillOptions o{causal};
+          o.tuning = tuning;
+          o.workspace = b.workspace.tensor.data;
+          o.workspace_bytes = b.workspace.tensor.data ? b.workspace.tensor.numel() : 0;
+          return o;
+        };
         const double flops = 4.0 * static_cast<double>(batch) * len * len * d * kHq;
         const bool fp8 = cache == DType::kFp8E4M3;
         const double ceiling = fp8 ? fp8_tflops : c.bf16_tflops;
         const char* kernel = fp8 ? "hopper_prefill_fp8" : "hopper_prefill_bf16";
         if (profile_tuning >= 0) {
-          HopperPrefillOptions o{true};
-          o.tuning = profile_tuning;
+          const HopperPrefillOptions o = opts(true, profile_tuning);
           for (int i = 0; i < 2; ++i) bench::check(prefill_attention_hopper_cuda(a, o, nullptr), "hopper");
           bench::check(cuda_synchronize(), "sync");
           std::printf("profiled %s %s tuning %d\n", kernel, base.c_str(), profile_tuning);
@@ -131,7 +141,7 @@ int main(int argc, char** argv) {
               [&](int) { bench::check(prefill_attention_hopper_cuda(a, o, nullptr), "hopper"); }, nullptr, 3, 7, 2);
         };
         for (bool causal : {true, false}) {
-          const double ms = time_options(HopperPrefillOptions{causal});
+          const double ms = time_options(opts(causal));
           const double tflops = (causal ? flops / 2 : flops) / ms / 1e9;
           bench::report(kernel, base + (causal ? " causal" : " full"), ms, tflops, ceiling, "TFLOP/s");
         }
@@ -148,8 +158,7 @@ int main(int argc, char** argv) {
             if (next == c) break;
             c = next;
             if (t <= 0 || t >= n_tunings) continue;
-            HopperPrefillOptions o{true};
-            o.tuning = static_cast<int>(t);
+            const HopperPrefillOptions o = opts(true, static_cast<int>(t));
             const double ms_t = time_options(o);
             bench::report((std::string(kernel) + "[" + tuning_name(o.tuning) + "]").c_str(), base + " causal", ms_t,
                           flops / 2 / ms_t / 1e9, ceiling, "TFLOP/s");
@@ -161,8 +170,7 @@ int main(int argc, char** argv) {
           std::vector<double> best(static_cast<size_t>(n_tunings), 1e30);
           for (int pass = 0; pass < 2; ++pass)
             for (int t = 0; t < n_tunings; ++t) {
-              HopperPrefillOptions o{true};
-              o.tuning = t;
+              const HopperPrefillOptions o = opts(true, t);
               const double ms_t = bench::median_ms(
                   [&](int) { bench::check(prefill_attention_hopper_cuda(a, o, nullptr), "hopper"); }, nullptr, 3, 15,
                   2);
@@ -173,14 +181,24 @@ int main(int argc, char** argv) {
             bench::report((std::string(kernel) + "[" + std::to_string(t) + ": " + tuning_name(t) + "]").c_str(),
                           base + " causal", ms_t, flops / 2 / ms_t / 1e9, ceiling, "TFLOP/s");
           }
-          const double ms_np = time_options(HopperPrefillOptions{true, false});
+          HopperPrefillOptions no_pp = opts(true);
+          no_pp.pingpong = false;
+          const double ms_np = time_options(no_pp);
           bench::report((std::string(kernel) + "_nopingpong").c_str(), base + " causal", ms_np, flops / 2 / ms_np / 1e9,
                         ceiling, "TFLOP/s");
-          HopperPrefillOptions all_heads{true};
+          HopperPrefillOptions all_heads = opts(true);
           all_heads.kv_heads_per_chunk = static_cast<int>(kHkv);
           const double ms_all = time_options(all_heads);
           bench::report((std::string(kernel) + "_nochunk").c_str(), base + " causal", ms_all, flops / 2 / ms_all / 1e9,
                         ceiling, "TFLOP/s");
+        }
+        if (b.workspace.tensor.data != nullptr && len == 8192) {  // the pre-pass alone: V read + Vt written
+          const HopperPrefillOptions o = opts(true);
+          const double ms = bench::median_ms(
+              [&](int) { bench::check(hopper_vt_prepass_cuda(a, o.workspace, o.workspace_bytes, nullptr), "prepass"); },
+              nullptr, 3, 15, 2);
+          const double gbs = 2.0 * static_cast<double>(b.v.tensor.numel()) / ms / 1e6;
+          bench::report("hopper_vt_prepass", base + " (GB/s vs copy)", ms, gbs, c.copy_gbps, "GB/s");
         }
         if (!fp8) {
           const double ms = bench::median_ms(

@@ -4,10 +4,14 @@
 // NaN, unused block-table entries point far out of range and the output starts as NaN, so a read
 // past a sequence or an unwritten row fails. Non-causal reference: each query token as its own
 // q_len = 1 sequence over all kv_len keys. fp8: the reference reads the dequantized cache (fp8 *
-// scale) and the bf16 Q (the kernel quantizes Q per row). Skips without an sm_90 GPU.
+// scale) and the bf16 Q (the kernel quantizes Q per row). Every run gets the V pre-pass workspace
+// (the "vtpre" rows read V from it), and the vtpre rows also run without it (their in-kernel
+// transpose fallback). The pre-pass alone is checked byte for byte against its CPU reference.
+// Skips without an sm_90 GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
@@ -49,6 +53,7 @@ struct Problem {
   HostTensor q, k_ref, v_ref;  // f32: q bf16-rounded, caches as the reference reads them
   std::vector<int32_t> cu, kv_lens, tables;
   DeviceTensor dq, dk, dv, dcu, dkv, dtables, dout;
+  DeviceTensor workspace;  // the fp8 d128 V pre-pass scratch (empty for the other variants)
 };
 
 // Cache values: bf16-rounded normals, or for fp8 normals / scale rounded to e4m3 (the device copy
@@ -114,6 +119,15 @@ Result<Problem> make_problem(const Shape& s, int64_t d, DType cache, std::mt1993
   KILN_ASSIGN_OR_RETURN(p.dkv, to_device(Tensor::view(p.kv_lens.data(), DType::kInt32, {p.batch})));
   KILN_ASSIGN_OR_RETURN(p.dtables, to_device(Tensor::view(p.tables.data(), DType::kInt32, {p.batch, p.table_width})));
   KILN_ASSIGN_OR_RETURN(p.dout, DeviceTensor::empty(DType::kBF16, {p.n, s.hq, d}));
+  int64_t total_kv = 0;
+  for (const Seq& q : s.seqs) total_kv += q.kv_len;
+  // Args with host metadata are enough for the size (shapes only).
+  PagedAttentionArgs shape_args{p.dq.tensor, p.dk.tensor, p.dv.tensor, p.dcu.tensor, p.dkv.tensor, p.dtables.tensor,
+                                p.dout.tensor};
+  if (const int64_t bytes = hopper_prefill_workspace_bytes(shape_args, total_kv); bytes > 0) {
+    KILN_ASSIGN_OR_RETURN(p.workspace, DeviceTensor::empty(DType::kInt8, {bytes}));
+    KILN_RETURN_IF_ERROR(fill_bytes(p.workspace.tensor, 0x7f));  // e4m3 NaN: unwritten tiles show
+  }
   return p;
 }
 
@@ -155,6 +169,10 @@ HostTensor reference(const Problem& p, bool causal) {
 double relative_error(Problem& p, const HopperPrefillVariant& variant, HopperPrefillOptions options,
                       const HostTensor& ref) {
   EXPECT_TRUE(fill_bytes(p.dout.tensor, 0xff).ok());
+  if (options.workspace == nullptr && p.workspace.tensor.data != nullptr && options.workspace_bytes >= 0) {
+    options.workspace = p.workspace.tensor.data;
+    options.workspace_bytes = p.workspace.tensor.numel();
+  }
   const Status st = variant.run(device_args(p), options, nullptr);
   EXPECT_TRUE(st.ok()) << st.to_string();
   EXPECT_TRUE(cuda_synchronize().ok());
@@ -204,18 +222,25 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
       std::vector<HopperPrefillOptions> runs;
       for (int t = 0; t < static_cast<int>(v.tunings.size()); ++t) {
         // "probe: ..." rows are the bench's bounds (a step skipped, wrong results by design).
-        if (std::string(v.tunings[static_cast<size_t>(t)].name).rfind("probe:", 0) == 0) continue;
+        const std::string name = v.tunings[static_cast<size_t>(t)].name;
+        if (name.rfind("probe:", 0) == 0) continue;
         runs.push_back({true, true, 0, t});
         runs.push_back({false, true, 0, t});
         runs.push_back({true, false, 0, t});  // without ping-pong
         runs.push_back({true, true, 1, t});   // kv-head chunks of 1
+        if (name.find("vtpre") != std::string::npos) {  // no workspace: the in-kernel transpose
+          HopperPrefillOptions o{true, true, 0, t};
+          o.workspace_bytes = -1;  // relative_error: keep it without a workspace
+          runs.push_back(o);
+        }
       }
       for (const HopperPrefillOptions& o : runs) {
         const double err = relative_error(*p, v, o, o.causal ? ref_causal : ref_full);
         const std::string what = describe(s, v.head_dim, v.cache_dtype, o.causal) + " [" +
                                  v.tunings[static_cast<size_t>(o.tuning)].name + "]" +
                                  (o.pingpong ? "" : " (no ping-pong)") +
-                                 (o.kv_heads_per_chunk > 0 ? " (kv-head chunks of 1)" : "");
+                                 (o.kv_heads_per_chunk > 0 ? " (kv-head chunks of 1)" : "") +
+                                 (o.workspace_bytes < 0 ? " (no workspace)" : "");
         std::printf("[hopper_prefill] %s rel err %.2e\n", what.c_str(), err);
         EXPECT_LT(err, o.tuning == 0 ? tol_shipped : tol) << what;
         worst = std::max(worst, err);
@@ -231,6 +256,77 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
   HopperPrefillOptions bad;
   bad.tuning = 1000;
   EXPECT_EQ(prefill_attention_hopper_cuda(device_args(*p), bad, nullptr).code(), StatusCode::kInvalidArgument);
+}
+
+// The V pre-pass against hopper_vt_prepass_cpu, byte for byte: varlen kv lengths around the 128-key
+// tiles (0, 1, 127, 128, 129, 700), block sizes 16 and 32, 2 kv heads. Cache bytes are random (NaN
+// patterns included: they are copied, never computed on); unused slots hold 0xff so a read past
+// kv_len shows; the workspace starts as 0x7f and only the header and the used tiles are compared.
+TEST(HopperPrefillCuda, VtPrepassMatchesCpuTranspose) {
+  if (!hopper_available()) GTEST_SKIP() << "no sm_90 CUDA device";
+  std::mt19937 rng(21);
+  const std::vector<int32_t> kv_lens = {129, 0, 1, 700, 127, 128};
+  for (int64_t bs : {16, 32}) {
+    constexpr int64_t kHkv = 2, kD = 128;
+    const int64_t batch = static_cast<int64_t>(kv_lens.size());
+    int64_t blocks = 0, width = 1, total = 0;
+    for (int32_t kv : kv_lens) {
+      blocks += (kv + bs - 1) / bs;
+      width = std::max<int64_t>(width, (kv + bs - 1) / bs + 1);
+      total += kv;
+    }
+    blocks += 2;
+    HostTensor v = HostTensor::zeros(DType::kFp8E4M3, {blocks, bs, kHkv, kD});
+    uint8_t* vb = static_cast<uint8_t*>(v.tensor.data);
+    std::fill_n(vb, v.tensor.numel(), uint8_t{0xff});
+    std::vector<int32_t> perm(static_cast<size_t>(blocks)), tables(static_cast<size_t>(batch * width), 1 << 28);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    size_t next = 0;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = 0; j < (kv_lens[static_cast<size_t>(b)] + bs - 1) / bs; ++j) {
+        const int32_t block = perm[next++];
+        tables[static_cast<size_t>(b * width + j)] = block;
+        for (int64_t slot = 0; slot < bs && j * bs + slot < kv_lens[static_cast<size_t>(b)]; ++slot)
+          for (int64_t e = 0; e < kHkv * kD; ++e) vb[(block * bs + slot) * kHkv * kD + e] = static_cast<uint8_t>(rng());
+      }
+    std::vector<int32_t> kv = kv_lens;
+    const Tensor kv_host = Tensor::view(kv.data(), DType::kInt32, {batch});
+    const Tensor tables_host = Tensor::view(tables.data(), DType::kInt32, {batch, width});
+    Result<DeviceTensor> dv = to_device(v.tensor), dkv = to_device(kv_host), dtables = to_device(tables_host);
+    ASSERT_TRUE(dv.ok() && dkv.ok() && dtables.ok());
+    PagedAttentionArgs dargs{};
+    dargs.k_cache = dargs.v_cache = dv->tensor;
+    dargs.kv_lens = dkv->tensor;
+    dargs.block_tables = dtables->tensor;
+    const int64_t bytes = hopper_prefill_workspace_bytes(dargs, total);
+    ASSERT_GT(bytes, 0);
+    Result<DeviceTensor> ws = DeviceTensor::empty(DType::kInt8, {bytes});
+    ASSERT_TRUE(ws.ok());
+    ASSERT_TRUE(fill_bytes(ws->tensor, 0x7f).ok());
+    ASSERT_TRUE(hopper_vt_prepass_cuda(dargs, ws->tensor.data, bytes, nullptr).ok());
+    ASSERT_TRUE(cuda_synchronize().ok());
+    Result<HostTensor> got = to_host(ws->tensor);
+    ASSERT_TRUE(got.ok());
+    PagedAttentionArgs hargs{};
+    hargs.k_cache = hargs.v_cache = v.tensor;
+    hargs.kv_lens = kv_host;
+    hargs.block_tables = tables_host;
+    std::vector<uint8_t> want(static_cast<size_t>(bytes), 0x7f);
+    ASSERT_TRUE(hopper_vt_prepass_cpu(hargs, want.data(), bytes).ok());
+    const uint8_t* g = static_cast<const uint8_t*>(got->tensor.data);
+    const int64_t cap = hopper_vt::cap_tiles(bytes, batch, kHkv, kD), tile = hopper_vt::tile_bytes(kD),
+                  header = hopper_vt::header_bytes(batch);
+    EXPECT_EQ(0, std::memcmp(g, want.data(), static_cast<size_t>(4 * (batch + 1)))) << "tile offsets, bs " << bs;
+    const int32_t used = reinterpret_cast<const int32_t*>(want.data())[batch];
+    EXPECT_EQ(used, 2 + 0 + 1 + 6 + 1 + 1);  // tiles of 129, 0, 1, 700, 127, 128 keys
+    int64_t bad = 0;
+    for (int64_t h = 0; h < kHkv; ++h)
+      for (int64_t i = header + h * cap * tile; i < header + (h * cap + used) * tile; ++i) bad += g[i] != want[static_cast<size_t>(i)];
+    EXPECT_EQ(bad, 0) << "bytes differing from the CPU transpose, bs " << bs;
+    // A workspace without room for a single tile: an error, not a launch.
+    EXPECT_FALSE(hopper_vt_prepass_cuda(dargs, ws->tensor.data, header, nullptr).ok());
+  }
 }
 
 TEST(HopperPrefillCuda, EntryPointIsCausalAndRefusesWhatItCannotRun) {

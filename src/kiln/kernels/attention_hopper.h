@@ -5,7 +5,9 @@
 // prefix, sliding window), plus a non-causal mode. Variants (cache dtype x head_dim): bf16 x {64,
 // 128} and fp8 e4m3 x {64, 128}; q and out are bf16 either way (the fp8 variant quantizes each Q
 // row to e4m3 with its own scale in the kernel: one e4m3 part for d128, hi + lo parts for d64 (the
-// shipped tunings); K = fp8 * k_scale, V = fp8 * v_scale).
+// shipped tunings); K = fp8 * k_scale, V = fp8 * v_scale). fp8 d128 runs fastest with a workspace
+// (HopperPrefillOptions::workspace): V is then transposed once per KV head by a pre-pass instead of
+// in every CTA's shared memory.
 #pragma once
 #include <span>
 
@@ -24,6 +26,13 @@ struct HopperPrefillOptions {
   // Compiled tuning of the variant: 0 = the shipped one, i = variant.tunings[i] (A/B runs: stages,
   // persistent grid, polynomial exponentials, softmax overlapping PV). Out of range: an error.
   int tuning = 0;
+  // fp8 d128: device scratch of at least hopper_prefill_workspace_bytes(args, sum of kv_lens) bytes
+  // for V transposed once per KV head by a pre-pass (hopper_vt_prepass_cuda) before the attention
+  // kernel, whose producer then loads the transposed tiles with plain TMA. Tunings marked "vtpre"
+  // use it; without it (nullptr) they run the in-kernel transpose of the shipped row before them.
+  // Other variants ignore it.
+  void* workspace = nullptr;
+  int64_t workspace_bytes = 0;
 };
 
 using HopperPrefillRun = Status (*)(const PagedAttentionArgs& args, const HopperPrefillOptions& options,
@@ -56,5 +65,34 @@ bool hopper_prefill_supported(const PagedAttentionArgs& args);
 Status prefill_attention_hopper_cuda(const PagedAttentionArgs& args, CUstream_st* stream);
 Status prefill_attention_hopper_cuda(const PagedAttentionArgs& args, const HopperPrefillOptions& options,
                                      CUstream_st* stream);
+
+// ---- V pre-transposed per KV head (fp8 e4m3, head_dim 128) ------------------------------------
+// Workspace layout (bytes): [header: int32 tile_offsets[batch + 1], padded to 1024] then Vt tiles
+// [num_kv_heads][cap_tiles][head_dim][128 keys] e4m3, cap_tiles = (bytes - header) / (num_kv_heads *
+// head_dim * 128). Sequence b's keys [128 j, 128 j + 128) are tile tile_offsets[b] + j of its kv
+// head (tile_offsets[b] = sum over i < b of ceil(kv_lens[i] / 128)); within each 16 keys the
+// columns are permuted as the fp8 P fragment wants them (column 4t + i holds key 2t + (i & 1) + 8
+// (i >> 1)); keys >= kv_len are 0. Tiles past a sequence's last are not written.
+namespace hopper_vt {
+constexpr int64_t kTileKeys = 128;
+inline int64_t header_bytes(int64_t batch) { return (4 * (batch + 1) + 1023) / 1024 * 1024; }
+inline int64_t tile_bytes(int64_t head_dim) { return head_dim * kTileKeys; }
+// Tiles per kv head that `bytes` of workspace hold (0 when not even the header fits).
+inline int64_t cap_tiles(int64_t bytes, int64_t batch, int64_t num_kv_heads, int64_t head_dim) {
+  const int64_t rest = bytes - header_bytes(batch);
+  return rest > 0 ? rest / (num_kv_heads * tile_bytes(head_dim)) : 0;
+}
+}  // namespace hopper_vt
+// Bytes for a batch of args' shape whose kv_lens sum to total_kv_tokens (known on the host); 0 for
+// variants without a pre-pass (bf16 caches, head_dim 64).
+int64_t hopper_prefill_workspace_bytes(const PagedAttentionArgs& args, int64_t total_kv_tokens);
+// The pre-pass alone (the vtpre tunings run it themselves): args.v_cache fp8 e4m3 [blocks, bs,
+// hkv, 128], kv_lens / block_tables int32, all on the device; workspace on the device. A sequence
+// whose tiles do not fit cap_tiles is not written (the attention reads zeros there: size it with
+// hopper_prefill_workspace_bytes).
+Status hopper_vt_prepass_cuda(const PagedAttentionArgs& args, void* workspace, int64_t workspace_bytes,
+                              CUstream_st* stream);
+// Its CPU reference: the same bytes from host tensors (v_cache fp8 e4m3 bytes, int32 metadata).
+Status hopper_vt_prepass_cpu(const PagedAttentionArgs& args, void* workspace, int64_t workspace_bytes);
 
 }  // namespace kiln

@@ -88,6 +88,8 @@ class CudaLlamaModel : public Model {
     use_hopper_ = !(hopper && std::string(hopper) == "0");
     const char* fused = std::getenv("KILN_FUSED_ACT_QUANT");
     fused_act_quant_ = !(fused && std::string(fused) == "0");
+    const char* vt = std::getenv("KILN_HOPPER_VT");
+    use_hopper_vt_ = !(vt && std::string(vt) == "0");
     const char* mf = std::getenv("KILN_MOE_FUSED");
     moe_fused_ = !(mf && std::string(mf) == "0");
     const char* split = std::getenv("KILN_SPLIT_ATTENTION");
@@ -139,6 +141,9 @@ class CudaLlamaModel : public Model {
   // Decode steps of dense models replay a CUDA graph per (batch, table width, cache, buffers).
   Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);
   Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n);
+  // The Hopper prefill kernel over a's sequences, whose kv_lens sum to kv_tokens (fp8 d128: with the
+  // V pre-transpose workspace, hopper_vt_, unless KILN_HOPPER_VT=0).
+  Status hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens);
   // The fused fp8 MoE decode step: the ffn norm writes h also as per-token fp8 (moe_hq_), the
   // expert GEMMs take it and silu_mul_fp8's output without their x pre-pass, and the next norm
   // sums the k expert rows of each token into the residual (no unpermute kernel).
@@ -168,6 +173,9 @@ class CudaLlamaModel : public Model {
   std::vector<int32_t> prompt_cu_;
   Tensor prompt_cu_dev_;
   bool split_attention_ = true;  // KILN_SPLIT_ATTENTION=0: one prefill launch for mixed steps
+  int64_t kv_tokens_ = 0, decode_kv_tokens_ = 0;  // sums of the step's kv_lens: all, the leading decodes'
+  Scratch hopper_vt_;             // fp8 prefill attention: V transposed per KV head (hopper_prefill_workspace_bytes)
+  bool use_hopper_vt_ = true;     // KILN_HOPPER_VT=0: the in-kernel V transpose
   std::vector<int32_t> host_meta_;
   Pinned meta_staging_, ids_staging_;
   cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
@@ -175,14 +183,10 @@ class CudaLlamaModel : public Model {
   cudaStream_t stream_ = nullptr;
   bool use_graphs_ = true;
   bool use_hopper_ = true;  // KILN_HOPPER_PREFILL=0: the portable prefill kernel everywhere
-  // Decode steps of MoE models take moe_decode_gemm_cuda (no host round trip, CUDA graphs; checked
-  // against the grouped path by tests/models CudaMoeDecode) up to moe_decode_slots_ (token, expert)
-  // slots (KILN_MOE_DECODE=N; 0: never; -1: by the experts' dtype); above it the grouped path (host
-  // offsets, per-expert GEMMs, no graph). H100, Mixtral fp8 decode-only steps with the f16-widening
-  // row (scripts/device_step_profile.sh): 32 tokens through the kernel 30.6 ms, 48 grouped 26.6 ms,
-  // 16 through it 25.1 ms, so bf16 experts stop at 32 slots. fp8 experts run the wgmma row (x
-  // quantized per token into moe_x_fp8_), 85-100% of copy up to 64 tokens x top-2 (t = 32: 98.3 /
-  // 89.6% for gate_up / down): they take up to kMoeDecodeMaxSlots.
+  // Decode steps of MoE models take moe_decode_gemm_cuda (no host round trip, CUDA graphs; tests/models
+  // CudaMoeDecode) up to moe_decode_slots_ (token, expert) slots (KILN_MOE_DECODE=N; 0: never; -1: by
+  // dtype), above it the grouped path. H100: bf16 experts stop at 32 slots (32 tokens 30.6 ms vs 26.6
+  // grouped); fp8 ones (wgmma row, 85-100% of copy up to 64 tokens x top-2) take kMoeDecodeMaxSlots.
   int64_t moe_decode_slots_ = -1;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
@@ -202,6 +206,11 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   decode_seqs_ = 0;
   while (decode_seqs_ < batch && b.cu_seqlens_q[static_cast<size_t>(decode_seqs_) + 1] - b.cu_seqlens_q[static_cast<size_t>(decode_seqs_)] == 1)
     ++decode_seqs_;
+  kv_tokens_ = decode_kv_tokens_ = 0;
+  for (int64_t i = 0; i < batch; ++i) {
+    kv_tokens_ += b.kv_lens[static_cast<size_t>(i)];
+    if (i < decode_seqs_) decode_kv_tokens_ += b.kv_lens[static_cast<size_t>(i)];
+  }
   prompt_cu_.clear();
   for (int64_t i = decode_seqs_; i <= batch; ++i)
     prompt_cu_.push_back(b.cu_seqlens_q[static_cast<size_t>(i)] - b.cu_seqlens_q[static_cast<size_t>(decode_seqs_)]);
@@ -263,15 +272,26 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
       pre.kv_lens = kv_lens_.slice0(dq, batch_);
       pre.block_tables = tables_.slice0(dq, batch_);
       KILN_RETURN_IF_ERROR(paged_attention_cuda(dec, stream_));
-      KILN_RETURN_IF_ERROR(prefill_attention_hopper_cuda(pre, stream_));
+      KILN_RETURN_IF_ERROR(hopper_prefill(pre, kv_tokens_ - decode_kv_tokens_));
     } else {
-      KILN_RETURN_IF_ERROR(prefill_attention_hopper_cuda(pa, stream_));
+      KILN_RETURN_IF_ERROR(hopper_prefill(pa, kv_tokens_));
     }
   } else {
     KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, stream_));
   }
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
   return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
+}
+
+Status CudaLlamaModel::hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens) {
+  HopperPrefillOptions o;
+  const int64_t bytes = use_hopper_vt_ ? hopper_prefill_workspace_bytes(a, kv_tokens) : 0;
+  if (bytes > 0) {  // one buffer for every layer: they run in order on the stream
+    KILN_ASSIGN_OR_RETURN(Tensor ws, hopper_vt_.get(DType::kInt8, {bytes}));
+    o.workspace = ws.data;
+    o.workspace_bytes = bytes;
+  }
+  return prefill_attention_hopper_cuda(a, o, stream_);
 }
 
 Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused) {
@@ -333,8 +353,7 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
 Result<int32_t*> CudaLlamaModel::Pinned::get(int64_t n) {
   if (n > count) {
     if (data) cudaFreeHost(data);
-    data = nullptr;
-    count = 0;
+    data = nullptr, count = 0;
     const int64_t want = std::max<int64_t>(n + n / 2, 4096);
     KILN_RETURN_IF_ERROR(cuda_status(cudaMallocHost(reinterpret_cast<void**>(&data), static_cast<size_t>(want) * 4), "pinned staging"));
     count = want;
@@ -517,10 +536,7 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
     KILN_RETURN_IF_ERROR(ffn(lw, n, fused ? &slots : nullptr));
     const Tensor& next = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
     RmsNormArgs next_norm{x, residual, next, h, c.rms_norm_eps};
-    if (fused) {
-      next_norm.x = slots.y;
-      next_norm.slot_weights = slots.weights;
-    }
+    if (fused) next_norm.x = slots.y, next_norm.slot_weights = slots.weights;
     KILN_RETURN_IF_ERROR(rmsnorm_cuda(next_norm, stream_));
   }
   KILN_ASSIGN_OR_RETURN(Tensor sel, rows_.get(DType::kBF16, {rows, hidden}));

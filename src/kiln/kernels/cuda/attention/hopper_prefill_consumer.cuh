@@ -77,6 +77,46 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, f
   }
 }
 
+// softmax_tile + pack_p for fp8 with the row sums on the tensor cores (kFeatEx2H2): the same max
+// update, then P = 2^(c (s - m) + kBias) two at a time by exp2_e4m3x2, straight into the e4m3 A
+// fragments pa (pack_p's order); s keeps the scores.
+template <int kN, bool kTree>
+__device__ __forceinline__ void softmax_pack_h2(const float (&s)[kN / 2], RowState& st, float (&rescale)[2],
+                                                float kBias, float kLazy, uint32_t (&pa)[kN / 32][4]) {
+  float base[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = st.m[h];
+    if constexpr (kTree) {
+      float a[4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) a[c] = fmaxf(s[4 * c + 2 * h], s[4 * c + 2 * h + 1]);
+#pragma unroll
+      for (int j = 4; j < kN / 8; ++j) a[j % 4] = fmaxf(a[j % 4], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      mx = fmaxf(mx, fmaxf(fmaxf(a[0], a[1]), fmaxf(a[2], a[3])));
+    } else {
+#pragma unroll
+      for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+    }
+    mx = quad_max(mx);
+    const bool move = (mx - st.m[h]) * st.c[h] > kLazy;  // false while both are -inf (NaN)
+    rescale[h] = move ? exp2_approx((st.m[h] - mx) * st.c[h]) : 1.f;
+    st.m[h] = move ? mx : st.m[h];
+    base[h] = (st.m[h] == -INFINITY ? 0.f : st.m[h] * st.c[h]) - kBias;
+  }
+  auto e2 = [&](int i, int h) {  // elements i, i + 1 (row h) -> e4m3x2
+    return static_cast<uint32_t>(exp2_e4m3x2(fmaf(s[i], st.c[h], -base[h]), fmaf(s[i + 1], st.c[h], -base[h])));
+  };
+#pragma unroll
+  for (int kk = 0; kk < kN / 32; ++kk) {
+    const int i = 16 * kk;
+    pa[kk][0] = e2(i + 0, 0) | (e2(i + 4, 0) << 16);
+    pa[kk][1] = e2(i + 2, 1) | (e2(i + 6, 1) << 16);
+    pa[kk][2] = e2(i + 8, 0) | (e2(i + 12, 0) << 16);
+    pa[kk][3] = e2(i + 10, 1) | (e2(i + 14, 1) << 16);
+  }
+}
+
 // OR of all words of a fragment set (a value that depends on every one of them).
 template <int kN, int kM>
 __device__ __forceinline__ uint32_t or_words(const uint32_t (&r)[kN][kM]) {
@@ -336,8 +376,12 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (lane == 0) mbar_arrive(bars.empty_k(sk));
     release_q(0);
     if (needs_mask(w.tile0)) mask_tile<C::kBlockN>(s, w.tile0, st, window, t);
-    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
-    pack_p<kFp8, C::kBlockN>(s, pa);
+    if constexpr (kFp8 && T::kEx2H2) {
+      softmax_pack_h2<C::kBlockN, T::kTree>(s, st, rescale, C::kPBias, C::kLazyLog2, pa);
+    } else {
+      softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
+      pack_p<kFp8, C::kBlockN>(s, pa);
+    }
   }
   for (int j = 1; j < w.n_tiles; ++j) {
     const int ck = it + j, cv = it + j - 1;
@@ -358,14 +402,21 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (lane == 0) mbar_arrive(bars.empty_k(sk));
     release_q(j);
     if (needs_mask(key0)) mask_tile<C::kBlockN>(s, key0, st, window, t);
-    softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
-    pin(s);
+    if constexpr (kFp8 && T::kEx2H2) {
+      static_assert(T::kOverlap, "f16x2 exponentials: overlap rows only");
+    } else {
+      softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
+      pin(s);
+    }
     if constexpr (kFp8 && T::kOverlap) {
       // fp8 overlap: P_j goes into a second fragment set while PV_{j-1} still reads pa; an arrive
       // that depends on every packed word keeps ptxas from hoisting the wait above the exponentials
       // (without it the SASS waited for PV first and ran all 64 MUFU.EX2 after it).
       uint32_t pn[kSteps][4];
-      pack_p<kFp8, C::kBlockN>(s, pn);
+      if constexpr (T::kEx2H2)
+        softmax_pack_h2<C::kBlockN, T::kTree>(s, st, rescale, C::kPBias, C::kLazyLog2, pn);
+      else
+        pack_p<kFp8, C::kBlockN>(s, pn);
       pin(pn);
       if (lane == 0 && or_words(pn) != 0xffffffffu) mbar_arrive(bars.anchor());
       finish_pv(sv);
@@ -466,6 +517,7 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     mbar_init(bars.anchor(), (1 << 20) - 1);
     mbar_init_fence();
     if constexpr (!kFp8) tma_prefetch_map(&p.q_map);
+    if constexpr (C::kVtPre) tma_prefetch_map(&p.vt_map);
     tma_prefetch_map(&p.k_map);
     tma_prefetch_map(&p.v_map);
   }
@@ -481,6 +533,7 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     regs_dealloc<C::kProducerRegs>();
 #endif
     if (!kFp8 && tid >= 96) return;  // bf16 uses producer warps 0-2 only
+    if (C::kVtPre && tid >= 64) return;  // the V pre-pass: warps 0 (K) and 1 (Vt)
     for (int linear = first; linear < p.num_works; linear += stride) {
       Work w;
       if (!find_work<C::kBlockM, C::kBlockN>(p, linear, w)) continue;

@@ -20,6 +20,8 @@ namespace kiln::cuda::hopper {
 struct HopperPrefillParams {
   CUtensorMap q_map;            // bf16 path: 3-D over q [num_tokens, hq, d], box [128 rows, 1, 64]
   CUtensorMap k_map, v_map;     // 4-D over the caches [blocks, bs, hkv, d], box [1, 16, 1, row]
+  CUtensorMap vt_map;           // kVtPre: 4-D over the pre-pass tiles [hkv, cap_tiles, d, 128 keys], one tile a box
+  const int32_t* vt_offsets;    // kVtPre: [batch + 1] first pre-pass tile of each sequence
   const void* q;                // [num_tokens, num_q_heads, head_dim] bf16
   const int32_t* cu_seqlens_q;  // [batch + 1]
   const int32_t* kv_lens;       // [batch]
@@ -60,9 +62,16 @@ struct HopperPrefillParams {
 //   kFeatLdsmVt (with kFeatFastVt): the transpose by ldmatrix.trans / stmatrix (transpose_v_ldsm);
 //   kFeatSolo: no ping-pong whatever the options say (the consumers issue their GEMMs freely; with
 //     the intra-warpgroup overlap the softmax hides behind the own PV product and the other's GEMMs).
+//   kFeatVtPre (fp8 d128): V comes pre-transposed by hopper_vt_prepass (a tile per TMA box into the
+//     kVStages Vt stages; no raw V, no transpose): producer warp 0 loads K, warp 1 Vt, the other two
+//     exit; the producer keeps 40 registers and the consumers get 232 (kFeatRegs240: 24 / 240);
+//   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
+//     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
+//     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
 // kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials, bit 2
 // the global loads of Q (fp8: every Q element 1.0).
-constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32;
+constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32,
+              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256;
 template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyExp_, bool kOverlap_, bool kSplitQ_ = false,
           int kFeatures_ = 0, int kProbe_ = 0>
 struct HopperTune {
@@ -70,7 +79,13 @@ struct HopperTune {
   static constexpr bool kPersistent = kPersistent_, kOverlap = kOverlap_, kSplitQ = kSplitQ_;
   static constexpr bool kFastVt = (kFeatures_ & kFeatFastVt) != 0, kTree = (kFeatures_ & kFeatTree) != 0,
                         kRowSum = (kFeatures_ & kFeatRowSum) != 0, kLazy = (kFeatures_ & kFeatLazy) != 0,
-                        kSolo = (kFeatures_ & kFeatSolo) != 0, kLdsmVt = (kFeatures_ & kFeatLdsmVt) != 0;
+                        kSolo = (kFeatures_ & kFeatSolo) != 0, kLdsmVt = (kFeatures_ & kFeatLdsmVt) != 0,
+                        kVtPre = (kFeatures_ & kFeatVtPre) != 0, kEx2H2 = (kFeatures_ & kFeatEx2H2) != 0,
+                        kRegs240 = (kFeatures_ & kFeatRegs240) != 0;
+  // What a kVtPre tuning runs without a pre-pass workspace: the shipped in-kernel transpose (3 K / raw
+  // V stages, 3 Vt stages, ldmatrix transpose), its other features kept.
+  using Fallback = HopperTune<3, 3, kPersistent_, kPolyExp_, kOverlap_, kSplitQ_,
+                              (kFeatures_ & ~(kFeatVtPre | kFeatRegs240)) | kFeatFastVt | kFeatLdsmVt, kProbe_>;
 };
 
 template <bool kFp8, int kHeadDim, class Tune>
@@ -81,12 +96,16 @@ struct HopperConfig {
   static constexpr int kPanelElems = kRowBytes / kElemBytes;
   static constexpr int kBlockM = 128, kBlockN = 128;
   static constexpr int kKStages = Tune::kKStages, kVStages = Tune::kVStages;
-  static_assert(!kFp8 || Tune::kFastVt || kKStages == kVStages, "fp8 loads K and raw V of a tile together");
+  static constexpr bool kVtPre = kFp8 && Tune::kVtPre;
+  static_assert(!kFp8 || Tune::kFastVt || kVtPre || kKStages == kVStages, "fp8 loads K and raw V of a tile together");
+  static_assert(!Tune::kVtPre || (kFp8 && kHeadDim == 128 && !Tune::kFastVt), "the V pre-pass is fp8 d128, no transpose");
+  static_assert(!Tune::kEx2H2 || (kFp8 && Tune::kRowSum && Tune::kPolyExp == 0 && Tune::kProbe == 0),
+                "f16x2 exponentials need the tensor-core row sums");
   static_assert(!Tune::kFastVt || (kFp8 && kHeadDim == 128), "transpose_v_fast is for fp8 d128");
   static_assert(!Tune::kLdsmVt || Tune::kFastVt, "transpose_v_ldsm runs in transpose_v_fast's pipeline");
   static constexpr bool kRowSum = kFp8 && Tune::kRowSum;
-  // fp8: raw V tiles are loaded with K (kKStages of them); bf16: the V tiles (kVStages).
-  static constexpr int kVTiles = kFp8 ? kKStages : kVStages;
+  // fp8: raw V tiles are loaded with K (kKStages of them; none with the pre-pass); bf16: the V tiles (kVStages).
+  static constexpr int kVTiles = kFp8 ? (kVtPre ? 0 : kKStages) : kVStages;
   static constexpr int kThreads = 384;
   static constexpr int kKStep = kFp8 ? 32 : 16;  // wgmma k (elements); 32 bytes either way
   static constexpr int kStepsPerPanel = kRowBytes / 32;
@@ -107,8 +126,11 @@ struct HopperConfig {
   static constexpr int kNumBars = 3 + 2 * kKStages + 2 * kVStages + kVTiles;
   static constexpr int kSmemBytes = kBars + kNumBars * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory of a CTA");
-  static constexpr int kProducerRegs = kFp8 ? 56 : 40;
-  static constexpr int kConsumerRegs = kFp8 ? 224 : 232;
+  static constexpr int kProducerRegs = kVtPre ? (Tune::kRegs240 ? 24 : 40) : kFp8 ? 56 : 40;
+  static constexpr int kConsumerRegs = kVtPre ? (Tune::kRegs240 ? 240 : 232) : kFp8 ? 224 : 232;
+  // setmaxnreg moves registers within what the CTA got at launch (168 a thread: __launch_bounds__(384,
+  // 1)); asking for more deadlocks the increase (seen with 32 / 240).
+  static_assert(kProducerRegs + 2 * kConsumerRegs <= 3 * 168, "more registers than the launch allocated");
   // P = 2^(score log2 units - running max + kPBias), the max moving only when it grows by more than
   // kLazyLog2. fp8: P in (0, 2^(8 + kLazyLog2)] <= 448 uses e4m3's normal range (values down to 2^-14
   // of the max keep 3 mantissa bits; the bias cancels in O / l); bf16 has the exponent range, so lazy
@@ -141,6 +163,7 @@ __device__ __forceinline__ uint32_t phase_of(int c) { return static_cast<uint32_
 struct Work {
   int b, head, kvh, q_row, q_len, kv_len, q_pos0, row0;  // row0: first token of the block in its sequence
   int tile0, n_tiles;                                    // key tiles [tile0, tile0 + n_tiles * kBlockN)
+  int vt_tile;                                           // kVtPre: pre-pass tile of key tile0
 };
 
 // Work `linear` (< num_works) -> w; false when it lies past the last row block. Whole-warp call.
@@ -167,6 +190,7 @@ __device__ __forceinline__ bool find_work(const HopperPrefillParams& p, int line
   const int kv_lo = p.sliding_window > 0 ? max(0, pos_lo - p.sliding_window + 1) : 0;
   w.tile0 = kv_lo / kBlockN * kBlockN;
   w.n_tiles = kv_hi > w.tile0 ? (kv_hi - w.tile0 + kBlockN - 1) / kBlockN : 0;
+  w.vt_tile = p.vt_offsets != nullptr ? p.vt_offsets[w.b] + w.tile0 / kBlockN : 0;
   return true;
 }
 
@@ -261,6 +285,21 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
         const int c = it + j, s = stage_of<VS>(c);
         load_kv_tile<C>(p, &p.v_map, w, w.tile0 + j * C::kBlockN, kv_valid, smem + C::kV + s * C::kTileBytes,
                         bars.full_v(s), bars.empty_v(s), phase_of<VS>(c) ^ 1, true, lane);
+      }
+  } else if constexpr (C::kVtPre) {
+    // Warp 0: K tiles (paged, as bf16 does); warp 1: pre-transposed Vt tiles, one box each.
+    if (warp == 0)
+      for (int j = 0; j < w.n_tiles; ++j) {
+        const int c = it + j, s = stage_of<KS>(c);
+        load_kv_tile<C>(p, &p.k_map, w, w.tile0 + j * C::kBlockN, kv_valid, smem + C::kK + s * C::kTileBytes,
+                        bars.full_k(s), bars.empty_k(s), phase_of<KS>(c) ^ 1, true, lane);
+      }
+    if (warp == 1 && lane == 0)
+      for (int j = 0; j < w.n_tiles; ++j) {
+        const int c = it + j, s = stage_of<VS>(c);
+        mbar_wait(bars.empty_v(s), phase_of<VS>(c) ^ 1);
+        mbar_expect_tx(bars.full_v(s), C::kVtBytes);
+        tma_load_4d(smem + C::kVt + s * C::kVtBytes, &p.vt_map, bars.full_v(s), 0, 0, w.vt_tile + j, w.kvh);
       }
   } else if constexpr (T::kFastVt) {
     // Warp 0 loads K and raw V of tile j + KS - 1 (into the raw stage transposed last round), then

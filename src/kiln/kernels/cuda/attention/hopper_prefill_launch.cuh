@@ -84,6 +84,9 @@ inline Status encode_map(CUtensorMap& map, const void* data, CUtensorMapDataType
 template <bool kFp8, int kHeadDim, class T>
 Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& options, CUstream_st* stream) {
   using C = HopperConfig<kFp8, kHeadDim, T>;
+  if constexpr (C::kVtPre) {  // no workspace: the in-kernel transpose
+    if (options.workspace == nullptr) return run_tuned<kFp8, kHeadDim, typename T::Fallback>(a, options, stream);
+  }
   KILN_RETURN_IF_ERROR(hopper_prefill_check(a));
   if (a.q.shape[2] != kHeadDim || (a.k_cache.dtype == DType::kFp8E4M3) != kFp8)
     return invalid_argument("prefill_attention_hopper: variant does not match the arguments");
@@ -108,6 +111,21 @@ Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& option
                                      C::kRowBytes));
   KILN_RETURN_IF_ERROR(encode_map<4>(p.v_map, a.v_cache.data, cache_type, cache_dims, cache_strides, cache_box,
                                      C::kRowBytes));
+  if constexpr (C::kVtPre) {
+    // V transposed per kv head into the workspace first, then a 4-D map over its tiles [hkv,
+    // cap_tiles, d, 128 keys], one 16 KB tile a box (128-byte rows: the swizzle the consumers read).
+    const int64_t batch = a.kv_lens.numel(), cap = hopper_vt::cap_tiles(options.workspace_bytes, batch, hkv, kHeadDim);
+    KILN_RETURN_IF_ERROR(hopper_vt_prepass_cuda(a, options.workspace, options.workspace_bytes, stream));
+    const cuuint64_t vt_dims[4] = {static_cast<cuuint64_t>(C::kBlockN), static_cast<cuuint64_t>(kHeadDim),
+                                   static_cast<cuuint64_t>(cap), static_cast<cuuint64_t>(hkv)};
+    const cuuint64_t vt_strides[3] = {static_cast<cuuint64_t>(C::kBlockN),
+                                      static_cast<cuuint64_t>(C::kBlockN * kHeadDim),
+                                      static_cast<cuuint64_t>(cap * C::kBlockN * kHeadDim)};
+    const cuuint32_t vt_box[4] = {static_cast<cuuint32_t>(C::kBlockN), static_cast<cuuint32_t>(kHeadDim), 1, 1};
+    KILN_RETURN_IF_ERROR(encode_map<4>(p.vt_map, static_cast<uint8_t*>(options.workspace) + hopper_vt::header_bytes(batch),
+                                       CU_TENSOR_MAP_DATA_TYPE_UINT8, vt_dims, vt_strides, vt_box, 128));
+    p.vt_offsets = static_cast<const int32_t*>(options.workspace);
+  }
   if constexpr (!kFp8) {
     const cuuint64_t q_dims[3] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(hq),
                                   static_cast<cuuint64_t>(tokens)};

@@ -20,7 +20,7 @@ namespace kiln {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kVecsPerThread = 4;  // 4 x 8 elements per thread: hidden <= 32 * 1024
+constexpr int kMaxVecsPerThread = 4;  // 4 x 8 elements per thread: hidden <= 32 * 1024
 
 struct RmsNormParams {
   const bf16* x;     // [rows, hidden], row stride x_stride
@@ -38,7 +38,8 @@ struct RmsNormParams {
 
 constexpr int kMaxThreads = 1024;
 
-template <bool kResidual, bool kCombine, bool kQuant>
+// kVecsPerThread: 1 (hidden <= 8192: no registers for vectors a thread never has) or kMaxVecsPerThread.
+template <int kVecsPerThread, bool kResidual, bool kCombine, bool kQuant>
 __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
   cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
   cuda::pdl_trigger();
@@ -170,7 +171,7 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
     KILN_RETURN_IF_ERROR(cuda::expect_device(a.out_scale, DType::kF32, rows, kName, "out_scale"));
   }
   const int64_t num_vecs = hidden / cuda::kBf16PerVec;
-  if (hidden % cuda::kBf16PerVec != 0 || num_vecs > int64_t{kVecsPerThread} * kMaxThreads)
+  if (hidden % cuda::kBf16PerVec != 0 || num_vecs > int64_t{kMaxVecsPerThread} * kMaxThreads)
     return unimplemented("rmsnorm_cuda: hidden " + std::to_string(hidden) + " (supported: multiples of 8 up to 32768)");
   if (x.stride % 8 || out.stride % 8 || res.stride % 8 || !cuda::aligned16(a.x.data) ||
       !cuda::aligned16(a.out.data) || !cuda::aligned16(a.weight.data) || (kResidual && !cuda::aligned16(a.residual.data)))
@@ -192,10 +193,15 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   p.inv_hidden = 1.0f / static_cast<float>(hidden);
   p.eps = a.eps;
   // One vector per thread up to 1024 threads (more loads in flight: decode rows are latency-bound),
-  // then up to kVecsPerThread each.
+  // then up to kMaxVecsPerThread each.
   const int threads = static_cast<int>(std::min<int64_t>(kMaxThreads, (num_vecs + 31) / 32 * 32));
-  KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<kResidual, kCombine, kQuant>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0,
-                                   stream, p));
+  if (num_vecs <= kMaxThreads) {
+    KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<1, kResidual, kCombine, kQuant>, dim3(static_cast<unsigned>(rows)), dim3(threads),
+                                     0, stream, p));
+  } else {
+    KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<kMaxVecsPerThread, kResidual, kCombine, kQuant>, dim3(static_cast<unsigned>(rows)),
+                                     dim3(threads), 0, stream, p));
+  }
   return ok_status();
 }
 
