@@ -26,7 +26,7 @@ constexpr int kPerLane = 8;
 constexpr int kMaxExperts = 32 * kPerLane;
 constexpr int kWarpsPerBlock = 4;
 
-constexpr int kRouterWarps = 8;
+constexpr int kRouterWarps = 16;  // 512 threads: one 16-byte vector of x per thread at hidden 4096 (all loads in flight)
 constexpr int kClusterBlocks = 8;   // blocks per token in the cluster variant (the portable cluster size)
 constexpr int kClusterWarps = 4;    // warps per block there
 constexpr int64_t kClusterMaxTokens = 256;  // above this the one-block-per-token kernel fills the GPU as well
@@ -113,9 +113,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __
 }
 
 // Block t: logits[t, e] = x[t] . w[e] for every expert, then warp 0 routes. Thread i owns the
-// 16-byte vectors i, i + 256, ... of the hidden dimension for all experts (a handful of
+// 16-byte vectors i, i + 512, ... of the hidden dimension for all experts (a handful of
 // independent loads in flight per thread, not a chain of them), experts in groups of
-// kExpertGroup: per-thread partials -> warp sums -> the 8 warps' sums in a fixed order.
+// kExpertGroup: per-thread partials -> warp sums -> the 16 warps' sums in a fixed order.
 constexpr int kExpertGroup = 8;
 __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_kernel(const __grid_constant__ MoeRouteParams p) {
   __shared__ float logits[kMaxExperts];
