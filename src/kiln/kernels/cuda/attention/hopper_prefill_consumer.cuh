@@ -25,6 +25,29 @@ __device__ __forceinline__ void mask_tile(float (&s)[kN / 2], int key0, const Ro
     }
 }
 
+// Row h's running max after tile s (kTree: 4 independent chains), moved only past kLazy (log2
+// units); rescale[h] = the factor for O's row h (1 if unmoved).
+template <int kN, bool kTree>
+__device__ __forceinline__ void update_row_max(const float (&s)[kN / 2], RowState& st, float (&rescale)[2], int h,
+                                               float kLazy) {
+  float mx = st.m[h];
+  if constexpr (kTree) {
+    float a[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) a[c] = fmaxf(s[4 * c + 2 * h], s[4 * c + 2 * h + 1]);
+#pragma unroll
+    for (int j = 4; j < kN / 8; ++j) a[j % 4] = fmaxf(a[j % 4], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+    mx = fmaxf(mx, fmaxf(fmaxf(a[0], a[1]), fmaxf(a[2], a[3])));
+  } else {
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+  }
+  mx = quad_max(mx);
+  const bool move = (mx - st.m[h]) * st.c[h] > kLazy;  // false while both are -inf (NaN)
+  rescale[h] = move ? exp2_approx((st.m[h] - mx) * st.c[h]) : 1.f;
+  st.m[h] = move ? mx : st.m[h];
+}
+
 // Online softmax over one tile of scores: s becomes P = 2^(c * (s - m) + kBias); the max moves
 // lazily (only when it grows by more than kLazy in log2 units, so P <= 2^(kLazy + kBias)),
 // rescale[h] = factor for O's row h (1 if unmoved; 0 on a first real max). A row with no unmasked
@@ -36,22 +59,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, f
                                              float kLazy) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = st.m[h];
-    if constexpr (kTree) {
-      float a[4];
-#pragma unroll
-      for (int c = 0; c < 4; ++c) a[c] = fmaxf(s[4 * c + 2 * h], s[4 * c + 2 * h + 1]);
-#pragma unroll
-      for (int j = 4; j < kN / 8; ++j) a[j % 4] = fmaxf(a[j % 4], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-      mx = fmaxf(mx, fmaxf(fmaxf(a[0], a[1]), fmaxf(a[2], a[3])));
-    } else {
-#pragma unroll
-      for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-    }
-    mx = quad_max(mx);
-    const bool move = (mx - st.m[h]) * st.c[h] > kLazy;  // false while both are -inf (NaN)
-    rescale[h] = move ? exp2_approx((st.m[h] - mx) * st.c[h]) : 1.f;
-    st.m[h] = move ? mx : st.m[h];
+    update_row_max<kN, kTree>(s, st, rescale, h, kLazy);
     const float base = (st.m[h] == -INFINITY ? 0.f : st.m[h] * st.c[h]) - kBias;
     float sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
@@ -86,22 +94,7 @@ __device__ __forceinline__ void softmax_pack_h2(const float (&s)[kN / 2], RowSta
   float base[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = st.m[h];
-    if constexpr (kTree) {
-      float a[4];
-#pragma unroll
-      for (int c = 0; c < 4; ++c) a[c] = fmaxf(s[4 * c + 2 * h], s[4 * c + 2 * h + 1]);
-#pragma unroll
-      for (int j = 4; j < kN / 8; ++j) a[j % 4] = fmaxf(a[j % 4], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-      mx = fmaxf(mx, fmaxf(fmaxf(a[0], a[1]), fmaxf(a[2], a[3])));
-    } else {
-#pragma unroll
-      for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-    }
-    mx = quad_max(mx);
-    const bool move = (mx - st.m[h]) * st.c[h] > kLazy;  // false while both are -inf (NaN)
-    rescale[h] = move ? exp2_approx((st.m[h] - mx) * st.c[h]) : 1.f;
-    st.m[h] = move ? mx : st.m[h];
+    update_row_max<kN, kTree>(s, st, rescale, h, kLazy);
     base[h] = (st.m[h] == -INFINITY ? 0.f : st.m[h] * st.c[h]) - kBias;
   }
   auto e2 = [&](int i, int h) {  // elements i, i + 1 (row h) -> e4m3x2

@@ -16,28 +16,20 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over the whole block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
-__device__ __forceinline__ float block_sum(float v) {
+// op over the whole block (blockDim.x a multiple of 32, <= 1024) with warp_op and identity for the
+// lanes past the warps; every thread gets the result.
+template <float (*kWarpOp)(float)>
+__device__ __forceinline__ float block_reduce(float v, float identity) {
   __shared__ float partial[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
-  v = warp_sum(v);
+  v = kWarpOp(v);
   __syncthreads();  // partial[] may still be read by a previous call
   if (lane == 0) partial[warp] = v;
   __syncthreads();
-  v = lane < num_warps ? partial[lane] : 0.f;
-  return warp_sum(v);
+  v = lane < num_warps ? partial[lane] : identity;
+  return kWarpOp(v);
 }
-
-// Max over the whole block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
-  v = warp_max(v);
-  __syncthreads();  // partial[] may still be read by a previous call
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < num_warps ? partial[lane] : -INFINITY;
-  return warp_max(v);
-}
+__device__ __forceinline__ float block_sum(float v) { return block_reduce<warp_sum>(v, 0.f); }
+__device__ __forceinline__ float block_max(float v) { return block_reduce<warp_max>(v, -INFINITY); }
 
 }  // namespace kiln::cuda
