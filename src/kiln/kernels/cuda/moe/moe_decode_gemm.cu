@@ -173,14 +173,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // [64 blockIdx.x, + 64) of the blockIdx.y-th distinct expert, the group's slots as wgmma's N side
 // (8 or 16; more than 16 slots: passes of 32), x pre-quantized per token to e4m3
 // (skinny_wgmma.cuh).
-// kStages: the ring depth (kStages - 2 weight tiles of 8 KB in flight per CTA): kWgmmaStages for
-// launches of several CTAs per SM, kWgmmaDeepStages when each SM has at most one (the down GEMM at
-// batch 1: 64 CTAs per expert), which else keeps too few bytes in flight to cover the latency.
-constexpr int kWgmmaStages = 6, kWgmmaDeepStages = 12;
-template <int kN, int kStages>
+constexpr int kWgmmaStages = 6;
+template <int kN>
 __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, int m, const uint8_t* w, const float* scale,
                                   int row_base, uint8_t* smem) {
-  using Core = skinny::wg::WgmmaCore<kN, kStages>;
+  using Core = skinny::wg::WgmmaCore<kN, kWgmmaStages>;
   const int tid = threadIdx.x;
   auto x_row = [&](int j) { return static_cast<int64_t>(p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k); };
   const uint8_t* xrow[Core::kXRowsPerThread];
@@ -203,7 +200,6 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, 
   }
 }
 
-template <int kStages>
 __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int slot_of[kMoeDecodeMaxSlots];
@@ -223,21 +219,19 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
   }
   const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
   const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
-  if (m <= 8) expert_rows_wgmma<8, kStages>(p, slot_of, m, w, scale, row_base, smem);
-  else if (m <= 16) expert_rows_wgmma<16, kStages>(p, slot_of, m, w, scale, row_base, smem);
+  if (m <= 8) expert_rows_wgmma<8>(p, slot_of, m, w, scale, row_base, smem);
+  else if (m <= 16) expert_rows_wgmma<16>(p, slot_of, m, w, scale, row_base, smem);
   else
     for (int b = 0; b < m; b += 32) {
       if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<32, kStages>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
+      expert_rows_wgmma<32>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
     }
 }
-template <int kStages>
-constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<32, kStages>::kSmemBytes;
+constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<32, kWgmmaStages>::kSmemBytes;
 
 struct MoeDecodeVariant {
   MoeDecodeGemmVariant v;
   const void* kernel;
-  int wgmma_smem = 0;  // wgmma rows: dynamic shared memory per CTA
 };
 // The shipped variants: bf16 experts; fp8 e4m3 experts with per-channel scales, widened exactly
 // to bf16 or to f16 (skinny_gemm_core.cuh), or x quantized per token to e4m3 (needs
@@ -255,12 +249,7 @@ const MoeDecodeVariant kMoeVariants[] = {
     // raw expert bytes, skinny_wgmma.cuh): preferred with a workspace. H100, graph-timed, % of 3000
     // GB/s, gate_up / down, f16 row -> wgmma row: t = 1 69.2 / 67.7 -> 91.5 / 76.3; t = 8 62.0 /
     // 71.2 -> 100.3 / 88.5; t = 32 50.9 / 66.1 -> 98.3 / 89.6; t = 64 37.6 / 51.7 -> 94.5 / 84.9.
-    {{DType::kFp8E4M3, false, true, true, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<kWgmmaStages>),
-     kWgmmaSmemBytes<kWgmmaStages>},
-    // The same with a 12-stage ring (10 weight tiles in flight), preferred when the launch has at
-    // most one CTA per SM (MoeDecodeGemmVariant::deep).
-    {{DType::kFp8E4M3, false, true, true, true, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<kWgmmaDeepStages>),
-     kWgmmaSmemBytes<kWgmmaDeepStages>},
+    {{DType::kFp8E4M3, false, true, true, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel)},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
@@ -329,21 +318,10 @@ std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants() {
 int64_t moe_decode_gemm_workspace_bytes(int64_t x_rows, int64_t k) { return skinny::x_fp8_bytes(x_rows, k); }
 
 Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
-  // The preferred row of the experts' dtype; an e4m3 one only with a workspace or fp8 x (else the
-  // other); the deep-ring wgmma row when the launch has at most one CTA per SM.
-  int num_sms = 0;
-  {
-    int device = 0;
-    KILN_CUDA_CHECK(cudaGetDevice(&device));
-    KILN_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
-  }
-  const int64_t slots = a.ids.ndim == 2 ? a.ids.shape[0] * a.ids.shape[1] : 0;
-  const int64_t wgmma_ctas = (a.n + skinny::wg::kRows - 1) / skinny::wg::kRows * std::min<int64_t>(slots, a.expert_ptrs.numel());
-  const bool deep = wgmma_ctas <= num_sms;
+  // The preferred row of the experts' dtype; an e4m3 one only with a workspace (else the other).
   int vi = -1;
   for (int i = 0; i < kNumMoeVariants; ++i) {
     const MoeDecodeGemmVariant& v = kMoeVariants[i].v;
-    if (v.wgmma && v.deep != deep) continue;
     const bool x_fp8 = a.x.dtype == DType::kFp8E4M3;
     if (v.preferred && v.w == a.w_dtype && (!v.e4m3 || !a.workspace.empty() || x_fp8) && (!x_fp8 || v.e4m3) &&
         (vi < 0 || (v.e4m3 && !kMoeVariants[vi].v.e4m3)))
@@ -412,7 +390,7 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   const int64_t groups = std::min(slots, num_experts);
   if (var->v.wgmma) {
     if (!smem_raised[vi]) {
-      KILN_CUDA_CHECK(cudaFuncSetAttribute(var->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, var->wgmma_smem));
+      KILN_CUDA_CHECK(cudaFuncSetAttribute(var->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgmmaSmemBytes));
       smem_raised[vi] = true;
     }
     MoeDecodeParams p = params(a, top_k, slots, num_experts);
@@ -420,7 +398,7 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     p.ids_ready = a.ids_ready ? 1 : 0;
     void* args[] = {&p};
     KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + skinny::wg::kRows - 1) / skinny::wg::kRows), static_cast<unsigned>(groups)),
-                                     dim3(skinny::wg::kThreads), static_cast<size_t>(var->wgmma_smem), stream, args));
+                                     dim3(skinny::wg::kThreads), kWgmmaSmemBytes, stream, args));
     return ok_status();
   }
   if (!smem_raised[vi]) {

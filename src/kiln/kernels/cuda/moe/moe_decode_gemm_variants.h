@@ -17,7 +17,6 @@ struct MoeDecodeGemmVariant {
   bool e4m3;       // fp8 only: x quantized per token to e4m3 (needs args.workspace), the e4m3 mma
   bool preferred;  // the one moe_decode_gemm_cuda uses for w (e4m3 first when a workspace is given)
   bool wgmma = false;  // with e4m3: the native wgmma.m64nNk32.e4m3, 64 expert rows per warpgroup CTA
-  bool deep = false;   // wgmma: a deeper shared-memory ring, preferred for launches of <= 1 CTA per SM
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
 
