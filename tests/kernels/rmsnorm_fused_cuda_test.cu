@@ -1,7 +1,10 @@
 // The fused rows of rmsnorm_cuda (residual + combine and / or fp8 out) on fresh random bf16 inputs:
 //   combine: against moe_unpermute_cuda followed by the plain residual row, bit for bit (the same
 //            arithmetic in one kernel), and against the CPU reference (weighted sum, rmsnorm_cpu);
-//   quant:   out_q / out_scale against quantize_fp8_cpu of the kernel's own bf16 out, bit for bit.
+//   quant:   out_q / out_scale against quantize_fp8_cpu of the kernel's own bf16 out, bit for bit;
+//   route:   logits / top-k against moe_route_cuda's fused router on the kernel's own out, bit for
+//            bit, and out / residual / out_q against the residual + quant row (bit for bit where
+//            both run the same thread count: hidden <= 4096).
 // Outputs are poisoned before each run. Skipped without a GPU.
 #include <gtest/gtest.h>
 
@@ -10,6 +13,7 @@
 #include <vector>
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/moe.h"
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/quantize.h"
 #include "kiln/kernels/rmsnorm.h"
@@ -45,7 +49,7 @@ TEST(RmsNormFusedCuda, CombineAndQuantRows) {
   const std::vector<Shape> shapes = {{1, 2, 4096}, {3, 1, 576}, {17, 2, 4096}, {64, 3, 2048}, {2, 2, 32768}, {5, 4, 8}};
   int rows_run = 0;
   for (const auto& v : rmsnorm_cuda_variants()) {
-    if (!v.combine && !v.quant) continue;
+    if ((!v.combine && !v.quant) || v.route) continue;  // route: RouteRow
     ++rows_run;
     for (const auto& s : shapes) {
       const int64_t n = s.n, k = v.combine ? s.k : 1, hidden = s.hidden;
@@ -126,6 +130,71 @@ TEST(RmsNormFusedCuda, CombineAndQuantRows) {
   RmsNormArgs noscale{Tensor::view(dx.tensor.data, DType::kBF16, {2, 64}, Device::kCuda), {}, dw.tensor, dout.tensor, 1e-5f};
   noscale.out_scale = ds.tensor;  // quant without the residual: no such row
   EXPECT_EQ(rmsnorm_cuda(noscale, nullptr).code(), StatusCode::kUnimplemented);
+}
+
+TEST(RmsNormFusedCuda, RouteRow) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(29);
+  struct Shape { int64_t n, hidden, experts, k; bool renorm; };
+  const std::vector<Shape> shapes = {{1, 4096, 8, 2, true}, {5, 2048, 8, 2, false}, {3, 4096, 64, 4, true}, {2, 8192, 8, 2, true},
+                                     {4, 576, 3, 1, true}};
+  int rows_run = 0;
+  for (const auto& v : rmsnorm_cuda_variants()) {
+    if (!v.route) continue;
+    ++rows_run;
+    for (const auto& sh : shapes) {
+      const int64_t n = sh.n, hidden = sh.hidden, e = sh.experts, k = sh.k;
+      SCOPED_TRACE("n=" + std::to_string(n) + " hidden=" + std::to_string(hidden) + " experts=" + std::to_string(e) +
+                   " k=" + std::to_string(k));
+      HostTensor x = test::random_tensor(DType::kBF16, {n, hidden}, rng), r = test::random_tensor(DType::kBF16, {n, hidden}, rng, 2.0f);
+      HostTensor w = test::random_tensor(DType::kBF16, {hidden}, rng), rw = test::random_tensor(DType::kBF16, {e, hidden}, rng, 0.05f);
+      DeviceTensor dx = up(x.tensor), dr = up(r.tensor), dw = up(w.tensor), drw = up(rw.tensor), dr2 = up(r.tensor);
+      DeviceTensor dout = poisoned(DType::kBF16, {n, hidden}), dq = poisoned(DType::kFp8E4M3, {n, hidden}), dqs = poisoned(DType::kF32, {n});
+      DeviceTensor dl = poisoned(DType::kF32, {n, e}), di = poisoned(DType::kInt32, {n, k}), dtw = poisoned(DType::kF32, {n, k});
+      MoeRouteArgs route{dl.tensor, di.tensor, dtw.tensor, sh.renorm, {}, drw.tensor};
+      RmsNormArgs args{dx.tensor, dr.tensor, dw.tensor, dout.tensor, 1e-5f};
+      args.out_q = dq.tensor;
+      args.out_scale = dqs.tensor;
+      args.route = &route;
+      const Status st = rmsnorm_cuda(args, nullptr);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      // The router kernel on the fused kernel's own out.
+      DeviceTensor dl2 = poisoned(DType::kF32, {n, e}), di2 = poisoned(DType::kInt32, {n, k}), dtw2 = poisoned(DType::kF32, {n, k});
+      ASSERT_TRUE(moe_route_cuda({dl2.tensor, di2.tensor, dtw2.tensor, sh.renorm, dout.tensor, drw.tensor}, nullptr).ok());
+      EXPECT_TRUE(same_bytes(down(dl.tensor).tensor, down(dl2.tensor).tensor)) << "router logits";
+      EXPECT_TRUE(same_bytes(down(di.tensor).tensor, down(di2.tensor).tensor)) << "top-k ids";
+      EXPECT_TRUE(same_bytes(down(dtw.tensor).tensor, down(dtw2.tensor).tensor)) << "top-k weights";
+      const HostTensor ids = down(di.tensor);
+      for (int64_t i = 0; i < n * k; ++i) EXPECT_TRUE(ids.tensor.ptr<int32_t>()[i] >= 0 && ids.tensor.ptr<int32_t>()[i] < e);
+      // The norm part against the residual + quant row.
+      DeviceTensor dout2 = poisoned(DType::kBF16, {n, hidden}), dq2 = poisoned(DType::kFp8E4M3, {n, hidden}), dqs2 = poisoned(DType::kF32, {n});
+      RmsNormArgs plain{dx.tensor, dr2.tensor, dw.tensor, dout2.tensor, 1e-5f};
+      plain.out_q = dq2.tensor;
+      plain.out_scale = dqs2.tensor;
+      ASSERT_TRUE(rmsnorm_cuda(plain, nullptr).ok());
+      EXPECT_TRUE(same_bytes(down(dr.tensor).tensor, down(dr2.tensor).tensor)) << "residual";
+      if (hidden <= 4096) {
+        EXPECT_TRUE(same_bytes(down(dout.tensor).tensor, down(dout2.tensor).tensor)) << "out";
+        EXPECT_TRUE(same_bytes(down(dq.tensor).tensor, down(dq2.tensor).tensor)) << "out_q";
+      } else {
+        EXPECT_LT(test::scaled_error(test::to_f32(down(dout.tensor).tensor), test::to_f32(down(dout2.tensor).tensor)), 1e-2);
+      }
+    }
+  }
+  EXPECT_EQ(rows_run, 1);
+  // A route without fp8 out: no such row; a route whose x is set: an error.
+  HostTensor x = test::random_tensor(DType::kBF16, {2, 64}, rng), rw = test::random_tensor(DType::kBF16, {4, 64}, rng);
+  DeviceTensor dx = up(x.tensor), dr = up(x.tensor), drw = up(rw.tensor), dw = up(test::random_tensor(DType::kBF16, {64}, rng).tensor);
+  DeviceTensor dout = poisoned(DType::kBF16, {2, 64}), dq = poisoned(DType::kFp8E4M3, {2, 64}), dqs = poisoned(DType::kF32, {2});
+  DeviceTensor dl = poisoned(DType::kF32, {2, 4}), di = poisoned(DType::kInt32, {2, 2}), dtw = poisoned(DType::kF32, {2, 2});
+  MoeRouteArgs route{dl.tensor, di.tensor, dtw.tensor, true, {}, drw.tensor};
+  RmsNormArgs a{dx.tensor, dr.tensor, dw.tensor, dout.tensor, 1e-5f};
+  a.route = &route;
+  EXPECT_EQ(rmsnorm_cuda(a, nullptr).code(), StatusCode::kUnimplemented);
+  a.out_q = dq.tensor;
+  a.out_scale = dqs.tensor;
+  route.x = dx.tensor;
+  EXPECT_EQ(rmsnorm_cuda(a, nullptr).code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

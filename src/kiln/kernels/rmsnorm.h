@@ -5,6 +5,7 @@
 #pragma once
 #include "kiln/core/status.h"
 #include "kiln/core/tensor.h"
+#include "kiln/kernels/moe.h"
 
 namespace kiln {
 
@@ -23,6 +24,10 @@ struct RmsNormArgs {
   //   pre-quantized x of an fp8 GEMM after the norm (moe_decode_gemm_cuda's x_scale)
   Tensor out_q;      // [num_tokens, hidden] fp8 e4m3, contiguous, or empty
   Tensor out_scale;  // [num_tokens] f32, or empty
+  // route: the MoE router on out in the same kernel (moe_route_cuda's fused-router arithmetic: the
+  //   same logits bits for hidden <= 4096): router_weight, router_logits, topk_ids, topk_weights and
+  //   renormalize of *route are used (its x must be empty: out is routed).
+  const MoeRouteArgs* route = nullptr;
 };
 
 Status rmsnorm_cpu(const RmsNormArgs& args);
@@ -43,6 +48,7 @@ struct RmsNormCudaVariant {
   bool combine;   // x as k weighted rows per token (slot_weights)
   bool quant;     // out also as per-row fp8 (out_q, out_scale)
   Status (*launch)(const RmsNormArgs& args, CUstream_st* stream);
+  bool route = false;  // the MoE router on out (route)
 };
 std::span<const RmsNormCudaVariant> rmsnorm_cuda_variants();
 Status rmsnorm_cuda(const RmsNormArgs& args, CUstream_st* stream);

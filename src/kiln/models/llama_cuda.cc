@@ -82,18 +82,13 @@ class CudaLlamaModel : public Model {
   Status init() {
     KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
     KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming), "event"));
-    const char* env = std::getenv("KILN_CUDA_GRAPHS");
-    use_graphs_ = !(env && std::string(env) == "0");
-    const char* hopper = std::getenv("KILN_HOPPER_PREFILL");
-    use_hopper_ = !(hopper && std::string(hopper) == "0");
-    const char* fused = std::getenv("KILN_FUSED_ACT_QUANT");
-    fused_act_quant_ = !(fused && std::string(fused) == "0");
-    const char* vt = std::getenv("KILN_HOPPER_VT");
-    use_hopper_vt_ = !(vt && std::string(vt) == "0");
-    const char* mf = std::getenv("KILN_MOE_FUSED");
-    moe_fused_ = !(mf && std::string(mf) == "0");
-    const char* split = std::getenv("KILN_SPLIT_ATTENTION");
-    split_attention_ = !(split && std::string(split) == "0");
+    auto on = [](const char* name) { const char* v = std::getenv(name); return !(v && std::string(v) == "0"); };
+    use_graphs_ = on("KILN_CUDA_GRAPHS");
+    use_hopper_ = on("KILN_HOPPER_PREFILL");
+    fused_act_quant_ = on("KILN_FUSED_ACT_QUANT");
+    use_hopper_vt_ = on("KILN_HOPPER_VT");
+    moe_fused_ = on("KILN_MOE_FUSED");
+    split_attention_ = on("KILN_SPLIT_ATTENTION");
     // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
     const char* moe = std::getenv("KILN_MOE_DECODE");
     if (moe && *moe) moe_decode_slots_ = std::clamp<int64_t>(std::atoll(moe), 0, kMoeDecodeMaxSlots);
@@ -101,8 +96,7 @@ class CudaLlamaModel : public Model {
     for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
     KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
     // KILN_MOE_X_FP8=0: no x workspace, so fp8 MoE decode keeps bf16 x (the f16-widening row).
-    const char* moe_x = std::getenv("KILN_MOE_X_FP8");
-    if (!(moe_x && std::string(moe_x) == "0") && config_.num_experts > 0 && !w_.layers.empty() && !w_.layers[0].experts.empty() &&
+    if (on("KILN_MOE_X_FP8") && config_.num_experts > 0 && !w_.layers.empty() && !w_.layers[0].experts.empty() &&
         w_.layers[0].experts[0].gate_up.tensor.dtype == DType::kFp8E4M3) {
       // x of the MoE decode GEMMs: up to kMoeDecodeMaxSlots rows of max(hidden, intermediate).
       const int64_t bytes = moe_decode_gemm_workspace_bytes(
@@ -126,27 +120,22 @@ class CudaLlamaModel : public Model {
                         std::vector<int32_t>* ids) override;
 
  private:
-  // Everything up to the f32 logits of the batch's logits_rows, left on the device in logits_.
-  Status forward_device(const ForwardBatch& b, const KvCacheView& kv);
+  Status forward_device(const ForwardBatch& b, const KvCacheView& kv);  // to the logits_rows' f32 logits in logits_
   // Page-locked host staging (batch metadata up, sampled ids down): async copies, no bounce buffer.
   struct Pinned {
-    int32_t* data = nullptr;
+    int32_t* data = nullptr;  // count int32 elements
     int64_t count = 0;
     ~Pinned() { if (data) cudaFreeHost(data); }
     Result<int32_t*> get(int64_t n);
   };
   Status upload_batch(const ForwardBatch& b);
-  // Everything from the embedding to the f32 logits of `rows` rows in logits_ (device).
-  Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);
-  // Decode steps of dense models replay a CUDA graph per (batch, table width, cache, buffers).
-  Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);
+  Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);  // embedding .. logits_ (rows)
+  Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);  // a CUDA graph per shape
   Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n);
-  // The Hopper prefill kernel over a's sequences, whose kv_lens sum to kv_tokens (fp8 d128: with the
-  // V pre-transpose workspace, hopper_vt_, unless KILN_HOPPER_VT=0).
+  // The Hopper prefill kernel over a's sequences (kv_lens summing to kv_tokens; fp8: hopper_vt_).
   Status hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens);
-  // The fused fp8 MoE decode step: the ffn norm writes h also as per-token fp8 (moe_hq_), the
-  // expert GEMMs take it and silu_mul_fp8's output without their x pre-pass, and the next norm
-  // sums the k expert rows of each token into the residual (no unpermute kernel).
+  // The fused fp8 MoE decode step: the ffn norm routes and writes h also as per-token fp8 (moe_hq_) for
+  // the expert GEMMs (silu_mul_fp8 for down); the next norm sums each token's k expert rows (y).
   struct MoeSlots {
     Tensor y;        // [n * k, hidden] bf16: each slot's expert output
     Tensor weights;  // [n, k] f32
@@ -155,6 +144,8 @@ class CudaLlamaModel : public Model {
   bool moe_decode_path(const CudaLayerWeights& lw, int64_t n) const;
   bool moe_fused_path(const CudaLayerWeights& lw, int64_t n) const;
   Status moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused);
+  Result<MoeRouteArgs> moe_route_args(const CudaLayerWeights& lw, int64_t n, int64_t k);
+  int64_t moe_top_k() const { return options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok; }
 
   ModelConfig config_;
   CudaDecoderWeights w_;
@@ -165,24 +156,22 @@ class CudaLlamaModel : public Model {
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
   Scratch act_scale_;  // [rows] f32: per-row scales of the fp8 SwiGLU output (silu_mul_fp8_cuda)
   Scratch moe_hq_, moe_hs_;  // fused fp8 MoE decode: the ffn norm's output as per-token e4m3 and its scales
-  bool moe_fused_ = true;    // KILN_MOE_FUSED=0: the fp8 MoE decode GEMMs quantize x themselves, unpermute kernel
-  bool fused_act_quant_ = true;  // KILN_FUSED_ACT_QUANT=0: silu_mul + the GEMM's own quantization
+  // Switches, all on unless the variable is 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (silu_mul_fp8
+  // for fp8 prefill), KILN_SPLIT_ATTENTION (decode kernel for a mixed step's decodes), KILN_HOPPER_VT,
+  // KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL (else the portable prefill kernel).
+  bool moe_fused_ = true, fused_act_quant_ = true, split_attention_ = true, use_hopper_vt_ = true, use_graphs_ = true,
+       use_hopper_ = true;
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
-  // Leading single-token sequences of the step, and cu_seqlens of the others rebased to 0.
-  int64_t decode_seqs_ = 0;
+  int64_t decode_seqs_ = 0;  // leading single-token sequences; prompt_cu_: the others' cu_seqlens from 0
   std::vector<int32_t> prompt_cu_;
   Tensor prompt_cu_dev_;
-  bool split_attention_ = true;  // KILN_SPLIT_ATTENTION=0: one prefill launch for mixed steps
   int64_t kv_tokens_ = 0, decode_kv_tokens_ = 0;  // sums of the step's kv_lens: all, the leading decodes'
-  Scratch hopper_vt_;             // fp8 prefill attention: V transposed per KV head (hopper_prefill_workspace_bytes)
-  bool use_hopper_vt_ = true;     // KILN_HOPPER_VT=0: the in-kernel V transpose
+  Scratch hopper_vt_;  // fp8 prefill attention: V transposed per KV head (hopper_prefill_workspace_bytes)
   std::vector<int32_t> host_meta_;
   Pinned meta_staging_, ids_staging_;
   cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
   Scratch sampled_;
   cudaStream_t stream_ = nullptr;
-  bool use_graphs_ = true;
-  bool use_hopper_ = true;  // KILN_HOPPER_PREFILL=0: the portable prefill kernel everywhere
   // Decode steps of MoE models take moe_decode_gemm_cuda (no host round trip, CUDA graphs; tests/models
   // CudaMoeDecode) up to moe_decode_slots_ (token, expert) slots (KILN_MOE_DECODE=N; 0: never; -1: by
   // dtype), above it the grouped path. H100: bf16 experts stop at 32 slots (32 tokens 30.6 ms vs 26.6
@@ -313,7 +302,7 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
     return gemm_.run({act, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
   }
-  const int64_t e = c.num_experts, k = options_.moe_top_k > 0 ? options_.moe_top_k : c.num_experts_per_tok;
+  const int64_t e = c.num_experts, k = moe_top_k();
   if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
   if (moe_decode_path(lw, n)) return moe_decode(lw, n, k, fused);
   if (fused) return internal_error("ffn: the fused MoE decode step off the MoE decode path");
@@ -397,16 +386,24 @@ bool CudaLlamaModel::moe_fused_path(const CudaLayerWeights& lw, int64_t n) const
          lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3 && config_.intermediate_size <= 16384;  // silu_mul_fp8's limit
 }
 
+// The decode step's router outputs (in moe_a_): logits [n, e], ids and weights [n, k]; x unset.
+Result<MoeRouteArgs> CudaLlamaModel::moe_route_args(const CudaLayerWeights& lw, int64_t n, int64_t k) {
+  const int64_t e = config_.num_experts;
+  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 2 * n * k}));
+  return MoeRouteArgs{Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda),
+                      Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda),
+                      Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda),
+                      config_.norm_topk_prob, {}, lw.router.tensor};
+}
+
 Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused) {
   const ModelConfig& c = config_;
-  const int64_t e = c.num_experts, inter = c.intermediate_size;
+  const int64_t inter = c.intermediate_size;
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
-  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 2 * n * k}));
-  Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
-  Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
-  Tensor weights = Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda);
-  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob, h, lw.router.tensor}, stream_));
+  KILN_ASSIGN_OR_RETURN(MoeRouteArgs route, moe_route_args(lw, n, k));
+  const Tensor ids = route.topk_ids, weights = route.topk_weights;
+  if (!fused) KILN_RETURN_IF_ERROR(moe_route_cuda({route.router_logits, ids, weights, route.renormalize, h, route.router_weight}, stream_));
   const DType wt = lw.experts[0].gate_up.tensor.dtype;
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
@@ -527,9 +524,12 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
     KILN_RETURN_IF_ERROR(attention(lw, l, kv, n));
     const bool fused = moe_fused_path(lw, n);
     RmsNormArgs ffn_norm{x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps};
-    if (fused) {
+    MoeRouteArgs route;
+    if (fused) {  // + per-token fp8 h and the router
       KILN_ASSIGN_OR_RETURN(ffn_norm.out_q, moe_hq_.get(DType::kFp8E4M3, {n, hidden}));
       KILN_ASSIGN_OR_RETURN(ffn_norm.out_scale, moe_hs_.get(DType::kF32, {n}));
+      KILN_ASSIGN_OR_RETURN(route, moe_route_args(lw, n, moe_top_k()));
+      ffn_norm.route = &route;
     }
     KILN_RETURN_IF_ERROR(rmsnorm_cuda(ffn_norm, stream_));
     MoeSlots slots;

@@ -18,12 +18,13 @@
 #include "kiln/kernels/moe.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 #include "kiln/kernels/cuda/common/bf16.cuh"
+#include "kiln/kernels/cuda/moe/route_token.cuh"
 
 namespace kiln {
 namespace {
 
-constexpr int kPerLane = 8;
-constexpr int kMaxExperts = 32 * kPerLane;
+using moe_route::kMaxExperts;
+using moe_route::route_token;
 constexpr int kWarpsPerBlock = 4;
 
 constexpr int kRouterWarps = 16;  // 512 threads: one 16-byte vector of x per thread at hidden 4096 (all loads in flight)
@@ -44,65 +45,6 @@ struct MoeRouteParams {
   int num_experts, k;
   bool renormalize;
 };
-
-// The better of (value, id) pairs: larger value, then lower id. Taken ids carry value -1,
-// lanes past the experts -3.
-__device__ __forceinline__ void keep_better(float& v, int& id, float ov, int oid) {
-  if (ov > v || (ov == v && oid < id)) { v = ov; id = oid; }
-}
-
-// One warp routes token t from its logits (global or shared memory).
-__device__ void route_token(const MoeRouteParams& p, int64_t t, const float* logits, int lane) {
-  float prob[kPerLane];
-  float mx = -FLT_MAX;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    const int e = lane + 32 * j;
-    prob[j] = e < p.num_experts ? logits[e] : -FLT_MAX;
-    mx = fmaxf(mx, prob[j]);
-  }
-  mx = cuda::warp_max(mx);
-  float sum = 0.f;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    prob[j] = lane + 32 * j < p.num_experts ? expf(prob[j] - mx) : 0.f;
-    sum += prob[j];
-  }
-  sum = cuda::warp_sum(sum);
-#pragma unroll
-  // Lanes past the experts can never be picked (-3 < the -2 a search starts from); a NaN
-  // probability (NaN activations) counts as 0, so the ids stay in range whatever the input.
-  for (int j = 0; j < kPerLane; ++j) {
-    const float v = prob[j] / sum;
-    prob[j] = lane + 32 * j < p.num_experts ? (v == v ? v : 0.f) : -3.f;
-  }
-
-  int32_t* ids = p.topk_ids + t * p.k;
-  float* weights = p.topk_weights + t * p.k;
-  float top_sum = 0.f;
-  for (int r = 0; r < p.k; ++r) {
-    float best = -2.f;
-    int best_id = 0x7fffffff;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) keep_better(best, best_id, prob[j], lane + 32 * j);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oid = __shfl_xor_sync(0xffffffffu, best_id, o);
-      keep_better(best, best_id, ov, oid);
-    }
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j)
-      if (lane + 32 * j == best_id) prob[j] = -1.f;  // taken
-    if (lane == 0) {
-      ids[r] = best_id;
-      weights[r] = best;
-      top_sum += best;  // in choice order, as the CPU
-    }
-  }
-  if (lane == 0 && p.renormalize)
-    for (int r = 0; r < p.k; ++r) weights[r] = weights[r] / top_sum;
-}
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __grid_constant__ MoeRouteParams p) {
   cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)

@@ -14,6 +14,7 @@
 #include "kiln/kernels/cuda/common/reduce.cuh"
 #include "kiln/kernels/rmsnorm.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
+#include "kiln/kernels/cuda/moe/route_token.cuh"
 #include "kiln/kernels/cuda/quantize/fp8_row.cuh"
 
 namespace kiln {
@@ -32,15 +33,84 @@ struct RmsNormParams {
   float* q_scale;
   int64_t x_stride, res_stride, out_stride;
   int k_slots;
+  // route: the MoE router on out (moe_router_kernel's arithmetic): logits = out . router_w^T.
+  const bf16* router_w;  // [num_experts, hidden], row stride rw_stride
+  int64_t rw_stride;
+  float* logits_out;     // [rows, num_experts] f32
+  int32_t* topk_ids;     // [rows, k]
+  float* topk_weights;   // [rows, k]
+  int num_experts, k;
+  bool renormalize;
   int num_vecs;      // hidden / 8
   float inv_hidden, eps;
 };
 
 constexpr int kMaxThreads = 1024;
+constexpr int kRouteThreads = 512;  // the route row: moe_router_kernel's block, so its sums match bit for bit
+constexpr int kRouteGroup = 8;      // experts per pass of the router's dot products
 
 // kVecsPerThread: 1 (hidden <= 8192: no registers for vectors a thread never has) or kMaxVecsPerThread.
-template <int kVecsPerThread, bool kResidual, bool kCombine, bool kQuant>
-__global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
+// This thread's router weight vectors of experts [e0, e0 + kRouteGroup).
+template <int kVecsPerThread>
+__device__ __forceinline__ void load_router_w(const RmsNormParams& p, int e0, uint4 (&rw)[kRouteGroup][kVecsPerThread]) {
+#pragma unroll
+  for (int g = 0; g < kRouteGroup; ++g)
+#pragma unroll
+    for (int j = 0; j < kVecsPerThread; ++j) {
+      const int c = threadIdx.x + j * blockDim.x;
+      rw[g][j] = e0 + g < p.num_experts && c < p.num_vecs
+                     ? __ldg(reinterpret_cast<const uint4*>(p.router_w + (e0 + g) * p.rw_stride) + c)
+                     : uint4{};
+    }
+}
+
+// route: logits[row, e] = out[row] . router_w[e] (per-thread fmaf over the thread's vectors ->
+// warp sums -> the warps' sums in order, as moe_router_kernel), then warp 0 routes the row.
+template <int kVecsPerThread>
+__device__ void route_row(const RmsNormParams& p, int64_t row, const uint4 (&out)[kVecsPerThread],
+                          uint4 (&rw)[kRouteGroup][kVecsPerThread]) {
+  __shared__ float logits[moe_route::kMaxExperts];
+  __shared__ float warp_part[kRouteThreads / 32][kRouteGroup];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_warps = blockDim.x >> 5;
+  for (int e0 = 0; e0 < p.num_experts; e0 += kRouteGroup) {
+    if (e0 > 0) load_router_w<kVecsPerThread>(p, e0, rw);  // the first group was loaded before the PDL wait
+    float acc[kRouteGroup];
+#pragma unroll
+    for (int g = 0; g < kRouteGroup; ++g) acc[g] = 0.f;
+#pragma unroll
+    for (int j = 0; j < kVecsPerThread; ++j) {
+      if (threadIdx.x + j * blockDim.x >= p.num_vecs) continue;
+      float xf[8];
+      cuda::bf16x8_to_f32(out[j], xf);
+#pragma unroll
+      for (int g = 0; g < kRouteGroup; ++g) {
+        float wf[8];
+        cuda::bf16x8_to_f32(rw[g][j], wf);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[g] = fmaf(xf[i], wf[i], acc[g]);
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kRouteGroup; ++g) {
+      const float s = cuda::warp_sum(acc[g]);
+      if (lane == 0) warp_part[warp][g] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < kRouteGroup && e0 + static_cast<int>(threadIdx.x) < p.num_experts) {
+      float s = 0.f;
+      for (int w = 0; w < num_warps; ++w) s += warp_part[w][threadIdx.x];
+      logits[e0 + threadIdx.x] = s;
+      p.logits_out[row * p.num_experts + e0 + threadIdx.x] = s;
+    }
+    __syncthreads();
+  }
+  if (warp == 0) moe_route::route_token(p, row, logits, lane);
+}
+
+template <int kVecsPerThread, bool kResidual, bool kCombine, bool kQuant, bool kRoute = false>
+__global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
+  uint4 rw[kRoute ? kRouteGroup : 1][kVecsPerThread];
+  if constexpr (kRoute) load_router_w<kVecsPerThread>(p, 0, rw);  // weights: not written by earlier kernels
   cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
   cuda::pdl_trigger();
   const int64_t row = blockIdx.x;
@@ -139,9 +209,10 @@ __global__ void __launch_bounds__(kMaxThreads) rmsnorm_kernel(const __grid_const
       if (c < p.num_vecs) reinterpret_cast<uint2*>(q)[c] = cuda::fp8row::quantize8(xv[j], s);
     }
   }
+  if constexpr (kRoute) route_row<kVecsPerThread>(p, row, xv, rw);
 }
 
-template <bool kResidual, bool kCombine, bool kQuant>
+template <bool kResidual, bool kCombine, bool kQuant, bool kRoute = false>
 Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   constexpr const char* kName = "rmsnorm_cuda";
   KILN_ASSIGN_OR_RETURN(const cuda::RowsView x, cuda::device_rows(a.x, DType::kBF16, kName, "x"));
@@ -192,6 +263,46 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   p.num_vecs = static_cast<int>(num_vecs);
   p.inv_hidden = 1.0f / static_cast<float>(hidden);
   p.eps = a.eps;
+  if constexpr (kRoute) {
+    const MoeRouteArgs& r = *a.route;
+    if (r.router_weight.ndim != 2 || r.router_logits.ndim != 2 || r.topk_ids.ndim != 2)
+      return invalid_argument("rmsnorm_cuda: route wants router_weight [experts, hidden], router_logits [rows, experts], topk [rows, k]");
+    const int64_t e = r.router_weight.shape[0], k = r.topk_ids.shape[1];
+    KILN_ASSIGN_OR_RETURN(const cuda::RowsView rw, cuda::device_rows(r.router_weight, DType::kBF16, kName, "router_weight"));
+    KILN_RETURN_IF_ERROR(cuda::expect_device(r.router_logits, DType::kF32, rows * e, kName, "router_logits"));
+    KILN_RETURN_IF_ERROR(cuda::expect_device(r.topk_ids, DType::kInt32, rows * k, kName, "topk_ids"));
+    KILN_RETURN_IF_ERROR(cuda::expect_device(r.topk_weights, DType::kF32, rows * k, kName, "topk_weights"));
+    if (rw.cols != hidden || r.router_logits.shape[0] != rows || r.router_logits.shape[1] != e || r.topk_ids.shape[0] != rows)
+      return invalid_argument("rmsnorm_cuda: route shapes: router_weight " + r.router_weight.shape_string() + ", router_logits " +
+                              r.router_logits.shape_string() + ", topk_ids " + r.topk_ids.shape_string() + " for out " +
+                              a.out.shape_string());
+    if (e < 1 || e > moe_route::kMaxExperts || k < 1 || k > e)
+      return unimplemented("rmsnorm_cuda: route with " + std::to_string(e) + " experts, top-" + std::to_string(k) +
+                           " (supported: up to 256 experts, 1 <= k <= experts)");
+    if (num_vecs > int64_t{kMaxVecsPerThread} * kRouteThreads || rw.stride % 8 || !cuda::aligned16(r.router_weight.data))
+      return unimplemented("rmsnorm_cuda: route needs hidden <= 16384 and 16-byte aligned router rows");
+    if (rows > 0 && !r.x.empty()) return invalid_argument("rmsnorm_cuda: route routes out; its x must be empty");
+    p.router_w = static_cast<const bf16*>(r.router_weight.data);
+    p.rw_stride = rw.stride;
+    p.logits_out = static_cast<float*>(r.router_logits.data);
+    p.topk_ids = static_cast<int32_t*>(r.topk_ids.data);
+    p.topk_weights = static_cast<float*>(r.topk_weights.data);
+    p.num_experts = static_cast<int>(e);
+    p.k = static_cast<int>(k);
+    p.renormalize = r.renormalize;
+    const int threads = static_cast<int>(std::min<int64_t>(kRouteThreads, (num_vecs + 31) / 32 * 32));
+    if (num_vecs <= kRouteThreads) {
+      KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<1, kResidual, kCombine, kQuant, true>, dim3(static_cast<unsigned>(rows)),
+                                       dim3(threads), 0, stream, p));
+    } else if (num_vecs <= 2 * kRouteThreads) {  // (4 vectors per thread spill registers here: hidden > 8192 only)
+      KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<2, kResidual, kCombine, kQuant, true>, dim3(static_cast<unsigned>(rows)),
+                                       dim3(threads), 0, stream, p));
+    } else {
+      KILN_CUDA_CHECK(cuda::launch_pdl(rmsnorm_kernel<kMaxVecsPerThread, kResidual, kCombine, kQuant, true>,
+                                       dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, p));
+    }
+    return ok_status();
+  }
   // One vector per thread up to 1024 threads (more loads in flight: decode rows are latency-bound),
   // then up to kMaxVecsPerThread each.
   const int threads = static_cast<int>(std::min<int64_t>(kMaxThreads, (num_vecs + 31) / 32 * 32));
@@ -212,6 +323,8 @@ constexpr RmsNormCudaVariant kVariants[] = {
     {DType::kBF16, DType::kBF16, true, true, false, &launch_rmsnorm<true, true, false>},
     {DType::kBF16, DType::kBF16, true, false, true, &launch_rmsnorm<true, false, true>},
     {DType::kBF16, DType::kBF16, true, true, true, &launch_rmsnorm<true, true, true>},
+    // The MoE decode step's ffn norm: residual, fp8 out and the router on out (RmsNormArgs::route).
+    {DType::kBF16, DType::kBF16, true, false, true, &launch_rmsnorm<true, false, true, true>, true},
 };
 
 }  // namespace
@@ -220,18 +333,20 @@ std::span<const RmsNormCudaVariant> rmsnorm_cuda_variants() { return kVariants; 
 
 Status rmsnorm_cuda(const RmsNormArgs& a, CUstream_st* stream) {
   const bool residual = !a.residual.empty(), combine = !a.slot_weights.empty(), quant = !a.out_q.empty() || !a.out_scale.empty();
+  const bool route = a.route != nullptr;
   for (const auto& v : kVariants)
-    if (v.act == a.x.dtype && v.weight == a.weight.dtype && v.residual == residual && v.combine == combine && v.quant == quant)
+    if (v.act == a.x.dtype && v.weight == a.weight.dtype && v.residual == residual && v.combine == combine && v.quant == quant &&
+        v.route == route)
       return v.launch(a, stream);
-  auto flags = [](bool r, bool c, bool q) {
-    return std::string(r ? " +residual" : "") + (c ? " +combine" : "") + (q ? " +fp8 out" : "");
+  auto flags = [](bool r, bool c, bool q, bool rt = false) {
+    return std::string(r ? " +residual" : "") + (c ? " +combine" : "") + (q ? " +fp8 out" : "") + (rt ? " +route" : "");
   };
   std::string supported;
   for (const auto& v : kVariants)
     supported += std::string(supported.empty() ? "" : ", ") + "act " + std::string(dtype_name(v.act)) + " weight " +
-                 std::string(dtype_name(v.weight)) + flags(v.residual, v.combine, v.quant);
+                 std::string(dtype_name(v.weight)) + flags(v.residual, v.combine, v.quant, v.route);
   return unimplemented("rmsnorm_cuda: act " + std::string(dtype_name(a.x.dtype)) + " weight " +
-                       std::string(dtype_name(a.weight.dtype)) + flags(residual, combine, quant) +
+                       std::string(dtype_name(a.weight.dtype)) + flags(residual, combine, quant, route) +
                        " (supported: " + supported + ")");
 }
 
