@@ -12,6 +12,7 @@
 #include "kiln/kernels/embedding.h"
 #include "kiln/kernels/rmsnorm.h"
 #include "kiln/kernels/rope.h"
+#include "tests/kernels/device_tensors_cuda.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace kiln {
@@ -21,17 +22,9 @@ using test::scaled_error;
 
 constexpr double kBf16Tol = 1e-2;  // bf16 outputs vs the f32 reference on the same inputs
 
-DeviceTensor upload(const Tensor& host) {
-  auto r = to_device(host);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  return std::move(r).value();
-}
-DeviceTensor poisoned(DType dtype, std::initializer_list<int64_t> shape) {
-  auto r = DeviceTensor::empty(dtype, shape);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  EXPECT_TRUE(fill_bytes(r->tensor, 0xff).ok());
-  return std::move(r).value();
-}
+using test::poisoned;
+using test::upload;
+
 std::vector<float> download(const Tensor& device) {
   auto r = to_host(device, DType::kF32);
   EXPECT_TRUE(r.ok()) << r.status().to_string();

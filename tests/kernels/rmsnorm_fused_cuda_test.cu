@@ -17,22 +17,15 @@
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/quantize.h"
 #include "kiln/kernels/rmsnorm.h"
+#include "tests/kernels/device_tensors_cuda.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace kiln {
 namespace {
 
-DeviceTensor up(const Tensor& host) {
-  auto r = to_device(host);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  return std::move(r).value();
-}
-DeviceTensor poisoned(DType dtype, std::initializer_list<int64_t> shape) {
-  auto r = DeviceTensor::empty(dtype, shape);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  EXPECT_TRUE(fill_bytes(r->tensor, 0xff).ok());
-  return std::move(r).value();
-}
+using test::poisoned;
+using test::upload;
+
 HostTensor down(const Tensor& device) {
   auto r = to_host(device);
   EXPECT_TRUE(r.ok()) << r.status().to_string();
@@ -61,7 +54,7 @@ TEST(RmsNormFusedCuda, CombineAndQuantRows) {
       HostTensor sw = test::random_tensor(DType::kF32, {n, k}, rng);
       if (n > 1) std::memset(x.tensor.ptr<uint16_t>() + k * hidden, 0, static_cast<size_t>(k * hidden) * 2);  // a zero row
       if (n > 1 && v.quant) std::memset(r.tensor.ptr<uint16_t>() + hidden, 0, static_cast<size_t>(hidden) * 2);  // scale 1 row
-      DeviceTensor dx = up(x.tensor), dr = up(r.tensor), dw = up(w.tensor), dsw = up(sw.tensor);
+      DeviceTensor dx = upload(x.tensor), dr = upload(r.tensor), dw = upload(w.tensor), dsw = upload(sw.tensor);
       DeviceTensor dout = poisoned(DType::kBF16, {n, hidden});
       DeviceTensor dq = poisoned(DType::kFp8E4M3, {n, hidden}), dqs = poisoned(DType::kF32, {n});
       RmsNormArgs args{dx.tensor, dr.tensor, dw.tensor, dout.tensor, 1e-5f};
@@ -75,12 +68,12 @@ TEST(RmsNormFusedCuda, CombineAndQuantRows) {
       const HostTensor out = down(dout.tensor), res = down(dr.tensor);
 
       // The unfused path on fresh copies: [moe_unpermute_cuda,] then the plain residual row.
-      DeviceTensor dr2 = up(r.tensor), dout2 = poisoned(DType::kBF16, {n, hidden}), dsum = poisoned(DType::kBF16, {n, hidden});
+      DeviceTensor dr2 = upload(r.tensor), dout2 = poisoned(DType::kBF16, {n, hidden}), dsum = poisoned(DType::kBF16, {n, hidden});
       Tensor xin = dx.tensor;
       if (v.combine) {
         std::vector<int32_t> iota(static_cast<size_t>(n * k));
         for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
-        DeviceTensor dinv = up(Tensor::view(iota.data(), DType::kInt32, {n * k}));
+        DeviceTensor dinv = upload(Tensor::view(iota.data(), DType::kInt32, {n * k}));
         ASSERT_TRUE(moe_unpermute_cuda({dx.tensor, dsw.tensor, dinv.tensor, dsum.tensor}, nullptr).ok());
         xin = dsum.tensor;
       }
@@ -118,7 +111,7 @@ TEST(RmsNormFusedCuda, CombineAndQuantRows) {
   // Misuse is an error, not a crash: slot weights of the wrong shape, out_q of the wrong dtype.
   HostTensor x = test::random_tensor(DType::kBF16, {4, 64}, rng), r = test::random_tensor(DType::kBF16, {2, 64}, rng);
   HostTensor w = test::random_tensor(DType::kBF16, {64}, rng), sw = test::random_tensor(DType::kF32, {2, 3}, rng);
-  DeviceTensor dx = up(x.tensor), dr = up(r.tensor), dw = up(w.tensor), dsw = up(sw.tensor);
+  DeviceTensor dx = upload(x.tensor), dr = upload(r.tensor), dw = upload(w.tensor), dsw = upload(sw.tensor);
   DeviceTensor dout = poisoned(DType::kBF16, {2, 64}), dbad = poisoned(DType::kBF16, {2, 64}), ds = poisoned(DType::kF32, {2});
   RmsNormArgs bad{dx.tensor, dr.tensor, dw.tensor, dout.tensor, 1e-5f};
   bad.slot_weights = dsw.tensor;  // k = 3, but x has 2 rows per token
@@ -148,7 +141,7 @@ TEST(RmsNormFusedCuda, RouteRow) {
                    " k=" + std::to_string(k));
       HostTensor x = test::random_tensor(DType::kBF16, {n, hidden}, rng), r = test::random_tensor(DType::kBF16, {n, hidden}, rng, 2.0f);
       HostTensor w = test::random_tensor(DType::kBF16, {hidden}, rng), rw = test::random_tensor(DType::kBF16, {e, hidden}, rng, 0.05f);
-      DeviceTensor dx = up(x.tensor), dr = up(r.tensor), dw = up(w.tensor), drw = up(rw.tensor), dr2 = up(r.tensor);
+      DeviceTensor dx = upload(x.tensor), dr = upload(r.tensor), dw = upload(w.tensor), drw = upload(rw.tensor), dr2 = upload(r.tensor);
       DeviceTensor dout = poisoned(DType::kBF16, {n, hidden}), dq = poisoned(DType::kFp8E4M3, {n, hidden}), dqs = poisoned(DType::kF32, {n});
       DeviceTensor dl = poisoned(DType::kF32, {n, e}), di = poisoned(DType::kInt32, {n, k}), dtw = poisoned(DType::kF32, {n, k});
       MoeRouteArgs route{dl.tensor, di.tensor, dtw.tensor, sh.renorm, {}, drw.tensor};
@@ -184,7 +177,7 @@ TEST(RmsNormFusedCuda, RouteRow) {
   EXPECT_EQ(rows_run, 1);
   // A route without fp8 out: no such row; a route whose x is set: an error.
   HostTensor x = test::random_tensor(DType::kBF16, {2, 64}, rng), rw = test::random_tensor(DType::kBF16, {4, 64}, rng);
-  DeviceTensor dx = up(x.tensor), dr = up(x.tensor), drw = up(rw.tensor), dw = up(test::random_tensor(DType::kBF16, {64}, rng).tensor);
+  DeviceTensor dx = upload(x.tensor), dr = upload(x.tensor), drw = upload(rw.tensor), dw = upload(test::random_tensor(DType::kBF16, {64}, rng).tensor);
   DeviceTensor dout = poisoned(DType::kBF16, {2, 64}), dq = poisoned(DType::kFp8E4M3, {2, 64}), dqs = poisoned(DType::kF32, {2});
   DeviceTensor dl = poisoned(DType::kF32, {2, 4}), di = poisoned(DType::kInt32, {2, 2}), dtw = poisoned(DType::kF32, {2, 2});
   MoeRouteArgs route{dl.tensor, di.tensor, dtw.tensor, true, {}, drw.tensor};
