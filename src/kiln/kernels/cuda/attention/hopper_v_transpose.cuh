@@ -10,6 +10,21 @@
 
 namespace kiln::cuda::hopper {
 
+// 16 words w[k] (key k: 4 bytes = d i = 0..3) -> out[i][t]: the 4 key bytes of d i for keys
+// 2t + (0, 1, 8, 9) (the P fragment's column order within 16 keys), 32 byte permutes.
+__device__ __forceinline__ void permute_words_16x4(const uint32_t (&w)[16], uint32_t (&out)[4][4]) {
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+    const uint32_t w0 = w[2 * t], w1 = w[2 * t + 1], w2 = w[2 * t + 8], w3 = w[2 * t + 9];
+    const uint32_t lo01 = __byte_perm(w0, w1, 0x5140), lo23 = __byte_perm(w2, w3, 0x5140);
+    const uint32_t hi01 = __byte_perm(w0, w1, 0x7362), hi23 = __byte_perm(w2, w3, 0x7362);
+    out[0][t] = __byte_perm(lo01, lo23, 0x5410);
+    out[1][t] = __byte_perm(lo01, lo23, 0x7632);
+    out[2][t] = __byte_perm(hi01, hi23, 0x5410);
+    out[3][t] = __byte_perm(hi01, hi23, 0x7632);
+  }
+}
+
 // fp8 d128, the producer warpgroup (128 threads): raw V tile [128 keys, 128 B] (TMA 128-byte swizzle)
 // -> Vt [128 d, 128 key columns] (same swizzle), keys permuted within each 16 as in transpose_v.
 // Thread (warp, lane q) takes d quad 4q .. 4q + 3 of key groups h = ((q >> 1) & 3) ^ (2 warp + u),
@@ -31,16 +46,7 @@ __device__ __forceinline__ void transpose_v_fast_units(uint32_t raw, uint32_t vt
       if (kMask && 16 * h + k >= valid) w[k] = 0u;
     }
     uint32_t out[4][4];  // [row i][key quad t]
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const uint32_t w0 = w[2 * t], w1 = w[2 * t + 1], w2 = w[2 * t + 8], w3 = w[2 * t + 9];
-      const uint32_t lo01 = __byte_perm(w0, w1, 0x5140), lo23 = __byte_perm(w2, w3, 0x5140);
-      const uint32_t hi01 = __byte_perm(w0, w1, 0x7362), hi23 = __byte_perm(w2, w3, 0x7362);
-      out[0][t] = __byte_perm(lo01, lo23, 0x5410);
-      out[1][t] = __byte_perm(lo01, lo23, 0x7632);
-      out[2][t] = __byte_perm(hi01, hi23, 0x5410);
-      out[3][t] = __byte_perm(hi01, hi23, 0x7632);
-    }
+    permute_words_16x4(w, out);
     const uint32_t z = static_cast<uint32_t>(h ^ (4 * (q & 1)));
     const uint32_t dst = vt + 512 * q;
 #pragma unroll

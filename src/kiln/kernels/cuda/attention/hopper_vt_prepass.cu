@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kiln/kernels/attention_hopper.h"
+#include "kiln/kernels/cuda/attention/hopper_v_transpose.cuh"
 
 namespace kiln {
 namespace {
@@ -67,16 +68,7 @@ __global__ void __launch_bounds__(kThreads) hopper_vt_prepass_kernel(const VtPre
 #pragma unroll
   for (int k = 0; k < 16; ++k) w[k] = *reinterpret_cast<const uint32_t*>(stage + (16 * warp + k) * kD + 4 * lane);
   uint32_t out[4][4];  // [d 4 lane + e][column quad t]: columns 4t + i = keys 2t + (i & 1) + 8 (i >> 1)
-#pragma unroll
-  for (int t = 0; t < 4; ++t) {
-    const uint32_t w0 = w[2 * t], w1 = w[2 * t + 1], w2 = w[2 * t + 8], w3 = w[2 * t + 9];
-    const uint32_t lo01 = __byte_perm(w0, w1, 0x5140), lo23 = __byte_perm(w2, w3, 0x5140);
-    const uint32_t hi01 = __byte_perm(w0, w1, 0x7362), hi23 = __byte_perm(w2, w3, 0x7362);
-    out[0][t] = __byte_perm(lo01, lo23, 0x5410);
-    out[1][t] = __byte_perm(lo01, lo23, 0x7632);
-    out[2][t] = __byte_perm(hi01, hi23, 0x5410);
-    out[3][t] = __byte_perm(hi01, hi23, 0x7632);
-  }
+  cuda::hopper::permute_words_16x4(w, out);
   __syncthreads();  // every warp has read its keys: the stage now takes Vt
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
