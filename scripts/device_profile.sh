@@ -17,15 +17,10 @@ KILN_CUDA_GRAPHS=0 KILN_LOG_LEVEL=warn timeout 300 "$NCU" --metrics gpu__time_du
   --clock-control none --log-file "$csv" "$KILN" generate --device cuda --load-format dummy -m "$DIR" \
   --random-prompt-len 64 -n 4 $FLAGS > /dev/null 2> "$OUT/ncu_$NAME.err" || { tail -5 "$OUT/ncu_$NAME.err"; exit 1; }
 python3 - "$csv" "$NAME" <<'PY' | tee "$OUT/profile_$NAME.txt"
-import csv, re, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
-head = rows[0]; rows = rows[1:]
-ki, vi, ui = head.index("Kernel Name"), head.index("Metric Value"), head.index("Metric Unit")
-ks = []
-for r in rows:
-    v = float(r[vi].replace(",", ""))
-    v = v / 1000 if r[ui] in ("ns", "nsecond") else v * 1000 if r[ui] in ("ms", "msecond") else v  # -> us
-    ks.append((r[ki], v))
+import re, sys, collections
+sys.path.insert(0, "scripts")
+from ncu_kernel_times import kernel_times
+ks = kernel_times(sys.argv[1])
 starts = [i for i, (n, _) in enumerate(ks) if "embedding" in n]
 step = ks[starts[-1]:] if starts else ks
 short = lambda n: re.sub(r"\(.*", "", re.sub(r"^(void |kiln::|\(anonymous namespace\)::)+", "", n))[:70]

@@ -18,17 +18,12 @@ KILN_STEP_PROFILE=1 KILN_LOG_LEVEL=warn timeout ${KILN_STEP_NCU_TIMEOUT:-150} "$
   "$BIN" "$@" > "$OUT/ncu_steps.out" 2>&1
 echo "ncu rc=$?"
 python3 - "$OUT/ncu_steps.csv" "$OUT/step_wall.txt" <<'PY' | tee "$OUT/step_profile.txt"
-import csv, re, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1], errors="replace")) if len(r) > 5]
-if not rows:
+import re, sys, collections
+sys.path.insert(0, "scripts")
+from ncu_kernel_times import kernel_times
+ks = kernel_times(sys.argv[1])
+if not ks:
     print("no ncu rows"); sys.exit(0)
-head = rows[0]; rows = [r for r in rows[1:] if r != head]
-ki, vi, ui = head.index("Kernel Name"), head.index("Metric Value"), head.index("Metric Unit")
-ks = []
-for r in rows:
-    v = float(r[vi].replace(",", ""))
-    v = v / 1000 if r[ui] in ("ns", "nsecond") else v * 1000 if r[ui] in ("ms", "msecond") else v  # -> us
-    ks.append((r[ki], v))
 walls = collections.OrderedDict()
 for line in open(sys.argv[2]):
     m = re.match(r"\s+(\S.*?)\s+first\s+([\d.]+) ms\s+warm\s+([\d.]+) ms", line)
