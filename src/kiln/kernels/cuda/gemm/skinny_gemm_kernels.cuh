@@ -48,6 +48,21 @@ __device__ __forceinline__ void store_output(const SkinnyParams& p, int m, int n
   store_y(static_cast<Y*>(p.y) + m * p.ldy + n, v);
 }
 
+// store_output for every in-range element of this lane's mma fragments (g = lane / 4, t = lane % 4)
+// of the weight rows from row_base.
+template <bool kXScale, typename Y, int kRT, int kMT>
+__device__ __forceinline__ void store_fragments(const SkinnyParams& p, int row_base, int g, int t, const float (&acc)[kRT][kMT][4]) {
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
+        if (n < p.n && m < p.m) store_output<kXScale, Y>(p, m, n, acc[rt][nt][c]);
+      }
+}
+
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y>
 __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel(const __grid_constant__ SkinnyParams p) {
   using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3>;
@@ -103,16 +118,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
         }
     if (lane == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
   }
-
-#pragma unroll
-  for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-    for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
-        if (n < p.n && m < p.m) store_output<kE4m3, Y>(p, m, n, acc[rt][nt][c]);
-      }
+  store_fragments<kE4m3, Y>(p, row_base, g, t, acc);
 }
 
 
@@ -196,16 +202,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_stream_kern
   };
   auto done = [&](int64_t tile, float (&acc)[kRT][kMT][4]) {
     if (!skinny::stream_tile_sums(acc, tile, C, q, nf, nw, p.partials, p.counters, p.m)) return;
-    const int row_base = static_cast<int>(tile * kRT * 16);
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
-          if (n < p.n && m < p.m) store_output<false, Y>(p, m, n, acc[rt][nt][c]);
-        }
+    store_fragments<false, Y>(p, static_cast<int>(tile * kRT * 16), g, t, acc);
   };
   S::template walk<kDiag>(skinny::stream_begin(q, nf, nw), skinny::stream_begin(q + 1, nf, nw), C, p.k, p.ldw_bytes,
                           smem + warp * S::kRingBytesPerWarp, p.pdl != 0, rows_of, x_of, done);
