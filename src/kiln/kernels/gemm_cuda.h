@@ -58,9 +58,6 @@ struct GemmOptions {
   // weights while the kernel before it on the stream finishes (it waits for that kernel before
   // reading x or writing y). The weights must therefore not be written by the kernel just before.
   bool skinny_pdl = true;
-  // The decode kernel's fp8 -> bf16 rows at m <= 16 (SkinnyGemmWorkspace::fp8_wgmma): -1 = from the
-  // environment variable KILN_DECODE_WGMMA (0 when unset), else 0 / 1 / 2.
-  int skinny_fp8_wgmma = -1;
   // cuBLASLt fp8: skip the periodic f32 promotion of the MMA accumulators. On by default: on H100 it
   // takes the fp8 prefill GEMM from 964-1118 to 1045-1266 TFLOP/s at m = 4096 (Llama-3-8B shapes),
   // and at k = 14336 the error grows from 2.3e-3 to 4.5e-3 of max |y| with a bf16 y (1.5e-4 to

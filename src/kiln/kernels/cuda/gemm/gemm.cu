@@ -10,7 +10,6 @@
 // Not used: the alpha-vector pointer mode (per-channel weight scales as alpha, x per tensor as the
 // B scale): cuBLASLt 13 on H100 has no fp8 algorithm for it (CUBLAS_STATUS_NOT_SUPPORTED).
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -424,11 +423,6 @@ Result<Gemm> Gemm::create(const GemmOptions& options) {
   KILN_CUDA_CHECK(cudaGetDevice(&device));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&impl->skinny.num_sms, cudaDevAttrMultiProcessorCount, device));
   impl->skinny.pdl = options.skinny_pdl;
-  impl->skinny.fp8_wgmma = options.skinny_fp8_wgmma;
-  if (impl->skinny.fp8_wgmma < 0) {
-    const char* e = std::getenv("KILN_DECODE_WGMMA");
-    impl->skinny.fp8_wgmma = e && *e ? std::clamp(std::atoi(e), 0, 2) : 0;
-  }
   if (options.skinny_workspace_bytes > 0) {
     constexpr int64_t kCounters = 8192;  // row blocks of 128+ weight rows: n up to 1M with split K
     KILN_ASSIGN_OR_RETURN(impl->skinny_partials, DeviceBuffer::alloc(options.skinny_workspace_bytes));

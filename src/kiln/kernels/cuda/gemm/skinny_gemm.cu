@@ -168,10 +168,6 @@ const Variant kVariants[] = {
     wgmma_row<8, 8, bf16>(kAlt),
     wgmma_row<16, 4, bf16>(kAlt),
     wgmma_row<16, 6, bf16>(kAlt),
-    // Deep rings (SkinnyGemmWorkspace::fp8_wgmma = 2): 8 tiles (64 KB of weights) per CTA
-    // requested before the PDL wait; 2 CTAs per SM.
-    wgmma_row<8, 10, bf16>(kAlt),
-    wgmma_row<16, 10, bf16>(kAlt),
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
@@ -249,7 +245,7 @@ Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, i
 // to about three CTAs per SM, at least kWgmmaMinTilesPerSplit tiles per split.
 constexpr int64_t kWgmmaMinTilesPerSplit = 4;
 Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream_t stream, const SkinnyGemmConfig& cfg, int vi,
-                  const XFp8Region& xr, SkinnyGemmLaunch* launch, bool resident = false) {
+                  const XFp8Region& xr, SkinnyGemmLaunch* launch) {
   const Variant& var = kVariants[vi];
   SkinnyParams p = common_params(a);
   KILN_ASSIGN_OR_RETURN(const int occ, ctas_per_sm(vi, 4));
@@ -257,11 +253,7 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
   const int64_t tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
   const int64_t row_ctas = (p.n + skinny::wg::kRows - 1) / skinny::wg::kRows;
   int64_t splits = cfg.split_k;
-  if (splits <= 0 && resident) {
-    // Every CTA resident (one wave): as many K splits as the slots allow.
-    splits = std::max<int64_t>(1, static_cast<int64_t>(occ) * ws.num_sms / row_ctas);
-    splits = std::min<int64_t>(splits, std::max<int64_t>(1, tiles / 2));
-  } else if (splits <= 0) {
+  if (splits <= 0) {
     // About three CTAs per SM, never fewer than kWgmmaMinTilesPerSplit k tiles each. Measured on
     // the H100 at m = 1 (gemm_bench "wgsplit", % of copy by split for the <8,6> row): qkv
     // 6144x4096 s1 55.9 s2 57.5 s4 62.1 s6 55.6; o_proj 4096x4096 s1 41.0 s4 48.2 s6 53.8 s8 49.3;
@@ -333,19 +325,6 @@ Status stream_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStrea
                                      static_cast<int64_t>(shape.warps) * var.smem_per_warp, ws.pdl, stream));
   if (launched) *launched = shape;
   return ok_status();
-}
-
-// KILN_DECODE_WGMMA (SkinnyGemmWorkspace::fp8_wgmma): the wgmma row for m rows of an n-row fp8
-// matrix, or -1 for the table's choice. 1: <8 | 16, 6>; 2: <8 | 16, 10> where the row blocks fit
-// in one wave of the deep row (2 CTAs per SM), else -1.
-int wgmma_experiment_row(const SkinnyGemmWorkspace& ws, int64_t m, int64_t n) {
-  const int stages = ws.fp8_wgmma == 2 ? 10 : 6, max_m = m <= 8 ? 8 : 16;
-  if (ws.fp8_wgmma == 2 && (n + skinny::wg::kRows - 1) / skinny::wg::kRows > 2LL * ws.num_sms) return -1;
-  for (int i = 0; i < kNumVariants; ++i) {
-    const SkinnyGemmVariant& v = kVariants[i].v;
-    if (v.wgmma && v.y == DType::kBF16 && v.max_m == max_m && v.stages == stages) return i;
-  }
-  return -1;
 }
 
 }  // namespace
@@ -436,10 +415,6 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
       if (vi >= 0 && !stream_shape(vi, n, k, ws, cfg, &f, &w, &c).ok()) vi = -1;
     }
     if (vi < 0) vi = grid;
-    if (ws.fp8_wgmma > 0 && x_room && !cfg.x_bf16 && fp8 && a.y.dtype == DType::kBF16 && m <= 16) {
-      const int w = wgmma_experiment_row(ws, m, n);
-      if (w >= 0) return wgmma_cuda(a, ws, stream, cfg, w, xr, launch, ws.fp8_wgmma == 2);
-    }
   }
   if (vi < 0) return unimplemented("skinny_gemm: no variant");
   if (kVariants[vi].v.stream) return stream_cuda(a, ws, stream, cfg, vi, launch);

@@ -32,11 +32,6 @@ struct SkinnyGemmWorkspace {
   // before the previous kernel on the stream has finished (it waits for it before reading x or
   // writing anything). Requires that the weights are not written by the kernel just before.
   bool pdl = true;
-  // fp8 -> bf16 at m <= 16, automatic choice only (an experiment, KILN_DECODE_WGMMA): 0 = the
-  // table's preferred rows; 1 = the wgmma rows with their automatic K split; 2 = the deep-ring
-  // wgmma rows with a K split that keeps every CTA resident (one wave), so each CTA requests its
-  // first kS - 2 weight tiles before the PDL wait, where the matrix's row blocks fit in one wave.
-  int fp8_wgmma = 0;
 };
 
 struct SkinnyGemmVariant {
