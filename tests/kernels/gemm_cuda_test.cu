@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
@@ -104,30 +103,6 @@ TEST(GemmCuda, CachesPlansPerShape) {
   EXPECT_EQ(gemm->run({dxf->tensor, dw->tensor, {}, dy->tensor}, nullptr).code(), StatusCode::kUnimplemented);
 }
 
-
-// GemmOptions::autotune_prefill: cuBLASLt plans with m >= 128 are timed once per m bucket (128
-// rows up to 2048; the other plan fields equal) and the winner is shared by the bucket: m = 130
-// and 250 share one, m = 300 tunes another, m = 64 tunes none; every result still matches the
-// reference. Off: none tuned.
-TEST(GemmCuda, PrefillTuningIsSharedPerMBucket) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  std::mt19937 rng(23);
-  const GemmCudaVariant v = gemm_cuda_variants()[0];
-  ASSERT_EQ(v.w, DType::kBF16);
-  for (bool on : {true, false}) {
-    SCOPED_TRACE(on ? "autotune_prefill on" : "off");
-    auto gemm = Gemm::create({.autotune_prefill = on, .skinny_max_m_bf16 = 0});
-    ASSERT_TRUE(gemm.ok());
-    const char* env = std::getenv("KILN_GEMM_PREFILL_TUNE");  // overrides the option when set
-    const bool tuning = env && *env ? std::atoi(env) != 0 : on;
-    check_case(*gemm, v, {130, 384, 512, false, 0}, rng);
-    check_case(*gemm, v, {250, 384, 512, false, 0}, rng);
-    EXPECT_EQ(gemm->tuned_buckets(), tuning ? 1 : 0);
-    check_case(*gemm, v, {300, 384, 512, false, 0}, rng);
-    check_case(*gemm, v, {64, 384, 512, false, 0}, rng);
-    EXPECT_EQ(gemm->tuned_buckets(), tuning ? 2 : 0);
-  }
-}
 
 // Large weight matrices (>= 96 MiB) with m > 1 take a stream variant (fp8 -> bf16 m <= 8 stays on
 // the grid kernel): the result matches linear_cpu and a second call gives the same bits.

@@ -51,12 +51,6 @@ struct GemmOptions {
   // with large weights (lm_head, gate_up and down at m = 64), but worse for the 32 MB o_proj at
   // m = 1 (47% vs 56%): the candidates are timed on the same, L2-warm weights. Off by default.
   bool autotune = false;
-  // cuBLASLt GEMMs with m >= 128 (prefill): the same timing of the top 8 candidates, once per m
-  // bucket (128 rows up to m = 2048, 512 beyond), the winner shared by every m of the bucket. The
-  // heuristic's pick varies a lot between nearby m (H100, Mixtral fp8 expert GEMMs: 87 vs 121 us
-  // for m = 512 vs 539). The first call of a bucket synchronizes the stream. The environment
-  // variable KILN_GEMM_PREFILL_TUNE=0 turns this off.
-  bool autotune_prefill = true;
   int64_t skinny_max_m_bf16 = kGemmSkinnyMaxMBf16;  // 0: cuBLASLt for every m
   int64_t skinny_max_m_fp8 = kGemmSkinnyMaxMFp8;    // 0: the fp8 cuBLASLt path for every m
   int64_t skinny_workspace_bytes = 16 << 20;       // split-K partial sums of the decode kernel
@@ -108,7 +102,6 @@ class Gemm {
   // The fp8 GEMM on a pre-quantized x (QuantizedLinearArgs). Graph-capturable once each shape ran.
   Status run_quantized(const QuantizedLinearArgs& args, CUstream_st* stream);
   int64_t cached_plans() const;
-  int64_t tuned_buckets() const;  // m buckets with an algorithm timed by autotune_prefill
   // Bumped whenever a workspace moves (the fp8 activation buffers grow on first use of a larger
   // m x k, freeing the old ones): a CUDA graph that captured run() holds the old addresses, so a
   // caller replaying graphs keys them on this too.

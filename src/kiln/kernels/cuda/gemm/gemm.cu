@@ -10,7 +10,6 @@
 // Not used: the alpha-vector pointer mode (per-channel weight scales as alpha, x per tensor as the
 // B scale): cuBLASLt 13 on H100 has no fp8 algorithm for it (CUBLAS_STATUS_NOT_SUPPORTED).
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -87,12 +86,6 @@ struct PlanKeyHash {
 
 constexpr int kTuneCandidates = 8;
 constexpr int kTuneReps = 5;
-// GemmOptions::autotune_prefill: cuBLASLt plans with m >= kTuneMinM are timed once per m bucket,
-// and the winner is shared by every m of the bucket. The heuristic's first pick changes a lot
-// between nearby m. H100, Mixtral fp8 experts in one 2x1024 prefill step: gate_up m = 512 took
-// 87 us and m = 539 took 121 us; down m = 512 took 43 us and m = 528 took 76 us.
-constexpr int64_t kTuneMinM = 128;
-int64_t tune_bucket(int64_t m) { return m <= 2048 ? (m + 127) / 128 * 128 : (m + 511) / 512 * 512; }
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -155,7 +148,6 @@ struct Gemm::Impl {
   Fp8Status fp8;
   std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
   std::unordered_map<PlanKey, bool, PlanKeyHash> native_refused;  // fp8 keys whose native plan failed
-  std::unordered_map<PlanKey, cublasLtMatmulAlgo_t, PlanKeyHash> tuned;  // by m bucket (autotune_prefill)
   ~Impl() {
     plans.clear();
     if (handle) cublasLtDestroy(handle);
@@ -175,15 +167,8 @@ struct Gemm::Impl {
     return ok_status();
   }
 
-  bool tunes(const PlanKey& key) const { return autotune || (options.autotune_prefill && key.m >= kTuneMinM); }
-  static PlanKey bucket_of(PlanKey key) {
-    key.m = tune_bucket(key.m);
-    return key;
-  }
-
   Result<Plan*> plan_for(const PlanKey& key, const ScalePointers& ptrs = {}) {
     if (auto it = plans.find(key); it != plans.end()) return &it->second;
-    const bool tune_plan = tunes(key);
     Plan p;
     const cudaDataType_t yt = cuda_type(key.y);
     const cudaDataType_t in_t = cuda_type(key.w);  // x is quantized to the weights' type
@@ -223,7 +208,7 @@ struct Gemm::Impl {
                       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align));
     if (st == CUBLAS_STATUS_SUCCESS)
-      st = cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.c, p.c, pref, tune_plan ? kTuneCandidates : 1,
+      st = cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.c, p.c, pref, autotune ? kTuneCandidates : 1,
                                           results, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     KILN_CUBLAS_CHECK(st);
@@ -232,30 +217,11 @@ struct Gemm::Impl {
                            std::to_string(key.n) + " k=" + std::to_string(key.k) + " w " +
                            std::string(dtype_name(key.w)));
     p.algo = results[0].algo;
-    const auto shared = options.autotune_prefill && key.m >= kTuneMinM ? tuned.find(bucket_of(key)) : tuned.end();
-    if (shared != tuned.end() && fits(p, shared->second)) {
-      p.algo = shared->second;  // tuned on another m of this bucket
-    } else if (tune_plan && found > 1) {
+    if (autotune && found > 1) {
       for (int i = 0; i < found; ++i) p.candidates[i] = results[i].algo;
       p.num_candidates = found;
     }
     return &plans.emplace(key, std::move(p)).first->second;
-  }
-
-  // Whether cuBLASLt runs algo on this plan's shapes within the workspace.
-  bool fits(const Plan& p, const cublasLtMatmulAlgo_t& algo) const {
-    cublasLtMatmulHeuristicResult_t r{};
-    return cublasLtMatmulAlgoCheck(handle, p.op, p.a, p.b, p.c, p.c, &algo, &r) == CUBLAS_STATUS_SUCCESS &&
-           r.workspaceSize <= static_cast<size_t>(workspace.size());
-  }
-
-  // tune() where the plan still has candidates; the winner of a prefill-sized plan is kept for its
-  // m bucket.
-  Status tune_if_due(Plan& p, const PlanKey& key, const LinearArgs& a, cudaStream_t stream) {
-    if (p.num_candidates == 0) return ok_status();
-    KILN_RETURN_IF_ERROR(tune(p, a, stream));
-    if (p.num_candidates == 0 && options.autotune_prefill && key.m >= kTuneMinM) tuned[bucket_of(key)] = p.algo;
-    return ok_status();
   }
 
   // a.x is what cuBLASLt multiplies: bf16 x, or fp8 x quantized by run_fp8.
@@ -324,7 +290,7 @@ struct Gemm::Impl {
   Status run_plan(const PlanKey& key, const ScalePointers& ptrs, const LinearArgs& q, cudaStream_t stream) {
     KILN_ASSIGN_OR_RETURN(Plan* p, plan_for(key, ptrs));
     KILN_RETURN_IF_ERROR(set_pointers(*p, key, ptrs));
-    KILN_RETURN_IF_ERROR(tune_if_due(*p, key, q, stream));
+    if (p->num_candidates > 0) KILN_RETURN_IF_ERROR(tune(*p, q, stream));
     return matmul(*p, p->algo, q, stream);
   }
 
@@ -451,7 +417,6 @@ Result<Gemm> Gemm::create(const GemmOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->autotune = options.autotune;
-  if (const char* e = std::getenv("KILN_GEMM_PREFILL_TUNE"); e && *e) impl->options.autotune_prefill = std::atoi(e) != 0;
   KILN_CUBLAS_CHECK(cublasLtCreate(&impl->handle));
   KILN_ASSIGN_OR_RETURN(impl->workspace, DeviceBuffer::alloc(options.workspace_bytes));
   int device = 0;
@@ -472,7 +437,6 @@ Result<Gemm> Gemm::create(const GemmOptions& options) {
 }
 
 int64_t Gemm::cached_plans() const { return static_cast<int64_t>(impl_->plans.size()); }
-int64_t Gemm::tuned_buckets() const { return static_cast<int64_t>(impl_->tuned.size()); }
 int64_t Gemm::workspace_generation() const { return impl_->generation; }
 
 std::string Gemm::fp8_prefill_scales() const {
@@ -539,7 +503,7 @@ Status Gemm::run(const LinearArgs& a, CUstream_st* stream) {
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
                                                      sizeof(bias_ptr)));
   }
-  KILN_RETURN_IF_ERROR(impl_->tune_if_due(*plan, key, a, stream));
+  if (plan->num_candidates > 0) KILN_RETURN_IF_ERROR(impl_->tune(*plan, a, stream));
   return impl_->matmul(*plan, plan->algo, a, stream);
 }
 
