@@ -389,10 +389,9 @@ void bench_e4m3_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l) {
 // per token (4 id sets rotated, so consecutive calls read different experts). GB/s of the
 // distinct expert bytes of each call.
 // variant: an index into moe_decode_gemm_variants() (-1: moe_decode_gemm_cuda's choice);
-// workspace: pass MoeDecodeGemmArgs::workspace (fp8: lets the e4m3 rows run); split: pass
-// MoeDecodeGemmArgs::split (the wgmma row may split K), as the model does.
+// workspace: pass MoeDecodeGemmArgs::workspace (fp8: lets the e4m3 rows run).
 void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64_t n, int64_t k, int64_t t, DType wt,
-               int variant = -1, bool workspace = true, bool split = false) {
+               int variant = -1, bool workspace = true) {
   const int64_t num_experts = 8, top_k = 2;
   std::vector<BenchWeights> experts;
   for (int e = 0; e < num_experts; ++e) experts.push_back(make_weights(wt, n, k, 300 + e));
@@ -431,14 +430,10 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   check(y.status(), "y");
   bench::fill_random_bf16(x->tensor.data, t * k, 9);
   auto xws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(t, k)});
-  auto sws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_split_bytes()});
   check(xws.status(), "workspace");
-  check(sws.status(), "split workspace");
-  check(fill_bytes(sws->tensor, 0), "split workspace");
   auto call = [&](int i) {
-    MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
-                        wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor, workspace ? xws->tensor : Tensor{}};
-    if (split) a.split = sws->tensor;
+    const MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
+                              wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor, workspace ? xws->tensor : Tensor{}};
     check(variant < 0 ? moe_decode_gemm_cuda(a, s) : moe_decode_gemm_cuda_variant(a, variant, s), "moe_decode_gemm_cuda");
   };
   call(0);
@@ -448,7 +443,7 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   const auto mv = moe_decode_gemm_variants();
   const bool f16 = variant >= 0 && mv[static_cast<size_t>(variant)].f16, e4m3 = variant >= 0 && mv[static_cast<size_t>(variant)].e4m3;
   bench::report(std::string("moe_decode ") + name + " " + std::string(dtype_name(wt)) + (f16 ? " f16" : "") + (e4m3 ? " e4m3" : "") +
-                    (variant < 0 && wt == DType::kFp8E4M3 ? (workspace ? " auto+ws" : " auto") : "") + (split ? "+split" : ""),
+                    (variant < 0 && wt == DType::kFp8E4M3 ? (workspace ? " auto+ws" : " auto") : ""),
                 "t=" + std::to_string(t) + " top_k=2 E=8 n=" + std::to_string(n) + " k=" + std::to_string(k) + " (" +
                     std::to_string(distinct_total / 4).substr(0, 4) + " experts)",
                 ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
@@ -516,7 +511,6 @@ int main() {
         if (t * 2 > kMoeDecodeMaxSlots || (wt == DType::kBF16 && t > 8)) continue;
         bench_moe(c, s, "gate_up", 28672, 4096, t, wt);
         bench_moe(c, s, "down", 4096, 14336, t, wt);
-        if (wt == DType::kFp8E4M3) bench_moe(c, s, "down", 4096, 14336, t, wt, -1, true, true);
         if (wt == DType::kBF16) continue;
         bench_moe(c, s, "gate_up", 28672, 4096, t, wt, -1, false);
         bench_moe(c, s, "down", 4096, 14336, t, wt, -1, false);

@@ -127,9 +127,7 @@ HostTensor round_per_token(const HostTensor& x) {
 // variant: an index into moe_decode_gemm_variants() (-1: moe_decode_gemm_cuda's choice);
 // x_scale: the activations' standard deviation (the f16 rows clamp x to +-65504; so does the
 // reference); workspace: pass MoeDecodeGemmArgs::workspace (the e4m3 rows need it).
-// split: MoeDecodeGemmArgs::split (split K on the wgmma row), or empty.
-void check_case(DType wt, const MoeCase& c, std::mt19937& rng, int variant = -1, float x_scale = 1.f, bool workspace = true,
-                const Tensor& split = {}) {
+void check_case(DType wt, const MoeCase& c, std::mt19937& rng, int variant = -1, float x_scale = 1.f, bool workspace = true) {
   SCOPED_TRACE("w=" + std::string(dtype_name(wt)) + " variant=" + std::to_string(variant) + " x_scale=" + std::to_string(x_scale) + " t=" + std::to_string(c.t) + " top_k=" + std::to_string(c.top_k) +
                " E=" + std::to_string(c.num_experts) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
                " x_per_slot=" + std::to_string(c.x_per_slot) + " pattern=" + std::to_string(c.pattern));
@@ -150,7 +148,6 @@ void check_case(DType wt, const MoeCase& c, std::mt19937& rng, int variant = -1,
   ASSERT_TRUE(fill_bytes(dy->tensor, 0xff).ok());
   MoeDecodeGemmArgs args{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, wt, c.n, dy->tensor};
   if (workspace) args.workspace = dws->tensor;
-  args.split = split;
   const Status st = variant < 0 ? moe_decode_gemm_cuda(args, nullptr) : moe_decode_gemm_cuda_variant(args, variant, nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
   auto y = to_host(dy->tensor, DType::kF32);
@@ -207,38 +204,6 @@ TEST(MoeDecodeGemmCuda, EveryVariantMatches) {
         for (float x_scale : {3e4f, 1e5f}) check_case(v.w, c, rng, vi, x_scale);
     }
   }
-}
-
-// Split K on the wgmma row (few CTAs: 1-8 slots on row blocks of 64, long k), three times on the
-// same scratch (its counters must come back to zero), an expert id out of range among them, then
-// a call past 16 slots (never split) with the same scratch.
-TEST(MoeDecodeGemmCuda, SplitKMatchesPerSlotReference) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  std::mt19937 rng(57);
-  auto split = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_split_bytes()});
-  ASSERT_TRUE(split.ok());
-  ASSERT_TRUE(fill_bytes(split->tensor, 0).ok());
-  const MoeCase cases[] = {{1, 2, 8, 4096, 14336 / 4, false, 0}, {1, 2, 8, 1000, 2064, false, 0}, {4, 2, 8, 520, 4096, true, 1},
-                           {8, 2, 8, 300, 3072, false, 0},      {1, 2, 8, 256, 4096, false, 2},  {40, 2, 8, 320, 2048, false, 0}};
-  for (int rep = 0; rep < 3; ++rep)
-    for (const MoeCase& c : cases) check_case(DType::kFp8E4M3, c, rng, -1, 1.f, true, split->tensor);
-  auto counters = to_host(split->tensor.slice0(0, 4096));
-  ASSERT_TRUE(counters.ok());
-  const uint8_t* b = counters->tensor.ptr<uint8_t>();
-  EXPECT_TRUE(std::all_of(b, b + 4096, [](uint8_t v) { return v == 0; }));  // every counter back at zero
-  // A scratch too small for the split: an error, not a launch.
-  const Experts E = make_experts(DType::kFp8E4M3, 8, 256, 2048, rng);
-  std::vector<int32_t> ids = {0, 5};
-  HostTensor x = test::random_tensor(DType::kBF16, {1, 2048}, rng);
-  auto dx = to_device(x.tensor);
-  auto dids = to_device(Tensor::view(ids.data(), DType::kInt32, {1, 2}));
-  auto dy = DeviceTensor::empty(DType::kBF16, {2, 256});
-  auto dws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(1, 2048)});
-  ASSERT_TRUE(dx.ok() && dids.ok() && dy.ok() && dws.ok());
-  MoeDecodeGemmArgs a{dx->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, DType::kFp8E4M3, 256, dy->tensor};
-  a.workspace = dws->tensor;
-  a.split = split->tensor.slice0(0, 64);
-  EXPECT_EQ(moe_decode_gemm_cuda(a, nullptr).code(), StatusCode::kInvalidArgument);
 }
 
 // Captured once, replayed with different ids written into the same device tensor: the grouping

@@ -92,14 +92,7 @@ struct MoeDecodeGemmArgs {
   // (the down GEMM after silu_mul: they come from the router), so each CTA may find its expert and
   // request its first weight tiles before waiting for that kernel. wgmma row only.
   bool ids_ready = false;
-  // Optional device scratch of moe_decode_gemm_split_bytes() bytes, 16-byte aligned, ZEROED once
-  // before its first use (the kernel leaves its counters at zero), fixed for a captured graph, and
-  // not shared with a kernel that may run at the same time: with it the wgmma row splits K across
-  // CTAs (partial sums added by the last CTA of each row block, in a fixed order) where the launch
-  // would leave most SMs with a single CTA (Mixtral down at batch 1: 128 CTAs -> 384).
-  Tensor split;
 };
 Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& args, CUstream_st* stream);
-int64_t moe_decode_gemm_split_bytes();
 
 }  // namespace kiln

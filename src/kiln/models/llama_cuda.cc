@@ -102,8 +102,6 @@ class CudaLlamaModel : public Model {
       const int64_t bytes = moe_decode_gemm_workspace_bytes(
           kMoeDecodeMaxSlots, std::max<int64_t>(config_.hidden_size, config_.intermediate_size));
       KILN_ASSIGN_OR_RETURN(moe_x_fp8_, DeviceTensor::empty(DType::kFp8E4M3, {bytes}));
-      KILN_ASSIGN_OR_RETURN(moe_split_, DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_split_bytes()}));
-      KILN_RETURN_IF_ERROR(fill_bytes(moe_split_.tensor, 0));  // split-K counters start at zero
     }
     const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
     KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
@@ -179,7 +177,7 @@ class CudaLlamaModel : public Model {
   // dtype), above it the grouped path. H100: bf16 experts stop at 32 slots (32 tokens 30.6 ms vs 26.6
   // grouped); fp8 ones (wgmma row, 85-100% of copy up to 64 tokens x top-2) take kMoeDecodeMaxSlots.
   int64_t moe_decode_slots_ = -1;
-  DeviceTensor moe_x_fp8_, moe_split_;  // fp8 experts: the MoE decode GEMM's x and split-K workspaces (fixed)
+  DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step
   // (tokens, table width, cache, scratch generation, GEMM workspace generation) -> decode graph
@@ -416,11 +414,11 @@ Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t
     KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n * k, inter}));
     KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n * k}));
     MoeDecodeGemmArgs gate_up{hq, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu};
-    gate_up.x_scale = hs, gate_up.split = moe_split_.tensor;
+    gate_up.x_scale = hs;
     KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(gate_up, stream_));
     KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
     MoeDecodeGemmArgs down{aq, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp};
-    down.x_scale = as, down.split = moe_split_.tensor;
+    down.x_scale = as;
     down.ids_ready = true;  // the router wrote them two kernels back
     KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(down, stream_));
     *fused = {yp, weights};  // the next norm sums the slots into the residual

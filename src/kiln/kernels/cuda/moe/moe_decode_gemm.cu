@@ -42,12 +42,6 @@ struct MoeDecodeParams {
   int64_t ldx, ldy;
   int slots, top_k, x_per_slot, num_experts, n, k, pdl;
   int ids_ready;  // wgmma row: the ids may be read before griddepcontrol.wait (MoeDecodeGemmArgs::ids_ready)
-  // wgmma row, split K (MoeDecodeGemmArgs::split): blockIdx.z takes k tiles [z * tiles_per_split, +
-  // tiles_per_split); partials [group][row block][split][kSplitAcc][128] f32, counters [group][row
-  // block] (zero between calls: the last CTA of a row block resets its counter).
-  int splits, tiles_per_split;
-  float* partials;
-  int* counters;
 };
 
 // The rows [row_base, row_base + 16) of expert w for the m slots slot_of[0..m).
@@ -180,35 +174,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // (8 or 16; more than 16 slots: passes of 32), x pre-quantized per token to e4m3
 // (skinny_wgmma.cuh).
 constexpr int kWgmmaStages = 6;
-constexpr int kSplitAcc = 8;  // accumulators per thread a split-K partial holds (kN <= 16)
-
-// Split K: parks this CTA's partial sums; the last CTA of the row block to arrive adds all of them
-// up in split order (deterministic) into acc, resets the block's counter and returns true.
-template <int kAcc>
-__device__ bool sum_splits(const MoeDecodeParams& p, float (&acc)[kAcc]) {
-  const int tid = threadIdx.x;
-  const int64_t block = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
-  float* part = p.partials + (block * p.splits + blockIdx.z) * kSplitAcc * skinny::wg::kThreads + tid;
-#pragma unroll
-  for (int i = 0; i < kAcc; ++i) __stcg(part + i * skinny::wg::kThreads, acc[i]);
-  __threadfence();
-  __syncthreads();
-  __shared__ int last;
-  if (tid == 0) last = atomicAdd(p.counters + block, 1) == p.splits - 1;
-  __syncthreads();
-  if (!last) return false;
-  __threadfence();
-#pragma unroll
-  for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
-  for (int z = 0; z < p.splits; ++z) {
-    const float* pp = p.partials + (block * p.splits + z) * kSplitAcc * skinny::wg::kThreads + tid;
-#pragma unroll
-    for (int i = 0; i < kAcc; ++i) acc[i] += __ldcg(pp + i * skinny::wg::kThreads);
-  }
-  if (tid == 0) p.counters[block] = 0;  // ready for the next call (or graph replay)
-  return true;
-}
-
 template <int kN>
 __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, int m, const uint8_t* w, const float* scale,
                                   int row_base, uint8_t* smem) {
@@ -222,12 +187,9 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, 
     xrow[j] = r < m ? p.xq + x_row(r) * p.k : nullptr;
   }
   float acc[Core::kAcc];
-  const int tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
-  const int c_begin = static_cast<int>(blockIdx.z) * p.tiles_per_split, c_end = min(tiles, c_begin + p.tiles_per_split);
   // ids_ready: the first weight tiles are requested before the wait for the previous kernel (x).
-  Core::stream(w, p.k, p.n, p.k, row_base, xrow, c_begin, c_end, smem, p.pdl && p.ids_ready, acc);
-  if constexpr (Core::kAcc <= kSplitAcc)  // kN <= 16 (the host never splits passes of 32)
-    if (p.splits > 1 && !sum_splits(p, acc)) return;
+  Core::stream(w, p.k, p.n, p.k, row_base, xrow, 0, (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK, smem,
+               p.pdl && p.ids_ready, acc);
 #pragma unroll
   for (int i = 0; i < Core::kAcc; ++i) {
     const int n = row_base + skinny::wg::acc_row(i), j = skinny::wg::acc_col(i);
@@ -259,7 +221,7 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
   const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
   if (m <= 8) expert_rows_wgmma<8>(p, slot_of, m, w, scale, row_base, smem);
   else if (m <= 16) expert_rows_wgmma<16>(p, slot_of, m, w, scale, row_base, smem);
-  else  // (never split: the host splits K only for up to 16 slots)
+  else
     for (int b = 0; b < m; b += 32) {
       if (b > 0) __syncthreads();  // the ring is reused
       expert_rows_wgmma<32>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
@@ -342,37 +304,7 @@ Status use_quantized_x(const MoeDecodeGemmArgs& a, MoeDecodeParams& p) {
   return ok_status();
 }
 
-// The wgmma row's K split (MoeDecodeGemmArgs::split): where the launch has fewer CTAs than about
-// three per SM (at 3 resident per SM, a lone CTA per SM streams at the pace of its own loop: Mixtral
-// down at batch 1 has 2 experts x 64 row blocks = 128 CTAs), split K into up to 8 parts of at
-// least kSplitMinTiles 128-byte k tiles; up to 16 slots (one pass per expert).
-constexpr int64_t kSplitMinTiles = 8, kSplitMaxParts = 8, kSplitCounters = 1024;
-constexpr int64_t kSplitPartialFloats = 3 * 132 * kSplitAcc * skinny::wg::kThreads;  // ~3 CTAs per SM of an H100
-Status wgmma_split(const MoeDecodeGemmArgs& a, int64_t ctas, int64_t slots, int64_t k, int num_sms, MoeDecodeParams& p) {
-  const int64_t tiles = (k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
-  p.splits = 1;
-  p.tiles_per_split = static_cast<int>(tiles);
-  if (a.split.empty() || slots > 16) return ok_status();
-  if (a.split.device != Device::kCuda || a.split.nbytes() < moe_decode_gemm_split_bytes() ||
-      reinterpret_cast<uintptr_t>(a.split.data) % 16 != 0)
-    return invalid_argument("moe_decode_gemm: split must be a 16-byte aligned device tensor of " +
-                            std::to_string(moe_decode_gemm_split_bytes()) + " bytes");
-  int64_t splits = std::min({3 * static_cast<int64_t>(num_sms) / std::max<int64_t>(ctas, 1), kSplitMaxParts, tiles / kSplitMinTiles});
-  if (splits < 2 || ctas > kSplitCounters || ctas * splits * kSplitAcc * skinny::wg::kThreads > kSplitPartialFloats)
-    return ok_status();
-  const int64_t per = (tiles + splits - 1) / splits;
-  p.splits = static_cast<int>((tiles + per - 1) / per);
-  p.tiles_per_split = static_cast<int>(per);
-  p.counters = static_cast<int*>(a.split.data);
-  p.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(a.split.data) + kSplitCounters * sizeof(int));
-  return ok_status();
-}
-
 }  // namespace
-
-int64_t moe_decode_gemm_split_bytes() {
-  return kSplitCounters * static_cast<int64_t>(sizeof(int)) + kSplitPartialFloats * static_cast<int64_t>(sizeof(float));
-}
 
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants() {
   static const auto table = [] {
@@ -464,10 +396,8 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     MoeDecodeParams p = params(a, top_k, slots, num_experts);
     KILN_RETURN_IF_ERROR(x_fp8 ? use_quantized_x(a, p) : quantize_x(a, x_rows, p, stream));
     p.ids_ready = a.ids_ready ? 1 : 0;
-    const int64_t row_blocks = (n + skinny::wg::kRows - 1) / skinny::wg::kRows;
-    KILN_RETURN_IF_ERROR(wgmma_split(a, row_blocks * groups, slots, k, num_sms, p));
     void* args[] = {&p};
-    KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(groups), static_cast<unsigned>(p.splits)),
+    KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + skinny::wg::kRows - 1) / skinny::wg::kRows), static_cast<unsigned>(groups)),
                                      dim3(skinny::wg::kThreads), kWgmmaSmemBytes, stream, args));
     return ok_status();
   }
