@@ -19,7 +19,9 @@ namespace kiln {
 
 struct HopperPrefillOptions {
   bool causal = true;  // false: every query token sees all kv_lens[b] keys of its sequence
-  bool pingpong = true;  // the two consumer warpgroups take turns on the tensor cores (off: A/B runs)
+  // The two consumer warpgroups take turns on the tensor cores (off: A/B runs). Tunings compiled
+  // "solo" never do, the shipped fp8 d128 one among them (faster without, at every length).
+  bool pingpong = true;
   // KV heads whose CTAs are scheduled together (all their row blocks before the next chunk), for L2
   // reuse on long sequences; 0: as many as keep ~24 MB of one sequence's K/V, all of them when short.
   int kv_heads_per_chunk = 0;

@@ -51,10 +51,11 @@ __device__ __forceinline__ void update_row_max(const float (&s)[kN / 2], RowStat
 // Online softmax over one tile of scores: s becomes P = 2^(c * (s - m) + kBias); the max moves
 // lazily (only when it grows by more than kLazy in log2 units, so P <= 2^(kLazy + kBias)),
 // rescale[h] = factor for O's row h (1 if unmoved; 0 on a first real max). A row with no unmasked
-// key yet keeps m = -inf and gets P = 0. 1 in kPolyExp column groups (0: none) take exp2_poly.
+// key yet keeps m = -inf and gets P = 0. Column group j (columns 8j + 2t, 8j + 2t + 1) takes
+// exp2_poly when bit j % 8 of kPolyMask is set (0: all on MUFU.EX2).
 // kTree: max and sums in 4 independent chains per row; kNoSum: no row sums (st.l untouched: the
 // tensor cores sum P, kFeatRowSum).
-template <int kN, int kPolyExp, bool kProbeNoExp = false, bool kTree = false, bool kNoSum = false>
+template <int kN, int kPolyMask, bool kProbeNoExp = false, bool kTree = false, bool kNoSum = false>
 __device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, float (&rescale)[2], float kBias,
                                              float kLazy) {
 #pragma unroll
@@ -68,7 +69,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kN / 2], RowState& st, f
       if constexpr (kProbeNoExp) {  // bench probe: the softmax without its exponentials (wrong results)
         s[4 * j + 2 * h] = x0;
         s[4 * j + 2 * h + 1] = x1;
-      } else if (kPolyExp > 0 && j % (kPolyExp > 0 ? kPolyExp : 1) == kPolyExp - 1) {
+      } else if ((kPolyMask >> (j % 8)) & 1) {
         s[4 * j + 2 * h] = exp2_poly(x0);
         s[4 * j + 2 * h + 1] = exp2_poly(x1);
       } else {
@@ -372,7 +373,8 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if constexpr (kFp8 && T::kEx2H2) {
       softmax_pack_h2<C::kBlockN, T::kTree>(s, st, rescale, C::kPBias, C::kLazyLog2, pa);
     } else {
-      softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
+      softmax_tile<C::kBlockN, kFp8 ? T::kPolyMask : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(
+          s, st, rescale, C::kPBias, C::kLazyLog2);
       pack_p<kFp8, C::kBlockN>(s, pa);
     }
   }
@@ -398,7 +400,8 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if constexpr (kFp8 && T::kEx2H2) {
       static_assert(T::kOverlap, "f16x2 exponentials: overlap rows only");
     } else {
-      softmax_tile<C::kBlockN, kFp8 ? T::kPolyExp : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
+      softmax_tile<C::kBlockN, kFp8 ? T::kPolyMask : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(
+          s, st, rescale, C::kPBias, C::kLazyLog2);
       pin(s);
     }
     if constexpr (kFp8 && T::kOverlap) {

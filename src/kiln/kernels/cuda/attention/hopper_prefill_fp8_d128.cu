@@ -16,20 +16,20 @@ constexpr int kSolo = cuda::hopper::kFeatSolo, kLdsm = cuda::hopper::kFeatLdsmVt
 
 // "kKvV": K (and raw V) / transposed V stages; "overlap": P of tile j is computed and packed (into
 // a second register set) while this warpgroup's PV product of tile j - 1 runs; "solo": no ping-pong
-// between the consumer warpgroups; "ldsm": the V transpose by ldmatrix.trans / stmatrix; "poly1/N":
-// 1 in N column groups of exponentials on the FMA pipe; "split-q": Q as two e4m3 parts (max error
-// 2.5e-2 instead of 4.0e-2, twice the QK work: 606 vs 682 at causal 8K); "s2": the kernel before v2.
+// between the consumer warpgroups (compiled out; "nopp": launched off); "ldsm": the V transpose by
+// ldmatrix.trans / stmatrix; "polyA/B": A in B column groups of exponentials on the FMA pipe;
+// "split-q": Q as two e4m3 parts (max error 2.5e-2 instead of 4.0e-2, twice the QK
+// work: 606 vs 682 at causal 8K); "s2": the kernel before v2.
 constexpr HopperPrefillTuning kFp8D128[] = {
-    // Row 0 ships (k3v3 measured here, see below): V from the pre-pass when options.workspace is given (timed with it, 12.5 us at
-    // 8K), else its fallback, row 1's kernel. H100, causal, one call (2026-11-22, helper h17): 1K / 2K
-    // / 4K / 8K / 16K / 32K 394 / 537 / 664 / 730 / 761 / 766 TFLOP/s vs 372 / 515 / 615 / 670 / 688
-    // / 729 for row 1 (8K table, best of two passes, two bench runs: 706 / 711 vs 673 / 670). Same
-    // numerics as row 1 (the same P and V bytes reach the PV wgmma; max error 3.97e-2). At 8K only,
-    // within the +-3% noise: solo 727 / 726, poly1/8 721 / 743, k4v4 713 / 727, k2v4 720 / 719, row 0
-    // without ping-pong 745; r240 700 / 708, h2 689 / 693. Probe without exponentials: 928 / 885.
-    // Three calls at 8K put k4v4 (4 K and 4 Vt stages) above k3v3 (713 / 727 / 742 vs 706 / 711 /
-    // 707), so it ships; k3v3 is row 12.
-    {"persistent k4v4 vtpre overlap", fp8_d128_vtpre_k4v4},
+    // Row 0 ships (2026-11-22, helper h18): row 19's kernel (k4v4 vtpre) compiled without the
+    // consumers' ping-pong (kFeatSolo: both warpgroups run their softmax at the same time, two warps
+    // a scheduler to hide its latency; ncu: issue 43 -> 46%, barrier stalls 0.26 -> 0.06 per
+    // instruction, no pipe above 45%). H100, causal, one call, vs row 19 (the ping-pong row shipped
+    // before): 1K / 2K / 4K / 8K / 16K / 32K 418 / 568 / 685 / 754 / 778 / 815 TFLOP/s vs 390 / 540 /
+    // 653 / 729 / 767 / 797 (8K: better of two passes; others one timing, +-3%); the ping-pong row
+    // run with options.pingpong = false measured 745 / 754 / 755 at 8K in three calls. Same numerics
+    // (max error 3.97e-2). Without a workspace: the in-kernel transpose, k3v3 ldsm solo (row 7).
+    {"persistent k4v4 vtpre overlap solo", fp8_d128_vtpre_k4v4_solo},
     // Row 1 shipped before (2026-11-22): 682 TFLOP/s at causal 8K vs 651 for row 2 (shipped before
     // it); 16K 693 vs 676, 32K 721 vs 700; 1K / 2K 3-5% below it (373 / 512 vs 391 / 534). Max error
     // 3.97e-2 on the tests.
@@ -42,7 +42,7 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     {"persistent k3v3 v2 overlap ldsm solo", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm | kSolo>},
     {"persistent k2v3 v2 overlap ldsm", tuned<true, 128, 2, 3, true, 0, true, false, kV2 | kLdsm>},
     {"persistent k3v3 v2 ldsm", tuned<true, 128, 3, 3, true, 0, false, false, kV2 | kLdsm>},
-    {"persistent k3v3 v2 overlap ldsm poly1/8", tuned<true, 128, 3, 3, true, 8, true, false, kV2 | kLdsm>},
+    {"persistent k3v3 v2 overlap ldsm poly1/8", tuned<true, 128, 3, 3, true, 0x80, true, false, kV2 | kLdsm>},
     {"persistent s2", tuned<true, 128, 2, 2, true>},
     // V from the pre-pass (hopper_vt_prepass, timed with the kernel; without options.workspace these
     // rows run their Fallback, the in-kernel transpose) and f16x2 exponentials: see their files.
@@ -52,6 +52,16 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     {"persistent k3v3 vtpre overlap h2", fp8_d128_vtpre_k3v3_h2},
     {"persistent k3v3 vtpre overlap poly1/8", fp8_d128_vtpre_k3v3_poly8},
     {"persistent k3v3 vtpre overlap solo", fp8_d128_vtpre_k3v3_solo},
+    // The polynomial exponentials on row 0's kernel (2026-11-22, helper h18; rows removed, numbers in
+    // docs/perf.md): no gain (ncu: no pipe above 45%, the softmax's latency is what the GEMMs wait
+    // for). "nopp": row 19's kernel launched with the ping-pong off (HopperPrefillParams::pingpong).
+    {"persistent k4v4 vtpre overlap nopp", fp8_d128_vtpre_k4v4_nopp},
+    // Shipped before row 0 (92087cb), ping-pong on, V from the pre-pass (timed with it, 12.5 us at
+    // 8K). Helper h17's call (k3v3, this row's k3v3 sibling, row 12): 1K / 2K / 4K / 8K / 16K / 32K
+    // 394 / 537 / 664 / 730 / 761 / 766 TFLOP/s vs 372 / 515 / 615 / 670 / 688 / 729 for row 1.
+    // At 8K within the +-3% noise: k3v3 solo 727 / 726, poly1/8 721 / 743, k2v4 720 / 719; r240 700 /
+    // 708, h2 689 / 693. Three calls put k4v4 above k3v3 (713 / 727 / 742 vs 706 / 711 / 707).
+    {"persistent k4v4 vtpre overlap", fp8_d128_vtpre_k4v4},
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
     {"probe: k3v3 v2 overlap ldsm no Q loads", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 4>},

@@ -24,7 +24,7 @@ Status fp8_d128_vtpre_k2v4(const PagedAttentionArgs& a, const HopperPrefillOptio
   return tuned<true, 128, 2, 4, true, 0, true, false, kPre>(a, o, s);
 }
 Status fp8_d128_vtpre_k3v3_poly8(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
-  return tuned<true, 128, 3, 3, true, 8, true, false, kPre>(a, o, s);
+  return tuned<true, 128, 3, 3, true, 0x80, true, false, kPre>(a, o, s);
 }
 Status fp8_d128_vtpre_k3v3_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
   return tuned<true, 128, 3, 3, true, 0, true, false, kPre | h::kFeatSolo>(a, o, s);

@@ -10,7 +10,7 @@ constexpr HopperPrefillTuning kFp8D64[] = {
     {"persistent s2 split-q", tuned<true, 64, 2, 2, true, 0, false, true>},
     {"persistent s2", tuned<true, 64, 2, 2, true>},
     {"grid s2", tuned<true, 64, 2, 2, false>},
-    {"persistent s3 poly1/4", tuned<true, 64, 3, 3, true, 4>},
+    {"persistent s3 poly1/4", tuned<true, 64, 3, 3, true, 0x88>},
 };
 
 Status run_fp8_d64(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {

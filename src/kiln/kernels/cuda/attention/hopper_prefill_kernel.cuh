@@ -44,8 +44,9 @@ struct HopperPrefillParams {
 // One compiled tuning (the bench times them side by side; the variant table ships one).
 // kKStages / kVStages: shared-memory stages of K and of V (fp8: of Vt and the raw V tiles; equal).
 // kPersistent: grid of one CTA per SM walking works blockIdx.x, + gridDim.x, ... (else one CTA per
-// work). kPolyExp (fp8): 1 in kPolyExp column groups of exponentials by a polynomial on the FMA
-// pipe instead of MUFU.EX2 (0: none). kOverlap: the softmax of tile j while this warpgroup's PV
+// work). kPolyMask (fp8): column group j of the exponentials (2 of the 16 per row a thread holds)
+// by a polynomial on the FMA pipe (exp2_poly) instead of MUFU.EX2 when bit j % 8 is set (0: none;
+// 0x80: 1/8, 0x88: 1/4, 0x92: 3/8, 0xaa: 1/2). kOverlap: the softmax of tile j while this warpgroup's PV
 // product of tile j - 1 runs (else ptxas waits for it first: the SASS of the fp8 kernel before had
 // all 64 MUFU.EX2 after the wait); bf16: the wait anchored after the row sums; fp8: P packed into a
 // second fragment set before the wait, anchored after the pack. kSplitQ (fp8): Q = hi + lo, both e4m3
@@ -65,26 +66,29 @@ struct HopperPrefillParams {
 //   kFeatVtPre (fp8 d128): V comes pre-transposed by hopper_vt_prepass (a tile per TMA box into the
 //     kVStages Vt stages; no raw V, no transpose): producer warp 0 loads K, warp 1 Vt, the other two
 //     exit; the producer keeps 40 registers and the consumers get 232 (kFeatRegs240: 24 / 240);
+//   kFeatLaunchSolo: the launch turns the ping-pong off (HopperPrefillParams::pingpong = 0) in a
+//     kernel compiled with it (kFeatSolo removes it at compile time: different SASS);
 //   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
 //     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
 //     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
 // kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials, bit 2
 // the global loads of Q (fp8: every Q element 1.0).
 constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32,
-              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256;
-template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyExp_, bool kOverlap_, bool kSplitQ_ = false,
+              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256, kFeatLaunchSolo = 1024;
+template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyMask_, bool kOverlap_, bool kSplitQ_ = false,
           int kFeatures_ = 0, int kProbe_ = 0>
 struct HopperTune {
-  static constexpr int kKStages = kKStages_, kVStages = kVStages_, kPolyExp = kPolyExp_, kProbe = kProbe_;
+  static constexpr int kKStages = kKStages_, kVStages = kVStages_, kPolyMask = kPolyMask_, kProbe = kProbe_;
   static constexpr bool kPersistent = kPersistent_, kOverlap = kOverlap_, kSplitQ = kSplitQ_;
   static constexpr bool kFastVt = (kFeatures_ & kFeatFastVt) != 0, kTree = (kFeatures_ & kFeatTree) != 0,
                         kRowSum = (kFeatures_ & kFeatRowSum) != 0, kLazy = (kFeatures_ & kFeatLazy) != 0,
                         kSolo = (kFeatures_ & kFeatSolo) != 0, kLdsmVt = (kFeatures_ & kFeatLdsmVt) != 0,
                         kVtPre = (kFeatures_ & kFeatVtPre) != 0, kEx2H2 = (kFeatures_ & kFeatEx2H2) != 0,
-                        kRegs240 = (kFeatures_ & kFeatRegs240) != 0;
+                        kRegs240 = (kFeatures_ & kFeatRegs240) != 0,
+                        kLaunchSolo = (kFeatures_ & kFeatLaunchSolo) != 0;
   // What a kVtPre tuning runs without a pre-pass workspace: the shipped in-kernel transpose (3 K / raw
   // V stages, 3 Vt stages, ldmatrix transpose), its other features kept.
-  using Fallback = HopperTune<3, 3, kPersistent_, kPolyExp_, kOverlap_, kSplitQ_,
+  using Fallback = HopperTune<3, 3, kPersistent_, kPolyMask_, kOverlap_, kSplitQ_,
                               (kFeatures_ & ~(kFeatVtPre | kFeatRegs240)) | kFeatFastVt | kFeatLdsmVt, kProbe_>;
 };
 
@@ -99,7 +103,7 @@ struct HopperConfig {
   static constexpr bool kVtPre = kFp8 && Tune::kVtPre;
   static_assert(!kFp8 || Tune::kFastVt || kVtPre || kKStages == kVStages, "fp8 loads K and raw V of a tile together");
   static_assert(!Tune::kVtPre || (kFp8 && kHeadDim == 128 && !Tune::kFastVt), "the V pre-pass is fp8 d128, no transpose");
-  static_assert(!Tune::kEx2H2 || (kFp8 && Tune::kRowSum && Tune::kPolyExp == 0 && Tune::kProbe == 0),
+  static_assert(!Tune::kEx2H2 || (kFp8 && Tune::kRowSum && Tune::kPolyMask == 0 && Tune::kProbe == 0),
                 "f16x2 exponentials need the tensor-core row sums");
   static_assert(!Tune::kFastVt || (kFp8 && kHeadDim == 128), "transpose_v_fast is for fp8 d128");
   static_assert(!Tune::kLdsmVt || Tune::kFastVt, "transpose_v_ldsm runs in transpose_v_fast's pipeline");

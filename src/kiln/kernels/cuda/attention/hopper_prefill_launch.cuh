@@ -151,7 +151,7 @@ Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& option
   const int64_t max_kv = a.block_tables.shape[1] * bs;
   p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
   p.causal = options.causal ? 1 : 0;
-  p.pingpong = options.pingpong ? 1 : 0;
+  p.pingpong = options.pingpong && !T::kLaunchSolo ? 1 : 0;
   p.heads_per_chunk = static_cast<int>(hq);
   {
     // kv heads per chunk: as many as keep one sequence's K and V of the chunk within ~24 MB of L2
@@ -181,7 +181,7 @@ Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& option
   return ok_status();
 }
 
-// Tunings per variant, HopperTune<K stages, V stages, persistent, 1-in-N polynomial exp2 (fp8), softmax
+// Tunings per variant, HopperTune<K stages, V stages, persistent, polynomial exp2 column mask (fp8), softmax
 // overlapping PV, split Q (fp8), feature bits (fp8 d128), bench probe>; row [0] of each table ships
 // (measured best on the H100, docs/perf.md), the rest are A/B rows.
 template <bool kFp8, int kHeadDim, int kK, int kV, bool kPersistent, int kPoly = 0, bool kOverlap = false,

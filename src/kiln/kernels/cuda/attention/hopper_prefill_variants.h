@@ -13,7 +13,8 @@ HopperPrefillVariant fp8_d128_variant();
 
 // fp8 d128 tuning rows compiled in their own files (so they build in parallel), listed by the
 // table in hopper_prefill_fp8_d128.cu. hopper_prefill_fp8_d128_vt.cu: V from the pre-pass
-// ("vtpre"); hopper_prefill_fp8_d128_h2.cu: f16x2 exponentials ("h2").
+// ("vtpre"); hopper_prefill_fp8_d128_h2.cu: f16x2 exponentials ("h2");
+// hopper_prefill_fp8_d128_solo.cu: vtpre without the consumers' ping-pong.
 Status fp8_d128_vtpre_k3v3(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k3v3_r240(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
@@ -22,5 +23,7 @@ Status fp8_d128_vtpre_k3v3_noexp(const PagedAttentionArgs& a, const HopperPrefil
 Status fp8_d128_vtpre_k3v3_h2(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k3v3_poly8(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k3v3_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
+Status fp8_d128_vtpre_k4v4_nopp(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
+Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 
 }  // namespace kiln::hopper_launch
