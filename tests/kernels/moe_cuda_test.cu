@@ -13,6 +13,8 @@
 #include "kiln/kernels/linear.h"
 #include "kiln/kernels/moe.h"
 #include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/quantize.h"
+#include "kiln/kernels/silu_mul_fp8.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace kiln {
@@ -137,15 +139,19 @@ TEST(MoeRouteCuda, NanLogitsStayInRange) {
   }
 }
 
+// align_rows 1 (offsets = prefix sums of the counts) and 4 / 8 (each expert's first row a multiple
+// of it, the gap rows -1 in permuted_src and zero in x_permuted).
 TEST(MoePermuteCuda, GroupsStablyAndUnpermutes) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(32);
-  struct Case { int64_t n, experts, k, hidden; };
-  const Case cases[] = {{1, 8, 2, 64}, {33, 8, 2, 576}, {700, 64, 6, 128}, {3000, 256, 8, 64}};
+  struct Case { int64_t n, experts, k, hidden, align; };
+  const Case cases[] = {{1, 8, 2, 64, 1},       {33, 8, 2, 576, 1}, {700, 64, 6, 128, 1}, {3000, 256, 8, 64, 1},
+                        {33, 8, 2, 576, 4},     {1, 8, 2, 64, 4},   {700, 64, 6, 128, 8}, {257, 8, 2, 64, 4}};
   for (const auto& v : moe_cuda_variants()) {
     for (const auto& c : cases) {
-      SCOPED_TRACE("n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) + " k=" + std::to_string(c.k));
-      const int64_t a = c.n * c.k;
+      SCOPED_TRACE("n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) + " k=" + std::to_string(c.k) +
+                   " align=" + std::to_string(c.align));
+      const int64_t a = c.n * c.k, rows = moe_permuted_rows(a, c.experts, c.align);
       // Distinct experts per token, as routing gives; skewed so that some experts get no rows.
       std::vector<int32_t> ids(static_cast<size_t>(a));
       for (int64_t t = 0; t < c.n; ++t) {
@@ -156,27 +162,39 @@ TEST(MoePermuteCuda, GroupsStablyAndUnpermutes) {
       }
       HostTensor x = test::random_tensor(v.act, {c.n, c.hidden}, rng);
       DeviceTensor dids = upload(Tensor::view(ids.data(), DType::kInt32, {c.n, c.k})), dx = upload(x.tensor);
-      DeviceTensor doff = make(DType::kInt32, {c.experts + 1}), dsrc = make(DType::kInt32, {a}), dinv = make(DType::kInt32, {a});
-      DeviceTensor dxp = make(v.act, {a, c.hidden});
-      const Status st = moe_permute_cuda({dids.tensor, dx.tensor, c.experts, doff.tensor, dsrc.tensor, dinv.tensor, dxp.tensor}, nullptr);
+      DeviceTensor doff = make(DType::kInt32, {c.experts + 1}), dsrc = make(DType::kInt32, {rows}), dinv = make(DType::kInt32, {a});
+      DeviceTensor dxp = make(v.act, {rows, c.hidden});
+      ASSERT_TRUE(fill_bytes(dxp.tensor, 0xff).ok());  // gap rows must come out zero
+      MoePermuteArgs pa{dids.tensor, dx.tensor, c.experts, doff.tensor, dsrc.tensor, dinv.tensor, dxp.tensor};
+      pa.align_rows = c.align;
+      const Status st = moe_permute_cuda(pa, nullptr);
       ASSERT_TRUE(st.ok()) << st.to_string();
       const auto off = download_as<int32_t>(doff.tensor), src = download_as<int32_t>(dsrc.tensor), inv = download_as<int32_t>(dinv.tensor);
-      // Offsets are the prefix sums of the counts; rows of an expert list its assignments in order.
+      // Offsets are the (aligned) prefix sums of the counts; rows of an expert list its assignments
+      // in order, then -1 up to the next expert's first row.
       std::vector<int32_t> want_src;
       for (int32_t e = 0; e < c.experts; ++e) {
+        while (e > 0 && want_src.size() % static_cast<size_t>(c.align) != 0) want_src.push_back(-1);
         EXPECT_EQ(off[static_cast<size_t>(e)], static_cast<int32_t>(want_src.size())) << "expert " << e;
         for (int64_t i = 0; i < a; ++i) if (ids[static_cast<size_t>(i)] == e) want_src.push_back(static_cast<int32_t>(i));
       }
-      EXPECT_EQ(off.back(), a);
-      EXPECT_EQ(src, want_src);
+      ASSERT_LE(static_cast<int64_t>(want_src.size()), rows);
+      EXPECT_EQ(off.back(), static_cast<int32_t>(want_src.size()));
+      EXPECT_EQ(std::vector<int32_t>(src.begin(), src.begin() + static_cast<int64_t>(want_src.size())), want_src);
       for (int64_t i = 0; i < a; ++i) ASSERT_EQ(src[static_cast<size_t>(inv[static_cast<size_t>(i)])], i);
       const auto xp = download_as<uint16_t>(dxp.tensor);
-      for (int64_t r = 0; r < a; ++r)
-        ASSERT_TRUE(std::equal(xp.begin() + r * c.hidden, xp.begin() + (r + 1) * c.hidden,
-                               x.tensor.ptr<uint16_t>() + (src[static_cast<size_t>(r)] / c.k) * c.hidden)) << "row " << r;
+      for (int64_t r = 0; r < static_cast<int64_t>(want_src.size()); ++r) {
+        const int32_t s = src[static_cast<size_t>(r)];
+        if (s < 0)
+          ASSERT_TRUE(std::all_of(xp.begin() + r * c.hidden, xp.begin() + (r + 1) * c.hidden, [](uint16_t b) { return b == 0; }))
+              << "gap row " << r;
+        else
+          ASSERT_TRUE(std::equal(xp.begin() + r * c.hidden, xp.begin() + (r + 1) * c.hidden,
+                                 x.tensor.ptr<uint16_t>() + (s / c.k) * c.hidden)) << "row " << r;
+      }
 
       // Un-permute: out[t] = sum_j w[t, j] * y[inv[t * k + j]].
-      HostTensor y = test::random_tensor(v.act, {a, c.hidden}, rng);
+      HostTensor y = test::random_tensor(v.act, {rows, c.hidden}, rng);
       HostTensor w = test::random_tensor(DType::kF32, {c.n, c.k}, rng);
       DeviceTensor dy = upload(y.tensor), dw = upload(w.tensor), dout = make(v.act, {c.n, c.hidden});
       const Status st2 = moe_unpermute_cuda({dy.tensor, dw.tensor, dinv.tensor, dout.tensor}, nullptr);
@@ -194,6 +212,12 @@ TEST(MoePermuteCuda, GroupsStablyAndUnpermutes) {
       EXPECT_LT(scaled_error(test::to_f32(out->tensor), ref), 1e-2);
     }
   }
+  // align_rows not a power of two (or past 64): an error.
+  DeviceTensor dids = make(DType::kInt32, {1, 2}), dx = make(DType::kBF16, {1, 64}), doff = make(DType::kInt32, {9});
+  DeviceTensor dsrc = make(DType::kInt32, {2}), dinv = make(DType::kInt32, {2}), dxp = make(DType::kBF16, {2, 64});
+  MoePermuteArgs bad{dids.tensor, dx.tensor, 8, doff.tensor, dsrc.tensor, dinv.tensor, dxp.tensor};
+  bad.align_rows = 3;
+  EXPECT_EQ(moe_permute_cuda(bad, nullptr).code(), StatusCode::kInvalidArgument);
 }
 
 // The whole expert block on the GPU against the CPU composition of models/mixtral.cc.
@@ -255,6 +279,70 @@ TEST(MoeBlockCuda, MatchesCpuComposition) {
     }
     // Three bf16 roundings of intermediates on the GPU path: a looser bound than one kernel's.
     EXPECT_LT(scaled_error(test::to_f32(got->tensor), ref), 2e-2);
+  }
+}
+
+// The fp8 prefill expert block as the model runs it (rows aligned to 4 per expert, x quantized once
+// for all experts, the scale slices handed to cuBLASLt as they are) against the same block with
+// unaligned rows and x quantized inside each expert's GEMM: the same fp8 bits of x go in, so the
+// outputs agree up to the GEMMs' summation order.
+TEST(MoeBlockCuda, AlignedFp8MatchesPerExpertQuantization) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(35);
+  const int64_t hidden = 256, inter = 384, experts = 8, k = 2;
+  auto gemm = Gemm::create({.skinny_max_m_fp8 = 0});  // cuBLASLt for every expert, as for large steps
+  ASSERT_TRUE(gemm.ok());
+  std::vector<DeviceTensor> dw, ds;
+  std::vector<Tensor> gu_w, gu_s, dn_w, dn_s;
+  for (int64_t e = 0; e < 2 * experts; ++e) {
+    const bool up = e < experts;
+    HostTensor f = test::random_tensor(DType::kF32, {up ? 2 * inter : hidden, up ? hidden : inter}, rng, 0.08f);
+    auto q = quantize_fp8_weights_cpu(f.tensor, false);
+    ASSERT_TRUE(q.ok());
+    dw.push_back(upload(q->q.tensor));
+    ds.push_back(upload(q->scale.tensor));
+  }
+  for (int64_t e = 0; e < 2 * experts; ++e) {
+    (e < experts ? gu_w : dn_w).push_back(dw[static_cast<size_t>(e)].tensor);
+    (e < experts ? gu_s : dn_s).push_back(ds[static_cast<size_t>(e)].tensor);
+  }
+  for (int64_t n : {3, 77, 301}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    DeviceTensor dh = upload(test::random_tensor(DType::kBF16, {n, hidden}, rng).tensor);
+    DeviceTensor dl = upload(test::random_tensor(DType::kF32, {n, experts}, rng, 2.0f).tensor);
+    DeviceTensor dids = make(DType::kInt32, {n, k}), dwt = make(DType::kF32, {n, k});
+    ASSERT_TRUE(moe_route_cuda({dl.tensor, dids.tensor, dwt.tensor, true}, nullptr).ok());
+    std::vector<std::vector<float>> outs;
+    for (int64_t align : {1, 4}) {
+      const int64_t rows_max = moe_permuted_rows(n * k, experts, align);
+      DeviceTensor doff = make(DType::kInt32, {experts + 1}), dsrc = make(DType::kInt32, {rows_max}), dinv = make(DType::kInt32, {n * k});
+      DeviceTensor dxp = make(DType::kBF16, {rows_max, hidden}), dout = make(DType::kBF16, {n, hidden});
+      ASSERT_TRUE(moe_permute_cuda({dids.tensor, dh.tensor, experts, doff.tensor, dsrc.tensor, dinv.tensor, dxp.tensor, align}, nullptr).ok());
+      auto off = moe_offsets_to_host(doff.tensor, nullptr);
+      ASSERT_TRUE(off.ok());
+      const int64_t rows = off->back();
+      for (int64_t e = 0; align > 1 && e < experts; ++e) EXPECT_EQ((*off)[static_cast<size_t>(e)] % align, 0);
+      DeviceTensor dgu = make(DType::kBF16, {rows, 2 * inter}), dyp = make(DType::kBF16, {rows, hidden});
+      DeviceTensor dq = make(DType::kFp8E4M3, {rows, std::max(hidden, inter)}), dsc = make(DType::kF32, {rows});
+      const Tensor xq = Tensor::view(dq.tensor.data, DType::kFp8E4M3, {rows, hidden}, Device::kCuda);
+      const Tensor aq = Tensor::view(dq.tensor.data, DType::kFp8E4M3, {rows, inter}, Device::kCuda);
+      if (align == 1) {  // x bf16: each expert's GEMM quantizes its own rows
+        ASSERT_TRUE(moe_grouped_gemm_cuda(*gemm, {dxp.tensor, gu_w, *off, dgu.tensor, gu_s}, nullptr).ok());
+      } else {
+        ASSERT_TRUE(quantize_fp8_cuda({dxp.tensor.slice0(0, rows), xq, dsc.tensor}, nullptr).ok());
+        const Status st = moe_grouped_gemm_cuda(*gemm, {xq, gu_w, *off, dgu.tensor, gu_s, dsc.tensor}, nullptr);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+      }
+      ASSERT_TRUE(silu_mul_fp8_cuda({dgu.tensor, aq, dsc.tensor}, nullptr).ok());
+      const Status st2 = moe_grouped_gemm_cuda(*gemm, {aq, dn_w, *off, dyp.tensor, dn_s, dsc.tensor}, nullptr);
+      ASSERT_TRUE(st2.ok()) << st2.to_string();
+      ASSERT_TRUE(moe_unpermute_cuda({dyp.tensor, dwt.tensor, dinv.tensor, dout.tensor}, nullptr).ok());
+      auto got = to_host(dout.tensor, DType::kF32);
+      ASSERT_TRUE(got.ok());
+      outs.push_back(test::to_f32(got->tensor));
+      EXPECT_TRUE(std::all_of(outs.back().begin(), outs.back().end(), [](float v) { return std::isfinite(v); }));
+    }
+    EXPECT_LT(scaled_error(outs[1], outs[0]), 1e-2);
   }
 }
 

@@ -17,19 +17,27 @@ namespace kiln {
 
 class Gemm;
 
+// rows = moe_permuted_rows(num_tokens * k, num_experts, align_rows): num_tokens * k, plus up to
+// align_rows - 1 padding rows per expert when align_rows > 1.
 struct MoePermuteArgs {
   Tensor topk_ids;        // [num_tokens, k] int32, each in [0, num_experts)
   Tensor x;               // [num_tokens, hidden] bf16
   int64_t num_experts = 0;  // <= 256
   Tensor expert_offsets;  // [num_experts + 1] int32 out: expert e owns rows [offsets[e], offsets[e + 1])
-  Tensor permuted_src;    // [num_tokens * k] int32 out: the assignment behind each permuted row
+  Tensor permuted_src;    // [rows] int32 out: the assignment behind each permuted row (-1: padding)
   Tensor inverse;         // [num_tokens * k] int32 out: the permuted row of each assignment
-  Tensor x_permuted;      // [num_tokens * k, hidden] bf16 out: x_permuted[r] = x[permuted_src[r] / k]
+  Tensor x_permuted;      // [rows, hidden] bf16 out: x_permuted[r] = x[permuted_src[r] / k] (padding: 0)
+  // Each expert's rows start at a multiple of align_rows (1..64, a power of two): offsets[e] is
+  // aligned, expert e's assignments fill [offsets[e], offsets[e] + count) and the rest of its
+  // range is padding (zero rows), so slices of per-row data (an fp8 x's scales) start 4 * align_rows
+  // bytes apart. Rows from offsets[num_experts] on are not written.
+  int64_t align_rows = 1;
 };
 Status moe_permute_cuda(const MoePermuteArgs& args, CUstream_st* stream);
+int64_t moe_permuted_rows(int64_t assignments, int64_t num_experts, int64_t align_rows);
 
 struct MoeUnpermuteArgs {
-  Tensor y_permuted;    // [num_tokens * k, hidden] bf16
+  Tensor y_permuted;    // [rows, hidden] bf16: the permute's rows (num_tokens * k, or more with align_rows)
   Tensor topk_weights;  // [num_tokens, k] f32
   Tensor inverse;       // [num_tokens * k] int32 (from moe_permute_cuda)
   Tensor out;           // [num_tokens, hidden] bf16, overwritten (a gather, deterministic: no atomics)

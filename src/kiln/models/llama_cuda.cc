@@ -30,6 +30,7 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/moe.h"
 #include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/quantize.h"
 #include "kiln/kernels/rmsnorm.h"
 #include "kiln/kernels/rope.h"
 #include "kiln/kernels/sampling_cuda.h"
@@ -156,9 +157,8 @@ class CudaLlamaModel : public Model {
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
   Scratch act_scale_;  // [rows] f32: per-row scales of the fp8 SwiGLU output (silu_mul_fp8_cuda)
   Scratch moe_hq_, moe_hs_;  // fused fp8 MoE decode: the ffn norm's output as per-token e4m3 and its scales
-  // Switches, all on unless the variable is 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (silu_mul_fp8
-  // for fp8 prefill), KILN_SPLIT_ATTENTION (decode kernel for a mixed step's decodes), KILN_HOPPER_VT,
-  // KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL (else the portable prefill kernel).
+  // Switches, on unless 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (fp8 prefill: silu_mul_fp8, MoE x once),
+  // KILN_SPLIT_ATTENTION (mixed steps' decodes), KILN_HOPPER_VT, KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL.
   bool moe_fused_ = true, fused_act_quant_ = true, split_attention_ = true, use_hopper_vt_ = true, use_graphs_ = true,
        use_hopper_ = true;
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
@@ -172,10 +172,8 @@ class CudaLlamaModel : public Model {
   cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
   Scratch sampled_;
   cudaStream_t stream_ = nullptr;
-  // Decode steps of MoE models take moe_decode_gemm_cuda (no host round trip, CUDA graphs; tests/models
-  // CudaMoeDecode) up to moe_decode_slots_ (token, expert) slots (KILN_MOE_DECODE=N; 0: never; -1: by
-  // dtype), above it the grouped path. H100: bf16 experts stop at 32 slots (32 tokens 30.6 ms vs 26.6
-  // grouped); fp8 ones (wgmma row, 85-100% of copy up to 64 tokens x top-2) take kMoeDecodeMaxSlots.
+  // MoE decode steps of up to moe_decode_slots_ (token, expert) slots take moe_decode_gemm_cuda (-1: by dtype;
+  // H100: bf16 up to 32, 30.6 vs 26.6 ms grouped at 32 tokens; fp8, the wgmma row, kMoeDecodeMaxSlots).
   int64_t moe_decode_slots_ = -1;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
@@ -189,9 +187,8 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   for (int32_t id : b.token_ids)
     if (id < 0 || id >= config_.vocab_size) return out_of_range("token id " + std::to_string(id) + " outside the vocabulary");
   host_meta_.clear();
-  // Leading single-token sequences (the scheduler puts decodes first): in steps that also carry
-  // prompt tokens their attention takes the decode kernel, the rest the prefill kernel, whose
-  // cu_seqlens (rebased to 0) ride along as the seventh part.
+  // Leading single-token sequences (decodes first): in steps with prompt tokens their attention takes the
+  // decode kernel, the rest the prefill kernel, whose cu_seqlens (rebased to 0) ride along as part seven.
   decode_seqs_ = 0;
   while (decode_seqs_ < batch && b.cu_seqlens_q[static_cast<size_t>(decode_seqs_) + 1] - b.cu_seqlens_q[static_cast<size_t>(decode_seqs_)] == 1)
     ++decode_seqs_;
@@ -306,34 +303,39 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
   if (moe_decode_path(lw, n)) return moe_decode(lw, n, k, fused);
   if (fused) return internal_error("ffn: the fused MoE decode step off the MoE decode path");
-  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 4 * n * k + e + 1}));
+  // fp8 experts: each expert's rows start at a multiple of 4 (scale slices 16-byte aligned for cuBLASLt).
+  const bool fp8 = fused_act_quant_ && !lw.expert_down_scale.empty() && lw.experts[0].down.tensor.dtype == DType::kFp8E4M3;
+  const int64_t align = fp8 ? 4 : 1, rows_max = moe_permuted_rows(n * k, e, align), m0 = n * e + 3 * n * k + e + 1;
+  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {m0 + rows_max}));
   Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
   Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
   Tensor weights = Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda);
-  Tensor src = Tensor::view(meta.ptr<int32_t>() + n * e + 2 * n * k, DType::kInt32, {n * k}, Device::kCuda);
-  Tensor inverse = Tensor::view(meta.ptr<int32_t>() + n * e + 3 * n * k, DType::kInt32, {n * k}, Device::kCuda);
-  Tensor offsets = Tensor::view(meta.ptr<int32_t>() + n * e + 4 * n * k, DType::kInt32, {e + 1}, Device::kCuda);
+  Tensor inverse = Tensor::view(meta.ptr<int32_t>() + n * e + 2 * n * k, DType::kInt32, {n * k}, Device::kCuda);
+  Tensor offsets = Tensor::view(meta.ptr<int32_t>() + n * e + 3 * n * k, DType::kInt32, {e + 1}, Device::kCuda);
+  Tensor src = Tensor::view(meta.ptr<int32_t>() + m0, DType::kInt32, {rows_max}, Device::kCuda);
   KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob, h, lw.router.tensor}, stream_));
-  KILN_ASSIGN_OR_RETURN(Tensor xp, moe_b_.get(DType::kBF16, {n * k, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp}, stream_));
+  KILN_ASSIGN_OR_RETURN(Tensor xp, moe_b_.get(DType::kBF16, {rows_max, c.hidden_size}));
+  KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp, align}, stream_));
   KILN_ASSIGN_OR_RETURN(std::vector<int32_t> host_offsets, moe_offsets_to_host(offsets, stream_));
-  KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
-  KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
-  KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}, stream_));
-  // fp8 experts, every expert past the decode-kernel range (or a large step): SwiGLU straight to
-  // per-row fp8 for the down GEMMs (bf16 x keeps the decode kernel for experts of few rows).
+  const int64_t rows = host_offsets[static_cast<size_t>(e)];  // n * k plus the alignment gaps
+  KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {rows, 2 * inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {rows, c.hidden_size}));
   int32_t min_rows = std::numeric_limits<int32_t>::max();
   for (size_t i = 0; i + 1 < host_offsets.size(); ++i)
     if (host_offsets[i + 1] > host_offsets[i]) min_rows = std::min(min_rows, host_offsets[i + 1] - host_offsets[i]);
-  if (fused_act_quant_ && !lw.expert_down_scale.empty() && lw.experts[0].down.tensor.dtype == DType::kFp8E4M3 &&
-      (min_rows > kGemmSkinnyMaxMFp8 || n * k >= 1024)) {
-    KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n * k, inter}));
-    KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n * k}));
-    KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
-    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, as}, stream_));
+  if (fp8 && (min_rows > kGemmSkinnyMaxMFp8 || n * k >= 1024)) {  // no expert in the decode-kernel range: x, SwiGLU fp8
+    KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {rows, std::max(inter, c.hidden_size)}));
+    const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, c.hidden_size}, Device::kCuda);  // read before aq's write
+    KILN_ASSIGN_OR_RETURN(Tensor scales, act_scale_.get(DType::kF32, {rows}));  // x's, then the SwiGLU output's
+    KILN_RETURN_IF_ERROR(quantize_fp8_cuda({xp.slice0(0, rows), xq, scales}, stream_));
+    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xq, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale, scales}, stream_));
+    aq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, inter}, Device::kCuda);
+    KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, scales}, stream_));
+    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, scales}, stream_));
     return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
   }
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp.slice0(0, rows), lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}, stream_));
+  KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {rows, inter}));
   KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
   KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp, lw.expert_down_scale}, stream_));
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);

@@ -1,12 +1,14 @@
 // CUDA MoE token permutation and weighted un-permutation.
-//   permute:   one block counts assignments per expert, scans the counts into offsets, then
-//              places assignments chunk by chunk (warp match + per-warp counts), keeping token
-//              order within each expert; a second kernel gathers the x rows (16-byte vectors).
+//   permute:   one block counts assignments per expert, scans the counts into offsets (each
+//              rounded up to align_rows; the gap rows marked -1), then places assignments chunk by
+//              chunk (warp match + per-warp counts), keeping token order within each expert; a
+//              second kernel gathers the x rows (16-byte vectors; zeros for the gap rows).
 //   unpermute: one block per token gathers its k expert outputs and sums them with the router
 //              weights in f32 (deterministic, no atomics).
 // Variants: bf16 activations.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <string>
 
 #include "kiln/kernels/cuda/common/bf16.cuh"
@@ -30,7 +32,7 @@ struct PlaceParams {
   int32_t* permuted_src;    // [num_assignments]
   int32_t* inverse;         // [num_assignments]
   int64_t num_assignments;
-  int num_experts;
+  int num_experts, align_rows;
 };
 
 __global__ void __launch_bounds__(kPlaceThreads) moe_place_kernel(const __grid_constant__ PlaceParams p) {
@@ -48,8 +50,16 @@ __global__ void __launch_bounds__(kPlaceThreads) moe_place_kernel(const __grid_c
       p.offsets[e] = run;
       cursor[e] = run;
       run += count[e];
+      if (e + 1 < p.num_experts) run = (run + p.align_rows - 1) / p.align_rows * p.align_rows;
     }
     p.offsets[p.num_experts] = run;
+  }
+  if (p.align_rows > 1) {  // the gap rows after each expert's assignments (cursor: its first row)
+    __syncthreads();
+    for (int i = tid; i < p.num_experts * p.align_rows; i += kPlaceThreads) {
+      const int e = i / p.align_rows, row = cursor[e] + count[e] + i % p.align_rows;
+      if (e + 1 < p.num_experts && row < cursor[e + 1]) p.permuted_src[row] = -1;
+    }
   }
   int e_next = tid < p.num_assignments ? p.topk_ids[tid] : -1;  // the next chunk's load is in flight early
   for (int64_t base = 0; base < p.num_assignments; base += kPlaceThreads) {
@@ -83,6 +93,7 @@ __global__ void __launch_bounds__(kPlaceThreads) moe_place_kernel(const __grid_c
 
 struct GatherParams {
   const int32_t* permuted_src;  // [rows]
+  const int32_t* end;           // offsets[num_experts]: rows past it are not written
   const uint4* x;               // [num_tokens, hidden], row stride x_stride (vectors)
   uint4* x_permuted;            // [rows, hidden], row stride out_stride (vectors)
   int64_t x_stride, out_stride;
@@ -91,9 +102,14 @@ struct GatherParams {
 
 __global__ void __launch_bounds__(kRowThreads) moe_gather_kernel(const __grid_constant__ GatherParams p) {
   const int64_t r = blockIdx.x;
-  const int64_t token = p.permuted_src[r] / p.k;
-  const uint4* src = p.x + token * p.x_stride;
+  if (r >= *p.end) return;
+  const int32_t a = p.permuted_src[r];
   uint4* dst = p.x_permuted + r * p.out_stride;
+  if (a < 0) {  // a gap row (align_rows)
+    for (int c = threadIdx.x; c < p.vecs_per_row; c += kRowThreads) dst[c] = make_uint4(0, 0, 0, 0);
+    return;
+  }
+  const uint4* src = p.x + static_cast<int64_t>(a / p.k) * p.x_stride;
   for (int c = threadIdx.x; c < p.vecs_per_row; c += kRowThreads) dst[c] = src[c];
 }
 
@@ -130,18 +146,21 @@ Status launch_permute(const MoePermuteArgs& a, CUstream_st* stream) {
   const int64_t n = a.topk_ids.shape[0], k = a.topk_ids.shape[1], num_assign = n * k, e = a.num_experts;
   if (e <= 0 || e > kMaxExperts)
     return unimplemented("moe_permute_cuda: " + std::to_string(e) + " experts (supported: 1 to 256)");
+  if (a.align_rows < 1 || a.align_rows > 64 || (a.align_rows & (a.align_rows - 1)) != 0)
+    return invalid_argument("moe_permute_cuda: align_rows " + std::to_string(a.align_rows) + " (want a power of two up to 64)");
+  const int64_t rows = moe_permuted_rows(num_assign, e, a.align_rows);
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_ids, DType::kInt32, num_assign, kName, "topk_ids"));
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.expert_offsets, DType::kInt32, e + 1, kName, "expert_offsets"));
-  KILN_RETURN_IF_ERROR(cuda::expect_device(a.permuted_src, DType::kInt32, num_assign, kName, "permuted_src"));
+  KILN_RETURN_IF_ERROR(cuda::expect_device(a.permuted_src, DType::kInt32, rows, kName, "permuted_src"));
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.inverse, DType::kInt32, num_assign, kName, "inverse"));
   KILN_ASSIGN_OR_RETURN(const cuda::RowsView x, cuda::device_rows(a.x, DType::kBF16, kName, "x"));
   KILN_ASSIGN_OR_RETURN(const cuda::RowsView xp, cuda::device_rows(a.x_permuted, DType::kBF16, kName, "x_permuted"));
-  if (x.rows != n || xp.rows != num_assign || xp.cols != x.cols)
+  if (x.rows != n || xp.rows != rows || xp.cols != x.cols)
     return invalid_argument("moe_permute_cuda: x " + a.x.shape_string() + " / x_permuted " +
                             a.x_permuted.shape_string() + " do not match topk_ids " + a.topk_ids.shape_string());
   if (x.cols % 8 || x.stride % 8 || xp.stride % 8 || !cuda::aligned16(a.x.data) || !cuda::aligned16(a.x_permuted.data))
     return unimplemented("moe_permute_cuda: hidden must be a multiple of 8 with 16-byte aligned rows");
-  if (num_assign > 0x7fffffff) return out_of_range("moe_permute_cuda: too many assignments");
+  if (rows > 0x7fffffff) return out_of_range("moe_permute_cuda: too many assignments");
   PlaceParams pp{};
   pp.topk_ids = static_cast<const int32_t*>(a.topk_ids.data);
   pp.offsets = static_cast<int32_t*>(a.expert_offsets.data);
@@ -149,18 +168,20 @@ Status launch_permute(const MoePermuteArgs& a, CUstream_st* stream) {
   pp.inverse = static_cast<int32_t*>(a.inverse.data);
   pp.num_assignments = num_assign;
   pp.num_experts = static_cast<int>(e);
+  pp.align_rows = static_cast<int>(a.align_rows);
   moe_place_kernel<<<1, kPlaceThreads, 0, stream>>>(pp);  // offsets are written even for 0 tokens
   KILN_CUDA_CHECK_LAUNCH();
   if (num_assign == 0) return ok_status();
   GatherParams gp{};
   gp.permuted_src = pp.permuted_src;
+  gp.end = pp.offsets + e;
   gp.x = static_cast<const uint4*>(a.x.data);
   gp.x_permuted = static_cast<uint4*>(a.x_permuted.data);
   gp.x_stride = x.stride / 8;
   gp.out_stride = xp.stride / 8;
   gp.k = static_cast<int>(k);
   gp.vecs_per_row = static_cast<int>(x.cols / 8);
-  moe_gather_kernel<<<static_cast<unsigned>(num_assign), kRowThreads, 0, stream>>>(gp);
+  moe_gather_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(gp);
   KILN_CUDA_CHECK_LAUNCH();
   return ok_status();
 }
@@ -173,7 +194,7 @@ Status launch_unpermute(const MoeUnpermuteArgs& a, CUstream_st* stream) {
   KILN_RETURN_IF_ERROR(cuda::expect_device(a.inverse, DType::kInt32, n * k, kName, "inverse"));
   KILN_ASSIGN_OR_RETURN(const cuda::RowsView y, cuda::device_rows(a.y_permuted, DType::kBF16, kName, "y_permuted"));
   KILN_ASSIGN_OR_RETURN(const cuda::RowsView out, cuda::device_rows(a.out, DType::kBF16, kName, "out"));
-  if (y.rows != n * k || out.rows != n || out.cols != y.cols)
+  if (y.rows < n * k || out.rows != n || out.cols != y.cols)
     return invalid_argument("moe_unpermute_cuda: y_permuted " + a.y_permuted.shape_string() + " / out " +
                             a.out.shape_string() + " do not match topk_weights " + a.topk_weights.shape_string());
   if (y.cols % 8 || y.stride % 8 || out.stride % 8 || !cuda::aligned16(a.y_permuted.data) || !cuda::aligned16(a.out.data))
@@ -207,6 +228,10 @@ std::string supported_list() {
 }  // namespace
 
 std::span<const MoeCudaVariant> moe_cuda_variants() { return kVariants; }
+
+int64_t moe_permuted_rows(int64_t assignments, int64_t num_experts, int64_t align_rows) {
+  return assignments + (align_rows > 1 ? (align_rows - 1) * std::max<int64_t>(num_experts - 1, 0) : 0);
+}
 
 Status moe_permute_cuda(const MoePermuteArgs& a, CUstream_st* stream) {
   for (const auto& v : kVariants)
