@@ -32,7 +32,7 @@ grep -h "rel err" "$LOGS/tests.log" | grep -v "worst rel err" | awk '{
 grep -h "worst rel err" "$LOGS/tests.log"
 grep -E "^\[  (PASSED|FAILED) " "$LOGS/tests.log"
 echo "== SASS (static counts; tune <K, V, persistent, poly mask, overlap, split-q, features, probe>)"
-for f in "$B"/*hopper_prefill_fp8_d128_poly*.o "$B"/*hopper_prefill_fp8_d128_vt.cu.o "$B"/*hopper_prefill_fp8_d128_solo.cu.o; do
+for f in "$B"/*hopper_prefill_fp8_d128_vt.cu.o; do
   python3 scripts/hopper_sass_counts.py "$f" | grep -v "^kernel" | grep "Li4ELi4E\|Li3ELi3ELb1ELi0ELb1ELb0ELi78E" | sort -u
 done | sort -u | sed 's/^Li//; s/ELi/,/g; s/ELb/,/g; s/EE / /; s/E / /'
 python3 scripts/hopper_sass_counts.py "$B"/*hopper_prefill_fp8_d128_vt.cu.o 2>/dev/null | head -1

@@ -33,4 +33,14 @@ Status fp8_d128_vtpre_k3v3_noexp(const PagedAttentionArgs& a, const HopperPrefil
   return tuned<true, 128, 3, 3, true, 0, true, false, kPre, 2>(a, o, s);
 }
 
+// Without the consumers' ping-pong: "nopp" = the ping-pong kernel launched with
+// HopperPrefillParams::pingpong = 0 (kFeatLaunchSolo: the same SASS as the ping-pong row), "solo" =
+// compiled without it (kFeatSolo; row 0 of the table).
+Status fp8_d128_vtpre_k4v4_nopp(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
+  return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatLaunchSolo>(a, o, s);
+}
+Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
+  return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo>(a, o, s);
+}
+
 }  // namespace kiln::hopper_launch

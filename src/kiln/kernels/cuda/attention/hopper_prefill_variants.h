@@ -13,8 +13,7 @@ HopperPrefillVariant fp8_d128_variant();
 
 // fp8 d128 tuning rows compiled in their own files (so they build in parallel), listed by the
 // table in hopper_prefill_fp8_d128.cu. hopper_prefill_fp8_d128_vt.cu: V from the pre-pass
-// ("vtpre"); hopper_prefill_fp8_d128_h2.cu: f16x2 exponentials ("h2");
-// hopper_prefill_fp8_d128_solo.cu: vtpre without the consumers' ping-pong.
+// ("vtpre"); hopper_prefill_fp8_d128_h2.cu: f16x2 exponentials ("h2").
 Status fp8_d128_vtpre_k3v3(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k3v3_r240(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
