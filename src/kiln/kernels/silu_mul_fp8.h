@@ -26,13 +26,16 @@ Status silu_mul_fp8_cpu(const SiluMulFp8Args& args);
 // ---- CUDA (kernels/cuda/activation/silu_mul_fp8.cu) ----------------------------------------
 // Device tensors, bf16 gate_up; one block per row holding the row in registers. Variants: threads
 // per block x 16-byte vectors per thread (inter <= threads * 8 * vecs; 1024-thread rows for few
-// rows); inter % 8 == 0, 16-byte aligned rows.
+// rows); inter % 8 == 0, 16-byte aligned gate_up rows, contiguous q.
 struct SiluMulFp8CudaVariant {
-  int threads;    // per block (one row)
-  int vecs;       // 8-element vectors per thread
+  int threads;  // per block (one row)
+  int vecs;     // 8-element vectors per thread
   int64_t max_inter;
+  int64_t max_rows;  // 0: any
 };
 std::span<const SiluMulFp8CudaVariant> silu_mul_fp8_cuda_variants();
 Status silu_mul_fp8_cuda(const SiluMulFp8Args& args, CUstream_st* stream);
+// One row of the table (tests, benchmarks); kUnimplemented where the row does not take the shape.
+Status silu_mul_fp8_cuda_variant(const SiluMulFp8Args& args, size_t variant, CUstream_st* stream);
 
 }  // namespace kiln
