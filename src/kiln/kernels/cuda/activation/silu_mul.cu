@@ -1,10 +1,12 @@
 // CUDA SiLU-and-multiply over the fused [n, 2 * inter] gate_up layout: a flat grid over 16-byte
-// output vectors, kUnroll per thread with all loads issued first. Variants: bf16.
+// output vectors, kUnroll per thread with all loads issued first; the SiLU division's fast path
+// (swiglu_exact.cuh, the same bits) for vectors whose |g| allow it. Variants: bf16.
 #include <cuda_bf16.h>
 
 #include <string>
 
 #include "kiln/kernels/activation.h"
+#include "kiln/kernels/cuda/activation/swiglu_exact.cuh"
 #include "kiln/kernels/cuda/common/bf16.cuh"
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/kernel_args.h"
@@ -25,8 +27,6 @@ struct SiluMulParams {
   int64_t inter;
   int vecs_per_row;     // inter / 8
 };
-
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 __global__ void __launch_bounds__(kThreads) silu_mul_kernel(const __grid_constant__ SiluMulParams p) {
   cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
@@ -49,12 +49,11 @@ __global__ void __launch_bounds__(kThreads) silu_mul_kernel(const __grid_constan
 #pragma unroll
   for (int j = 0; j < kUnroll; ++j) {
     if (first + j * kThreads >= p.total_vecs) continue;
-    float g[8], u[8], o[8];
-    cuda::bf16x8_to_f32(gv[j], g);
-    cuda::bf16x8_to_f32(uv[j], u);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) o[i] = silu(g[i]) * u[i];
-    cuda::store_bf16x8(p.out + row[j] * p.out_stride + col[j] * cuda::kBf16PerVec, o);
+    cuda::swiglu::RangeAcc range;
+    cuda::swiglu::range_add8(range, gv[j]);
+    const uint4 o = cuda::swiglu::in_fast_range(range) ? cuda::swiglu::swiglu8<true>(gv[j], uv[j])
+                                                       : cuda::swiglu::swiglu8<false>(gv[j], uv[j]);
+    *reinterpret_cast<uint4*>(p.out + row[j] * p.out_stride + col[j] * cuda::kBf16PerVec) = o;
   }
 }
 
