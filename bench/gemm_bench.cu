@@ -10,6 +10,7 @@
 //   gemm_bench   env: KILN_GPU_CEILINGS=ceilings.json (measured ceilings),
 //                KILN_GEMM_BENCH=decode,moe,prefill,sweep,ab,e4m3 (sections; default decode,moe,prefill)
 //                KILN_GEMM_AB=fp8 (the ab section on fp8 weights with bf16 y only)
+//                KILN_GEMM_SWEEP=f16 (the sweep section on the fp8 f16-widening rows at m = 1, 8 only)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -200,7 +201,7 @@ struct BenchWorkspace {
 
 // The decode kernel's launch choices on one shape: every variant that fits, warps per CTA
 // automatic / 4 / 8, with programmatic dependent launch (graph-timed).
-void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, DType wt) {
+void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, DType wt, bool f16_only = false) {
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
   auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
   auto y = DeviceTensor::empty(l.y, {m, l.n});
@@ -214,7 +215,9 @@ void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, 
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
     const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
     if (v.w != wt || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8)) continue;
-    for (int warps : {0, 4, 8}) {
+    if (f16_only && (!v.f16 || v.stream || !(v.x_ahead || v.preferred))) continue;
+    for (int warps : {0, 4, 6, 8}) {
+      if (f16_only && warps == 4) continue;
       for (bool pdl : {true}) {
         wsp.pdl = pdl;
         SkinnyGemmLaunch launch;
@@ -226,9 +229,9 @@ void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, 
         call(0);
         check(cudaStreamSynchronize(s), "sync");
         const double ms = graph_ms(call, s);
-        std::printf("sweep %-8s %-5s m=%-2lld v%-2d(rt%d u%d s%d%s) warps=%d(%d) split=%d ctas=%lld occ=%d pdl=%d  %7.2f us  %6.1f%%\n",
+        std::printf("sweep %-8s %-5s m=%-2lld v%-2d(rt%d u%d s%d a%d%s%s) warps=%d(%d) split=%d ctas=%lld occ=%d pdl=%d  %7.2f us  %6.1f%%\n",
                     l.name, std::string(dtype_name(wt)).c_str(), static_cast<long long>(m), vi, v.row_tiles, v.unroll,
-                    v.stages, v.preferred ? "*" : "", launch.warps, warps, launch.split_k,
+                    v.stages, v.acc_sets, v.x_ahead ? " xa" : "", v.preferred ? "*" : "", launch.warps, warps, launch.split_k,
                     static_cast<long long>(launch.ctas), launch.ctas_per_sm, pdl ? 1 : 0, ms * 1e3,
                     100.0 * w_bytes / ms / 1e6 / c.copy_gbps);
       }
@@ -483,7 +486,12 @@ int main() {
       for (DType wt : {DType::kFp8E4M3, DType::kBF16})
         if (!fp8_only || (wt == DType::kFp8E4M3 && l.y == DType::kBF16)) bench_ab(c, s, l, wt);
   }
-  if (section("sweep")) {
+  const char* sweep_only = std::getenv("KILN_GEMM_SWEEP");
+  if (section("sweep") && sweep_only && std::string(sweep_only) == "f16") {
+    for (const Layer& l : layers)
+      for (int64_t m : {1, 8})
+        if (l.y == DType::kBF16) sweep(c, s, l, m, DType::kFp8E4M3, true);
+  } else if (section("sweep")) {
     for (const Layer& l : layers)
       for (DType wt : {DType::kBF16, DType::kFp8E4M3})
         for (int64_t m : {1, 8, 32, 64})

@@ -39,13 +39,21 @@ struct Variant {
 
 // kF16 (fp8 only): the f16 widening (hardware cvt, x rounded to f16), else exact bf16; kE4m3
 // (fp8 only): x quantized to e4m3 per token, the e4m3 mma.
-template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false, bool kE4m3 = false>
+template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false, bool kE4m3 = false,
+          int kAcc = 1, bool kXAhead = false>
 Variant row(bool preferred) {
   constexpr DType w = kFp8 ? DType::kFp8E4M3 : DType::kBF16;
   constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
-  return {{w, y, 8 * kMT, kRT, kU, kS, preferred, false, kF16, kE4m3},
-          reinterpret_cast<const void*>(&skinny_gemm_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, kE4m3, Y>),
-          skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3>::kSmemPerWarp};
+  SkinnyGemmVariant v{w, y, 8 * kMT, kRT, kU, kS, preferred, false, kF16, kE4m3};
+  v.acc_sets = kAcc;
+  v.x_ahead = kXAhead;
+  return {v, reinterpret_cast<const void*>(&skinny_gemm_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, kE4m3, Y, kAcc, kXAhead>),
+          skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3, kAcc, kXAhead>::kSmemPerWarp};
+}
+// The f16 widening rows with kAcc accumulator sets and x loaded a chunk ahead (kXAhead).
+template <int kMT, int kRT, int kU, int kS, int kMinBlocks, int kAcc, bool kXAhead>
+Variant f16_row(bool preferred) {
+  return row<true, kMT, kRT, kU, kS, kMinBlocks, __nv_bfloat16, true, false, kAcc, kXAhead>(preferred);
 }
 template <int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y>
 Variant e4m3_row(bool preferred) {
@@ -139,11 +147,23 @@ const Variant kVariants[] = {
     // m = 16 (6 slots) qkv 52.9 -> 54.0, o_proj 47.1 -> 47.7, down 67.3 -> 68.7; 32-row tiles and
     // the stream row lost. So the f16 rows are preferred for fp8 -> bf16 at m <= 16 (y f32, the
     // LM head, keeps the exact widening). x past +-65504 is clamped (see skinny_gemm_core.cuh).
-    row<true, 1, 1, 2, 4, 3, bf16, true>(kPreferred),
+    row<true, 1, 1, 2, 4, 3, bf16, true>(kAlt),  // preferred until the x-ahead rows below
     row<true, 1, 2, 2, 4, 3, bf16, true>(kAlt),
     row<true, 2, 1, 2, 6, 2, bf16, true>(kPreferred),
     row<true, 2, 1, 2, 4, 3, bf16, true>(kAlt),
     srow<true, 2, 1, 2, 6, 2, bf16, true>(kAlt),
+    // The f16 rows with independent accumulator sets and x loaded a chunk ahead: <m tiles, row
+    // tiles, k steps per chunk, ring slots, resident CTAs, accumulator sets, x ahead>. H100 sweep
+    // (graph-timed, % of copy, 2026-11-22; the row above -> these): m = 1 qkv 69.5 -> 70.9 (u2 a1
+    // xa) / 72.8 (u4 a1 xa) / 73.7 (u4 a4 xa), o_proj 65.1 -> 66.7 / 70.5 / 72.5 (6 warps), gate_up
+    // 91.0 -> 90.6 / 89.1 / 92.0, down 80.1 -> 80.8 / 85.3 / 87.2; m = 8 qkv 65.7 -> 68.7 / 66.6 /
+    // 67.8, o_proj 61.7 -> 65.8 / 58.9 / 62.5, gate_up 78.9 -> 82.0 / 75.2 / 81.5, down 75.0 -> 79.6
+    // / 82.2 / 83.0. Accumulator sets alone moved nothing (qkv m = 1 70.4 / 70.5 with 2 / 4 sets):
+    // the mma chain is not the limit; the chunk size (4 steps) and x's L2 round trip off the
+    // chunk's critical path are. Tried and dropped: 3 / 8 steps per chunk, 4 slots with 4 steps.
+    f16_row<1, 1, 2, 4, 3, 1, true>(kAlt),
+    f16_row<1, 1, 4, 3, 3, 1, true>(kAlt),
+    f16_row<1, 1, 4, 3, 3, 4, true>(kPreferred),
     // fp8 with x quantized per token to e4m3 (pre-pass kernel, skinny_x_fp8.cuh) and
     // mma.m16n8k32 e4m3 on the raw weight bytes. <m tiles, row tiles, k steps per chunk, ring
     // slots, resident CTAs, y>. Where an e4m3 row and another row are both preferred for the same
@@ -431,18 +451,25 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   if (row_ctas > 0x7fffffff) return unimplemented("skinny_gemm: n too large");
 
   // Warps per CTA: the most warps resident on average over the waves (row_ctas * w / waves);
-  // ties go to more warps (shorter per-warp streams, the same bytes in flight).
+  // ties go to more warps (shorter per-warp streams, the same bytes in flight). A short k range
+  // (every warp's chunks in flight from its prologue at 8 warps) is bound by the kernel's start and
+  // end rather than its stream, so there a shape that leaves a CTA slot per SM free for the next
+  // kernel's prologue (programmatic dependent launch) scores 1.5x (the x-ahead rows, where it was
+  // measured): H100, fp8 o_proj 4096 x 4096 m = 1, 6 warps (3 CTAs per SM) 72.5% of copy vs 8
+  // warps (2) 63.4%; down (k = 14336) keeps 8.
   int warps = cfg.warps;
   if (warps > kMaxWarps) return invalid_argument("skinny_gemm: at most 8 warps per CTA");
   if (warps <= 0) {
+    const bool short_k = var.v.x_ahead && num_chunks <= static_cast<int64_t>(kMaxWarps) * (var.v.stages - 1);
     double best = -1;
     for (int w = 1; w <= kMaxWarps; ++w) {
       KILN_ASSIGN_OR_RETURN(const int occ, ctas_per_sm(vi, w));
       if (occ == 0) continue;
       const int64_t slots = static_cast<int64_t>(occ) * ws.num_sms;
       const int64_t waves = (row_ctas + slots - 1) / slots;
-      const double score = static_cast<double>(row_ctas) * static_cast<double>(std::min<int64_t>(w, num_chunks)) /
-                           static_cast<double>(waves);
+      double score = static_cast<double>(row_ctas) * static_cast<double>(std::min<int64_t>(w, num_chunks)) /
+                     static_cast<double>(waves);
+      if (short_k && slots >= row_ctas + ws.num_sms) score *= 1.5;
       if (score >= best) { best = score; warps = w; }
     }
     if (warps <= 0) return internal_error("skinny_gemm: no launch shape fits on an SM");

@@ -53,6 +53,10 @@ struct SkinnyGemmVariant {
   // one warpgroup per 64 weight rows (row_tiles 4), max_m = N (8 | 16), stages = its ring; warps
   // per CTA fixed at 4 (SkinnyGemmConfig::warps ignored).
   bool wgmma = false;
+  // f16 rows only: independent accumulator sets (mma i of a chunk into set i % acc_sets) and x's
+  // vectors loaded one chunk ahead (skinny_gemm_core.cuh).
+  int acc_sets = 1;
+  bool x_ahead = false;
 };
 std::span<const SkinnyGemmVariant> skinny_gemm_variants();
 

@@ -134,7 +134,12 @@ __device__ __forceinline__ int frag_m(int nt, int c, int t) { return nt * 8 + 2 
 
 // kF16: fp8 weights widened to f16 and x rounded to f16 (fp8 only), else exact bf16. kE4m3: x
 // given as e4m3 bytes (XT = uint8_t), the e4m3 mma on the raw weight bytes (fp8 only).
-template <bool kFp8, int kMT, int kRT, int kU, int kS, bool kF16 = false, bool kE4m3 = false>
+// kAcc (widened rows only): independent accumulator sets, mma i of a chunk adding into set i %
+// kAcc, summed in set order at the end (a chain of dependent mmas is latency-bound when few warps
+// are resident). kXAhead (widened rows only): x's vectors for chunk i + 1 are loaded while chunk
+// i is multiplied (else at the top of chunk i, so every chunk starts on an L2 round trip).
+template <bool kFp8, int kMT, int kRT, int kU, int kS, bool kF16 = false, bool kE4m3 = false, int kAcc = 1,
+          bool kXAhead = false>
 struct Core {
   using F = WeightFormat<kFp8>;
   using XT = std::conditional_t<kE4m3, uint8_t, __nv_bfloat16>;  // x's element
@@ -142,10 +147,13 @@ struct Core {
   static_assert(kFp8 || !kF16, "the f16 widening is for fp8 weights");
   static_assert(kFp8 || !kE4m3, "the e4m3 mma is for fp8 weights");
   static_assert(!(kF16 && kE4m3), "one math mode");
+  static_assert(kAcc == 1 || kAcc == 2 || kAcc == 4, "1, 2 or 4 accumulator sets");
+  static_assert(!kE4m3 || (kAcc == 1 && !kXAhead), "accumulator sets and x ahead: widened rows only");
   static constexpr int kVecsPerChunk = kU * kRT * 2;  // 16-byte vectors per thread per chunk
   static constexpr int kRingBytesPerWarp = kS * kVecsPerChunk * 32 * 16;
   static constexpr int kElems = kRT * kMT * 4;  // accumulators per thread
   static constexpr int kSmemPerWarp = kRingBytesPerWarp > kElems * 32 * 4 ? kRingBytesPerWarp : kElems * 32 * 4;
+  static constexpr int XVecsPerStep = kE4m3 ? 1 : F::kMmasPerVec / 2;  // x's 16-byte vectors per lane per k step
 
   // acc += w[rows row_base .. + 16 kRT) x x^T over k steps [s_begin, s_end) (kStepK each), chunk
   // c = warp, warp + nwarps, ... of kU steps. w: [n, k] bytes, row stride ldw_bytes; xrow[nt]:
@@ -166,6 +174,9 @@ struct Core {
     const int num_chunks = (s_end - s_begin + kU - 1) / kU;
     const int nc = warp < num_chunks ? (num_chunks - warp + nwarps - 1) / nwarps : 0;
     const uint32_t ring = smem_addr(smem) + lane * 16;
+    // Accumulator sets: set 0 is acc, the others are added into it in set order at the end.
+    float more[kAcc > 1 ? kAcc - 1 : 1][kRT][kMT][4] = {};
+    auto set_of = [&](int a) -> float(&)[kRT][kMT][4] { return a == 0 ? acc : more[a - 1]; };
 
     auto issue = [&](int i) {  // chunk i of this warp into slot i % kS
       const int s0 = s_begin + (warp + i * nwarps) * kU;
@@ -181,7 +192,24 @@ struct Core {
           for (int h = 0; h < 2; ++h) cp_async_16(slot + ((u * kRT + rt) * 2 + h) * 512, wrow[rt][h] + off, ok);
       }
     };
-    auto compute = [&](int i) {
+    // x's vectors of chunk i (zeros past k, past the chunks or for rows past m): [u][nt][v]; the
+    // e4m3 rows load their x inside compute.
+    using XVecs = uint4[kU][kMT][XVecsPerStep];
+    auto load_xs = [&](int i, XVecs& xs) {
+      const int s0 = s_begin + (warp + i * nwarps) * kU;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int64_t k0 = static_cast<int64_t>(s0 + u) * F::kStepK;
+        const bool ok = i < nc && s0 + u < s_end && k0 + t * F::kElemsPerVec < k;
+#pragma unroll
+        for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+          for (int v = 0; v < XVecsPerStep; ++v)
+            if constexpr (!kE4m3)
+              xs[u][nt][v] = ok && xrow[nt] != nullptr ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
+      }
+    };
+    auto compute = [&](int i, const XVecs& xs) {
       const int s0 = s_begin + (warp + i * nwarps) * kU;
       const uint8_t* slot = smem + lane * 16 + (i % kS) * (kVecsPerChunk * 512);
 #pragma unroll
@@ -228,10 +256,9 @@ struct Core {
 #pragma unroll
           for (int nt = 0; nt < kMT; ++nt) {
             uint32_t b[2 * F::kMmasPerVec];  // x[row][k0 + t * kElemsPerVec + ...] as bf16 pairs
-            const bool x_ok = ok && xrow[nt] != nullptr;
 #pragma unroll
             for (int v = 0; v < F::kMmasPerVec / 2; ++v) {
-              const uint4 xv = x_ok ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
+              const uint4 xv = xs[u][nt][v];
               b[4 * v] = xv.x; b[4 * v + 1] = xv.y; b[4 * v + 2] = xv.z; b[4 * v + 3] = xv.w;
             }
             if constexpr (kF16) {
@@ -242,8 +269,8 @@ struct Core {
             for (int j = 0; j < F::kMmasPerVec; ++j)
 #pragma unroll
               for (int rt = 0; rt < kRT; ++rt)
-                mma_16x8x16<kF16>(acc[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j], a[rt][0][2 * j + 1],
-                                 a[rt][1][2 * j + 1], b[2 * j], b[2 * j + 1]);
+                mma_16x8x16<kF16>(set_of((u * F::kMmasPerVec + j) % kAcc)[rt][nt], a[rt][0][2 * j], a[rt][1][2 * j],
+                                  a[rt][0][2 * j + 1], a[rt][1][2 * j + 1], b[2 * j], b[2 * j + 1]);
           }
         }
       }
@@ -258,13 +285,44 @@ struct Core {
       wait_for_previous_kernel();  // x (and the workspace) may come from the kernel before this one
       allow_next_kernel();
     }
+    XVecs xa;  // kXAhead: chunk i's x, loaded during chunk i - 1
+    if constexpr (kXAhead && !kE4m3) load_xs(0, xa);
     for (int i = 0; i < nc; ++i) {
       if (i + kS - 1 < nc) issue(i + kS - 1);
       cp_async_commit();
       cp_async_wait<kS - 1>();  // chunk i has landed (this thread's own copies: no barrier needed)
-      compute(i);
+      if constexpr (kE4m3) {
+        compute(i, xa);
+      } else if constexpr (kXAhead) {
+        XVecs xc;
+#pragma unroll
+        for (int u = 0; u < kU; ++u)
+#pragma unroll
+          for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+            for (int v = 0; v < XVecsPerStep; ++v) xc[u][nt][v] = xa[u][nt][v];
+        load_xs(i + 1, xa);
+        compute(i, xc);
+      } else {
+        XVecs xc;
+        load_xs(i, xc);
+        compute(i, xc);
+      }
     }
     cp_async_wait<0>();
+    if constexpr (kAcc > 1) {
+#pragma unroll
+      for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+        for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            float s = acc[rt][nt][c];
+#pragma unroll
+            for (int a = 0; a < kAcc - 1; ++a) s += more[a][rt][nt][c];
+            acc[rt][nt][c] = s;
+          }
+    }
   }
 
   // Sums acc over the CTA's warps in warp order into warp 0's acc (the other warps' acc are

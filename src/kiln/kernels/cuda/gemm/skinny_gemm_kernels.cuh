@@ -63,9 +63,10 @@ __device__ __forceinline__ void store_fragments(const SkinnyParams& p, int row_b
       }
 }
 
-template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y>
+template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y, int kAcc = 1,
+          bool kXAhead = false>
 __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel(const __grid_constant__ SkinnyParams p) {
-  using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3>;
+  using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3, kAcc, kXAhead>;
   using F = typename Core::F;
   extern __shared__ __align__(16) uint8_t smem[];
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
