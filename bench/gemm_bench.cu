@@ -11,6 +11,9 @@
 //                KILN_GEMM_BENCH=decode,moe,prefill,sweep,ab,e4m3 (sections; default decode,moe,prefill)
 //                KILN_GEMM_AB=fp8 (the ab section on fp8 weights with bf16 y only)
 //                KILN_GEMM_SWEEP=f16 (the sweep section on the fp8 f16-widening rows at m = 1, 8 only)
+//                KILN_GEMM_MOE_T_MAX=N (the moe section up to N tokens)
+//                KILN_GEMM_SWEEP=wgmma (the sweep section on the fp8 wgmma rows at m = 16, 32, 64 only)
+//                KILN_GEMM_BENCH=decode_fp8 (fp8 decode, m = 1..64, Gemm::run vs cuBLASLt fp8)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -240,6 +243,70 @@ void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, 
   std::fflush(stdout);
 }
 
+// The wgmma rows at one m (KILN_GEMM_SWEEP=wgmma): every wgmma row whose N serves m (N / 2 < m <=
+// N, or N = 16 at m <= 16) at split K automatic / 2 / 3 / 4 / 6 , and the preferred grid row
+// of Gemm::run's choice for comparison (graph-timed, with programmatic dependent launch).
+void sweep_wgmma(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m) {
+  const std::vector<BenchWeights> ws = weight_copies(DType::kFp8E4M3, l.n, l.k);
+  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
+  auto y = DeviceTensor::empty(l.y, {m, l.n});
+  check(x.status(), "alloc x");
+  check(y.status(), "alloc y");
+  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+  BenchWorkspace bw;
+  const double w_bytes = static_cast<double>(l.n) * l.k;
+  const auto variants = skinny_gemm_variants();
+  auto run = [&](SkinnyGemmConfig cfg, const char* what) {
+    SkinnyGemmLaunch launch;
+    auto call = [&](int i) {
+      const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
+      check(skinny_gemm_cuda({x->tensor, w.w.tensor, {}, y->tensor, w.scale.tensor}, bw.ws, s, cfg, &launch), "skinny_gemm_cuda");
+    };
+    call(0);
+    check(cudaStreamSynchronize(s), "sync");
+    const double ms = graph_ms(call, s);
+    const SkinnyGemmVariant& v = variants[static_cast<size_t>(launch.variant)];
+    std::printf("wgsweep %-8s m=%-2lld v%-2d(%s N%d rt%d s%d) split=%d(%d) ctas=%lld occ=%d  %7.2f us  %6.1f%%\n", l.name,
+                static_cast<long long>(m), launch.variant, what, v.max_m, v.row_tiles, v.stages, launch.split_k, cfg.split_k,
+                static_cast<long long>(launch.ctas), launch.ctas_per_sm, ms * 1e3, 100.0 * w_bytes / ms / 1e6 / c.copy_gbps);
+  };
+  run({}, "auto");
+  run({.x_bf16 = true}, "x-bf16");
+  for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+    const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
+    if (!v.wgmma || v.y != l.y || m > v.max_m || (v.max_m > 16 && 2 * m <= v.max_m)) continue;
+    for (int split : {0, 2, 3, 4, 6}) run({vi, 0, split}, "wgmma");
+  }
+  std::fflush(stdout);
+}
+
+// fp8 decode on the four dense shapes at m = 1, 8, 16, 32, 64 (section "decode_fp8"): what
+// Gemm::run does now (default options), the decode kernel past kGemmSkinnyMaxMFp8, cuBLASLt fp8, and
+// the grid row that served m <= 16 before the wgmma rows (x kept bf16).
+void bench_decode_fp8(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, Gemm& def, Gemm& cublas,
+                      Gemm& skinny) {
+  bench_decode(def, c, s, l, m, " default fp8", DType::kFp8E4M3, false);
+  if (m > kGemmSkinnyMaxMFp8) bench_decode(skinny, c, s, l, m, " skinny fp8", DType::kFp8E4M3, false);
+  if (m >= 16) bench_decode(cublas, c, s, l, m, " cublas fp8", DType::kFp8E4M3, false);
+  if (m == 16) {
+    const std::vector<BenchWeights> ws = weight_copies(DType::kFp8E4M3, l.n, l.k);
+    auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
+    auto y = DeviceTensor::empty(l.y, {m, l.n});
+    check(x.status(), "alloc x");
+    check(y.status(), "alloc y");
+    bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+    BenchWorkspace bw;
+    auto call = [&](int i) {
+      const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
+      check(skinny_gemm_cuda({x->tensor, w.w.tensor, {}, y->tensor, w.scale.tensor}, bw.ws, s, {.x_bf16 = true}), "skinny");
+    };
+    call(0);
+    check(cudaStreamSynchronize(s), "sync");
+    const double ms = graph_ms(call, s);
+    const double w_bytes = static_cast<double>(l.n) * l.k;
+    bench::report(std::string("gemm ") + l.name + " skinny fp8 x-bf16", shape_of(l, m), ms, w_bytes / ms / 1e6, c.copy_gbps, "GB/s");
+  }
+}
 
 // Decode A/B on one shape (section "ab"): the grid kernel Gemm::run used before (the preferred
 // non-stream variant) against the persistent warp-stream variants at several launch shapes, and
@@ -435,8 +502,9 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   auto xws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(t, k)});
   check(xws.status(), "workspace");
   auto call = [&](int i) {
-    const MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
-                              wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor, workspace ? xws->tensor : Tensor{}};
+    MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
+                        wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor, workspace ? xws->tensor : Tensor{}};
+    a.ids_ready = std::string(name) == "down";  // as in the model: down's ids come from an earlier kernel
     check(variant < 0 ? moe_decode_gemm_cuda(a, s) : moe_decode_gemm_cuda_variant(a, variant, s), "moe_decode_gemm_cuda");
   };
   call(0);
@@ -487,7 +555,11 @@ int main() {
         if (!fp8_only || (wt == DType::kFp8E4M3 && l.y == DType::kBF16)) bench_ab(c, s, l, wt);
   }
   const char* sweep_only = std::getenv("KILN_GEMM_SWEEP");
-  if (section("sweep") && sweep_only && std::string(sweep_only) == "f16") {
+  if (section("sweep") && sweep_only && std::string(sweep_only) == "wgmma") {
+    for (const Layer& l : layers)
+      for (int64_t m : {16, 32, 64})
+        if (l.y == DType::kBF16) sweep_wgmma(c, s, l, m);
+  } else if (section("sweep") && sweep_only && std::string(sweep_only) == "f16") {
     for (const Layer& l : layers)
       for (int64_t m : {1, 8})
         if (l.y == DType::kBF16) sweep(c, s, l, m, DType::kFp8E4M3, true);
@@ -508,6 +580,13 @@ int main() {
       }
     }
   }
+  if (section("decode_fp8")) {
+    auto def = Gemm::create();  // Gemm::run's dispatch as shipped
+    check(def.status(), "Gemm::create");
+    for (const Layer& l : layers)
+      for (int64_t m : {1, 8, 16, 32, 64})
+        if (l.y == DType::kBF16 || m >= 32) bench_decode_fp8(c, s, l, m, *def, *cublas, *skinny);
+  }
   if (section("e4m3"))
     for (const Layer& l : layers)
       if (l.y == DType::kBF16) bench_e4m3_ab(c, s, l);
@@ -517,6 +596,7 @@ int main() {
     for (DType wt : {DType::kBF16, DType::kFp8E4M3})
       for (int64_t t : {1, 8, 32, 64, 128}) {
         if (t * 2 > kMoeDecodeMaxSlots || (wt == DType::kBF16 && t > 8)) continue;
+        if (const char* tmax = std::getenv("KILN_GEMM_MOE_T_MAX"); tmax && t > std::atoi(tmax)) continue;
         bench_moe(c, s, "gate_up", 28672, 4096, t, wt);
         bench_moe(c, s, "down", 4096, 14336, t, wt);
         if (wt == DType::kBF16) continue;

@@ -105,7 +105,8 @@ TEST(GemmCuda, CachesPlansPerShape) {
 
 
 // Large weight matrices (>= 96 MiB) with m > 1 take a stream variant (fp8 -> bf16 m <= 8 stays on
-// the grid kernel): the result matches linear_cpu and a second call gives the same bits.
+// the grid kernel, m = 9..16 takes the wgmma row at n >= 16384): the result matches linear_cpu (x
+// per token to e4m3 for the wgmma row) and a second call gives the same bits.
 TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(23);
@@ -143,7 +144,9 @@ TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
         const LinearArgs args{dx->tensor, dw->tensor, {}, dy->tensor, ds.tensor};
         const Status st = skinny_gemm_cuda(args, ws, nullptr, {}, &launch);
         ASSERT_TRUE(st.ok()) << st.to_string();
-        const bool grid = wt == DType::kFp8E4M3 && yt == DType::kBF16 && m <= 8;
+        // fp8 -> bf16: the grid kernel at m <= 8, a wgmma row (x per token to e4m3) where preferred
+        const bool e4m3 = wt == DType::kFp8E4M3 && skinny_gemm_quantizes_x(wt, yt, m, n);
+        const bool grid = (wt == DType::kFp8E4M3 && yt == DType::kBF16 && m <= 8) || e4m3;
         EXPECT_EQ(skinny_gemm_variants()[static_cast<size_t>(launch.variant)].stream, !grid);
         auto first = to_host(dy->tensor);
         ASSERT_TRUE(first.ok());
@@ -152,7 +155,13 @@ TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
         ASSERT_TRUE(again.ok());
         EXPECT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, static_cast<size_t>(first->tensor.nbytes())));
         HostTensor ref = HostTensor::zeros(DType::kF32, {m, n});
-        const std::vector<float> xf = test::to_f32(x.tensor);
+        std::vector<float> xf = test::to_f32(x.tensor);
+        if (e4m3) {  // the reference rounds x per token to e4m3 as the kernel does
+          const Tensor xv = Tensor::view(xf.data(), DType::kF32, {m, k});
+          HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k}), sc = HostTensor::zeros(DType::kF32, {m});
+          ASSERT_TRUE(quantize_fp8_cpu({xv, q.tensor, sc.tensor}).ok());
+          ASSERT_TRUE(dequantize_fp8_weights_cpu(q.tensor, sc.tensor, xv).ok());
+        }
         ASSERT_TRUE(linear_cpu({Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {m, k}), w.tensor, {}, ref.tensor,
                                 scale.tensor}).ok());
         auto yh = to_host(dy->tensor, DType::kF32);
@@ -231,10 +240,10 @@ TEST(GemmSkinnyCuda, E4m3RowsMatchPerTokenReference) {
     ASSERT_TRUE(dw.ok() && ds.ok());
     for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
       const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
-      if (!v.e4m3) continue;
+      if (!v.e4m3 || v.y != DType::kBF16) continue;  // y f32: WgmmaRowsMatchPerTokenReference
       ++tested;
-      for (int64_t m : {int64_t{1}, int64_t{8}, int64_t{9}, static_cast<int64_t>(v.max_m)}) {
-        if (m > v.max_m) continue;
+      for (int64_t m : {int64_t{1}, int64_t{8}, int64_t{9}, static_cast<int64_t>(v.max_m / 2 + 1), static_cast<int64_t>(v.max_m)}) {
+        if (m > v.max_m || (m == v.max_m / 2 + 1 && m <= 9)) continue;
         const SkinnyGemmConfig cfgs[] = {{vi, 0, 0}, {vi, 3, 0}, {vi, 8, 3}, {vi, 1, 1}};
         const int which = static_cast<int>((m + s.n + vi) % 4);
         ws.pdl = (m + s.k + vi) % 2 == 0;
@@ -298,7 +307,8 @@ TEST(GemmSkinnyCuda, E4m3NeedsRoomForX) {
   const LinearArgs args{dx->tensor, dw->tensor, {}, dy->tensor, ds->tensor};
   const auto variants = skinny_gemm_variants();
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi)
-    if (variants[static_cast<size_t>(vi)].e4m3 && variants[static_cast<size_t>(vi)].max_m >= m)
+    if (variants[static_cast<size_t>(vi)].e4m3 && variants[static_cast<size_t>(vi)].max_m >= m &&
+        variants[static_cast<size_t>(vi)].y == DType::kBF16)
       EXPECT_EQ(skinny_gemm_cuda(args, ws, nullptr, {vi, 0, 0}, nullptr).code(), StatusCode::kUnimplemented);
   SkinnyGemmLaunch launch;
   ASSERT_TRUE(skinny_gemm_cuda(args, ws, nullptr, {}, &launch).ok());

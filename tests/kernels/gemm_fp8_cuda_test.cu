@@ -173,9 +173,10 @@ TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
 }
 
 // The wgmma rows (x quantized per token to e4m3, wgmma.m64nNk32.e4m3) against the per-token
-// reference at 4e-3 of max |y|: m = 1, 8, 9, 16 within each row's N; n not a multiple of 64, k not
-// a multiple of 128 (zero-filled tail); a zero row and a row with one huge value; automatic and
-// forced split K (3, 7); with and without programmatic dependent launch.
+// reference at 4e-3 of max |y| (bf16 y; f32 y: 1e-3): m = 1, 8, 9, 16 within each row's N (rows of
+// N = 32 / 64: 1, N / 2 + 1, N); n not a multiple of the 64 / 128 rows of a CTA, k not a multiple
+// of 128 (zero-filled tail); a zero row and a row with one huge value; automatic and forced split
+// K (3, 7); with and without programmatic dependent launch.
 TEST(GemmSkinnyCuda, WgmmaRowsMatchPerTokenReference) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(73);
@@ -189,7 +190,8 @@ TEST(GemmSkinnyCuda, WgmmaRowsMatchPerTokenReference) {
     SCOPED_TRACE("variant " + std::to_string(vi));
     for (const auto& s : shapes) {
       const Weights W = make_weights(v.w, s.n, s.k, false, (s.n + vi) % 3 == 0, rng);
-      for (int64_t m : {1, 8, 9, 16}) {
+      const std::vector<int64_t> ms = v.max_m > 16 ? std::vector<int64_t>{1, v.max_m / 2 + 1, v.max_m} : std::vector<int64_t>{1, 8, 9, 16};
+      for (int64_t m : ms) {
         if (m > v.max_m) continue;
         for (int split : {0, 3, 7}) {
           sw.ws.pdl = (m + split + vi) % 2 == 0;
@@ -234,7 +236,7 @@ TEST(GemmSkinnyCuda, ChainedCallsWaitForTheirInput) {
   // Reference of the second GEMM on the first's actual (bf16) output; the first against its own.
   HostTensor href = HostTensor::zeros(DType::kF32, {m, n1});
   std::vector<float> xf = test::to_f32(x.tensor);
-  if (skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, m)) {  // the decode kernel rounds x per token to e4m3
+  if (skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, m, n1)) {  // the decode kernel rounds x per token to e4m3
     const Tensor xv = Tensor::view(xf.data(), DType::kF32, {m, k});
     HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k}), sc = HostTensor::zeros(DType::kF32, {m});
     ASSERT_TRUE(quantize_fp8_cpu({xv, q.tensor, sc.tensor}).ok());
@@ -258,9 +260,12 @@ TEST(GemmSkinnyCuda, ExactFp8WideningAndBatchOne) {
   ASSERT_TRUE(gemm.ok());
   for (bool per_tensor : {false, true}) {
     const Weights W = make_weights(DType::kFp8E4M3, 777, 2064, per_tensor, true, rng);
-    for (int64_t m : {1, 3, 8, 13, 40}) check_case(*gemm, DType::kF32, W, {m, 777, 2064, m % 2 == 1, 0}, kXExact, rng);
+    // (past the exact rows, m = 40 takes a wgmma row that quantizes x per token: its reference)
+    for (int64_t m : {1, 3, 8, 13, 40})
+      check_case(*gemm, DType::kF32, W, {m, 777, 2064, m % 2 == 1, 0},
+                 skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kF32, m, 777) ? kXPerToken : kXExact, rng);
     check_case(*gemm, DType::kBF16, W, {1, 777, 2064, true, 8},
-               skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, 1) ? kXPerToken : kXExact, rng);
+               skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, 1, 777) ? kXPerToken : kXExact, rng);
   }
   const Weights B = make_weights(DType::kBF16, 6144, 4096, false, false, rng);
   check_case(*gemm, DType::kBF16, B, {1, 6144, 4096, false, 0}, kXExact, rng);
@@ -287,7 +292,7 @@ TEST(GemmDispatchCuda, BoundariesMatchCpuReference) {
         for (DType yt : {DType::kBF16, DType::kF32})
           check_case(*gemm, yt, W, {m, n, k, m % 2 == 0, 0},
                      path == GemmPath::kCublasFp8                                ? x_ref_for(opt)
-                     : path == GemmPath::kSkinny && skinny_gemm_quantizes_x(wt, yt, m) ? kXPerToken
+                     : path == GemmPath::kSkinny && skinny_gemm_quantizes_x(wt, yt, m, n) ? kXPerToken
                                                                                  : kXExact,
                      rng,
                      path == GemmPath::kCublasFp8 ? 2e-2 : 1e-2,

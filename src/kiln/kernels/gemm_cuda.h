@@ -33,9 +33,14 @@ std::span<const GemmCudaVariant> gemm_cuda_variants();
 // (weight GB/s in a CUDA graph, decode kernel vs cuBLASLt): bf16 beats or ties cuBLASLt at
 // m = 1..8 (m = 1: qkv 92 vs 82%, o_proj 88 vs 72%) and loses from m = 16 on. fp8 at m = 16 is
 // about even with the fp8 cuBLASLt path (which also quantizes x to fp8: the decode kernel keeps
-// x bf16) and loses at m = 32 on every shape (28-51% vs 46-80%), so m > 16 takes cuBLASLt fp8.
+// x bf16) and loses at m = 32 on every shape (28-51% vs 46-80%), so m > 16 took cuBLASLt fp8.
+// With the wgmma rows (x quantized per token to e4m3 like cuBLASLt's path, 128 weight rows per
+// CTA, N = 32 / 64) the decode kernel wins at m = 32 on the Llama-3-8B layer as a whole (% of
+// copy vs cuBLASLt fp8: qkv 49.5 / 53.5, o_proj 38.6 / 37.0, gate_up 86.0 / 77.3, down 60.4 /
+// 45.5: 12% less time over the four) but only ties at m = 64 (qkv 41 / 53, o_proj 29 / 37, gate_up
+// 78 / 75, down 51 / 46), so fp8 takes the decode kernel up to m = 32.
 inline constexpr int64_t kGemmSkinnyMaxMBf16 = 8;
-inline constexpr int64_t kGemmSkinnyMaxMFp8 = 16;
+inline constexpr int64_t kGemmSkinnyMaxMFp8 = 32;
 
 // How the fp8 prefill path quantizes x (dynamically, every call; quantize.h gives the arithmetic).
 // Either way cuBLASLt applies the x and weight scales as its outer-vector scales (fp8 on Hopper).

@@ -60,14 +60,17 @@ Variant e4m3_row(bool preferred) {
   return row<true, kMT, kRT, kU, kS, kMinBlocks, Y, false, true>(preferred);
 }
 
-// The wgmma rows: kN activation rows (max m), kS ring stages of 128 k bytes; row_tiles 4 (64
-// weight rows), unroll 8 (128-byte k tiles of 16 e4m3 per k step), warps fixed at 4.
-template <int kN, int kS, typename Y>
-Variant wgmma_row(bool preferred) {
+// The wgmma rows: kN activation rows (max m), kS ring stages of 128 k bytes, kWG warpgroups of 64
+// weight rows each; row_tiles 4 kWG (64 kWG weight rows), unroll 8 (128-byte k tiles of 16 e4m3
+// per k step), warps fixed at 4 kWG.
+template <int kN, int kS, typename Y, int kWG = 1>
+Variant wgmma_row(bool preferred, int64_t min_n = 0) {
   constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
-  SkinnyGemmVariant v{DType::kFp8E4M3, y, kN, 4, 8, kS, preferred, false, false, true};
+  SkinnyGemmVariant v{DType::kFp8E4M3, y, kN, 4 * kWG, 8, kS, preferred, false, false, true};
   v.wgmma = true;
-  return {v, reinterpret_cast<const void*>(&skinny_wgmma_kernel<kN, kS, Y>), skinny::wg::WgmmaCore<kN, kS>::kSmemBytes / 4};
+  v.min_n = min_n;
+  return {v, reinterpret_cast<const void*>(&skinny_wgmma_kernel<kN, kS, Y, kWG>),
+          skinny::wg::WgmmaCore<kN, kS, kWG>::kSmemBytes / (4 * kWG)};
 }
 
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false>
@@ -188,6 +191,24 @@ const Variant kVariants[] = {
     wgmma_row<8, 8, bf16>(kAlt),
     wgmma_row<16, 4, bf16>(kAlt),
     wgmma_row<16, 6, bf16>(kAlt),
+    // The batched-decode wgmma rows (m = 9..64): N = 16 / 32 / 64 activation rows, two warpgroups
+    // (128 weight rows per CTA: one x tile per 128 weight rows) or one. <N, ring stages, y,
+    // warpgroups>. H100 sweep (graph-timed, % of copy, gemm_bench KILN_GEMM_SWEEP=wgmma), best
+    // launch of the preferred row vs what Gemm::run took before (f16 row at m = 16, cuBLASLt fp8 at
+    // m = 32 / 64): m = 16 qkv 55.1 vs 53.6, o_proj 43.6 vs 48.7, gate_up 90.7 vs 72.2, down 64.0
+    // vs 68.9 (so N = 16 is preferred only for n >= 16384: 128 CTAs of 128 rows without split K);
+    // m = 32 qkv 49.5 vs 53.5, o_proj 38.6 vs 37.0, gate_up 86.0 vs 77.3, down 60.4 vs 45.5; m = 64
+    // qkv 41.1 vs 53.2, o_proj 29.4 vs 37.0, gate_up 78.4 vs 75.0, down 50.8 vs 46.2. One warpgroup
+    // per CTA (more split K) and deeper rings (5 / 7 stages) were within +-2 points or worse.
+    wgmma_row<16, 6, bf16, 2>(kPreferred, 16384),
+    wgmma_row<32, 4, bf16, 2>(kPreferred),
+    wgmma_row<32, 5, bf16, 2>(kAlt),
+    wgmma_row<32, 6, bf16, 1>(kAlt),
+    wgmma_row<64, 4, bf16, 2>(kPreferred),
+    wgmma_row<64, 7, bf16, 2>(kAlt),
+    wgmma_row<64, 6, bf16, 1>(kAlt),
+    wgmma_row<32, 4, float, 2>(kPreferred),
+    wgmma_row<64, 4, float, 2>(kPreferred),
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
@@ -197,9 +218,11 @@ Result<int> ctas_per_sm(int i, int w) {
   static bool smem_raised[kNumVariants] = {};
   const Variant& v = kVariants[i];
   if (!smem_raised[i]) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxWarps * v.smem_per_warp));
+    // At most the H100's 227 KiB per CTA (the wgmma rows' smem_per_warp is per 4 kWG warps).
+    const int limit = std::min(kMaxWarps * v.smem_per_warp, 227 * 1024);
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
     for (const void* d : v.diag_kernels)
-      if (d) KILN_CUDA_CHECK(cudaFuncSetAttribute(d, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxWarps * v.smem_per_warp));
+      if (d) KILN_CUDA_CHECK(cudaFuncSetAttribute(d, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
     smem_raised[i] = true;
   }
   if (cache[i][w] == 0) {
@@ -261,19 +284,31 @@ Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, i
   return ok_status();
 }
 
-// The wgmma rows' launch: one warpgroup per 64 weight rows; split K over the 128-byte k tiles up
-// to about three CTAs per SM, at least kWgmmaMinTilesPerSplit tiles per split.
+// The wgmma rows' launch: 4 kWG warps per CTA of 64 kWG weight rows; split K over the 128-byte
+// k tiles up to about three CTAs per SM (the rows of one or two warpgroups: the CTAs resident in
+// one wave), at least kWgmmaMinTilesPerSplit tiles per split.
 constexpr int64_t kWgmmaMinTilesPerSplit = 4;
 Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream_t stream, const SkinnyGemmConfig& cfg, int vi,
                   const XFp8Region& xr, SkinnyGemmLaunch* launch) {
   const Variant& var = kVariants[vi];
   SkinnyParams p = common_params(a);
-  KILN_ASSIGN_OR_RETURN(const int occ, ctas_per_sm(vi, 4));
+  const int warps = var.v.row_tiles;  // 4 per warpgroup
+  KILN_ASSIGN_OR_RETURN(const int occ, ctas_per_sm(vi, warps));
   if (occ == 0) return internal_error("skinny_gemm: the wgmma kernel does not fit on an SM");
   const int64_t tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
-  const int64_t row_ctas = (p.n + skinny::wg::kRows - 1) / skinny::wg::kRows;
+  const int64_t cta_rows = 16LL * var.v.row_tiles;
+  const int64_t row_ctas = (p.n + cta_rows - 1) / cta_rows;
   int64_t splits = cfg.split_k;
-  if (splits <= 0) {
+  if (splits <= 0 && var.v.row_tiles > 4) {
+    // Two warpgroups: about 1.5 CTAs per SM, within one wave (floor: a second, partial wave costs
+    // more than the splits gain). H100 sweep (m = 32 / 64, no L2 prefetch, % of copy by split):
+    // qkv best at 4 (48 row CTAs), o_proj at 4 (32), down at 6 (32), gate_up at 1 (224). Tried and
+    // dropped: each CTA's k range bulk-prefetched into L2 before the wait for the previous kernel
+    // (1 to 5 points worse on all four shapes at m = 16..64).
+    const int64_t max_splits = std::max<int64_t>(1, tiles / kWgmmaMinTilesPerSplit);
+    const int64_t fit = std::min<int64_t>(3LL * ws.num_sms / 2, static_cast<int64_t>(occ) * ws.num_sms) / row_ctas;
+    splits = std::clamp<int64_t>(fit, 1, std::min<int64_t>(64, max_splits));
+  } else if (splits <= 0) {
     // About three CTAs per SM, never fewer than kWgmmaMinTilesPerSplit k tiles each. Measured on
     // the H100 at m = 1 (gemm_bench "wgsplit", % of copy by split for the <8,6> row): qkv
     // 6144x4096 s1 55.9 s2 57.5 s4 62.1 s6 55.6; o_proj 4096x4096 s1 41.0 s4 48.2 s6 53.8 s8 49.3;
@@ -282,7 +317,7 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
     splits = std::clamp<int64_t>((3LL * ws.num_sms + row_ctas - 1) / row_ctas, 1, std::min<int64_t>(64, max_splits));
   }
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(tiles, 65535));
-  const int64_t partial_per_split = row_ctas * skinny::wg::kRows * var.v.max_m;
+  const int64_t partial_per_split = row_ctas * cta_rows * var.v.max_m;
   if (splits > 1 && (row_ctas > ws.num_counters || !ws.partials || !ws.counters)) splits = 1;
   if (splits > 1) splits = std::max<int64_t>(1, std::min<int64_t>(splits, xr.split_floats / partial_per_split));
   const int64_t per_split = (tiles + splits - 1) / splits;
@@ -294,9 +329,9 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
   KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
   p.xq = xr.base + skinny::kXFp8ScaleBytes;
   p.x_scale = reinterpret_cast<const float*>(xr.base);
-  KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), 4,
-                                     4LL * var.smem_per_warp, ws.pdl, stream));
-  if (launch) *launch = {vi, 4, static_cast<int>(splits), row_ctas * splits, occ};
+  KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), warps,
+                                     static_cast<int64_t>(warps) * var.smem_per_warp, ws.pdl, stream));
+  if (launch) *launch = {vi, warps, static_cast<int>(splits), row_ctas * splits, occ};
   return ok_status();
 }
 
@@ -351,11 +386,11 @@ Status stream_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStrea
 
 int64_t skinny_x_fp8_bytes(int64_t m, int64_t k) { return skinny::x_fp8_bytes(m, k); }
 
-bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m) {
+bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m, int64_t n) {
   int best = -1;  // the grid pick of skinny_gemm_cuda with room for x
   for (int i = 0; i < kNumVariants; ++i) {
     const SkinnyGemmVariant& v = kVariants[i].v;
-    if (!v.preferred || v.stream || v.w != w || v.y != y || m > v.max_m) continue;
+    if (!v.preferred || v.stream || v.w != w || v.y != y || m > v.max_m || n < v.min_n) continue;
     const SkinnyGemmVariant* b = best < 0 ? nullptr : &kVariants[best].v;
     if (!b || v.max_m < b->max_m || (v.max_m == b->max_m && v.e4m3 && !b->e4m3)) best = i;
   }
@@ -419,7 +454,8 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
       int best = -1;
       for (int i = 0; i < kNumVariants; ++i) {
         const SkinnyGemmVariant& v = kVariants[i].v;
-        if (!v.preferred || v.stream != stream_pass || v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m) continue;
+        if (!v.preferred || v.stream != stream_pass || v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m || n < v.min_n)
+          continue;
         if ((v.e4m3 && (!x_room || cfg.x_bf16)) || (stream_pass && v.max_m != 8 && 2 * m <= v.max_m)) continue;
         const SkinnyGemmVariant* b = best < 0 ? nullptr : &kVariants[best].v;
         if (!b || v.max_m < b->max_m || (v.max_m == b->max_m && v.e4m3 && !b->e4m3)) best = i;

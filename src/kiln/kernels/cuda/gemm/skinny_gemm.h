@@ -50,13 +50,16 @@ struct SkinnyGemmVariant {
   // sums * x_scale[row] * w_scale[n].
   bool e4m3 = false;
   // fp8 only (with e4m3): x quantized as above and the native wgmma.m64nNk32.e4m3 (skinny_wgmma.cuh):
-  // one warpgroup per 64 weight rows (row_tiles 4), max_m = N (8 | 16), stages = its ring; warps
-  // per CTA fixed at 4 (SkinnyGemmConfig::warps ignored).
+  // one or two warpgroups of 64 weight rows each per CTA (row_tiles 4 | 8), max_m = N (8 | 16 |
+  // 32 | 64), stages = its ring; warps per CTA fixed at row_tiles (SkinnyGemmConfig::warps ignored).
   bool wgmma = false;
   // f16 rows only: independent accumulator sets (mma i of a chunk into set i % acc_sets) and x's
   // vectors loaded one chunk ahead (skinny_gemm_core.cuh).
   int acc_sets = 1;
   bool x_ahead = false;
+  // preferred only for n >= min_n (weight rows); below, Gemm::run takes the next preferred row of
+  // its max_m (the wgmma rows need enough 128-row CTAs to fill the SMs without split K).
+  int64_t min_n = 0;
 };
 std::span<const SkinnyGemmVariant> skinny_gemm_variants();
 
@@ -79,9 +82,9 @@ struct SkinnyGemmLaunch {
 // Workspace bytes the e4m3 variants need for m rows of x of length k (see SkinnyGemmWorkspace).
 int64_t skinny_x_fp8_bytes(int64_t m, int64_t k);
 
-// Whether skinny_gemm_cuda's automatic choice for (w, y, m) quantizes x per token to e4m3 (a
+// Whether skinny_gemm_cuda's automatic choice for (w, y, m, n) quantizes x per token to e4m3 (a
 // preferred e4m3 row), given a workspace with room for x: the reference must then round x so.
-bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m);
+bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m, int64_t n);
 
 // Whether skinny_gemm_cuda can run these arguments (dtypes, m <= 64, 16-byte aligned rows of
 // w and x, k a multiple of 8 (bf16) or 16 (fp8)); the reason otherwise.

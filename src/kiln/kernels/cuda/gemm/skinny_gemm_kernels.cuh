@@ -123,20 +123,21 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
 }
 
 
-// The wgmma rows (fp8 weights, x quantized per token to e4m3): CTA (blockIdx.x, blockIdx.y) = one
-// warpgroup on weight rows [64 blockIdx.x, + 64) x all m (<= kN) rows of x, k tiles
+// The wgmma rows (fp8 weights, x quantized per token to e4m3): CTA (blockIdx.x, blockIdx.y) = kWG
+// warpgroups on weight rows [64 kWG blockIdx.x, + 64 kWG) x all m (<= kN) rows of x, k tiles
 // [blockIdx.y * steps_per_split, + steps_per_split) of 128 bytes (skinny_wgmma.cuh). Split K:
-// partials [gridDim.y, gridDim.x, kN / 2, 128] f32, summed in split order by the last CTA of the
-// row block to arrive (deterministic).
-template <int kN, int kS, typename Y>
-__global__ void __launch_bounds__(skinny::wg::kThreads) skinny_wgmma_kernel(const __grid_constant__ SkinnyParams p) {
-  using Core = skinny::wg::WgmmaCore<kN, kS>;
+// partials [gridDim.y, gridDim.x, kN / 2, 128 kWG] f32, summed in split order by the last CTA of
+// the row block to arrive (deterministic).
+template <int kN, int kS, typename Y, int kWG = 1>
+__global__ void __launch_bounds__(skinny::wg::kThreads * kWG) skinny_wgmma_kernel(const __grid_constant__ SkinnyParams p) {
+  using Core = skinny::wg::WgmmaCore<kN, kS, kWG>;
+  constexpr int kThreads = Core::kCtaThreads;
   extern __shared__ __align__(16) uint8_t smem[];
-  const int tid = threadIdx.x, row_base = blockIdx.x * skinny::wg::kRows;
+  const int tid = threadIdx.x, row_base = blockIdx.x * Core::kCtaRows;
   const uint8_t* xrow[Core::kXRowsPerThread];
 #pragma unroll
   for (int j = 0; j < Core::kXRowsPerThread; ++j) {
-    const int r = (tid >> 3) + 16 * j;
+    const int r = (tid >> 3) + Core::kRowsPerPass * j;
     xrow[j] = r < p.m ? p.xq + static_cast<int64_t>(r) * p.k : nullptr;
   }
   const int num_tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
@@ -145,9 +146,9 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) skinny_wgmma_kernel(cons
   Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, c_begin, c_end, smem, p.pdl != 0, acc);
 
   if (gridDim.y > 1) {  // split K: park the partial sums; the last CTA of this row block adds them up
-    float* part = p.partials + static_cast<int64_t>(blockIdx.y * gridDim.x + blockIdx.x) * Core::kAcc * skinny::wg::kThreads + tid;
+    float* part = p.partials + static_cast<int64_t>(blockIdx.y * gridDim.x + blockIdx.x) * Core::kAcc * kThreads + tid;
 #pragma unroll
-    for (int i = 0; i < Core::kAcc; ++i) __stcg(part + i * skinny::wg::kThreads, acc[i]);
+    for (int i = 0; i < Core::kAcc; ++i) __stcg(part + i * kThreads, acc[i]);
     __threadfence();
     __syncthreads();
     __shared__ int last;
@@ -158,9 +159,9 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) skinny_wgmma_kernel(cons
 #pragma unroll
     for (int i = 0; i < Core::kAcc; ++i) acc[i] = 0.f;
     for (int sk = 0; sk < static_cast<int>(gridDim.y); ++sk) {
-      const float* pp = p.partials + static_cast<int64_t>(sk * gridDim.x + blockIdx.x) * Core::kAcc * skinny::wg::kThreads + tid;
+      const float* pp = p.partials + static_cast<int64_t>(sk * gridDim.x + blockIdx.x) * Core::kAcc * kThreads + tid;
 #pragma unroll
-      for (int i = 0; i < Core::kAcc; ++i) acc[i] += __ldcg(pp + i * skinny::wg::kThreads);
+      for (int i = 0; i < Core::kAcc; ++i) acc[i] += __ldcg(pp + i * kThreads);
     }
     if (tid == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
   }

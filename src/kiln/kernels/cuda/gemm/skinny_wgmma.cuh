@@ -1,8 +1,9 @@
 // The wgmma streaming core of the fp8 decode GEMMs (skinny_gemm.cu's wgmma rows, the MoE decode
-// GEMM's wgmma row): one warpgroup (128 threads, the whole CTA) takes 64 weight rows (the M side
-// of wgmma.m64nNk32.e4m3) and N = 8 / 16 / 32 activation rows (x quantized per token to e4m3 by
-// skinny_x_fp8.cuh, rows past m zero) and streams k through a kS-stage shared-memory ring of
-// [64 rows x 128 bytes] weight tiles and [N rows x 128 bytes] x tiles, both K-major and
+// GEMM's wgmma row): kWG warpgroups (128 threads each, the whole CTA; the MoE row: one) take
+// 64 weight rows each (the M side of wgmma.m64nNk32.e4m3) and share N = 8 / 16 / 32 / 64
+// activation rows (x quantized per token to e4m3 by skinny_x_fp8.cuh, rows past m zero), so one
+// x tile serves 64 kWG weight rows; they stream k through a kS-stage shared-memory ring of
+// [64 kWG rows x 128 bytes] weight tiles and [N rows x 128 bytes] x tiles, both K-major and
 // 128B-swizzled (16-byte chunk c of row r at r * 128 + ((c ^ (r % 8)) * 16): the layout wgmma's
 // SWIZZLE_128B descriptors read). Each thread copies its 16-byte vectors with cp.async (rows
 // past n and k past the end zero-filled, nothing read), so no tensor maps are needed (the MoE
@@ -19,8 +20,8 @@
 
 namespace kiln::skinny::wg {
 
-inline constexpr int kThreads = 128;   // one warpgroup
-inline constexpr int kRows = 64;       // weight rows per CTA (wgmma M)
+inline constexpr int kThreads = 128;   // one warpgroup (the threads of a kWG = 1 CTA)
+inline constexpr int kRows = 64;       // weight rows per warpgroup (wgmma M)
 inline constexpr int kTileK = 128;     // k bytes (= e4m3 elements) per stage: one 128B swizzle row
 inline constexpr int kWTileBytes = kRows * kTileK;
 
@@ -50,6 +51,18 @@ __device__ __forceinline__ void wgmma_e4m3(float (&d)[16], uint64_t a, uint64_t 
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
       : "l"(a), "l"(b), "r"(accumulate));
 }
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, "
+      "%13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, "
+      "1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
 
 // cp.async.wait_group n for a run-time n in [0, kMax].
 template <int kMax>
@@ -65,26 +78,33 @@ __device__ __forceinline__ void cp_async_wait_upto(int n) {
   }
 }
 
-// Accumulator element i of this thread: weight row (0..63) and activation row (0..N-1).
+// Accumulator element i of this thread: weight row (0..64 kWG - 1: warp w of the CTA holds rows
+// 16 w ..) and activation row (0..N-1).
 __device__ __forceinline__ int acc_row(int i) {
   const int lane = threadIdx.x & 31;
   return 16 * (threadIdx.x >> 5) + (lane >> 2) + 8 * ((i >> 1) & 1);
 }
 __device__ __forceinline__ int acc_col(int i) { return 8 * (i >> 2) + 2 * (threadIdx.x & 3) + (i & 1); }
 
-// kN activation rows (8, 16 or 32) per pass, kS ring stages (>= 3).
-template <int kN, int kS>
+// kN activation rows (8, 16, 32 or 64) per pass, kS ring stages (>= 3), kWG warpgroups (64
+// weight rows each) per CTA.
+template <int kN, int kS, int kWG = 1>
 struct WgmmaCore {
-  static_assert(kN == 8 || kN == 16 || kN == 32, "wgmma n of 8, 16 or 32");
+  static_assert(kN == 8 || kN == 16 || kN == 32 || kN == 64, "wgmma n of 8, 16, 32 or 64");
   static_assert(kS >= 3, "at least three stages (one landing, one in the math, one in flight)");
+  static_assert(kWG == 1 || kWG == 2, "one or two warpgroups");
+  static constexpr int kCtaThreads = kThreads * kWG;
+  static constexpr int kCtaRows = kRows * kWG;
+  static constexpr int kRowsPerPass = kCtaThreads / 8;  // rows one 16-byte vector per thread covers
+  static constexpr int kWTile = kCtaRows * kTileK;      // weight tile bytes per stage
   static constexpr int kXTileBytes = kN * kTileK;
-  static constexpr int kXRowsPerThread = (kN * 8 + kThreads - 1) / kThreads;  // 16-byte x vectors per thread
+  static constexpr int kXRowsPerThread = (kN + kRowsPerPass - 1) / kRowsPerPass;  // 16-byte x vectors per thread
   static constexpr int kAcc = kN / 2;
   // Ring: kS weight tiles then kS x tiles, 1024-byte aligned (the swizzle atom); + slack to align.
-  static constexpr int kSmemBytes = kS * (kWTileBytes + kXTileBytes) + 1024;
+  static constexpr int kSmemBytes = kS * (kWTile + kXTileBytes) + 1024;
 
-  // acc = w[row_base .. row_base + 64) x xq^T over k tiles [c_begin, c_end) (128 bytes each).
-  // w: [n, k] e4m3, row stride ldw; xrow[j]: this thread's x row (tid / 8 + 16 j) at k = 0
+  // acc = w[row_base .. row_base + 64 kWG) x xq^T over k tiles [c_begin, c_end) (128 bytes each).
+  // w: [n, k] e4m3, row stride ldw; xrow[j]: this thread's x row (tid / 8 + kRowsPerPass j) at k = 0
   // ([k] e4m3, nullptr: a zero row). smem: kSmemBytes. pdl: wait for the previous kernel after
   // the first weight tiles are requested (x is read only after it).
   __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw, int n, int k, int row_base,
@@ -93,13 +113,14 @@ struct WgmmaCore {
     using namespace kiln::cuda::hopper;
     const int tid = threadIdx.x, vec = tid & 7, r0 = tid >> 3;
     const uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
-    const uint32_t w_ring = base, x_ring = base + kS * kWTileBytes;
-    const uint32_t sw_off = static_cast<uint32_t>(r0 * kTileK + ((vec ^ (r0 & 7)) << 4));  // + 16 * 128 per 16 rows
+    const uint32_t w_ring = base, x_ring = base + kS * kWTile;
+    // + kRowsPerPass * 128 per pass (kRowsPerPass is a multiple of 8: the swizzle phase holds)
+    const uint32_t sw_off = static_cast<uint32_t>(r0 * kTileK + ((vec ^ (r0 & 7)) << 4));
     const uint8_t* wr[4];
     bool w_ok[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int r = row_base + r0 + 16 * i;
+      const int r = row_base + r0 + kRowsPerPass * i;
       w_ok[i] = r < n;
       wr[i] = w + static_cast<int64_t>(w_ok[i] ? r : 0) * ldw;  // + kb (which includes vec * 16) per tile
     }
@@ -107,9 +128,10 @@ struct WgmmaCore {
     auto issue_w = [&](int i) {  // weight tile of stage i into slot i % kS
       const int kb = (c_begin + i) * kTileK + vec * 16;
       const bool k_ok = kb < k;
-      const uint32_t dst = w_ring + (i % kS) * kWTileBytes + sw_off;
+      const uint32_t dst = w_ring + (i % kS) * kWTile + sw_off;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) cp_async_16(dst + j * 16 * kTileK, k_ok && w_ok[j] ? wr[j] + kb : wr[j], k_ok && w_ok[j]);
+      for (int j = 0; j < 4; ++j)
+        cp_async_16(dst + j * kRowsPerPass * kTileK, k_ok && w_ok[j] ? wr[j] + kb : wr[j], k_ok && w_ok[j]);
     };
     auto issue_x = [&](int i) {
       const int kb = (c_begin + i) * kTileK + vec * 16;
@@ -117,9 +139,9 @@ struct WgmmaCore {
       const uint32_t dst = x_ring + (i % kS) * kXTileBytes + sw_off;
 #pragma unroll
       for (int j = 0; j < kXRowsPerThread; ++j) {
-        if (r0 + 16 * j >= kN) continue;  // kN = 8: half the threads
+        if (r0 + kRowsPerPass * j >= kN) continue;  // kN < kRowsPerPass: some of the threads
         const bool ok = k_ok && xrow[j] != nullptr;
-        cp_async_16(dst + j * 16 * kTileK, ok ? xrow[j] + kb : w, ok);
+        cp_async_16(dst + j * kRowsPerPass * kTileK, ok ? xrow[j] + kb : w, ok);
       }
     };
 
@@ -153,7 +175,9 @@ struct WgmmaCore {
         issue_x(i + kS - 2);
       }
       cp_async_commit();
-      const uint32_t a = w_ring + (i % kS) * kWTileBytes, b = x_ring + (i % kS) * kXTileBytes;
+      // this warpgroup's 64 rows of the weight tile (8 KiB, 1024-aligned)
+      const uint32_t a = w_ring + (i % kS) * kWTile + (kWG > 1 ? (tid >> 7) * kWTileBytes : 0),
+                     b = x_ring + (i % kS) * kXTileBytes;
       pin(part[kP]);
       wgmma_fence();
 #pragma unroll
