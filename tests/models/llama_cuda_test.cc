@@ -29,22 +29,27 @@ bool have_gpu() {
 #endif
 }
 
-struct Agreement { double rel_err = 0, top1 = 0; };
+// rel_err: max |got - want| / max |want|; mean_rel_err: the mean |got - want| over all logits / max
+// |want|; top1: the rows whose argmax agrees.
+struct Agreement { double rel_err = 0, mean_rel_err = 0, top1 = 0; };
 
 Agreement agree(const float* got, const float* want, int64_t rows, int64_t vocab) {
   Agreement a;
-  double err = 0, mag = 0;
+  double err = 0, sum = 0, mag = 0;
   int same = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const float* g = got + r * vocab;
     const float* w = want + r * vocab;
     for (int64_t i = 0; i < vocab; ++i) {
-      err = std::max(err, std::fabs(double(g[i]) - w[i]));
+      const double e = std::fabs(double(g[i]) - w[i]);
+      err = std::max(err, e);
+      sum += e;
       mag = std::max(mag, std::fabs(double(w[i])));
     }
     same += std::max_element(g, g + vocab) - g == std::max_element(w, w + vocab) - w;
   }
   a.rel_err = err / std::max(mag, 1e-6);
+  a.mean_rel_err = sum / double(std::max<int64_t>(rows * vocab, 1)) / std::max(mag, 1e-6);
   a.top1 = double(same) / double(rows);
   return a;
 }
@@ -323,9 +328,11 @@ TEST(CudaFp8, LogitsMatchCpuFp8Model) {
 // rounding for bf16 experts and for fp8 experts with bf16 x (KILN_MOE_X_FP8=0: the f16-widening
 // row). The default fp8 decode row (wgmma) quantizes x per token to e4m3 where the grouped path's
 // small per-expert GEMMs keep bf16 x: on this tiny random model that alone moves the logits by
-// ~0.1 of their max (measured 0.103, top-1 0.875 on the H100; the fp8-activation effect of these
-// models is 0.13-0.16, see CudaFp8), so that row gets the CudaFp8 prompt bounds; its arithmetic is
-// held exactly by MoeDecodeGemmCuda against the per-token CPU reference.
+// ~0.1 of their max (H100: max 0.103, mean 9.6e-3, top-1 0.875 in every clean run); so that row
+// gets the CudaFp8 prompt bounds plus a bound on the mean error over all logits (a missing or
+// misapplied scale moves every logit by about its own size). Its arithmetic is held exactly by
+// MoeDecodeGemmCuda against the per-token CPU reference. Some full-suite runs on 2026-11-22 gave
+// max 0.22-0.66 / mean 5.3e-2 here (not reproducible on demand; see the MoE decode GEMM's ids read).
 TEST(CudaMoeDecode, MatchesGroupedPath) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/mixtral";
@@ -333,8 +340,9 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
   ASSERT_TRUE(golden.ok());
   const SafetensorsTensor* ids_t = golden->find("input_ids");
   std::vector<int32_t> ids(reinterpret_cast<const int32_t*>(ids_t->data), reinterpret_cast<const int32_t*>(ids_t->data) + ids_t->nbytes / 4);
-  struct Case { bool fp8; bool x_fp8; double max_err, min_top1; };
-  for (const Case& c : {Case{false, false, 2e-2, 0.95}, Case{true, false, 2e-2, 0.95}, Case{true, true, 2.5e-1, 0.75}}) {
+  struct Case { bool fp8; bool x_fp8; double max_err, max_mean_err, min_top1; };
+  for (const Case& c : {Case{false, false, 2e-2, 2e-3, 0.95}, Case{true, false, 2e-2, 2e-3, 0.95},
+                        Case{true, true, 2.5e-1, 2e-2, 0.75}}) {
     std::vector<HostTensor> logits;
     setenv("KILN_MOE_X_FP8", c.x_fp8 ? "1" : "0", 1);
     for (const char* path : {"0", "64"}) {
@@ -354,9 +362,10 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
     unsetenv("KILN_MOE_X_FP8");
     const Agreement a = agree(logits[1].tensor.ptr<float>(), logits[0].tensor.ptr<float>(), static_cast<int64_t>(ids.size()),
                               logits[0].tensor.shape[1]);
-    std::printf("moe decode vs grouped (fp8=%d, x fp8=%d): max |err| / max |logit| %.2e, top-1 agreement %.3f\n", c.fp8,
-                c.x_fp8, a.rel_err, a.top1);
+    std::printf("moe decode vs grouped (fp8=%d, x fp8=%d): max |err| / max |logit| %.2e, mean %.2e, top-1 agreement %.3f\n",
+                c.fp8, c.x_fp8, a.rel_err, a.mean_rel_err, a.top1);
     EXPECT_LE(a.rel_err, c.max_err);
+    EXPECT_LE(a.mean_rel_err, c.max_mean_err);
     EXPECT_GE(a.top1, c.min_top1);
   }
 }

@@ -90,7 +90,10 @@ __device__ void cta_group(const MoeDecodeParams& p, int& m_out, int& expert_out,
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // Which slots are the first of their expert; the blockIdx.y-th such slot names this CTA's
   // expert; its slots in order.
-  for (int j = threadIdx.x; j < p.slots; j += blockDim.x) sid[j] = p.ids[j];
+  // From L2 (ld.global.cg): with ids_ready this runs before griddepcontrol.wait, where PDL does not
+  // promise that the ids written by an earlier kernel are visible through this SM's L1 (an older
+  // layer's copy of the same scratch address may still sit there); L2 holds the router's writes.
+  for (int j = threadIdx.x; j < p.slots; j += blockDim.x) sid[j] = __ldcg(p.ids + j);
   __syncthreads();
   for (int j = threadIdx.x; j < p.slots; j += blockDim.x) {
     const int e = sid[j];
