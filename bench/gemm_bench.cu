@@ -86,6 +86,19 @@ std::vector<BenchWeights> weight_copies(DType wt, int64_t n, int64_t k, bool sin
   return ws;
 }
 
+// A decode call's activations on layer l: x [m, k] random bf16 (seed 7), y [m, n] in l.y.
+struct DecodeXY {
+  DeviceTensor x, y;
+};
+DecodeXY decode_xy(const Layer& l, int64_t m) {
+  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
+  auto y = DeviceTensor::empty(l.y, {m, l.n});
+  check(x.status(), "alloc x");
+  check(y.status(), "alloc y");
+  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+  return {std::move(x).value(), std::move(y).value()};
+}
+
 // Median ms per call of enqueue(i), i = 0..inner-1 captured into one graph and replayed.
 template <typename F>
 double graph_ms(F&& enqueue, cudaStream_t s, int inner = 20, int reps = 11) {
@@ -111,11 +124,8 @@ std::string shape_of(const Layer& l, int64_t m) {
 void bench_decode(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, const char* tag,
                   DType wt, bool stream_too) {
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
-  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-  auto y = DeviceTensor::empty(l.y, {m, l.n});
-  check(x.status(), "alloc x");
-  check(y.status(), "alloc y");
-  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+  const DecodeXY xy = decode_xy(l, m);
+  const DeviceTensor *x = &xy.x, *y = &xy.y;
   auto call = [&](int i) {
     const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
     check(gemm.run({x->tensor, w.w.tensor, {}, y->tensor, w.scale.tensor}, s), "gemm");
@@ -133,11 +143,8 @@ void bench_decode(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const La
 
 void bench_prefill(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, const char* tag, DType wt) {
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k, true);
-  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-  auto y = DeviceTensor::empty(l.y, {m, l.n});
-  check(x.status(), "alloc x");
-  check(y.status(), "alloc y");
-  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+  const DecodeXY xy = decode_xy(l, m);
+  const DeviceTensor *x = &xy.x, *y = &xy.y;
   const double ms = bench::median_ms(
       [&](int) { check(gemm.run({x->tensor, ws[0].w.tensor, {}, y->tensor, ws[0].scale.tensor}, s), "gemm"); }, s);
   bench::report(std::string("gemm ") + l.name + tag, shape_of(l, m), ms, 2.0 * m * l.n * l.k / ms / 1e9,
@@ -206,11 +213,8 @@ struct BenchWorkspace {
 // automatic / 4 / 8, with programmatic dependent launch (graph-timed).
 void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, DType wt, bool f16_only = false) {
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
-  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-  auto y = DeviceTensor::empty(l.y, {m, l.n});
-  check(x.status(), "alloc x");
-  check(y.status(), "alloc y");
-  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+  const DecodeXY xy = decode_xy(l, m);
+  const DeviceTensor *x = &xy.x, *y = &xy.y;
   BenchWorkspace bw;
   SkinnyGemmWorkspace& wsp = bw.ws;
   const double w_bytes = static_cast<double>(l.n) * l.k * static_cast<double>(dtype_bytes(wt, 1));
@@ -248,11 +252,8 @@ void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, 
 // of Gemm::run's choice for comparison (graph-timed, with programmatic dependent launch).
 void sweep_wgmma(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m) {
   const std::vector<BenchWeights> ws = weight_copies(DType::kFp8E4M3, l.n, l.k);
-  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-  auto y = DeviceTensor::empty(l.y, {m, l.n});
-  check(x.status(), "alloc x");
-  check(y.status(), "alloc y");
-  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+  const DecodeXY xy = decode_xy(l, m);
+  const DeviceTensor *x = &xy.x, *y = &xy.y;
   BenchWorkspace bw;
   const double w_bytes = static_cast<double>(l.n) * l.k;
   const auto variants = skinny_gemm_variants();
@@ -290,11 +291,8 @@ void bench_decode_fp8(const bench::Ceilings& c, cudaStream_t s, const Layer& l, 
   if (m >= 16) bench_decode(cublas, c, s, l, m, " cublas fp8", DType::kFp8E4M3, false);
   if (m == 16) {
     const std::vector<BenchWeights> ws = weight_copies(DType::kFp8E4M3, l.n, l.k);
-    auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-    auto y = DeviceTensor::empty(l.y, {m, l.n});
-    check(x.status(), "alloc x");
-    check(y.status(), "alloc y");
-    bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+    const DecodeXY xy = decode_xy(l, m);
+    const DeviceTensor *x = &xy.x, *y = &xy.y;
     BenchWorkspace bw;
     auto call = [&](int i) {
       const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
@@ -319,11 +317,8 @@ void bench_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l, DType wt
   const auto variants = skinny_gemm_variants();
   for (int64_t m : {1, 8, 16}) {
     if (wt == DType::kBF16 && m > 8) continue;
-    auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-    auto y = DeviceTensor::empty(l.y, {m, l.n});
-    check(x.status(), "alloc x");
-    check(y.status(), "alloc y");
-    bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+    const DecodeXY xy = decode_xy(l, m);
+    const DeviceTensor *x = &xy.x, *y = &xy.y;
     auto time = [&](const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch) {
       auto call = [&](int i) {
         const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
@@ -399,11 +394,8 @@ void bench_e4m3_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l) {
   const double w_bytes = static_cast<double>(l.n) * l.k;
   const auto variants = skinny_gemm_variants();
   for (int64_t m : {1, 8, 16}) {
-    auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-    auto y = DeviceTensor::empty(l.y, {m, l.n});
-    check(x.status(), "alloc x");
-    check(y.status(), "alloc y");
-    bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+    const DecodeXY xy = decode_xy(l, m);
+    const DeviceTensor *x = &xy.x, *y = &xy.y;
     auto time = [&](const SkinnyGemmWorkspace& w_s, const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch) {
       auto call = [&](int i) {
         const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
