@@ -132,6 +132,17 @@ struct WeightFormat {
 __device__ __forceinline__ int frag_n(int row_base, int rt, int c, int g) { return row_base + rt * 16 + g + (c >= 2 ? 8 : 0); }
 __device__ __forceinline__ int frag_m(int nt, int c, int t) { return nt * 8 + 2 * t + (c & 1); }
 
+// f(rt, nt, c) for every element of a thread's accumulators [kRT][kMT][4], in that order (unrolled).
+template <int kRT, int kMT, typename F>
+__device__ __forceinline__ void for_each_acc(F&& f) {
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) f(rt, nt, c);
+}
+
 // kF16: fp8 weights widened to f16 and x rounded to f16 (fp8 only), else exact bf16. kE4m3: x
 // given as e4m3 bytes (XT = uint8_t), the e4m3 mma on the raw weight bytes (fp8 only).
 // kAcc (widened rows only): independent accumulator sets, mma i of a chunk adding into set i %
@@ -311,17 +322,10 @@ struct Core {
     }
     cp_async_wait<0>();
     if constexpr (kAcc > 1) {
+      for_each_acc<kRT, kMT>([&](int rt, int nt, int c) {
 #pragma unroll
-      for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-        for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            float s = acc[rt][nt][c];
-#pragma unroll
-            for (int a = 0; a < kAcc - 1; ++a) s += more[a][rt][nt][c];
-            acc[rt][nt][c] = s;
-          }
+        for (int a = 0; a < kAcc - 1; ++a) acc[rt][nt][c] += more[a][rt][nt][c];
+      });
     }
   }
 
@@ -331,25 +335,15 @@ struct Core {
     if (nwarps == 1) return;
     const int lane = threadIdx.x & 31;
     float* mine = reinterpret_cast<float*>(smem + warp * kSmemPerWarp) + lane;
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) mine[((rt * kMT + nt) * 4 + c) * 32] = acc[rt][nt][c];
+    for_each_acc<kRT, kMT>([&](int rt, int nt, int c) { mine[((rt * kMT + nt) * 4 + c) * 32] = acc[rt][nt][c]; });
     __syncthreads();
     if (warp != 0) return;
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          float s = acc[rt][nt][c];
-          for (int wi = 1; wi < nwarps; ++wi)
-            s += reinterpret_cast<const float*>(smem + wi * kSmemPerWarp)[((rt * kMT + nt) * 4 + c) * 32 + lane];
-          acc[rt][nt][c] = s;
-        }
+    for_each_acc<kRT, kMT>([&](int rt, int nt, int c) {
+      float s = acc[rt][nt][c];
+      for (int wi = 1; wi < nwarps; ++wi)
+        s += reinterpret_cast<const float*>(smem + wi * kSmemPerWarp)[((rt * kMT + nt) * 4 + c) * 32 + lane];
+      acc[rt][nt][c] = s;
+    });
   }
 };
 

@@ -52,15 +52,10 @@ __device__ __forceinline__ void store_output(const SkinnyParams& p, int m, int n
 // of the weight rows from row_base.
 template <bool kXScale, typename Y, int kRT, int kMT>
 __device__ __forceinline__ void store_fragments(const SkinnyParams& p, int row_base, int g, int t, const float (&acc)[kRT][kMT][4]) {
-#pragma unroll
-  for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-    for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
-        if (n < p.n && m < p.m) store_output<kXScale, Y>(p, m, n, acc[rt][nt][c]);
-      }
+  for_each_acc<kRT, kMT>([&](int rt, int nt, int c) {
+    const int n = frag_n(row_base, rt, c, g), m = frag_m(nt, c, t);
+    if (n < p.n && m < p.m) store_output<kXScale, Y>(p, m, n, acc[rt][nt][c]);
+  });
 }
 
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y, int kAcc = 1,
@@ -90,13 +85,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
   constexpr int kElems = Core::kElems;
   if (gridDim.y > 1) {  // split K: park the partial sums; the last CTA of this row block adds them up
     float* part = p.partials + static_cast<int64_t>(blockIdx.y * gridDim.x + blockIdx.x) * kElems * 32 + lane;
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c)
-          if (frag_m(nt, c, t) < p.m) part[((rt * kMT + nt) * 4 + c) * 32] = acc[rt][nt][c];
+    for_each_acc<kRT, kMT>([&](int rt, int nt, int c) {
+      if (frag_m(nt, c, t) < p.m) part[((rt * kMT + nt) * 4 + c) * 32] = acc[rt][nt][c];
+    });
     __threadfence();
     __syncwarp();
     int last = 0;
@@ -104,19 +95,13 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
     last = __shfl_sync(0xffffffffu, last, 0);
     if (!last) return;
     __threadfence();
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          if (frag_m(nt, c, t) >= p.m) continue;
-          float s = 0.f;
-          for (int sk = 0; sk < static_cast<int>(gridDim.y); ++sk)
-            s += __ldcg(p.partials + (static_cast<int64_t>(sk * gridDim.x + blockIdx.x) * kElems + (rt * kMT + nt) * 4 + c) * 32 +
-                        lane);
-          acc[rt][nt][c] = s;
-        }
+    for_each_acc<kRT, kMT>([&](int rt, int nt, int c) {
+      if (frag_m(nt, c, t) >= p.m) return;
+      float s = 0.f;
+      for (int sk = 0; sk < static_cast<int>(gridDim.y); ++sk)
+        s += __ldcg(p.partials + (static_cast<int64_t>(sk * gridDim.x + blockIdx.x) * kElems + (rt * kMT + nt) * 4 + c) * 32 + lane);
+      acc[rt][nt][c] = s;
+    });
     if (lane == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
   }
   store_fragments<kE4m3, Y>(p, row_base, g, t, acc);
