@@ -2,6 +2,7 @@
 // (models/fp8_checkpoint.h): fp8 e4m3 linear weights with per-channel (default) or per-tensor
 // scales, the rest bf16, optional static KV cache scales (calibrated on a text, or one value).
 // The source is loaded in f32, so weights are quantized from their full-precision values.
+#include <cstdint>
 #include <cstdio>
 #include <unistd.h>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "apps/commands.h"
 #include "apps/default_model.h"
 #include "kiln/core/log.h"
+#include "kiln/eval/input_hessians.h"
 #include "kiln/eval/kv_scale_calibration.h"
 #include "kiln/io/model_loader.h"
 #include "kiln/models/fp8_checkpoint.h"
@@ -20,8 +22,9 @@ namespace kiln::apps {
 namespace {
 
 struct QuantizeFlags {
-  std::string model, out_dir, kv_cache_scales, calib_file;
-  int64_t calib_tokens = 512;
+  std::string model, out_dir, kv_cache_scales, calib_file, method = "rtn";
+  int64_t calib_tokens = 0;  // 0: 512 for KV cache scales, 4096 for GPTQ
+  int64_t calib_skip = 0, calib_window = 512;
   bool per_tensor = false;
 };
 
@@ -57,6 +60,33 @@ Result<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
+// --calib-file's tokens [calib_skip, calib_skip + tokens), at most `cap`.
+Result<std::vector<int32_t>> calib_tokens(const QuantizeFlags& f, const LoadedModel& m, int64_t tokens, int64_t cap) {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(m));
+  KILN_ASSIGN_OR_RETURN(std::string text, read_file(f.calib_file));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tok->encode(text, true));
+  if (f.calib_skip >= static_cast<int64_t>(ids.size()))
+    return invalid_argument("--calib-skip " + std::to_string(f.calib_skip) + ": " + f.calib_file + " has only " + std::to_string(ids.size()) + " tokens");
+  ids.erase(ids.begin(), ids.begin() + f.calib_skip);
+  ids.resize(static_cast<size_t>(std::min<int64_t>({static_cast<int64_t>(ids.size()), tokens, cap})));
+  return ids;
+}
+
+// GPTQ's input Hessians over --calib-file (windows of --calib-window tokens).
+Status gptq_hessians(const QuantizeFlags& f, const std::string& path, Fp8CheckpointOptions* o) {
+  if (f.method == "rtn") return ok_status();
+  if (f.method != "gptq") return invalid_argument("--method " + f.method + ": expected rtn or gptq");
+  if (f.calib_file.empty()) return invalid_argument("--method gptq needs --calib-file TEXT");
+  KILN_ASSIGN_OR_RETURN(LoadedModel m, load_model(path, DType::kF32));
+  if (m.config.num_experts > 0) log_warn(path, ": GPTQ covers the dense layers only; MoE experts are rounded to nearest");
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, calib_tokens(f, m, f.calib_tokens > 0 ? f.calib_tokens : 4096, INT64_MAX));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(m)));
+  std::fprintf(stderr, "GPTQ: collecting input Hessians on %zu tokens of %s\n", ids.size(), f.calib_file.c_str());
+  ProgressBar bar("calibrating");
+  KILN_ASSIGN_OR_RETURN(o->hessians, eval::collect_input_hessians(*model, ids, f.calib_window, [&](int64_t d, int64_t t) { bar.update(d, t); }));
+  return ok_status();
+}
+
 // Per-layer KV cache scales: none, one value for every layer, or calibrated on --calib-file.
 Status kv_scales(const QuantizeFlags& f, const std::string& path, Fp8CheckpointOptions* o) {
   if (f.kv_cache_scales.empty()) return ok_status();
@@ -71,11 +101,8 @@ Status kv_scales(const QuantizeFlags& f, const std::string& path, Fp8CheckpointO
   }
   if (f.calib_file.empty()) return invalid_argument("--kv-cache-scales calibrate needs --calib-file TEXT");
   KILN_ASSIGN_OR_RETURN(LoadedModel m, load_model(path, DType::kF32));
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(m));
-  KILN_ASSIGN_OR_RETURN(std::string text, read_file(f.calib_file));
-  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tok->encode(text, true));
-  const int64_t n = std::min<int64_t>({static_cast<int64_t>(ids.size()), f.calib_tokens, m.config.max_position_embeddings});
-  ids.resize(static_cast<size_t>(n));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, calib_tokens(f, m, f.calib_tokens > 0 ? f.calib_tokens : 512, m.config.max_position_embeddings));
+  const int64_t n = static_cast<int64_t>(ids.size());
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(m)));
   std::fprintf(stderr, "calibrating KV cache scales on %lld tokens of %s\n", static_cast<long long>(n), f.calib_file.c_str());
   KILN_ASSIGN_OR_RETURN(eval::KvScales s, eval::calibrate_kv_scales(*model, ids));
@@ -90,10 +117,12 @@ Status run_quantize(const QuantizeFlags& f) {
   Fp8CheckpointOptions o;
   o.per_tensor = f.per_tensor;
   KILN_RETURN_IF_ERROR(kv_scales(f, path, &o));
+  KILN_RETURN_IF_ERROR(gptq_hessians(f, path, &o));
   ProgressBar load_bar("loading   "), write_bar("quantizing");
   KILN_ASSIGN_OR_RETURN(LoadedModel m, load_model(path, DType::kF32, [&](int64_t d, int64_t t) { load_bar.update(d, t); }));
   KILN_RETURN_IF_ERROR(write_fp8_checkpoint(m, o, f.out_dir, [&](int64_t d, int64_t t) { write_bar.update(d, t); }));
-  std::printf("wrote %s: fp8 e4m3 weights (%s scales)%s, %s\n", f.out_dir.c_str(), f.per_tensor ? "per-tensor" : "per-channel",
+  std::printf("wrote %s: fp8 e4m3 weights (%s scales, %s)%s, %s\n", f.out_dir.c_str(), f.per_tensor ? "per-tensor" : "per-channel",
+              o.hessians.empty() ? "rounded to nearest" : "GPTQ",
               o.k_scales.empty() ? "" : ", KV cache scales", m.gguf ? "tokenizer.gguf from the GGUF metadata" : "tokenizer files copied");
   return ok_status();
 }
@@ -108,8 +137,14 @@ void register_quantize_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--per-tensor", f->per_tensor, "One scale per weight matrix (vLLM 'fp8' format) instead of per output channel");
   cmd->add_option("--kv-cache-scales", f->kv_cache_scales,
                   "Write fp8 KV cache scales: calibrate (amax/448 over --calib-file) or one number for every layer");
-  cmd->add_option("--calib-file", f->calib_file, "Text to calibrate the KV cache scales on");
-  cmd->add_option("--calib-tokens", f->calib_tokens, "Tokens of --calib-file to run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--method", f->method, "Weight rounding: rtn (round to nearest) or gptq (needs --calib-file; dense layers)")
+      ->capture_default_str();
+  cmd->add_option("--calib-file", f->calib_file, "Text to calibrate on (KV cache scales, GPTQ)");
+  cmd->add_option("--calib-tokens", f->calib_tokens, "Tokens of --calib-file to run (default: 512 for KV cache scales, 4096 for GPTQ)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--calib-skip", f->calib_skip, "Tokens at the start of --calib-file to skip (keep calibration text apart from evaluation text)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--calib-window", f->calib_window, "GPTQ: tokens per calibration sequence")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->callback([f, exit_code] {
     Status s = run_quantize(*f);
     if (!s.ok()) {

@@ -114,7 +114,9 @@ Status write_fp8_checkpoint(const LoadedModel& m, const Fp8CheckpointOptions& o,
       add(name, std::move(q));
       add(base + ".weight_scale", std::move(sc));
     } else if (is_fp8_linear_weight(name)) {
-      KILN_ASSIGN_OR_RETURN(Fp8Weights q, quantize_fp8_weights_cpu(t.tensor, o.per_tensor));
+      auto h = o.hessians.find(name);
+      KILN_ASSIGN_OR_RETURN(Fp8Weights q, h == o.hessians.end() ? quantize_fp8_weights_cpu(t.tensor, o.per_tensor)
+                                                                : quantize_fp8_gptq_cpu(t.tensor, *h->second, {o.per_tensor}));
       add(name, std::move(q.q));
       KILN_ASSIGN_OR_RETURN(HostTensor scale, as_column(std::move(q.scale), o.per_tensor));
       add(base + ".weight_scale", std::move(scale));

@@ -13,12 +13,16 @@
 
 #include "kiln/core/status.h"
 #include "kiln/io/model_loader.h"
+#include "kiln/models/gptq_fp8.h"
 
 namespace kiln {
 
 struct Fp8CheckpointOptions {
   bool per_tensor = false;
   std::vector<float> k_scales, v_scales;  // [num_layers] each, or empty: no KV cache scales written
+  // Weights named here are rounded by GPTQ on these input Hessians (same scales, same layout);
+  // the rest by round-to-nearest.
+  InputHessians hessians;
 };
 
 // True for the HF names kiln stores in fp8 ("model.layers.3.mlp.down_proj.weight", ...).

@@ -45,6 +45,7 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
   const int64_t width = (hq + 2 * hkv) * d;
   HostTensor qkv = HostTensor::zeros(DType::kF32, {n, width});
   HostTensor scratch;
+  KILN_RETURN_IF_ERROR(observe(layer, LinearInput::kQkv, h));
   KILN_ASSIGN_OR_RETURN(const Tensor hq8, fp8_input(h, fp8_act(), scratch));
   KILN_RETURN_IF_ERROR(linear_cpu({hq8, lw.qkv.tensor, lw.qkv_bias.tensor, qkv.tensor, {}}));
   HostTensor q = HostTensor::zeros(DType::kF32, {n, hq, d});
@@ -70,11 +71,12 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
                         attn.tensor, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window, k_scale, v_scale};
   KILN_RETURN_IF_ERROR(paged_attention_cpu(pa));
   KILN_ASSIGN_OR_RETURN(Tensor attn2d, attn.tensor.reshape({n, hq * d}));
+  KILN_RETURN_IF_ERROR(observe(layer, LinearInput::kOProj, attn2d));
   KILN_ASSIGN_OR_RETURN(const Tensor attn8, fp8_input(attn2d, fp8_act(), scratch));
   return linear_cpu({attn8, lw.o_proj.tensor, {}, out, {}});
 }
 
-Status LlamaModel::ffn_block(const LayerWeights& lw, const Tensor& h, Tensor out) {
+Status LlamaModel::ffn_block(const LayerWeights& lw, int64_t layer, const Tensor& h, Tensor out) {
   if (!lw.experts.empty()) {
     const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
     return mixtral_moe_cpu(lw, k, config_.norm_topk_prob, h, out, fp8_act());
@@ -83,9 +85,11 @@ Status LlamaModel::ffn_block(const LayerWeights& lw, const Tensor& h, Tensor out
   HostTensor gate_up = HostTensor::zeros(DType::kF32, {n, 2 * inter});
   HostTensor act = HostTensor::zeros(DType::kF32, {n, inter});
   HostTensor scratch;
+  KILN_RETURN_IF_ERROR(observe(layer, LinearInput::kGateUp, h));
   KILN_ASSIGN_OR_RETURN(const Tensor h8, fp8_input(h, fp8_act(), scratch));
   KILN_RETURN_IF_ERROR(linear_cpu({h8, lw.gate_up.tensor, {}, gate_up.tensor, {}}));
   KILN_RETURN_IF_ERROR(silu_mul_cpu({gate_up.tensor, act.tensor}));
+  KILN_RETURN_IF_ERROR(observe(layer, LinearInput::kDown, act.tensor));
   if (fp8_act()) KILN_RETURN_IF_ERROR(fp8_round_trip_cpu(act.tensor, act.tensor, false));
   return linear_cpu({act.tensor, lw.down.tensor, {}, out, {}});
 }
@@ -130,7 +134,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheView& kv, Ten
     const LayerWeights& lw = w_.layers[static_cast<size_t>(l)];
     KILN_RETURN_IF_ERROR(attention_block(lw, l, batch, kv, h.tensor, x.tensor));
     KILN_RETURN_IF_ERROR(rmsnorm_cpu({x.tensor, residual.tensor, lw.ffn_norm.tensor, h.tensor, c.rms_norm_eps}));
-    KILN_RETURN_IF_ERROR(ffn_block(lw, h.tensor, x.tensor));
+    KILN_RETURN_IF_ERROR(ffn_block(lw, l, h.tensor, x.tensor));
     const Tensor& next_norm = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
     KILN_RETURN_IF_ERROR(rmsnorm_cpu({x.tensor, residual.tensor, next_norm, h.tensor, c.rms_norm_eps}));
   }

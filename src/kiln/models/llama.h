@@ -3,12 +3,17 @@
 // fp8 weights are dequantized to the compute dtype when the model is built (create_model); an
 // fp8 KV cache (ModelOptions::fp8_kv_cache) stores fp8(x / scale) per layer.
 #pragma once
+#include <functional>
 #include <memory>
 
 #include "kiln/models/decoder_weights.h"
 #include "kiln/models/model.h"
 
 namespace kiln {
+
+// The inputs of a layer's dense linear weights, as LlamaModel::set_linear_input_observer sees them.
+enum class LinearInput { kQkv, kOProj, kGateUp, kDown };
+using LinearInputObserver = std::function<Status(int64_t layer, LinearInput which, const Tensor& x)>;
 
 class LlamaModel : public Model {
  public:
@@ -19,17 +24,22 @@ class LlamaModel : public Model {
   Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
   int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
   DType kv_cache_dtype() const { return options_.fp8_kv_cache ? DType::kFp8E4M3 : DType::kF32; }
+  // Calibration (GPTQ): f gets every dense linear layer's input x [tokens, k] f32 during forward
+  // (MoE experts' inputs are not observed). An error from f fails the forward.
+  void set_linear_input_observer(LinearInputObserver f) { observer_ = std::move(f); }
 
  private:
   Status attention_block(const LayerWeights& lw, int64_t layer, const ForwardBatch& batch,
                          const KvCacheView& kv, const Tensor& h, Tensor out);
-  Status ffn_block(const LayerWeights& lw, const Tensor& h, Tensor out);
+  Status ffn_block(const LayerWeights& lw, int64_t layer, const Tensor& h, Tensor out);
+  Status observe(int64_t layer, LinearInput which, const Tensor& x) const { return observer_ ? observer_(layer, which, x) : ok_status(); }
   bool fp8_act() const { return options_.fp8_weights && options_.fp8_activations; }
 
   ModelConfig config_;
   DecoderWeights w_;
   ModelOptions options_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
+  LinearInputObserver observer_;
 };
 
 }  // namespace kiln
