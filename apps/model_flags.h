@@ -18,6 +18,7 @@ struct QuantFlags {
   float kv_cache_scale = 1.0f;
   bool fp8_per_tensor = false;
   bool fp8_activations = false;
+  std::string kv_cache_key_rotation = "hadamard";  // hadamard | none
 };
 
 // prefix: "" for the model's own flags, "base-" etc. where a command builds two models.
@@ -31,6 +32,10 @@ inline void add_quant_flags(CLI::App* cmd, QuantFlags& f, const std::string& pre
                   "fp8 KV cache scale for every layer (the checkpoint's k_scale/v_scale win)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--" + prefix + "kv-cache-key-rotation", f.kv_cache_key_rotation,
+                  "fp8 KV cache: hadamard (rotate q and k heads after RoPE so fp8 rounds keys with less damage; scores unchanged; "
+                  "power-of-two head_dim) or none")
+      ->capture_default_str();
   cmd->add_flag("--" + prefix + "fp8-per-tensor", f.fp8_per_tensor,
                 "fp8 weights quantized at load: one scale per matrix instead of per output channel");
   cmd->add_flag("--" + prefix + "fp8-activations", f.fp8_activations,
@@ -57,6 +62,9 @@ inline Result<DType> apply_quant_flags(const QuantFlags& f, const std::string& d
   if (f.kv_cache_dtype == "fp8" || f.kv_cache_dtype == "fp8_e4m3") options->fp8_kv_cache = true;
   else if (f.kv_cache_dtype != "auto")
     return unimplemented("--kv-cache-dtype " + f.kv_cache_dtype + " (supported: auto, fp8 = fp8_e4m3)");
+  if (f.kv_cache_key_rotation != "hadamard" && f.kv_cache_key_rotation != "none")
+    return invalid_argument("--kv-cache-key-rotation " + f.kv_cache_key_rotation + " (supported: hadamard, none)");
+  options->fp8_kv_hadamard = f.kv_cache_key_rotation == "hadamard";
   options->fp8_weights = fp8;
   options->fp8_per_tensor = f.fp8_per_tensor;
   options->fp8_activations = f.fp8_activations;

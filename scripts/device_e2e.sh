@@ -24,10 +24,12 @@ runs=(
   "llama8b-decode|bench/models/llama3-8b|128|256||bf16|bf16|"
   "llama8b-decode-fp8|bench/models/llama3-8b|128|256|--quantization fp8|fp8|bf16|"
   "llama8b-decode-fp8-kv|bench/models/llama3-8b|128|256|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|"
+  "llama8b-decode-fp8-kv-norot|bench/models/llama3-8b|128|256|--quantization fp8 --kv-cache-dtype fp8 --kv-cache-key-rotation none|fp8|fp8|"
   "mistral7b-1k|bench/models/mistral-7b|1024|128||bf16|bf16|"
   "mistral7b-1k-fp8|bench/models/mistral-7b|1024|128|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|"
   "mixtral-1k-fp8-grouped|bench/models/mixtral-8x7b|1024|128|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|KILN_MOE_DECODE=0"
   "mixtral-1k-fp8|bench/models/mixtral-8x7b|1024|128|--quantization fp8 --kv-cache-dtype fp8|fp8|fp8|"
+  "mixtral-1k-fp8-norot|bench/models/mixtral-8x7b|1024|128|--quantization fp8 --kv-cache-dtype fp8 --kv-cache-key-rotation none|fp8|fp8|"
   "mixtral-decode-fp8|bench/models/mixtral-8x7b|128|256|--quantization fp8|fp8|bf16|"
 )
 printf "%-22s %7s %5s %9s %10s %9s %7s\n" run prompt new ttft_ms decode_t/s GB/s %copy > "$OUT/e2e_table.txt"

@@ -43,7 +43,7 @@ std::vector<float> download_f32(const Tensor& device) {
 }
 
 void check_fp8_case(const RopeKvWriteCudaVariant& v, const Fp8RopeCase& c, std::mt19937& rng) {
-  SCOPED_TRACE("n=" + std::to_string(c.n) + " hq=" + std::to_string(c.hq) + " hkv=" + std::to_string(c.hkv) +
+  SCOPED_TRACE(std::string(v.hadamard_qk ? "hadamard_qk " : "") + "n=" + std::to_string(c.n) + " hq=" + std::to_string(c.hq) + " hkv=" + std::to_string(c.hkv) +
                " d=" + std::to_string(c.d) + " block=" + std::to_string(c.block_size) +
                " fused=" + std::to_string(c.fused) + " k_scale=" + std::to_string(c.k_scale) +
                " v_scale=" + std::to_string(c.v_scale));
@@ -85,6 +85,7 @@ void check_fp8_case(const RopeKvWriteCudaVariant& v, const Fp8RopeCase& c, std::
                       vc_ref.tensor,
                       c.k_scale,
                       c.v_scale};
+  cpu.hadamard_qk = v.hadamard_qk;
   ASSERT_TRUE(rope_kv_write_cpu(cpu).ok());
 
   // GPU: views into one fused qkv buffer, or three contiguous tensors.
@@ -121,9 +122,10 @@ void check_fp8_case(const RopeKvWriteCudaVariant& v, const Fp8RopeCase& c, std::
   // Fused cases write the rotated q to a dense q_out (the model's layout) and leave qkv's q alone.
   Result<DeviceTensor> dq_out = DeviceTensor::empty(v.act, {n, hq, d});
   ASSERT_TRUE(dq_out.ok());
-  const Status st = rope_kv_write_cuda({q, k, vt, dpos.tensor, dinv.tensor, dslots.tensor, dkc->tensor, dvc->tensor,
-                                        c.k_scale, c.v_scale, c.fused ? dq_out->tensor : Tensor{}},
-                                       nullptr);
+  RopeKvWriteArgs gpu{q, k, vt, dpos.tensor, dinv.tensor, dslots.tensor, dkc->tensor, dvc->tensor,
+                      c.k_scale, c.v_scale, c.fused ? dq_out->tensor : Tensor{}};
+  gpu.hadamard_qk = v.hadamard_qk;
+  const Status st = rope_kv_write_cuda(gpu, nullptr);
   ASSERT_TRUE(st.ok()) << st.to_string();
 
   // Caches: byte for byte, written slots and poisoned ones alike.
@@ -169,6 +171,7 @@ TEST(RopeKvWriteFp8Cuda, CacheBitExactToCpu) {
       {97, 8, 8, 128, 1, 128, false, 0.1f, 0.004f},  // V saturates at +-448 for |v| > 1.79
       {2048, 32, 8, 128, 16, 160, true, 0.05f, 0.05f},
       {5, 9, 3, 64, 16, 2, true, 0.3f, 0.003f},
+      {3, 96, 8, 128, 16, 2, true, 0.05f, 0.5f},  // Hadamard rows: 53 KB of shared memory
   };
   int rows = 0;
   for (const RopeKvWriteCudaVariant& v : rope_kv_write_cuda_variants()) {
@@ -177,6 +180,28 @@ TEST(RopeKvWriteFp8Cuda, CacheBitExactToCpu) {
     for (const Fp8RopeCase& c : cases) check_fp8_case(v, c, rng);
   }
   EXPECT_GT(rows, 0) << "no fp8 row in rope_kv_write_cuda_variants()";
+}
+
+TEST(RopeKvWriteFp8Cuda, HadamardNeedsAPowerOfTwoHeadDim) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(44);
+  HostTensor x = test::random_tensor(DType::kBF16, {2, 2, 80}, rng);
+  DeviceTensor dq = upload(x.tensor), dk = upload(x.tensor), dv = upload(x.tensor);
+  std::vector<int32_t> pos = {0, 1}, slots = {0, 1};
+  std::vector<float> inv = rope_inv_freq(80, 10000.f, {});
+  DeviceTensor dpos = upload(Tensor::view(pos.data(), DType::kInt32, {2}));
+  DeviceTensor dslots = upload(Tensor::view(slots.data(), DType::kInt32, {2}));
+  DeviceTensor dinv = upload(Tensor::view(inv.data(), DType::kF32, {40}));
+  Result<DeviceTensor> kc = DeviceTensor::empty(DType::kFp8E4M3, {1, 16, 2, 80});
+  Result<DeviceTensor> vc = DeviceTensor::empty(DType::kFp8E4M3, {1, 16, 2, 80});
+  ASSERT_TRUE(kc.ok() && vc.ok());
+  RopeKvWriteArgs a{dq.tensor, dk.tensor, dv.tensor, dpos.tensor, dinv.tensor, dslots.tensor, kc->tensor, vc->tensor, 1.f, 1.f};
+  a.hadamard_qk = true;
+  const Status st = rope_kv_write_cuda(a, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.to_string();
+  a.k_cache = a.v_cache = Tensor{};  // bf16 path: no Hadamard row
+  a.slot_mapping = Tensor{};
+  EXPECT_EQ(rope_kv_write_cuda(a, nullptr).code(), StatusCode::kUnimplemented);
 }
 
 TEST(RopeKvWriteFp8Cuda, RejectsBadScales) {

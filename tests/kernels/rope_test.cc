@@ -7,6 +7,8 @@
 
 #include <complex>
 
+#include "kiln/kernels/hadamard.h"
+
 #include "tests/kernels/kernel_test_util.h"
 
 namespace kiln {
@@ -147,6 +149,69 @@ TEST(RopeCpu, WritesFp8Cache) {
     if (!written[static_cast<size_t>(s)]) EXPECT_EQ(kc.tensor.ptr<uint8_t>()[s * hkv * d], 0x7f) << "slot " << s;
   a.v_scale = 0.f;
   EXPECT_FALSE(rope_kv_write_cpu(a).ok());
+}
+
+TEST(RopeCpu, HadamardKeepsScoresAndSpreadsOutliers) {
+  // hadamard_inplace against the explicit Sylvester matrix H[i][j] = (-1)^popcount(i & j) / sqrt(d).
+  std::mt19937 rng(7);
+  for (int64_t d : {2, 8, 64, 128}) {
+    std::vector<float> x(static_cast<size_t>(d)), y;
+    for (float& e : x) e = std::normal_distribution<float>()(rng);
+    y = x;
+    hadamard_inplace(y.data(), d);
+    for (int64_t i = 0; i < d; ++i) {
+      double want = 0;
+      for (int64_t j = 0; j < d; ++j) want += (__builtin_popcountll(static_cast<uint64_t>(i & j)) % 2 ? -1.0 : 1.0) * x[static_cast<size_t>(j)];
+      EXPECT_NEAR(y[static_cast<size_t>(i)], want / std::sqrt(static_cast<double>(d)), 1e-5) << d << " " << i;
+    }
+  }
+  // RoPE with hadamard_qk: every q . k equals the plain RoPE's (scores unchanged), a key with one
+  // huge channel comes out spread, and the fp8 cache holds the transformed k.
+  const int64_t n = 3, hq = 4, hkv = 2, d = 64;
+  HostTensor q = test::random_tensor(DType::kF32, {n, hq, d}, rng), k = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  HostTensor v = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  k.tensor.ptr<float>()[5] = 40.0f;  // token 0, kv head 0, channel 5
+  HostTensor q2 = test::random_tensor(DType::kF32, {n, hq, d}, rng), k2 = test::random_tensor(DType::kF32, {n, hkv, d}, rng);
+  std::copy_n(q.tensor.ptr<float>(), n * hq * d, q2.tensor.ptr<float>());
+  std::copy_n(k.tensor.ptr<float>(), n * hkv * d, k2.tensor.ptr<float>());
+  std::vector<int32_t> pos = {0, 17, 300}, slots = {0, 1, 2};
+  auto inv = rope_inv_freq(d, 10000.f, {});
+  HostTensor kc = HostTensor::zeros(DType::kFp8E4M3, {1, 4, hkv, d}), vc = HostTensor::zeros(DType::kFp8E4M3, {1, 4, hkv, d});
+  RopeKvWriteArgs plain{q.tensor, k.tensor, v.tensor, Tensor::view(pos.data(), DType::kInt32, {n}),
+                        Tensor::view(inv.data(), DType::kF32, {d / 2}), Tensor::view(slots.data(), DType::kInt32, {n}),
+                        kc.tensor, vc.tensor, 1.0f, 1.0f};
+  RopeKvWriteArgs had = plain;
+  had.q = q2.tensor;
+  had.k = k2.tensor;
+  had.hadamard_qk = true;
+  ASSERT_TRUE(rope_kv_write_cpu(plain).ok());
+  ASSERT_TRUE(rope_kv_write_cpu(had).ok());
+  for (int64_t tq = 0; tq < n; ++tq)
+    for (int64_t h = 0; h < hq; ++h)
+      for (int64_t tk = 0; tk < n; ++tk) {
+        const int64_t kh = h / (hq / hkv);
+        double a = 0, b = 0;
+        for (int64_t i = 0; i < d; ++i) {
+          a += double(q.tensor.ptr<float>()[(tq * hq + h) * d + i]) * k.tensor.ptr<float>()[(tk * hkv + kh) * d + i];
+          b += double(q2.tensor.ptr<float>()[(tq * hq + h) * d + i]) * k2.tensor.ptr<float>()[(tk * hkv + kh) * d + i];
+        }
+        EXPECT_NEAR(a, b, 1e-4 * (1 + std::fabs(a)));
+      }
+  float max_plain = 0, max_had = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    max_plain = std::max(max_plain, std::fabs(k.tensor.ptr<float>()[i]));
+    max_had = std::max(max_had, std::fabs(k2.tensor.ptr<float>()[i]));
+  }
+  EXPECT_GT(max_plain, 39.0f);
+  EXPECT_LT(max_had, 8.0f);  // 40 / sqrt(64) = 5 plus the rest
+  for (int64_t i = 0; i < n * hkv * d; ++i) EXPECT_EQ(kc.tensor.ptr<uint8_t>()[i], f32_to_fp8_e4m3(k2.tensor.ptr<float>()[i]));
+  HostTensor q3 = test::random_tensor(DType::kF32, {n, hq, 48}, rng), k3 = test::random_tensor(DType::kF32, {n, hkv, 48}, rng);
+  auto inv48 = rope_inv_freq(48, 10000.f, {});
+  HostTensor c48 = HostTensor::zeros(DType::kF32, {1, 4, hkv, 48});
+  RopeKvWriteArgs odd{q3.tensor, k3.tensor, k3.tensor, Tensor::view(pos.data(), DType::kInt32, {n}), Tensor::view(inv48.data(), DType::kF32, {24}),
+                      Tensor::view(slots.data(), DType::kInt32, {n}), c48.tensor, c48.tensor};
+  odd.hadamard_qk = true;
+  EXPECT_EQ(rope_kv_write_cpu(odd).code(), StatusCode::kUnimplemented);
 }
 
 }  // namespace

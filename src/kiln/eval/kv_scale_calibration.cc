@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <vector>
+
+#include "kiln/kernels/hadamard.h"
 
 namespace kiln::eval {
 
@@ -35,16 +38,26 @@ Result<KvScales> calibrate_kv_scales(Model& model, const std::vector<int32_t>& t
   }
   // Slots [0, n) hold the sequence: blocks are 0, 1, ... in order, so they are the first n rows.
   const int64_t row = c.num_kv_heads * c.head_dim;
-  auto scale_of = [&](const Tensor& cache) {
+  // keys: the larger of the plain and the Hadamard-rotated amax (an fp8 cache rotates keys by
+  // default, ModelOptions::fp8_kv_hadamard; the scale must hold for either).
+  auto scale_of = [&](const Tensor& cache, bool rotated_too) {
     float amax = 0.0f;
     const float* p = cache.ptr<float>();
     for (int64_t i = 0; i < n * row; ++i) amax = std::max(amax, std::fabs(p[i]));
+    if (rotated_too && is_power_of_two(c.head_dim)) {
+      std::vector<float> head(static_cast<size_t>(c.head_dim));
+      for (int64_t i = 0; i < n * row; i += c.head_dim) {
+        std::copy_n(p + i, c.head_dim, head.data());
+        hadamard_inplace(head.data(), c.head_dim);
+        for (float x : head) amax = std::max(amax, std::fabs(x));
+      }
+    }
     return amax > 0.0f ? amax / kFp8E4M3Max : 1.0f;
   };
   KvScales s;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    s.k.push_back(scale_of(kv.k[static_cast<size_t>(l)]));
-    s.v.push_back(scale_of(kv.v[static_cast<size_t>(l)]));
+    s.k.push_back(scale_of(kv.k[static_cast<size_t>(l)], true));
+    s.v.push_back(scale_of(kv.v[static_cast<size_t>(l)], false));
   }
   return s;
 }

@@ -28,6 +28,11 @@ struct RopeKvWriteArgs {
   // Optional [num_tokens, num_q_heads, head_dim] contiguous, q's dtype: the rotated q goes here and
   // q is left as it was (the GPU model reads q from the fused qkv output and attention wants it dense).
   Tensor q_out;
+  // After RoPE, multiply every q and k head by the orthonormal Walsh-Hadamard matrix (hadamard.h;
+  // head_dim a power of two): q . k is unchanged, but K's few large channels are spread over the
+  // head before it is stored, so an fp8 cache rounds it with much less damage to the scores.
+  // Applies to what is written back (q or q_out, k) and to the cache.
+  bool hadamard_qk = false;
 };
 
 Status rope_kv_write_cpu(const RopeKvWriteArgs& args);
@@ -38,7 +43,8 @@ Status rope_kv_write_cpu(const RopeKvWriteArgs& args);
 // inputs); math in f32, angles' cos/sin in double as the CPU reference; positions, slot_mapping
 // int32, inv_freq f32, all on the device. q, k and v may be views with a token stride (e.g. slices of a fused qkv output)
 // but heads must be contiguous; head_dim % 16 == 0. Slots outside the cache are skipped (no
-// error from the device: callers own the slot mapping on the host).
+// error from the device: callers own the slot mapping on the host). hadamard_qk: fp8 caches only
+// (a row of the variant table), bit-exact to the CPU as well.
 }  // namespace kiln
 #include <span>
 struct CUstream_st;  // cudaStream_t, without the CUDA headers
@@ -47,6 +53,7 @@ namespace kiln {
 struct RopeKvWriteCudaVariant {
   DType act;    // q, k, v
   DType cache;  // k_cache, v_cache
+  bool hadamard_qk;
   Status (*launch)(const RopeKvWriteArgs& args, CUstream_st* stream);
 };
 std::span<const RopeKvWriteCudaVariant> rope_kv_write_cuda_variants();

@@ -63,7 +63,8 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
   // fp8 caches hold fp8(x / scale); f32 caches ignore the scales (kept at 1).
   const float k_scale = options_.fp8_kv_cache ? lw.k_scale : 1.0f, v_scale = options_.fp8_kv_cache ? lw.v_scale : 1.0f;
   KILN_RETURN_IF_ERROR(rope_kv_write_cpu({q.tensor, k.tensor, v.tensor, i32_view(batch.positions), inv_freq,
-                                          i32_view(batch.slot_mapping), k_cache, v_cache, k_scale, v_scale}));
+                                          i32_view(batch.slot_mapping), k_cache, v_cache, k_scale, v_scale, {},
+                                          options_.hadamard_keys(d)}));
   HostTensor attn = HostTensor::zeros(DType::kF32, {n, hq, d});
   PagedAttentionArgs pa{q.tensor, k_cache, v_cache, i32_view(batch.cu_seqlens_q), i32_view(batch.kv_lens),
                         Tensor::view(const_cast<int32_t*>(batch.block_tables.data()), DType::kInt32,

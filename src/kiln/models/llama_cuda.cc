@@ -41,8 +41,7 @@ namespace kiln {
 namespace {
 
 Status cuda_status(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return ok_status();
-  return internal_error(std::string(what) + ": " + cudaGetErrorString(e));
+  return e == cudaSuccess ? ok_status() : internal_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
 // Bumped whenever a scratch buffer moves: captured CUDA graphs hold its old address.
@@ -236,7 +235,8 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   const Tensor& kc = kv.k[static_cast<size_t>(layer)];
   const Tensor& vc = kv.v[static_cast<size_t>(layer)];
   KILN_ASSIGN_OR_RETURN(Tensor qc, q_.get(DType::kBF16, {n, hq, d}));  // rotated q, dense for attention
-  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc, lw.k_scale, lw.v_scale, qc}, stream_));
+  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc, lw.k_scale, lw.v_scale, qc,
+                                           options_.hadamard_keys(d)}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
   PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window,
                         lw.k_scale, lw.v_scale};

@@ -74,6 +74,13 @@ struct ModelOptions {
   // per-layer self_attn.k_scale / v_scale (vLLM's layout).
   bool fp8_kv_cache = false;
   float kv_cache_scale = 1.0f;
+  // fp8 KV cache: q and k heads are Walsh-Hadamard transformed after RoPE (RopeKvWriteArgs::
+  // hadamard_qk; scores unchanged, K's outlier channels spread before fp8 rounding) when head_dim
+  // is a power of two. --kv-cache-key-rotation none turns it off.
+  bool fp8_kv_hadamard = true;
+  bool hadamard_keys(int64_t head_dim) const {
+    return fp8_kv_cache && fp8_kv_hadamard && head_dim > 0 && (head_dim & (head_dim - 1)) == 0;
+  }
 };
 
 // Builds the CPU model for loaded.config.arch; takes ownership of the weights.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "kiln/kernels/hadamard.h"
 #include "kiln/kernels/rope.h"
 
 namespace kiln {
@@ -74,6 +75,8 @@ Status rope_kv_write_cpu(const RopeKvWriteArgs& a) {
                             std::string(dtype_name(a.k_cache.dtype)) + ")");
   if (!a.q_out.empty() && (a.q_out.dtype != DType::kF32 || a.q_out.shape != a.q.shape || !a.q_out.is_contiguous()))
     return invalid_argument("rope_kv_write_cpu: q_out must be f32 " + a.q.shape_string() + ", contiguous");
+  if (a.hadamard_qk && !is_power_of_two(d))
+    return unimplemented("rope_kv_write_cpu: the q/k Hadamard rotation needs a power-of-two head_dim, got " + std::to_string(d));
   if (fp8 && !(a.k_scale > 0.f && a.v_scale > 0.f && std::isfinite(a.k_scale) && std::isfinite(a.v_scale)))
     return invalid_argument("rope_kv_write_cpu: fp8 cache scales must be finite and > 0");
   const int32_t* pos = a.positions.ptr<int32_t>();
@@ -91,8 +94,13 @@ Status rope_kv_write_cpu(const RopeKvWriteArgs& a) {
       float* q = a.q.ptr<float>() + (t * hq + h) * d;
       if (!a.q_out.empty()) q = std::copy_n(q, d, a.q_out.ptr<float>() + (t * hq + h) * d) - d;
       rot(q, d, cos_t.data(), sin_t.data());
+      if (a.hadamard_qk) hadamard_inplace(q, d);
     }
-    for (int64_t h = 0; h < hkv; ++h) rot(a.k.ptr<float>() + (t * hkv + h) * d, d, cos_t.data(), sin_t.data());
+    for (int64_t h = 0; h < hkv; ++h) {
+      float* k = a.k.ptr<float>() + (t * hkv + h) * d;
+      rot(k, d, cos_t.data(), sin_t.data());
+      if (a.hadamard_qk) hadamard_inplace(k, d);
+    }
     if (!slots || slots[t] < 0) continue;
     if (slots[t] >= num_blocks * block_size)
       return out_of_range("rope_kv_write_cpu: slot " + std::to_string(slots[t]) + " outside the cache");

@@ -2,7 +2,8 @@
 // paged KV cache. One block per token: the token's cos/sin table goes to shared memory once, then
 // the threads walk (head, 8-pair chunk) items with 16-byte loads of both halves.
 // Variants: bf16 q/k/v -> bf16 cache; bf16 q/k/v -> fp8 e4m3 cache, quantized on write from the f32
-// rotated k (and the f32 v) as fp8_rne_sat(x / scale), bit-exact to rope_kv_write_cpu's fp8 path.
+// rotated k (and the f32 v) as fp8_rne_sat(x / scale), bit-exact to rope_kv_write_cpu's fp8 path;
+// the same with the q/k Hadamard rotation (hadamard.h), a warp per head (rope_kv_write_hadamard_kernel).
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
@@ -12,6 +13,7 @@
 #include "kiln/kernels/cuda/common/bf16.cuh"
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/kernel_args.h"
+#include "kiln/kernels/hadamard.h"
 #include "kiln/kernels/rope.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
@@ -36,6 +38,7 @@ struct RopeParams {
   int64_t num_slots;
   int hq, hkv, head_dim;
   float k_scale, v_scale;  // fp8 caches: the cache holds fp8(x / scale)
+  float hadamard_norm;     // 1 / sqrt(head_dim) as the CPU computes it (kHadamard)
 };
 
 // x1 = x[i..i+8), x2 = x[half + i..): (x1, x2) <- (x1 cos - x2 sin, x2 cos + x1 sin).
@@ -140,6 +143,82 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
   }
 }
 
+// The fp8 cache with the q/k Hadamard rotation: one warp per head (q heads, k heads, then v
+// heads, which are only quantized), blockIdx.x the token. Lane l holds elements [l E, l E + E) of
+// the head (E = head_dim / 32), so a RoPE pair (i, i + d/2) sits in lanes l and l ^ 16 and the
+// transform's stages of stride >= E are lane shuffles. Same float ops in the same order as the CPU
+// (rotate_fma, then hadamard.h's stages, then the 1/sqrt(d) product): the cache bytes match.
+template <int E>
+__global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const __grid_constant__ RopeParams p) {
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+  const int lane = threadIdx.x % 32, head = blockIdx.y * (kThreads / 32) + threadIdx.x / 32;
+  const int heads = p.hq + 2 * p.hkv;
+  if (head >= heads) return;
+  const int64_t t = blockIdx.x;
+  const int64_t slot = p.slots ? p.slots[t] : -1;
+  const bool write_cache = slot >= 0 && slot < p.num_slots;
+  const int64_t cache_off = slot * p.hkv * p.head_dim;
+  if (head >= p.hq + p.hkv) {  // v: quantize only
+    if (!write_cache) return;
+    const int h = head - p.hq - p.hkv;
+    const bf16* src = p.v + t * p.v_stride + h * p.head_dim + lane * E;
+    uint8_t* dst = static_cast<uint8_t*>(p.v_cache) + cache_off + h * p.head_dim + lane * E;
+#pragma unroll
+    for (int j = 0; j < E; ++j) dst[j] = __nv_cvt_float_to_fp8(__fdiv_rn(__bfloat162float(src[j]), p.v_scale), __NV_SATFINITE, __NV_E4M3);
+    return;
+  }
+  const bool is_k = head >= p.hq;
+  const int h = is_k ? head - p.hq : head;
+  const bf16* src = is_k ? p.k + t * p.k_stride + h * p.head_dim : p.q + t * p.q_stride + h * p.head_dim;
+  float x[E];
+#pragma unroll
+  for (int j = 0; j < E; ++j) x[j] = __bfloat162float(src[lane * E + j]);
+  // RoPE: lanes < 16 hold x1 = x[i], lanes >= 16 hold x2 = x[i + d/2], i = (lane % 16) E + j.
+  const float pos = static_cast<float>(p.positions[t]);
+  const bool first = lane < 16;
+#pragma unroll
+  for (int j = 0; j < E; ++j) {
+    const float angle = pos * p.inv_freq[(lane % 16) * E + j];  // fp32 product, as the reference
+    double sd, cd;
+    sincos(static_cast<double>(angle), &sd, &cd);
+    const float sn = static_cast<float>(sd), cs = static_cast<float>(cd);
+    const float other = __shfl_xor_sync(0xffffffffu, x[j], 16);
+    const float a = first ? x[j] : other, b = first ? other : x[j];
+    x[j] = first ? __fmaf_rn(a, cs, -__fmul_rn(b, sn)) : __fmaf_rn(b, cs, __fmul_rn(a, sn));
+  }
+  // Walsh-Hadamard stages len = 1, 2, ...: (u, v) -> (u + v, u - v), u the lower element.
+#pragma unroll
+  for (int len = 1; len < E; len <<= 1)
+#pragma unroll
+    for (int j = 0; j < E; ++j)
+      if ((j & len) == 0) {
+        const float u = x[j], v = x[j + len];
+        x[j] = __fadd_rn(u, v);
+        x[j + len] = __fsub_rn(u, v);
+      }
+#pragma unroll
+  for (int lanes = 1; lanes < 32; lanes <<= 1) {  // len = lanes * E
+    const bool lower = (lane & lanes) == 0;
+#pragma unroll
+    for (int j = 0; j < E; ++j) {
+      const float other = __shfl_xor_sync(0xffffffffu, x[j], lanes);
+      x[j] = lower ? __fadd_rn(x[j], other) : __fsub_rn(other, x[j]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < E; ++j) x[j] = __fmul_rn(x[j], p.hadamard_norm);
+  bf16* dst = is_k ? p.k + t * p.k_stride + h * p.head_dim
+                   : (p.q_out ? p.q_out + (t * p.hq + h) * p.head_dim : p.q + t * p.q_stride + h * p.head_dim);
+#pragma unroll
+  for (int j = 0; j < E; ++j) dst[lane * E + j] = __float2bfloat16_rn(x[j]);
+  if (is_k && write_cache) {
+    uint8_t* kc = static_cast<uint8_t*>(p.k_cache) + cache_off + h * p.head_dim + lane * E;
+#pragma unroll
+    for (int j = 0; j < E; ++j) kc[j] = __nv_cvt_float_to_fp8(__fdiv_rn(x[j], p.k_scale), __NV_SATFINITE, __NV_E4M3);
+  }
+}
+
 // [n, heads, d] with contiguous heads and a (possibly larger) token stride.
 Status check_heads(const Tensor& t, int64_t n, int64_t d, const char* name) {
   if (t.device != Device::kCuda || t.dtype != DType::kBF16 || t.ndim != 3 || t.shape[0] != n || t.shape[2] != d)
@@ -152,7 +231,7 @@ Status check_heads(const Tensor& t, int64_t n, int64_t d, const char* name) {
   return ok_status();
 }
 
-template <bool kFp8>
+template <bool kFp8, bool kHadamard>
 Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   constexpr DType kCache = kFp8 ? DType::kFp8E4M3 : DType::kBF16;
   constexpr const char* kName = "rope_kv_write_cuda";
@@ -185,6 +264,20 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
     if (kFp8 && !(a.k_scale > 0.f && a.v_scale > 0.f && std::isfinite(a.k_scale) && std::isfinite(a.v_scale)))
       return invalid_argument("rope_kv_write_cuda: fp8 cache scales must be finite and > 0");
   }
+  if (a.hadamard_qk != kHadamard) return invalid_argument("rope_kv_write_cuda: hadamard_qk does not match the variant");
+  const void* kernel = reinterpret_cast<const void*>(&rope_kv_write_kernel<kFp8>);
+  dim3 grid(static_cast<unsigned>(n));
+  if constexpr (kHadamard) {
+    switch (d) {
+      case 32: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<1>); break;
+      case 64: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<2>); break;
+      case 128: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<4>); break;
+      case 256: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<8>); break;
+      default:
+        return unimplemented("rope_kv_write_cuda: the q/k Hadamard rotation supports head_dim 32, 64, 128, 256, got " + std::to_string(d));
+    }
+    grid.y = static_cast<unsigned>((hq + 2 * hkv + kThreads / 32 - 1) / (kThreads / 32));
+  }
   if (n == 0) return ok_status();
   if (n > 0x7fffffff) return out_of_range("rope_kv_write_cuda: too many tokens");
   RopeParams p{};
@@ -202,13 +295,16 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   p.q_stride = a.q.strides[0]; p.k_stride = a.k.strides[0]; p.v_stride = a.v.strides[0];
   p.num_slots = num_slots;
   p.hq = static_cast<int>(hq); p.hkv = static_cast<int>(hkv); p.head_dim = static_cast<int>(d);
-  KILN_CUDA_CHECK(cuda::launch_pdl(rope_kv_write_kernel<kFp8>, dim3(static_cast<unsigned>(n)), dim3(kThreads), 0, stream, p));
+  p.hadamard_norm = hadamard_norm(d);
+  void* args[] = {&p};
+  KILN_CUDA_CHECK(cuda::launch_pdl(kernel, grid, dim3(kThreads), 0, stream, args, true));
   return ok_status();
 }
 
 constexpr RopeKvWriteCudaVariant kVariants[] = {
-    {DType::kBF16, DType::kBF16, &launch_rope_kv_write<false>},
-    {DType::kBF16, DType::kFp8E4M3, &launch_rope_kv_write<true>},
+    {DType::kBF16, DType::kBF16, false, &launch_rope_kv_write<false, false>},
+    {DType::kBF16, DType::kFp8E4M3, false, &launch_rope_kv_write<true, false>},
+    {DType::kBF16, DType::kFp8E4M3, true, &launch_rope_kv_write<true, true>},
 };
 
 }  // namespace
@@ -218,13 +314,13 @@ std::span<const RopeKvWriteCudaVariant> rope_kv_write_cuda_variants() { return k
 Status rope_kv_write_cuda(const RopeKvWriteArgs& a, CUstream_st* stream) {
   const DType cache = a.k_cache.empty() ? DType::kBF16 : a.k_cache.dtype;
   for (const auto& v : kVariants)
-    if (v.act == a.q.dtype && v.cache == cache) return v.launch(a, stream);
+    if (v.act == a.q.dtype && v.cache == cache && v.hadamard_qk == a.hadamard_qk) return v.launch(a, stream);
   std::string supported;
   for (const auto& v : kVariants)
     supported += std::string(supported.empty() ? "" : ", ") + std::string(dtype_name(v.act)) + " -> cache " +
-                 std::string(dtype_name(v.cache));
-  return unimplemented("rope_kv_write_cuda: " + std::string(dtype_name(a.q.dtype)) + " -> cache " +
-                       std::string(dtype_name(cache)) + " (supported: " + supported + ")");
+                 std::string(dtype_name(v.cache)) + (v.hadamard_qk ? " with hadamard_qk" : "");
+  return unimplemented("rope_kv_write_cuda: " + std::string(dtype_name(a.q.dtype)) + " -> cache " + std::string(dtype_name(cache)) +
+                       (a.hadamard_qk ? " with hadamard_qk" : "") + " (supported: " + supported + ")");
 }
 
 }  // namespace kiln
