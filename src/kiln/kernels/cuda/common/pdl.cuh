@@ -5,9 +5,12 @@
 // visible); pdl_trigger() lets the next PDL kernel (e.g. a decode GEMM that streams its weights
 // before its own wait) be scheduled now. On GPUs before sm_90 both are no-ops and the attribute
 // only serializes as usual. Inside a CUDA graph capture the dependency becomes a programmatic edge.
+// KILN_PDL_OFF (see launch_pdl) launches chosen kernels plainly, for chasing ordering bugs.
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 namespace kiln::cuda {
@@ -37,6 +40,13 @@ inline cudaError_t launch_pdl(const void* kernel, dim3 grid, dim3 block, size_t 
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   lc.attrs = &attr;
+  // Debugging: KILN_PDL_OFF=SUBSTR launches the kernels whose (mangled) name contains SUBSTR plainly
+  // ("*": all of them).
+  static const char* off = std::getenv("KILN_PDL_OFF");
+  if (pdl && off && *off) {
+    const char* name = nullptr;
+    if (off[0] == '*' || (cudaFuncGetName(&name, kernel) == cudaSuccess && name && std::strstr(name, off))) pdl = false;
+  }
   lc.numAttrs = pdl ? 1 : 0;
   return cudaLaunchKernelExC(&lc, kernel, args);
 }

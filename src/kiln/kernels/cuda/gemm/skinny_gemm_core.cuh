@@ -46,7 +46,10 @@ __device__ __forceinline__ void cp_async_wait() {
 __device__ __forceinline__ void wait_for_previous_kernel() { cuda::pdl_wait(); }
 __device__ __forceinline__ void allow_next_kernel() { cuda::pdl_trigger(); }
 
-__device__ __forceinline__ uint4 load_x(const __nv_bfloat16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+// x comes from the kernel before, which may still be writing it when this one starts (PDL): never
+// the non-coherent read-only path (ld.global.nc is only for data constant over the kernel's life;
+// with __ldg here the fp8 Mixtral decode read stale x in ~10-60% of test runs on the H100), so L2.
+__device__ __forceinline__ uint4 load_x(const __nv_bfloat16* p) { return __ldcg(reinterpret_cast<const uint4*>(p)); }
 
 // c[16 x 8] += a[16 x 16] (rows: weights) * b[16 x 8] (columns: activation rows), bf16 in, f32 acc.
 __device__ __forceinline__ void mma_bf16_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,

@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_kernel(const __g
     for (int j = 0; j < kExpertGroup; ++j) acc[j] = 0.f;
     for (int v = threadIdx.x; v < vecs; v += kRouterWarps * 32) {
       float xf[8];
-      cuda::bf16x8_to_f32(__ldg(x + v), xf);
+      cuda::bf16x8_to_f32(__ldcg(x + v), xf);  // x: the previous kernel's (PDL): not ld.global.nc
       uint4 wv[kExpertGroup];
 #pragma unroll
       for (int j = 0; j < kExpertGroup; ++j)
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kClusterWarps * 32) moe_router_cluster_kernel(
 #pragma unroll 4
     for (int v = threadIdx.x; v < vecs; v += kClusterWarps * 32) {
       float xf[8], wf[8];
-      cuda::bf16x8_to_f32(__ldg(x + v), xf);
+      cuda::bf16x8_to_f32(__ldcg(x + v), xf);  // x: the previous kernel's (PDL): not ld.global.nc
       cuda::bf16x8_to_f32(__ldg(w + v), wf);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc = fmaf(xf[i], wf[i], acc);
