@@ -55,6 +55,10 @@ err=$("$KILN" generate -m "$tmp/blockwise" --prompt-ids 1,2 -n 2 2>&1 >/dev/null
 check "block-wise fp8 checkpoint: one-line error" '[ $rc -eq 1 ] && [ "$(grep -c . <<<"$err")" -eq 1 ] && grep -q "weight_block_size" <<<"$err" && grep -q "config.json" <<<"$err"'
 err=$("$KILN" quantize -m "$G/llama3" -o "$tmp/x" --kv-cache-scales calibrate 2>&1 >/dev/null)
 check "calibrate without --calib-file is a clear error" 'grep -q "needs --calib-file" <<<"$err"'
+err=$("$KILN" quantize -m "$G/llama3" -o "$tmp/x" --method gptq 2>&1 >/dev/null)
+check "gptq without --calib-file is a clear error" 'grep -q "gptq needs --calib-file" <<<"$err"'
+err=$("$KILN" quantize -m "$G/llama3" -o "$tmp/x" --method awq --calib-file "$tmp/ids.txt" 2>&1 >/dev/null)
+check "--method awq is a clear error" 'grep -q "expected rtn or gptq" <<<"$err"'
 
 if [ -s "$MODEL" ]; then
   printf 'First Citizen:\nBefore we proceed any further, hear me speak.\n' >"$tmp/calib.txt"
@@ -65,6 +69,10 @@ if [ -s "$MODEL" ]; then
   check "same tokens from tokenizer.gguf" '[ -n "$want" ] && [ "$want" = "$got" ]'
   out=$("$KILN" generate -m "$tmp/smol-fp8" -p "The capital of France is" -n 6 --kv-cache-dtype fp8 2>/dev/null | tr '\n' ' ')
   check "generate from the quantized SmolLM2 dir with fp8 KV: '$out'" 'grep -q "Paris" <<<"$out"'
+  "$KILN" quantize -m "$MODEL" -o "$tmp/smol-gptq" --method gptq --calib-file "$tmp/calib.txt" >/dev/null 2>"$tmp/gptq.err"
+  check "quantize --method gptq (progress on stderr)" '[ -s "$tmp/smol-gptq/model.safetensors" ] && grep -q "calibrating" "$tmp/gptq.err"'
+  out=$("$KILN" generate -m "$tmp/smol-gptq" -p "The capital of France is" -n 6 --kv-cache-dtype fp8 2>/dev/null | tr '\n' ' ')
+  check "generate from the GPTQ SmolLM2 dir with fp8 KV: '$out'" 'grep -q "Paris" <<<"$out"'
 else
   echo "skip SmolLM2 cases: $MODEL missing"
 fi

@@ -171,7 +171,10 @@ TEST(RopeKvWriteFp8Cuda, CacheBitExactToCpu) {
       {97, 8, 8, 128, 1, 128, false, 0.1f, 0.004f},  // V saturates at +-448 for |v| > 1.79
       {2048, 32, 8, 128, 16, 160, true, 0.05f, 0.05f},
       {5, 9, 3, 64, 16, 2, true, 0.3f, 0.003f},
-      {3, 96, 8, 128, 16, 2, true, 0.05f, 0.5f},  // Hadamard rows: 53 KB of shared memory
+      {3, 96, 8, 128, 16, 2, true, 0.05f, 0.5f},
+      {7, 5, 1, 16, 16, 1, true, 0.2f, 0.2f},  // head_dim 16: half a warp per head (Hadamard row)
+      {4, 3, 3, 32, 16, 1, false, 1.0f, 1.0f},
+      {4, 6, 2, 256, 16, 1, false, 0.5f, 0.5f},
   };
   int rows = 0;
   for (const RopeKvWriteCudaVariant& v : rope_kv_write_cuda_variants()) {

@@ -16,8 +16,11 @@ Result<std::unique_ptr<Model>> create_model(LoadedModel&& loaded, const ModelOpt
         return invalid_argument(loaded.path + ": mixtral config without num_local_experts");
       KILN_ASSIGN_OR_RETURN(DecoderWeights w, build_decoder_weights(loaded, options));
       // The CPU computes with fp8 weights dequantized to the load dtype (same values as the GPU's).
+      // fp8 weights from a checkpoint count as fp8 layers too (fp8_activations rounds their inputs).
+      ModelOptions o = options;
+      o.fp8_weights = o.fp8_weights || has_fp8_weights(w);
       if (has_fp8_weights(w)) KILN_RETURN_IF_ERROR(dequantize_fp8_weights(w, loaded.dtype));
-      return std::unique_ptr<Model>(new LlamaModel(loaded.config, std::move(w), options));
+      return std::unique_ptr<Model>(new LlamaModel(loaded.config, std::move(w), o));
     }
   }
   return unimplemented(loaded.path + ": architecture not supported (supported: llama, mistral, qwen2, mixtral)");

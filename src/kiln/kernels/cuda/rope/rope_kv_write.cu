@@ -143,22 +143,20 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
   }
 }
 
-// The fp8 cache with the q/k Hadamard rotation: one warp per head (q heads, k heads, then v
-// heads, which are only quantized), blockIdx.x the token. Lane l holds elements [l E, l E + E) of
-// the head (E = head_dim / 32), so a RoPE pair (i, i + d/2) sits in lanes l and l ^ 16 and the
-// transform's stages of stride >= E are lane shuffles. Same float ops in the same order as the CPU
+// The fp8 cache with the q/k Hadamard rotation: L lanes per head (a warp, or half a warp for
+// head_dim 16; q heads, k heads, then v heads, which are only quantized).
+// Lane l of a head holds elements [l E, l E + E) (E L = head_dim), so a RoPE pair (i, i + d/2)
+// sits in lanes l and l ^ L/2 and the transform's stages of stride >= E are lane shuffles. Same float ops in the same order as the CPU
 // (rotate_fma, then hadamard.h's stages, then the 1/sqrt(d) product): the cache bytes match.
-template <int E>
-__global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const __grid_constant__ RopeParams p) {
-  cuda::pdl_wait();
-  cuda::pdl_trigger();
-  const int lane = threadIdx.x % 32, head = blockIdx.y * (kThreads / 32) + threadIdx.x / 32;
-  const int heads = p.hq + 2 * p.hkv;
-  if (head >= heads) return;
-  const int64_t t = blockIdx.x;
-  const int64_t slot = p.slots ? p.slots[t] : -1;
-  const bool write_cache = slot >= 0 && slot < p.num_slots;
-  const int64_t cache_off = slot * p.hkv * p.head_dim;
+// Block (token, blockIdx.y): heads [blockIdx.y kThreads / L, + kThreads / L); each block builds
+// its token's cos / sin table in shared memory, as the other kernel (decode: the heads of one
+// token run in parallel blocks).
+
+// One head of rope_kv_write_hadamard_kernel (L lanes): v heads are quantized, q / k heads rotated,
+// transformed and written.
+template <int E, int L>
+__device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t t, int head, int lane, unsigned mask,
+                                                   bool write_cache, int64_t cache_off, const float* cos_s, const float* sin_s) {
   if (head >= p.hq + p.hkv) {  // v: quantize only
     if (!write_cache) return;
     const int h = head - p.hq - p.hkv;
@@ -174,16 +172,12 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const 
   float x[E];
 #pragma unroll
   for (int j = 0; j < E; ++j) x[j] = __bfloat162float(src[lane * E + j]);
-  // RoPE: lanes < 16 hold x1 = x[i], lanes >= 16 hold x2 = x[i + d/2], i = (lane % 16) E + j.
-  const float pos = static_cast<float>(p.positions[t]);
-  const bool first = lane < 16;
+  // RoPE: lanes < L/2 hold x1 = x[i], the others x2 = x[i + d/2], i = (lane % (L/2)) E + j.
+  const bool first = lane < L / 2;
 #pragma unroll
   for (int j = 0; j < E; ++j) {
-    const float angle = pos * p.inv_freq[(lane % 16) * E + j];  // fp32 product, as the reference
-    double sd, cd;
-    sincos(static_cast<double>(angle), &sd, &cd);
-    const float sn = static_cast<float>(sd), cs = static_cast<float>(cd);
-    const float other = __shfl_xor_sync(0xffffffffu, x[j], 16);
+    const float cs = cos_s[(lane % (L / 2)) * E + j], sn = sin_s[(lane % (L / 2)) * E + j];
+    const float other = __shfl_xor_sync(mask, x[j], L / 2);
     const float a = first ? x[j] : other, b = first ? other : x[j];
     x[j] = first ? __fmaf_rn(a, cs, -__fmul_rn(b, sn)) : __fmaf_rn(b, cs, __fmul_rn(a, sn));
   }
@@ -198,11 +192,11 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const 
         x[j + len] = __fsub_rn(u, v);
       }
 #pragma unroll
-  for (int lanes = 1; lanes < 32; lanes <<= 1) {  // len = lanes * E
+  for (int lanes = 1; lanes < L; lanes <<= 1) {  // len = lanes * E
     const bool lower = (lane & lanes) == 0;
 #pragma unroll
     for (int j = 0; j < E; ++j) {
-      const float other = __shfl_xor_sync(0xffffffffu, x[j], lanes);
+      const float other = __shfl_xor_sync(mask, x[j], lanes);
       x[j] = lower ? __fadd_rn(x[j], other) : __fsub_rn(other, x[j]);
     }
   }
@@ -217,6 +211,31 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const 
 #pragma unroll
     for (int j = 0; j < E; ++j) kc[j] = __nv_cvt_float_to_fp8(__fdiv_rn(x[j], p.k_scale), __NV_SATFINITE, __NV_E4M3);
   }
+}
+
+template <int E, int L>
+__global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const __grid_constant__ RopeParams p) {
+  static_assert(L == 16 || L == 32);
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+  __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
+  const int64_t t = blockIdx.x;
+  const int half = p.head_dim / 2;
+  const float pos = static_cast<float>(p.positions[t]);
+  for (int i = threadIdx.x; i < half; i += kThreads) {  // the token's table, as the other kernel
+    const float angle = pos * p.inv_freq[i];
+    double sd, cd;
+    sincos(static_cast<double>(angle), &sd, &cd);
+    cos_s[i] = static_cast<float>(cd);
+    sin_s[i] = static_cast<float>(sd);
+  }
+  __syncthreads();
+  const int64_t slot = p.slots ? p.slots[t] : -1;
+  const bool write_cache = slot >= 0 && slot < p.num_slots;
+  const int64_t cache_off = slot * p.hkv * p.head_dim;
+  const int lane = threadIdx.x % L, head = blockIdx.y * (kThreads / L) + threadIdx.x / L;
+  const unsigned mask = L == 32 ? 0xffffffffu : 0xffffu << (threadIdx.x % 32 / L * L);  // this head's lanes
+  if (head < p.hq + 2 * p.hkv) rope_hadamard_head<E, L>(p, t, head, lane, mask, write_cache, cache_off, cos_s, sin_s);
 }
 
 // [n, heads, d] with contiguous heads and a (possibly larger) token stride.
@@ -269,14 +288,16 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   dim3 grid(static_cast<unsigned>(n));
   if constexpr (kHadamard) {
     switch (d) {
-      case 32: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<1>); break;
-      case 64: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<2>); break;
-      case 128: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<4>); break;
-      case 256: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<8>); break;
+      case 16: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<1, 16>); break;
+      case 32: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<1, 32>); break;
+      case 64: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<2, 32>); break;
+      case 128: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<4, 32>); break;
+      case 256: kernel = reinterpret_cast<const void*>(&rope_kv_write_hadamard_kernel<8, 32>); break;
       default:
-        return unimplemented("rope_kv_write_cuda: the q/k Hadamard rotation supports head_dim 32, 64, 128, 256, got " + std::to_string(d));
+        return unimplemented("rope_kv_write_cuda: the q/k Hadamard rotation supports head_dim 16, 32, 64, 128, 256, got " + std::to_string(d));
     }
-    grid.y = static_cast<unsigned>((hq + 2 * hkv + kThreads / 32 - 1) / (kThreads / 32));
+    const int64_t heads_per_block = kThreads / std::min<int64_t>(d, 32);
+    grid.y = static_cast<unsigned>((hq + 2 * hkv + heads_per_block - 1) / heads_per_block);
   }
   if (n == 0) return ok_status();
   if (n > 0x7fffffff) return out_of_range("rope_kv_write_cuda: too many tokens");
