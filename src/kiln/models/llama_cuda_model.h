@@ -1,0 +1,174 @@
+// CudaLlamaModel's declaration, shared by its files (llama_cuda.cc: batch upload, attention,
+// layers, graphs, cache; llama_cuda_moe.cc: the feed-forward block and the MoE paths). Internal to
+// the CUDA build; the public entry point is llama_cuda.h's create_cuda_model.
+#pragma once
+#ifdef KILN_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <tuple>
+
+#include "kiln/core/log.h"
+#include "kiln/kernels/activation.h"
+#include "kiln/kernels/attention.h"
+#include "kiln/kernels/attention_hopper.h"
+#include "kiln/kernels/embedding.h"
+#include "kiln/kernels/gemm_cuda.h"
+#include "kiln/kernels/moe.h"
+#include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/quantize.h"
+#include "kiln/kernels/rmsnorm.h"
+#include "kiln/kernels/rope.h"
+#include "kiln/kernels/sampling_cuda.h"
+#include "kiln/kernels/silu_mul_fp8.h"
+#include "kiln/models/llama_cuda_weights.h"
+
+namespace kiln::cuda_llama {
+
+inline Status cuda_status(cudaError_t e, const char* what) {
+  return e == cudaSuccess ? ok_status() : internal_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+// Bumped whenever a scratch buffer moves: captured CUDA graphs hold its old address.
+extern int64_t g_scratch_generation;
+
+// A device buffer that only grows.
+struct Scratch {
+  DeviceBuffer buf;
+  Result<Tensor> get(DType dtype, std::initializer_list<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const int64_t bytes = dtype_bytes(dtype, std::max<int64_t>(n, 1));
+    if (buf.size() < bytes) {
+      buf = DeviceBuffer{};
+      KILN_ASSIGN_OR_RETURN(buf, DeviceBuffer::alloc(bytes + bytes / 4));
+      ++g_scratch_generation;
+    }
+    return Tensor::view(buf.data(), dtype, shape, Device::kCuda);
+  }
+};
+
+// A strided view of columns [col, col + heads * d) of a [n, width] matrix as [n, heads, d].
+inline Tensor head_view(const Tensor& m, int64_t col, int64_t heads, int64_t d) {
+  Tensor t = Tensor::view(static_cast<char*>(m.data) + dtype_bytes(m.dtype, col), m.dtype, {m.shape[0], heads, d}, Device::kCuda);
+  t.strides[0] = m.strides[0];
+  return t;
+}
+
+class CudaLlamaModel : public Model {
+ public:
+  CudaLlamaModel(ModelConfig c, CudaDecoderWeights w, Gemm gemm, CudaSampler sampler, const ModelOptions& o)
+      : config_(std::move(c)), w_(std::move(w)), gemm_(std::move(gemm)), sampler_(std::move(sampler)), options_(o) {}
+  ~CudaLlamaModel() override {
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    if (stream_) cudaStreamDestroy(stream_);
+    if (upload_done_) cudaEventDestroy(upload_done_);
+  }
+  Status init() {
+    KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
+    KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming), "event"));
+    auto on = [](const char* name) { const char* v = std::getenv(name); return !(v && std::string(v) == "0"); };
+    use_graphs_ = on("KILN_CUDA_GRAPHS");
+    use_hopper_ = on("KILN_HOPPER_PREFILL");
+    fused_act_quant_ = on("KILN_FUSED_ACT_QUANT");
+    use_hopper_vt_ = on("KILN_HOPPER_VT");
+    moe_fused_ = on("KILN_MOE_FUSED");
+    split_attention_ = on("KILN_SPLIT_ATTENTION");
+    // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
+    const char* moe = std::getenv("KILN_MOE_DECODE");
+    if (moe && *moe) moe_decode_slots_ = std::clamp<int64_t>(std::atoll(moe), 0, kMoeDecodeMaxSlots);
+    std::vector<int32_t> iota(static_cast<size_t>(kMoeDecodeMaxSlots));
+    for (size_t i = 0; i < iota.size(); ++i) iota[i] = static_cast<int32_t>(i);
+    KILN_ASSIGN_OR_RETURN(identity_rows_, to_device(Tensor::view(iota.data(), DType::kInt32, {kMoeDecodeMaxSlots})));
+    // KILN_MOE_X_FP8=0: no x workspace, so fp8 MoE decode keeps bf16 x (the f16-widening row).
+    if (on("KILN_MOE_X_FP8") && config_.num_experts > 0 && !w_.layers.empty() && !w_.layers[0].experts.empty() &&
+        w_.layers[0].experts[0].gate_up.tensor.dtype == DType::kFp8E4M3) {
+      // x of the MoE decode GEMMs: up to kMoeDecodeMaxSlots rows of max(hidden, intermediate).
+      const int64_t bytes = moe_decode_gemm_workspace_bytes(
+          kMoeDecodeMaxSlots, std::max<int64_t>(config_.hidden_size, config_.intermediate_size));
+      KILN_ASSIGN_OR_RETURN(moe_x_fp8_, DeviceTensor::empty(DType::kFp8E4M3, {bytes}));
+    }
+    const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
+    KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
+                                                            {static_cast<int64_t>(inv.size())})));
+    return ok_status();
+  }
+  const ModelConfig& config() const override { return config_; }
+  Device device() const override { return Device::kCuda; }
+  Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
+  int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
+  DType kv_dtype() const { return options_.fp8_kv_cache ? DType::kFp8E4M3 : DType::kBF16; }
+  Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) override;
+  bool samples_on_device() const override { return true; }
+  Status forward_sample(const ForwardBatch& batch, const KvCacheView& kv, const std::vector<SamplingParams>& params,
+                        const std::vector<uint64_t>& steps, const std::vector<std::pair<int32_t, int32_t>>& banned,
+                        std::vector<int32_t>* ids) override;
+
+ private:
+  Status forward_device(const ForwardBatch& b, const KvCacheView& kv);  // to the logits_rows' f32 logits in logits_
+  // Page-locked host staging (batch metadata up, sampled ids down): async copies, no bounce buffer.
+  struct Pinned {
+    int32_t* data = nullptr;  // count int32 elements
+    int64_t count = 0;
+    ~Pinned() { if (data) cudaFreeHost(data); }
+    Result<int32_t*> get(int64_t n);
+  };
+  Status upload_batch(const ForwardBatch& b);
+  Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);  // embedding .. logits_ (rows)
+  Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);  // a CUDA graph per shape
+  Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n);
+  // The Hopper prefill kernel over a's sequences (kv_lens summing to kv_tokens; fp8: hopper_vt_).
+  Status hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens);
+  // The fused fp8 MoE decode step: the ffn norm routes and writes h also as per-token fp8 (moe_hq_) for
+  // the expert GEMMs (silu_mul_fp8 for down); the next norm sums each token's k expert rows (y).
+  struct MoeSlots {
+    Tensor y;        // [n * k, hidden] bf16: each slot's expert output
+    Tensor weights;  // [n, k] f32
+  };
+  Status ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused);
+  bool moe_decode_path(const CudaLayerWeights& lw, int64_t n) const;
+  bool moe_fused_path(const CudaLayerWeights& lw, int64_t n) const;
+  Status moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused);
+  Result<MoeRouteArgs> moe_route_args(const CudaLayerWeights& lw, int64_t n, int64_t k);
+  int64_t moe_top_k() const { return options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok; }
+
+  ModelConfig config_;
+  CudaDecoderWeights w_;
+  Gemm gemm_;
+  CudaSampler sampler_;
+  ModelOptions options_;
+  DeviceTensor inv_freq_;
+  Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
+  Scratch act_scale_;  // [rows] f32: per-row scales of the fp8 SwiGLU output (silu_mul_fp8_cuda)
+  Scratch moe_hq_, moe_hs_;  // fused fp8 MoE decode: the ffn norm's output as per-token e4m3 and its scales
+  // Switches, on unless 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (fp8 prefill: silu_mul_fp8, MoE x once),
+  // KILN_SPLIT_ATTENTION (mixed steps' decodes), KILN_HOPPER_VT, KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL.
+  bool moe_fused_ = true, fused_act_quant_ = true, split_attention_ = true, use_hopper_vt_ = true, use_graphs_ = true,
+       use_hopper_ = true;
+  Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
+  int64_t decode_seqs_ = 0;  // leading single-token sequences; prompt_cu_: the others' cu_seqlens from 0
+  std::vector<int32_t> prompt_cu_;
+  Tensor prompt_cu_dev_;
+  int64_t kv_tokens_ = 0, decode_kv_tokens_ = 0;  // sums of the step's kv_lens: all, the leading decodes'
+  Scratch hopper_vt_;  // fp8 prefill attention: V transposed per KV head (hopper_prefill_workspace_bytes)
+  std::vector<int32_t> host_meta_;
+  Pinned meta_staging_, ids_staging_;
+  cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
+  Scratch sampled_;
+  cudaStream_t stream_ = nullptr;
+  // MoE decode steps of up to moe_decode_slots_ (token, expert) slots take moe_decode_gemm_cuda (-1: by dtype;
+  // H100: bf16 up to 32, 30.6 vs 26.6 ms grouped at 32 tokens; fp8, the wgmma row, kMoeDecodeMaxSlots).
+  int64_t moe_decode_slots_ = -1;
+  DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
+  DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
+  int64_t batch_ = 0;       // sequences in the current step
+  // (tokens, table width, cache, scratch generation, GEMM workspace generation) -> decode graph
+  std::map<std::tuple<int64_t, int64_t, const void*, int64_t, int64_t>, cudaGraphExec_t> graphs_;
+};
+
+}  // namespace kiln::cuda_llama
+#endif  // KILN_WITH_CUDA

@@ -1,0 +1,139 @@
+// CudaLlamaModel's feed-forward block: the dense SwiGLU (bf16, or fp8 SwiGLU output for fp8 prefill)
+// and the MoE paths: the grouped path (route, permute, per-expert GEMMs via cuBLASLt, un-permute)
+// and the MoE decode path (moe_decode_gemm_cuda over the routed slots, fused with the norms' routing
+// for fp8 decode steps). Declared in llama_cuda_model.h.
+#ifdef KILN_WITH_CUDA
+#include "kiln/models/llama_cuda_model.h"
+
+namespace kiln::cuda_llama {
+
+Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused) {
+  const ModelConfig& c = config_;
+  KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
+  KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
+  const int64_t inter = c.intermediate_size;
+  if (lw.experts.empty()) {
+    KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
+    KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
+    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
+    if (fused_act_quant_ && lw.down.tensor.dtype == DType::kFp8E4M3 && n > kGemmSkinnyMaxMFp8) {
+      // fp8 prefill: SwiGLU straight to per-token fp8 (no bf16 act, no quantization pass in the GEMM)
+      KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n, inter}));
+      KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n}));
+      KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
+      return gemm_.run_quantized({aq, as, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
+    }
+    KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
+    return gemm_.run({act, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
+  }
+  const int64_t e = c.num_experts, k = moe_top_k();
+  if (k <= 0 || k > e) return invalid_argument("moe top-k " + std::to_string(k) + " outside [1, " + std::to_string(e) + "]");
+  if (moe_decode_path(lw, n)) return moe_decode(lw, n, k, fused);
+  if (fused) return internal_error("ffn: the fused MoE decode step off the MoE decode path");
+  // fp8 experts: each expert's rows start at a multiple of 4 (scale slices 16-byte aligned for cuBLASLt).
+  const bool fp8 = fused_act_quant_ && !lw.expert_down_scale.empty() && lw.experts[0].down.tensor.dtype == DType::kFp8E4M3;
+  const int64_t align = fp8 ? 4 : 1, rows_max = moe_permuted_rows(n * k, e, align), m0 = n * e + 3 * n * k + e + 1;
+  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {m0 + rows_max}));
+  Tensor router_logits = Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda);
+  Tensor ids = Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda);
+  Tensor weights = Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda);
+  Tensor inverse = Tensor::view(meta.ptr<int32_t>() + n * e + 2 * n * k, DType::kInt32, {n * k}, Device::kCuda);
+  Tensor offsets = Tensor::view(meta.ptr<int32_t>() + n * e + 3 * n * k, DType::kInt32, {e + 1}, Device::kCuda);
+  Tensor src = Tensor::view(meta.ptr<int32_t>() + m0, DType::kInt32, {rows_max}, Device::kCuda);
+  KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob, h, lw.router.tensor}, stream_));
+  KILN_ASSIGN_OR_RETURN(Tensor xp, moe_b_.get(DType::kBF16, {rows_max, c.hidden_size}));
+  KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp, align}, stream_));
+  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> host_offsets, moe_offsets_to_host(offsets, stream_));
+  const int64_t rows = host_offsets[static_cast<size_t>(e)];  // n * k plus the alignment gaps
+  KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {rows, 2 * inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {rows, c.hidden_size}));
+  int32_t min_rows = std::numeric_limits<int32_t>::max();
+  for (size_t i = 0; i + 1 < host_offsets.size(); ++i)
+    if (host_offsets[i + 1] > host_offsets[i]) min_rows = std::min(min_rows, host_offsets[i + 1] - host_offsets[i]);
+  if (fp8 && (min_rows > kGemmSkinnyMaxMFp8 || n * k >= 1024)) {  // no expert in the decode-kernel range: x, SwiGLU fp8
+    KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {rows, std::max(inter, c.hidden_size)}));
+    const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, c.hidden_size}, Device::kCuda);  // read before aq's write
+    KILN_ASSIGN_OR_RETURN(Tensor scales, act_scale_.get(DType::kF32, {rows}));  // x's, then the SwiGLU output's
+    KILN_RETURN_IF_ERROR(quantize_fp8_cuda({xp.slice0(0, rows), xq, scales}, stream_));
+    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xq, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale, scales}, stream_));
+    aq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, inter}, Device::kCuda);
+    KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, scales}, stream_));
+    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, scales}, stream_));
+    return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
+  }
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp.slice0(0, rows), lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}, stream_));
+  KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {rows, inter}));
+  KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp, lw.expert_down_scale}, stream_));
+  return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
+}
+
+bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) const {
+  const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
+  if (moe_decode_slots_ == 0 || lw.gate_up_ptrs.tensor.empty() || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
+    return false;
+  const bool fp8 = lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3;
+  if (n * k > (moe_decode_slots_ >= 0 ? moe_decode_slots_ : fp8 && !moe_x_fp8_.tensor.empty() ? kMoeDecodeMaxSlots : 32))
+    return false;
+  if (!fp8) return true;
+  // fp8 experts need per-channel scales here ([n] each); per-tensor ones take the grouped path.
+  return !lw.gate_up_scale_ptrs.tensor.empty() && lw.experts[0].gate_up_scale.tensor.numel() > 1 &&
+         lw.experts[0].down_scale.tensor.numel() > 1;
+}
+
+// fp8 experts whose decode GEMMs take pre-quantized x (the wgmma row): see MoeSlots.
+bool CudaLlamaModel::moe_fused_path(const CudaLayerWeights& lw, int64_t n) const {
+  return moe_fused_ && !moe_x_fp8_.tensor.empty() && !lw.experts.empty() && moe_decode_path(lw, n) &&
+         lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3 && config_.intermediate_size <= 16384;  // silu_mul_fp8's limit
+}
+
+// The decode step's router outputs (in moe_a_): logits [n, e], ids and weights [n, k]; x unset.
+Result<MoeRouteArgs> CudaLlamaModel::moe_route_args(const CudaLayerWeights& lw, int64_t n, int64_t k) {
+  const int64_t e = config_.num_experts;
+  KILN_ASSIGN_OR_RETURN(Tensor meta, moe_a_.get(DType::kInt32, {n * e + 2 * n * k}));
+  return MoeRouteArgs{Tensor::view(meta.data, DType::kF32, {n, e}, Device::kCuda),
+                      Tensor::view(meta.ptr<int32_t>() + n * e, DType::kInt32, {n, k}, Device::kCuda),
+                      Tensor::view(meta.ptr<int32_t>() + n * e + n * k, DType::kF32, {n, k}, Device::kCuda),
+                      config_.norm_topk_prob, {}, lw.router.tensor};
+}
+
+Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused) {
+  const ModelConfig& c = config_;
+  const int64_t inter = c.intermediate_size;
+  KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
+  KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
+  KILN_ASSIGN_OR_RETURN(MoeRouteArgs route, moe_route_args(lw, n, k));
+  const Tensor ids = route.topk_ids, weights = route.topk_weights;
+  if (!fused) KILN_RETURN_IF_ERROR(moe_route_cuda({route.router_logits, ids, weights, route.renormalize, h, route.router_weight}, stream_));
+  const DType wt = lw.experts[0].gate_up.tensor.dtype;
+  KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {n * k, 2 * inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
+  if (fused) {
+    KILN_ASSIGN_OR_RETURN(Tensor hq, moe_hq_.get(DType::kFp8E4M3, {n, c.hidden_size}));  // written by the ffn norm
+    KILN_ASSIGN_OR_RETURN(Tensor hs, moe_hs_.get(DType::kF32, {n}));
+    KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n * k, inter}));
+    KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n * k}));
+    MoeDecodeGemmArgs gate_up{hq, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu};
+    gate_up.x_scale = hs;
+    KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(gate_up, stream_));
+    KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
+    MoeDecodeGemmArgs down{aq, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp};
+    down.x_scale = as;
+    down.ids_ready = true;  // the router wrote them two kernels back
+    KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(down, stream_));
+    *fused = {yp, weights};  // the next norm sums the slots into the residual
+    return ok_status();
+  }
+  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(
+      {h, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu, moe_x_fp8_.tensor}, stream_));
+  KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
+  KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(
+      {act, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp, moe_x_fp8_.tensor}, stream_));
+  // Slots are already in (token, choice) order: the un-permute is a weighted sum over identity rows.
+  const Tensor inverse = Tensor::view(identity_rows_.tensor.data, DType::kInt32, {n * k}, Device::kCuda);
+  return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
+}
+
+}  // namespace kiln::cuda_llama
+#endif  // KILN_WITH_CUDA
