@@ -74,16 +74,15 @@ __device__ __forceinline__ uint2 quantize_fp8x8(const float (&x)[8], float scale
   return make_uint2(w[0], w[1]);
 }
 
-// kFp8: the caches are fp8 e4m3 (quantized here), else bf16 (copies of the rounded k and v).
-template <bool kFp8>
-__global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_constant__ RopeParams p) {
-  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
-  cuda::pdl_trigger();
-  __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
-  const int64_t t = blockIdx.x;
-  const int half = p.head_dim / 2, chunks = half / 8;
+// The token's cos / sin table into shared memory (angles' sin / cos in double, as the reference;
+// the block's threads share the work, then sync) and where its K / V go in the cache.
+struct TokenSlot {
+  bool write;         // the slot is inside the cache
+  int64_t cache_off;  // element offset of the slot's [hkv, d] rows
+};
+__device__ __forceinline__ TokenSlot token_table(const RopeParams& p, int64_t t, float* cos_s, float* sin_s) {
   const float pos = static_cast<float>(p.positions[t]);
-  for (int i = threadIdx.x; i < half; i += kThreads) {
+  for (int i = threadIdx.x; i < p.head_dim / 2; i += kThreads) {
     const float angle = pos * p.inv_freq[i];  // fp32 product, as the reference
     double s, c;
     sincos(static_cast<double>(angle), &s, &c);
@@ -92,8 +91,20 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
   }
   __syncthreads();
   const int64_t slot = p.slots ? p.slots[t] : -1;
-  const bool write_cache = slot >= 0 && slot < p.num_slots;
-  const int64_t cache_off = slot * p.hkv * p.head_dim;
+  return {slot >= 0 && slot < p.num_slots, slot * p.hkv * p.head_dim};
+}
+
+// kFp8: the caches are fp8 e4m3 (quantized here), else bf16 (copies of the rounded k and v).
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_constant__ RopeParams p) {
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
+  __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
+  const int64_t t = blockIdx.x;
+  const int half = p.head_dim / 2, chunks = half / 8;
+  const TokenSlot ts = token_table(p, t, cos_s, sin_s);
+  const bool write_cache = ts.write;
+  const int64_t cache_off = ts.cache_off;
 
   // Rotation items: q heads then k heads, each split into `chunks` 8-pair pieces.
   const int rot_items = (p.hq + p.hkv) * chunks;
@@ -220,22 +231,10 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const 
   cuda::pdl_trigger();
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
-  const int half = p.head_dim / 2;
-  const float pos = static_cast<float>(p.positions[t]);
-  for (int i = threadIdx.x; i < half; i += kThreads) {  // the token's table, as the other kernel
-    const float angle = pos * p.inv_freq[i];
-    double sd, cd;
-    sincos(static_cast<double>(angle), &sd, &cd);
-    cos_s[i] = static_cast<float>(cd);
-    sin_s[i] = static_cast<float>(sd);
-  }
-  __syncthreads();
-  const int64_t slot = p.slots ? p.slots[t] : -1;
-  const bool write_cache = slot >= 0 && slot < p.num_slots;
-  const int64_t cache_off = slot * p.hkv * p.head_dim;
+  const TokenSlot ts = token_table(p, t, cos_s, sin_s);
   const int lane = threadIdx.x % L, head = blockIdx.y * (kThreads / L) + threadIdx.x / L;
   const unsigned mask = L == 32 ? 0xffffffffu : 0xffffu << (threadIdx.x % 32 / L * L);  // this head's lanes
-  if (head < p.hq + 2 * p.hkv) rope_hadamard_head<E, L>(p, t, head, lane, mask, write_cache, cache_off, cos_s, sin_s);
+  if (head < p.hq + 2 * p.hkv) rope_hadamard_head<E, L>(p, t, head, lane, mask, ts.write, ts.cache_off, cos_s, sin_s);
 }
 
 // [n, heads, d] with contiguous heads and a (possibly larger) token stride.
