@@ -31,7 +31,8 @@ struct QuantizeFlags {
 // A one-line progress bar on stderr, redrawn in place.
 class ProgressBar {
  public:
-  explicit ProgressBar(const char* what) : what_(what), tty_(isatty(fileno(stderr)) != 0) {}
+  // bytes: done / total are bytes (shown in MiB), else counts (tokens).
+  explicit ProgressBar(const char* what, bool bytes = true) : what_(what), bytes_(bytes), tty_(isatty(fileno(stderr)) != 0) {}
   void update(int64_t done, int64_t total) {
     int pct = total > 0 ? static_cast<int>(done * 100 / total) : 100;
     if (!tty_ && pct < 100) pct -= pct % 10;  // logs and pipes: a line per 10%, not a redraw per 1%
@@ -40,14 +41,16 @@ class ProgressBar {
     char bar[31];
     for (int i = 0; i < 30; ++i) bar[i] = i < pct * 30 / 100 ? '#' : '.';
     bar[30] = '\0';
-    std::fprintf(stderr, tty_ ? "\r%s [%s] %3d%% (%.1f / %.1f MiB)" : "%s [%s] %3d%% (%.1f / %.1f MiB)\n", what_, bar, pct, static_cast<double>(done) / (1 << 20),
-                 static_cast<double>(total) / (1 << 20));
+    const double unit = bytes_ ? 1 << 20 : 1;
+    std::fprintf(stderr, tty_ ? "\r%s [%s] %3d%% (%.*f / %.*f %s)" : "%s [%s] %3d%% (%.*f / %.*f %s)\n", what_, bar, pct, bytes_ ? 1 : 0,
+                 static_cast<double>(done) / unit, bytes_ ? 1 : 0, static_cast<double>(total) / unit, bytes_ ? "MiB" : "tokens");
     if (pct == 100 && tty_) std::fprintf(stderr, "\n");
     std::fflush(stderr);
   }
 
  private:
   const char* what_;
+  bool bytes_;
   bool tty_;
   int last_ = -1;
 };
@@ -82,7 +85,7 @@ Status gptq_hessians(const QuantizeFlags& f, const std::string& path, Fp8Checkpo
   KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, calib_tokens(f, m, f.calib_tokens > 0 ? f.calib_tokens : 4096, INT64_MAX));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(m)));
   std::fprintf(stderr, "GPTQ: collecting input Hessians on %zu tokens of %s\n", ids.size(), f.calib_file.c_str());
-  ProgressBar bar("calibrating");
+  ProgressBar bar("calibrating", false);
   KILN_ASSIGN_OR_RETURN(o->hessians, eval::collect_input_hessians(*model, ids, f.calib_window, [&](int64_t d, int64_t t) { bar.update(d, t); }));
   return ok_status();
 }
