@@ -44,7 +44,9 @@ Status rope_kv_write_cpu(const RopeKvWriteArgs& args);
 // int32, inv_freq f32, all on the device. q, k and v may be views with a token stride (e.g. slices of a fused qkv output)
 // but heads must be contiguous; head_dim % 16 == 0. Slots outside the cache are skipped (no
 // error from the device: callers own the slot mapping on the host). hadamard_qk: fp8 caches only
-// (a row of the variant table), bit-exact to the CPU as well.
+// (a row of the variant table), bit-exact to the CPU as well. The kernels read positions,
+// slot_mapping and inv_freq before their PDL wait: those must not come from a kernel still
+// running (the model uploads them with a copy before the step).
 }  // namespace kiln
 #include <span>
 struct CUstream_st;  // cudaStream_t, without the CUDA headers

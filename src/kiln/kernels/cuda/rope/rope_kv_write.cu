@@ -75,7 +75,10 @@ __device__ __forceinline__ uint2 quantize_fp8x8(const float (&x)[8], float scale
 }
 
 // The token's cos / sin table into shared memory (angles' sin / cos in double, as the reference;
-// the block's threads share the work, then sync) and where its K / V go in the cache.
+// the block's threads share the work, then sync) and where its K / V go in the cache. Reads only
+// positions, slots (the step's metadata upload, a copy that completed before the step's first
+// kernel) and inv_freq (constant), so the kernels run it before their PDL wait, overlapping the
+// previous kernel's tail.
 struct TokenSlot {
   bool write;         // the slot is inside the cache
   int64_t cache_off;  // element offset of the slot's [hkv, d] rows
@@ -97,12 +100,12 @@ __device__ __forceinline__ TokenSlot token_table(const RopeParams& p, int64_t t,
 // kFp8: the caches are fp8 e4m3 (quantized here), else bf16 (copies of the rounded k and v).
 template <bool kFp8>
 __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_constant__ RopeParams p) {
-  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
-  cuda::pdl_trigger();
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
   const int half = p.head_dim / 2, chunks = half / 8;
-  const TokenSlot ts = token_table(p, t, cos_s, sin_s);
+  const TokenSlot ts = token_table(p, t, cos_s, sin_s);  // before the wait: see token_table
+  cuda::pdl_wait();  // q, k, v come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
   const bool write_cache = ts.write;
   const int64_t cache_off = ts.cache_off;
 
@@ -227,11 +230,11 @@ __device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t 
 template <int E, int L>
 __global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const __grid_constant__ RopeParams p) {
   static_assert(L == 16 || L == 32);
-  cuda::pdl_wait();
-  cuda::pdl_trigger();
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
-  const TokenSlot ts = token_table(p, t, cos_s, sin_s);
+  const TokenSlot ts = token_table(p, t, cos_s, sin_s);  // before the wait: see token_table
+  cuda::pdl_wait();  // q, k, v come from the kernel before
+  cuda::pdl_trigger();
   const int lane = threadIdx.x % L, head = blockIdx.y * (kThreads / L) + threadIdx.x / L;
   const unsigned mask = L == 32 ? 0xffffffffu : 0xffffu << (threadIdx.x % 32 / L * L);  // this head's lanes
   if (head < p.hq + 2 * p.hkv) rope_hadamard_head<E, L>(p, t, head, lane, mask, ts.write, ts.cache_off, cos_s, sin_s);
