@@ -10,7 +10,7 @@
 //   gemm_bench   env: KILN_GPU_CEILINGS=ceilings.json (measured ceilings),
 //                KILN_GEMM_BENCH=decode,moe,prefill,sweep,ab,e4m3 (sections; default decode,moe,prefill)
 //                KILN_GEMM_AB=fp8 (the ab section on fp8 weights with bf16 y only)
-//                KILN_GEMM_SWEEP=f16 (the sweep section on the fp8 f16-widening rows at m = 1, 8 only)
+//                KILN_GEMM_SWEEP=f16 (the sweep section on the fp8 f16-widening rows at m = 1, 8, 16 only)
 //                KILN_GEMM_MOE_T_MAX=N (the moe section up to N tokens)
 //                KILN_GEMM_SWEEP=wgmma (the sweep section on the fp8 wgmma rows at m = 16, 32, 64 only)
 //                KILN_GEMM_BENCH=decode_fp8 (fp8 decode, m = 1..64, Gemm::run vs cuBLASLt fp8)
@@ -553,7 +553,7 @@ int main() {
         if (l.y == DType::kBF16) sweep_wgmma(c, s, l, m);
   } else if (section("sweep") && sweep_only && std::string(sweep_only) == "f16") {
     for (const Layer& l : layers)
-      for (int64_t m : {1, 8})
+      for (int64_t m : {1, 8, 16})
         if (l.y == DType::kBF16) sweep(c, s, l, m, DType::kFp8E4M3, true);
   } else if (section("sweep")) {
     for (const Layer& l : layers)
