@@ -81,7 +81,6 @@ Status gptq_hessians(const QuantizeFlags& f, const std::string& path, Fp8Checkpo
   if (f.method != "gptq") return invalid_argument("--method " + f.method + ": expected rtn or gptq");
   if (f.calib_file.empty()) return invalid_argument("--method gptq needs --calib-file TEXT");
   KILN_ASSIGN_OR_RETURN(LoadedModel m, load_model(path, DType::kF32));
-  if (m.config.num_experts > 0) log_warn(path, ": GPTQ covers the dense layers only; MoE experts are rounded to nearest");
   KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, calib_tokens(f, m, f.calib_tokens > 0 ? f.calib_tokens : 4096, INT64_MAX));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(m)));
   std::fprintf(stderr, "GPTQ: collecting input Hessians on %zu tokens of %s\n", ids.size(), f.calib_file.c_str());
@@ -140,7 +139,7 @@ void register_quantize_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--per-tensor", f->per_tensor, "One scale per weight matrix (vLLM 'fp8' format) instead of per output channel");
   cmd->add_option("--kv-cache-scales", f->kv_cache_scales,
                   "Write fp8 KV cache scales: calibrate (amax/448 over --calib-file) or one number for every layer");
-  cmd->add_option("--method", f->method, "Weight rounding: rtn (round to nearest) or gptq (needs --calib-file; dense layers)")
+  cmd->add_option("--method", f->method, "Weight rounding: rtn (round to nearest) or gptq (needs --calib-file)")
       ->capture_default_str();
   cmd->add_option("--calib-file", f->calib_file, "Text to calibrate on (KV cache scales, GPTQ)");
   cmd->add_option("--calib-tokens", f->calib_tokens, "Tokens of --calib-file to run (default: 512 for KV cache scales, 4096 for GPTQ)")

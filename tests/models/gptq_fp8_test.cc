@@ -172,5 +172,40 @@ TEST(InputHessians, CalibrationOverACheckpointFeedsTheWriter) {
   std::filesystem::remove_all(out);
 }
 
+TEST(InputHessians, MixtralExpertsSeeTheirRoutedTokens) {
+  const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/mixtral";
+  auto loaded = load_model(dir, DType::kF32);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  const ModelConfig c = loaded->config;
+  ASSERT_GT(c.num_experts, 0);
+  auto model = create_model(std::move(loaded).value());
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back((i * 53 + 11) % static_cast<int>(c.vocab_size));
+  auto hs = eval::collect_input_hessians(**model, tokens, 16);
+  ASSERT_TRUE(hs.ok()) << hs.status().to_string();
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    EXPECT_EQ(hs->count(p + "mlp.gate_proj.weight"), 0u);
+    EXPECT_EQ(hs->at(p + "self_attn.q_proj.weight")->samples, 40);
+    int64_t routed = 0;
+    for (int64_t e = 0; e < c.num_experts; ++e) {
+      const std::string x = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
+      auto w1 = hs->find(x + "w1.weight");
+      if (w1 == hs->end()) {  // no token routed here
+        EXPECT_EQ(hs->count(x + "w2.weight"), 0u);
+        continue;
+      }
+      EXPECT_EQ(w1->second.get(), hs->at(x + "w3.weight").get());
+      EXPECT_EQ(w1->second->k, c.hidden_size);
+      const auto& w2 = hs->at(x + "w2.weight");
+      EXPECT_EQ(w2->k, c.intermediate_size);
+      EXPECT_EQ(w2->samples, w1->second->samples);
+      routed += w1->second->samples;
+    }
+    EXPECT_EQ(routed, 40 * c.num_experts_per_tok) << "layer " << l;
+  }
+}
+
 }  // namespace
 }  // namespace kiln

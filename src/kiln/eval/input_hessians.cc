@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 #include "kiln/models/llama.h"
 
@@ -10,8 +11,9 @@ namespace kiln::eval {
 namespace {
 
 // The HF weights reading each LlamaModel linear input.
-std::vector<std::string> weight_names(int64_t layer, LinearInput which) {
+std::vector<std::string> weight_names(int64_t layer, LinearInput which, int64_t expert) {
   const std::string p = "model.layers." + std::to_string(layer) + ".";
+  const std::string x = p + "block_sparse_moe.experts." + std::to_string(expert) + ".";
   switch (which) {
     case LinearInput::kQkv:
       return {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"};
@@ -21,6 +23,10 @@ std::vector<std::string> weight_names(int64_t layer, LinearInput which) {
       return {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"};
     case LinearInput::kDown:
       return {p + "mlp.down_proj.weight"};
+    case LinearInput::kExpertGateUp:
+      return {x + "w1.weight", x + "w3.weight"};
+    case LinearInput::kExpertDown:
+      return {x + "w2.weight"};
   }
   return {};
 }
@@ -38,12 +44,12 @@ Result<InputHessians> collect_input_hessians(Model& model, const std::vector<int
   const int64_t blocks = (window + bs - 1) / bs;
   KILN_ASSIGN_OR_RETURN(KvCacheView kv, model.allocate_kv_cache(blocks, bs));
   InputHessians out;
-  std::map<std::pair<int64_t, int>, std::shared_ptr<InputHessian>> by_input;
-  llama->set_linear_input_observer([&](int64_t layer, LinearInput which, const Tensor& x) -> Status {
-    auto& h = by_input[{layer, static_cast<int>(which)}];
+  std::map<std::tuple<int64_t, int, int64_t>, std::shared_ptr<InputHessian>> by_input;
+  llama->set_linear_input_observer([&](int64_t layer, LinearInput which, int64_t expert, const Tensor& x) -> Status {
+    auto& h = by_input[{layer, static_cast<int>(which), expert}];
     if (!h) {
       h = std::make_shared<InputHessian>(x.shape[1]);
-      for (const std::string& name : weight_names(layer, which)) out[name] = h;
+      for (const std::string& name : weight_names(layer, which, expert)) out[name] = h;
     }
     return h->add(x);
   });

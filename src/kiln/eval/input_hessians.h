@@ -1,6 +1,7 @@
 // Calibration for GPTQ (`kiln quantize --method gptq`): run a CPU model over sample text and sum,
-// per dense linear weight, x x^T of the inputs it read (models/gptq_fp8.h). Weights that read the
-// same input share one Hessian (q/k/v_proj, gate/up_proj). MoE experts are not covered.
+// per linear weight, x x^T of the inputs it read (models/gptq_fp8.h). Weights that read the same
+// input share one Hessian (q/k/v_proj, gate/up_proj, an expert's w1/w3). An expert sees only the
+// tokens routed to it; one that saw none gets no Hessian (round to nearest).
 #pragma once
 #include <functional>
 #include <vector>

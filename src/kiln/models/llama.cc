@@ -80,7 +80,11 @@ Status LlamaModel::attention_block(const LayerWeights& lw, int64_t layer, const 
 Status LlamaModel::ffn_block(const LayerWeights& lw, int64_t layer, const Tensor& h, Tensor out) {
   if (!lw.experts.empty()) {
     const int64_t k = options_.moe_top_k > 0 ? options_.moe_top_k : config_.num_experts_per_tok;
-    return mixtral_moe_cpu(lw, k, config_.norm_topk_prob, h, out, fp8_act());
+    if (!observer_) return mixtral_moe_cpu(lw, k, config_.norm_topk_prob, h, out, fp8_act());
+    const MoeExpertObserver each = [&](int64_t expert, bool down, const Tensor& x) {
+      return observer_(layer, down ? LinearInput::kExpertDown : LinearInput::kExpertGateUp, expert, x);
+    };
+    return mixtral_moe_cpu(lw, k, config_.norm_topk_prob, h, out, fp8_act(), each);
   }
   const int64_t n = h.shape[0], inter = lw.down.tensor.shape[1];
   HostTensor gate_up = HostTensor::zeros(DType::kF32, {n, 2 * inter});

@@ -11,9 +11,10 @@
 
 namespace kiln {
 
-// The inputs of a layer's dense linear weights, as LlamaModel::set_linear_input_observer sees them.
-enum class LinearInput { kQkv, kOProj, kGateUp, kDown };
-using LinearInputObserver = std::function<Status(int64_t layer, LinearInput which, const Tensor& x)>;
+// The inputs of a layer's linear weights, as LlamaModel::set_linear_input_observer sees them
+// (the expert ones: the rows routed to that expert, with its index; -1 for the others).
+enum class LinearInput { kQkv, kOProj, kGateUp, kDown, kExpertGateUp, kExpertDown };
+using LinearInputObserver = std::function<Status(int64_t layer, LinearInput which, int64_t expert, const Tensor& x)>;
 
 class LlamaModel : public Model {
  public:
@@ -24,15 +25,15 @@ class LlamaModel : public Model {
   Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
   int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
   DType kv_cache_dtype() const { return options_.fp8_kv_cache ? DType::kFp8E4M3 : DType::kF32; }
-  // Calibration (GPTQ): f gets every dense linear layer's input x [tokens, k] f32 during forward
-  // (MoE experts' inputs are not observed). An error from f fails the forward.
+  // Calibration (GPTQ): f gets every linear layer's input x [tokens, k] f32 during forward (an
+  // expert's: the tokens routed to it), before any fp8 rounding. An error from f fails the forward.
   void set_linear_input_observer(LinearInputObserver f) { observer_ = std::move(f); }
 
  private:
   Status attention_block(const LayerWeights& lw, int64_t layer, const ForwardBatch& batch,
                          const KvCacheView& kv, const Tensor& h, Tensor out);
   Status ffn_block(const LayerWeights& lw, int64_t layer, const Tensor& h, Tensor out);
-  Status observe(int64_t layer, LinearInput which, const Tensor& x) const { return observer_ ? observer_(layer, which, x) : ok_status(); }
+  Status observe(int64_t layer, LinearInput which, const Tensor& x) const { return observer_ ? observer_(layer, which, -1, x) : ok_status(); }
   bool fp8_act() const { return options_.fp8_weights && options_.fp8_activations; }
 
   ModelConfig config_;

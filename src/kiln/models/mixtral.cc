@@ -12,7 +12,7 @@
 namespace kiln {
 
 Status mixtral_moe_cpu(const LayerWeights& lw, int64_t top_k, bool renormalize, const Tensor& h, Tensor out,
-                       bool fp8_activations) {
+                       bool fp8_activations, const MoeExpertObserver& observe) {
   const int64_t n = h.shape[0], hidden = h.shape[1];
   const int64_t num_experts = static_cast<int64_t>(lw.experts.size());
   if (top_k <= 0 || top_k > num_experts)
@@ -40,9 +40,11 @@ Status mixtral_moe_cpu(const LayerWeights& lw, int64_t top_k, bool renormalize, 
     HostTensor gate_up = HostTensor::zeros(DType::kF32, {m, 2 * inter});
     HostTensor act = HostTensor::zeros(DType::kF32, {m, inter});
     HostTensor y = HostTensor::zeros(DType::kF32, {m, hidden});
+    if (observe) KILN_RETURN_IF_ERROR(observe(e, false, x.tensor));
     if (fp8_activations) KILN_RETURN_IF_ERROR(fp8_round_trip_cpu(x.tensor, x.tensor, false));
     KILN_RETURN_IF_ERROR(linear_cpu({x.tensor, ew.gate_up.tensor, {}, gate_up.tensor, {}}));
     KILN_RETURN_IF_ERROR(silu_mul_cpu({gate_up.tensor, act.tensor}));
+    if (observe) KILN_RETURN_IF_ERROR(observe(e, true, act.tensor));
     if (fp8_activations) KILN_RETURN_IF_ERROR(fp8_round_trip_cpu(act.tensor, act.tensor, false));
     KILN_RETURN_IF_ERROR(linear_cpu({act.tensor, ew.down.tensor, {}, y.tensor, {}}));
     for (int64_t r = 0; r < m; ++r) {
