@@ -36,7 +36,8 @@ bool cholesky_lower(std::vector<double>& a, int64_t k) {
 }
 
 // U upper triangular with H^-1 = U^T U, from H's lower Cholesky factor L (H = L L^T): H^-1 =
-// L^-T L^-1. Returned row-major [k, k], zero below the diagonal.
+// L^-T L^-1. Returned row-major [k, k], zero below the diagonal; empty when H^-1's factorization
+// fails in floating point (a nearly singular H).
 std::vector<double> inverse_upper_factor(const std::vector<double>& l, int64_t k) {
   // li = L^-1 (lower), column by column of the identity: forward substitution.
   std::vector<double> li(static_cast<size_t>(k * k), 0.0);
@@ -58,7 +59,7 @@ std::vector<double> inverse_upper_factor(const std::vector<double>& l, int64_t k
         hinv[static_cast<size_t>(i * k + j)] = s;
       }
   });
-  (void)cholesky_lower(hinv, k);  // hinv is positive definite whenever h was
+  if (!cholesky_lower(hinv, k)) return {};  // positive definite in exact arithmetic whenever h is
   std::vector<double> u(static_cast<size_t>(k * k), 0.0);
   for (int64_t i = 0; i < k; ++i)
     for (int64_t j = 0; j <= i; ++j) u[static_cast<size_t>(j * k + i)] = hinv[static_cast<size_t>(i * k + j)];
@@ -119,6 +120,7 @@ Result<Fp8Weights> quantize_fp8_gptq_cpu(const Tensor& w, const InputHessian& he
     damp *= 10.0;
   }
   const std::vector<double> u = inverse_upper_factor(l, k);
+  if (u.empty()) return invalid_argument("quantize_fp8_gptq_cpu: the inverse input Hessian lost positive definiteness (dampening " + std::to_string(damp) + ")");
   const bool per_tensor = out.scale.tensor.numel() == 1;
   const float* scales = out.scale.tensor.ptr<float>();
   uint8_t* q = out.q.tensor.ptr<uint8_t>();

@@ -7,6 +7,7 @@
 #include "kiln/core/status.h"
 #include "kiln/core/tensor.h"
 #include "kiln/io/model_loader.h"
+#include "kiln/kernels/hadamard.h"
 #include "kiln/kernels/sampling.h"
 #include "kiln/models/model_config.h"
 
@@ -79,7 +80,7 @@ struct ModelOptions {
   // is a power of two. --kv-cache-key-rotation none turns it off.
   bool fp8_kv_hadamard = true;
   bool hadamard_keys(int64_t head_dim) const {
-    return fp8_kv_cache && fp8_kv_hadamard && head_dim > 0 && (head_dim & (head_dim - 1)) == 0;
+    return fp8_kv_cache && fp8_kv_hadamard && is_power_of_two(head_dim);
   }
 };
 
