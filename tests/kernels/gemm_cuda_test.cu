@@ -145,8 +145,7 @@ TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
         const Status st = skinny_gemm_cuda(args, ws, nullptr, {}, &launch);
         ASSERT_TRUE(st.ok()) << st.to_string();
         // fp8 -> bf16: the grid kernel at m <= 8, a wgmma row (x per token to e4m3) where preferred
-        const SkinnyXRounding xround = wt == DType::kFp8E4M3 ? skinny_gemm_x_rounding(wt, yt, m, n) : SkinnyXRounding::kNone;
-        const bool e4m3 = xround != SkinnyXRounding::kNone;
+        const bool e4m3 = wt == DType::kFp8E4M3 && skinny_gemm_quantizes_x(wt, yt, m, n);
         const bool grid = (wt == DType::kFp8E4M3 && yt == DType::kBF16 && m <= 8) || e4m3;
         EXPECT_EQ(skinny_gemm_variants()[static_cast<size_t>(launch.variant)].stream, !grid);
         auto first = to_host(dy->tensor);
@@ -157,10 +156,11 @@ TEST(GemmSkinnyCuda, LargeMatricesTakeTheWarpStream) {
         EXPECT_EQ(0, std::memcmp(first->tensor.data, again->tensor.data, static_cast<size_t>(first->tensor.nbytes())));
         HostTensor ref = HostTensor::zeros(DType::kF32, {m, n});
         std::vector<float> xf = test::to_f32(x.tensor);
-        if (e4m3) {  // the reference rounds x to e4m3 as the kernel does (per token, or per 128-k block)
+        if (e4m3) {  // the reference rounds x per token to e4m3 as the kernel does
           const Tensor xv = Tensor::view(xf.data(), DType::kF32, {m, k});
-          ASSERT_TRUE((xround == SkinnyXRounding::kPerTokenBlock ? fp8_block_round_trip_cpu(xv, xv, 128)
-                                                                 : fp8_round_trip_cpu(xv, xv, false)).ok());
+          HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k}), sc = HostTensor::zeros(DType::kF32, {m});
+          ASSERT_TRUE(quantize_fp8_cpu({xv, q.tensor, sc.tensor}).ok());
+          ASSERT_TRUE(dequantize_fp8_weights_cpu(q.tensor, sc.tensor, xv).ok());
         }
         ASSERT_TRUE(linear_cpu({Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {m, k}), w.tensor, {}, ref.tensor,
                                 scale.tensor}).ok());

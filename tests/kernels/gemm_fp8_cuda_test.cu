@@ -73,13 +73,9 @@ Weights make_weights(DType wt, int64_t n, int64_t k, bool per_tensor, bool raw_c
 }
 
 // How the reference sees x: exact (bf16), or quantized to fp8 per row (token) or per tensor first,
-// as the fp8 prefill path does (GemmOptions::fp8_activations), or per token per 128-k block (the
-// decode GEMM's x_block rows).
-enum XRef { kXExact, kXPerToken, kXPerTensor, kXPerBlock };
+// as the fp8 prefill path does (GemmOptions::fp8_activations).
+enum XRef { kXExact, kXPerToken, kXPerTensor };
 XRef x_ref_for(const GemmOptions& o) { return o.fp8_activations == Fp8Activations::kPerTensor ? kXPerTensor : kXPerToken; }
-XRef x_ref_for(SkinnyXRounding r) {
-  return r == SkinnyXRounding::kPerToken ? kXPerToken : r == SkinnyXRounding::kPerTokenBlock ? kXPerBlock : kXExact;
-}
 
 // y = gemm.run(x, w) compared with linear_cpu on x as x_ref says.
 // Tolerances (max error / max |ref|): bf16 y: its rounding; f32 y: summation order, except on
@@ -113,9 +109,7 @@ void check_case(Run&& run, DType y_dtype, const Weights& W, const Case& c, XRef 
   const std::vector<float> xf_all = test::to_f32(x.tensor);
   HostTensor xf = HostTensor::zeros(DType::kF32, {m, k});
   for (int64_t i = 0; i < m; ++i) std::copy_n(xf_all.begin() + i * (k + c.pad), k, xf.tensor.ptr<float>() + i * k);
-  if (x_ref == kXPerBlock) {
-    ASSERT_TRUE(fp8_block_round_trip_cpu(xf.tensor, xf.tensor, 128).ok());
-  } else if (fp8_x) {
+  if (fp8_x) {
     HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k});
     HostTensor s = HostTensor::zeros(DType::kF32, {x_ref == kXPerTensor ? 1 : m});
     ASSERT_TRUE(quantize_fp8_cpu({xf.tensor, q.tensor, s.tensor}).ok());
@@ -179,8 +173,7 @@ TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
 }
 
 // The wgmma rows (x quantized per token to e4m3, wgmma.m64nNk32.e4m3) against the per-token
-// reference (the x_block rows: per token per 128-k block, rounded in the kernel) at 4e-3 of max
-// |y| (bf16 y; f32 y: 1e-3): m = 1, 8, 9, 16 within each row's N (rows of
+// reference at 4e-3 of max |y| (bf16 y; f32 y: 1e-3): m = 1, 8, 9, 16 within each row's N (rows of
 // N = 32 / 64: 1, N / 2 + 1, N); n not a multiple of the 64 / 128 rows of a CTA, k not a multiple
 // of 128 (zero-filled tail); a zero row and a row with one huge value; automatic and forced split
 // K (3, 7); with and without programmatic dependent launch.
@@ -204,7 +197,7 @@ TEST(GemmSkinnyCuda, WgmmaRowsMatchPerTokenReference) {
           sw.ws.pdl = (m + split + vi) % 2 == 0;
           SCOPED_TRACE("split " + std::to_string(split) + " pdl " + std::to_string(sw.ws.pdl));
           check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, {vi, 0, split}); }, v.y, W,
-                     {m, s.n, s.k, split == 3, m == 9 ? 8 : 0, true}, v.x_block ? kXPerBlock : kXPerToken, rng, 4e-3);
+                     {m, s.n, s.k, split == 3, m == 9 ? 8 : 0, true}, kXPerToken, rng, 4e-3);
           ++tested;
         }
       }
@@ -243,10 +236,11 @@ TEST(GemmSkinnyCuda, ChainedCallsWaitForTheirInput) {
   // Reference of the second GEMM on the first's actual (bf16) output; the first against its own.
   HostTensor href = HostTensor::zeros(DType::kF32, {m, n1});
   std::vector<float> xf = test::to_f32(x.tensor);
-  const SkinnyXRounding xr = skinny_gemm_x_rounding(DType::kFp8E4M3, DType::kBF16, m, n1);
-  if (xr != SkinnyXRounding::kNone) {  // the decode kernel rounds x to e4m3 (per token, or per 128-k block)
+  if (skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, m, n1)) {  // the decode kernel rounds x per token to e4m3
     const Tensor xv = Tensor::view(xf.data(), DType::kF32, {m, k});
-    ASSERT_TRUE((xr == SkinnyXRounding::kPerTokenBlock ? fp8_block_round_trip_cpu(xv, xv, 128) : fp8_round_trip_cpu(xv, xv, false)).ok());
+    HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {m, k}), sc = HostTensor::zeros(DType::kF32, {m});
+    ASSERT_TRUE(quantize_fp8_cpu({xv, q.tensor, sc.tensor}).ok());
+    ASSERT_TRUE(dequantize_fp8_weights_cpu(q.tensor, sc.tensor, xv).ok());
   }
   ASSERT_TRUE(linear_cpu({Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {m, k}), W1.w.tensor, {}, href.tensor,
                           W1.scale.tensor}).ok());
@@ -266,12 +260,12 @@ TEST(GemmSkinnyCuda, ExactFp8WideningAndBatchOne) {
   ASSERT_TRUE(gemm.ok());
   for (bool per_tensor : {false, true}) {
     const Weights W = make_weights(DType::kFp8E4M3, 777, 2064, per_tensor, true, rng);
-    // (past the exact rows, m = 40 takes a wgmma row that rounds x to e4m3: its reference)
+    // (past the exact rows, m = 40 takes a wgmma row that quantizes x per token: its reference)
     for (int64_t m : {1, 3, 8, 13, 40})
       check_case(*gemm, DType::kF32, W, {m, 777, 2064, m % 2 == 1, 0},
-                 x_ref_for(skinny_gemm_x_rounding(DType::kFp8E4M3, DType::kF32, m, 777)), rng);
+                 skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kF32, m, 777) ? kXPerToken : kXExact, rng);
     check_case(*gemm, DType::kBF16, W, {1, 777, 2064, true, 8},
-               x_ref_for(skinny_gemm_x_rounding(DType::kFp8E4M3, DType::kBF16, 1, 777)), rng);
+               skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, 1, 777) ? kXPerToken : kXExact, rng);
   }
   const Weights B = make_weights(DType::kBF16, 6144, 4096, false, false, rng);
   check_case(*gemm, DType::kBF16, B, {1, 6144, 4096, false, 0}, kXExact, rng);
@@ -298,8 +292,8 @@ TEST(GemmDispatchCuda, BoundariesMatchCpuReference) {
         for (DType yt : {DType::kBF16, DType::kF32})
           check_case(*gemm, yt, W, {m, n, k, m % 2 == 0, 0},
                      path == GemmPath::kCublasFp8                                ? x_ref_for(opt)
-                     : path == GemmPath::kSkinny ? x_ref_for(skinny_gemm_x_rounding(wt, yt, m, n))
-                                                 : kXExact,
+                     : path == GemmPath::kSkinny && skinny_gemm_quantizes_x(wt, yt, m, n) ? kXPerToken
+                                                                                 : kXExact,
                      rng,
                      path == GemmPath::kCublasFp8 ? 2e-2 : 1e-2,
                      path == GemmPath::kCublasFp8 && opt.fp8_fast_accum ? 1e-2 : 0);

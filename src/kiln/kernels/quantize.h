@@ -43,9 +43,4 @@ Status dequantize_fp8_weights_cpu(const Tensor& q, const Tensor& scale, const Te
 // ModelOptions::fp8_activations, so a CPU run reproduces that rounding.
 Status fp8_round_trip_cpu(const Tensor& x, const Tensor& out, bool per_tensor);
 
-// The same round trip per row per block of `block` columns (the last one may be shorter): each
-// block of a row gets its own scale (amax / 448 over the block, 1 if all zero) and q = e4m3(x /
-// scale), as the decode GEMM's x_block rows round x in the kernel (block 128). x, out: f32 [rows, k].
-Status fp8_block_round_trip_cpu(const Tensor& x, const Tensor& out, int64_t block);
-
 }  // namespace kiln

@@ -106,25 +106,4 @@ Status fp8_round_trip_cpu(const Tensor& x, const Tensor& out, bool per_tensor) {
   return dequantize_fp8_weights_cpu(q.tensor, s.tensor, out);
 }
 
-Status fp8_block_round_trip_cpu(const Tensor& x, const Tensor& out, int64_t block) {
-  if (x.ndim != 2 || x.dtype != DType::kF32 || out.dtype != DType::kF32 || out.shape != x.shape || x.device != Device::kCpu ||
-      out.device != Device::kCpu || block <= 0)
-    return invalid_argument("fp8_block_round_trip_cpu: want host f32 x and out of the same [rows, k] shape and block > 0, got " +
-                            x.shape_string() + " and " + out.shape_string());
-  const int64_t rows = x.shape[0], k = x.shape[1];
-  if (k > 0 && (x.strides[1] != 1 || out.strides[1] != 1)) return invalid_argument("fp8_block_round_trip_cpu: rows must be contiguous");
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = x.ptr<float>() + r * x.strides[0];
-    float* dst = out.ptr<float>() + r * out.strides[0];
-    for (int64_t b0 = 0; b0 < k; b0 += block) {
-      const int64_t b1 = std::min(k, b0 + block);
-      float amax = 0.0f;
-      for (int64_t c = b0; c < b1; ++c) amax = std::max(amax, std::fabs(src[c]));  // NaN is ignored (fmax-like)
-      const float s = scale_for(amax);
-      for (int64_t c = b0; c < b1; ++c) dst[c] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(src[c] / s)) * s;
-    }
-  }
-  return ok_status();
-}
-
 }  // namespace kiln

@@ -62,20 +62,15 @@ Variant e4m3_row(bool preferred) {
 
 // The wgmma rows: kN activation rows (max m), kS ring stages of 128 k bytes, kWG warpgroups of 64
 // weight rows each; row_tiles 4 kWG (64 kWG weight rows), unroll 8 (128-byte k tiles of 16 e4m3
-// per k step), warps fixed at 4 kWG; kXBlk: x rounded per token per 128-k tile in the kernel.
-template <int kN, int kS, typename Y, int kWG = 1, bool kXBlk = false>
+// per k step), warps fixed at 4 kWG.
+template <int kN, int kS, typename Y, int kWG = 1>
 Variant wgmma_row(bool preferred, int64_t min_n = 0) {
   constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
   SkinnyGemmVariant v{DType::kFp8E4M3, y, kN, 4 * kWG, 8, kS, preferred, false, false, true};
   v.wgmma = true;
-  v.x_block = kXBlk;
   v.min_n = min_n;
-  return {v, reinterpret_cast<const void*>(&skinny_wgmma_kernel<kN, kS, Y, kWG, kXBlk>),
-          skinny::wg::WgmmaCore<kN, kS, kWG, kXBlk>::kSmemBytes / (4 * kWG)};
-}
-template <int kN, int kS, typename Y>
-Variant wgmma_xblk_row(bool preferred) {
-  return wgmma_row<kN, kS, Y, 2, true>(preferred);
+  return {v, reinterpret_cast<const void*>(&skinny_wgmma_kernel<kN, kS, Y, kWG>),
+          skinny::wg::WgmmaCore<kN, kS, kWG>::kSmemBytes / (4 * kWG)};
 }
 
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false>
@@ -217,16 +212,6 @@ const Variant kVariants[] = {
     wgmma_row<64, 6, bf16, 1>(kAlt),
     wgmma_row<32, 4, float, 2>(kPreferred),
     wgmma_row<64, 4, float, 2>(kPreferred),
-    // x rounded to e4m3 in the kernel, per token per 128-k tile (no pre-pass kernel: the GEMM waits
-    // only for x's producer, and its scale is finer than per token). <N, ring stages, y>, two
-    // warpgroups. Not yet measured on the H100: alternatives until then.
-    wgmma_xblk_row<16, 6, bf16>(kAlt),
-    wgmma_xblk_row<32, 4, bf16>(kAlt),
-    wgmma_xblk_row<32, 6, bf16>(kAlt),
-    wgmma_xblk_row<64, 4, bf16>(kAlt),
-    wgmma_xblk_row<64, 5, bf16>(kAlt),
-    wgmma_xblk_row<32, 4, float>(kAlt),
-    wgmma_xblk_row<64, 4, float>(kAlt),
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
@@ -344,11 +329,9 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
   p.counters = ws.counters;
   p.steps_per_split = static_cast<int>(per_split);
   p.pdl = ws.pdl ? 1 : 0;
-  if (!var.v.x_block) {  // the pre-pass: x per token to e4m3
-    KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
-    p.xq = xr.base + skinny::kXFp8ScaleBytes;
-    p.x_scale = reinterpret_cast<const float*>(xr.base);
-  }
+  KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
+  p.xq = xr.base + skinny::kXFp8ScaleBytes;
+  p.x_scale = reinterpret_cast<const float*>(xr.base);
   KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), warps,
                                      static_cast<int64_t>(warps) * var.smem_per_warp, ws.pdl, stream));
   if (launch) *launch = {vi, warps, static_cast<int>(splits), row_ctas * splits, occ};
@@ -406,7 +389,7 @@ Status stream_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStrea
 
 int64_t skinny_x_fp8_bytes(int64_t m, int64_t k) { return skinny::x_fp8_bytes(m, k); }
 
-SkinnyXRounding skinny_gemm_x_rounding(DType w, DType y, int64_t m, int64_t n) {
+bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m, int64_t n) {
   int best = -1;  // the grid pick of skinny_gemm_cuda with room for x
   for (int i = 0; i < kNumVariants; ++i) {
     const SkinnyGemmVariant& v = kVariants[i].v;
@@ -414,8 +397,7 @@ SkinnyXRounding skinny_gemm_x_rounding(DType w, DType y, int64_t m, int64_t n) {
     const SkinnyGemmVariant* b = best < 0 ? nullptr : &kVariants[best].v;
     if (!b || v.max_m < b->max_m || (v.max_m == b->max_m && v.e4m3 && !b->e4m3)) best = i;
   }
-  if (best < 0 || !kVariants[best].v.e4m3) return SkinnyXRounding::kNone;
-  return kVariants[best].v.x_block ? SkinnyXRounding::kPerTokenBlock : SkinnyXRounding::kPerToken;
+  return best >= 0 && kVariants[best].v.e4m3;
 }
 
 std::span<const SkinnyGemmVariant> skinny_gemm_variants() {

@@ -53,9 +53,6 @@ struct SkinnyGemmVariant {
   // one or two warpgroups of 64 weight rows each per CTA (row_tiles 4 | 8), max_m = N (8 | 16 |
   // 32 | 64), stages = its ring; warps per CTA fixed at row_tiles (SkinnyGemmConfig::warps ignored).
   bool wgmma = false;
-  // wgmma rows only: x rounded to e4m3 in the kernel per token per 128-k tile (scale = the tile
-  // row's amax / 448; fp8_block_round_trip_cpu is the reference) instead of per token by the pre-pass.
-  bool x_block = false;
   // f16 rows only: independent accumulator sets (mma i of a chunk into set i % acc_sets) and x's
   // vectors loaded one chunk ahead (skinny_gemm_core.cuh).
   int acc_sets = 1;
@@ -85,11 +82,9 @@ struct SkinnyGemmLaunch {
 // Workspace bytes the e4m3 variants need for m rows of x of length k (see SkinnyGemmWorkspace).
 int64_t skinny_x_fp8_bytes(int64_t m, int64_t k);
 
-// How skinny_gemm_cuda's automatic choice for (w, y, m, n) rounds x, given a workspace with room
-// for x: kept (bf16, or f16 in the f16 rows), to e4m3 per token (a preferred e4m3 row), or to
-// e4m3 per token per 128-k tile (a preferred x_block row). The reference must round x the same way.
-enum class SkinnyXRounding { kNone, kPerToken, kPerTokenBlock };
-SkinnyXRounding skinny_gemm_x_rounding(DType w, DType y, int64_t m, int64_t n);
+// Whether skinny_gemm_cuda's automatic choice for (w, y, m, n) quantizes x per token to e4m3 (a
+// preferred e4m3 row), given a workspace with room for x: the reference must then round x so.
+bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m, int64_t n);
 
 // Whether skinny_gemm_cuda can run these arguments (dtypes, m <= 64, 16-byte aligned rows of
 // w and x, k a multiple of 8 (bf16) or 16 (fp8)); the reason otherwise.

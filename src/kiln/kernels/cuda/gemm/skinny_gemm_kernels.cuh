@@ -108,23 +108,22 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
 }
 
 
-// The wgmma rows (fp8 weights, x quantized per token to e4m3 by the pre-pass, or per token per
-// 128-k tile in the kernel: kXBlk): CTA (blockIdx.x, blockIdx.y) = kWG warpgroups on weight rows
-// [64 kWG blockIdx.x, + 64 kWG) x all m (<= kN) rows of x, k tiles [blockIdx.y * steps_per_split,
-// + steps_per_split) of 128 bytes (skinny_wgmma.cuh). Split K: partials [gridDim.y, gridDim.x, kN /
-// 2, 128 kWG] f32, summed in split order by the last CTA of the row block to arrive (deterministic).
-template <int kN, int kS, typename Y, int kWG = 1, bool kXBlk = false>
+// The wgmma rows (fp8 weights, x quantized per token to e4m3): CTA (blockIdx.x, blockIdx.y) = kWG
+// warpgroups on weight rows [64 kWG blockIdx.x, + 64 kWG) x all m (<= kN) rows of x, k tiles
+// [blockIdx.y * steps_per_split, + steps_per_split) of 128 bytes (skinny_wgmma.cuh). Split K:
+// partials [gridDim.y, gridDim.x, kN / 2, 128 kWG] f32, summed in split order by the last CTA of
+// the row block to arrive (deterministic).
+template <int kN, int kS, typename Y, int kWG = 1>
 __global__ void __launch_bounds__(skinny::wg::kThreads * kWG) skinny_wgmma_kernel(const __grid_constant__ SkinnyParams p) {
-  using Core = skinny::wg::WgmmaCore<kN, kS, kWG, kXBlk>;
+  using Core = skinny::wg::WgmmaCore<kN, kS, kWG>;
   constexpr int kThreads = Core::kCtaThreads;
   extern __shared__ __align__(16) uint8_t smem[];
   const int tid = threadIdx.x, row_base = blockIdx.x * Core::kCtaRows;
-  const typename Core::XT* xrow[Core::kXRowsPerThread];
+  const uint8_t* xrow[Core::kXRowsPerThread];
 #pragma unroll
   for (int j = 0; j < Core::kXRowsPerThread; ++j) {
     const int r = (tid >> 3) + Core::kRowsPerPass * j;
-    if constexpr (kXBlk) xrow[j] = r < p.m ? p.x + static_cast<int64_t>(r) * p.ldx : nullptr;
-    else xrow[j] = r < p.m ? p.xq + static_cast<int64_t>(r) * p.k : nullptr;
+    xrow[j] = r < p.m ? p.xq + static_cast<int64_t>(r) * p.k : nullptr;
   }
   const int num_tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
   const int c_begin = blockIdx.y * p.steps_per_split, c_end = min(num_tiles, c_begin + p.steps_per_split);
@@ -155,7 +154,7 @@ __global__ void __launch_bounds__(skinny::wg::kThreads * kWG) skinny_wgmma_kerne
 #pragma unroll
   for (int i = 0; i < Core::kAcc; ++i) {
     const int n = row_base + skinny::wg::acc_row(i), m = skinny::wg::acc_col(i);
-    if (n < p.n && m < p.m) store_output<!kXBlk, Y>(p, m, n, acc[i]);  // kXBlk: x's scales are in acc
+    if (n < p.n && m < p.m) store_output<true, Y>(p, m, n, acc[i]);
   }
 }
 

@@ -11,19 +11,12 @@
 // stage of math in flight while kS - 2 stages of loads are outstanding. Programmatic dependent
 // launch: the weight tiles of the first kS - 2 stages are requested before griddepcontrol.wait,
 // x only after it.
-// kXBlk: x comes as bf16 (no pre-pass kernel) and each CTA rounds it to e4m3 itself, per token
-// per 128-k tile (the ring's stage): x's bf16 tile [N rows x 256 bytes] lands in a staging ring
-// by cp.async (each thread copies the 32 bytes it will round), the 8 threads of a row reduce its
-// amax by shuffles, and write the e4m3 chunk and the scale (fp8_row.cuh's arithmetic: scale =
-// amax / 448 or 1, q = e4m3(x / scale)); the stage's wgmma sums are multiplied by their
-// activation row's scale as they join acc. Reference: fp8_block_round_trip_cpu (quantize.h).
 #pragma once
 #include <cstdint>
 #include <type_traits>
 
 #include "kiln/kernels/cuda/attention/hopper_device.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
-#include "kiln/kernels/cuda/quantize/fp8_row.cuh"
 
 namespace kiln::skinny::wg {
 
@@ -94,8 +87,8 @@ __device__ __forceinline__ int acc_row(int i) {
 __device__ __forceinline__ int acc_col(int i) { return 8 * (i >> 2) + 2 * (threadIdx.x & 3) + (i & 1); }
 
 // kN activation rows (8, 16, 32 or 64) per pass, kS ring stages (>= 3), kWG warpgroups (64
-// weight rows each) per CTA; kXBlk: x bf16, rounded to e4m3 per 128-k tile in the CTA (above).
-template <int kN, int kS, int kWG = 1, bool kXBlk = false>
+// weight rows each) per CTA.
+template <int kN, int kS, int kWG = 1>
 struct WgmmaCore {
   static_assert(kN == 8 || kN == 16 || kN == 32 || kN == 64, "wgmma n of 8, 16, 32 or 64");
   static_assert(kS >= 3, "at least three stages (one landing, one in the math, one in flight)");
@@ -107,30 +100,20 @@ struct WgmmaCore {
   static constexpr int kXTileBytes = kN * kTileK;
   static constexpr int kXRowsPerThread = (kN + kRowsPerPass - 1) / kRowsPerPass;  // 16-byte x vectors per thread
   static constexpr int kAcc = kN / 2;
-  // kXBlk: a bf16 staging row of 128 x values (+ 16 bytes against bank conflicts), per stage.
-  static constexpr int kXsRowBytes = 2 * kTileK + 16;
-  static constexpr int kXsStageBytes = kXBlk ? kN * kXsRowBytes : 0;
-  static constexpr int kScaleStageBytes = kXBlk ? kN * 4 : 0;
-  // Ring: kS weight tiles then kS x tiles, 1024-byte aligned (the swizzle atom); kXBlk: then kS
-  // bf16 staging tiles and kS x-scale rows; + slack to align.
-  static constexpr int kSmemBytes = kS * (kWTile + kXTileBytes + kXsStageBytes + kScaleStageBytes) + 1024;
-  // x as the kernel passes it: e4m3 rows (the pre-pass's output), or bf16 ones (kXBlk).
-  using XT = std::conditional_t<kXBlk, __nv_bfloat16, uint8_t>;
+  // Ring: kS weight tiles then kS x tiles, 1024-byte aligned (the swizzle atom); + slack to align.
+  static constexpr int kSmemBytes = kS * (kWTile + kXTileBytes) + 1024;
 
   // acc = w[row_base .. row_base + 64 kWG) x xq^T over k tiles [c_begin, c_end) (128 bytes each).
   // w: [n, k] e4m3, row stride ldw; xrow[j]: this thread's x row (tid / 8 + kRowsPerPass j) at k = 0
-  // ([k] e4m3, or bf16 with kXBlk; nullptr: a zero row). smem: kSmemBytes. pdl: wait for the
-  // previous kernel after the first weight tiles are requested (x is read only after it).
+  // ([k] e4m3, nullptr: a zero row). smem: kSmemBytes. pdl: wait for the previous kernel after
+  // the first weight tiles are requested (x is read only after it).
   __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw, int n, int k, int row_base,
-                                const XT* const (&xrow)[kXRowsPerThread], int c_begin, int c_end, uint8_t* smem,
+                                const uint8_t* const (&xrow)[kXRowsPerThread], int c_begin, int c_end, uint8_t* smem,
                                 bool pdl, float (&acc)[kAcc]) {
     using namespace kiln::cuda::hopper;
     const int tid = threadIdx.x, vec = tid & 7, r0 = tid >> 3;
     const uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
     const uint32_t w_ring = base, x_ring = base + kS * kWTile;
-    // kXBlk: the bf16 staging ring and the scale rows (generic pointers: read by this thread)
-    uint8_t* const xs_ring = smem + (base - smem_u32(smem)) + kS * (kWTile + kXTileBytes);
-    float* const sc_ring = reinterpret_cast<float*>(xs_ring + kS * kXsStageBytes);
     // + kRowsPerPass * 128 per pass (kRowsPerPass is a multiple of 8: the swizzle phase holds)
     const uint32_t sw_off = static_cast<uint32_t>(r0 * kTileK + ((vec ^ (r0 & 7)) << 4));
     const uint8_t* wr[4];
@@ -153,56 +136,12 @@ struct WgmmaCore {
     auto issue_x = [&](int i) {
       const int kb = (c_begin + i) * kTileK + vec * 16;
       const bool k_ok = kb < k;
+      const uint32_t dst = x_ring + (i % kS) * kXTileBytes + sw_off;
 #pragma unroll
       for (int j = 0; j < kXRowsPerThread; ++j) {
         if (r0 + kRowsPerPass * j >= kN) continue;  // kN < kRowsPerPass: some of the threads
         const bool ok = k_ok && xrow[j] != nullptr;
-        if constexpr (kXBlk) {  // the 16 bf16 (32 bytes) of chunk vec that this thread rounds
-          const uint32_t dst = smem_u32(xs_ring + (i % kS) * kXsStageBytes + (r0 + kRowsPerPass * j) * kXsRowBytes + vec * 32);
-          cp_async_16(dst, ok ? static_cast<const void*>(xrow[j] + kb) : w, ok);  // w: any valid address
-          cp_async_16(dst + 16, ok ? static_cast<const void*>(xrow[j] + kb + 8) : w, ok);
-        } else {
-          const uint32_t dst = x_ring + (i % kS) * kXTileBytes + sw_off;
-          cp_async_16(dst + j * kRowsPerPass * kTileK, ok ? xrow[j] + kb : w, ok);
-        }
-      }
-    };
-    // kXBlk: stage i's staged bf16 x (this thread's own copies, landed) -> the e4m3 tile and the
-    // row scales of slot i % kS. The 8 threads of a row are 8 consecutive lanes.
-    auto round_x = [&](int i) {
-#pragma unroll
-      for (int j = 0; j < kXRowsPerThread; ++j) {
-        const int r = r0 + kRowsPerPass * j;
-        if (r >= kN) continue;  // whole warps (r0 = tid / 8)
-        const uint8_t* src = xs_ring + (i % kS) * kXsStageBytes + r * kXsRowBytes + vec * 32;
-        const uint4 lo = *reinterpret_cast<const uint4*>(src), hi = *reinterpret_cast<const uint4*>(src + 16);
-        float m = fmaxf(cuda::fp8row::abs_max8(lo), cuda::fp8row::abs_max8(hi));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
-        const float s = cuda::fp8row::scale_for(m);
-        const uint2 a = cuda::fp8row::quantize8(lo, s), b = cuda::fp8row::quantize8(hi, s);
-        const uint32_t dst = x_ring + (i % kS) * kXTileBytes + sw_off + j * kRowsPerPass * kTileK;
-        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(a.x), "r"(a.y), "r"(b.x), "r"(b.y) : "memory");
-        if (vec == 0) sc_ring[(i % kS) * kN + r] = s;
-      }
-    };
-    // acc += part (stage i's sums), each activation column times its stage-i x scale (kXBlk)
-    auto join = [&](const float (&part)[kAcc], int i) {
-      if constexpr (kXBlk) {
-        const float* sc = sc_ring + (i % kS) * kN + 2 * (tid & 3);
-#pragma unroll
-        for (int c = 0; c < kN / 8; ++c) {
-          const float s0 = sc[8 * c], s1 = sc[8 * c + 1];
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            acc[4 * c + 2 * h] = fmaf(part[4 * c + 2 * h], s0, acc[4 * c + 2 * h]);
-            acc[4 * c + 2 * h + 1] = fmaf(part[4 * c + 2 * h + 1], s1, acc[4 * c + 2 * h + 1]);
-          }
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < kAcc; ++j) acc[j] += part[j];
+        cp_async_16(dst + j * kRowsPerPass * kTileK, ok ? xrow[j] + kb : w, ok);
       }
     };
 
@@ -229,7 +168,6 @@ struct WgmmaCore {
     auto stage = [&](int i, auto parity) {
       constexpr int kP = decltype(parity)::value;
       cp_async_wait_upto<kS - 3>(i);  // stage i (and the prologue's x) landed: this thread's copies
-      if constexpr (kXBlk) round_x(i);  // (its slot's last reader, stage i - kS's wgmma, is done)
       fence_async_smem();             // ... visible to wgmma (async proxy)
       __syncthreads();                // ... everyone's; and stage i - 2's wgmma is done (waited below)
       if (i + kS - 2 < nc) {
@@ -249,7 +187,10 @@ struct WgmmaCore {
       pin(part[kP]);
       wgmma_wait<1>();  // stage i - 1's wgmma are done: its sums join acc
       pin(part[1 - kP]);
-      if (i > 0) join(part[1 - kP], i - 1);
+      if (i > 0) {
+#pragma unroll
+        for (int j = 0; j < kAcc; ++j) acc[j] += part[1 - kP][j];
+      }
     };
     int i = 0;
     for (; i + 1 < nc; i += 2) {
@@ -261,8 +202,9 @@ struct WgmmaCore {
     pin(part[0]);
     pin(part[1]);
     if (nc > 0) {
-      if ((nc - 1) & 1) join(part[1], nc - 1);
-      else join(part[0], nc - 1);
+      const int last = (nc - 1) & 1;
+#pragma unroll
+      for (int j = 0; j < kAcc; ++j) acc[j] += last ? part[1][j] : part[0][j];
     }
     cp_async_wait<0>();
   }
