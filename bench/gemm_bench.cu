@@ -12,7 +12,8 @@
 //                KILN_GEMM_AB=fp8 (the ab section on fp8 weights with bf16 y only)
 //                KILN_GEMM_SWEEP=f16 (the sweep section on the fp8 f16-widening rows at m = 1, 8, 16 only)
 //                KILN_GEMM_MOE_T_MAX=N (the moe section up to N tokens)
-//                KILN_GEMM_SWEEP=wgmma (the sweep section on the fp8 wgmma rows at m = 16, 32, 64 only)
+//                KILN_GEMM_SWEEP=wgmma (the sweep section on the fp8 wgmma rows at m = 16, 32, 64 only;
+//                KILN_GEMM_SWEEP_M=16,32 other m)
 //                KILN_GEMM_BENCH=decode_fp8 (fp8 decode, m = 1..64, Gemm::run vs cuBLASLt fp8)
 #include <cuda_runtime.h>
 
@@ -548,8 +549,14 @@ int main() {
   }
   const char* sweep_only = std::getenv("KILN_GEMM_SWEEP");
   if (section("sweep") && sweep_only && std::string(sweep_only) == "wgmma") {
+    std::vector<int64_t> ms{16, 32, 64};
+    if (const char* list = std::getenv("KILN_GEMM_SWEEP_M")) {  // e.g. "16,32"
+      ms.clear();
+      std::stringstream ss(list);
+      for (std::string t; std::getline(ss, t, ',');) ms.push_back(std::atoll(t.c_str()));
+    }
     for (const Layer& l : layers)
-      for (int64_t m : {16, 32, 64})
+      for (int64_t m : ms)
         if (l.y == DType::kBF16) sweep_wgmma(c, s, l, m);
   } else if (section("sweep") && sweep_only && std::string(sweep_only) == "f16") {
     for (const Layer& l : layers)

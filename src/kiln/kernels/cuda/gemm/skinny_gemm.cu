@@ -193,7 +193,6 @@ const Variant kVariants[] = {
     wgmma_row<8, 6, bf16>(kAlt),
     wgmma_row<8, 8, bf16>(kAlt),
     wgmma_row<16, 4, bf16>(kAlt),
-    wgmma_row<16, 6, bf16>(kAlt),
     // The batched-decode wgmma rows (m = 9..64): N = 16 / 32 / 64 activation rows, two warpgroups
     // (128 weight rows per CTA: one x tile per 128 weight rows) or one. <N, ring stages, y,
     // warpgroups>. H100 sweep (graph-timed, % of copy, gemm_bench KILN_GEMM_SWEEP=wgmma), best
@@ -203,13 +202,24 @@ const Variant kVariants[] = {
     // m = 32 qkv 49.5 vs 53.5, o_proj 38.6 vs 37.0, gate_up 86.0 vs 77.3, down 60.4 vs 45.5; m = 64
     // qkv 41.1 vs 53.2, o_proj 29.4 vs 37.0, gate_up 78.4 vs 75.0, down 50.8 vs 46.2. One warpgroup
     // per CTA (more split K) and deeper rings (5 / 7 stages) were within +-2 points or worse.
+    //
+    // 2026-11-22 (seventh session), after x moved to L2 loads (`__ldcg`, the PDL fix): the f16 row
+    // at m = 16 fell to qkv 47.5 / o_proj 44.3 / down 50.9% (its warps each read x from L2 now),
+    // and one warpgroup per CTA at about two CTAs per SM beat the two-warpgroup rows below n =
+    // 16384 (best split, % of copy; the 2-WG row or the f16 row Gemm::run took): m = 16 qkv 57.1 vs
+    // 47.5, o_proj 46.2 vs 44.3, down 64.7 vs 50.9; m = 32 qkv 52.9 vs 49.6, o_proj 41.4 vs 38.5,
+    // down 62.3 vs 60.4; m = 64 (1.5 CTAs per SM) qkv 44.3 vs 40.9, o_proj 34.8 vs 29.5, down 55.0
+    // vs 51.0; gate_up stays on two warpgroups (m = 32: 85.9 vs 72.7). So for each N the 2-WG row
+    // comes first with min_n 16384 and the 1-WG row after it is the pick below that; the 1-WG rows'
+    // split is wgmma_cuda's.
     wgmma_row<16, 6, bf16, 2>(kPreferred, 16384),
-    wgmma_row<32, 4, bf16, 2>(kPreferred),
+    wgmma_row<16, 6, bf16, 1>(kPreferred),
+    wgmma_row<32, 4, bf16, 2>(kPreferred, 16384),
+    wgmma_row<32, 6, bf16, 1>(kPreferred),
     wgmma_row<32, 5, bf16, 2>(kAlt),
-    wgmma_row<32, 6, bf16, 1>(kAlt),
-    wgmma_row<64, 4, bf16, 2>(kPreferred),
+    wgmma_row<64, 4, bf16, 2>(kPreferred, 16384),
+    wgmma_row<64, 6, bf16, 1>(kPreferred),
     wgmma_row<64, 7, bf16, 2>(kAlt),
-    wgmma_row<64, 6, bf16, 1>(kAlt),
     wgmma_row<32, 4, float, 2>(kPreferred),
     wgmma_row<64, 4, float, 2>(kPreferred),
 };
@@ -311,6 +321,14 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
     const int64_t max_splits = std::max<int64_t>(1, tiles / kWgmmaMinTilesPerSplit);
     const int64_t fit = std::min<int64_t>(3LL * ws.num_sms / 2, static_cast<int64_t>(occ) * ws.num_sms) / row_ctas;
     splits = std::clamp<int64_t>(fit, 1, std::min<int64_t>(64, max_splits));
+  } else if (splits <= 0 && var.v.max_m >= 16) {
+    // One warpgroup, batched decode (m = 9..64): the nearest split to about two CTAs per SM (1.5
+    // at N = 64). H100 sweep (% of copy by split, 2026-11-22): m = 16 qkv s3 57.1 / s4 55.9 / s7
+    // 52.0, o_proj s4 46.2 / s7 41.3, down s4 64.7 / s7 55.3; m = 32 qkv s3 52.9, o_proj s4 41.4,
+    // down s4 62.3; m = 64 qkv s2 44.3, o_proj s3 34.8, down s3 55.0 (s4 50.0).
+    const int64_t max_splits = std::max<int64_t>(1, tiles / kWgmmaMinTilesPerSplit);
+    const int64_t target = (var.v.max_m >= 64 ? 3 : 4) * ws.num_sms / 2;
+    splits = std::clamp<int64_t>((target + row_ctas / 2) / row_ctas, 1, std::min<int64_t>(64, max_splits));
   } else if (splits <= 0) {
     // About three CTAs per SM, never fewer than kWgmmaMinTilesPerSplit k tiles each. Measured on
     // the H100 at m = 1 (gemm_bench "wgsplit", % of copy by split for the <8,6> row): qkv
