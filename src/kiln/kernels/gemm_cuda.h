@@ -2,6 +2,7 @@
 // (the Hugging Face [out_features, in_features] layout; fp8 with w_scale [n] or [1] f32), f32
 // accumulation, bf16 or f32 y. Gemm::run dispatches on m and the weight dtype (gemm_path):
 //   m <= skinny_max_m_*  the decode kernel (cuda/gemm/skinny_gemm.cu): weights streamed once
+//                        (fp8: up to skinny_max_m_fp8_large for weights of 48 MiB or more)
 //   bf16 above           cuBLASLt bf16
 //   fp8 above            x quantized to fp8 (per token, or per tensor: GemmOptions), cuBLASLt
 //                        fp8 x fp8 that applies the x and weight scales itself and writes y
@@ -39,8 +40,15 @@ std::span<const GemmCudaVariant> gemm_cuda_variants();
 // copy vs cuBLASLt fp8: qkv 49.5 / 53.5, o_proj 38.6 / 37.0, gate_up 86.0 / 77.3, down 60.4 /
 // 45.5: 12% less time over the four) but only ties at m = 64 (qkv 41 / 53, o_proj 29 / 37, gate_up
 // 78 / 75, down 51 / 46), so fp8 takes the decode kernel up to m = 32.
+// Large fp8 weights (at least kGemmSkinnyLargeFp8Bytes) keep the decode kernel up to m = 64 (H100,
+// 2026-11-22, one call, % of copy at m = 64, decode kernel vs cuBLASLt fp8: gate_up 28672 x 4096
+// 79.6 vs 73.2, down 4096 x 14336 55.2 vs 47.3, LM head 128256 x 4096 86.0 vs 82.7; the smaller
+// qkv 44.0 vs 53.9 and o_proj 34.6 vs 37.5 stay on cuBLASLt): 8% less time over a Llama-3-8B layer
+// than cuBLASLt for all four.
 inline constexpr int64_t kGemmSkinnyMaxMBf16 = 8;
 inline constexpr int64_t kGemmSkinnyMaxMFp8 = 32;
+inline constexpr int64_t kGemmSkinnyMaxMFp8Large = 64;
+inline constexpr int64_t kGemmSkinnyLargeFp8Bytes = 48ll << 20;
 
 // How the fp8 prefill path quantizes x (dynamically, every call; quantize.h gives the arithmetic).
 // Either way cuBLASLt applies the x and weight scales as its outer-vector scales (fp8 on Hopper).
@@ -58,6 +66,9 @@ struct GemmOptions {
   bool autotune = false;
   int64_t skinny_max_m_bf16 = kGemmSkinnyMaxMBf16;  // 0: cuBLASLt for every m
   int64_t skinny_max_m_fp8 = kGemmSkinnyMaxMFp8;    // 0: the fp8 cuBLASLt path for every m
+  // fp8 weights of kGemmSkinnyLargeFp8Bytes or more: the decode kernel up to this m (at least
+  // skinny_max_m_fp8 counts; 0 with skinny_max_m_fp8 = 0: cuBLASLt for every m).
+  int64_t skinny_max_m_fp8_large = kGemmSkinnyMaxMFp8Large;
   int64_t skinny_workspace_bytes = 16 << 20;       // split-K partial sums of the decode kernel
   // The decode kernel is launched with programmatic dependent launch: it starts streaming its
   // weights while the kernel before it on the stream finishes (it waits for that kernel before
@@ -88,9 +99,9 @@ struct QuantizedLinearArgs {
 };
 
 enum class GemmPath { kSkinny, kCublasBf16, kCublasFp8 };
-// The path Gemm::run takes for m rows of x and weights of dtype w (when the shape and alignment
-// allow the decode kernel: 16-byte aligned rows, k % 8 (bf16) or % 16 (fp8)).
-GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w);
+// The path Gemm::run takes for m rows of x and weights of dtype w and w_bytes bytes (when the
+// shape and alignment allow the decode kernel: 16-byte aligned rows, k % 8 (bf16) or % 16 (fp8)).
+GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w, int64_t w_bytes = 0);
 
 class Gemm {
  public:
@@ -106,6 +117,8 @@ class Gemm {
   Status run(const LinearArgs& args, CUstream_st* stream);
   // The fp8 GEMM on a pre-quantized x (QuantizedLinearArgs). Graph-capturable once each shape ran.
   Status run_quantized(const QuantizedLinearArgs& args, CUstream_st* stream);
+  // gemm_path with this object's options.
+  GemmPath path(int64_t m, DType w, int64_t w_bytes) const;
   int64_t cached_plans() const;
   // Bumped whenever a workspace moves (the fp8 activation buffers grow on first use of a larger
   // m x k, freeing the old ones): a CUDA graph that captured run() holds the old addresses, so a

@@ -16,7 +16,8 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
     KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
     KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
-    if (fused_act_quant_ && lw.down.tensor.dtype == DType::kFp8E4M3 && n > kGemmSkinnyMaxMFp8) {
+    if (fused_act_quant_ && lw.down.tensor.dtype == DType::kFp8E4M3 &&
+        gemm_.path(n, DType::kFp8E4M3, lw.down.tensor.numel()) != GemmPath::kSkinny) {
       // fp8 prefill: SwiGLU straight to per-token fp8 (no bf16 act, no quantization pass in the GEMM)
       KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n, inter}));
       KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n}));

@@ -403,10 +403,17 @@ Status Gemm::run_quantized(const QuantizedLinearArgs& a, CUstream_st* stream) {
                                             ScaleMode::kFp8Epilogue, a.w_scale.numel() == 1 && n != 1}, stream);
 }
 
-GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w) {
-  if (w == DType::kFp8E4M3) return m <= options.skinny_max_m_fp8 ? GemmPath::kSkinny : GemmPath::kCublasFp8;
+GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w, int64_t w_bytes) {
+  if (w == DType::kFp8E4M3) {
+    const int64_t max_m = w_bytes >= kGemmSkinnyLargeFp8Bytes && options.skinny_max_m_fp8 > 0
+                              ? std::max(options.skinny_max_m_fp8, options.skinny_max_m_fp8_large)
+                              : options.skinny_max_m_fp8;
+    return m <= max_m ? GemmPath::kSkinny : GemmPath::kCublasFp8;
+  }
   return m <= options.skinny_max_m_bf16 ? GemmPath::kSkinny : GemmPath::kCublasBf16;
 }
+
+GemmPath Gemm::path(int64_t m, DType w, int64_t w_bytes) const { return gemm_path(impl_->options, m, w, w_bytes); }
 
 Gemm::Gemm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gemm::Gemm(Gemm&&) noexcept = default;
@@ -485,7 +492,7 @@ Status Gemm::run(const LinearArgs& a, CUstream_st* stream) {
   if (!fp8 && !a.w_scale.empty()) return invalid_argument("gemm: w_scale is only for fp8 weights");
   if (m == 0 || n == 0) return ok_status();
   if (k == 0) return unimplemented("gemm: k == 0");
-  const GemmPath path = gemm_path(impl_->options, m, variant->w);
+  const GemmPath path = gemm_path(impl_->options, m, variant->w, n * k * (fp8 ? 1 : 2));
   if (path == GemmPath::kSkinny) {
     const Status ok = skinny_gemm_check(a);
     if (ok.ok()) return skinny_gemm_cuda(a, impl_->skinny, stream);
