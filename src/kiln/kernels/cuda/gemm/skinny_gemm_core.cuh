@@ -48,8 +48,13 @@ __device__ __forceinline__ void allow_next_kernel() { cuda::pdl_trigger(); }
 
 // x comes from the kernel before, which may still be writing it when this one starts (PDL): never
 // the non-coherent read-only path (ld.global.nc is only for data constant over the kernel's life;
-// with __ldg here the fp8 Mixtral decode read stale x in ~10-60% of test runs on the H100), so L2.
-__device__ __forceinline__ uint4 load_x(const __nv_bfloat16* p) { return __ldcg(reinterpret_cast<const uint4*>(p)); }
+// with __ldg here the fp8 Mixtral decode read stale x in ~10-60% of test runs on the H100). The
+// default weak load (ld.global.ca, cached in L1 so the CTA's warps share x) is in the memory
+// model: griddepcontrol.wait makes the previous grid's writes visible to this grid. (L2-only
+// __ldcg, used in between, cost the f16 rows up to 15 points of copy at m = 8: every warp then
+// fetched x from L2.) Issued only after wait_for_previous_kernel (the loads are not hoisted
+// above its memory clobber).
+__device__ __forceinline__ uint4 load_x(const __nv_bfloat16* p) { return __ldca(reinterpret_cast<const uint4*>(p)); }
 
 // c[16 x 8] += a[16 x 16] (rows: weights) * b[16 x 8] (columns: activation rows), bf16 in, f32 acc.
 __device__ __forceinline__ void mma_bf16_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
