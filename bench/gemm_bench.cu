@@ -15,7 +15,6 @@
 //                KILN_GEMM_SWEEP=wgmma (the sweep section on the fp8 wgmma rows at m = 16, 32, 64 only;
 //                KILN_GEMM_SWEEP_M=16,32 other m)
 //                KILN_GEMM_BENCH=decode_fp8 (fp8 decode, m = 1..64, Gemm::run vs cuBLASLt fp8)
-//                KILN_GEMM_BENCH=swiglu (the down projection: silu_mul + Gemm::run vs Gemm::run_swiglu)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -33,7 +32,6 @@
 #include "kiln/kernels/cuda/common/gpu_bench.h"
 #include "kiln/kernels/cuda/gemm/gemm_fp8_activations.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm.h"
-#include "kiln/kernels/activation.h"
 #include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/moe_cuda.h"
@@ -144,37 +142,6 @@ void bench_decode(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const La
   }
 }
 
-// The down projection with its SwiGLU (section "swiglu"): silu_mul_cuda then Gemm::run, against
-// Gemm::run_swiglu (the SwiGLU in the decode kernel's x load), graph-timed like bench_decode; GB/s
-// of weight bytes against the copy ceiling.
-void bench_swiglu(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, DType wt) {
-  const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k);
-  auto gu = DeviceTensor::empty(DType::kBF16, {m, 2 * l.k});
-  auto act = DeviceTensor::empty(DType::kBF16, {m, l.k});
-  auto y = DeviceTensor::empty(DType::kBF16, {m, l.n});
-  check(gu.status(), "alloc");
-  check(act.status(), "alloc");
-  check(y.status(), "alloc");
-  bench::fill_random_bf16(gu->tensor.data, m * 2 * l.k, 9);
-  const double w_bytes = static_cast<double>(l.n) * l.k * static_cast<double>(dtype_bytes(wt, 1));
-  for (bool fused : {false, true}) {
-    auto call = [&](int i) {
-      const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
-      if (fused) {
-        check(gemm.run_swiglu({gu->tensor, w.w.tensor, {}, y->tensor, w.scale.tensor}, s), "run_swiglu");
-      } else {
-        check(silu_mul_cuda({gu->tensor, act->tensor}, s), "silu_mul");
-        check(gemm.run({act->tensor, w.w.tensor, {}, y->tensor, w.scale.tensor}, s), "gemm");
-      }
-    };
-    call(0);
-    check(cudaStreamSynchronize(s), "sync");
-    const double ms = graph_ms(call, s);
-    bench::report(std::string("gemm ") + l.name + (fused ? " swiglu fused " : " silu_mul + gemm ") + std::string(dtype_name(wt)),
-                  shape_of(l, m), ms, w_bytes / ms / 1e6, c.copy_gbps, "GB/s");
-  }
-}
-
 void bench_prefill(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, const char* tag, DType wt) {
   const std::vector<BenchWeights> ws = weight_copies(wt, l.n, l.k, true);
   const DecodeXY xy = decode_xy(l, m);
@@ -255,7 +222,7 @@ void sweep(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, 
   const auto variants = skinny_gemm_variants();
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
     const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
-    if (v.swiglu || v.w != wt || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8)) continue;
+    if (v.w != wt || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8)) continue;
     if (f16_only && (!v.f16 || v.stream || !(v.x_ahead || v.preferred))) continue;
     for (int warps : {0, 4, 6, 8}) {
       if (f16_only && warps == 4) continue;
@@ -382,8 +349,7 @@ void bench_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l, DType wt
                 launch.split_k, static_cast<long long>(launch.ctas), old_ms * 1e3, 100.0 * w_bytes / old_ms / 1e6 / c.copy_gbps);
     for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {  // the grid variants not preferred
       const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
-      if (v.stream || v.preferred || v.swiglu || v.w != wt || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8))
-        continue;
+      if (v.stream || v.preferred || v.w != wt || v.y != l.y || m > v.max_m || (m <= v.max_m / 2 && v.max_m > 8)) continue;
       const double ms = time({vi, 0, 0}, &launch);
       std::printf("ab %-24s grid  v%-2d(rt%d u%d s%d%s) warps=%d split=%d ctas=%lld occ=%d  %8.2f us %6.1f%%  diff %.1e\n",
                   tag.c_str(), vi, v.row_tiles, v.unroll, v.stages, v.f16 ? " f16" : "", launch.warps, launch.split_k,
@@ -619,14 +585,6 @@ int main() {
     for (const Layer& l : layers)
       for (int64_t m : {1, 8, 16, 32, 64})
         if (l.y == DType::kBF16 || m >= 32) bench_decode_fp8(c, s, l, m, *def, *cublas, *skinny);
-  }
-  if (section("swiglu")) {
-    auto def = Gemm::create();
-    check(def.status(), "Gemm::create");
-    for (const Layer& l : layers)
-      if (std::string(l.name) == "down")
-        for (DType wt : {DType::kFp8E4M3, DType::kBF16})
-          for (int64_t m : {1, 4, 8}) bench_swiglu(*def, c, s, l, m, wt);
   }
   if (section("e4m3"))
     for (const Layer& l : layers)

@@ -151,7 +151,6 @@ TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
   const auto variants = skinny_gemm_variants();
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
     const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];
-    if (v.swiglu) continue;  // x is a gate_up pair there: gemm_swiglu_cuda_test.cu
     SCOPED_TRACE("variant " + std::to_string(vi));
     for (const auto& s : shapes) {
       for (bool per_tensor : {false, true}) {

@@ -119,12 +119,6 @@ class Gemm {
   Status run_quantized(const QuantizedLinearArgs& args, CUstream_st* stream);
   // gemm_path with this object's options.
   GemmPath path(int64_t m, DType w, int64_t w_bytes) const;
-  // y = (silu(gate) * up) @ w^T (* w_scale) (+ bias) with x = the fused gate_up [m, 2k] (gate
-  // columns first; SiLU and product with silu_mul_cuda's bf16 bits) for w [n, k], y bf16: the
-  // down projection with the SwiGLU in the decode kernel's x load (no silu_mul kernel). Only where
-  // fuses_swiglu says (m <= 8 on the decode kernel); unimplemented otherwise.
-  Status run_swiglu(const LinearArgs& args, CUstream_st* stream);
-  bool fuses_swiglu(int64_t m, DType w) const;
   int64_t cached_plans() const;
   // Bumped whenever a workspace moves (the fp8 activation buffers grow on first use of a larger
   // m x k, freeing the old ones): a CUDA graph that captured run() holds the old addresses, so a

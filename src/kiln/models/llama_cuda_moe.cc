@@ -1,5 +1,4 @@
-// CudaLlamaModel's feed-forward block: the dense SwiGLU (bf16, or fp8 SwiGLU output for fp8 prefill;
-// decode-sized steps: inside the down GEMM's x load, Gemm::run_swiglu)
+// CudaLlamaModel's feed-forward block: the dense SwiGLU (bf16, or fp8 SwiGLU output for fp8 prefill)
 // and the MoE paths: the grouped path (route, permute, per-expert GEMMs via cuBLASLt, un-permute)
 // and the MoE decode path (moe_decode_gemm_cuda over the routed slots, fused with the norms' routing
 // for fp8 decode steps). Declared in llama_cuda_model.h.
@@ -25,8 +24,6 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
       KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
       return gemm_.run_quantized({aq, as, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
     }
-    if (gemm_.fuses_swiglu(n, lw.down.tensor.dtype))  // decode: the SwiGLU inside the down GEMM's x load
-      return gemm_.run_swiglu({gu, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
     KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
     return gemm_.run({act, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
   }

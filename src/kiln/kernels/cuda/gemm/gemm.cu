@@ -415,26 +415,6 @@ GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w, int64_t w_byt
 
 GemmPath Gemm::path(int64_t m, DType w, int64_t w_bytes) const { return gemm_path(impl_->options, m, w, w_bytes); }
 
-bool Gemm::fuses_swiglu(int64_t m, DType w) const {
-  return m >= 1 && gemm_path(impl_->options, m, w) == GemmPath::kSkinny && skinny_gemm_has_swiglu(w, m);
-}
-
-Status Gemm::run_swiglu(const LinearArgs& a, CUstream_st* stream) {
-  if (a.x.ndim != 2 || a.w.ndim != 2) return invalid_argument("gemm run_swiglu: 2-D x and w");
-  if (a.x.device != Device::kCuda || a.w.device != Device::kCuda || a.y.device != Device::kCuda)
-    return invalid_argument("gemm run_swiglu: device tensors only");
-  if (a.y.ndim != 2 || a.y.shape[0] != a.x.shape[0] || a.y.shape[1] != a.w.shape[0] || a.x.shape[1] != 2 * a.w.shape[1])
-    return invalid_argument("gemm run_swiglu: want gate_up [m, 2k], w [n, k], y [m, n]; got " + a.x.shape_string() + ", " +
-                            a.w.shape_string() + ", " + a.y.shape_string());
-  if (!fuses_swiglu(a.x.shape[0], a.w.dtype))
-    return unimplemented("gemm run_swiglu: no fused SwiGLU for m = " + std::to_string(a.x.shape[0]) + " and " +
-                         std::string(dtype_name(a.w.dtype)) + " weights (run silu_mul_cuda, then Gemm::run)");
-  if (a.x.shape[0] == 0 || a.w.shape[0] == 0) return ok_status();
-  SkinnyGemmConfig cfg;
-  cfg.swiglu = true;
-  return skinny_gemm_cuda(a, impl_->skinny, stream, cfg);
-}
-
 Gemm::Gemm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gemm::Gemm(Gemm&&) noexcept = default;
 Gemm& Gemm::operator=(Gemm&&) noexcept = default;

@@ -40,22 +40,15 @@ struct Variant {
 // kF16 (fp8 only): the f16 widening (hardware cvt, x rounded to f16), else exact bf16; kE4m3
 // (fp8 only): x quantized to e4m3 per token, the e4m3 mma.
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, typename Y, bool kF16 = false, bool kE4m3 = false,
-          int kAcc = 1, bool kXAhead = false, bool kSwiGLU = false>
+          int kAcc = 1, bool kXAhead = false>
 Variant row(bool preferred) {
   constexpr DType w = kFp8 ? DType::kFp8E4M3 : DType::kBF16;
   constexpr DType y = std::is_same_v<Y, float> ? DType::kF32 : DType::kBF16;
   SkinnyGemmVariant v{w, y, 8 * kMT, kRT, kU, kS, preferred, false, kF16, kE4m3};
   v.acc_sets = kAcc;
   v.x_ahead = kXAhead;
-  v.swiglu = kSwiGLU;
-  return {v,
-          reinterpret_cast<const void*>(&skinny_gemm_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, kE4m3, Y, kAcc, kXAhead, kSwiGLU>),
-          skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3, kAcc, kXAhead, kSwiGLU>::kSmemPerWarp};
-}
-// SwiGLU rows (x = silu(gate) * up of a fused gate_up, skinny_gemm_core.cuh kSwiGLU): bf16 y.
-template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, int kAcc, bool kXAhead>
-Variant swiglu_row(bool preferred) {
-  return row<kFp8, kMT, kRT, kU, kS, kMinBlocks, __nv_bfloat16, kF16, false, kAcc, kXAhead, true>(preferred);
+  return {v, reinterpret_cast<const void*>(&skinny_gemm_kernel<kFp8, kMT, kRT, kU, kS, kMinBlocks, kF16, kE4m3, Y, kAcc, kXAhead>),
+          skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3, kAcc, kXAhead>::kSmemPerWarp};
 }
 // The f16 widening rows with kAcc accumulator sets and x loaded a chunk ahead (kXAhead).
 template <int kMT, int kRT, int kU, int kS, int kMinBlocks, int kAcc, bool kXAhead>
@@ -174,14 +167,6 @@ const Variant kVariants[] = {
     f16_row<1, 1, 2, 4, 3, 1, true>(kAlt),
     f16_row<1, 1, 4, 3, 3, 1, true>(kAlt),
     f16_row<1, 1, 4, 3, 3, 4, true>(kPreferred),
-    // The down projection's SwiGLU in its x load (m <= 8: Gemm::run_swiglu; no silu_mul kernel):
-    // the preferred m <= 8 rows (fp8 f16 x-ahead, bf16) with gate and up loaded a chunk ahead.
-    // <fp8, m tiles, row tiles, k steps, ring slots, resident CTAs, f16, accumulator sets, x ahead>.
-    // The fp8 row at 2 resident CTAs: its x-ahead registers double (the plain row uses 80 of the
-    // 85 that 3 CTAs of 8 warps allow).
-    swiglu_row<true, 1, 1, 4, 3, 2, true, 4, true>(kPreferred),
-    swiglu_row<true, 1, 1, 4, 3, 3, true, 4, true>(kAlt),
-    swiglu_row<false, 1, 1, 4, 4, 2, false, 1, false>(kPreferred),
     // Tried for m = 9..16 (two m tiles), dropped: f16_row<2, 1, 4, 3, 2, 4 / 1, true> and
     // <2, 1, 2, 6, 2, 2, true> against the preferred row<true, 2, 1, 2, 6, 2, bf16, true> (H100,
     // m = 16, % of copy): qkv <= 47.8, o_proj 42.7 vs 44.5, gate_up 49.1 vs 51.5, down 50.0 vs 51.1.
@@ -426,17 +411,11 @@ bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m, int64_t n) {
   int best = -1;  // the grid pick of skinny_gemm_cuda with room for x
   for (int i = 0; i < kNumVariants; ++i) {
     const SkinnyGemmVariant& v = kVariants[i].v;
-    if (!v.preferred || v.stream || v.swiglu || v.w != w || v.y != y || m > v.max_m || n < v.min_n) continue;
+    if (!v.preferred || v.stream || v.w != w || v.y != y || m > v.max_m || n < v.min_n) continue;
     const SkinnyGemmVariant* b = best < 0 ? nullptr : &kVariants[best].v;
     if (!b || v.max_m < b->max_m || (v.max_m == b->max_m && v.e4m3 && !b->e4m3)) best = i;
   }
   return best >= 0 && kVariants[best].v.e4m3;
-}
-
-bool skinny_gemm_has_swiglu(DType w, int64_t m) {
-  for (const Variant& v : kVariants)
-    if (v.v.swiglu && v.v.preferred && v.v.w == w && m <= v.v.max_m) return true;
-  return false;
 }
 
 std::span<const SkinnyGemmVariant> skinny_gemm_variants() {
@@ -468,17 +447,8 @@ Status skinny_gemm_check(const LinearArgs& a) {
   return ok_status();
 }
 
-Status skinny_gemm_cuda(const LinearArgs& args, const SkinnyGemmWorkspace& ws, CUstream_st* stream,
+Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUstream_st* stream,
                         const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch) {
-  LinearArgs a = args;
-  if (cfg.swiglu) {  // x: the fused gate_up [m, 2k]; the kernel reads its gate half and finds up at + k
-    if (a.x.ndim != 2 || a.w.ndim != 2 || a.x.shape[1] != 2 * a.w.shape[1])
-      return invalid_argument("skinny_gemm swiglu: want x = gate_up [m, 2k] for w [n, k], got x " + a.x.shape_string() +
-                              ", w " + a.w.shape_string());
-    if (a.y.dtype != DType::kBF16) return unimplemented("skinny_gemm swiglu: y bf16 only");
-    if (a.x.shape[0] > 8) return unimplemented("skinny_gemm swiglu: m <= 8 only");
-    a.x.shape[1] = a.w.shape[1];
-  }
   KILN_RETURN_IF_ERROR(skinny_gemm_check(a));
   const int64_t m = a.x.shape[0], k = a.x.shape[1], n = a.w.shape[0];
   if (m == 0 || n == 0) return ok_status();
@@ -489,7 +459,7 @@ Status skinny_gemm_cuda(const LinearArgs& args, const SkinnyGemmWorkspace& ws, C
   if (cfg.variant >= 0) {
     if (cfg.variant >= kNumVariants) return invalid_argument("skinny_gemm: no variant " + std::to_string(cfg.variant));
     const SkinnyGemmVariant& v = kVariants[cfg.variant].v;
-    if (v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m || v.swiglu != cfg.swiglu)
+    if (v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m)
       return invalid_argument("skinny_gemm: variant " + std::to_string(cfg.variant) + " does not take these arguments");
     if (v.e4m3 && !x_room)
       return unimplemented("skinny_gemm: the e4m3 variants need " + std::to_string(skinny::x_fp8_bytes(m, k)) +
@@ -505,8 +475,7 @@ Status skinny_gemm_cuda(const LinearArgs& args, const SkinnyGemmWorkspace& ws, C
       int best = -1;
       for (int i = 0; i < kNumVariants; ++i) {
         const SkinnyGemmVariant& v = kVariants[i].v;
-        if (!v.preferred || v.stream != stream_pass || v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m || n < v.min_n ||
-            v.swiglu != cfg.swiglu)
+        if (!v.preferred || v.stream != stream_pass || v.w != a.w.dtype || v.y != a.y.dtype || m > v.max_m || n < v.min_n)
           continue;
         if ((v.e4m3 && (!x_room || cfg.x_bf16)) || (stream_pass && v.max_m != 8 && 2 * m <= v.max_m)) continue;
         const SkinnyGemmVariant* b = best < 0 ? nullptr : &kVariants[best].v;
@@ -586,7 +555,6 @@ Status skinny_gemm_cuda(const LinearArgs& args, const SkinnyGemmWorkspace& ws, C
   p.counters = ws.counters;
   p.steps_per_split = static_cast<int>(steps_per_split);
   p.pdl = ws.pdl ? 1 : 0;
-  p.x_up = var.v.swiglu ? k : 0;
   if (var.v.e4m3) {
     KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
     p.xq = xr.base + skinny::kXFp8ScaleBytes;

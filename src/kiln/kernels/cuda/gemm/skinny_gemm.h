@@ -57,9 +57,6 @@ struct SkinnyGemmVariant {
   // vectors loaded one chunk ahead (skinny_gemm_core.cuh).
   int acc_sets = 1;
   bool x_ahead = false;
-  // x is the SwiGLU of a fused gate_up (SkinnyGemmConfig::swiglu; bf16 y, m <= max_m): taken only
-  // when asked for, and only they are then.
-  bool swiglu = false;
   // preferred only for n >= min_n (weight rows); below, Gemm::run takes the next preferred row of
   // its max_m (the wgmma rows need enough 128-row CTAs to fill the SMs without split K).
   int64_t min_n = 0;
@@ -73,9 +70,6 @@ struct SkinnyGemmConfig {
   int split_k = 0;   // CTAs along k (reduced in-launch by the last one); stream variants: CTAs per SM
   int diag = 0;      // stream variants, micro-benchmarks only: 1 = loads only, 2 = math only (wrong y)
   bool x_bf16 = false;  // automatic choice among the rows that keep x bf16 (no e4m3 rows)
-  // x is a fused gate_up [m, 2k] (w [n, k]): y = silu(gate) * up @ w^T with silu_mul_cuda's bf16
-  // SwiGLU bits, on the swiglu rows (m <= 8, y bf16).
-  bool swiglu = false;
 };
 
 // The launch shape skinny_gemm_cuda picks (for the bench's log).
@@ -91,9 +85,6 @@ int64_t skinny_x_fp8_bytes(int64_t m, int64_t k);
 // Whether skinny_gemm_cuda's automatic choice for (w, y, m, n) quantizes x per token to e4m3 (a
 // preferred e4m3 row), given a workspace with room for x: the reference must then round x so.
 bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m, int64_t n);
-
-// Whether a preferred swiglu row takes weights of dtype w at m rows (SkinnyGemmConfig::swiglu).
-bool skinny_gemm_has_swiglu(DType w, int64_t m);
 
 // Whether skinny_gemm_cuda can run these arguments (dtypes, m <= 64, 16-byte aligned rows of
 // w and x, k a multiple of 8 (bf16) or 16 (fp8)); the reason otherwise.

@@ -15,16 +15,12 @@
 // kE4m3 (fp8 weights): no widening at all: x comes pre-quantized per token to e4m3
 // (skinny_x_fp8.cuh) and the fp8 bytes go straight into mma.m16n8k32 e4m3 (512 weight bytes per
 // mma); the caller multiplies the sums by the x and weight scales.
-// kSwiGLU (widened and bf16 rows): x is the SwiGLU of a fused [m, 2k] gate_up (gate at x, up at x +
-// x_up), computed as x's vectors are taken from their registers with silu_mul_cuda's bits
-// (swiglu_exact.cuh), so the activation kernel and its round trip through memory go away.
 #pragma once
 #include <cuda_bf16.h>
 
 #include <cstdint>
 #include <type_traits>
 
-#include "kiln/kernels/cuda/activation/swiglu_exact.cuh"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln::skinny {
@@ -162,7 +158,7 @@ __device__ __forceinline__ void for_each_acc(F&& f) {
 // are resident). kXAhead (widened rows only): x's vectors for chunk i + 1 are loaded while chunk
 // i is multiplied (else at the top of chunk i, so every chunk starts on an L2 round trip).
 template <bool kFp8, int kMT, int kRT, int kU, int kS, bool kF16 = false, bool kE4m3 = false, int kAcc = 1,
-          bool kXAhead = false, bool kSwiGLU = false>
+          bool kXAhead = false>
 struct Core {
   using F = WeightFormat<kFp8>;
   using XT = std::conditional_t<kE4m3, uint8_t, __nv_bfloat16>;  // x's element
@@ -172,7 +168,6 @@ struct Core {
   static_assert(!(kF16 && kE4m3), "one math mode");
   static_assert(kAcc == 1 || kAcc == 2 || kAcc == 4, "1, 2 or 4 accumulator sets");
   static_assert(!kE4m3 || (kAcc == 1 && !kXAhead), "accumulator sets and x ahead: widened rows only");
-  static_assert(!(kE4m3 && kSwiGLU), "SwiGLU x: bf16 x rows only");
   static constexpr int kVecsPerChunk = kU * kRT * 2;  // 16-byte vectors per thread per chunk
   static constexpr int kRingBytesPerWarp = kS * kVecsPerChunk * 32 * 16;
   static constexpr int kElems = kRT * kMT * 4;  // accumulators per thread
@@ -183,10 +178,9 @@ struct Core {
   // c = warp, warp + nwarps, ... of kU steps. w: [n, k] bytes, row stride ldw_bytes; xrow[nt]:
   // this lane's activation row nt * 8 + g at k = 4 * lane's t... (nullptr: row past m, zeros).
   // smem: this warp's kSmemPerWarp bytes. pdl: wait for the previous kernel after the prologue.
-  // x_up (kSwiGLU): elements from a gate value of x to its up value.
   __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw_bytes, int n, int k, int row_base,
                                 const XT* const (&xrow)[kMT], int s_begin, int s_end, int warp, int nwarps,
-                                uint8_t* smem, bool pdl, float (&acc)[kRT][kMT][4], int64_t x_up = 0) {
+                                uint8_t* smem, bool pdl, float (&acc)[kRT][kMT][4]) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const uint8_t* wrow[kRT][2];  // rows g and g + 8 of each tile (clamped into range), at this thread's vector
 #pragma unroll
@@ -220,9 +214,7 @@ struct Core {
     // x's vectors of chunk i (zeros past k, past the chunks or for rows past m): [u][nt][v]; the
     // e4m3 rows load their x inside compute.
     using XVecs = uint4[kU][kMT][XVecsPerStep];
-    // kSwiGLU: the up vectors beside x's (gate) ones until swiglu_xs combines them
-    using XUp = uint4[kSwiGLU ? kU : 1][kSwiGLU ? kMT : 1][kSwiGLU ? XVecsPerStep : 1];
-    auto load_xs = [&](int i, XVecs& xs, XUp& xu) {
+    auto load_xs = [&](int i, XVecs& xs) {
       const int s0 = s_begin + (warp + i * nwarps) * kU;
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
@@ -232,28 +224,8 @@ struct Core {
         for (int nt = 0; nt < kMT; ++nt)
 #pragma unroll
           for (int v = 0; v < XVecsPerStep; ++v)
-            if constexpr (!kE4m3) {
-              const bool in = ok && xrow[nt] != nullptr;
-              xs[u][nt][v] = in ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
-              if constexpr (kSwiGLU) xu[u][nt][v] = in ? load_x(xrow[nt] + x_up + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
-            }
-      }
-    };
-    // x = silu(gate) * up, per 8-element vector (silu_mul_cuda's bits; zeros stay zeros)
-    auto swiglu_xs = [&](XVecs& xs, const XUp& xu) {
-      if constexpr (kSwiGLU) {
-#pragma unroll
-        for (int u = 0; u < kU; ++u)
-#pragma unroll
-          for (int nt = 0; nt < kMT; ++nt)
-#pragma unroll
-            for (int v = 0; v < XVecsPerStep; ++v) {
-              if (xrow[nt] == nullptr) continue;  // a row past m: zeros already
-              cuda::swiglu::RangeAcc range;
-              cuda::swiglu::range_add8(range, xs[u][nt][v]);
-              xs[u][nt][v] = cuda::swiglu::in_fast_range(range) ? cuda::swiglu::swiglu8<true>(xs[u][nt][v], xu[u][nt][v])
-                                                                : cuda::swiglu::swiglu8<false>(xs[u][nt][v], xu[u][nt][v]);
-            }
+            if constexpr (!kE4m3)
+              xs[u][nt][v] = ok && xrow[nt] != nullptr ? load_x(xrow[nt] + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
       }
     };
     auto compute = [&](int i, const XVecs& xs) {
@@ -333,8 +305,7 @@ struct Core {
       allow_next_kernel();
     }
     XVecs xa;  // kXAhead: chunk i's x, loaded during chunk i - 1
-    XUp xua;
-    if constexpr (kXAhead && !kE4m3) load_xs(0, xa, xua);
+    if constexpr (kXAhead && !kE4m3) load_xs(0, xa);
     for (int i = 0; i < nc; ++i) {
       if (i + kS - 1 < nc) issue(i + kS - 1);
       cp_async_commit();
@@ -349,14 +320,11 @@ struct Core {
           for (int nt = 0; nt < kMT; ++nt)
 #pragma unroll
             for (int v = 0; v < XVecsPerStep; ++v) xc[u][nt][v] = xa[u][nt][v];
-        swiglu_xs(xc, xua);
-        load_xs(i + 1, xa, xua);
+        load_xs(i + 1, xa);
         compute(i, xc);
       } else {
         XVecs xc;
-        XUp xuc;
-        load_xs(i, xc, xuc);
-        swiglu_xs(xc, xuc);
+        load_xs(i, xc);
         compute(i, xc);
       }
     }

@@ -31,7 +31,6 @@ struct SkinnyParams {
   // Stream variants: chunks per tile, chunks in all (tiles x chunks_per_tile), warps in the stream.
   int chunks_per_tile;
   int64_t stream_chunks, stream_warps;
-  int64_t x_up;             // SwiGLU rows: x holds the gate, x + x_up the up values (elements)
 };
 
 __device__ __forceinline__ void store_y(float* y, float v) { *y = v; }
@@ -60,9 +59,9 @@ __device__ __forceinline__ void store_fragments(const SkinnyParams& p, int row_b
 }
 
 template <bool kFp8, int kMT, int kRT, int kU, int kS, int kMinBlocks, bool kF16, bool kE4m3, typename Y, int kAcc = 1,
-          bool kXAhead = false, bool kSwiGLU = false>
+          bool kXAhead = false>
 __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel(const __grid_constant__ SkinnyParams p) {
-  using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3, kAcc, kXAhead, kSwiGLU>;
+  using Core = skinny::Core<kFp8, kMT, kRT, kU, kS, kF16, kE4m3, kAcc, kXAhead>;
   using F = typename Core::F;
   extern __shared__ __align__(16) uint8_t smem[];
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -79,7 +78,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
   const int s_begin = blockIdx.y * p.steps_per_split, s_end = min(num_steps, s_begin + p.steps_per_split);
   float acc[kRT][kMT][4] = {};
   Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, s_begin, s_end, warp, nwarps, smem + warp * Core::kSmemPerWarp,
-               p.pdl != 0, acc, p.x_up);
+               p.pdl != 0, acc);
   Core::reduce_warps(acc, smem, warp, nwarps);
   if (warp != 0) return;
 
