@@ -303,35 +303,6 @@ TEST(GemmDispatchCuda, BoundariesMatchCpuReference) {
   std::printf("fp8 prefill scales: %s\n", gemm->fp8_prefill_scales().c_str());
 }
 
-// fp8 weights of kGemmSkinnyLargeFp8Bytes and more keep the decode kernel up to m = 64: the path
-// at the byte and m boundaries (and none with skinny_max_m_fp8 = 0), and a 12288 x 4096 matrix
-// (exactly the threshold) at m = 33, 64 (decode kernel) and 65 (cuBLASLt) against the reference
-// of the path taken.
-TEST(GemmDispatchCuda, LargeFp8WeightsKeepTheDecodeKernelTo64) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  const GemmOptions opt;
-  const int64_t big = kGemmSkinnyLargeFp8Bytes;
-  EXPECT_EQ(gemm_path(opt, 64, DType::kFp8E4M3, big), GemmPath::kSkinny);
-  EXPECT_EQ(gemm_path(opt, 65, DType::kFp8E4M3, big), GemmPath::kCublasFp8);
-  EXPECT_EQ(gemm_path(opt, 32, DType::kFp8E4M3, big - 1), GemmPath::kSkinny);
-  EXPECT_EQ(gemm_path(opt, 33, DType::kFp8E4M3, big - 1), GemmPath::kCublasFp8);
-  EXPECT_EQ(gemm_path({.skinny_max_m_fp8 = 0}, 1, DType::kFp8E4M3, big), GemmPath::kCublasFp8);
-  EXPECT_EQ(gemm_path(opt, 9, DType::kBF16, 2 * big), GemmPath::kCublasBf16);
-  std::mt19937 rng(35);
-  auto gemm = Gemm::create(opt);
-  ASSERT_TRUE(gemm.ok());
-  const int64_t n = 12288, k = 4096;
-  ASSERT_EQ(n * k, big);
-  const Weights W = make_weights(DType::kFp8E4M3, n, k, false, false, rng);
-  for (int64_t m : {33, 64, 65}) {
-    const GemmPath path = gemm->path(m, DType::kFp8E4M3, n * k);
-    EXPECT_EQ(path == GemmPath::kSkinny, m <= 64);
-    const XRef xr = path == GemmPath::kSkinny ? (skinny_gemm_quantizes_x(DType::kFp8E4M3, DType::kBF16, m, n) ? kXPerToken : kXExact)
-                                              : x_ref_for(opt);
-    check_case(*gemm, DType::kBF16, W, {m, n, k, m == 64, 0}, xr, rng, path == GemmPath::kCublasFp8 ? 2e-2 : 1e-2);
-  }
-}
-
 // Every way the fp8 prefill path can run: x per token / per tensor, scales applied by cuBLASLt or
 // by the epilogue kernel, plain and fast accumulation; per-channel and per-tensor weights, bf16
 // and f32 y, bias, strided rows. Prints which plans cuBLASLt took (a refused scaled plan falls

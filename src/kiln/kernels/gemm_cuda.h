@@ -116,7 +116,12 @@ class Gemm {
   // activation workspace on first use of a larger m (an error while the stream is captured).
   Status run(const LinearArgs& args, CUstream_st* stream);
   // The fp8 GEMM on a pre-quantized x (QuantizedLinearArgs). Graph-capturable once each shape ran.
+  // Decode sizes whose decode-kernel row quantizes x per token take that row without its pre-pass
+  // (contiguous xq); the rest cuBLASLt.
   Status run_quantized(const QuantizedLinearArgs& args, CUstream_st* stream);
+  // Whether run(x) at m rows of w would quantize x per token to e4m3 (quantize_fp8_cuda's bits)
+  // before its product, so that run_quantized on x quantized so gives the same result.
+  bool quantizes_x_per_token(int64_t m, const Tensor& w, DType y) const;
   // gemm_path with this object's options.
   GemmPath path(int64_t m, DType w, int64_t w_bytes) const;
   int64_t cached_plans() const;

@@ -65,12 +65,18 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   return ok_status();
 }
 
-Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n) {
+Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, bool h_fp8) {
   const ModelConfig& c = config_;
   const int64_t d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads, width = (hq + 2 * hkv) * d;
   KILN_ASSIGN_OR_RETURN(Tensor qkv, qkv_.get(DType::kBF16, {n, width}));
-  KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv, lw.qkv_scale.tensor}, stream_));
+  if (h_fp8) {
+    KILN_ASSIGN_OR_RETURN(Tensor hqx, moe_hq_.get(DType::kFp8E4M3, {n, c.hidden_size}));
+    KILN_ASSIGN_OR_RETURN(Tensor hs, moe_hs_.get(DType::kF32, {n}));
+    KILN_RETURN_IF_ERROR(gemm_.run_quantized({hqx, hs, lw.qkv.tensor, lw.qkv_bias.tensor, qkv, lw.qkv_scale.tensor}, stream_));
+  } else {
+    KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
+    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv, lw.qkv_scale.tensor}, stream_));
+  }
   const Tensor q = head_view(qkv, 0, hq, d), k = head_view(qkv, hq * d, hkv, d), v = head_view(qkv, (hq + hkv) * d, hkv, d);
   const Tensor& kc = kv.k[static_cast<size_t>(layer)];
   const Tensor& vc = kv.v[static_cast<size_t>(layer)];
@@ -232,24 +238,33 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, hidden}));
   KILN_RETURN_IF_ERROR(embedding_cuda({ids_, w_.embed.tensor, residual}, stream_));
   KILN_RETURN_IF_ERROR(rmsnorm_cuda({residual, {}, w_.layers[0].attn_norm.tensor, h, c.rms_norm_eps}, stream_));
+  // The norms also write h as per-token fp8 where the GEMM after them quantizes x so anyway (qkv
+  // from layer 1 on: the first norm has no residual, and its row has no fp8 output).
+  auto qkv_fp8 = [&](int64_t l) { return l > 0 && l < c.num_layers && x_fp8(w_.layers[static_cast<size_t>(l)].qkv.tensor, n); };
+  auto with_fp8_out = [&](RmsNormArgs& a) -> Status {
+    KILN_ASSIGN_OR_RETURN(a.out_q, moe_hq_.get(DType::kFp8E4M3, {n, hidden}));
+    KILN_ASSIGN_OR_RETURN(a.out_scale, moe_hs_.get(DType::kF32, {n}));
+    return ok_status();
+  };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const CudaLayerWeights& lw = w_.layers[static_cast<size_t>(l)];
-    KILN_RETURN_IF_ERROR(attention(lw, l, kv, n));
+    KILN_RETURN_IF_ERROR(attention(lw, l, kv, n, qkv_fp8(l)));
     const bool fused = moe_fused_path(lw, n);
+    const bool gate_up_fp8 = !fused && lw.experts.empty() && x_fp8(lw.gate_up.tensor, n);
     RmsNormArgs ffn_norm{x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps};
     MoeRouteArgs route;
-    if (fused) {  // + per-token fp8 h and the router
-      KILN_ASSIGN_OR_RETURN(ffn_norm.out_q, moe_hq_.get(DType::kFp8E4M3, {n, hidden}));
-      KILN_ASSIGN_OR_RETURN(ffn_norm.out_scale, moe_hs_.get(DType::kF32, {n}));
+    if (fused || gate_up_fp8) KILN_RETURN_IF_ERROR(with_fp8_out(ffn_norm));  // + per-token fp8 h
+    if (fused) {  // + the router
       KILN_ASSIGN_OR_RETURN(route, moe_route_args(lw, n, moe_top_k()));
       ffn_norm.route = &route;
     }
     KILN_RETURN_IF_ERROR(rmsnorm_cuda(ffn_norm, stream_));
     MoeSlots slots;
-    KILN_RETURN_IF_ERROR(ffn(lw, n, fused ? &slots : nullptr));
+    KILN_RETURN_IF_ERROR(ffn(lw, n, fused ? &slots : nullptr, gate_up_fp8));
     const Tensor& next = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
     RmsNormArgs next_norm{x, residual, next, h, c.rms_norm_eps};
     if (fused) next_norm.x = slots.y, next_norm.slot_weights = slots.weights;
+    if (qkv_fp8(l + 1)) KILN_RETURN_IF_ERROR(with_fp8_out(next_norm));
     KILN_RETURN_IF_ERROR(rmsnorm_cuda(next_norm, stream_));
   }
   KILN_ASSIGN_OR_RETURN(Tensor sel, rows_.get(DType::kBF16, {rows, hidden}));

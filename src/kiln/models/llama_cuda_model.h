@@ -120,7 +120,11 @@ class CudaLlamaModel : public Model {
   Status upload_batch(const ForwardBatch& b);
   Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);  // embedding .. logits_ (rows)
   Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);  // a CUDA graph per shape
-  Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n);
+  // h_fp8: the norm before wrote h also as per-token e4m3 (moe_hq_ / moe_hs_), which the qkv GEMM takes.
+  Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, bool h_fp8);
+  // Whether Gemm::run on w at n rows would quantize x per token itself (so the kernel that
+  // produces x can hand it over quantized, with the same bits, and the GEMM skips that pass).
+  bool x_fp8(const Tensor& w, int64_t n) const { return fused_act_quant_ && gemm_.quantizes_x_per_token(n, w, DType::kBF16); }
   // The Hopper prefill kernel over a's sequences (kv_lens summing to kv_tokens; fp8: hopper_vt_).
   Status hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens);
   // The fused fp8 MoE decode step: the ffn norm routes and writes h also as per-token fp8 (moe_hq_) for
@@ -129,7 +133,7 @@ class CudaLlamaModel : public Model {
     Tensor y;        // [n * k, hidden] bf16: each slot's expert output
     Tensor weights;  // [n, k] f32
   };
-  Status ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused);
+  Status ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused, bool h_fp8);  // h_fp8: as for attention
   bool moe_decode_path(const CudaLayerWeights& lw, int64_t n) const;
   bool moe_fused_path(const CudaLayerWeights& lw, int64_t n) const;
   Status moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused);
@@ -144,8 +148,11 @@ class CudaLlamaModel : public Model {
   DeviceTensor inv_freq_;
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
   Scratch act_scale_;  // [rows] f32: per-row scales of the fp8 SwiGLU output (silu_mul_fp8_cuda)
-  Scratch moe_hq_, moe_hs_;  // fused fp8 MoE decode: the ffn norm's output as per-token e4m3 and its scales
-  // Switches, on unless 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (fp8 prefill: silu_mul_fp8, MoE x once),
+  // A norm's output as per-token e4m3 and its scales: the fused fp8 MoE decode's experts, and the
+  // fp8 qkv / gate_up GEMMs that quantize x per token (x_fp8).
+  Scratch moe_hq_, moe_hs_;
+  // Switches, on unless 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (fp8 x quantized by its producer:
+  // silu_mul_fp8, the norms' out_q; MoE x once),
   // KILN_SPLIT_ATTENTION (mixed steps' decodes), KILN_HOPPER_VT, KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL.
   bool moe_fused_ = true, fused_act_quant_ = true, split_attention_ = true, use_hopper_vt_ = true, use_graphs_ = true,
        use_hopper_ = true;

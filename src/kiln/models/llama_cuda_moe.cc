@@ -7,7 +7,7 @@
 
 namespace kiln::cuda_llama {
 
-Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused) {
+Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused, bool h_fp8) {
   const ModelConfig& c = config_;
   KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
@@ -15,10 +15,15 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   if (lw.experts.empty()) {
     KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
     KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
-    KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
-    if (fused_act_quant_ && lw.down.tensor.dtype == DType::kFp8E4M3 &&
-        gemm_.path(n, DType::kFp8E4M3, lw.down.tensor.numel()) != GemmPath::kSkinny) {
-      // fp8 prefill: SwiGLU straight to per-token fp8 (no bf16 act, no quantization pass in the GEMM)
+    if (h_fp8) {  // h as per-token fp8 from the ffn norm
+      KILN_ASSIGN_OR_RETURN(Tensor hqx, moe_hq_.get(DType::kFp8E4M3, {n, c.hidden_size}));
+      KILN_ASSIGN_OR_RETURN(Tensor hs, moe_hs_.get(DType::kF32, {n}));
+      KILN_RETURN_IF_ERROR(gemm_.run_quantized({hqx, hs, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
+    } else {
+      KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
+    }
+    if (x_fp8(lw.down.tensor, n)) {
+      // the down GEMM quantizes x per token: SwiGLU straight to per-token fp8 (no bf16 act, no pass in the GEMM)
       KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n, inter}));
       KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n}));
       KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));

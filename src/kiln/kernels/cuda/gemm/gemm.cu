@@ -397,6 +397,13 @@ Status Gemm::run_quantized(const QuantizedLinearArgs& a, CUstream_st* stream) {
                             std::string(dtype_name(a.y.dtype)) + " cuda");
   if (m == 0 || n == 0) return ok_status();
   if (k == 0) return unimplemented("gemm: k == 0");
+  // Decode sizes whose decode-kernel row quantizes x per token itself: that row, without its pre-pass.
+  if (gemm_path(impl_->options, m, DType::kFp8E4M3, n * k) == GemmPath::kSkinny &&
+      skinny_gemm_quantizes_x(DType::kFp8E4M3, a.y.dtype, m, n) && (m == 1 || ldx == k)) {
+    const SkinnyXq xq{static_cast<const uint8_t*>(a.xq.data), a.x_scale.ptr<float>()};
+    const Status st = skinny_gemm_cuda({a.xq, a.w, a.bias, a.y, a.w_scale}, impl_->skinny, stream, {}, nullptr, &xq);
+    if (st.code() != StatusCode::kUnimplemented) return st;  // (else: cuBLASLt below)
+  }
   int align = std::min({pointer_alignment(a.xq.data), pointer_alignment(a.w.data), pointer_alignment(a.y.data)});
   if (bias) align = std::min(align, pointer_alignment(a.bias.data));
   return impl_->run_prequantized(a, PlanKey{m, n, k, ldx, ldw, ldy, DType::kFp8E4M3, a.y.dtype, bias, align,
@@ -414,6 +421,15 @@ GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w, int64_t w_byt
 }
 
 GemmPath Gemm::path(int64_t m, DType w, int64_t w_bytes) const { return gemm_path(impl_->options, m, w, w_bytes); }
+
+bool Gemm::quantizes_x_per_token(int64_t m, const Tensor& w, DType y) const {
+  if (w.dtype != DType::kFp8E4M3 || w.ndim != 2) return false;
+  switch (gemm_path(impl_->options, m, w.dtype, w.numel())) {
+    case GemmPath::kSkinny: return skinny_gemm_quantizes_x(w.dtype, y, m, w.shape[0]);
+    case GemmPath::kCublasFp8: return impl_->options.fp8_activations == Fp8Activations::kPerToken;
+    default: return false;
+  }
+}
 
 Gemm::Gemm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gemm::Gemm(Gemm&&) noexcept = default;

@@ -291,6 +291,19 @@ Status quantize_x(const SkinnyParams& p, const XFp8Region& r, bool pdl, cudaStre
   return ok_status();
 }
 
+// The e4m3 rows' x: given pre-quantized (xq), or quantized by the pre-pass into the region.
+Status set_xq(SkinnyParams& p, const XFp8Region& r, const SkinnyXq* xq, bool pdl, cudaStream_t stream) {
+  if (xq) {
+    p.xq = xq->q;
+    p.x_scale = xq->scale;
+    return ok_status();
+  }
+  KILN_RETURN_IF_ERROR(quantize_x(p, r, pdl, stream));
+  p.xq = r.base + skinny::kXFp8ScaleBytes;
+  p.x_scale = reinterpret_cast<const float*>(r.base);
+  return ok_status();
+}
+
 Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, int64_t smem, bool pdl, cudaStream_t stream) {
   void* args[] = {&p};
   KILN_CUDA_CHECK(cuda::launch_pdl(kernel, grid, dim3(static_cast<unsigned>(warps * 32)), static_cast<size_t>(smem), stream, args, pdl));
@@ -302,7 +315,7 @@ Status launch_kernel(const void* kernel, SkinnyParams p, dim3 grid, int warps, i
 // one wave), at least kWgmmaMinTilesPerSplit tiles per split.
 constexpr int64_t kWgmmaMinTilesPerSplit = 4;
 Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream_t stream, const SkinnyGemmConfig& cfg, int vi,
-                  const XFp8Region& xr, SkinnyGemmLaunch* launch) {
+                  const XFp8Region& xr, SkinnyGemmLaunch* launch, const SkinnyXq* xq) {
   const Variant& var = kVariants[vi];
   SkinnyParams p = common_params(a);
   const int warps = var.v.row_tiles;  // 4 per warpgroup
@@ -347,9 +360,7 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
   p.counters = ws.counters;
   p.steps_per_split = static_cast<int>(per_split);
   p.pdl = ws.pdl ? 1 : 0;
-  KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
-  p.xq = xr.base + skinny::kXFp8ScaleBytes;
-  p.x_scale = reinterpret_cast<const float*>(xr.base);
+  KILN_RETURN_IF_ERROR(set_xq(p, xr, xq, ws.pdl, stream));
   KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), warps,
                                      static_cast<int64_t>(warps) * var.smem_per_warp, ws.pdl, stream));
   if (launch) *launch = {vi, warps, static_cast<int>(splits), row_ctas * splits, occ};
@@ -427,17 +438,20 @@ std::span<const SkinnyGemmVariant> skinny_gemm_variants() {
   return table;
 }
 
-Status skinny_gemm_check(const LinearArgs& a) {
+Status skinny_gemm_check(const LinearArgs& a, bool x_quantized) {
   const bool fp8 = a.w.dtype == DType::kFp8E4M3;
-  if (a.x.dtype != DType::kBF16 || (a.w.dtype != DType::kBF16 && !fp8) ||
+  const DType xt = x_quantized ? DType::kFp8E4M3 : DType::kBF16;
+  if (a.x.dtype != xt || (a.w.dtype != DType::kBF16 && !fp8) || (x_quantized && !fp8) ||
       (a.y.dtype != DType::kBF16 && a.y.dtype != DType::kF32))
-    return unimplemented("skinny_gemm: want x bf16, w bf16 | fp8_e4m3, y bf16 | f32");
+    return unimplemented(x_quantized ? "skinny_gemm: want pre-quantized x e4m3, w fp8_e4m3, y bf16 | f32"
+                                     : "skinny_gemm: want x bf16, w bf16 | fp8_e4m3, y bf16 | f32");
   if (a.x.ndim != 2 || a.w.ndim != 2 || a.y.ndim != 2) return invalid_argument("skinny_gemm: 2-D tensors only");
   const int64_t m = a.x.shape[0], k = a.x.shape[1], n = a.w.shape[0];
   if (m > kSkinnyGemmMaxM) return unimplemented("skinny_gemm: m = " + std::to_string(m) + " > 64");
   if (k % (fp8 ? 16 : 8) != 0) return unimplemented("skinny_gemm: k = " + std::to_string(k) + " not a multiple of 16 bytes");
-  const int64_t es = fp8 ? 1 : 2;
-  if (!aligned16(a.w.data) || !aligned16(a.x.data) || (a.w.strides[0] * es) % 16 != 0 || (a.x.strides[0] * 2) % 16 != 0)
+  if (x_quantized && m > 1 && a.x.strides[0] != k) return unimplemented("skinny_gemm: pre-quantized x rows must be contiguous");
+  const int64_t es = fp8 ? 1 : 2, xes = x_quantized ? 1 : 2;
+  if (!aligned16(a.w.data) || !aligned16(a.x.data) || (a.w.strides[0] * es) % 16 != 0 || (a.x.strides[0] * xes) % 16 != 0)
     return unimplemented("skinny_gemm: rows of x and w must start on 16-byte boundaries");
   if (n >= (1ll << 31) || k >= (1ll << 31) || a.y.strides[0] * m >= (1ll << 31) || a.x.strides[0] * m >= (1ll << 31))
     return unimplemented("skinny_gemm: sizes past int32");
@@ -448,13 +462,18 @@ Status skinny_gemm_check(const LinearArgs& a) {
 }
 
 Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUstream_st* stream,
-                        const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch) {
-  KILN_RETURN_IF_ERROR(skinny_gemm_check(a));
+                        const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch, const SkinnyXq* xq) {
+  KILN_RETURN_IF_ERROR(skinny_gemm_check(a, xq != nullptr));
   const int64_t m = a.x.shape[0], k = a.x.shape[1], n = a.w.shape[0];
   if (m == 0 || n == 0) return ok_status();
   const bool fp8 = a.w.dtype == DType::kFp8E4M3;
   XFp8Region xr;
-  const bool x_room = fp8 && x_fp8_region(ws, m, k, &xr);
+  bool x_room = fp8 && x_fp8_region(ws, m, k, &xr);
+  if (xq) {  // no copy of x in the workspace: split K may use all of it
+    xr = {};
+    xr.split_floats = ws.partial_floats;
+    x_room = true;
+  }
   int vi = -1;
   if (cfg.variant >= 0) {
     if (cfg.variant >= kNumVariants) return invalid_argument("skinny_gemm: no variant " + std::to_string(cfg.variant));
@@ -494,10 +513,12 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
     if (vi < 0) vi = grid;
   }
   if (vi < 0) return unimplemented("skinny_gemm: no variant");
+  if (xq && !kVariants[vi].v.e4m3)
+    return unimplemented("skinny_gemm: pre-quantized x at m = " + std::to_string(m) + ": the row for it keeps x bf16");
   if (kVariants[vi].v.stream) return stream_cuda(a, ws, stream, cfg, vi, launch);
   if (kVariants[vi].v.wgmma) {  // x_room: checked by the explicit choice, implied by the automatic one
     if (cfg.diag != 0) return invalid_argument("skinny_gemm: diag is for the stream variants");
-    return wgmma_cuda(a, ws, stream, cfg, vi, xr, launch);
+    return wgmma_cuda(a, ws, stream, cfg, vi, xr, launch, xq);
   }
   if (cfg.diag != 0) return invalid_argument("skinny_gemm: diag is for the stream variants");
   const Variant& var = kVariants[vi];
@@ -555,11 +576,7 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   p.counters = ws.counters;
   p.steps_per_split = static_cast<int>(steps_per_split);
   p.pdl = ws.pdl ? 1 : 0;
-  if (var.v.e4m3) {
-    KILN_RETURN_IF_ERROR(quantize_x(p, xr, ws.pdl, stream));
-    p.xq = xr.base + skinny::kXFp8ScaleBytes;
-    p.x_scale = reinterpret_cast<const float*>(xr.base);
-  }
+  if (var.v.e4m3) KILN_RETURN_IF_ERROR(set_xq(p, xr, xq, ws.pdl, stream));
   KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), warps,
                                      static_cast<int64_t>(warps) * var.smem_per_warp, ws.pdl, stream));
   if (launch) *launch = {vi, warps, static_cast<int>(splits), row_ctas * splits, occ};

@@ -87,12 +87,23 @@ int64_t skinny_x_fp8_bytes(int64_t m, int64_t k);
 bool skinny_gemm_quantizes_x(DType w, DType y, int64_t m, int64_t n);
 
 // Whether skinny_gemm_cuda can run these arguments (dtypes, m <= 64, 16-byte aligned rows of
-// w and x, k a multiple of 8 (bf16) or 16 (fp8)); the reason otherwise.
-Status skinny_gemm_check(const LinearArgs& args);
+// w and x, k a multiple of 8 (bf16) or 16 (fp8)); the reason otherwise. x_quantized: x is the
+// pre-quantized fp8 x of SkinnyXq (contiguous [m, k] e4m3).
+Status skinny_gemm_check(const LinearArgs& args, bool x_quantized = false);
+
+// x already quantized per token to e4m3 (quantize_fp8_cuda's bits, e.g. by the rmsnorm or the
+// SwiGLU before the GEMM): q [m, k] contiguous, scale [m] f32, device pointers. The e4m3 rows
+// then skip their pre-pass kernel; the result is bit-identical to passing the bf16 x.
+struct SkinnyXq {
+  const uint8_t* q;
+  const float* scale;
+};
 
 // args as in Gemm::run (x bf16, w bf16 | fp8 e4m3 + w_scale, y bf16 | f32, bias y's dtype);
 // the launch shape chosen from the shape, the SM count and the occupancy unless cfg says.
+// xq: x given pre-quantized (args.x is then the fp8 q tensor, [m, k]); only where the chosen row
+// is an e4m3 one (skinny_gemm_quantizes_x), else unimplemented.
 Status skinny_gemm_cuda(const LinearArgs& args, const SkinnyGemmWorkspace& ws, CUstream_st* stream,
-                        const SkinnyGemmConfig& cfg = {}, SkinnyGemmLaunch* launch = nullptr);
+                        const SkinnyGemmConfig& cfg = {}, SkinnyGemmLaunch* launch = nullptr, const SkinnyXq* xq = nullptr);
 
 }  // namespace kiln
