@@ -93,7 +93,8 @@ Status skinny_gemm_check(const LinearArgs& args, bool x_quantized = false);
 
 // x already quantized per token to e4m3 (quantize_fp8_cuda's bits, e.g. by the rmsnorm or the
 // SwiGLU before the GEMM): q [m, k] contiguous, scale [m] f32, device pointers. The e4m3 rows
-// then skip their pre-pass kernel; the result is bit-identical to passing the bf16 x.
+// then skip their pre-pass kernel; the arithmetic is that of passing the bf16 x (the same bits at
+// the same launch shape: split K may differ only where the x copy would have crowded the workspace).
 struct SkinnyXq {
   const uint8_t* q;
   const float* scale;
