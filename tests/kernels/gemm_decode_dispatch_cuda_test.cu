@@ -65,7 +65,7 @@ TEST(GemmDispatchCuda, LargeFp8WeightsKeepTheDecodeKernelTo64) {
   const Fp8Weights W = make_fp8(n, k, rng);
   for (int64_t m : {33, 64, 65}) {
     SCOPED_TRACE("m=" + std::to_string(m));
-    EXPECT_EQ(gemm->path(m, DType::kFp8E4M3, n * k) == GemmPath::kSkinny, m <= 64);
+    EXPECT_EQ(gemm_path(opt, m, DType::kFp8E4M3, n * k) == GemmPath::kSkinny, m <= 64);
     EXPECT_TRUE(gemm->quantizes_x_per_token(m, W.dw.tensor, DType::kBF16));  // decode kernel's e4m3 rows, or cuBLASLt per token
     const HostTensor x = test::random_tensor(DType::kBF16, {m, k}, rng);
     auto dx = to_device(x.tensor);
@@ -100,7 +100,7 @@ TEST(GemmDispatchCuda, PrequantizedXSkipsThePrepass) {
       ASSERT_TRUE(gemm->run({dx->tensor, W.dw.tensor, {}, dy1->tensor, W.dscale.tensor}, nullptr).ok());
       const Status st = gemm->run_quantized({dq->tensor, ds->tensor, W.dw.tensor, {}, dy2->tensor, W.dscale.tensor}, nullptr);
       ASSERT_TRUE(st.ok()) << st.to_string();
-      const bool decode = gemm->path(m, DType::kFp8E4M3, s.n * s.k) == GemmPath::kSkinny;
+      const bool decode = gemm_path(GemmOptions{}, m, DType::kFp8E4M3, s.n * s.k) == GemmPath::kSkinny;
       const bool same = gemm->quantizes_x_per_token(m, W.dw.tensor, DType::kBF16);
       EXPECT_EQ(same, m > 8) << "the f16 rows (m <= 8) keep x bf16; past them every path quantizes per token";
       if (decode && same) {

@@ -122,8 +122,6 @@ class Gemm {
   // Whether run(x) at m rows of w would quantize x per token to e4m3 (quantize_fp8_cuda's bits)
   // before its product, so that run_quantized on x quantized so gives the same result.
   bool quantizes_x_per_token(int64_t m, const Tensor& w, DType y) const;
-  // gemm_path with this object's options.
-  GemmPath path(int64_t m, DType w, int64_t w_bytes) const;
   int64_t cached_plans() const;
   // Bumped whenever a workspace moves (the fp8 activation buffers grow on first use of a larger
   // m x k, freeing the old ones): a CUDA graph that captured run() holds the old addresses, so a

@@ -420,8 +420,6 @@ GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w, int64_t w_byt
   return m <= options.skinny_max_m_bf16 ? GemmPath::kSkinny : GemmPath::kCublasBf16;
 }
 
-GemmPath Gemm::path(int64_t m, DType w, int64_t w_bytes) const { return gemm_path(impl_->options, m, w, w_bytes); }
-
 bool Gemm::quantizes_x_per_token(int64_t m, const Tensor& w, DType y) const {
   if (w.dtype != DType::kFp8E4M3 || w.ndim != 2) return false;
   switch (gemm_path(impl_->options, m, w.dtype, w.numel())) {

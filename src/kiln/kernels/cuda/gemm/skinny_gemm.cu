@@ -468,12 +468,8 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   if (m == 0 || n == 0) return ok_status();
   const bool fp8 = a.w.dtype == DType::kFp8E4M3;
   XFp8Region xr;
-  bool x_room = fp8 && x_fp8_region(ws, m, k, &xr);
-  if (xq) {  // no copy of x in the workspace: split K may use all of it
-    xr = {};
-    xr.split_floats = ws.partial_floats;
-    x_room = true;
-  }
+  if (xq) xr.split_floats = ws.partial_floats;  // x given: no copy of it in the workspace, split K may use all
+  const bool x_room = xq ? true : fp8 && x_fp8_region(ws, m, k, &xr);
   int vi = -1;
   if (cfg.variant >= 0) {
     if (cfg.variant >= kNumVariants) return invalid_argument("skinny_gemm: no variant " + std::to_string(cfg.variant));

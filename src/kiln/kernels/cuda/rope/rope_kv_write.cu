@@ -157,15 +157,6 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
   }
 }
 
-// The fp8 cache with the q/k Hadamard rotation: L lanes per head (a warp, or half a warp for
-// head_dim 16; q heads, k heads, then v heads, which are only quantized).
-// Lane l of a head holds elements [l E, l E + E) (E L = head_dim), so a RoPE pair (i, i + d/2)
-// sits in lanes l and l ^ L/2 and the transform's stages of stride >= E are lane shuffles. Same float ops in the same order as the CPU
-// (rotate_fma, then hadamard.h's stages, then the 1/sqrt(d) product): the cache bytes match.
-// Block (token, blockIdx.y): heads [blockIdx.y kThreads / L, + kThreads / L); each block builds
-// its token's cos / sin table in shared memory, as the other kernel (decode: the heads of one
-// token run in parallel blocks).
-
 // One head of rope_kv_write_hadamard_kernel (L lanes): v heads are quantized, q / k heads rotated,
 // transformed and written.
 template <int E, int L>
@@ -227,6 +218,14 @@ __device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t 
   }
 }
 
+// The fp8 cache with the q/k Hadamard rotation: L lanes per head (a warp, or half a warp for
+// head_dim 16; q heads, k heads, then v heads, which are only quantized). Lane l of a head holds
+// elements [l E, l E + E) (E L = head_dim), so a RoPE pair (i, i + d/2) sits in lanes l and
+// l ^ L/2 and the transform's stages of stride >= E are lane shuffles. Same float ops in the same
+// order as the CPU (rotate_fma, then hadamard.h's stages, then the 1/sqrt(d) product): the cache
+// bytes match. Block (token, blockIdx.y): heads [blockIdx.y kThreads / L, + kThreads / L); each
+// block builds its token's cos / sin table in shared memory, as the other kernel (decode: the
+// heads of one token run in parallel blocks).
 template <int E, int L>
 __global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const __grid_constant__ RopeParams p) {
   static_assert(L == 16 || L == 32);
