@@ -3,7 +3,7 @@
 // device sampling, as the engine's ModelRunner calls it) and the model TFLOP/s it implies.
 //   model_step_bench [CONFIG_DIR] [bf16]     (default bench/models/mixtral-8x7b, fp8 weights + fp8 KV)
 // Steps: "prefill" two 1024-token prompts; "mixed" one 1024-token chunk + 40 decode tokens;
-// "decodeN" N single-token sequences at ~1050 cached tokens. Each is timed warm (the same batch
+// "decodeN" N (48, 32, 16, 4, 1) single-token sequences at ~1050 cached tokens. Each is timed warm (the same batch
 // again: GEMM plans cached) and fresh (other token ids: new routing, new expert row counts).
 // KILN_STEP_PROFILE=1: one warm run of each step between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`; steps split at the embedding kernel).
@@ -107,18 +107,19 @@ int main(int argc, char** argv) {
   check(kv.status(), "allocate_kv_cache");
   const int64_t top_k = config.num_experts_per_tok;
 
+  // KILN_STEP_SET: "prefill" the prefill and mixed steps only, "decode" the decode steps only.
+  const char* set = std::getenv("KILN_STEP_SET");
+  const bool prefill_only = set && std::string(set) == "prefill", decode_only = set && std::string(set) == "decode";
   std::vector<Step> steps;
-  steps.push_back({"prefill 2x1024", {1024, 1024}, {0, 0}});
-  {
+  if (!decode_only) {
+    steps.push_back({"prefill 2x1024", {1024, 1024}, {0, 0}});
     Step s{"mixed 1024+40", {}, {}};
     for (int i = 0; i < 40; ++i) { s.prompt.push_back(1); s.cached.push_back(1024 + i); }
     s.prompt.push_back(1024);
     s.cached.push_back(0);
     steps.push_back(s);
   }
-  const char* set = std::getenv("KILN_STEP_SET");  // "prefill": the prefill and mixed steps only
-  const bool prefill_only = set && std::string(set) == "prefill";
-  for (int n : {48, 32, 16}) {
+  for (int n : {48, 32, 16, 4, 1}) {
     if (prefill_only) break;
     Step s{"decode " + std::to_string(n), {}, {}};
     for (int i = 0; i < n; ++i) { s.prompt.push_back(1); s.cached.push_back(1030 + i); }
