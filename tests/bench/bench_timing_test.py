@@ -1,14 +1,14 @@
 """`kiln bench serve` against a server with known timing (timing_server.py): the measured TTFT,
-TPOT, ITL and latency per token match the scripted delays within 5%; the open-loop pacer holds
-its target rate within 5% (seen from both sides) while the server keeps up, and reports falling
-behind when --max-concurrency holds sends back; closed loop keeps exactly the asked concurrency;
+TPOT, ITL and latency per token match the scripted delays within 5% (closed loop: + 10 ms of
+scheduling slack); the open-loop pacer holds its target rate within 5% (seen from both sides)
+while the server keeps up, and reports falling behind when --max-concurrency holds sends back; closed loop keeps exactly the asked concurrency;
 failed requests are counted and fail the run."""
 import os
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import bench_serve, within  # noqa: E402
+from bench_util import bench_serve, within, within_late  # noqa: E402
 from timing_server import TimingServer  # noqa: E402
 
 COMMON = ["--random-input-len", "16", "--seed", "1"]
@@ -68,7 +68,9 @@ class Timing(unittest.TestCase):
         self.assertEqual(r["completed"], 9)
         self.assertEqual(r["max_in_flight"], 3)
         self.assertFalse(r["pacer"]["open_loop"])
-        self.assertTrue(within(r["mean_ttft_ms"], 100, 0.05), r["mean_ttft_ms"])  # the role chunk is not a token
+        # the role chunk is not a token (it comes at once: counted, TTFT would be near 0); 10 ms of slack
+        # above for the 3 concurrent streams on a loaded CI machine (106.3 ms seen once in 20 runs)
+        self.assertTrue(within_late(r["mean_ttft_ms"], 100, 0.05, 10), r["mean_ttft_ms"])
         self.assertLess(r["connections_opened"], 11)  # keep-alive connections are reused
 
     def test_errors_fail_the_run(self):
