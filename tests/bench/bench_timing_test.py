@@ -1,8 +1,8 @@
 """`kiln bench serve` against a server with known timing (timing_server.py): the measured TTFT,
 TPOT, ITL and latency per token match the scripted delays within 5% (closed loop: + 10 ms of
 scheduling slack); the open-loop pacer holds its target rate within 5% (seen from both sides)
-while the server keeps up, and reports falling behind when --max-concurrency holds sends back; closed loop keeps exactly the asked concurrency;
-failed requests are counted and fail the run."""
+while the server keeps up, and reports falling behind when --max-concurrency holds sends back;
+closed loop keeps exactly the asked concurrency; failed requests are counted and fail the run."""
 import os
 import sys
 import unittest
