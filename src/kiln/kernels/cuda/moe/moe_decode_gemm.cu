@@ -176,11 +176,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // [64 blockIdx.x, + 64) of the blockIdx.y-th distinct expert, the group's slots as wgmma's N side
 // (8 or 16; more than 16 slots: passes of 32), x pre-quantized per token to e4m3
 // (skinny_wgmma.cuh).
-constexpr int kWgmmaStages = 6;
-template <int kN>
+// kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
+template <int kN, int kS>
 __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, int m, const uint8_t* w, const float* scale,
                                   int row_base, uint8_t* smem) {
-  using Core = skinny::wg::WgmmaCore<kN, kWgmmaStages>;
+  using Core = skinny::wg::WgmmaCore<kN, kS>;
   const int tid = threadIdx.x;
   auto x_row = [&](int j) { return static_cast<int64_t>(p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k); };
   const uint8_t* xrow[Core::kXRowsPerThread];
@@ -203,6 +203,9 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, 
   }
 }
 
+// kMaxN: the widest slot tile (8: every pass takes at most 8 slots, and the ring's x tiles are 8
+// rows, for a smaller shared memory footprint).
+template <int kS, int kMaxN = 32>
 __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int slot_of[kMoeDecodeMaxSlots];
@@ -222,19 +225,25 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
   }
   const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
   const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
-  if (m <= 8) expert_rows_wgmma<8>(p, slot_of, m, w, scale, row_base, smem);
-  else if (m <= 16) expert_rows_wgmma<16>(p, slot_of, m, w, scale, row_base, smem);
+  if (kMaxN == 8 || m <= 8) {
+    for (int b = 0; b < m; b += 8) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      expert_rows_wgmma<8, kS>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem);
+    }
+  } else if (m <= 16) expert_rows_wgmma<16, kS>(p, slot_of, m, w, scale, row_base, smem);
   else
     for (int b = 0; b < m; b += 32) {
       if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<32>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
+      expert_rows_wgmma<32, kS>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
     }
 }
-constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<32, kWgmmaStages>::kSmemBytes;
+template <int kS, int kMaxN = 32>
+constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS>::kSmemBytes;
 
 struct MoeDecodeVariant {
   MoeDecodeGemmVariant v;
   const void* kernel;
+  int wgmma_smem = 0;  // wgmma rows: dynamic shared memory bytes
 };
 // The shipped variants: bf16 experts; fp8 e4m3 experts with per-channel scales, widened exactly
 // to bf16 or to f16 (skinny_gemm_core.cuh), or x quantized per token to e4m3 (needs
@@ -252,7 +261,17 @@ const MoeDecodeVariant kMoeVariants[] = {
     // raw expert bytes, skinny_wgmma.cuh): preferred with a workspace. H100, graph-timed, % of 3000
     // GB/s, gate_up / down, f16 row -> wgmma row: t = 1 69.2 / 67.7 -> 91.5 / 76.3; t = 8 62.0 /
     // 71.2 -> 100.3 / 88.5; t = 32 50.9 / 66.1 -> 98.3 / 89.6; t = 64 37.6 / 51.7 -> 94.5 / 84.9.
-    {{DType::kFp8E4M3, false, true, true, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel)},
+    {{DType::kFp8E4M3, false, true, true, true, 6}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6>), kWgmmaSmemBytes<6>},
+    // Sparse grids (at most one CTA per SM, so at most 2 slots: batch-1 down, 64 row blocks x 2
+    // experts): 6 tiles in flight per SM are too few bytes. An 8-tile ring of 8-slot x tiles (75 KB
+    // of shared memory, like the 6-tile ring of 32-slot tiles). H100, graph-timed down at t = 1,
+    // % of 3000 GB/s: ring 6 / 10 / 16 (32-slot tiles) 79.1 / 85.4 / 85.2, ring 8 / 10 / 14 (8-slot)
+    // 81.2 / 82.1 / 85.1. Yet in the Mixtral decode step (batch 1, fp8, tok/s, two interleaved
+    // runs each) the larger rings lose what they gain: ring 6 167.5 / 167.2, 10 (32-slot, 133 KB)
+    // 165.0 / 161.9, 10 (8-slot) 167.9 / 168.6, 14 (8-slot) 167.5 / 166.8, 8 (8-slot) 168.7 / 169.0
+    // (shipped) -- presumably as fewer of the next kernels' CTAs fit beside them early (PDL).
+    {{DType::kFp8E4M3, false, true, false, true, 8, true, 8}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<8, 8>),
+     kWgmmaSmemBytes<8, 8>},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
@@ -330,6 +349,19 @@ Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
         (vi < 0 || (v.e4m3 && !kMoeVariants[vi].v.e4m3)))
       vi = i;
   }
+  if (vi >= 0 && kMoeVariants[vi].v.wgmma) {  // a sparse grid takes the deep-ring wgmma row
+    static const int num_sms = [] {
+      int device = 0, sms = 0;
+      if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return 0;
+      return sms;
+    }();
+    const int64_t slots = a.ids.numel(), experts = a.expert_ptrs.numel();
+    const int64_t ctas = (a.n + skinny::wg::kRows - 1) / skinny::wg::kRows * std::min(slots, experts);
+    if (ctas <= num_sms)
+      for (int i = 0; i < kNumMoeVariants; ++i)
+        if (kMoeVariants[i].v.sparse_grid && kMoeVariants[i].v.w == a.w_dtype) vi = i;
+  }
   if (vi >= 0) return moe_decode_gemm_cuda_variant(a, vi, stream);
   return unimplemented("moe_decode_gemm: experts " + std::string(dtype_name(a.w_dtype)) + " (supported: bf16, fp8_e4m3)");
 }
@@ -393,7 +425,7 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   const int64_t groups = std::min(slots, num_experts);
   if (var->v.wgmma) {
     if (!smem_raised[vi]) {
-      KILN_CUDA_CHECK(cudaFuncSetAttribute(var->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgmmaSmemBytes));
+      KILN_CUDA_CHECK(cudaFuncSetAttribute(var->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, var->wgmma_smem));
       smem_raised[vi] = true;
     }
     MoeDecodeParams p = params(a, top_k, slots, num_experts);
@@ -401,7 +433,7 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     p.ids_ready = a.ids_ready ? 1 : 0;
     void* args[] = {&p};
     KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + skinny::wg::kRows - 1) / skinny::wg::kRows), static_cast<unsigned>(groups)),
-                                     dim3(skinny::wg::kThreads), kWgmmaSmemBytes, stream, args));
+                                     dim3(skinny::wg::kThreads), static_cast<size_t>(var->wgmma_smem), stream, args));
     return ok_status();
   }
   if (!smem_raised[vi]) {

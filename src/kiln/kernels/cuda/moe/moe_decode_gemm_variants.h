@@ -1,6 +1,8 @@
 // The MoE decode GEMM's variant table (cuda/moe/moe_decode_gemm.cu), for its tests and benchmark:
 // experts bf16 | fp8 e4m3, fp8 widened exactly to bf16 or to f16 (x rounded to f16, clamped to
-// +-65504), or x quantized per token to e4m3 for the e4m3 mma. moe_decode_gemm_cuda runs the preferred row of the experts' dtype. CUDA-free header.
+// +-65504), or x quantized per token to e4m3 for the e4m3 mma. moe_decode_gemm_cuda runs the
+// preferred row of the experts' dtype (a wgmma one: its sparse_grid row where the grid is sparse).
+// CUDA-free header.
 #pragma once
 #include <span>
 
@@ -17,6 +19,11 @@ struct MoeDecodeGemmVariant {
   bool e4m3;       // fp8 only: x quantized per token to e4m3 (needs args.workspace), the e4m3 mma
   bool preferred;  // the one moe_decode_gemm_cuda uses for w (e4m3 first when a workspace is given)
   bool wgmma = false;  // with e4m3: the native wgmma.m64nNk32.e4m3, 64 expert rows per warpgroup CTA
+  int stages = 0;      // wgmma rows: 128-byte k tiles in each CTA's ring
+  // wgmma rows: taken instead of the preferred one where the grid (64-row blocks x distinct experts)
+  // has at most one CTA per SM.
+  bool sparse_grid = false;
+  int max_n = 32;  // wgmma rows: the widest slot tile (8: passes of 8 slots, a smaller ring)
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
 
