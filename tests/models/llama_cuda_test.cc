@@ -265,6 +265,51 @@ TEST(CudaDeviceSampling, MatchesHostSampling) {
   }
 }
 
+// The same model seen as one that samples on the host (forward + sample_cpu): generate's path
+// before device sampling, for comparing the two.
+class HostSampling : public Model {
+ public:
+  explicit HostSampling(Model& m) : m_(m) {}
+  const ModelConfig& config() const override { return m_.config(); }
+  Status forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) override { return m_.forward(b, kv, logits); }
+  Device device() const override { return m_.device(); }
+  Result<KvCacheView> allocate_kv_cache(int64_t blocks, int64_t block_size) override { return m_.allocate_kv_cache(blocks, block_size); }
+
+ private:
+  Model& m_;
+};
+
+// generate() on a GPU model draws on the device (forward_sample, no logits copy): the same tokens
+// as forward + sample_cpu, greedy and seeded temperature / top-k / top-p, with a prompt longer
+// than one prefill chunk (the first token comes from the last chunk).
+TEST(CudaDeviceSampling, GenerateMatchesHostSampling) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const char* name : {"llama3", "mixtral"}) {
+    const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/" + name;
+    auto loaded = load_model(dir, DType::kBF16);
+    ASSERT_TRUE(loaded.ok());
+    ModelOptions o;
+    o.device = Device::kCuda;
+    auto model = create_model(std::move(loaded).value(), o);
+    ASSERT_TRUE(model.ok()) << model.status().to_string();
+    ASSERT_TRUE((*model)->samples_on_device());
+    HostSampling host(**model);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 21; ++i) prompt.push_back((i * 37 + 5) % 200);
+    for (int trial = 0; trial < 3; ++trial) {
+      SCOPED_TRACE(std::string(name) + " trial " + std::to_string(trial));
+      GenerateOptions go;
+      go.max_new_tokens = 12;
+      go.prefill_chunk = 8;  // three prefill steps
+      if (trial > 0) go.sampling = {0.8f, trial == 2 ? 20 : 0, trial == 2 ? 0.9f : 1.0f, 0.0f, 77u + static_cast<uint64_t>(trial)};
+      auto dev = generate(**model, prompt, go), ref = generate(host, prompt, go);
+      ASSERT_TRUE(dev.ok() && ref.ok()) << dev.status().to_string() << ref.status().to_string();
+      EXPECT_EQ(dev->tokens.size(), 12u);
+      EXPECT_EQ(dev->tokens, ref->tokens);
+    }
+  }
+}
+
 // fp8 weights (per channel and per tensor) and the fp8 KV cache on the GPU against the CPU model
 // with the same options (the same fp8 weights dequantized, the same fp8 cache rounding); prompt
 // chunks above the decode GEMM's m quantize activations per token on the GPU, so those are held

@@ -57,26 +57,49 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
   HostTensor logits = HostTensor::zeros(DType::kF32, {1, vocab});
   GenerateResult r;
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  // GPU models sample on the device (Model::forward_sample: the ids sample_cpu would pick from the
+  // same logits, params and step): only the id comes back, not the [vocab] f32 logits row (513 KB
+  // for Llama-3) to be sampled on the host. The first token is then drawn by the last prefill step.
+  const bool on_device = model.samples_on_device();
+  const std::vector<SamplingParams> params = {o.sampling};
+  std::vector<int32_t> ids;
+  auto emit = [&](int32_t id) {
+    r.tokens.push_back(id);
+    if (on_token) on_token(id);
+    return std::find(o.stop_ids.begin(), o.stop_ids.end(), id) != o.stop_ids.end();  // stop
+  };
   double t0 = now_seconds();
   for (int64_t begin = 0; begin < r.prompt_tokens; begin += o.prefill_chunk) {
     const int64_t end = std::min(r.prompt_tokens, begin + o.prefill_chunk);
     std::vector<int32_t> chunk(prompt.begin() + begin, prompt.begin() + end);
-    KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(chunk, begin, max_blocks, false), cache, logits.tensor));
+    const ForwardBatch b = one_sequence_batch(chunk, begin, max_blocks, false);
+    if (on_device && end == r.prompt_tokens && o.max_new_tokens > 0) {
+      KILN_RETURN_IF_ERROR(model.forward_sample(b, cache, params, {0}, {}, &ids));
+    } else {
+      KILN_RETURN_IF_ERROR(model.forward(b, cache, logits.tensor));
+    }
   }
   r.prefill_seconds = now_seconds() - t0;
   t0 = now_seconds();
   HostTensor next = HostTensor::zeros(DType::kInt32, {1});
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
+    if (on_device) {
+      if (step > 0) {
+        const std::vector<int32_t> one = {r.tokens.back()};
+        KILN_RETURN_IF_ERROR(model.forward_sample(one_sequence_batch(one, r.prompt_tokens + step - 1, max_blocks, false), cache,
+                                                  params, {static_cast<uint64_t>(step)}, {}, &ids));
+      }
+      if (ids.size() != 1) return internal_error("generate: forward_sample gave " + std::to_string(ids.size()) + " ids for one row");
+      if (emit(ids[0])) break;
+      continue;
+    }
     if (step > 0) {
       const std::vector<int32_t> one = {r.tokens.back()};
       KILN_RETURN_IF_ERROR(model.forward(one_sequence_batch(one, r.prompt_tokens + step - 1, max_blocks, false),
                                          cache, logits.tensor));
     }
-    KILN_RETURN_IF_ERROR(sample_cpu({logits.tensor, {o.sampling}, {static_cast<uint64_t>(step)}, next.tensor}));
-    const int32_t id = next.tensor.ptr<int32_t>()[0];
-    r.tokens.push_back(id);
-    if (on_token) on_token(id);
-    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), id) != o.stop_ids.end()) break;
+    KILN_RETURN_IF_ERROR(sample_cpu({logits.tensor, {o.sampling}, {static_cast<uint64_t>(step)}, next.tensor, {}}));
+    if (emit(next.tensor.ptr<int32_t>()[0])) break;
   }
   r.decode_seconds = now_seconds() - t0;
   return r;
