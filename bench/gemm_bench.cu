@@ -506,7 +506,11 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   const double bytes = distinct_total / 4 * static_cast<double>(n) * k * static_cast<double>(dtype_bytes(wt, 1));
   const auto mv = moe_decode_gemm_variants();
   const bool f16 = variant >= 0 && mv[static_cast<size_t>(variant)].f16, e4m3 = variant >= 0 && mv[static_cast<size_t>(variant)].e4m3;
-  const std::string ring = variant >= 0 && mv[static_cast<size_t>(variant)].wgmma ? " ring " + std::to_string(mv[static_cast<size_t>(variant)].stages) + " n" + std::to_string(mv[static_cast<size_t>(variant)].max_n) : "";
+  std::string ring;  // the wgmma rows' ring depth and slot-tile width
+  if (variant >= 0 && mv[static_cast<size_t>(variant)].wgmma) {
+    const MoeDecodeGemmVariant& v = mv[static_cast<size_t>(variant)];
+    ring = " ring " + std::to_string(v.stages) + " n" + std::to_string(v.max_n);
+  }
   bench::report(std::string("moe_decode ") + name + " " + std::string(dtype_name(wt)) + (f16 ? " f16" : "") + (e4m3 ? " e4m3" : "") + ring +
                     (variant < 0 && wt == DType::kFp8E4M3 ? (workspace ? " auto+ws" : " auto") : ""),
                 "t=" + std::to_string(t) + " top_k=2 E=8 n=" + std::to_string(n) + " k=" + std::to_string(k) + " (" +

@@ -3,8 +3,9 @@
 // device sampling, as the engine's ModelRunner calls it) and the model TFLOP/s it implies.
 //   model_step_bench [CONFIG_DIR] [bf16]     (default bench/models/mixtral-8x7b, fp8 weights + fp8 KV)
 // Steps: "prefill" two 1024-token prompts; "mixed" one 1024-token chunk + 40 decode tokens;
-// "decodeN" N (48, 32, 16, 4, 1) single-token sequences at ~1050 cached tokens. Each is timed warm (the same batch
-// again: GEMM plans cached) and fresh (other token ids: new routing, new expert row counts).
+// "decodeN" N (48, 32, 16, 4, 1) single-token sequences at ~1050 cached tokens. Each is timed
+// warm (the same batch again: GEMM plans cached) and fresh (other token ids: new routing, new
+// expert row counts).
 // KILN_STEP_PROFILE=1: one warm run of each step between cudaProfilerStart/Stop (for
 // `ncu --profile-from-start off`; steps split at the embedding kernel).
 #include <cuda_profiler_api.h>

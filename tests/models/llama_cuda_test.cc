@@ -29,6 +29,14 @@ bool have_gpu() {
 #endif
 }
 
+// The golden model tests/golden/NAME in bf16 on the GPU.
+Result<std::unique_ptr<Model>> golden_cuda_model(const char* name) {
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(std::string(KILN_SOURCE_DIR) + "/tests/golden/" + name, DType::kBF16));
+  ModelOptions o;
+  o.device = Device::kCuda;
+  return create_model(std::move(loaded), o);
+}
+
 // rel_err: max |got - want| / max |want|; mean_rel_err: the mean |got - want| over all logits / max
 // |want|; top1: the rows whose argmax agrees.
 struct Agreement { double rel_err = 0, mean_rel_err = 0, top1 = 0; };
@@ -204,12 +212,7 @@ TEST(CudaSmolLM2, AgreesWithCpuModel) {
 // pick for the same batch: greedy rows and seeded temperature/top-k/top-p/min-p rows.
 TEST(CudaDeviceSampling, MatchesHostSampling) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/llama3";
-  auto loaded = load_model(dir, DType::kBF16);
-  ASSERT_TRUE(loaded.ok());
-  ModelOptions o;
-  o.device = Device::kCuda;
-  auto model = create_model(std::move(loaded).value(), o);
+  auto model = golden_cuda_model("llama3");
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   Model& m = **model;
   ASSERT_TRUE(m.samples_on_device());
@@ -273,7 +276,9 @@ class HostSampling : public Model {
   const ModelConfig& config() const override { return m_.config(); }
   Status forward(const ForwardBatch& b, const KvCacheView& kv, Tensor logits) override { return m_.forward(b, kv, logits); }
   Device device() const override { return m_.device(); }
-  Result<KvCacheView> allocate_kv_cache(int64_t blocks, int64_t block_size) override { return m_.allocate_kv_cache(blocks, block_size); }
+  Result<KvCacheView> allocate_kv_cache(int64_t blocks, int64_t block_size) override {
+    return m_.allocate_kv_cache(blocks, block_size);
+  }
 
  private:
   Model& m_;
@@ -285,12 +290,7 @@ class HostSampling : public Model {
 TEST(CudaDeviceSampling, GenerateMatchesHostSampling) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const char* name : {"llama3", "mixtral"}) {
-    const std::string dir = std::string(KILN_SOURCE_DIR) + "/tests/golden/" + name;
-    auto loaded = load_model(dir, DType::kBF16);
-    ASSERT_TRUE(loaded.ok());
-    ModelOptions o;
-    o.device = Device::kCuda;
-    auto model = create_model(std::move(loaded).value(), o);
+    auto model = golden_cuda_model(name);
     ASSERT_TRUE(model.ok()) << model.status().to_string();
     ASSERT_TRUE((*model)->samples_on_device());
     HostSampling host(**model);
@@ -301,7 +301,9 @@ TEST(CudaDeviceSampling, GenerateMatchesHostSampling) {
       GenerateOptions go;
       go.max_new_tokens = 12;
       go.prefill_chunk = 8;  // three prefill steps
-      if (trial > 0) go.sampling = {0.8f, trial == 2 ? 20 : 0, trial == 2 ? 0.9f : 1.0f, 0.0f, 77u + static_cast<uint64_t>(trial)};
+      if (trial > 0) {
+        go.sampling = {0.8f, trial == 2 ? 20 : 0, trial == 2 ? 0.9f : 1.0f, 0.0f, 77u + static_cast<uint64_t>(trial)};
+      }
       auto dev = generate(**model, prompt, go), ref = generate(host, prompt, go);
       ASSERT_TRUE(dev.ok() && ref.ok()) << dev.status().to_string() << ref.status().to_string();
       EXPECT_EQ(dev->tokens.size(), 12u);

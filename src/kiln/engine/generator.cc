@@ -89,7 +89,8 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
         KILN_RETURN_IF_ERROR(model.forward_sample(one_sequence_batch(one, r.prompt_tokens + step - 1, max_blocks, false), cache,
                                                   params, {static_cast<uint64_t>(step)}, {}, &ids));
       }
-      if (ids.size() != 1) return internal_error("generate: forward_sample gave " + std::to_string(ids.size()) + " ids for one row");
+      if (ids.size() != 1)
+        return internal_error("generate: forward_sample gave " + std::to_string(ids.size()) + " ids for one row");
       if (emit(ids[0])) break;
       continue;
     }
