@@ -179,6 +179,55 @@ TEST(CudaGraphs, DecodeAfterGemmWorkspaceGrows) {
         << "decode run " << r;
 }
 
+// Decode graphs are keyed by the block-table width rounded up (graph_table_width: 16 blocks here),
+// so steps whose tables are 5, 7, 12 and 16 blocks wide replay one graph, their rows padded. Each
+// step's logits against an eager model (KILN_CUDA_GRAPHS=0, tables as given) fed the same steps:
+// the split plan differs (it follows the width), so within a tolerance, argmax equal.
+TEST(CudaGraphs, PaddedTableWidthsShareAGraph) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  setenv("KILN_CUDA_GRAPHS", "0", 1);
+  auto eager = golden_cuda_model("llama3");
+  unsetenv("KILN_CUDA_GRAPHS");
+  auto graphs = golden_cuda_model("llama3");
+  ASSERT_TRUE(eager.ok() && graphs.ok());
+  const int64_t vocab = (*graphs)->config().vocab_size;
+  const int lens[] = {10, 40, 70}, first_block[] = {0, 10, 20};
+  auto batch = [&](int step, int width) {  // step < 0: the prompts; else one token per sequence
+    ForwardBatch b;
+    b.cu_seqlens_q.push_back(0);
+    b.max_blocks_per_seq = width;
+    for (int s = 0; s < 3; ++s) {
+      const int begin = step < 0 ? 0 : lens[s] + step, end = step < 0 ? lens[s] : begin + 1;
+      for (int p = begin; p < end; ++p) {
+        b.token_ids.push_back((p * 31 + s * 7 + 3) % 200);
+        b.positions.push_back(p);
+        b.slot_mapping.push_back((first_block[s] + p / 16) * 16 + p % 16);
+      }
+      b.cu_seqlens_q.push_back(static_cast<int32_t>(b.token_ids.size()));
+      b.kv_lens.push_back(end);
+      for (int j = 0; j < width; ++j) b.block_tables.push_back(j < (end + 15) / 16 ? first_block[s] + j : 0);
+      b.logits_rows.push_back(static_cast<int32_t>(b.token_ids.size()) - 1);
+    }
+    return b;
+  };
+  auto kv_e = (*eager)->allocate_kv_cache(32, 16), kv_g = (*graphs)->allocate_kv_cache(32, 16);
+  ASSERT_TRUE(kv_e.ok() && kv_g.ok());
+  HostTensor le = HostTensor::zeros(DType::kF32, {3, vocab}), lg = HostTensor::zeros(DType::kF32, {3, vocab});
+  ASSERT_TRUE((*eager)->forward(batch(-1, 5), *kv_e, le.tensor).ok());
+  ASSERT_TRUE((*graphs)->forward(batch(-1, 5), *kv_g, lg.tensor).ok());
+  const int widths[] = {5, 7, 12, 16};
+  for (int step = 0; step < 4; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step) + " width " + std::to_string(widths[step]));
+    const ForwardBatch b = batch(step, widths[step]);
+    ASSERT_TRUE((*eager)->forward(b, *kv_e, le.tensor).ok());
+    const Status st = (*graphs)->forward(b, *kv_g, lg.tensor);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    const Agreement g = agree(lg.tensor.ptr<float>(), le.tensor.ptr<float>(), 3, vocab);
+    EXPECT_LE(g.rel_err, 1e-2);
+    EXPECT_EQ(g.top1, 1.0);
+  }
+}
+
 TEST(CudaSmolLM2, AgreesWithCpuModel) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const char* home = std::getenv("HOME");

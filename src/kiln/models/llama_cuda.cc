@@ -21,7 +21,18 @@ namespace cuda_llama {
 
 int64_t g_scratch_generation = 0;
 
-Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
+// A decode graph bakes in the attention's split plan, which follows the block-table width, so
+// graphs are keyed by it. Widths are rounded up to an eighth of their power of two (at least 16
+// blocks): a growing context then recaptures every ~12% of its length instead of every block.
+int32_t graph_table_width(int32_t width) {
+  if (width <= 16) return 16;
+  int32_t pow2 = 1;
+  while (pow2 < width) pow2 <<= 1;
+  const int32_t step = pow2 / 8;
+  return (width + step - 1) / step * step;
+}
+
+Status CudaLlamaModel::upload_batch(const ForwardBatch& b, int32_t width) {
   const int64_t n = static_cast<int64_t>(b.token_ids.size()), batch = static_cast<int64_t>(b.kv_lens.size());
   for (int32_t id : b.token_ids)
     if (id < 0 || id >= config_.vocab_size) return out_of_range("token id " + std::to_string(id) + " outside the vocabulary");
@@ -39,7 +50,14 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   prompt_cu_.clear();
   for (int64_t i = decode_seqs_; i <= batch; ++i)
     prompt_cu_.push_back(b.cu_seqlens_q[static_cast<size_t>(i)] - b.cu_seqlens_q[static_cast<size_t>(decode_seqs_)]);
-  const std::vector<int32_t>* parts[] = {&b.token_ids, &b.positions, &b.slot_mapping, &b.cu_seqlens_q, &b.kv_lens, &b.block_tables,
+  const std::vector<int32_t>* tables = &b.block_tables;
+  if (width != b.max_blocks_per_seq) {  // rows padded with block 0 (never read: kv_lens bounds them)
+    padded_tables_.assign(static_cast<size_t>(batch * width), 0);
+    for (int64_t i = 0; i < batch; ++i)
+      std::copy_n(b.block_tables.begin() + i * b.max_blocks_per_seq, b.max_blocks_per_seq, padded_tables_.begin() + i * width);
+    tables = &padded_tables_;
+  }
+  const std::vector<int32_t>* parts[] = {&b.token_ids, &b.positions, &b.slot_mapping, &b.cu_seqlens_q, &b.kv_lens, tables,
                                          &prompt_cu_};
   std::vector<int64_t> offsets;
   for (const auto* p : parts) {
@@ -60,7 +78,7 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b) {
   slots_ = at(2, {n});
   cu_ = at(3, {batch + 1});
   kv_lens_ = at(4, {batch});
-  tables_ = at(5, {batch, b.max_blocks_per_seq});
+  tables_ = at(5, {batch, width});
   prompt_cu_dev_ = at(6, {batch - decode_seqs_ + 1});
   return ok_status();
 }
@@ -143,11 +161,14 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
   if (n == 0 || b.positions.size() != b.token_ids.size() || b.slot_mapping.size() != b.token_ids.size() ||
       static_cast<int64_t>(kv.k.size()) != c.num_layers || kv.k[0].device != Device::kCuda)
     return invalid_argument("forward: empty batch, inconsistent sizes, or a KV cache not on the GPU");
-  KILN_RETURN_IF_ERROR(upload_batch(b));
-  batch_ = batch;
   bool decode = n == batch && rows == n && (!c.num_experts || moe_decode_path(w_.layers[0], n));
   for (int64_t r = 0; decode && r < rows; ++r) decode = b.logits_rows[static_cast<size_t>(r)] == r;
-  if (decode && use_graphs_) return run_decode_graph(b, n, kv);
+  const bool graph = decode && use_graphs_;
+  if (static_cast<int64_t>(b.block_tables.size()) != batch * b.max_blocks_per_seq)
+    return invalid_argument("forward: block_tables must be [batch, max_blocks_per_seq]");
+  KILN_RETURN_IF_ERROR(upload_batch(b, graph ? graph_table_width(b.max_blocks_per_seq) : b.max_blocks_per_seq));
+  batch_ = batch;
+  if (graph) return run_decode_graph(b, n, kv);
   return run_layers(b, n, rows, kv);
 }
 
@@ -190,8 +211,8 @@ Status CudaLlamaModel::forward_sample(const ForwardBatch& b, const KvCacheView& 
 Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv) {
   // Scratch buffers and the GEMM's fp8 activation workspace grow on demand: a graph captured
   // before a growth would replay freed addresses, so both generations are in the key.
-  const auto key = std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, g_scratch_generation,
-                                   gemm_.workspace_generation());
+  const int64_t width = tables_.shape[1];  // graph_table_width(b.max_blocks_per_seq)
+  const auto key = std::make_tuple(n, width, kv.k[0].data, g_scratch_generation, gemm_.workspace_generation());
   auto it = graphs_.find(key);
   if (it != graphs_.end()) return cuda_status(cudaGraphLaunch(it->second, stream_), "graph launch");
   // Graphs of older generations hold freed addresses: drop them.
@@ -226,7 +247,7 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
     log_warn("cuda graphs off: instantiate failed (", cudaGetErrorString(inst), ")");
     return ok_status();
   }
-  graphs_[std::make_tuple(n, static_cast<int64_t>(b.max_blocks_per_seq), kv.k[0].data, generation, gemm_generation)] = exec;
+  graphs_[std::make_tuple(n, width, kv.k[0].data, generation, gemm_generation)] = exec;
   return ok_status();
 }
 

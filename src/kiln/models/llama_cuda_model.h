@@ -117,7 +117,8 @@ class CudaLlamaModel : public Model {
     ~Pinned() { if (data) cudaFreeHost(data); }
     Result<int32_t*> get(int64_t n);
   };
-  Status upload_batch(const ForwardBatch& b);
+  // width: the block tables' width on the device (>= b.max_blocks_per_seq; graph_table_width for graphs).
+  Status upload_batch(const ForwardBatch& b, int32_t width);
   Status run_layers(const ForwardBatch& b, int64_t n, int64_t rows, const KvCacheView& kv);  // embedding .. logits_ (rows)
   Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);  // a CUDA graph per shape
   // h_fp8: the norm before wrote h also as per-token e4m3 (moe_hq_ / moe_hs_), which the qkv GEMM takes.
@@ -162,7 +163,7 @@ class CudaLlamaModel : public Model {
   Tensor prompt_cu_dev_;
   int64_t kv_tokens_ = 0, decode_kv_tokens_ = 0;  // sums of the step's kv_lens: all, the leading decodes'
   Scratch hopper_vt_;  // fp8 prefill attention: V transposed per KV head (hopper_prefill_workspace_bytes)
-  std::vector<int32_t> host_meta_;
+  std::vector<int32_t> host_meta_, padded_tables_;
   Pinned meta_staging_, ids_staging_;
   cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
   Scratch sampled_;
