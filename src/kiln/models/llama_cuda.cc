@@ -24,6 +24,7 @@ int64_t g_scratch_generation = 0;
 // A decode graph bakes in the attention's split plan, which follows the block-table width, so
 // graphs are keyed by it. Widths are rounded up to an eighth of their power of two (at least 16
 // blocks): a growing context then recaptures every ~12% of its length instead of every block.
+namespace {
 int32_t graph_table_width(int32_t width) {
   if (width <= 16) return 16;
   int32_t pow2 = 1;
@@ -31,6 +32,7 @@ int32_t graph_table_width(int32_t width) {
   const int32_t step = pow2 / 8;
   return (width + step - 1) / step * step;
 }
+}  // namespace
 
 Status CudaLlamaModel::upload_batch(const ForwardBatch& b, int32_t width) {
   const int64_t n = static_cast<int64_t>(b.token_ids.size()), batch = static_cast<int64_t>(b.kv_lens.size());
