@@ -73,7 +73,7 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
     const int64_t end = std::min(r.prompt_tokens, begin + o.prefill_chunk);
     std::vector<int32_t> chunk(prompt.begin() + begin, prompt.begin() + end);
     const ForwardBatch b = one_sequence_batch(chunk, begin, max_blocks, false);
-    if (on_device && end == r.prompt_tokens && o.max_new_tokens > 0) {
+    if (on_device && o.max_new_tokens > 0) {  // (earlier chunks' ids are dropped: no logits copy there either)
       KILN_RETURN_IF_ERROR(model.forward_sample(b, cache, params, {0}, {}, &ids));
     } else {
       KILN_RETURN_IF_ERROR(model.forward(b, cache, logits.tensor));

@@ -90,9 +90,8 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   const int64_t d = c.head_dim, hq = c.num_q_heads, hkv = c.num_kv_heads, width = (hq + 2 * hkv) * d;
   KILN_ASSIGN_OR_RETURN(Tensor qkv, qkv_.get(DType::kBF16, {n, width}));
   if (h_fp8) {
-    KILN_ASSIGN_OR_RETURN(Tensor hqx, moe_hq_.get(DType::kFp8E4M3, {n, c.hidden_size}));
-    KILN_ASSIGN_OR_RETURN(Tensor hs, moe_hs_.get(DType::kF32, {n}));
-    KILN_RETURN_IF_ERROR(gemm_.run_quantized({hqx, hs, lw.qkv.tensor, lw.qkv_bias.tensor, qkv, lw.qkv_scale.tensor}, stream_));
+    KILN_ASSIGN_OR_RETURN(const HFp8 hq, hq_views(n));
+    KILN_RETURN_IF_ERROR(gemm_.run_quantized({hq.q, hq.scale, lw.qkv.tensor, lw.qkv_bias.tensor, qkv, lw.qkv_scale.tensor}, stream_));
   } else {
     KILN_ASSIGN_OR_RETURN(Tensor h, h_.get(DType::kBF16, {n, c.hidden_size}));
     KILN_RETURN_IF_ERROR(gemm_.run({h, lw.qkv.tensor, lw.qkv_bias.tensor, qkv, lw.qkv_scale.tensor}, stream_));
@@ -265,8 +264,8 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
   // from layer 1 on: the first norm has no residual, and its row has no fp8 output).
   auto qkv_fp8 = [&](int64_t l) { return l > 0 && l < c.num_layers && x_fp8(w_.layers[static_cast<size_t>(l)].qkv.tensor, n); };
   auto with_fp8_out = [&](RmsNormArgs& a) -> Status {
-    KILN_ASSIGN_OR_RETURN(a.out_q, moe_hq_.get(DType::kFp8E4M3, {n, hidden}));
-    KILN_ASSIGN_OR_RETURN(a.out_scale, moe_hs_.get(DType::kF32, {n}));
+    KILN_ASSIGN_OR_RETURN(const HFp8 hq, hq_views(n));
+    a.out_q = hq.q, a.out_scale = hq.scale;
     return ok_status();
   };
   for (int64_t l = 0; l < c.num_layers; ++l) {

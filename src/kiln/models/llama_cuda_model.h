@@ -123,6 +123,16 @@ class CudaLlamaModel : public Model {
   Status run_decode_graph(const ForwardBatch& b, int64_t n, const KvCacheView& kv);  // a CUDA graph per shape
   // h_fp8: the norm before wrote h also as per-token e4m3 (moe_hq_ / moe_hs_), which the qkv GEMM takes.
   Status attention(const CudaLayerWeights& lw, int64_t layer, const KvCacheView& kv, int64_t n, bool h_fp8);
+  // h of n tokens as per-token e4m3 (moe_hq_) and its scales (moe_hs_): what the norms write with
+  // out_q for the GEMMs after them (qkv, gate_up, the fused MoE experts).
+  struct HFp8 {
+    Tensor q, scale;
+  };
+  Result<HFp8> hq_views(int64_t n) {
+    KILN_ASSIGN_OR_RETURN(Tensor q, moe_hq_.get(DType::kFp8E4M3, {n, config_.hidden_size}));
+    KILN_ASSIGN_OR_RETURN(Tensor scale, moe_hs_.get(DType::kF32, {n}));
+    return HFp8{q, scale};
+  }
   // Whether Gemm::run on w at n rows would quantize x per token itself (so the kernel that
   // produces x can hand it over quantized, with the same bits, and the GEMM skips that pass).
   bool x_fp8(const Tensor& w, int64_t n) const { return fused_act_quant_ && gemm_.quantizes_x_per_token(n, w, DType::kBF16); }

@@ -16,9 +16,8 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     KILN_ASSIGN_OR_RETURN(Tensor gu, gate_up_.get(DType::kBF16, {n, 2 * inter}));
     KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
     if (h_fp8) {  // h as per-token fp8 from the ffn norm
-      KILN_ASSIGN_OR_RETURN(Tensor hqx, moe_hq_.get(DType::kFp8E4M3, {n, c.hidden_size}));
-      KILN_ASSIGN_OR_RETURN(Tensor hs, moe_hs_.get(DType::kF32, {n}));
-      KILN_RETURN_IF_ERROR(gemm_.run_quantized({hqx, hs, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
+      KILN_ASSIGN_OR_RETURN(const HFp8 hq, hq_views(n));
+      KILN_RETURN_IF_ERROR(gemm_.run_quantized({hq.q, hq.scale, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
     } else {
       KILN_RETURN_IF_ERROR(gemm_.run({h, lw.gate_up.tensor, {}, gu, lw.gate_up_scale.tensor}, stream_));
     }
@@ -116,12 +115,11 @@ Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n * k, inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {n * k, c.hidden_size}));
   if (fused) {
-    KILN_ASSIGN_OR_RETURN(Tensor hq, moe_hq_.get(DType::kFp8E4M3, {n, c.hidden_size}));  // written by the ffn norm
-    KILN_ASSIGN_OR_RETURN(Tensor hs, moe_hs_.get(DType::kF32, {n}));
+    KILN_ASSIGN_OR_RETURN(const HFp8 hq, hq_views(n));  // written by the ffn norm
     KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n * k, inter}));
     KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n * k}));
-    MoeDecodeGemmArgs gate_up{hq, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu};
-    gate_up.x_scale = hs;
+    MoeDecodeGemmArgs gate_up{hq.q, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu};
+    gate_up.x_scale = hq.scale;
     KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(gate_up, stream_));
     KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
     MoeDecodeGemmArgs down{aq, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp};

@@ -130,10 +130,10 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
     // unless fewer leave SMs without a CTA (the last CTA's merge reads every split's partial),
     // never below 64 keys per split (a tile; was 256: batch-1 decode at 128-384 cached tokens, two
     // interleaved end-to-end runs each, tok/s: Llama-3-8B fp8 245.3 / 246.5 -> 248.2 / 247.6, + fp8
-    // KV 241.5 / 244.1 -> 243.4 / 245.1, Mixtral fp8 169.3 / 169.7 -> 170.6 / 170.6). Measured on the H100, 32/8, d128: bf16 B1 x 32K (2 CTAs per
-    // SM) 32 splits 81% of copy, 16: 78%, 64: 75%; fp8 (4-5 per SM) 32: 63-65%, 16: 57-61%, 64:
-    // 58-60%; fp8 B64 x 4096 with 3 CTAs per SM (396 slots): 1 split (1.3 waves) 73%, 2 (the
-    // model's pick) 86-87%.
+    // KV 241.5 / 244.1 -> 243.4 / 245.1, Mixtral fp8 169.3 / 169.7 -> 170.6 / 170.6). Measured on
+    // the H100, 32/8, d128: bf16 B1 x 32K (2 CTAs per SM) 32 splits 81% of copy, 16: 78%, 64:
+    // 75%; fp8 (4-5 per SM) 32: 63-65%, 16: 57-61%, 64: 58-60%; fp8 B64 x 4096 with 3 CTAs per SM
+    // (396 slots): 1 split (1.3 waves) 73%, 2 (the model's pick) 86-87%.
     constexpr int kMinSplitKeys = 64;
     constexpr double kSplitCostBytes = 64 << 10;
     const double key_bytes = 2.0 * p.head_dim * (variant.cache == DType::kFp8E4M3 ? 1 : 2);  // K + V
