@@ -23,7 +23,7 @@ struct ServeFlags {
   int port = 8000, http_threads = 2;
   int64_t max_num_seqs = 64, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 0;
   double kv_cache_gib = 1.0;
-  bool no_prefix_caching = false;
+  bool no_prefix_caching = false, no_warmup = false;
   int64_t moe_top_k = 0;
   QuantFlags quant;
   std::string load_format = "auto", tokenizer;
@@ -80,6 +80,8 @@ Status run_serve(const ServeFlags& f) {
   ec.max_model_len = f.max_model_len;
   ec.prefix_caching = !f.no_prefix_caching;
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(std::move(model), tokenizer.get(), ec));
+  // The GPU's first steps pay one-time costs (buffers, GEMM plans, graph capture): pay them here.
+  if (options.device == Device::kCuda && !f.no_warmup) KILN_RETURN_IF_ERROR(engine->warm_up());
   engine->start();
 
   server::OpenAiServerOptions so;
@@ -129,6 +131,8 @@ void register_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--num-kv-blocks", f->num_kv_blocks, "KV cache blocks of 16 tokens (0: sized by --kv-cache-gib)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(CLI::Range(0.001, 1024.0));
   cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
+  cmd->add_flag("--no-warmup", f->no_warmup,
+                "GPU: skip the start-up warm-up request (one full step of prompt + 8 decode steps)");
   cmd->add_option("--dtype", f->dtype, "Weight / compute dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8)")->capture_default_str();
   add_quant_flags(cmd, f->quant);
   cmd->add_option("--moe-top-k", f->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::NonNegativeNumber);

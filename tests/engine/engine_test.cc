@@ -198,6 +198,33 @@ TEST(Engine, AbortFreesBlocksAndEndsTheStream) {
   EXPECT_TRUE((*b)->finished());
 }
 
+TEST(Engine, WarmUpLeavesNoTrace) {
+  auto engine = Engine::create(tiny_model(), nullptr, make_config(8, 48, 32, true));
+  ASSERT_TRUE(engine.ok());
+  ASSERT_TRUE((*engine)->warm_up(5).ok());
+  const EngineStats st = (*engine)->stats();
+  EXPECT_EQ(st.steps_total, 0);
+  EXPECT_EQ(st.prompt_tokens_total, 0);
+  EXPECT_EQ(st.generation_tokens_total, 0);
+  EXPECT_EQ(st.time_to_first_token.count(), 0);
+  EXPECT_EQ(st.num_free_blocks, 32);
+  EXPECT_EQ(st.num_blocks, 32);
+  // A prompt that starts like the warm-up's (48 tokens: 3 full blocks) finds nothing cached and
+  // gives generate()'s tokens.
+  const int64_t vocab = (*engine)->model_config().vocab_size;
+  std::vector<int32_t> prompt;
+  for (int64_t i = 0; i < 40; ++i) prompt.push_back(static_cast<int32_t>((i * 7919 + 13) % vocab));
+  const GenerationParams p = params_for(0, 6);
+  const std::vector<Outcome> out = run_all(**engine, {{prompt, p}});
+  EXPECT_EQ(out[0].last.cached_tokens, 0);
+  auto ref = tiny_model();
+  EXPECT_EQ(out[0].tokens, reference(*ref, prompt, p));
+  EXPECT_EQ((*engine)->stats().prompt_tokens_total, 40);
+  (*engine)->start();
+  EXPECT_EQ((*engine)->warm_up().code(), StatusCode::kInvalidArgument);  // not while the loop runs
+  (*engine)->stop();
+}
+
 TEST(Engine, RejectsWhatCanNeverRun) {
   auto engine = Engine::create(tiny_model(), nullptr, make_config(8, 64, 4, true));  // 64 KV slots
   ASSERT_TRUE(engine.ok());

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "kiln/engine/generator.h"
@@ -16,6 +17,7 @@
 #include "kiln/models/model.h"
 #ifdef KILN_WITH_CUDA
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/models/llama_cuda_model.h"
 #endif
 
 namespace kiln {
@@ -227,6 +229,56 @@ TEST(CudaGraphs, PaddedTableWidthsShareAGraph) {
     EXPECT_EQ(g.top1, 1.0);
   }
 }
+
+#ifdef KILN_WITH_CUDA
+// With room for two decode graphs (KILN_CUDA_GRAPH_CAP=2), decode steps of 2, 3, 2, 4, 2, 2
+// sequences: the third replays 2, 4 evicts 3 (the least recently used; evicting 2 would make the
+// last two steps capture it again), the last two replay 2: 3 captures, never more than 2 graphs.
+// Every step's logits equal those of the first (eager) step of its size, bit for bit.
+TEST(CudaGraphs, LeastRecentlyUsedGraphIsEvicted) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  setenv("KILN_CUDA_GRAPH_CAP", "2", 1);
+  auto model = golden_cuda_model("llama3");
+  unsetenv("KILN_CUDA_GRAPH_CAP");
+  ASSERT_TRUE(model.ok());
+  auto* m = dynamic_cast<cuda_llama::CudaLlamaModel*>(model->get());
+  ASSERT_NE(m, nullptr);
+  const int64_t vocab = m->config().vocab_size;
+  auto kv = m->allocate_kv_cache(16, 16);
+  ASSERT_TRUE(kv.ok());
+  auto decode = [](int seqs) {  // sequence s: one token at position 0 of block s
+    ForwardBatch b;
+    b.cu_seqlens_q.push_back(0);
+    b.max_blocks_per_seq = 1;
+    for (int s = 0; s < seqs; ++s) {
+      b.token_ids.push_back(17 * s + 5);
+      b.positions.push_back(0);
+      b.slot_mapping.push_back(16 * s);
+      b.cu_seqlens_q.push_back(s + 1);
+      b.kv_lens.push_back(1);
+      b.block_tables.push_back(s);
+      b.logits_rows.push_back(s);
+    }
+    return b;
+  };
+  std::map<int, HostTensor> first;
+  const int sizes[] = {2, 3, 2, 4, 2, 2};
+  for (int step = 0; step < 6; ++step) {
+    const int seqs = sizes[step];
+    HostTensor l = HostTensor::zeros(DType::kF32, {seqs, vocab});
+    const Status st = m->forward(decode(seqs), *kv, l.tensor);
+    ASSERT_TRUE(st.ok()) << "step " << step << ": " << st.to_string();
+    EXPECT_LE(m->num_graphs(), 2);
+    if (!first.count(seqs)) {
+      first.emplace(seqs, std::move(l));
+      continue;
+    }
+    EXPECT_EQ(0, std::memcmp(first.at(seqs).tensor.data, l.tensor.data, static_cast<size_t>(l.tensor.nbytes())))
+        << "step " << step;
+  }
+  EXPECT_EQ(m->graph_captures(), 3);
+}
+#endif
 
 TEST(CudaSmolLM2, AgreesWithCpuModel) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";

@@ -32,18 +32,25 @@ int32_t BlockManager::lookup(uint64_t hash, const int32_t* tokens) const {
   return std::equal(b.tokens.begin(), b.tokens.end(), tokens) ? it->second : -1;
 }
 
+void BlockManager::uncache(int32_t id) {
+  Block& b = blocks_[static_cast<size_t>(id)];
+  if (!b.hashed) return;
+  auto it = cached_.find(b.hash);
+  if (it != cached_.end() && it->second == id) cached_.erase(it);
+  b.hashed = false;
+  b.tokens.clear();
+}
+
 int32_t BlockManager::take_free_block() {
   const int32_t id = free_.front();
   free_.pop_front();
-  Block& b = blocks_[static_cast<size_t>(id)];
-  if (b.hashed) {  // evict its cached contents
-    auto it = cached_.find(b.hash);
-    if (it != cached_.end() && it->second == id) cached_.erase(it);
-    b.hashed = false;
-    b.tokens.clear();
-  }
-  b.ref_count = 1;
+  uncache(id);  // evict its cached contents
+  blocks_[static_cast<size_t>(id)].ref_count = 1;
   return id;
+}
+
+void BlockManager::forget_cached() {
+  for (int32_t id : free_) uncache(id);
 }
 
 void BlockManager::take_ref(int32_t id) {

@@ -33,6 +33,8 @@ class BlockManager {
   void cache_full_blocks(Sequence& seq);
   // Drops seq's blocks (and its computed tokens: the cache no longer holds them for it).
   void free(Sequence& seq);
+  // Drops the prefix-cache entries of every free block (they stay free, in their order).
+  void forget_cached();
 
   int64_t ref_count(int32_t block) const { return blocks_[static_cast<size_t>(block)].ref_count; }
 
@@ -46,6 +48,7 @@ class BlockManager {
   };
 
   int32_t take_free_block();
+  void uncache(int32_t block);  // out of the prefix cache (its table entry and tokens)
   void take_ref(int32_t block);
   uint64_t hash_block(uint64_t parent, const int32_t* tokens) const;
   int32_t lookup(uint64_t hash, const int32_t* tokens) const;

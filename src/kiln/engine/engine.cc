@@ -113,6 +113,36 @@ EngineStats Engine::stats() const {
   return stats_;
 }
 
+Status Engine::warm_up(int64_t decode_tokens) {
+  if (thread_.joinable() || scheduler_.has_unfinished())
+    return invalid_argument("warm_up: only before start() and with no requests queued");
+  decode_tokens = std::max<int64_t>(decode_tokens, 1);
+  const int64_t prompt = std::min(config_.max_num_batched_tokens, max_total_tokens() - decode_tokens);
+  if (prompt < 1) return ok_status();
+  const double t0 = now_seconds();
+  Request r;
+  const int64_t vocab = model_->config().vocab_size;
+  for (int64_t i = 0; i < prompt; ++i) r.prompt.push_back(static_cast<int32_t>((i * 7919 + 13) % vocab));
+  r.params.max_tokens = decode_tokens;
+  r.params.ignore_eos = true;
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<RequestStream> stream, add_request(std::move(r)));
+  do {
+    KILN_RETURN_IF_ERROR(step());
+  } while (has_unfinished());
+  for (const RequestOutput& o : stream->take())
+    if (!o.error.ok()) return o.error;
+  blocks_.forget_cached();
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  const EngineStats kept = stats_;
+  stats_ = EngineStats{};
+  stats_.num_blocks = kept.num_blocks;
+  stats_.num_free_blocks = kept.num_free_blocks;
+  stats_.block_size = kept.block_size;
+  log_info("engine: warm-up (", prompt, " prompt tokens, ", decode_tokens, " decode steps) in ",
+           static_cast<int64_t>((now_seconds() - t0) * 1000), " ms");
+  return ok_status();
+}
+
 void Engine::start() {
   if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
 }

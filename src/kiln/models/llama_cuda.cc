@@ -215,15 +215,27 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
   const int64_t width = tables_.shape[1];  // graph_table_width(b.max_blocks_per_seq)
   const auto key = std::make_tuple(n, width, kv.k[0].data, g_scratch_generation, gemm_.workspace_generation());
   auto it = graphs_.find(key);
-  if (it != graphs_.end()) return cuda_status(cudaGraphLaunch(it->second, stream_), "graph launch");
+  if (it != graphs_.end()) {
+    it->second.last_use = ++graph_clock_;
+    return cuda_status(cudaGraphLaunch(it->second.exec, stream_), "graph launch");
+  }
   // Graphs of older generations hold freed addresses: drop them.
   for (auto g = graphs_.begin(); g != graphs_.end();) {
     if (std::get<3>(g->first) == std::get<3>(key) && std::get<4>(g->first) == std::get<4>(key)) {
       ++g;
       continue;
     }
-    cudaGraphExecDestroy(g->second);
+    cudaGraphExecDestroy(g->second.exec);
     g = graphs_.erase(g);
+  }
+  // Full: the least recently used graph goes (a launch of it still in flight completes first:
+  // cudaGraphExecDestroy frees an in-flight graph on its completion).
+  if (static_cast<int64_t>(graphs_.size()) >= max_graphs_) {
+    auto lru = graphs_.begin();
+    for (auto g = graphs_.begin(); g != graphs_.end(); ++g)
+      if (g->second.last_use < lru->second.last_use) lru = g;
+    cudaGraphExecDestroy(lru->second.exec);
+    graphs_.erase(lru);
   }
   // First step of this shape: run eagerly (sizes every buffer), then capture the same work.
   KILN_RETURN_IF_ERROR(run_layers(b, n, n, kv));
@@ -248,7 +260,8 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
     log_warn("cuda graphs off: instantiate failed (", cudaGetErrorString(inst), ")");
     return ok_status();
   }
-  graphs_[std::make_tuple(n, width, kv.k[0].data, generation, gemm_generation)] = exec;
+  graphs_[std::make_tuple(n, width, kv.k[0].data, generation, gemm_generation)] = {exec, ++graph_clock_};
+  ++graph_captures_;
   return ok_status();
 }
 

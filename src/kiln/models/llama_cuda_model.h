@@ -5,6 +5,7 @@
 #ifdef KILN_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -64,15 +65,19 @@ class CudaLlamaModel : public Model {
   CudaLlamaModel(ModelConfig c, CudaDecoderWeights w, Gemm gemm, CudaSampler sampler, const ModelOptions& o)
       : config_(std::move(c)), w_(std::move(w)), gemm_(std::move(gemm)), sampler_(std::move(sampler)), options_(o) {}
   ~CudaLlamaModel() override {
-    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
     if (stream_) cudaStreamDestroy(stream_);
     if (upload_done_) cudaEventDestroy(upload_done_);
   }
+  // Decode graphs held now, and captured since creation (tests).
+  int64_t num_graphs() const { return static_cast<int64_t>(graphs_.size()); }
+  int64_t graph_captures() const { return graph_captures_; }
   Status init() {
     KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
     KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming), "event"));
     auto on = [](const char* name) { const char* v = std::getenv(name); return !(v && std::string(v) == "0"); };
     use_graphs_ = on("KILN_CUDA_GRAPHS");
+    if (const char* v = std::getenv("KILN_CUDA_GRAPH_CAP")) max_graphs_ = std::max<int64_t>(1, std::atoll(v));
     use_hopper_ = on("KILN_HOPPER_PREFILL");
     fused_act_quant_ = on("KILN_FUSED_ACT_QUANT");
     use_hopper_vt_ = on("KILN_HOPPER_VT");
@@ -184,8 +189,15 @@ class CudaLlamaModel : public Model {
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step
-  // (tokens, table width, cache, scratch generation, GEMM workspace generation) -> decode graph
-  std::map<std::tuple<int64_t, int64_t, const void*, int64_t, int64_t>, cudaGraphExec_t> graphs_;
+  // (tokens, table width, cache, scratch generation, GEMM workspace generation) -> decode graph and
+  // the step it last ran; at most max_graphs_ of them (KILN_CUDA_GRAPH_CAP), the least recently
+  // used one goes first: a long-running server sees many (tokens, width) pairs.
+  struct DecodeGraph {
+    cudaGraphExec_t exec = nullptr;
+    int64_t last_use = 0;
+  };
+  std::map<std::tuple<int64_t, int64_t, const void*, int64_t, int64_t>, DecodeGraph> graphs_;
+  int64_t max_graphs_ = 128, graph_clock_ = 0, graph_captures_ = 0;
 };
 
 }  // namespace kiln::cuda_llama
