@@ -68,6 +68,7 @@ class CudaLlamaModel : public Model {
     for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
     if (stream_) cudaStreamDestroy(stream_);
     if (upload_done_) cudaEventDestroy(upload_done_);
+    if (offsets_ready_) cudaEventDestroy(offsets_ready_);
   }
   // Decode graphs held now, and captured since creation (tests).
   int64_t num_graphs() const { return static_cast<int64_t>(graphs_.size()); }
@@ -75,6 +76,7 @@ class CudaLlamaModel : public Model {
   Status init() {
     KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
     KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming), "event"));
+    KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&offsets_ready_, cudaEventDisableTiming), "event"));
     auto on = [](const char* name) { const char* v = std::getenv(name); return !(v && std::string(v) == "0"); };
     use_graphs_ = on("KILN_CUDA_GRAPHS");
     if (const char* v = std::getenv("KILN_CUDA_GRAPH_CAP")) max_graphs_ = std::max<int64_t>(1, std::atoll(v));
@@ -179,8 +181,9 @@ class CudaLlamaModel : public Model {
   int64_t kv_tokens_ = 0, decode_kv_tokens_ = 0;  // sums of the step's kv_lens: all, the leading decodes'
   Scratch hopper_vt_;  // fp8 prefill attention: V transposed per KV head (hopper_prefill_workspace_bytes)
   std::vector<int32_t> host_meta_, padded_tables_;
-  Pinned meta_staging_, ids_staging_;
+  Pinned meta_staging_, ids_staging_, offsets_staging_;
   cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_
+  cudaEvent_t offsets_ready_ = nullptr;  // the grouped MoE path's expert offsets are in offsets_staging_
   Scratch sampled_;
   cudaStream_t stream_ = nullptr;
   // MoE decode steps of up to moe_decode_slots_ (token, expert) slots take moe_decode_gemm_cuda (-1: by dtype;

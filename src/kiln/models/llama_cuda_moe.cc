@@ -48,18 +48,34 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   KILN_RETURN_IF_ERROR(moe_route_cuda({router_logits, ids, weights, c.norm_topk_prob, h, lw.router.tensor}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor xp, moe_b_.get(DType::kBF16, {rows_max, c.hidden_size}));
   KILN_RETURN_IF_ERROR(moe_permute_cuda({ids, h, e, offsets, src, inverse, xp, align}, stream_));
-  KILN_ASSIGN_OR_RETURN(std::vector<int32_t> host_offsets, moe_offsets_to_host(offsets, stream_));
+  // The per-expert GEMMs need the expert offsets on the host. Their copy ends in an event, and with
+  // many slots (fp8 x for sure) the x quantization, which needs no offsets (all rows_max rows, the
+  // ones past the offsets unused), is queued behind it: the GPU works while the host wakes up and
+  // launches the GEMMs, instead of idling from the end of a stream synchronize to the next launch.
+  KILN_ASSIGN_OR_RETURN(int32_t* staged, offsets_staging_.get(e + 1));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(staged, offsets.data, static_cast<size_t>(e + 1) * 4, cudaMemcpyDeviceToHost, stream_), "offsets"));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaEventRecord(offsets_ready_, stream_), "offsets event"));
+  const bool x_fp8_early = fp8 && n * k >= 1024;
+  Tensor aq, scales;  // fp8 x (then the SwiGLU output) and its per-row scales
+  auto quantize_x = [&](int64_t x_rows) -> Status {
+    KILN_ASSIGN_OR_RETURN(aq, act_.get(DType::kFp8E4M3, {x_rows, std::max(inter, c.hidden_size)}));
+    KILN_ASSIGN_OR_RETURN(scales, act_scale_.get(DType::kF32, {x_rows}));  // x's, then the SwiGLU output's
+    const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {x_rows, c.hidden_size}, Device::kCuda);  // read before aq's write
+    return quantize_fp8_cuda({xp.slice0(0, x_rows), xq, scales}, stream_);
+  };
+  if (x_fp8_early) KILN_RETURN_IF_ERROR(quantize_x(rows_max));
+  KILN_RETURN_IF_ERROR(cuda_status(cudaEventSynchronize(offsets_ready_), "offsets"));
+  const std::vector<int32_t> host_offsets(staged, staged + e + 1);
   const int64_t rows = host_offsets[static_cast<size_t>(e)];  // n * k plus the alignment gaps
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {rows, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {rows, c.hidden_size}));
   int32_t min_rows = std::numeric_limits<int32_t>::max();
   for (size_t i = 0; i + 1 < host_offsets.size(); ++i)
     if (host_offsets[i + 1] > host_offsets[i]) min_rows = std::min(min_rows, host_offsets[i + 1] - host_offsets[i]);
-  if (fp8 && (min_rows > kGemmSkinnyMaxMFp8 || n * k >= 1024)) {  // no expert in the decode-kernel range: x, SwiGLU fp8
-    KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {rows, std::max(inter, c.hidden_size)}));
-    const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, c.hidden_size}, Device::kCuda);  // read before aq's write
-    KILN_ASSIGN_OR_RETURN(Tensor scales, act_scale_.get(DType::kF32, {rows}));  // x's, then the SwiGLU output's
-    KILN_RETURN_IF_ERROR(quantize_fp8_cuda({xp.slice0(0, rows), xq, scales}, stream_));
+  if (fp8 && (min_rows > kGemmSkinnyMaxMFp8 || x_fp8_early)) {  // no expert in the decode-kernel range: x, SwiGLU fp8
+    if (!x_fp8_early) KILN_RETURN_IF_ERROR(quantize_x(rows));
+    const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, c.hidden_size}, Device::kCuda);
+    scales = Tensor::view(scales.data, DType::kF32, {rows}, Device::kCuda);
     KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xq, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale, scales}, stream_));
     aq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, inter}, Device::kCuda);
     KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, scales}, stream_));
