@@ -132,7 +132,7 @@ void register_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(CLI::Range(0.001, 1024.0));
   cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
   cmd->add_flag("--no-warmup", f->no_warmup,
-                "GPU: skip the start-up warm-up request (one full step of prompt + 8 decode steps)");
+                "GPU: skip the start-up warm-up (a full step of prompt + 8 decode steps, then a full batch of one-token requests)");
   cmd->add_option("--dtype", f->dtype, "Weight / compute dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8)")->capture_default_str();
   add_quant_flags(cmd, f->quant);
   cmd->add_option("--moe-top-k", f->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::NonNegativeNumber);

@@ -117,20 +117,44 @@ Status Engine::warm_up(int64_t decode_tokens) {
   if (thread_.joinable() || scheduler_.has_unfinished())
     return invalid_argument("warm_up: only before start() and with no requests queued");
   decode_tokens = std::max<int64_t>(decode_tokens, 1);
-  const int64_t prompt = std::min(config_.max_num_batched_tokens, max_total_tokens() - decode_tokens);
-  if (prompt < 1) return ok_status();
   const double t0 = now_seconds();
-  Request r;
   const int64_t vocab = model_->config().vocab_size;
-  for (int64_t i = 0; i < prompt; ++i) r.prompt.push_back(static_cast<int32_t>((i * 7919 + 13) % vocab));
-  r.params.max_tokens = decode_tokens;
-  r.params.ignore_eos = true;
-  KILN_ASSIGN_OR_RETURN(std::shared_ptr<RequestStream> stream, add_request(std::move(r)));
-  do {
-    KILN_RETURN_IF_ERROR(step());
-  } while (has_unfinished());
-  for (const RequestOutput& o : stream->take())
-    if (!o.error.ok()) return o.error;
+  auto run = [&](std::vector<Request> requests) -> Status {
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (Request& r : requests) {
+      r.params.ignore_eos = true;
+      KILN_ASSIGN_OR_RETURN(std::shared_ptr<RequestStream> stream, add_request(std::move(r)));
+      streams.push_back(std::move(stream));
+    }
+    do {
+      KILN_RETURN_IF_ERROR(step());
+    } while (has_unfinished());
+    for (const auto& stream : streams)
+      for (const RequestOutput& o : stream->take())
+        if (!o.error.ok()) return o.error;
+    return ok_status();
+  };
+  // A prompt that fills a whole step, then decode steps.
+  const int64_t prompt = std::min(config_.max_num_batched_tokens, max_total_tokens() - decode_tokens);
+  if (prompt >= 1) {
+    Request r;
+    for (int64_t i = 0; i < prompt; ++i) r.prompt.push_back(static_cast<int32_t>((i * 7919 + 13) % vocab));
+    r.params.max_tokens = decode_tokens;
+    KILN_RETURN_IF_ERROR(run({std::move(r)}));
+  }
+  // As many one-token prompts as a step may hold, two tokens each: the buffers with a row per
+  // sequence (logits, sampling) reach their largest too. Grown later, they would move under the
+  // decode graphs captured so far, which then have to be captured again.
+  const int64_t seqs = std::min({config_.max_num_seqs, config_.max_num_batched_tokens,
+                                 config_.num_kv_blocks / Sequence::blocks_for(3, config_.block_size)});
+  if (seqs >= 2 && max_total_tokens() >= 3) {
+    std::vector<Request> many(static_cast<size_t>(seqs));
+    for (int64_t i = 0; i < seqs; ++i) {
+      many[static_cast<size_t>(i)].prompt = {static_cast<int32_t>((i * 104729 + 7) % vocab)};
+      many[static_cast<size_t>(i)].params.max_tokens = 2;
+    }
+    KILN_RETURN_IF_ERROR(run(std::move(many)));
+  }
   blocks_.forget_cached();
   std::lock_guard<std::mutex> lock(stats_mu_);
   const EngineStats kept = stats_;
@@ -138,8 +162,8 @@ Status Engine::warm_up(int64_t decode_tokens) {
   stats_.num_blocks = kept.num_blocks;
   stats_.num_free_blocks = kept.num_free_blocks;
   stats_.block_size = kept.block_size;
-  log_info("engine: warm-up (", prompt, " prompt tokens, ", decode_tokens, " decode steps) in ",
-           static_cast<int64_t>((now_seconds() - t0) * 1000), " ms");
+  log_info("engine: warm-up (", std::max<int64_t>(prompt, 0), " prompt tokens + ", decode_tokens, " decode steps; ",
+           seqs >= 2 ? seqs : 0, " one-token sequences) in ", static_cast<int64_t>((now_seconds() - t0) * 1000), " ms");
   return ok_status();
 }
 

@@ -52,10 +52,11 @@ class Engine {
   EngineStats stats() const;
 
   // Before start(): one request whose prompt fills a whole step (max_num_batched_tokens tokens,
-  // within the context and the KV pool), then decode_tokens decode steps, so that the first real
-  // requests do not pay first-use costs (on the GPU: scratch buffers grown to their largest, which
-  // also keeps later decode graphs valid; GEMM plans and workspaces; the batch-1 decode graph). It
-  // leaves no trace: its blocks leave the prefix cache and the statistics start from zero.
+  // within the context and the KV pool) and decode_tokens decode steps, then as many one-token
+  // requests at once as a step holds, so that the first real requests do not pay first-use costs
+  // (on the GPU: scratch buffers grown to their largest, which keeps later decode graphs valid; GEMM
+  // plans and workspaces). It leaves no trace: its blocks leave the prefix cache and the statistics
+  // start from zero.
   Status warm_up(int64_t decode_tokens = 8);
   void start();  // runs the step loop on its own thread
   void stop();   // aborts what is left and joins the thread

@@ -14,6 +14,8 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 }
 }  // namespace kiln
 #else
+#include <chrono>
+
 #include "kiln/models/llama_cuda_model.h"
 
 namespace kiln {
@@ -66,7 +68,9 @@ Status CudaLlamaModel::upload_batch(const ForwardBatch& b, int32_t width) {
     offsets.push_back(static_cast<int64_t>(host_meta_.size()));
     host_meta_.insert(host_meta_.end(), p->begin(), p->end());
   }
-  KILN_ASSIGN_OR_RETURN(Tensor all, meta_.get(DType::kInt32, {static_cast<int64_t>(host_meta_.size())}));
+  // At least 4 MiB (block tables of 128 sequences x 2048 blocks): a growth moves the buffer under
+  // every decode graph captured so far, and the tables grow with the batch and the context.
+  KILN_ASSIGN_OR_RETURN(Tensor all, meta_.get(DType::kInt32, {std::max<int64_t>(static_cast<int64_t>(host_meta_.size()), int64_t{1} << 20)}));
   KILN_RETURN_IF_ERROR(cuda_status(cudaEventSynchronize(upload_done_), "upload wait"));  // staging is free again
   KILN_ASSIGN_OR_RETURN(int32_t* staging, meta_staging_.get(static_cast<int64_t>(host_meta_.size())));
   std::memcpy(staging, host_meta_.data(), host_meta_.size() * 4);
@@ -238,6 +242,7 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
     graphs_.erase(lru);
   }
   // First step of this shape: run eagerly (sizes every buffer), then capture the same work.
+  const auto t0 = std::chrono::steady_clock::now();
   KILN_RETURN_IF_ERROR(run_layers(b, n, n, kv));
   const int64_t generation = g_scratch_generation, gemm_generation = gemm_.workspace_generation();
   KILN_RETURN_IF_ERROR(cuda_status(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "capture"));
@@ -262,6 +267,9 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
   }
   graphs_[std::make_tuple(n, width, kv.k[0].data, generation, gemm_generation)] = {exec, ++graph_clock_};
   ++graph_captures_;
+  log_info("decode graph for ", n, " tokens, table width ", width, ": eager step + capture in ",
+           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), " ms (",
+           graphs_.size(), " held, ", graph_captures_, " captured)");
   return ok_status();
 }
 

@@ -43,13 +43,4 @@ Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefill
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo>(a, o, s);
 }
 
-// Row 0's kernel with the row sums on the FMA pipe (FADDs over the f32 P, no m64n8 wgmma beside
-// each PV step: "fadd"), and with 24 / 240 registers ("r240").
-Status fp8_d128_vtpre_k4v4_solo_fadd(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
-  return tuned<true, 128, 4, 4, true, 0, true, false, (kPre & ~h::kFeatRowSum) | h::kFeatSolo>(a, o, s);
-}
-Status fp8_d128_vtpre_k4v4_solo_r240(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
-  return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatRegs240>(a, o, s);
-}
-
 }  // namespace kiln::hopper_launch
