@@ -21,7 +21,7 @@ namespace {
 struct ServeFlags {
   std::string model, host = "127.0.0.1", api_key, dtype = "bf16", device = "cpu", served_model_name;
   int port = 8000, http_threads = 2;
-  int64_t max_num_seqs = 64, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 0;
+  int64_t max_num_seqs = 0, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 0;
   double kv_cache_gib = 1.0;
   bool no_prefix_caching = false, no_warmup = false;
   int64_t moe_top_k = 0;
@@ -66,14 +66,16 @@ Status run_serve(const ServeFlags& f) {
                             std::to_string(loaded.config.vocab_size));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), options));
   EngineConfig ec;
-  ec.max_num_seqs = f.max_num_seqs;
+  // Default batch: 64 sequences on the CPU; 256 on the GPU (vLLM's default; decode graphs run at
+  // rounded batch sizes, so a wide range of them stays cheap).
+  ec.max_num_seqs = f.max_num_seqs > 0 ? f.max_num_seqs : options.device == Device::kCuda ? 256 : 64;
   // Default step budget: 512 tokens on the CPU; 2048 on the GPU (what docs/perf.md's sweeps ran).
   ec.max_num_batched_tokens = f.max_num_batched_tokens > 0 ? f.max_num_batched_tokens : options.device == Device::kCuda ? 2048 : 512;
   ec.num_kv_blocks = f.num_kv_blocks;
   if (options.device == Device::kCuda && ec.num_kv_blocks <= 0) {
     // The GPU cache is bf16 and sized from the memory left after the weights (90% of it).
     const int64_t max_len = f.max_model_len > 0 ? f.max_model_len : model->config().max_position_embeddings;
-    const int64_t want = f.max_num_seqs * ((max_len + 15) / 16);
+    const int64_t want = ec.max_num_seqs * ((max_len + 15) / 16);
     ec.num_kv_blocks = std::max<int64_t>(1, std::min(want, model->max_kv_blocks(16, 0.9)));
   }
   ec.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * double(int64_t{1} << 30));
@@ -123,7 +125,8 @@ void register_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--port", f->port, "Port (0: any free port, printed at start)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", f->api_key, "Require 'Authorization: Bearer KEY' on /v1 routes");
   cmd->add_option("--served-model-name", f->served_model_name, "Model name in the API (default: the file's name)");
-  cmd->add_option("--max-num-seqs", f->max_num_seqs, "Sequences per batch at most")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  cmd->add_option("--max-num-seqs", f->max_num_seqs, "Sequences per batch at most (default 64 on the CPU, 256 on the GPU)")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   cmd->add_option("--max-model-len", f->max_model_len, "Prompt + completion tokens at most (0: the model's context)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-num-batched-tokens", f->max_num_batched_tokens,
                   "Tokens per engine step at most (prefill chunk budget; default 512 on the CPU, 2048 on the GPU)")

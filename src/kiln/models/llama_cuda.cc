@@ -34,6 +34,31 @@ int32_t graph_table_width(int32_t width) {
   const int32_t step = pow2 / 8;
   return (width + step - 1) / step * step;
 }
+
+// Decode graphs also run at a rounded token count (vLLM pads its batches to captured sizes the
+// same way): up to 8 tokens exact, then multiples of 8 up to 64, of 16 up to 128, of 32 beyond.
+int64_t graph_tokens(int64_t n) {
+  const int64_t step = n <= 8 ? 1 : n <= 64 ? 8 : n <= 128 ? 16 : 32;
+  return (n + step - 1) / step * step;
+}
+
+// b with dummy sequences appended up to `tokens` tokens: token 0 at position 0, no KV write (slot
+// -1), one key (block 0's first slot: the cache is zeroed at allocation, so it holds finite values),
+// a logits row each. Rows are independent through every layer, so the real rows' results do not
+// change; the dummy rows' logits are computed and never read.
+ForwardBatch padded_decode_batch(const ForwardBatch& b, int64_t tokens) {
+  ForwardBatch p = b;
+  for (auto i = static_cast<int32_t>(b.token_ids.size()); i < tokens; ++i) {
+    p.token_ids.push_back(0);
+    p.positions.push_back(0);
+    p.slot_mapping.push_back(-1);
+    p.cu_seqlens_q.push_back(i + 1);
+    p.kv_lens.push_back(1);
+    p.block_tables.resize(p.block_tables.size() + static_cast<size_t>(b.max_blocks_per_seq), 0);
+    p.logits_rows.push_back(i);
+  }
+  return p;
+}
 }  // namespace
 
 Status CudaLlamaModel::upload_batch(const ForwardBatch& b, int32_t width) {
@@ -171,9 +196,18 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
   const bool graph = decode && use_graphs_;
   if (static_cast<int64_t>(b.block_tables.size()) != batch * b.max_blocks_per_seq)
     return invalid_argument("forward: block_tables must be [batch, max_blocks_per_seq]");
-  KILN_RETURN_IF_ERROR(upload_batch(b, graph ? graph_table_width(b.max_blocks_per_seq) : b.max_blocks_per_seq));
+  if (graph) {
+    // The first n rows of logits_ are the batch's whatever the padding (forward / forward_sample read those).
+    const int64_t tokens = graph_tokens(n);
+    const bool pad = tokens != n && pad_decode_ && (!c.num_experts || moe_decode_path(w_.layers[0], tokens));
+    const ForwardBatch padded = pad ? padded_decode_batch(b, tokens) : ForwardBatch{};
+    const ForwardBatch& g = pad ? padded : b;
+    KILN_RETURN_IF_ERROR(upload_batch(g, graph_table_width(g.max_blocks_per_seq)));
+    batch_ = static_cast<int64_t>(g.kv_lens.size());
+    return run_decode_graph(g, batch_, kv);
+  }
+  KILN_RETURN_IF_ERROR(upload_batch(b, b.max_blocks_per_seq));
   batch_ = batch;
-  if (graph) return run_decode_graph(b, n, kv);
   return run_layers(b, n, rows, kv);
 }
 
@@ -328,6 +362,7 @@ Result<KvCacheView> CudaLlamaModel::allocate_kv_cache(int64_t num_blocks, int64_
   for (int64_t l = 0; l < c.num_layers; ++l) {
     for (int kv = 0; kv < 2; ++kv) {
       KILN_ASSIGN_OR_RETURN(DeviceTensor t, DeviceTensor::empty(kv_dtype(), {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
+      KILN_RETURN_IF_ERROR(fill_bytes(t.tensor, 0, stream_));  // never-written slots read as 0, not NaN
       (kv == 0 ? view.k : view.v).push_back(t.tensor);
       storage->push_back(std::move(t));
     }

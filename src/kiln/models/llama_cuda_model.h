@@ -79,6 +79,7 @@ class CudaLlamaModel : public Model {
     KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&offsets_ready_, cudaEventDisableTiming), "event"));
     auto on = [](const char* name) { const char* v = std::getenv(name); return !(v && std::string(v) == "0"); };
     use_graphs_ = on("KILN_CUDA_GRAPHS");
+    pad_decode_ = on("KILN_CUDA_GRAPH_PAD");
     if (const char* v = std::getenv("KILN_CUDA_GRAPH_CAP")) max_graphs_ = std::max<int64_t>(1, std::atoll(v));
     use_hopper_ = on("KILN_HOPPER_PREFILL");
     fused_act_quant_ = on("KILN_FUSED_ACT_QUANT");
@@ -172,6 +173,7 @@ class CudaLlamaModel : public Model {
   // Switches, on unless 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (fp8 x quantized by its producer:
   // silu_mul_fp8, the norms' out_q; MoE x once),
   // KILN_SPLIT_ATTENTION (mixed steps' decodes), KILN_HOPPER_VT, KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL.
+  bool pad_decode_ = true;  // decode graphs at graph_tokens(n) tokens (KILN_CUDA_GRAPH_PAD=0: exact)
   bool moe_fused_ = true, fused_act_quant_ = true, split_attention_ = true, use_hopper_vt_ = true, use_graphs_ = true,
        use_hopper_ = true;
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
