@@ -35,8 +35,9 @@ int32_t graph_table_width(int32_t width) {
   return (width + step - 1) / step * step;
 }
 
-// Decode graphs also run at a rounded token count (vLLM pads its batches to captured sizes the
-// same way): up to 8 tokens exact, then multiples of 8 up to 64, of 16 up to 128, of 32 beyond.
+// Decode graphs of dense models also run at a rounded token count (vLLM pads its batches to
+// captured sizes the same way): up to 8 tokens exact, then multiples of 8 up to 64, of 16 up to
+// 128, of 32 beyond.
 int64_t graph_tokens(int64_t n) {
   const int64_t step = n <= 8 ? 1 : n <= 64 ? 8 : n <= 128 ? 16 : 32;
   return (n + step - 1) / step * step;
@@ -199,7 +200,9 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
   if (graph) {
     // The first n rows of logits_ are the batch's whatever the padding (forward / forward_sample read those).
     const int64_t tokens = graph_tokens(n);
-    const bool pad = tokens != n && pad_decode_ && (!c.num_experts || moe_decode_path(w_.layers[0], tokens));
+    // Dense models only: MoE dummy rows would be routed too (to the same experts: they are alike),
+    // adding expert work to steps that exist as graphs only up to 32 tokens anyway.
+    const bool pad = tokens != n && pad_decode_ && !c.num_experts;
     const ForwardBatch padded = pad ? padded_decode_batch(b, tokens) : ForwardBatch{};
     const ForwardBatch& g = pad ? padded : b;
     KILN_RETURN_IF_ERROR(upload_batch(g, graph_table_width(g.max_blocks_per_seq)));
