@@ -201,7 +201,7 @@ Status CudaLlamaModel::forward_device(const ForwardBatch& b, const KvCacheView& 
     // The first n rows of logits_ are the batch's whatever the padding (forward / forward_sample read those).
     const int64_t tokens = graph_tokens(n);
     // Dense models only: MoE dummy rows would be routed too (to the same experts: they are alike),
-    // adding expert work to steps that exist as graphs only up to 32 tokens anyway.
+    // adding expert work (MoE decode graphs exist up to 64 tokens with fp8 experts, 16 with bf16).
     const bool pad = tokens != n && pad_decode_ && !c.num_experts;
     const ForwardBatch padded = pad ? padded_decode_batch(b, tokens) : ForwardBatch{};
     const ForwardBatch& g = pad ? padded : b;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <string>
 #include <tuple>
 
 #include "kiln/core/log.h"
@@ -34,12 +35,13 @@ inline Status cuda_status(cudaError_t e, const char* what) {
   return e == cudaSuccess ? ok_status() : internal_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-// Bumped whenever a scratch buffer moves: captured CUDA graphs hold its old address.
+// Bumped whenever a scratch buffer that decode graphs read moves: they hold its old address.
 extern int64_t g_scratch_generation;
 
 // A device buffer that only grows.
 struct Scratch {
   DeviceBuffer buf;
+  bool in_graphs = true;  // false: never read by a decode graph, so a growth leaves them valid
   Result<Tensor> get(DType dtype, std::initializer_list<int64_t> shape) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
@@ -47,7 +49,11 @@ struct Scratch {
     if (buf.size() < bytes) {
       buf = DeviceBuffer{};
       KILN_ASSIGN_OR_RETURN(buf, DeviceBuffer::alloc(bytes + bytes / 4));
-      ++g_scratch_generation;
+      if (in_graphs) ++g_scratch_generation;
+      std::string dims;
+      for (int64_t d : shape) dims += (dims.empty() ? "" : " x ") + std::to_string(d);
+      log_debug("scratch grows to ", bytes + bytes / 4, " bytes for ", dtype_name(dtype), " [", dims,
+                "] (generation ", g_scratch_generation, ")");
     }
     return Tensor::view(buf.data(), dtype, shape, Device::kCuda);
   }
@@ -79,6 +85,7 @@ class CudaLlamaModel : public Model {
     KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&offsets_ready_, cudaEventDisableTiming), "event"));
     auto on = [](const char* name) { const char* v = std::getenv(name); return !(v && std::string(v) == "0"); };
     use_graphs_ = on("KILN_CUDA_GRAPHS");
+    hopper_vt_.in_graphs = false;  // prefill attention only; it grows with the prompts' keys
     pad_decode_ = on("KILN_CUDA_GRAPH_PAD");
     if (const char* v = std::getenv("KILN_CUDA_GRAPH_CAP")) max_graphs_ = std::max<int64_t>(1, std::atoll(v));
     use_hopper_ = on("KILN_HOPPER_PREFILL");

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "kiln/core/log.h"
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/gemm/gemm_epilogue.h"
@@ -271,6 +272,7 @@ struct Gemm::Impl {
                                  std::to_string(k) + " while the stream is captured; run this shape once first");
     KILN_CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffers may still be in use
     ++generation;  // graphs that captured the old addresses must not be replayed
+    log_debug("gemm: fp8 activation workspace grows to m=", m, " k=", k, " (generation ", generation, ")");
     if (act_q.size() < q_bytes) {
       KILN_ASSIGN_OR_RETURN(act_q, DeviceBuffer::alloc(q_bytes));
     }
