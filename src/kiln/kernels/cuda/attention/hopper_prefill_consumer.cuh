@@ -281,30 +281,20 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     st.l[h] = 0.f;
     st.c[h] = p.scale_log2;
   }
-  const int qbuf = C::kQProd ? (n_work & 1) : 0;  // kQProd: the producers' Q buffer of this work
-  const uint32_t q_wg = smem + C::kQ + qbuf * C::kQTileBytes + 64 * wg * C::kRowBytes;
+  const uint32_t q_wg = smem + C::kQ + 64 * wg * C::kRowBytes;
   if constexpr (kFp8) {
-    if constexpr (C::kQProd) {
-      mbar_wait(bars.q_full(qbuf), (n_work >> 1) & 1);
-    } else {
-      // This warpgroup's wgmma reads of the previous work's Q rows are complete (waited); its own rows.
-      quantize_q<C, kHeadDim, (T::kProbe & 4) != 0>(p, w, wg, smem + C::kQ, scales, wtid);
-      fence_async_smem();
-      named_sync(bar_id, 128);
-    }
+    // This warpgroup's wgmma reads of the previous work's Q rows are complete (waited); its own rows.
+    quantize_q<C, kHeadDim, (T::kProbe & 4) != 0>(p, w, wg, smem + C::kQ, scales, wtid);
+    fence_async_smem();
+    named_sync(bar_id, 128);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) st.c[h] *= scales[128 * qbuf + 64 * wg + 16 * warp + g + 8 * h];
-    if (C::kQProd && w.n_tiles == 0 && lane == 0) mbar_arrive(bars.q_free(qbuf));
+    for (int h = 0; h < 2; ++h) st.c[h] *= scales[64 * wg + 16 * warp + g + 8 * h];
   } else {
     mbar_wait(bars.q(), n_work & 1);
     if (w.n_tiles == 0 && lane == 0) mbar_arrive(bars.q_empty());
   }
   auto release_q = [&](int j) {  // after the QK product of tile j has completed
-    if (j != w.n_tiles - 1 || lane != 0) return;
-    if constexpr (C::kQProd)
-      mbar_arrive(bars.q_free(qbuf));
-    else if constexpr (!kFp8)
-      mbar_arrive(bars.q_empty());
+    if (!kFp8 && j == w.n_tiles - 1 && lane == 0) mbar_arrive(bars.q_empty());
   };
 
   float o[kHeadDim / 2];
@@ -506,7 +496,7 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     Work w;
     if (!find_work<C::kBlockM, C::kBlockN>(p, first, w)) return;
   }
-  const Bars<C::kKStages, C::kVStages> bars{smem + C::kBars, smem + C::kBars + 8 * C::kQBarIndex};
+  const Bars<C::kKStages, C::kVStages> bars{smem + C::kBars};
   const int tid = threadIdx.x;
   if (tid == 0) {
     mbar_init(bars.q(), 1);
@@ -520,10 +510,6 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
       mbar_init(bars.empty_v(s), 8);
     }
     for (int s = 0; s < C::kVTiles; ++s) mbar_init(bars.full_raw(s), 1);
-    for (int b = 0; C::kQProd && b < 2; ++b) {
-      mbar_init(bars.q_full(b), 64);  // every thread of producer warps 2 and 3
-      mbar_init(bars.q_free(b), 8);   // lane 0 of each consumer warp, after its last QK product
-    }
     mbar_init(bars.anchor(), (1 << 20) - 1);
     mbar_init_fence();
     if constexpr (!kFp8) tma_prefetch_map(&p.q_map);
@@ -543,7 +529,7 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     regs_dealloc<C::kProducerRegs>();
 #endif
     if (!kFp8 && tid >= 96) return;  // bf16 uses producer warps 0-2 only
-    if (C::kVtPre && tid >= (C::kQProd ? 128 : 64)) return;  // the V pre-pass: warps 0 (K), 1 (Vt), [2, 3 (Q)]
+    if (C::kVtPre && tid >= 64) return;  // the V pre-pass: warps 0 (K) and 1 (Vt)
     for (int linear = first; linear < p.num_works; linear += stride) {
       Work w;
       if (!find_work<C::kBlockM, C::kBlockN>(p, linear, w)) continue;

@@ -64,8 +64,6 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     {"persistent k4v4 vtpre overlap", fp8_d128_vtpre_k4v4},
     // Row 0 with FADD row sums instead of the tensor-core ones, and with 24 / 240 registers: 626.2 and
     // 749.8 vs 772.1 TFLOP/s at causal 8K (H100, one call, 2026-11-22 ninth session; rows removed).
-    // Row 20: row 0 with Q quantized by the producer warps 2 and 3 (kFeatQProd), two Q buffers.
-    {"persistent k4v4 vtpre overlap solo qprod", fp8_d128_vtpre_k4v4_solo_qprod},
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
     {"probe: k3v3 v2 overlap ldsm no Q loads", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 4>},

@@ -43,9 +43,4 @@ Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefill
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo>(a, o, s);
 }
 
-// Row 0's kernel with Q quantized by producer warps 2 and 3 into two Q buffers ("qprod").
-Status fp8_d128_vtpre_k4v4_solo_qprod(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
-  return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatQProd>(a, o, s);
-}
-
 }  // namespace kiln::hopper_launch

@@ -71,13 +71,10 @@ struct HopperPrefillParams {
 //   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
 //     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
 //     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
-//   kFeatQProd (with kFeatVtPre and kFeatRowSum): producer warps 2 and 3 quantize Q (produce_q, the
-//     bits of quantize_q) into one of two Q buffers for the work after the consumers' current one, so
-//     the consumers no longer load and quantize Q at the start of each work.
 // kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials, bit 2
 // the global loads of Q (fp8: every Q element 1.0).
 constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32,
-              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256, kFeatLaunchSolo = 1024, kFeatQProd = 2048;
+              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256, kFeatLaunchSolo = 1024;
 template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyMask_, bool kOverlap_, bool kSplitQ_ = false,
           int kFeatures_ = 0, int kProbe_ = 0>
 struct HopperTune {
@@ -88,11 +85,11 @@ struct HopperTune {
                         kSolo = (kFeatures_ & kFeatSolo) != 0, kLdsmVt = (kFeatures_ & kFeatLdsmVt) != 0,
                         kVtPre = (kFeatures_ & kFeatVtPre) != 0, kEx2H2 = (kFeatures_ & kFeatEx2H2) != 0,
                         kRegs240 = (kFeatures_ & kFeatRegs240) != 0,
-                        kLaunchSolo = (kFeatures_ & kFeatLaunchSolo) != 0, kQProd = (kFeatures_ & kFeatQProd) != 0;
+                        kLaunchSolo = (kFeatures_ & kFeatLaunchSolo) != 0;
   // What a kVtPre tuning runs without a pre-pass workspace: the shipped in-kernel transpose (3 K / raw
   // V stages, 3 Vt stages, ldmatrix transpose), its other features kept.
   using Fallback = HopperTune<3, 3, kPersistent_, kPolyMask_, kOverlap_, kSplitQ_,
-                              (kFeatures_ & ~(kFeatVtPre | kFeatRegs240 | kFeatQProd)) | kFeatFastVt | kFeatLdsmVt, kProbe_>;
+                              (kFeatures_ & ~(kFeatVtPre | kFeatRegs240)) | kFeatFastVt | kFeatLdsmVt, kProbe_>;
 };
 
 template <bool kFp8, int kHeadDim, class Tune>
@@ -111,11 +108,6 @@ struct HopperConfig {
   static_assert(!Tune::kFastVt || (kFp8 && kHeadDim == 128), "transpose_v_fast is for fp8 d128");
   static_assert(!Tune::kLdsmVt || Tune::kFastVt, "transpose_v_ldsm runs in transpose_v_fast's pipeline");
   static constexpr bool kRowSum = kFp8 && Tune::kRowSum;
-  // kFeatQProd: two Q buffers (and two 128-float scale buffers: the second in the 512 bytes after the
-  // first, free when kRowSum), filled by producer warps 2 and 3.
-  static constexpr bool kQProd = kVtPre && Tune::kQProd;
-  static_assert(!Tune::kQProd || (kVtPre && kRowSum && !Tune::kSplitQ), "Q by the producer: the V pre-pass rows only");
-  static constexpr int kQBufs = kQProd ? 2 : 1;
   // fp8: raw V tiles are loaded with K (kKStages of them; none with the pre-pass); bf16: the V tiles (kVStages).
   static constexpr int kVTiles = kFp8 ? (kVtPre ? 0 : kKStages) : kVStages;
   static constexpr int kThreads = 384;
@@ -128,15 +120,14 @@ struct HopperConfig {
   static constexpr int kVtBytes = kFp8 ? kHeadDim * kBlockN : 0;      // transposed fp8 V tile
   static constexpr int kOBytes = kBlockM * kHeadDim * 2;              // bf16 O staging (own buffer)
   static constexpr int kQ = 0;
-  static constexpr int kK = kQ + kQBytes * kQBufs;
+  static constexpr int kK = kQ + kQBytes;
   static constexpr int kV = kK + kKStages * kTileBytes;
   static constexpr int kVt = kV + kVTiles * kTileBytes;
   static constexpr int kO = kVt + kVStages * kVtBytes;
   static constexpr int kScales = kO + kOBytes;  // fp8: Q row scales, float[128]
   static constexpr int kOnes = kScales + 1024;  // kRowSum: 1 KB of e4m3 ones (B of the row-sum wgmma)
   static constexpr int kBars = kScales + kBlockM * 4 + (kRowSum ? 1024 + 512 : 0);
-  static constexpr int kQBarIndex = 3 + 2 * kKStages + 2 * kVStages + kVTiles;  // kQProd: full / empty per Q buffer
-  static constexpr int kNumBars = kQBarIndex + (kQProd ? 4 : 0);
+  static constexpr int kNumBars = 3 + 2 * kKStages + 2 * kVStages + kVTiles;
   static constexpr int kSmemBytes = kBars + kNumBars * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory of a CTA");
   static constexpr int kProducerRegs = kVtPre ? (Tune::kRegs240 ? 24 : 40) : kFp8 ? 56 : 40;
@@ -156,9 +147,6 @@ struct HopperConfig {
 template <int kKStages, int kVStages>
 struct Bars {
   uint32_t base;
-  uint32_t qbase;  // kQProd: slot kQBarIndex
-  __device__ uint32_t q_full(int b) const { return qbase + 16 * b; }       // kQProd: Q buffer b written
-  __device__ uint32_t q_free(int b) const { return qbase + 16 * b + 8; }   // kQProd: Q buffer b read
   __device__ uint32_t q() const { return base; }
   __device__ uint32_t q_empty() const { return base + 8; }  // bf16: both warpgroups done with Q
   __device__ uint32_t anchor() const { return base + 16; }  // arrived on, never waited
@@ -269,56 +257,6 @@ __device__ __forceinline__ void load_kv_pair(const HopperPrefillParams& p, const
   }
 }
 
-// kFeatQProd, 64 threads (producer warps 2 and 3, pt = 0..63): the work's 128 Q rows from bf16
-// global memory to e4m3 in the swizzled Q tile at q_tile, each row with its own scale (amax / 448)
-// in scales[128]: quantize_q's arithmetic, bit for bit. Two threads a row (64 elements each), 32
-// rows a pass; x is read twice (amax, then the conversion) to fit the producers' 40 registers.
-template <class C, int kHeadDim>
-__device__ __forceinline__ void produce_q(const HopperPrefillParams& p, const Work& w, uint32_t q_tile, float* scales,
-                                          int pt) {
-  static_assert(kHeadDim == 128 && C::kRowBytes == 128, "fp8 d128: one 128-byte panel a row");
-  constexpr int kVec = kHeadDim / 16;  // 16-byte loads (8 bf16) per thread
-  const int half = pt % 2;
-  for (int pass = 0; pass < C::kBlockM / 32; ++pass) {
-    const int row = 32 * pass + pt / 2, token = w.row0 + row;
-    const bool valid = token < w.q_len;
-    const uint4* src = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.q) +
-                                                      (static_cast<int64_t>(w.q_row + (valid ? token : 0)) *
-                                                           p.num_q_heads +
-                                                       w.head) * kHeadDim +
-                                                      half * (kHeadDim / 2));
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      const uint4 x = valid ? src[i] : make_uint4(0, 0, 0, 0);
-      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&x);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float2 f = __bfloat1622float2(h[k]);
-        amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
-      }
-    }
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-    const float scale = amax > 0.f ? amax / 448.f : 1.f, inv = 1.f / scale;
-    if (half == 0) scales[row] = scale;
-#pragma unroll
-    for (int c = 0; c < kVec / 2; ++c) {  // 16 fp8 per chunk = 2 loads
-      uint4 x[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) x[i] = valid ? src[2 * c + i] : make_uint4(0, 0, 0, 0);
-      uint32_t words[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&x[k / 2]) + 2 * (k % 2);
-        const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
-        words[k] = pack_e4m3(a.x * inv, a.y * inv, b.x * inv, b.y * inv);
-      }
-      asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(q_tile + swizzled<C::kRowBytes>(row, half * (kVec / 2) + c)),
-                   "r"(words[0]), "r"(words[1]), "r"(words[2]), "r"(words[3]));
-    }
-  }
-}
-
 // One work's loads. `it`: the CTA's tiles before this work (ring stage and phase of tile j are
 // those of it + j); `n_work`: works before this one (phase of the Q barriers).
 template <bool kFp8, int kHeadDim, class T>
@@ -353,18 +291,7 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
                         bars.full_v(s), bars.empty_v(s), phase_of<VS>(c) ^ 1, true, lane);
       }
   } else if constexpr (C::kVtPre) {
-    // Warp 0: K tiles (paged, as bf16 does); warp 1: pre-transposed Vt tiles, one box each; kQProd:
-    // warps 2 and 3 quantize this work's Q into buffer n_work % 2 once the consumers freed it.
-    if constexpr (C::kQProd) {
-      if (warp >= 2) {
-        const int buf = n_work & 1;
-        mbar_wait(bars.q_free(buf), ((n_work >> 1) & 1) ^ 1);
-        produce_q<C, kHeadDim>(p, w, smem + C::kQ + buf * C::kQTileBytes,
-                               reinterpret_cast<float*>(smem_ptr + C::kScales) + 128 * buf, tid - 64);
-        fence_async_smem();
-        mbar_arrive(bars.q_full(buf));
-      }
-    }
+    // Warp 0: K tiles (paged, as bf16 does); warp 1: pre-transposed Vt tiles, one box each.
     if (warp == 0)
       for (int j = 0; j < w.n_tiles; ++j) {
         const int c = it + j, s = stage_of<KS>(c);
