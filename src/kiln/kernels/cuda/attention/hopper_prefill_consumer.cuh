@@ -263,8 +263,7 @@ __device__ __forceinline__ void quantize_q(const HopperPrefillParams& p, const W
 // One work of consumer warpgroup wg (64 rows). `it` / `n_work`: as for produce().
 template <bool kFp8, int kHeadDim, class T>
 __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work& w, uint8_t* smem_ptr, uint32_t smem,
-                                        Bars<T::kKStages, T::kVStages> bars, int wg, int wtid, int it, int n_work,
-                                        const void* q_next = nullptr) {
+                                        Bars<T::kKStages, T::kVStages> bars, int wg, int wtid, int it, int n_work) {
   using C = HopperConfig<kFp8, kHeadDim, T>;
   constexpr int KS = C::kKStages, VS = C::kVStages;
   constexpr int kSteps = C::kBlockN / C::kKStep;
@@ -379,12 +378,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
       pack_p<kFp8, C::kBlockN>(s, pa);
     }
   }
-  // kQPrefetch: this thread's 128 bytes of a Q row of the CTA's next work toward L2.
-  auto prefetch_next_q = [&] {
-    if (q_next != nullptr) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(q_next));
-  };
   for (int j = 1; j < w.n_tiles; ++j) {
-    if (T::kQPrefetch && j == w.n_tiles - 1) prefetch_next_q();
     const int ck = it + j, cv = it + j - 1;
     const int sk = stage_of<KS>(ck), sv = stage_of<VS>(cv);
     const int key0 = w.tile0 + j * C::kBlockN;
@@ -436,7 +430,6 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     finish_pv(sv);
     pack_p<kFp8, C::kBlockN>(s, pa);
   }
-  if (T::kQPrefetch && w.n_tiles <= 1) prefetch_next_q();
   if (w.n_tiles > 0) {
     const int cv = it + w.n_tiles - 1, sv = stage_of<VS>(cv);
     mbar_wait(bars.full_v(sv), phase_of<VS>(cv));
@@ -551,17 +544,7 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     for (int linear = first; linear < p.num_works; linear += stride) {
       Work w;
       if (!find_work<C::kBlockM, C::kBlockN>(p, linear, w)) continue;
-      const void* q_next = nullptr;  // kQPrefetch: this thread's half of a Q row of the next work
-      if constexpr (kFp8 && T::kQPrefetch) {
-        Work nw;
-        const int r = (tid % 128) / 2, token = 64 * (wg - 1) + r;
-        if (linear + stride < p.num_works && find_work<C::kBlockM, C::kBlockN>(p, linear + stride, nw) &&
-            nw.row0 + token < nw.q_len)
-          q_next = static_cast<const __nv_bfloat16*>(p.q) +
-                   (static_cast<int64_t>(nw.q_row + nw.row0 + token) * p.num_q_heads + nw.head) * kHeadDim +
-                   (tid % 2) * (kHeadDim / 2);
-      }
-      consume<kFp8, kHeadDim, T>(p, w, smem_ptr, smem, bars, wg - 1, tid % 128, it, n_work, q_next);
+      consume<kFp8, kHeadDim, T>(p, w, smem_ptr, smem, bars, wg - 1, tid % 128, it, n_work);
       it += w.n_tiles;
       ++n_work;
     }

@@ -67,8 +67,6 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     // Row 0 with Q quantized by producer warps 2 and 3 into two Q buffers (bit-exact to row 0): 731 /
     // 729 vs 753 / 756 at 8K, 299 vs 420 at 1K (the two warps quantize a work's Q slower than the
     // consumers do; ded1175, reverted).
-    // Row 20: row 0 with the next work's Q rows prefetched to L2 at the last key tile.
-    {"persistent k4v4 vtpre overlap solo qpf", fp8_d128_vtpre_k4v4_solo_qpf},
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
     {"probe: k3v3 v2 overlap ldsm no Q loads", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 4>},

@@ -43,9 +43,4 @@ Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefill
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo>(a, o, s);
 }
 
-// Row 0's kernel with the next work's Q rows prefetched to L2 at the last key tile ("qpf").
-Status fp8_d128_vtpre_k4v4_solo_qpf(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
-  return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatQPrefetch>(a, o, s);
-}
-
 }  // namespace kiln::hopper_launch

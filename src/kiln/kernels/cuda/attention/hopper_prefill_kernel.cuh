@@ -68,16 +68,13 @@ struct HopperPrefillParams {
 //     exit; the producer keeps 40 registers and the consumers get 232 (kFeatRegs240: 24 / 240);
 //   kFeatLaunchSolo: the launch turns the ping-pong off (HopperPrefillParams::pingpong = 0) in a
 //     kernel compiled with it (kFeatSolo removes it at compile time: different SASS);
-//   kFeatQPrefetch (fp8): at the last key tile of a work each consumer thread asks L2 for its half
-//     of a Q row of the CTA's next work (prefetch.global.L2), so quantize_q's loads there hit L2.
 //   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
 //     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
 //     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
 // kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials, bit 2
 // the global loads of Q (fp8: every Q element 1.0).
 constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32,
-              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256, kFeatLaunchSolo = 1024,
-              kFeatQPrefetch = 4096;
+              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256, kFeatLaunchSolo = 1024;
 template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyMask_, bool kOverlap_, bool kSplitQ_ = false,
           int kFeatures_ = 0, int kProbe_ = 0>
 struct HopperTune {
@@ -88,8 +85,7 @@ struct HopperTune {
                         kSolo = (kFeatures_ & kFeatSolo) != 0, kLdsmVt = (kFeatures_ & kFeatLdsmVt) != 0,
                         kVtPre = (kFeatures_ & kFeatVtPre) != 0, kEx2H2 = (kFeatures_ & kFeatEx2H2) != 0,
                         kRegs240 = (kFeatures_ & kFeatRegs240) != 0,
-                        kLaunchSolo = (kFeatures_ & kFeatLaunchSolo) != 0,
-                        kQPrefetch = (kFeatures_ & kFeatQPrefetch) != 0;
+                        kLaunchSolo = (kFeatures_ & kFeatLaunchSolo) != 0;
   // What a kVtPre tuning runs without a pre-pass workspace: the shipped in-kernel transpose (3 K / raw
   // V stages, 3 Vt stages, ldmatrix transpose), its other features kept.
   using Fallback = HopperTune<3, 3, kPersistent_, kPolyMask_, kOverlap_, kSplitQ_,
