@@ -66,7 +66,9 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     // 749.8 vs 772.1 TFLOP/s at causal 8K (H100, one call, 2026-11-22 ninth session; rows removed).
     // Row 0 with Q quantized by producer warps 2 and 3 into two Q buffers (bit-exact to row 0): 731 /
     // 729 vs 753 / 756 at 8K, 299 vs 420 at 1K (the two warps quantize a work's Q slower than the
-    // consumers do; ded1175, reverted).
+    // consumers do; ded1175, reverted). Row 0 with the next work's Q rows prefetched to L2 at the last
+    // key tile (prefetch.global.L2, the address from find_work of the next work): 703.7 / 709.9 vs
+    // 747.6 / 752.3 at 8K (2c0c3c2, reverted).
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
     {"probe: k3v3 v2 overlap ldsm no Q loads", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 4>},
