@@ -13,6 +13,7 @@
 
 #include "kiln/kernels/attention_hopper.h"
 #include "kiln/kernels/cuda/attention/hopper_prefill_kernel.cuh"
+#include "kiln/kernels/cuda/common/device_buffer.h"
 
 namespace kiln::hopper_launch {
 
@@ -27,17 +28,6 @@ inline Status check_int32(const Tensor& t, const char* name, int ndim) {
     return invalid_argument(std::string("prefill_attention_hopper: ") + name + " must be a " + std::to_string(ndim) +
                             "-D int32 cuda tensor with unit inner stride, got " + t.shape_string());
   return ok_status();
-}
-
-inline int device_sm_count() {
-  static const int n = [] {
-    int device = 0, count = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-                   cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess
-               ? count
-               : 132;
-  }();
-  return n;
 }
 
 inline bool device_is_sm90() {
@@ -172,7 +162,7 @@ Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& option
     return out_of_range("prefill_attention_hopper: " + std::to_string(row_blocks) + " row blocks (> 65535)");
   p.row_blocks = static_cast<int>(row_blocks);
   p.num_works = static_cast<int>(row_blocks * hq);
-  const dim3 grid = T::kPersistent ? dim3(static_cast<unsigned>(std::min<int64_t>(p.num_works, device_sm_count())))
+  const dim3 grid = T::kPersistent ? dim3(static_cast<unsigned>(std::min<int64_t>(p.num_works, cuda_sm_count())))
                                    : dim3(static_cast<unsigned>(hq), static_cast<unsigned>(row_blocks));
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
   const cudaError_t err = cudaGetLastError();

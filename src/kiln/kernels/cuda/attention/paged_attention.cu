@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kiln/kernels/cuda/attention/attention_params.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
 
 namespace kiln::cuda {
 namespace {
@@ -18,17 +19,6 @@ Status check_metadata(const Tensor& t, const char* name, int ndim) {
     return invalid_argument(std::string("paged_attention_cuda: ") + name + " must be a " + std::to_string(ndim) +
                             "-D int32 cuda tensor with unit inner stride, got " + t.shape_string());
   return ok_status();
-}
-
-int sm_count() {
-  static const int n = [] {
-    int device = 0, count = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-      return 1;
-    return count;
-  }();
-  return n;
 }
 
 int64_t align256(int64_t n) { return (n + 255) / 256 * 256; }
@@ -138,7 +128,7 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
     constexpr double kSplitCostBytes = 64 << 10;
     const double key_bytes = 2.0 * p.head_dim * (variant.cache == DType::kFp8E4M3 ? 1 : 2);  // K + V
     const int64_t ctas = static_cast<int64_t>(p.batch) * p.num_kv_heads;
-    const int64_t slots = static_cast<int64_t>(sm_count()) * variant.ctas_per_sm();
+    const int64_t slots = static_cast<int64_t>(cuda_sm_count()) * variant.ctas_per_sm();
     num_splits = 1;
     if (ctas > 0 && slots > 0) {
       auto cost = [&](int64_t len, int64_t splits) {  // modelled time, in bytes streamed
@@ -150,7 +140,7 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
       };
       double best = cost(keys, 1);
       const int64_t most = std::min<int64_t>({kMaxDecodeSplits, (keys + kMinSplitKeys - 1) / kMinSplitKeys,
-                                              std::max<int64_t>(32, (sm_count() + ctas - 1) / ctas)});
+                                              std::max<int64_t>(32, (cuda_sm_count() + ctas - 1) / ctas)});
       for (const int64_t half_waves : {1, 2, 4, 6, 8}) {
         const int64_t want = std::min(most, half_waves * slots / (2 * ctas));
         if (want < 2) continue;

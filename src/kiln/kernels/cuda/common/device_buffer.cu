@@ -24,6 +24,17 @@ bool cuda_available() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+int cuda_sm_count() {
+  static const int n = [] {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count <= 0)
+      return 132;
+    return count;
+  }();
+  return n;
+}
+
 std::string cuda_device_summary() {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);

@@ -14,6 +14,8 @@ struct CUstream_st;
 namespace kiln {
 
 bool cuda_available();  // at least one CUDA device is present and usable
+// Streaming multiprocessors of the current device, queried once per process (132 when the query fails).
+int cuda_sm_count();
 // A one-line description of device 0 ("NVIDIA H100 80GB HBM3, 132 SMs, sm_90"), or why none.
 std::string cuda_device_summary();
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/reduce.cuh"
 #include "kiln/kernels/cuda/gemm/gemm_fp8_activations.h"
 #include "kiln/kernels/cuda/quantize/fp8_row.cuh"
@@ -95,15 +96,6 @@ const TokenVariant kTokenVariants[] = {
     {4, &quantize_tokens_kernel<kMaxVecs>},
 };
 
-int num_sms() {
-  static const int sms = [] {
-    int device = 0, n = 132;
-    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
-    return n;
-  }();
-  return sms;
-}
-
 }  // namespace
 
 Status quantize_fp8_activations_cuda(const Fp8QuantizeArgs& a, uint32_t* amax_scratch, CUstream_st* stream) {
@@ -132,7 +124,7 @@ Status quantize_fp8_activations_cuda(const Fp8QuantizeArgs& a, uint32_t* amax_sc
     KILN_CUDA_CHECK_LAUNCH();
     return ok_status();
   }
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{num_sms()} * 8));
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(rows, int64_t{cuda_sm_count()} * 8));
   KILN_CUDA_CHECK(cudaMemsetAsync(amax_scratch, 0, sizeof(uint32_t), stream));
   tensor_amax_kernel<<<blocks, kThreads, 0, stream>>>(p);
   KILN_CUDA_CHECK_LAUNCH();

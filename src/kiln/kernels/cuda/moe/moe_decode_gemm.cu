@@ -15,6 +15,7 @@
 #include <string>
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_wgmma.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_x_fp8.cuh"
@@ -350,15 +351,9 @@ Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
       vi = i;
   }
   if (vi >= 0 && kMoeVariants[vi].v.wgmma) {  // a sparse grid takes the deep-ring wgmma row
-    static const int num_sms = [] {
-      int device = 0, sms = 0;
-      if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-        return 0;
-      return sms;
-    }();
     const int64_t slots = a.ids.numel(), experts = a.expert_ptrs.numel();
     const int64_t ctas = (a.n + skinny::wg::kRows - 1) / skinny::wg::kRows * std::min(slots, experts);
-    if (ctas <= num_sms)
+    if (ctas <= cuda_sm_count())
       for (int i = 0; i < kNumMoeVariants; ++i)
         if (kMoeVariants[i].v.sparse_grid && kMoeVariants[i].v.w == a.w_dtype) vi = i;
   }
@@ -417,9 +412,7 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     return invalid_argument("moe_decode_gemm: the e4m3 variant needs a 16-byte aligned device workspace of " +
                             std::to_string(skinny::x_fp8_bytes(x_rows, k)) + " bytes");
 
-  int device = 0, num_sms = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&device));
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  const int num_sms = cuda_sm_count();
   static bool smem_raised[kNumMoeVariants] = {};
   const int vi = variant;
   const int64_t groups = std::min(slots, num_experts);
