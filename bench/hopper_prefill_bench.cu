@@ -8,7 +8,8 @@
 // each reported as "kernel[index: name]"; HOPPER_BENCH_ALSO_BF16 / HOPPER_BENCH_ALSO_FP8 = "T1 T2 ..."
 // also time those tuning rows at every other length. Every run gets the V pre-pass workspace (the
 // "vtpre" rows run hopper_vt_prepass into it, timed with the kernel; "hopper_vt_prepass" times it
-// alone).
+// alone). fp8 runs also get Q quantized per row beforehand (quantize_fp8_cuda, untimed: the
+// "qtma" rows TMA-load it; "quantize_fp8 q" times that quantization alone).
 //   hopper_prefill_bench [SHAPE_SUBSTRING [TUNING]]
 // With TUNING: profile mode, two causal launches of that tuning per matching shape and nothing else
 // (for ncu: --kernel-name regex:hopper_prefill_kernel --launch-skip 1 --launch-count 1).
@@ -28,6 +29,7 @@
 #include "kiln/kernels/attention_hopper.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/gpu_bench.h"
+#include "kiln/kernels/quantize.h"
 
 namespace kiln {
 namespace {
@@ -44,6 +46,12 @@ __global__ void fill_random_fp8(uint8_t* p, int64_t n, uint32_t seed) {
 
 struct Batch {
   DeviceTensor q, k, v, out, cu, kv_lens, tables, workspace;
+  DeviceTensor q8, q_scales;  // fp8: q quantized per row (the "qtma" rows' input)
+  Fp8QuantizeArgs q_quantize() const {  // q as [tokens * hq, d] rows
+    const int64_t rows = q.tensor.shape[0] * q.tensor.shape[1], d = q.tensor.shape[2];
+    return {Tensor::view(q.tensor.data, DType::kBF16, {rows, d}, Device::kCuda),
+            Tensor::view(q8.tensor.data, DType::kFp8E4M3, {rows, d}, Device::kCuda), q_scales.tensor};
+  }
   PagedAttentionArgs args(int64_t d) const {
     PagedAttentionArgs a{q.tensor,       k.tensor,      v.tensor,   cu.tensor, kv_lens.tensor,
                          tables.tensor, out.tensor, 1.0f / std::sqrt(static_cast<float>(d))};
@@ -88,6 +96,11 @@ Batch make_batch(int64_t batch, int64_t len, int64_t hq, int64_t hkv, int64_t d,
   b.kv_lens = device_i32(kv, {batch});
   b.tables = device_i32(perm, {batch, blocks_per_seq});
   if (const int64_t bytes = hopper_prefill_workspace_bytes(b.args(d), tokens); bytes > 0) b.workspace = alloc(DType::kInt8, {bytes});
+  if (cache == DType::kFp8E4M3) {
+    b.q8 = alloc(DType::kFp8E4M3, {tokens, hq, d});
+    b.q_scales = alloc(DType::kF32, {tokens * hq});
+    bench::check(quantize_fp8_cuda(b.q_quantize(), nullptr), "quantize q");
+  }
   return b;
 }
 
@@ -123,6 +136,8 @@ int main(int argc, char** argv) {
           o.tuning = tuning;
           o.workspace = b.workspace.tensor.data;
           o.workspace_bytes = b.workspace.tensor.data ? b.workspace.tensor.numel() : 0;
+          o.q_fp8 = b.q8.tensor.data;
+          o.q_scales = b.q_scales.tensor.data ? b.q_scales.tensor.ptr<float>() : nullptr;
           return o;
         };
         const double flops = 4.0 * static_cast<double>(batch) * len * len * d * kHq;
@@ -199,6 +214,12 @@ int main(int argc, char** argv) {
               nullptr, 3, 15, 2);
           const double gbs = 2.0 * static_cast<double>(b.v.tensor.numel()) / ms / 1e6;
           bench::report("hopper_vt_prepass", base + " (GB/s vs copy)", ms, gbs, c.copy_gbps, "GB/s");
+        }
+        if (fp8 && len == 8192) {  // Q quantized per row alone: q read, q8 and scales written
+          const double ms = bench::median_ms(
+              [&](int) { bench::check(quantize_fp8_cuda(b.q_quantize(), nullptr), "quantize q"); }, nullptr, 3, 15, 2);
+          const double gbs = (3.0 * static_cast<double>(b.q.tensor.numel()) + 4.0 * b.q_scales.tensor.numel()) / ms / 1e6;
+          bench::report("quantize_fp8 q", base + " (GB/s vs copy)", ms, gbs, c.copy_gbps, "GB/s");
         }
         if (!fp8) {
           const double ms = bench::median_ms(

@@ -466,13 +466,14 @@ TEST(GemmSkinnyCuda, GraphReplayIsDeterministic) {
 }
 
 // The GPU quantizer gives the CPU quantizer's bits: per row and per tensor, vector and scalar
-// paths (k % 8 != 0), a zero row, strided rows.
+// paths (k % 8 != 0), short rows (k <= 256: a lane group per row, more rows than one block holds),
+// a zero row, strided rows.
 TEST(QuantizeFp8Cuda, MatchesCpuBitForBit) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(36);
-  for (int64_t k : {4096, 100, 14336}) {
+  for (int64_t k : {4096, 100, 14336, 128, 64, 256, 72, 24}) {
     for (bool per_tensor : {false, true}) {
-      const int64_t rows = 37;
+      const int64_t rows = k <= 256 ? 1037 : 37;
       HostTensor src = test::random_tensor(DType::kBF16, {rows, k}, rng, 2.0f);
       std::fill_n(src.tensor.ptr<uint16_t>() + 5 * k, k, uint16_t{0});  // a zero row
       src.tensor.ptr<uint16_t>()[9 * k + 3] = 0x4780;  // 65536: a large value

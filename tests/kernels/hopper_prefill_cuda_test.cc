@@ -23,6 +23,7 @@
 #include "kiln/kernels/attention.h"
 #include "kiln/kernels/attention_hopper.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
 
 #if defined(KILN_WITH_CUDA)
@@ -54,6 +55,7 @@ struct Problem {
   std::vector<int32_t> cu, kv_lens, tables;
   DeviceTensor dq, dk, dv, dcu, dkv, dtables, dout;
   DeviceTensor workspace;  // the fp8 d128 V pre-pass scratch (empty for the other variants)
+  DeviceTensor dq8, dq_scales;  // fp8: q quantized per row by quantize_fp8_cuda (the "qtma" rows' Q)
 };
 
 // Cache values: bf16-rounded normals, or for fp8 normals / scale rounded to e4m3 (the device copy
@@ -128,6 +130,15 @@ Result<Problem> make_problem(const Shape& s, int64_t d, DType cache, std::mt1993
     KILN_ASSIGN_OR_RETURN(p.workspace, DeviceTensor::empty(DType::kInt8, {bytes}));
     KILN_RETURN_IF_ERROR(fill_bytes(p.workspace.tensor, 0x7f));  // e4m3 NaN: unwritten tiles show
   }
+  if (fp8) {
+    const int64_t rows = p.n * s.hq;
+    KILN_ASSIGN_OR_RETURN(p.dq8, DeviceTensor::empty(DType::kFp8E4M3, {p.n, s.hq, d}));
+    KILN_ASSIGN_OR_RETURN(p.dq_scales, DeviceTensor::empty(DType::kF32, {rows}));
+    KILN_RETURN_IF_ERROR(quantize_fp8_cuda({Tensor::view(p.dq.tensor.data, DType::kBF16, {rows, d}, Device::kCuda),
+                                            Tensor::view(p.dq8.tensor.data, DType::kFp8E4M3, {rows, d}, Device::kCuda),
+                                            p.dq_scales.tensor},
+                                           nullptr));
+  }
   return p;
 }
 
@@ -166,9 +177,14 @@ HostTensor reference(const Problem& p, bool causal) {
 }
 
 // max |gpu - cpu| / max |cpu| after one run of `variant` (infinity when an output is not finite).
+// fp8: with the pre-quantized Q unless without_q8.
 double relative_error(Problem& p, const HopperPrefillVariant& variant, HopperPrefillOptions options,
-                      const HostTensor& ref) {
+                      const HostTensor& ref, bool without_q8 = false) {
   EXPECT_TRUE(fill_bytes(p.dout.tensor, 0xff).ok());
+  if (!without_q8 && p.dq8.tensor.data != nullptr) {
+    options.q_fp8 = p.dq8.tensor.data;
+    options.q_scales = p.dq_scales.tensor.ptr<float>();
+  }
   if (options.workspace == nullptr && p.workspace.tensor.data != nullptr && options.workspace_bytes >= 0) {
     options.workspace = p.workspace.tensor.data;
     options.workspace_bytes = p.workspace.tensor.numel();
@@ -220,6 +236,7 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
       const HostTensor ref_causal = reference(*p, true), ref_full = reference(*p, false);
       // Every tuning causal and not, without ping-pong and in kv-head chunks of 1.
       std::vector<HopperPrefillOptions> runs;
+      std::vector<bool> without_q8;  // per run: "qtma" rows once without the pre-quantized Q
       for (int t = 0; t < static_cast<int>(v.tunings.size()); ++t) {
         // "probe: ..." rows are the bench's bounds (a step skipped, wrong results by design).
         const std::string name = v.tunings[static_cast<size_t>(t)].name;
@@ -233,14 +250,21 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
           o.workspace_bytes = -1;  // relative_error: keep it without a workspace
           runs.push_back(o);
         }
+        without_q8.resize(runs.size(), false);
+        if (name.find("qtma") != std::string::npos) {  // without q_fp8: the kernel quantizes Q
+          runs.push_back({true, true, 0, t});
+          without_q8.push_back(true);
+        }
       }
-      for (const HopperPrefillOptions& o : runs) {
-        const double err = relative_error(*p, v, o, o.causal ? ref_causal : ref_full);
+      for (size_t r = 0; r < runs.size(); ++r) {
+        const HopperPrefillOptions& o = runs[r];
+        const double err = relative_error(*p, v, o, o.causal ? ref_causal : ref_full, without_q8[r]);
         const std::string what = describe(s, v.head_dim, v.cache_dtype, o.causal) + " [" +
                                  v.tunings[static_cast<size_t>(o.tuning)].name + "]" +
                                  (o.pingpong ? "" : " (no ping-pong)") +
                                  (o.kv_heads_per_chunk > 0 ? " (kv-head chunks of 1)" : "") +
-                                 (o.workspace_bytes < 0 ? " (no workspace)" : "");
+                                 (o.workspace_bytes < 0 ? " (no workspace)" : "") +
+                                 (without_q8[r] ? " (Q quantized in the kernel)" : "");
         std::printf("[hopper_prefill] %s rel err %.2e\n", what.c_str(), err);
         EXPECT_LT(err, o.tuning == 0 ? tol_shipped : tol) << what;
         worst = std::max(worst, err);
@@ -256,6 +280,23 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
   HopperPrefillOptions bad;
   bad.tuning = 1000;
   EXPECT_EQ(prefill_attention_hopper_cuda(device_args(*p), bad, nullptr).code(), StatusCode::kInvalidArgument);
+  // A pre-quantized Q that TMA cannot read (not 16-byte aligned): an error, not a launch.
+  Result<Problem> p8 = make_problem({{{20, 20}}, 4, 2, 16}, 128, DType::kFp8E4M3, rng2);
+  ASSERT_TRUE(p8.ok());
+  const HopperPrefillVariant* fp8_d128 = nullptr;
+  for (const HopperPrefillVariant& v : hopper_prefill_variants())
+    if (v.cache_dtype == DType::kFp8E4M3 && v.head_dim == 128) fp8_d128 = &v;
+  ASSERT_NE(fp8_d128, nullptr);
+  for (int t = 0; t < static_cast<int>(fp8_d128->tunings.size()); ++t) {
+    if (std::string(fp8_d128->tunings[static_cast<size_t>(t)].name).find("qtma") == std::string::npos) continue;
+    HopperPrefillOptions o;
+    o.tuning = t;
+    o.workspace = p8->workspace.tensor.data;
+    o.workspace_bytes = p8->workspace.tensor.numel();
+    o.q_fp8 = static_cast<const uint8_t*>(p8->dq8.tensor.data) + 1;
+    o.q_scales = p8->dq_scales.tensor.ptr<float>();
+    EXPECT_EQ(fp8_d128->run(device_args(*p8), o, nullptr).code(), StatusCode::kInvalidArgument);
+  }
 }
 
 // The V pre-pass against hopper_vt_prepass_cpu, byte for byte: varlen kv lengths around the 128-key

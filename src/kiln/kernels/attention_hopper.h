@@ -5,7 +5,8 @@
 // prefix, sliding window), plus a non-causal mode. Variants (cache dtype x head_dim): bf16 x {64,
 // 128} and fp8 e4m3 x {64, 128}; q and out are bf16 either way (the fp8 variant quantizes each Q
 // row to e4m3 with its own scale in the kernel: one e4m3 part for d128, hi + lo parts for d64 (the
-// shipped tunings); K = fp8 * k_scale, V = fp8 * v_scale). fp8 d128 runs fastest with a workspace
+// shipped tunings), or for d128 takes Q quantized outside (HopperPrefillOptions::q_fp8); K = fp8 *
+// k_scale, V = fp8 * v_scale). fp8 d128 runs fastest with a workspace
 // (HopperPrefillOptions::workspace): V is then transposed once per KV head by a pre-pass instead of
 // in every CTA's shared memory.
 #pragma once
@@ -35,6 +36,12 @@ struct HopperPrefillOptions {
   // Other variants ignore it.
   void* workspace = nullptr;
   int64_t workspace_bytes = 0;
+  // fp8 d128: Q already quantized per row (quantize_fp8_cuda over q viewed as [tokens * hq, d]:
+  // q_fp8 [tokens, hq, d] e4m3 on the device, 16-byte aligned; q_scales [tokens, hq] f32, q ~= q_fp8
+  // * scale). Tunings marked "qtma" then TMA-load Q tiles instead of quantizing Q at the start of
+  // every work; without it (nullptr) they quantize q themselves. Other tunings ignore it.
+  const void* q_fp8 = nullptr;
+  const float* q_scales = nullptr;
 };
 
 using HopperPrefillRun = Status (*)(const PagedAttentionArgs& args, const HopperPrefillOptions& options,

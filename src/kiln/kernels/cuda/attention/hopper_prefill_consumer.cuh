@@ -282,7 +282,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     st.c[h] = p.scale_log2;
   }
   const uint32_t q_wg = smem + C::kQ + 64 * wg * C::kRowBytes;
-  if constexpr (kFp8) {
+  if constexpr (kFp8 && !C::kQTma) {
     // This warpgroup's wgmma reads of the previous work's Q rows are complete (waited); its own rows.
     quantize_q<C, kHeadDim, (T::kProbe & 4) != 0>(p, w, wg, smem + C::kQ, scales, wtid);
     fence_async_smem();
@@ -290,12 +290,27 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
 #pragma unroll
     for (int h = 0; h < 2; ++h) st.c[h] *= scales[64 * wg + 16 * warp + g + 8 * h];
   } else {
-    mbar_wait(bars.q(), n_work & 1);
-    if (w.n_tiles == 0 && lane == 0) mbar_arrive(bars.q_empty());
+    if constexpr (C::kQTma) {  // the rows' scales (rows past the sequence: not stored, any finite value)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int token = w.row0 + 64 * wg + 16 * warp + g + 8 * h;
+        st.c[h] *= token < w.q_len ? p.q_scales[static_cast<int64_t>(w.q_row + token) * p.num_q_heads + w.head] : 1.f;
+      }
+    }
+    const uint32_t q_full = C::kQTma ? bars.q_half(wg) : bars.q();
+    mbar_wait(q_full, n_work & 1);
   }
-  auto release_q = [&](int j) {  // after the QK product of tile j has completed
-    if (!kFp8 && j == w.n_tiles - 1 && lane == 0) mbar_arrive(bars.q_empty());
+  // After the QK product of tile j has completed (bf16: both warpgroups free the tile; kQTma: each
+  // its own rows).
+  const uint32_t q_free = C::kQTma ? bars.q_half_empty(wg) : bars.q_empty();
+  auto release_q = [&](int j) {
+    if ((!kFp8 || C::kQTma) && j == w.n_tiles - 1 && lane == 0) mbar_arrive(q_free);
   };
+  if ((!kFp8 || C::kQTma) && w.n_tiles == 0 && lane == 0) mbar_arrive(q_free);
+  // A converged warp for the main loop: without it ptxas left the loop's wgmma descriptors in
+  // vector registers (R2UR before each wgmma: 24 vs 8, uniform-datapath ops 24 vs 94) and kQTma ran
+  // 2-5% below row 0 at 4K-16K.
+  if constexpr (C::kQTma) __syncwarp();
 
   float o[kHeadDim / 2];
 #pragma unroll
@@ -395,7 +410,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     wgmma_wait<1>();
     pin(s);
     if (lane == 0) mbar_arrive(bars.empty_k(sk));
-    release_q(j);
+    if constexpr (!C::kQTma) release_q(j);  // kQTma: after the loop (an arrive in it cost 2.5% at 8K)
     if (needs_mask(key0)) mask_tile<C::kBlockN>(s, key0, st, window, t);
     if constexpr (kFp8 && T::kEx2H2) {
       static_assert(T::kOverlap, "f16x2 exponentials: overlap rows only");
@@ -429,6 +444,9 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (T::kOverlap && lane == 0 && !(st.l[0] + st.l[1] < 0.f)) mbar_arrive(bars.anchor());
     finish_pv(sv);
     pack_p<kFp8, C::kBlockN>(s, pa);
+  }
+  if constexpr (C::kQTma) {
+    if (w.n_tiles > 1) release_q(w.n_tiles - 1);
   }
   if (w.n_tiles > 0) {
     const int cv = it + w.n_tiles - 1, sv = stage_of<VS>(cv);
@@ -511,8 +529,12 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     }
     for (int s = 0; s < C::kVTiles; ++s) mbar_init(bars.full_raw(s), 1);
     mbar_init(bars.anchor(), (1 << 20) - 1);
+    for (int h = 0; h < 2; ++h) {
+      mbar_init(bars.q_half(h), 1);
+      mbar_init(bars.q_half_empty(h), 4);
+    }
     mbar_init_fence();
-    if constexpr (!kFp8) tma_prefetch_map(&p.q_map);
+    if constexpr (!kFp8 || C::kQTma) tma_prefetch_map(&p.q_map);
     if constexpr (C::kVtPre) tma_prefetch_map(&p.vt_map);
     tma_prefetch_map(&p.k_map);
     tma_prefetch_map(&p.v_map);
@@ -529,7 +551,7 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     regs_dealloc<C::kProducerRegs>();
 #endif
     if (!kFp8 && tid >= 96) return;  // bf16 uses producer warps 0-2 only
-    if (C::kVtPre && tid >= 64) return;  // the V pre-pass: warps 0 (K) and 1 (Vt)
+    if (C::kVtPre && !C::kQTma && tid >= 64) return;  // the V pre-pass: warps 0 (K), 1 (Vt) (kQTma: 2, 3 Q)
     for (int linear = first; linear < p.num_works; linear += stride) {
       Work w;
       if (!find_work<C::kBlockM, C::kBlockN>(p, linear, w)) continue;

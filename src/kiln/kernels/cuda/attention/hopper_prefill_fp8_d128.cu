@@ -69,6 +69,9 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     // consumers do; ded1175, reverted). Row 0 with the next work's Q rows prefetched to L2 at the last
     // key tile (prefetch.global.L2, the address from find_work of the next work): 703.7 / 709.9 vs
     // 747.6 / 752.3 at 8K (2c0c3c2, reverted).
+    // Row 0 with Q quantized outside the kernel (options.q_fp8, e.g. quantize_fp8_cuda) and
+    // TMA-loaded by the producer; without q_fp8 it is row 0.
+    {"persistent k4v4 vtpre overlap solo qtma", fp8_d128_vtpre_k4v4_solo_qtma},
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
     {"probe: k3v3 v2 overlap ldsm no Q loads", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 4>},

@@ -18,11 +18,12 @@ namespace kiln::cuda::hopper {
 
 // Everything the kernel reads; passed __grid_constant__ so the tensor maps stay in param space.
 struct HopperPrefillParams {
-  CUtensorMap q_map;            // bf16 path: 3-D over q [num_tokens, hq, d], box [128 rows, 1, 64]
+  CUtensorMap q_map;            // bf16: 3-D over q [num_tokens, hq, d], box [128 rows, 1, 64]; kQTma: over q_fp8, box [64, 1, 128]
   CUtensorMap k_map, v_map;     // 4-D over the caches [blocks, bs, hkv, d], box [1, 16, 1, row]
   CUtensorMap vt_map;           // kVtPre: 4-D over the pre-pass tiles [hkv, cap_tiles, d, 128 keys], one tile a box
   const int32_t* vt_offsets;    // kVtPre: [batch + 1] first pre-pass tile of each sequence
   const void* q;                // [num_tokens, num_q_heads, head_dim] bf16
+  const float* q_scales;        // kQTma: [num_tokens, num_q_heads], the row scales of q_fp8 (q_map)
   const int32_t* cu_seqlens_q;  // [batch + 1]
   const int32_t* kv_lens;       // [batch]
   const int32_t* block_tables;  // [batch, table_stride]
@@ -68,13 +69,19 @@ struct HopperPrefillParams {
 //     exit; the producer keeps 40 registers and the consumers get 232 (kFeatRegs240: 24 / 240);
 //   kFeatLaunchSolo: the launch turns the ping-pong off (HopperPrefillParams::pingpong = 0) in a
 //     kernel compiled with it (kFeatSolo removes it at compile time: different SASS);
+//   kFeatQTma (fp8 d128 with kFeatVtPre): Q comes quantized per row from outside the kernel
+//     (HopperPrefillOptions::q_fp8 / q_scales): producer warp 2 + wg TMA-loads consumer wg's 64 Q
+//     rows of a work once that warpgroup's last QK product of the previous work is done (its own
+//     barrier pair: the consumers never wait for each other, as they do not when they quantize Q
+//     themselves; one shared 128-row tile measured 2.5% slower at 8K). No quantization, global
+//     loads or barrier at the start of a work (without q_fp8 the row runs NoQTma);
 //   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
 //     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
 //     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
 // kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials, bit 2
 // the global loads of Q (fp8: every Q element 1.0).
 constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32,
-              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256, kFeatLaunchSolo = 1024;
+              kFeatVtPre = 64, kFeatEx2H2 = 128, kFeatRegs240 = 256, kFeatLaunchSolo = 1024, kFeatQTma = 2048;
 template <int kKStages_, int kVStages_, bool kPersistent_, int kPolyMask_, bool kOverlap_, bool kSplitQ_ = false,
           int kFeatures_ = 0, int kProbe_ = 0>
 struct HopperTune {
@@ -85,11 +92,15 @@ struct HopperTune {
                         kSolo = (kFeatures_ & kFeatSolo) != 0, kLdsmVt = (kFeatures_ & kFeatLdsmVt) != 0,
                         kVtPre = (kFeatures_ & kFeatVtPre) != 0, kEx2H2 = (kFeatures_ & kFeatEx2H2) != 0,
                         kRegs240 = (kFeatures_ & kFeatRegs240) != 0,
-                        kLaunchSolo = (kFeatures_ & kFeatLaunchSolo) != 0;
+                        kLaunchSolo = (kFeatures_ & kFeatLaunchSolo) != 0, kQTma = (kFeatures_ & kFeatQTma) != 0;
   // What a kVtPre tuning runs without a pre-pass workspace: the shipped in-kernel transpose (3 K / raw
   // V stages, 3 Vt stages, ldmatrix transpose), its other features kept.
   using Fallback = HopperTune<3, 3, kPersistent_, kPolyMask_, kOverlap_, kSplitQ_,
-                              (kFeatures_ & ~(kFeatVtPre | kFeatRegs240)) | kFeatFastVt | kFeatLdsmVt, kProbe_>;
+                              (kFeatures_ & ~(kFeatVtPre | kFeatRegs240 | kFeatQTma)) | kFeatFastVt | kFeatLdsmVt,
+                              kProbe_>;
+  // What a kQTma tuning runs without pre-quantized Q: the same tuning quantizing Q itself.
+  using NoQTma = HopperTune<kKStages_, kVStages_, kPersistent_, kPolyMask_, kOverlap_, kSplitQ_,
+                            kFeatures_ & ~kFeatQTma, kProbe_>;
 };
 
 template <bool kFp8, int kHeadDim, class Tune>
@@ -108,6 +119,8 @@ struct HopperConfig {
   static_assert(!Tune::kFastVt || (kFp8 && kHeadDim == 128), "transpose_v_fast is for fp8 d128");
   static_assert(!Tune::kLdsmVt || Tune::kFastVt, "transpose_v_ldsm runs in transpose_v_fast's pipeline");
   static constexpr bool kRowSum = kFp8 && Tune::kRowSum;
+  static constexpr bool kQTma = kFp8 && Tune::kQTma;
+  static_assert(!Tune::kQTma || (kVtPre && !Tune::kSplitQ && Tune::kProbe == 0), "kFeatQTma: fp8 d128 vtpre rows");
   // fp8: raw V tiles are loaded with K (kKStages of them; none with the pre-pass); bf16: the V tiles (kVStages).
   static constexpr int kVTiles = kFp8 ? (kVtPre ? 0 : kKStages) : kVStages;
   static constexpr int kThreads = 384;
@@ -127,7 +140,7 @@ struct HopperConfig {
   static constexpr int kScales = kO + kOBytes;  // fp8: Q row scales, float[128]
   static constexpr int kOnes = kScales + 1024;  // kRowSum: 1 KB of e4m3 ones (B of the row-sum wgmma)
   static constexpr int kBars = kScales + kBlockM * 4 + (kRowSum ? 1024 + 512 : 0);
-  static constexpr int kNumBars = 3 + 2 * kKStages + 2 * kVStages + kVTiles;
+  static constexpr int kNumBars = 3 + 3 * kKStages + 2 * kVStages + 4;  // Bars (full_raw: <= kKStages)
   static constexpr int kSmemBytes = kBars + kNumBars * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "over the 227 KB of shared memory of a CTA");
   static constexpr int kProducerRegs = kVtPre ? (Tune::kRegs240 ? 24 : 40) : kFp8 ? 56 : 40;
@@ -155,6 +168,9 @@ struct Bars {
   __device__ uint32_t full_v(int s) const { return base + 8 * (3 + 2 * kKStages + s); }  // bf16: V; fp8: Vt
   __device__ uint32_t empty_v(int s) const { return base + 8 * (3 + 2 * kKStages + kVStages + s); }
   __device__ uint32_t full_raw(int s) const { return base + 8 * (3 + 2 * kKStages + 2 * kVStages + s); }  // fp8, s < kVTiles
+  // kQTma: consumer warpgroup wg's half of the Q tile landed / free again.
+  __device__ uint32_t q_half(int wg) const { return base + 8 * (3 + 3 * kKStages + 2 * kVStages + wg); }
+  __device__ uint32_t q_half_empty(int wg) const { return base + 8 * (5 + 3 * kKStages + 2 * kVStages + wg); }
 };
 
 // Stage and phase parity of a CTA's tile counter c in a ring of kStages.
@@ -257,6 +273,19 @@ __device__ __forceinline__ void load_kv_pair(const HopperPrefillParams& p, const
   }
 }
 
+// bf16: the Q tile of work w once both consumer warpgroups are done with the previous one (their
+// last QK product). One thread.
+template <typename C, class B>
+__device__ __forceinline__ void load_q_tile(const HopperPrefillParams& p, const Work& w, uint32_t smem, const B& bars,
+                                            int n_work) {
+  mbar_wait(bars.q_empty(), (n_work & 1) ^ 1);
+  mbar_expect_tx(bars.q(), C::kQBytes);
+#pragma unroll
+  for (int panel = 0; panel < C::kPanels; ++panel)
+    tma_load_3d(smem + C::kQ + panel * C::kBlockM * C::kRowBytes, &p.q_map, bars.q(), panel * C::kPanelElems, w.head,
+                w.q_row + w.row0);
+}
+
 // One work's loads. `it`: the CTA's tiles before this work (ring stage and phase of tile j are
 // those of it + j); `n_work`: works before this one (phase of the Q barriers).
 template <bool kFp8, int kHeadDim, class T>
@@ -270,14 +299,7 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
   if constexpr (!kFp8) {
     // Warp 2: Q (once both consumer warpgroups are done with the previous one); warp 0: K tiles;
     // warp 1: V tiles, each at its own pace (V of tile j frees one tile later than K of tile j).
-    if (warp == 2 && lane == 0) {
-      mbar_wait(bars.q_empty(), (n_work & 1) ^ 1);
-      mbar_expect_tx(bars.q(), C::kQBytes);
-#pragma unroll
-      for (int panel = 0; panel < C::kPanels; ++panel)
-        tma_load_3d(smem + C::kQ + panel * C::kBlockM * C::kRowBytes, &p.q_map, bars.q(), panel * C::kPanelElems,
-                    w.head, w.q_row + w.row0);
-    }
+    if (warp == 2 && lane == 0) load_q_tile<C>(p, w, smem, bars, n_work);
     if (warp == 0)
       for (int j = 0; j < w.n_tiles; ++j) {
         const int c = it + j, s = stage_of<KS>(c);
@@ -291,7 +313,15 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
                         bars.full_v(s), bars.empty_v(s), phase_of<VS>(c) ^ 1, true, lane);
       }
   } else if constexpr (C::kVtPre) {
-    // Warp 0: K tiles (paged, as bf16 does); warp 1: pre-transposed Vt tiles, one box each.
+    // Warp 0: K tiles (paged, as bf16 does); warp 1: pre-transposed Vt tiles, one box each; kQTma:
+    // warps 2 and 3 the Q rows of consumer warpgroups 0 and 1.
+    if (C::kQTma && warp >= 2 && lane == 0) {
+      const int half = warp - 2;
+      mbar_wait_sleepy(bars.q_half_empty(half), (n_work & 1) ^ 1, 256);
+      mbar_expect_tx(bars.q_half(half), C::kQTileBytes / 2);
+      tma_load_3d(smem + C::kQ + half * (C::kQTileBytes / 2), &p.q_map, bars.q_half(half), 0, w.head,
+                  w.q_row + w.row0 + 64 * half);
+    }
     if (warp == 0)
       for (int j = 0; j < w.n_tiles; ++j) {
         const int c = it + j, s = stage_of<KS>(c);

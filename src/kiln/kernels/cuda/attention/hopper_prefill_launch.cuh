@@ -74,6 +74,12 @@ inline Status encode_map(CUtensorMap& map, const void* data, CUtensorMapDataType
 template <bool kFp8, int kHeadDim, class T>
 Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& options, CUstream_st* stream) {
   using C = HopperConfig<kFp8, kHeadDim, T>;
+  if constexpr (C::kQTma) {  // no pre-quantized Q: the kernel quantizes it
+    if (options.q_fp8 == nullptr || options.q_scales == nullptr)
+      return run_tuned<kFp8, kHeadDim, typename T::NoQTma>(a, options, stream);
+    if ((reinterpret_cast<uintptr_t>(options.q_fp8) & 15) != 0)
+      return invalid_argument("prefill_attention_hopper: q_fp8 must be 16-byte aligned (TMA)");
+  }
   if constexpr (C::kVtPre) {  // no workspace: the in-kernel transpose
     if (options.workspace == nullptr) return run_tuned<kFp8, kHeadDim, typename T::Fallback>(a, options, stream);
   }
@@ -116,13 +122,15 @@ Status run_tuned(const PagedAttentionArgs& a, const HopperPrefillOptions& option
                                        CU_TENSOR_MAP_DATA_TYPE_UINT8, vt_dims, vt_strides, vt_box, 128));
     p.vt_offsets = static_cast<const int32_t*>(options.workspace);
   }
-  if constexpr (!kFp8) {
+  if constexpr (!kFp8 || C::kQTma) {  // bf16 q, or kQTma's e4m3 q_fp8 (same shape)
     const cuuint64_t q_dims[3] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(hq),
                                   static_cast<cuuint64_t>(tokens)};
-    const cuuint64_t q_strides[2] = {static_cast<cuuint64_t>(kHeadDim * 2), static_cast<cuuint64_t>(hq * kHeadDim * 2)};
-    const cuuint32_t q_box[3] = {C::kPanelElems, 1, C::kBlockM};
-    KILN_RETURN_IF_ERROR(encode_map<3>(p.q_map, a.q.data, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q_dims, q_strides, q_box,
-                                       C::kRowBytes));
+    const cuuint64_t q_strides[2] = {static_cast<cuuint64_t>(kHeadDim * es), static_cast<cuuint64_t>(hq * kHeadDim * es)};
+    const cuuint32_t q_box[3] = {C::kPanelElems, 1, C::kQTma ? C::kBlockM / 2 : C::kBlockM};  // kQTma: a warpgroup's rows
+    KILN_RETURN_IF_ERROR(encode_map<3>(p.q_map, kFp8 ? options.q_fp8 : a.q.data,
+                                       kFp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q_dims,
+                                       q_strides, q_box, C::kRowBytes));
+    if constexpr (C::kQTma) p.q_scales = options.q_scales;
   }
   p.q = a.q.data;
   p.cu_seqlens_q = a.cu_seqlens_q.ptr<int32_t>();

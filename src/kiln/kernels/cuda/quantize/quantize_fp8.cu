@@ -1,7 +1,9 @@
 // FP8 e4m3 quantization of bf16 rows on the GPU (see quantize.h): the same arithmetic as
 // quantize_fp8_cpu (amax with NaN ignored, scale = amax / 448 or 1, IEEE division, RNE
 // saturating conversion), so the bits match. Per row: one block per row, amax then quantize (the
-// second read of the row hits L1/L2). Per tensor: row amax -> atomicMax on the f32 bits (amax >= 0
+// second read of the row hits L1/L2); rows of at most 256 elements (k % 8 == 0: per-head Q rows of
+// the Hopper fp8 prefill attention) take a group of k / 8 threads each instead, one 16-byte vector
+// a thread, amax by shuffles. Per tensor: row amax -> atomicMax on the f32 bits (amax >= 0
 // orders like its bits) -> scale -> quantize.
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
@@ -88,6 +90,45 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const __grid_co
   quantize_row<kVec>(row, p.q + r * p.ldq, p.k, s);
 }
 
+// Per row, short rows (k <= 256, k % 8 == 0, 16-byte aligned): a group of kGroup >= k / 8 lanes
+// (a power of two) per row, one 8-element vector a lane; kThreads / kGroup rows a block.
+template <int kGroup>
+__global__ void __launch_bounds__(kThreads) quantize_short_rows_kernel(const __grid_constant__ QuantizeParams p) {
+  const int lane = threadIdx.x % kGroup;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * (kThreads / kGroup) + threadIdx.x / kGroup;
+  const bool active = r < p.rows && 8 * lane < p.k;
+  uint4 u = make_uint4(0, 0, 0, 0);
+  if (active) u = *reinterpret_cast<const uint4*>(p.src + r * p.lds + 8 * lane);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+  float m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    m = fmaxf(m, fmaxf(fabsf(f.x), fabsf(f.y)));
+  }
+#pragma unroll
+  for (int o = kGroup / 2; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o, kGroup));
+  if (!active) return;
+  const float s = scale_for(m);
+  if (lane == 0) p.scale[r] = s;
+  uint32_t out[2] = {0, 0};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    out[i / 2] |= (static_cast<uint32_t>(to_fp8(f.x / s)) | static_cast<uint32_t>(to_fp8(f.y / s)) << 8)
+                  << (16 * (i % 2));
+  }
+  *reinterpret_cast<uint2*>(p.q + r * p.ldq + 8 * lane) = make_uint2(out[0], out[1]);
+}
+
+template <int kGroup>
+Status launch_short(const QuantizeParams& p, cudaStream_t stream) {
+  constexpr int64_t kRows = kThreads / kGroup;
+  quantize_short_rows_kernel<kGroup><<<static_cast<unsigned>((p.rows + kRows - 1) / kRows), kThreads, 0, stream>>>(p);
+  KILN_CUDA_CHECK_LAUNCH();
+  return ok_status();
+}
+
 // Per tensor, pass 1: scale[0] (zeroed before) = max over rows of amax, as f32 bits.
 template <bool kVec>
 __global__ void __launch_bounds__(kThreads) tensor_amax_kernel(const __grid_constant__ QuantizeParams p) {
@@ -144,6 +185,11 @@ Status quantize_fp8_cuda(const Fp8QuantizeArgs& a, CUstream_st* stream) {
   const bool per_tensor = a.scale.numel() == 1 && rows != 1;
   const bool vec = k % 8 == 0 && p.lds % 8 == 0 && p.ldq % 8 == 0 && reinterpret_cast<uintptr_t>(s.data) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(a.q.data) % 8 == 0;
+  if (vec && !per_tensor && k > 0 && k <= 256) {
+    if (k <= 64) return launch_short<8>(p, stream);
+    if (k <= 128) return launch_short<16>(p, stream);
+    return launch_short<32>(p, stream);
+  }
   return vec ? launch<true>(p, per_tensor, stream) : launch<false>(p, per_tensor, stream);
 }
 
