@@ -74,8 +74,9 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     // causal, one call (2026-11-22, tenth session), vs row 0: 1K / 2K / 4K / 8K 471 / 603 / 679 / 734
     // vs 417 / 572 / 681 / 741 TFLOP/s (the per-work Q quantization gone; long works unchanged). The
     // quantization itself (quantize_fp8_cuda, 2.6 TB/s) costs more than that saving when run as its
-    // own pass, so nothing ships it: a RoPE kernel writing the e4m3 Q would (not done). One shared
-    // 128-row Q tile instead of per-warpgroup halves: 469 / 611 / 697 / 733.
+    // own pass, so nothing ships it: a RoPE kernel writing the e4m3 Q would (not done). An earlier
+    // build with one shared 128-row Q tile (and the main loop's slower code, before the __syncwarp
+    // in consume): 469 / 611 / 697 / 733.
     {"persistent k4v4 vtpre overlap solo qtma", fp8_d128_vtpre_k4v4_solo_qtma},
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
