@@ -4,8 +4,8 @@
 // cudaEvent timing, an L2 flush (a read of 256 MB) before each run. Ceilings come from $KILN_GPU_CEILINGS (the JSON of
 // gpu_ceilings.py) when set, else a measured device-to-device copy and the issue's figures
 // (591 / 750 TFLOP/s).
-//   attention_bench [decode|tune|prefill|all [SHAPE_SUBSTRING]]   (default: all shapes; tune: the fp8
-//   decode alternatives only)
+//   attention_bench [decode|tune|graph|prefill|all [SHAPE_SUBSTRING]]   (default: all shapes; tune: the fp8
+//   decode alternatives only; graph: decode timed the way a decode step runs it, below)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -351,6 +351,77 @@ void bench_fp8_tunings(const Ceilings& c, void* flush, size_t flush_bytes, std::
   }
 }
 
+// Decode timed as a decode step runs it: kCalls calls captured in one CUDA graph (launched with
+// programmatic dependent launch, as in the model), each on the next of kCopies batches of the shape
+// (their own random caches, together more than twice the L2, so every call reads its K/V from
+// HBM), no flush between them; ms per call = graph time / kCalls (median of 11 replays). The
+// per-call launch gap a lone timed launch pays is then shared with the neighbours, as in a step.
+void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
+  constexpr int kCalls = 12;
+  const DecodeCase cases[] = {{64, 4096, 32, 8, 128, 0, 0.85, kFp8},
+                              {1, 32768, 32, 8, 128, 0, 0.85, kFp8},
+                              {16, 8192, 32, 8, 128, 0, 0, kFp8},
+                              {64, 4096, 32, 8, 128, 0, 0.9},
+                              {1, 32768, 32, 8, 128, 0, 0.8}};
+  cudaStream_t s;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (const DecodeCase& dc : cases) {
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld%s graph", (long long)dc.batch,
+                  (long long)dc.ctx, (long long)dc.hq, (long long)dc.hkv, (long long)dc.d,
+                  dc.cache == kFp8 ? " fp8" : "");
+    if (std::string(shape).find(g_filter) == std::string::npos) continue;
+    std::vector<Batch> copies;
+    int64_t total = 0;
+    while (copies.size() < 2 || total < (int64_t{160} << 20)) {  // > 2.5x the L2
+      copies.push_back(make_batch(std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(dc.batch),
+                                                                           {1, static_cast<int32_t>(dc.ctx)}),
+                                  dc.hq, dc.hkv, dc.d, dc.cache));
+      total += copies.back().kv_bytes;
+    }
+    const PagedAttentionArgs a0 = copies[0].args(dc.d);
+    Result<int64_t> ws_bytes = decode_attention_workspace_bytes(a0, 0);
+    BENCH_CHECK(ws_bytes.status());
+    Result<DeviceBuffer> ws = DeviceBuffer::alloc(std::max<int64_t>(*ws_bytes, 256));
+    BENCH_CHECK(ws.status());
+    BENCH_CUDA(cudaMemset(ws->data(), 0, static_cast<size_t>(std::max<int64_t>(*ws_bytes, 256))));
+    auto call = [&](int i) {
+      const PagedAttentionArgs a = copies[static_cast<size_t>(i) % copies.size()].args(dc.d);
+      BENCH_CHECK(decode_attention_cuda(a, 0, ws->data(), s));
+    };
+    for (int i = 0; i < 4; ++i) call(i);  // the kernels' one-time set-up outside the capture
+    BENCH_CUDA(cudaStreamSynchronize(s));
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < kCalls; ++i) call(i);
+    BENCH_CUDA(cudaStreamEndCapture(s, &graph));
+    BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    cudaEvent_t start, stop;
+    BENCH_CUDA(cudaEventCreate(&start));
+    BENCH_CUDA(cudaEventCreate(&stop));
+    std::vector<float> ms;
+    for (int r = 0; r < 13; ++r) {
+      BENCH_CUDA(cudaEventRecord(start, s));
+      BENCH_CUDA(cudaGraphLaunch(exec, s));
+      BENCH_CUDA(cudaEventRecord(stop, s));
+      BENCH_CUDA(cudaEventSynchronize(stop));
+      float t = 0;
+      BENCH_CUDA(cudaEventElapsedTime(&t, start, stop));
+      if (r >= 2) ms.push_back(t / kCalls);  // the first two replays warm up
+    }
+    std::sort(ms.begin(), ms.end());
+    const double med = ms[ms.size() / 2];
+    BENCH_CUDA(cudaEventDestroy(start));
+    BENCH_CUDA(cudaEventDestroy(stop));
+    BENCH_CUDA(cudaGraphExecDestroy(exec));
+    BENCH_CUDA(cudaGraphDestroy(graph));
+    const int64_t bytes = copies[0].kv_bytes;
+    rows.push_back({"decode", shape, med, bytes / med / 1e6, c.copy_gbps, dc.target_fraction * c.copy_gbps, "GB/s"});
+  }
+  BENCH_CUDA(cudaStreamDestroy(s));
+}
+
 void bench_prefill(const Ceilings& c, void* flush, size_t flush_bytes, std::vector<Row>& rows) {
   std::vector<PrefillCase> cases;
   for (int32_t t : {1024, 2048, 4096, 8192})
@@ -396,6 +467,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   if (which == "all" || which == "decode") bench_decode(c, flush->data(), flush_bytes, rows);
   if (which == "all" || which == "decode" || which == "tune") bench_fp8_tunings(c, flush->data(), flush_bytes, rows);
+  if (which == "all" || which == "graph") bench_decode_graph(c, rows);
   if (which == "all" || which == "prefill") bench_prefill(c, flush->data(), flush_bytes, rows);
   print_rows(rows);
   return 0;
