@@ -43,7 +43,7 @@ Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefill
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo>(a, o, s);
 }
 // Row 0's kernel with Q quantized outside it (HopperPrefillOptions::q_fp8) and TMA-loaded by
-// producer warp 2 (kFeatQTma).
+// producer warps 2 and 3, one per consumer warpgroup (kFeatQTma).
 Status fp8_d128_vtpre_k4v4_solo_qtma(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatQTma>(a, o, s);
 }

@@ -73,8 +73,9 @@ struct HopperPrefillParams {
 //     (HopperPrefillOptions::q_fp8 / q_scales): producer warp 2 + wg TMA-loads consumer wg's 64 Q
 //     rows of a work once that warpgroup's last QK product of the previous work is done (its own
 //     barrier pair: the consumers never wait for each other, as they do not when they quantize Q
-//     themselves; one shared 128-row tile measured 2.5% slower at 8K). No quantization, global
-//     loads or barrier at the start of a work (without q_fp8 the row runs NoQTma);
+//     themselves; one shared 128-row tile was measured only before the __syncwarp in consume).
+//     No quantization, global loads or barrier at the start of a work (without q_fp8 the row runs
+//     NoQTma);
 //   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
 //     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
 //     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
