@@ -12,6 +12,7 @@
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/reduce.cuh"
+#include "kiln/kernels/cuda/quantize/fp8_row.cuh"
 #include "kiln/kernels/quantize.h"
 
 namespace kiln {
@@ -64,16 +65,7 @@ template <bool kVec>
 __device__ void quantize_row(const __nv_bfloat16* row, uint8_t* q, int64_t k, float s) {
   if constexpr (kVec) {
     for (int64_t c = threadIdx.x * 8; c < k; c += kThreads * 8) {
-      const uint4 u = *reinterpret_cast<const uint4*>(row + c);
-      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-      uint32_t out[2] = {0, 0};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __bfloat1622float2(h[i]);
-        out[i / 2] |= (static_cast<uint32_t>(to_fp8(f.x / s)) | static_cast<uint32_t>(to_fp8(f.y / s)) << 8)
-                      << (16 * (i % 2));
-      }
-      *reinterpret_cast<uint2*>(q + c) = make_uint2(out[0], out[1]);
+      *reinterpret_cast<uint2*>(q + c) = cuda::fp8row::quantize8(*reinterpret_cast<const uint4*>(row + c), s);
     }
   } else {
     for (int64_t c = threadIdx.x; c < k; c += kThreads) q[c] = to_fp8(__bfloat162float(row[c]) / s);
@@ -99,26 +91,13 @@ __global__ void __launch_bounds__(kThreads) quantize_short_rows_kernel(const __g
   const bool active = r < p.rows && 8 * lane < p.k;
   uint4 u = make_uint4(0, 0, 0, 0);
   if (active) u = *reinterpret_cast<const uint4*>(p.src + r * p.lds + 8 * lane);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-  float m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    m = fmaxf(m, fmaxf(fabsf(f.x), fabsf(f.y)));
-  }
+  float m = cuda::fp8row::abs_max8(u);
 #pragma unroll
   for (int o = kGroup / 2; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o, kGroup));
   if (!active) return;
   const float s = scale_for(m);
   if (lane == 0) p.scale[r] = s;
-  uint32_t out[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    out[i / 2] |= (static_cast<uint32_t>(to_fp8(f.x / s)) | static_cast<uint32_t>(to_fp8(f.y / s)) << 8)
-                  << (16 * (i % 2));
-  }
-  *reinterpret_cast<uint2*>(p.q + r * p.ldq + 8 * lane) = make_uint2(out[0], out[1]);
+  *reinterpret_cast<uint2*>(p.q + r * p.ldq + 8 * lane) = cuda::fp8row::quantize8(u, s);
 }
 
 template <int kGroup>
