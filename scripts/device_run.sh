@@ -13,6 +13,8 @@
 #        KILN_DEVICE_FORCE_FALLBACK=1 (skip the full build: kernel tests and benches only),
 #        KILN_DEVICE_PREBUILT=1 (no build there: run the binaries that `device_prepare.sh --prebuild`
 #        built here and put in .carry/bin; saves the device minutes of a build).
+#        The commit printed is the first word of .carry/bin/STAMP when it exists (`--prebuild`
+#        writes it; the device copy's git metadata can lag the checkout), else git's HEAD there.
 #
 # Benchmarks print machine-readable result lines "@@ kernel | shape | achieved | ceiling | ratio";
 # this script gathers them into the final table. They read the measured ceilings from the JSON
@@ -149,7 +151,8 @@ done
 
 # ---- summary table (last, so it ends the reply) --------------------------------------------
 {
-  echo "device: $(head -1 "$OUT/env.txt")   commit: $(git rev-parse --short HEAD 2>/dev/null)"
+  commit=$(cut -d' ' -f1 .carry/bin/STAMP 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)
+  echo "device: $(head -1 "$OUT/env.txt")   commit: $commit"
   [ -f "$OUT/ceilings.json" ] && echo "ceilings: $(tr -d '\n ' < "$OUT/ceilings.json" | grep -oE '"(copy_GBps|bf16_gemm_TFLOPs)":[0-9.]+' | tr '\n' ' ')"
   [ -n "$test_summary" ] && printf 'tests %s' "$test_summary"
   if grep -q '^@@' "$OUT/bench.log"; then
