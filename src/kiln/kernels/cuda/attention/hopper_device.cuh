@@ -42,24 +42,6 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       : "memory");
 }
 
-// mbar_wait for a thread with nothing urgent to do: sleeps ~sleep_ns between tries, so that it
-// takes issue slots from the warps beside it only every so often (the kQTma Q loaders wait a whole
-// work for their rows to be free).
-__device__ __forceinline__ void mbar_wait_sleepy(uint32_t bar, uint32_t parity, uint32_t sleep_ns) {
-  uint32_t done = 0;
-  for (;;) {
-    asm volatile(
-        "{\n.reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-    if (done) return;
-    __nanosleep(sleep_ns);
-  }
-}
-
 // ---- TMA ------------------------------------------------------------------------------------
 // One box of a 4-D / 3-D tensor map into shared memory, completing `bytes` on `bar`.
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* tmap, uint32_t bar, int c0, int c1, int c2,

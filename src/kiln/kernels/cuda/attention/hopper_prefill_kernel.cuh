@@ -318,7 +318,7 @@ __device__ __forceinline__ void produce(const HopperPrefillParams& p, const Work
     // warps 2 and 3 the Q rows of consumer warpgroups 0 and 1.
     if (C::kQTma && warp >= 2 && lane == 0) {
       const int half = warp - 2;
-      mbar_wait_sleepy(bars.q_half_empty(half), (n_work & 1) ^ 1, 256);
+      mbar_wait(bars.q_half_empty(half), (n_work & 1) ^ 1);
       mbar_expect_tx(bars.q_half(half), C::kQTileBytes / 2);
       tma_load_3d(smem + C::kQ + half * (C::kQTileBytes / 2), &p.q_map, bars.q_half(half), 0, w.head,
                   w.q_row + w.row0 + 64 * half);
