@@ -356,13 +356,25 @@ void bench_fp8_tunings(const Ceilings& c, void* flush, size_t flush_bytes, std::
 // (their own random caches, together more than twice the L2, so every call reads its K/V from
 // HBM), no flush between them; ms per call = graph time / kCalls (median of 11 replays). The
 // per-call launch gap a lone timed launch pays is then shared with the neighbours, as in a step.
+// The batch-1 lengths 256 .. 128K separate a call's fixed cost (launch, ramp, split-K merge) from
+// its streaming rate: time ~= fixed + bytes / rate.
 void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
   constexpr int kCalls = 12;
   const DecodeCase cases[] = {{64, 4096, 32, 8, 128, 0, 0.85, kFp8},
                               {1, 32768, 32, 8, 128, 0, 0.85, kFp8},
                               {16, 8192, 32, 8, 128, 0, 0, kFp8},
                               {64, 4096, 32, 8, 128, 0, 0.9},
-                              {1, 32768, 32, 8, 128, 0, 0.8}};
+                              {1, 32768, 32, 8, 128, 0, 0.8},
+                              {1, 8192, 32, 8, 128, 0, 0, kFp8},
+                              {1, 1024, 32, 8, 128, 0, 0, kFp8},
+                              {1, 256, 32, 8, 128, 0, 0, kFp8},
+                              {1, 16384, 32, 8, 128, 0, 0, kFp8},
+                              {1, 65536, 32, 8, 128, 0, 0, kFp8},
+                              {1, 131072, 32, 8, 128, 0, 0, kFp8},
+                              {2, 32768, 32, 8, 128, 0, 0, kFp8},
+                              {4, 32768, 32, 8, 128, 0, 0, kFp8},
+                              {1, 16384, 32, 8, 128, 0, 0},
+                              {1, 65536, 32, 8, 128, 0, 0}};
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   for (const DecodeCase& dc : cases) {

@@ -2,7 +2,8 @@
 // decode and prefill variant tables (bf16 and fp8 e4m3 caches; fp8 rows get the same fp8 bytes and
 // K/V scales as the CPU reference) on kv lengths 1, 17, 97, 2048, block sizes 1 and 16, GQA ratios
 // 1/3/4/8 (decode also 12 and 16), split-K (up to ~35 splits, merged in-kernel), mixed decode + prefix-extending prefill batches, causal q_len == kv_len, sliding
-// windows; then the shape-picking entry point (both cache dtypes), the portable fallback and errors. Unused cache slots hold NaN, unused
+// windows; decode after a kernel that writes the newest key late (programmatic dependent launch);
+// then the shape-picking entry point (both cache dtypes), the portable fallback and errors. Unused cache slots hold NaN, unused
 // block-table entries point far out of range and outputs start as NaN, so a read past a sequence or
 // an unwritten output fails the comparison. Skips without a GPU.
 #include <cuda_runtime.h>
@@ -18,6 +19,7 @@
 #include "kiln/kernels/attention.h"
 #include "kiln/kernels/cuda/attention/attention_params.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace kiln {
@@ -317,6 +319,84 @@ TEST(PagedAttentionCuda, PortableFallbackMatchesCpu) {
     Result<Problem> w = make_problem({{{40, 90}, {1, 200}}, 4, 4, 16, 24}, d, rng, cache);  // sliding window
     ASSERT_TRUE(w.ok());
     expect_close(*w, entry, "portable window d=" + std::to_string(d));
+  }
+}
+
+// Stands in for the RoPE / KV write before decode attention: lets the next kernel launch at once,
+// waits 20 us, then writes each sequence's newest key (the K and V rows of every kv head) from a
+// staging copy. Decode attention may request older keys before its griddepcontrol.wait, never these.
+struct LateRows {
+  const uint8_t* k_src;
+  const uint8_t* v_src;
+  uint8_t* k_cache;
+  uint8_t* v_cache;
+  int64_t offset[4];  // byte offsets of the rows in the caches
+  int rows, row_bytes;
+};
+__global__ void write_rows_late(const __grid_constant__ LateRows a) {
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+  uint64_t t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < 20000);
+  for (int i = threadIdx.x; i < a.rows * a.row_bytes; i += blockDim.x) {
+    const int r = i / a.row_bytes, b = i % a.row_bytes;
+    a.k_cache[a.offset[r] + b] = a.k_src[i];
+    a.v_cache[a.offset[r] + b] = a.v_src[i];
+  }
+}
+
+// The newest key in a split's first tile (kv 17, 97) and in a later one (2048), one split and
+// split-K: poisoned (NaN) until the kernel before decode attention writes it.
+TEST(PagedAttentionCuda, DecodeReadsTheNewestKeyAfterTheKernelBefore) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(29);
+  for (DType cache : kCacheDtypes)
+  for (int64_t d : {64, 128}) {
+    Result<Problem> p = make_problem({{{1, 17}, {1, 97}, {1, 2048}}, 16, 4, 16}, d, rng, cache);
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    const int64_t row_bytes = p->shape.hkv * d * (cache == DType::kFp8E4M3 ? 1 : 2), bs = p->shape.block_size;
+    Result<DeviceBuffer> staging = DeviceBuffer::alloc(2 * p->batch * row_bytes);
+    ASSERT_TRUE(staging.ok());
+    auto* kc = static_cast<uint8_t*>(p->dk.tensor.data);
+    auto* vc = static_cast<uint8_t*>(p->dv.tensor.data);
+    LateRows late{static_cast<const uint8_t*>(staging->data()),
+                  static_cast<const uint8_t*>(staging->data()) + p->batch * row_bytes, kc, vc, {}, static_cast<int>(p->batch),
+                  static_cast<int>(row_bytes)};
+    for (int64_t b = 0; b < p->batch; ++b) {
+      const int32_t key = p->kv_lens[static_cast<size_t>(b)] - 1;
+      const int64_t slot = p->tables[static_cast<size_t>(b * p->table_width + key / bs)] * bs + key % bs;
+      late.offset[b] = slot * row_bytes;
+      ASSERT_EQ(cudaMemcpy(static_cast<uint8_t*>(staging->data()) + b * row_bytes, kc + late.offset[b], row_bytes,
+                           cudaMemcpyDeviceToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(static_cast<uint8_t*>(staging->data()) + (p->batch + b) * row_bytes, vc + late.offset[b],
+                           row_bytes, cudaMemcpyDeviceToDevice), cudaSuccess);
+    }
+    for (int splits : {1, 0}) {
+      Runner run = [&](const PagedAttentionArgs& a) -> Status {
+        for (int64_t b = 0; b < p->batch; ++b) {  // NaN in both dtypes
+          if (cudaMemset(kc + late.offset[b], 0xff, row_bytes) != cudaSuccess ||
+              cudaMemset(vc + late.offset[b], 0xff, row_bytes) != cudaSuccess)
+            return internal_error("cudaMemset");
+        }
+        KILN_ASSIGN_OR_RETURN(int64_t ws_bytes, decode_attention_workspace_bytes(a, splits));
+        KILN_ASSIGN_OR_RETURN(DeviceBuffer ws, DeviceBuffer::alloc(std::max<int64_t>(ws_bytes, 256)));
+        if (cudaMemset(ws.data(), 0, static_cast<size_t>(std::max<int64_t>(ws_bytes, 256))) != cudaSuccess ||
+            cudaDeviceSynchronize() != cudaSuccess)
+          return internal_error("workspace");
+        cudaStream_t s;
+        if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) return internal_error("stream");
+        Status st = cuda::launch_pdl(write_rows_late, dim3(1), dim3(256), 0, s, late) == cudaSuccess
+                        ? decode_attention_cuda(a, splits, ws.data(), s)
+                        : internal_error("write_rows_late launch");
+        if (cudaStreamSynchronize(s) != cudaSuccess && st.ok()) st = internal_error("stream sync");
+        (void)cudaStreamDestroy(s);
+        return st;
+      };
+      expect_close(*p, run, "newest/" + std::to_string(splits));
+    }
   }
 }
 

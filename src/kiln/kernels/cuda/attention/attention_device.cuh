@@ -112,12 +112,15 @@ struct PagedRows {
 };
 
 // Async-copies keys/values [tile_start, tile_start + kRows) of one KV head into swizzled [kRows,
-// kHeadDim] tiles; rows outside [lo, hi) are zero-filled and never read from the cache (their block
-// table entries may be garbage, and a zero V row keeps a masked key from turning P*V into NaN).
+// kHeadDim] tiles: rows of keys in [copy_lo, copy_hi) from the cache, rows outside [zero_lo,
+// zero_hi) zero-filled (never read from the cache: their block table entries may be garbage, and a
+// zero V row keeps a masked key from turning P*V into NaN), the others left as they are. That
+// split lets a decode kernel copy the keys earlier steps wrote before its griddepcontrol.wait and
+// the newest key (written by the kernel before it) after.
 template <int kHeadDim, int kRows, int kThreads>
-__device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, const __nv_bfloat16* k_cache,
+__device__ __forceinline__ void load_kv_rows(uint32_t k_tile, uint32_t v_tile, const __nv_bfloat16* k_cache,
                                              const __nv_bfloat16* v_cache, const PagedRows& rows, int tile_start,
-                                             int lo, int hi, int tid) {
+                                             int copy_lo, int copy_hi, int zero_lo, int zero_hi, int tid) {
   constexpr int kChunks = kHeadDim / 8;
   constexpr int kRowsPerPass = kThreads / kChunks;
   static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0);
@@ -126,12 +129,21 @@ __device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, c
   for (int i = 0; i < kRows / kRowsPerPass; ++i) {
     const int r = tid / kChunks + i * kRowsPerPass;
     const int token = tile_start + r;
-    const bool valid = token >= lo && token < hi;
-    const int64_t off = valid ? rows.offset(token) + chunk * 8 : 0;
+    const bool copy = token >= copy_lo && token < copy_hi;
+    if (!copy && token >= zero_lo && token < zero_hi) continue;
+    const int64_t off = copy ? rows.offset(token) + chunk * 8 : 0;
     const uint32_t dst = tile_offset<kHeadDim>(r, chunk);
-    cp_async_16(k_tile + dst, k_cache + off, valid);
-    cp_async_16(v_tile + dst, v_cache + off, valid);
+    cp_async_16(k_tile + dst, k_cache + off, copy);
+    cp_async_16(v_tile + dst, v_cache + off, copy);
   }
+}
+
+// The whole tile: rows of keys in [lo, hi) copied, the others zero-filled.
+template <int kHeadDim, int kRows, int kThreads>
+__device__ __forceinline__ void load_kv_tile(uint32_t k_tile, uint32_t v_tile, const __nv_bfloat16* k_cache,
+                                             const __nv_bfloat16* v_cache, const PagedRows& rows, int tile_start,
+                                             int lo, int hi, int tid) {
+  load_kv_rows<kHeadDim, kRows, kThreads>(k_tile, v_tile, k_cache, v_cache, rows, tile_start, lo, hi, lo, hi, tid);
 }
 
 // ---- fp8 e4m3 cache ------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 // are decode_attention_fp8.cu's. Variants: q bf16 x cache {bf16, fp8 e4m3} x head_dim {64, 128}.
 #include <cuda_runtime.h>
 
+#include <climits>
+
 #include "kiln/kernels/cuda/attention/decode_merge.cuh"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
@@ -39,8 +41,6 @@ struct DecodeConfig {
 template <int kHeadDim>
 __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
     decode_attention_kernel(const __grid_constant__ PagedAttentionParams p) {
-  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
-  cuda::pdl_trigger();
   using C = DecodeConfig<kHeadDim>;
   constexpr int kChunks = kHeadDim / 8;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -53,6 +53,28 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
 
   const uint32_t q_tile = attn::smem_u32(smem);
   const uint32_t stages = q_tile + C::kQBytes;
+  const attn::PagedRows rows{p.block_tables + static_cast<int64_t>(b) * p.table_stride, p.block_size_log2,
+                             static_cast<int64_t>(p.num_kv_heads) * kHeadDim, static_cast<int64_t>(kvh) * kHeadDim};
+  // The CTA loads whole tiles: keys [copy_lo, copy_hi) copied, keys outside [begin, end) zero-filled.
+  auto load_tile = [&](int tile, int copy_lo, int copy_hi, int zero_lo, int zero_hi) {
+    const uint32_t k = stages + (tile % C::kStages) * C::kStageBytes;
+    attn::load_kv_rows<kHeadDim, C::kTileN, C::kThreads>(k, k + C::kTileBytes, static_cast<const bf16*>(p.k_cache),
+                                                         static_cast<const bf16*>(p.v_cache), rows,
+                                                         begin + tile * C::kTileN, copy_lo, copy_hi, zero_lo, zero_hi,
+                                                         tid);
+  };
+  // Programmatic dependent launch: the first tiles' keys that earlier steps wrote are requested
+  // before the wait for the kernel before (which writes the newest key, kv_len - 1, and Q); Q and
+  // that key's rows follow the wait, in the last group. The metadata and block tables come from
+  // the host.
+  const int ready = kv_len - 1;
+#pragma unroll
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    if (s < n_tiles) load_tile(s, begin, min(end, ready), begin, end);
+    attn::cp_async_commit();
+  }
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
   const bf16* q =
       static_cast<const bf16*>(p.q) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * p.group) * kHeadDim;
   for (int i = tid; i < C::kRows * kChunks; i += C::kThreads) {
@@ -60,19 +82,10 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
     attn::cp_async_16(q_tile + attn::tile_offset<kHeadDim>(r, c), q + (r < p.group ? r : 0) * kHeadDim + c * 8,
                       r < p.group);
   }
-  const attn::PagedRows rows{p.block_tables + static_cast<int64_t>(b) * p.table_stride, p.block_size_log2,
-                             static_cast<int64_t>(p.num_kv_heads) * kHeadDim, static_cast<int64_t>(kvh) * kHeadDim};
-  auto load_tile = [&](int tile) {  // the CTA loads whole tiles
-    const uint32_t k = stages + (tile % C::kStages) * C::kStageBytes;
-    attn::load_kv_tile<kHeadDim, C::kTileN, C::kThreads>(k, k + C::kTileBytes, static_cast<const bf16*>(p.k_cache),
-                                                         static_cast<const bf16*>(p.v_cache), rows,
-                                                         begin + tile * C::kTileN, begin, end, tid);
-  };
 #pragma unroll
-  for (int s = 0; s < C::kStages - 1; ++s) {  // the first group carries Q too
-    if (s < n_tiles) load_tile(s);
-    attn::cp_async_commit();
-  }
+  for (int s = 0; s < C::kStages - 1; ++s)  // no-op unless the tile holds the newest key
+    if (s < n_tiles && ready < end) load_tile(s, ready, end, INT_MIN, INT_MAX);
+  attn::cp_async_commit();
 
   // ldmatrix lane bases within this warp's 16 keys: K rows (lane / 16) * 8 + lane % 8, chunk
   // (lane / 8) % 2; V (.trans) rows lane % 16, chunk lane / 16.
@@ -83,14 +96,17 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   float o[kHeadDim / 8][4] = {};
   float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
   for (int it = 0; it < n_tiles; ++it) {
-    attn::cp_async_wait<C::kStages - 2>();
+    if (it == 0)
+      attn::cp_async_wait<0>();  // the prologue's tiles, Q and the newest key (the last group)
+    else
+      attn::cp_async_wait<C::kStages - 2>();
     __syncthreads();  // tile `it` (and at it == 0 Q) landed, and every warp is done with stage it - 1
     if (it == 0) {
 #pragma unroll
       for (int kk = 0; kk < kHeadDim / 16; ++kk)
         attn::ldmatrix_x4(qf[kk], q_tile + attn::tile_offset<kHeadDim>(lane % 16, 2 * kk + lane / 16));
     }
-    if (it + C::kStages - 1 < n_tiles) load_tile(it + C::kStages - 1);  // into the stage freed at it - 1
+    if (it + C::kStages - 1 < n_tiles) load_tile(it + C::kStages - 1, begin, end, begin, end);  // into the stage freed at it - 1
     attn::cp_async_commit();
 
     const uint32_t k_tile = stages + (it % C::kStages) * C::kStageBytes;

@@ -23,6 +23,7 @@
 // CTAs per SM of the explicit configurations below (the bench compares them).
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <string>
 
 #include "kiln/kernels/cuda/attention/decode_merge.cuh"
@@ -106,16 +107,18 @@ __device__ __forceinline__ void load_shared_words(uint32_t addr, uint32_t* w) {
 }
 
 // Async-copies one warp's 16 keys of a tile (K and V rows from key0) into its swizzled stage
-// tiles; keys past `end` are zero-filled and never read from the cache (their block table entries
-// may be garbage; a zero V row keeps P V finite). When the 16 keys lie in one cache block (block
-// size >= 16, key0 aligned), one table lookup serves all of them.
+// tiles: keys in [copy_lo, copy_hi) from the cache, keys >= zero_from zero-filled (never read from
+// the cache: their block table entries may be garbage; a zero V row keeps P V finite), the others
+// left as they are (a kernel's newest key, copied after its griddepcontrol.wait). When the 16 keys
+// lie in one cache block (block size >= 16, key0 aligned) and are all copied, one table lookup
+// serves all of them.
 template <int kHeadDim>
 __device__ __forceinline__ void load_warp_keys(uint32_t k_dst, uint32_t v_dst, const uint8_t* k_cache,
-                                               const uint8_t* v_cache, const attn::PagedRows& rows, int key0, int end,
-                                               int lane) {
+                                               const uint8_t* v_cache, const attn::PagedRows& rows, int key0,
+                                               int copy_lo, int copy_hi, int zero_from, int lane) {
   constexpr int kChunks = kHeadDim / 16, kRowsPerPass = 32 / kChunks, kPasses = 16 / kRowsPerPass;
   const int r0 = lane / kChunks, c = lane % kChunks;
-  if (rows.log2_bs >= 4 && (key0 & 15) == 0 && key0 + 16 <= end) {
+  if (rows.log2_bs >= 4 && (key0 & 15) == 0 && key0 >= copy_lo && key0 + 16 <= copy_hi) {
     const int64_t slot = (static_cast<int64_t>(rows.table[key0 >> rows.log2_bs]) << rows.log2_bs) +
                          (key0 & ((1 << rows.log2_bs) - 1)) + r0;
     const int64_t off = slot * rows.token_stride + rows.head_offset + c * 16;
@@ -131,11 +134,12 @@ __device__ __forceinline__ void load_warp_keys(uint32_t k_dst, uint32_t v_dst, c
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
     const int r = r0 + i * kRowsPerPass;
-    const bool valid = key0 + r < end;
-    const int64_t off = valid ? rows.offset(key0 + r) + c * 16 : 0;
+    const bool copy = key0 + r >= copy_lo && key0 + r < copy_hi;
+    if (!copy && key0 + r < zero_from) continue;
+    const int64_t off = copy ? rows.offset(key0 + r) + c * 16 : 0;
     const uint32_t dst = attn::fp8_tile_offset<kHeadDim>(r * kHeadDim + c * 16);
-    attn::cp_async_16(k_dst + dst, k_cache + off, valid);
-    attn::cp_async_16(v_dst + dst, v_cache + off, valid);
+    attn::cp_async_16(k_dst + dst, k_cache + off, copy);
+    attn::cp_async_16(v_dst + dst, v_cache + off, copy);
   }
 }
 
@@ -205,8 +209,6 @@ __device__ __forceinline__ void p_transposed(const float (&p)[4], uint32_t& b0, 
 template <int kHeadDim, int kHeadTiles, Fp8Unpack kUnpack, int kMinBlocks>
 __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
     decode_attention_fp8_kernel(const __grid_constant__ PagedAttentionParams p) {
-  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
-  cuda::pdl_trigger();
   using C = Fp8DecodeConfig<kHeadDim, kUnpack, kMinBlocks>;
   constexpr int kMTiles = kHeadDim / 16;  // d-row tiles of O^T
   extern __shared__ __align__(128) uint8_t smem[];
@@ -220,17 +222,28 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
   const attn::PagedRows rows{p.block_tables + static_cast<int64_t>(b) * p.table_stride, p.block_size_log2,
                              static_cast<int64_t>(p.num_kv_heads) * kHeadDim, static_cast<int64_t>(kvh) * kHeadDim};
   const uint32_t warp_base = attn::smem_u32(smem) + warp * C::kWarpStageBytes;
-  auto load_tile = [&](int tile) {
+  // Keys [copy_lo, copy_hi) of tile `tile` (this warp's 16), keys >= end zero-filled.
+  auto load_tile = [&](int tile, int copy_lo, int copy_hi, int zero_from) {
     const uint32_t k_dst = warp_base + (tile % C::kStages) * C::kStageBytes;
     load_warp_keys<kHeadDim>(k_dst, k_dst + C::kWarpTileBytes, static_cast<const uint8_t*>(p.k_cache),
                              static_cast<const uint8_t*>(p.v_cache), rows, begin + tile * C::kTileN + warp * C::kKeys,
-                             end, lane);
+                             copy_lo, copy_hi, zero_from, lane);
   };
+  // Programmatic dependent launch: the first tiles' keys that earlier steps wrote are requested
+  // before the wait for the kernel before (which writes the newest key, kv_len - 1, and Q); that
+  // key's rows follow the wait. The metadata and block tables come from the host.
+  const int ready = kv_len - 1;
 #pragma unroll
   for (int s = 0; s < C::kStages - 1; ++s) {
-    if (s < n_tiles) load_tile(s);
+    if (s < n_tiles) load_tile(s, begin, min(end, ready), end);
     attn::cp_async_commit();
   }
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+#pragma unroll
+  for (int s = 0; s < C::kStages - 1; ++s)
+    if (s < n_tiles && ready < end) load_tile(s, ready, end, INT_MAX);  // no-op unless the tile holds it
+  attn::cp_async_commit();
 
   // Q^T B fragments of head tile h: head 8h + g (the loads overlap the first tiles' copies).
   const bf16* q =
@@ -260,9 +273,12 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
 #pragma unroll
   for (int h = 0; h < kHeadTiles; ++h) m[h][0] = m[h][1] = -INFINITY, l[h][0] = l[h][1] = 0.f;
   for (int it = 0; it < n_tiles; ++it) {
-    attn::cp_async_wait<C::kStages - 2>();
+    if (it == 0)
+      attn::cp_async_wait<0>();  // the prologue's tiles and the newest key (the last group)
+    else
+      attn::cp_async_wait<C::kStages - 2>();
     __syncwarp();  // this warp's rows of tile `it` landed, and every lane is done with stage it - 1
-    if (it + C::kStages - 1 < n_tiles) load_tile(it + C::kStages - 1);  // into the stage freed at it - 1
+    if (it + C::kStages - 1 < n_tiles) load_tile(it + C::kStages - 1, begin, end, end);  // into the stage freed at it - 1
     attn::cp_async_commit();
     const uint32_t k_tile = warp_base + (it % C::kStages) * C::kStageBytes, v_tile = k_tile + C::kWarpTileBytes;
 

@@ -5,6 +5,7 @@
 // kernel). Also the NaN rows a non-decode batch gets.
 #pragma once
 #include "kiln/kernels/cuda/attention/attention_device.cuh"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln::cuda::decode {
 
@@ -159,7 +160,10 @@ template <int kHeadDim>
 __device__ __forceinline__ void finish_split(const PagedAttentionParams& p, int b, int kvh, int n_splits, int q_row,
                                              uint8_t* scratch) {
   __shared__ int last;
-  __threadfence();  // this CTA's partials are visible before its count is
+  // fence.acq_rel rather than __threadfence's sequentially consistent MEMBAR.SC: the release of
+  // this CTA's partials before its count (and below, the acquire of the others' after it) is all
+  // the merge needs.
+  asm volatile("fence.acq_rel.gpu;" ::: "memory");
   __syncthreads();
   if (threadIdx.x == 0) {
     int* counter = p.split_counters + static_cast<int64_t>(b) * p.num_kv_heads + kvh;
@@ -168,7 +172,7 @@ __device__ __forceinline__ void finish_split(const PagedAttentionParams& p, int 
   }
   __syncthreads();
   if (!last) return;
-  __threadfence();
+  asm volatile("fence.acq_rel.gpu;" ::: "memory");
   merge_splits<kHeadDim>(p, b, kvh, n_splits, q_row, reinterpret_cast<float*>(scratch));
 }
 
@@ -196,6 +200,7 @@ __device__ __forceinline__ bool split_keys(const PagedAttentionParams& p, int b,
   const int q_len = p.cu_seqlens_q[b + 1] - r.q_row;
   r.kv_len = p.kv_lens[b];
   if (q_len != 1) {
+    cuda::pdl_wait();  // the kernels call this before their wait: the NaN rows are a write
     if (split == 0) write_nan_rows<kHeadDim>(p, r.q_row, q_len, kvh);
     return false;
   }
