@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -374,33 +375,13 @@ void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
                               {2, 32768, 32, 8, 128, 0, 0, kFp8},
                               {4, 32768, 32, 8, 128, 0, 0, kFp8},
                               {1, 16384, 32, 8, 128, 0, 0},
-                              {1, 65536, 32, 8, 128, 0, 0}};
+                              {1, 65536, 32, 8, 128, 0, 0},
+                              {1, 32768, 32, 8, 64, 0, 0, kFp8},
+                              {64, 4096, 32, 8, 64, 0, 0, kFp8}};
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  for (const DecodeCase& dc : cases) {
-    char shape[96];
-    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld%s graph", (long long)dc.batch,
-                  (long long)dc.ctx, (long long)dc.hq, (long long)dc.hkv, (long long)dc.d,
-                  dc.cache == kFp8 ? " fp8" : "");
-    if (std::string(shape).find(g_filter) == std::string::npos) continue;
-    std::vector<Batch> copies;
-    int64_t total = 0;
-    while (copies.size() < 2 || total < (int64_t{160} << 20)) {  // > 2.5x the L2
-      copies.push_back(make_batch(std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(dc.batch),
-                                                                           {1, static_cast<int32_t>(dc.ctx)}),
-                                  dc.hq, dc.hkv, dc.d, dc.cache));
-      total += copies.back().kv_bytes;
-    }
-    const PagedAttentionArgs a0 = copies[0].args(dc.d);
-    Result<int64_t> ws_bytes = decode_attention_workspace_bytes(a0, 0);
-    BENCH_CHECK(ws_bytes.status());
-    Result<DeviceBuffer> ws = DeviceBuffer::alloc(std::max<int64_t>(*ws_bytes, 256));
-    BENCH_CHECK(ws.status());
-    BENCH_CUDA(cudaMemset(ws->data(), 0, static_cast<size_t>(std::max<int64_t>(*ws_bytes, 256))));
-    auto call = [&](int i) {
-      const PagedAttentionArgs a = copies[static_cast<size_t>(i) % copies.size()].args(dc.d);
-      BENCH_CHECK(decode_attention_cuda(a, 0, ws->data(), s));
-    };
+  // Median ms per call of kCalls calls call(0 .. kCalls - 1) in one graph.
+  auto time_graph = [&](const std::function<void(int)>& call) {
     for (int i = 0; i < 4; ++i) call(i);  // the kernels' one-time set-up outside the capture
     BENCH_CUDA(cudaStreamSynchronize(s));
     cudaGraph_t graph;
@@ -423,13 +404,57 @@ void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
       if (r >= 2) ms.push_back(t / kCalls);  // the first two replays warm up
     }
     std::sort(ms.begin(), ms.end());
-    const double med = ms[ms.size() / 2];
     BENCH_CUDA(cudaEventDestroy(start));
     BENCH_CUDA(cudaEventDestroy(stop));
     BENCH_CUDA(cudaGraphExecDestroy(exec));
     BENCH_CUDA(cudaGraphDestroy(graph));
+    return static_cast<double>(ms[ms.size() / 2]);
+  };
+  for (const DecodeCase& dc : cases) {
+    char shape[96];
+    std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld%s graph", (long long)dc.batch,
+                  (long long)dc.ctx, (long long)dc.hq, (long long)dc.hkv, (long long)dc.d,
+                  dc.cache == kFp8 ? " fp8" : "");
+    if (std::string(shape).find(g_filter) == std::string::npos) continue;
+    std::vector<Batch> copies;
+    int64_t total = 0;
+    while (copies.size() < 2 || total < (int64_t{160} << 20)) {  // > 2.5x the L2
+      copies.push_back(make_batch(std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(dc.batch),
+                                                                           {1, static_cast<int32_t>(dc.ctx)}),
+                                  dc.hq, dc.hkv, dc.d, dc.cache));
+      total += copies.back().kv_bytes;
+    }
+    const PagedAttentionArgs a0 = copies[0].args(dc.d);
+    Result<int64_t> ws_bytes = decode_attention_workspace_bytes(a0, 0);
+    BENCH_CHECK(ws_bytes.status());
+    Result<DeviceBuffer> ws = DeviceBuffer::alloc(std::max<int64_t>(*ws_bytes, 256));
+    BENCH_CHECK(ws.status());
+    BENCH_CUDA(cudaMemset(ws->data(), 0, static_cast<size_t>(std::max<int64_t>(*ws_bytes, 256))));
     const int64_t bytes = copies[0].kv_bytes;
+    const double med = time_graph([&](int i) {
+      const PagedAttentionArgs a = copies[static_cast<size_t>(i) % copies.size()].args(dc.d);
+      BENCH_CHECK(decode_attention_cuda(a, 0, ws->data(), s));
+    });
     rows.push_back({"decode", shape, med, bytes / med / 1e6, c.copy_gbps, dc.target_fraction * c.copy_gbps, "GB/s"});
+    // KILN_BENCH_GRAPH_TUNINGS: the fp8 d128 tuning rows too, on the shipped row's split plan.
+    if (!std::getenv("KILN_BENCH_GRAPH_TUNINGS") || dc.cache != kFp8 || dc.d != 128) continue;
+    Result<const cuda::AttentionVariant*> shipped = cuda::find_attention_variant(
+        cuda::decode_attention_variants(), "decode_attention", DType::kBF16, kFp8, 128);
+    BENCH_CHECK(shipped.status());
+    std::vector<cuda::PagedAttentionParams> params;
+    for (const Batch& b : copies) {
+      Result<cuda::PagedAttentionParams> p = cuda::make_paged_attention_params(b.args(dc.d));
+      BENCH_CHECK(p.status());
+      BENCH_CHECK(cuda::plan_decode_splits(*p, **shipped, 0));
+      if (cuda::decode_workspace_bytes(*p) > 0) cuda::bind_decode_workspace(*p, ws->data());
+      params.push_back(*p);
+    }
+    for (const cuda::Fp8DecodeTuning& t : cuda::decode_fp8_tunings()) {
+      const double ms = time_graph([&](int i) { BENCH_CHECK(t.launch(params[static_cast<size_t>(i) % params.size()], s)); });
+      char name[160];
+      std::snprintf(name, sizeof name, "%s tune:%s split-K %d", shape, t.name, params[0].num_splits);
+      rows.push_back({"decode", name, ms, bytes / ms / 1e6, c.copy_gbps, 0, "GB/s"});
+    }
   }
   BENCH_CUDA(cudaStreamDestroy(s));
 }

@@ -2,7 +2,8 @@
 // decode and prefill variant tables (bf16 and fp8 e4m3 caches; fp8 rows get the same fp8 bytes and
 // K/V scales as the CPU reference) on kv lengths 1, 17, 97, 2048, block sizes 1 and 16, GQA ratios
 // 1/3/4/8 (decode also 12 and 16), split-K (up to ~35 splits, merged in-kernel), mixed decode + prefix-extending prefill batches, causal q_len == kv_len, sliding
-// windows; decode after a kernel that writes the newest key late (programmatic dependent launch);
+// windows; the fp8 decode configurations; decode after a kernel that writes the newest key late
+// (programmatic dependent launch);
 // then the shape-picking entry point (both cache dtypes), the portable fallback and errors. Unused cache slots hold NaN, unused
 // block-table entries point far out of range and outputs start as NaN, so a read past a sequence or
 // an unwritten output fails the comparison. Skips without a GPU.
@@ -319,6 +320,22 @@ TEST(PagedAttentionCuda, PortableFallbackMatchesCpu) {
     Result<Problem> w = make_problem({{{40, 90}, {1, 200}}, 4, 4, 16, 24}, d, rng, cache);  // sliding window
     ASSERT_TRUE(w.ok());
     expect_close(*w, entry, "portable window d=" + std::to_string(d));
+  }
+}
+
+// The fp8 d128 decode configurations the bench compares (the shipped one, the sparse grids' 6-stage
+// ring and the alternatives), each against the CPU, one group of each head-tile count.
+TEST(PagedAttentionCuda, Fp8DecodeConfigurationsMatchCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(31);
+  for (auto [hq, hkv] : std::vector<std::pair<int64_t, int64_t>>{{16, 4}, {24, 2}}) {
+    Result<Problem> p =
+        make_problem({{{1, 17}, {1, 700}, {1, 2048}}, hq, hkv, 16}, 128, rng, DType::kFp8E4M3);
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    for (const cuda::Fp8DecodeTuning& t : cuda::decode_fp8_tunings()) {
+      const cuda::AttentionVariant v{DType::kBF16, 128, t.launch, t.ctas_per_sm, DType::kFp8E4M3};
+      for (int splits : {1, 0}) expect_close(*p, decode_row(v, splits), std::string(t.name) + "/" + std::to_string(splits));
+    }
   }
 }
 
