@@ -41,12 +41,18 @@ namespace kiln {
 // Picks by shape: decode when num_tokens == batch (every q_len is then 1; split-K when
 // batch * num_kv_heads cannot fill the GPU, its workspace taken with cudaMallocAsync on `stream`),
 // prefill otherwise (any mix of q_len, causal, over the paged prefix).
-Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream);
+// decode_workspace: for decode batches, a split-K workspace of at least
+// decode_attention_workspace_bytes(args, 0) bytes (its counters zero before the first use, see
+// below), so that no allocation or memset comes between the kernel and its neighbours on the
+// stream (they would cut the programmatic dependent launch chain of a decode graph); nullptr:
+// allocated on the stream per call.
+Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream, void* decode_workspace = nullptr);
 
 // The explicit kernels, for benchmarks and tests. Decode needs every q_len == 1. num_splits 0 picks
 // by shape; with more than one split the kernel needs decode_attention_workspace_bytes(args,
-// num_splits) bytes of device workspace, zero-filled once before its first use (every launch
-// leaves it fit for the next; nullptr: allocated and zeroed on the stream, per call).
+// num_splits) bytes of device workspace whose first 32 KiB (the split counters) are zero before its
+// first use; every launch leaves them zero, whatever its shape, so one workspace large enough serves
+// all (nullptr: allocated and zeroed on the stream, per call).
 Result<int64_t> decode_attention_workspace_bytes(const PagedAttentionArgs& args, int num_splits);
 Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, void* workspace,
                              CUstream_st* stream);

@@ -152,16 +152,33 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
       pre.cu_seqlens_q = prompt_cu_dev_;
       pre.kv_lens = kv_lens_.slice0(dq, batch_);
       pre.block_tables = tables_.slice0(dq, batch_);
-      KILN_RETURN_IF_ERROR(paged_attention_cuda(dec, stream_));
+      KILN_RETURN_IF_ERROR(paged_attention(dec));
       KILN_RETURN_IF_ERROR(hopper_prefill(pre, kv_tokens_ - decode_kv_tokens_));
     } else {
       KILN_RETURN_IF_ERROR(hopper_prefill(pa, kv_tokens_));
     }
   } else {
-    KILN_RETURN_IF_ERROR(paged_attention_cuda(pa, stream_));
+    KILN_RETURN_IF_ERROR(paged_attention(pa));
   }
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
   return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
+}
+
+Status CudaLlamaModel::paged_attention(const PagedAttentionArgs& a) {
+  void* ws = nullptr;
+  if (a.q.shape[0] == a.kv_lens.shape[0]) {  // a decode batch: one query token per sequence
+    // Not ok: no tuned decode kernel for the shape (the entry point takes the portable one).
+    Result<int64_t> bytes = decode_attention_workspace_bytes(a, 0);
+    if (bytes.ok() && *bytes > 0) {
+      const void* before = decode_ws_.buf.data();
+      KILN_ASSIGN_OR_RETURN(Tensor t, decode_ws_.get(DType::kInt8, {*bytes}));
+      if (t.data != before)
+        KILN_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(t.data, 0, static_cast<size_t>(decode_ws_.buf.size()), stream_),
+                                         "decode attention workspace"));
+      ws = t.data;
+    }
+  }
+  return paged_attention_cuda(a, stream_, ws);
 }
 
 Status CudaLlamaModel::hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens) {

@@ -153,6 +153,8 @@ class CudaLlamaModel : public Model {
   bool x_fp8(const Tensor& w, int64_t n) const { return fused_act_quant_ && gemm_.quantizes_x_per_token(n, w, DType::kBF16); }
   // The Hopper prefill kernel over a's sequences (kv_lens summing to kv_tokens; fp8: hopper_vt_).
   Status hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens);
+  // paged_attention_cuda with decode_ws_ as the split-K workspace of decode batches.
+  Status paged_attention(const PagedAttentionArgs& a);
   // The fused fp8 MoE decode step: the ffn norm routes and writes h also as per-token fp8 (moe_hq_) for
   // the expert GEMMs (silu_mul_fp8 for down); the next norm sums each token's k expert rows (y).
   struct MoeSlots {
@@ -189,6 +191,9 @@ class CudaLlamaModel : public Model {
   Tensor prompt_cu_dev_;
   int64_t kv_tokens_ = 0, decode_kv_tokens_ = 0;  // sums of the step's kv_lens: all, the leading decodes'
   Scratch hopper_vt_;  // fp8 prefill attention: V transposed per KV head (hopper_prefill_workspace_bytes)
+  // Split-K decode attention's workspace, its counters zeroed when it grows (every launch leaves
+  // them zero): no allocation or memset node between RoPE, attention and o_proj in a decode graph.
+  Scratch decode_ws_;
   std::vector<int32_t> host_meta_, padded_tables_;
   Pinned meta_staging_, ids_staging_, offsets_staging_;
   cudaEvent_t upload_done_ = nullptr;  // the last metadata upload has left meta_staging_

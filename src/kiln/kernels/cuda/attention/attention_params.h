@@ -74,13 +74,16 @@ Result<const AttentionVariant*> find_attention_variant(std::span<const Attention
 Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArgs& args);
 
 // Decode split-K: sets num_splits / split_len (num_splits 0 = pick from the GPU's size), then the
-// workspace the split needs (0 bytes for one split) and where its partials and counters go. The
-// counters must be zero before the first launch on a workspace; each launch leaves them zero.
+// workspace the split needs (0 bytes for one split) and where its partials and counters go.
+// Workspace: [counters: kDecodeCounterBytes | lse | partial O]. The counters sit at offset 0 whatever
+// the shape and must be zero before the first launch on a workspace; every launch leaves them zero,
+// so one workspace serves every decode shape whose bytes fit (a model's, across its decode graphs).
 constexpr int kDecodeTileKeys = 64;    // keys per decode pipeline stage; split_len is a multiple
 constexpr int kMaxDecodeSplits = 512;  // the combine keeps [splits, group] weights in shared memory
+constexpr int kMaxDecodeCounters = 8192;  // split K needs batch * num_kv_heads <= this (else 1 split)
+constexpr int64_t kDecodeCounterBytes = kMaxDecodeCounters * 4;
 Status plan_decode_splits(PagedAttentionParams& params, const AttentionVariant& variant, int num_splits);
 int64_t decode_workspace_bytes(const PagedAttentionParams& params);
-int64_t decode_counters_offset(const PagedAttentionParams& params);  // where the counters start
 void bind_decode_workspace(PagedAttentionParams& params, void* workspace);
 
 }  // namespace kiln::cuda

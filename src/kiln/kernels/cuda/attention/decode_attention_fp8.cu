@@ -27,7 +27,6 @@
 #include <string>
 
 #include "kiln/kernels/cuda/attention/decode_merge.cuh"
-#include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln::cuda {
@@ -42,8 +41,8 @@ enum class Fp8Unpack { kBits, kCvt, kCvtK };
 // Shared memory: [kStages][kWarps][K rows | V rows] of [16, kHeadDim] e4m3 tiles, swizzled
 // (attn::fp8_tile_offset); after the loop the same bytes hold the merges' scratch. More resident
 // CTAs, fewer stages: 5 per SM keep one tile in flight per warp beyond the one computed (20 warps
-// x 4 KB per SM), enough for the copy bandwidth when the grid fills them; 2 per SM (sparse grids)
-// keep 5.
+// x 4 KB per SM), enough for the copy bandwidth when the grid fills them (the bench's 2 per SM rows
+// keep 5).
 template <int kHeadDim, Fp8Unpack kUnpack, int kMinBlocks>
 struct Fp8DecodeConfig {
   static constexpr int kKeys = 16;  // keys per warp per stage
@@ -420,7 +419,7 @@ constexpr Fp8Unpack kShippedUnpack = Fp8Unpack::kCvt;
 template <int kHeadDim>
 constexpr int kShippedMinBlocks = 5;
 
-// The shipped configurations and alternatives the bench compares (d128): unpacking x resident
+// The shipped configuration and the alternatives the bench compares (d128): unpacking x resident
 // CTAs per SM (2 per SM: 6 stages, 3: 4, 4: 3, 5: 2).
 constexpr Fp8DecodeTuning kTunings[] = {
     {"cvt 5/SM (shipped)", &launch_any_group<128, Fp8Unpack::kCvt, 5>, &ctas_per_sm<128, Fp8Unpack::kCvt, 5>},
@@ -429,24 +428,18 @@ constexpr Fp8DecodeTuning kTunings[] = {
     {"cvt 4/SM", &launch_any_group<128, Fp8Unpack::kCvt, 4>, &ctas_per_sm<128, Fp8Unpack::kCvt, 4>},
     {"bits 4/SM", &launch_any_group<128, Fp8Unpack::kBits, 4>, &ctas_per_sm<128, Fp8Unpack::kBits, 4>},
     {"cvt 3/SM", &launch_any_group<128, Fp8Unpack::kCvt, 3>, &ctas_per_sm<128, Fp8Unpack::kCvt, 3>},
-    {"cvt 2/SM (sparse grids)", &launch_any_group<128, Fp8Unpack::kCvt, 2>, &ctas_per_sm<128, Fp8Unpack::kCvt, 2>},
+    {"cvt 2/SM", &launch_any_group<128, Fp8Unpack::kCvt, 2>, &ctas_per_sm<128, Fp8Unpack::kCvt, 2>},
 };
 
 }  // namespace
 
-// Sparse grids (at most two CTAs per SM: batch-1 and -2 decode at long contexts) take 2 CTAs per SM
-// with 6-stage rings instead: the split plan is the shipped row's, but each warp has 5 tiles in
-// flight (its first 5 requested before the PDL wait). H100, 32/8, d128, graph-timed us (shipped ->
-// 6 stages): B1 x 32K 32.7 -> 29.2, x 16K 20.7 -> 17.9, x 64K 55.9 -> 52.3, x 8K 14.3 -> 13.3;
-// denser grids lose with it (B4 x 32K 103.9 -> 109.4, B16 x 8K 103.6 -> 109.3).
-template <int kHeadDim>
-constexpr int kSparseMinBlocks = 2;
-
+// The 2-per-SM row with 6-stage rings streams sparse grids faster as a kernel (attention_bench graph,
+// H100, 32/8, d128, us, shipped -> it: B1 x 32K 32.7 -> 29.2, x 16K 20.7 -> 17.9, x 64K 55.9 ->
+// 52.3, x 8K 14.3 -> 13.3; denser grids lose: B4 x 32K 103.9 -> 109.4) but made whole decode steps
+// slower wherever it ran (batch-1 Llama-3-8B, fp8 KV: 128-token prompt 278.2 -> 270.1 tok/s, 32K
+// prompt 149.9 -> 147.9): it is not shipped.
 template <int kHeadDim>
 Status launch_decode_fp8(const PagedAttentionParams& p, CUstream_st* stream) {
-  const int64_t ctas = static_cast<int64_t>(p.batch) * p.num_kv_heads * p.num_splits;
-  if (ctas <= 2 * static_cast<int64_t>(cuda_sm_count()))
-    return launch_any_group<kHeadDim, kShippedUnpack<kHeadDim>, kSparseMinBlocks<kHeadDim>>(p, stream);
   return launch_any_group<kHeadDim, kShippedUnpack<kHeadDim>, kShippedMinBlocks<kHeadDim>>(p, stream);
 }
 

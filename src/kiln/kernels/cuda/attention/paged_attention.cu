@@ -151,6 +151,7 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
     }
   }
   num_splits = std::min(num_splits, kMaxDecodeSplits);
+  if (static_cast<int64_t>(p.batch) * p.num_kv_heads > kMaxDecodeCounters) num_splits = 1;  // no counter for it
   p.split_len = static_cast<int>(round_tile((keys + num_splits - 1) / num_splits));
   p.num_splits = static_cast<int>((keys + p.split_len - 1) / p.split_len);
   p.partial_o = nullptr;
@@ -159,24 +160,19 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
   return ok_status();
 }
 
-// Workspace: [lse | partial O | counters], each 256-byte aligned.
+// Workspace: [counters (kDecodeCounterBytes) | lse | partial O], each 256-byte aligned.
 int64_t decode_workspace_bytes(const PagedAttentionParams& p) {
   if (p.num_splits <= 1) return 0;
   const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
-  return align256(slots * 4) + align256(slots * p.head_dim * 4) + static_cast<int64_t>(p.batch) * p.num_kv_heads * 4;
-}
-
-int64_t decode_counters_offset(const PagedAttentionParams& p) {
-  const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
-  return align256(slots * 4) + align256(slots * p.head_dim * 4);
+  return kDecodeCounterBytes + align256(slots * 4) + align256(slots * p.head_dim * 4);
 }
 
 void bind_decode_workspace(PagedAttentionParams& p, void* workspace) {
   const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
   char* base = static_cast<char*>(workspace);
-  p.partial_lse = reinterpret_cast<float*>(base);
-  p.partial_o = reinterpret_cast<float*>(base + align256(slots * 4));
-  p.split_counters = reinterpret_cast<int*>(base + decode_counters_offset(p));
+  p.split_counters = reinterpret_cast<int*>(base);
+  p.partial_lse = reinterpret_cast<float*>(base + kDecodeCounterBytes);
+  p.partial_o = reinterpret_cast<float*>(base + kDecodeCounterBytes + align256(slots * 4));
 }
 
 }  // namespace kiln::cuda
@@ -197,8 +193,7 @@ Status run_decode(PagedAttentionParams p, const cuda::AttentionVariant& v, int n
     cudaError_t err = cudaMallocAsync(&workspace, static_cast<size_t>(bytes), stream);
     if (err != cudaSuccess)
       return resource_exhausted(std::string("decode_attention workspace: ") + cudaGetErrorString(err));
-    const int64_t counters = cuda::decode_counters_offset(p);
-    err = cudaMemsetAsync(static_cast<char*>(workspace) + counters, 0, static_cast<size_t>(bytes - counters), stream);
+    err = cudaMemsetAsync(workspace, 0, static_cast<size_t>(cuda::kDecodeCounterBytes), stream);
     if (err != cudaSuccess) {
       (void)cudaFreeAsync(workspace, stream);
       return internal_error(std::string("decode_attention workspace: ") + cudaGetErrorString(err));
@@ -242,7 +237,7 @@ Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* strea
   return v->launch(p, stream);
 }
 
-Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {
+Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream, void* decode_workspace) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
   const DType q = args.q.dtype, cache = args.k_cache.dtype;
   // Shapes outside the tuned tables (head_dim other than 64/128) take the portable kernel.
@@ -253,7 +248,7 @@ Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream)
     KILN_ASSIGN_OR_RETURN(
         const cuda::AttentionVariant* v,
         cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", q, cache, p.head_dim));
-    return run_decode(p, *v, 0, nullptr, stream);
+    return run_decode(p, *v, 0, decode_workspace, stream);
   }
   return (*prefill)->launch(p, stream);
 }
