@@ -364,12 +364,23 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
     if (qkv_fp8(l + 1)) KILN_RETURN_IF_ERROR(with_fp8_out(next_norm));
     KILN_RETURN_IF_ERROR(rmsnorm_cuda(next_norm, stream_));
   }
-  KILN_ASSIGN_OR_RETURN(Tensor sel, rows_.get(DType::kBF16, {rows, hidden}));
+  // The LM head's rows of h: h itself when they are all of them in order (a decode step), else
+  // gathered (a copy per row: a node each in a graph, and a break in the PDL chain before the head).
+  bool identity = rows == n;
   for (int64_t r = 0; r < rows; ++r) {
     const int32_t row = b.logits_rows[static_cast<size_t>(r)];
     if (row < 0 || row >= n) return invalid_argument("forward: logits row out of range");
-    KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(sel.ptr<uint16_t>() + r * hidden, h.ptr<uint16_t>() + row * hidden,
-                                                     static_cast<size_t>(hidden) * 2, cudaMemcpyDeviceToDevice, stream_), "row gather"));
+    identity = identity && row == r;
+  }
+  Tensor sel = h;
+  if (!identity) {
+    KILN_ASSIGN_OR_RETURN(sel, rows_.get(DType::kBF16, {rows, hidden}));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int32_t row = b.logits_rows[static_cast<size_t>(r)];
+      KILN_RETURN_IF_ERROR(cuda_status(cudaMemcpyAsync(sel.ptr<uint16_t>() + r * hidden, h.ptr<uint16_t>() + row * hidden,
+                                                       static_cast<size_t>(hidden) * 2, cudaMemcpyDeviceToDevice, stream_),
+                                       "row gather"));
+    }
   }
   KILN_ASSIGN_OR_RETURN(Tensor dl, logits_.get(DType::kF32, {rows, c.vocab_size}));
   return gemm_.run({sel, w_.lm_head_view(), {}, dl}, stream_);
