@@ -15,6 +15,7 @@
 #include "kiln/io/model_loader.h"
 #include "kiln/io/safetensors.h"
 #include "kiln/models/model.h"
+#include "tests/models/golden_cuda_model.h"
 #ifdef KILN_WITH_CUDA
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/models/llama_cuda_model.h"
@@ -22,22 +23,6 @@
 
 namespace kiln {
 namespace {
-
-bool have_gpu() {
-#ifdef KILN_WITH_CUDA
-  return cuda_available();
-#else
-  return false;
-#endif
-}
-
-// The golden model tests/golden/NAME in bf16 on the GPU.
-Result<std::unique_ptr<Model>> golden_cuda_model(const char* name) {
-  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(std::string(KILN_SOURCE_DIR) + "/tests/golden/" + name, DType::kBF16));
-  ModelOptions o;
-  o.device = Device::kCuda;
-  return create_model(std::move(loaded), o);
-}
 
 // rel_err: max |got - want| / max |want|; mean_rel_err: the mean |got - want| over all logits / max
 // |want|; top1: the rows whose argmax agrees.

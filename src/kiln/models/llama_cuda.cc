@@ -15,6 +15,7 @@ Result<std::unique_ptr<Model>> create_cuda_model(LoadedModel&& loaded, const Mod
 }  // namespace kiln
 #else
 #include <chrono>
+#include <vector>
 
 #include "kiln/models/llama_cuda_model.h"
 
@@ -311,6 +312,18 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
     log_warn("cuda graphs off: capture failed (", captured.ok() ? cudaGetErrorString(end) : captured.message(), ")");
     return ok_status();
   }
+  size_t num_nodes = 0;
+  int64_t other_nodes = 0;
+  if (cudaGraphGetNodes(graph, nullptr, &num_nodes) == cudaSuccess) {
+    std::vector<cudaGraphNode_t> nodes(num_nodes);
+    if (cudaGraphGetNodes(graph, nodes.data(), &num_nodes) == cudaSuccess) {
+      for (cudaGraphNode_t node : nodes) {
+        cudaGraphNodeType type;
+        other_nodes += cudaGraphNodeGetType(node, &type) != cudaSuccess || type != cudaGraphNodeTypeKernel;
+      }
+    }
+  }
+  last_graph_other_nodes_ = other_nodes;
   cudaGraphExec_t exec = nullptr;
   const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
@@ -323,7 +336,8 @@ Status CudaLlamaModel::run_decode_graph(const ForwardBatch& b, int64_t n, const 
   ++graph_captures_;
   log_info("decode graph for ", n, " tokens, table width ", width, ": eager step + capture in ",
            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), " ms (",
-           graphs_.size(), " held, ", graph_captures_, " captured)");
+           num_nodes, " nodes, ", other_nodes, " not kernels; ", graphs_.size(), " held, ", graph_captures_,
+           " captured)");
   return ok_status();
 }
 

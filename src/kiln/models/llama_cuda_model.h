@@ -79,6 +79,9 @@ class CudaLlamaModel : public Model {
   // Decode graphs held now, and captured since creation (tests).
   int64_t num_graphs() const { return static_cast<int64_t>(graphs_.size()); }
   int64_t graph_captures() const { return graph_captures_; }
+  // Nodes of the last captured decode graph that are not kernels (copies, memsets, allocations):
+  // each one cuts the chain of programmatic dependent launches.
+  int64_t last_graph_other_nodes() const { return last_graph_other_nodes_; }
   Status init() {
     KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
     KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming), "event"));
@@ -214,7 +217,7 @@ class CudaLlamaModel : public Model {
     int64_t last_use = 0;
   };
   std::map<std::tuple<int64_t, int64_t, const void*, int64_t, int64_t>, DecodeGraph> graphs_;
-  int64_t max_graphs_ = 128, graph_clock_ = 0, graph_captures_ = 0;
+  int64_t max_graphs_ = 128, graph_clock_ = 0, graph_captures_ = 0, last_graph_other_nodes_ = -1;
 };
 
 }  // namespace kiln::cuda_llama
