@@ -5,6 +5,8 @@
 // the last w of them). Grouped-query: query head h reads kv head h / (num_q_heads / num_kv_heads).
 // One entry point covers prefill (q_len > 1) and decode (q_len == 1).
 #pragma once
+#include <functional>
+
 #include "kiln/core/status.h"
 #include "kiln/core/tensor.h"
 
@@ -41,12 +43,13 @@ namespace kiln {
 // Picks by shape: decode when num_tokens == batch (every q_len is then 1; split-K when
 // batch * num_kv_heads cannot fill the GPU, its workspace taken with cudaMallocAsync on `stream`),
 // prefill otherwise (any mix of q_len, causal, over the paged prefix).
-// decode_workspace: for decode batches, a split-K workspace of at least
-// decode_attention_workspace_bytes(args, 0) bytes (its counters zero before the first use, see
-// below), so that no allocation or memset comes between the kernel and its neighbours on the
-// stream (they would cut the programmatic dependent launch chain of a decode graph); nullptr:
-// allocated on the stream per call.
-Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream, void* decode_workspace = nullptr);
+// decode_workspace: asked, for a split-K decode, for a workspace of the bytes it needs (its
+// counters zero before the first use, see below), so that no allocation or memset comes between
+// the kernel and its neighbours on the stream (they would cut the programmatic dependent launch
+// chain of a decode graph); empty: allocated on the stream per call.
+using DecodeWorkspaceFn = std::function<Result<void*>(int64_t bytes)>;
+Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream,
+                            const DecodeWorkspaceFn& decode_workspace = {});
 
 // The explicit kernels, for benchmarks and tests. Decode needs every q_len == 1. num_splits 0 picks
 // by shape; with more than one split the kernel needs decode_attention_workspace_bytes(args,

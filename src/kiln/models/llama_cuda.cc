@@ -166,20 +166,14 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
 }
 
 Status CudaLlamaModel::paged_attention(const PagedAttentionArgs& a) {
-  void* ws = nullptr;
-  if (a.q.shape[0] == a.kv_lens.shape[0]) {  // a decode batch: one query token per sequence
-    // Not ok: no tuned decode kernel for the shape (the entry point takes the portable one).
-    Result<int64_t> bytes = decode_attention_workspace_bytes(a, 0);
-    if (bytes.ok() && *bytes > 0) {
-      const void* before = decode_ws_.buf.data();
-      KILN_ASSIGN_OR_RETURN(Tensor t, decode_ws_.get(DType::kInt8, {*bytes}));
-      if (t.data != before)
-        KILN_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(t.data, 0, static_cast<size_t>(decode_ws_.buf.size()), stream_),
-                                         "decode attention workspace"));
-      ws = t.data;
-    }
-  }
-  return paged_attention_cuda(a, stream_, ws);
+  return paged_attention_cuda(a, stream_, [this](int64_t bytes) -> Result<void*> {
+    const void* before = decode_ws_.buf.data();
+    KILN_ASSIGN_OR_RETURN(Tensor t, decode_ws_.get(DType::kInt8, {bytes}));
+    if (t.data != before)  // grown: its split counters start at zero
+      KILN_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(t.data, 0, static_cast<size_t>(decode_ws_.buf.size()), stream_),
+                                       "decode attention workspace"));
+    return t.data;
+  });
 }
 
 Status CudaLlamaModel::hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens) {

@@ -183,11 +183,15 @@ using cuda::PagedAttentionParams;
 
 namespace {
 
+// workspace, else provide(bytes) when given, else allocated on the stream for this call.
 Status run_decode(PagedAttentionParams p, const cuda::AttentionVariant& v, int num_splits, void* workspace,
-                  CUstream_st* stream) {
+                  CUstream_st* stream, const DecodeWorkspaceFn& provide = {}) {
   KILN_RETURN_IF_ERROR(cuda::plan_decode_splits(p, v, num_splits));
   const int64_t bytes = cuda::decode_workspace_bytes(p);
   if (bytes == 0) return v.launch(p, stream);
+  if (!workspace && provide) {
+    KILN_ASSIGN_OR_RETURN(workspace, provide(bytes));
+  }
   const bool own = workspace == nullptr;
   if (own) {
     cudaError_t err = cudaMallocAsync(&workspace, static_cast<size_t>(bytes), stream);
@@ -237,7 +241,7 @@ Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* strea
   return v->launch(p, stream);
 }
 
-Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream, void* decode_workspace) {
+Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream, const DecodeWorkspaceFn& decode_workspace) {
   KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(args));
   const DType q = args.q.dtype, cache = args.k_cache.dtype;
   // Shapes outside the tuned tables (head_dim other than 64/128) take the portable kernel.
@@ -248,7 +252,7 @@ Status paged_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream,
     KILN_ASSIGN_OR_RETURN(
         const cuda::AttentionVariant* v,
         cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", q, cache, p.head_dim));
-    return run_decode(p, *v, 0, decode_workspace, stream);
+    return run_decode(p, *v, 0, nullptr, stream, decode_workspace);
   }
   return (*prefill)->launch(p, stream);
 }
