@@ -61,4 +61,19 @@ Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, voi
                              CUstream_st* stream);
 Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream);
 
+// Decode attention with RoPE and the KV-cache write fused in: the same result as
+// rope_kv_write_cuda(rope) followed by decode attention over the cache (the same bits), in one
+// kernel (no RoPE kernel and kernel boundary in a decode layer). rope.q / k / v: the step's
+// unrotated q and new k / v rows ([batch, heads, head_dim] bf16 views with contiguous heads, e.g.
+// of a fused qkv output), rope.positions / inv_freq / slot_mapping as for rope_kv_write_cuda;
+// attn: the caches, scale and metadata as for decode_attention_cuda (attn.q is not read; rope's
+// caches are not read either: attn's are written). One query token per sequence. Supported where
+// decode_attention_rope_supported says (bf16 caches, head_dim 64 / 128, no hadamard_qk); else an
+// unimplemented error. num_splits and decode_workspace as for decode_attention_cuda /
+// paged_attention_cuda (0 = planned by shape).
+struct RopeKvWriteArgs;
+bool decode_attention_rope_supported(DType cache, int64_t head_dim, int64_t group, bool hadamard_qk);
+Status decode_attention_rope_cuda(const RopeKvWriteArgs& rope, const PagedAttentionArgs& attn, int num_splits,
+                                  CUstream_st* stream, const DecodeWorkspaceFn& decode_workspace = {});
+
 }  // namespace kiln

@@ -131,11 +131,19 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   const Tensor& kc = kv.k[static_cast<size_t>(layer)];
   const Tensor& vc = kv.v[static_cast<size_t>(layer)];
   KILN_ASSIGN_OR_RETURN(Tensor qc, q_.get(DType::kBF16, {n, hq, d}));  // rotated q, dense for attention
-  KILN_RETURN_IF_ERROR(rope_kv_write_cuda({q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc, lw.k_scale, lw.v_scale, qc,
-                                           options_.hadamard_keys(d)}, stream_));
+  const RopeKvWriteArgs rope{q, k, v, positions_, inv_freq_.tensor, slots_, kc, vc, lw.k_scale, lw.v_scale, qc,
+                             options_.hadamard_keys(d)};
   KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
   PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window,
                         lw.k_scale, lw.v_scale};
+  // Decode steps: RoPE and the KV write inside the decode attention kernel where it has the row.
+  if (fused_rope_ && n == batch_ && decode_seqs_ == batch_ &&
+      decode_attention_rope_supported(kc.dtype, d, hq / hkv, rope.hadamard_qk)) {
+    KILN_RETURN_IF_ERROR(decode_attention_rope_cuda(rope, pa, 0, stream_, decode_workspace()));
+    KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
+    return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
+  }
+  KILN_RETURN_IF_ERROR(rope_kv_write_cuda(rope, stream_));
   // Steps with prompt tokens (n > batch) take the Hopper wgmma kernel where it applies.
   if (n > batch_ && use_hopper_ && hopper_prefill_supported(pa)) {
     if (decode_seqs_ > 0 && split_attention_) {
@@ -165,15 +173,19 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
 }
 
-Status CudaLlamaModel::paged_attention(const PagedAttentionArgs& a) {
-  return paged_attention_cuda(a, stream_, [this](int64_t bytes) -> Result<void*> {
+DecodeWorkspaceFn CudaLlamaModel::decode_workspace() {
+  return [this](int64_t bytes) -> Result<void*> {
     const void* before = decode_ws_.buf.data();
     KILN_ASSIGN_OR_RETURN(Tensor t, decode_ws_.get(DType::kInt8, {bytes}));
     if (t.data != before)  // grown: its split counters start at zero
       KILN_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(t.data, 0, static_cast<size_t>(decode_ws_.buf.size()), stream_),
                                        "decode attention workspace"));
     return t.data;
-  });
+  };
+}
+
+Status CudaLlamaModel::paged_attention(const PagedAttentionArgs& a) {
+  return paged_attention_cuda(a, stream_, decode_workspace());
 }
 
 Status CudaLlamaModel::hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens) {

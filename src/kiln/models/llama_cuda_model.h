@@ -96,6 +96,7 @@ class CudaLlamaModel : public Model {
     use_hopper_vt_ = on("KILN_HOPPER_VT");
     moe_fused_ = on("KILN_MOE_FUSED");
     split_attention_ = on("KILN_SPLIT_ATTENTION");
+    fused_rope_ = on("KILN_FUSED_ROPE");
     // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
     const char* moe = std::getenv("KILN_MOE_DECODE");
     if (moe && *moe) moe_decode_slots_ = std::clamp<int64_t>(std::atoll(moe), 0, kMoeDecodeMaxSlots);
@@ -158,6 +159,7 @@ class CudaLlamaModel : public Model {
   Status hopper_prefill(const PagedAttentionArgs& a, int64_t kv_tokens);
   // paged_attention_cuda with decode_ws_ as the split-K workspace of decode batches.
   Status paged_attention(const PagedAttentionArgs& a);
+  DecodeWorkspaceFn decode_workspace();  // decode_ws_, zeroed when it grows
   // The fused fp8 MoE decode step: the ffn norm routes and writes h also as per-token fp8 (moe_hq_) for
   // the expert GEMMs (silu_mul_fp8 for down); the next norm sums each token's k expert rows (y).
   struct MoeSlots {
@@ -184,10 +186,11 @@ class CudaLlamaModel : public Model {
   Scratch moe_hq_, moe_hs_;
   // Switches, on unless 0: KILN_MOE_FUSED (MoeSlots), KILN_FUSED_ACT_QUANT (fp8 x quantized by its producer:
   // silu_mul_fp8, the norms' out_q; MoE x once),
-  // KILN_SPLIT_ATTENTION (mixed steps' decodes), KILN_HOPPER_VT, KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL.
+  // KILN_SPLIT_ATTENTION (mixed steps' decodes), KILN_HOPPER_VT, KILN_CUDA_GRAPHS, KILN_HOPPER_PREFILL,
+  // KILN_FUSED_ROPE (decode steps: RoPE + KV write inside decode attention, decode_attention_rope_cuda).
   bool pad_decode_ = true;  // decode graphs at graph_tokens(n) tokens (KILN_CUDA_GRAPH_PAD=0: exact)
   bool moe_fused_ = true, fused_act_quant_ = true, split_attention_ = true, use_hopper_vt_ = true, use_graphs_ = true,
-       use_hopper_ = true;
+       use_hopper_ = true, fused_rope_ = true;
   Tensor ids_, positions_, slots_, cu_, kv_lens_, tables_;
   int64_t decode_seqs_ = 0;  // leading single-token sequences; prompt_cu_: the others' cu_seqlens from 0
   std::vector<int32_t> prompt_cu_;

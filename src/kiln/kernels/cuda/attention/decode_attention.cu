@@ -11,6 +11,7 @@
 #include <climits>
 
 #include "kiln/kernels/cuda/attention/decode_merge.cuh"
+#include "kiln/kernels/cuda/attention/decode_rope.cuh"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln::cuda {
@@ -73,18 +74,32 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
     if (s < n_tiles) load_tile(s, begin, min(end, ready), begin, end);
     attn::cp_async_commit();
   }
+  __shared__ float rope_cs[kHeadDim];  // p.rope: the token's cos | sin
+  if (p.rope) {
+    decode::rope_table<kHeadDim, C::kThreads>(p, q_row, rope_cs, tid);
+    __syncthreads();
+  }
   cuda::pdl_wait();
   cuda::pdl_trigger();
-  const bf16* q =
-      static_cast<const bf16*>(p.q) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * p.group) * kHeadDim;
-  for (int i = tid; i < C::kRows * kChunks; i += C::kThreads) {
-    const int r = i / kChunks, c = i % kChunks;
-    attn::cp_async_16(q_tile + attn::tile_offset<kHeadDim>(r, c), q + (r < p.group ? r : 0) * kHeadDim + c * 8,
-                      r < p.group);
-  }
+  if (p.rope) {  // Q rotated here; this split's newest key (if any) rotated, cached and put in its tile
+    decode::rope_q_tile<kHeadDim, C::kRows, C::kThreads>(p, q_row, kvh, smem, rope_cs, tid);
+    if (ready >= begin && ready < end) {
+      const int tile = (ready - begin) / C::kTileN;  // a later tile reads it from the cache
+      uint8_t* k_tile = tile < C::kStages - 1 ? smem + C::kQBytes + tile * C::kStageBytes : nullptr;
+      decode::rope_newest_kv<kHeadDim>(p, q_row, kvh, k_tile, k_tile ? k_tile + C::kTileBytes : nullptr,
+                                       (ready - begin) % C::kTileN, rope_cs, tid);
+    }
+  } else {
+    const bf16* q = static_cast<const bf16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * kHeadDim;
+    for (int i = tid; i < C::kRows * kChunks; i += C::kThreads) {
+      const int r = i / kChunks, c = i % kChunks;
+      attn::cp_async_16(q_tile + attn::tile_offset<kHeadDim>(r, c), q + (r < p.group ? r : 0) * kHeadDim + c * 8,
+                        r < p.group);
+    }
 #pragma unroll
-  for (int s = 0; s < C::kStages - 1; ++s)  // no-op unless the tile holds the newest key
-    if (s < n_tiles && ready < end) load_tile(s, ready, end, INT_MIN, INT_MAX);
+    for (int s = 0; s < C::kStages - 1; ++s)  // no-op unless the tile holds the newest key
+      if (s < n_tiles && ready < end) load_tile(s, ready, end, INT_MIN, INT_MAX);
+  }
   attn::cp_async_commit();
 
   // ldmatrix lane bases within this warp's 16 keys: K rows (lane / 16) * 8 + lane % 8, chunk
@@ -97,7 +112,7 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
   for (int it = 0; it < n_tiles; ++it) {
     if (it == 0)
-      attn::cp_async_wait<0>();  // the prologue's tiles, Q and the newest key (the last group)
+      attn::cp_async_wait<0>();  // the prologue's tiles, Q and the newest key (the last group; or stored, p.rope)
     else
       attn::cp_async_wait<C::kStages - 2>();
     __syncthreads();  // tile `it` (and at it == 0 Q) landed, and every warp is done with stage it - 1

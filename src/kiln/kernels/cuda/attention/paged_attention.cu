@@ -8,6 +8,8 @@
 
 #include "kiln/kernels/cuda/attention/attention_params.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/common/kernel_args.h"
+#include "kiln/kernels/rope.h"
 
 namespace kiln::cuda {
 namespace {
@@ -101,6 +103,7 @@ Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArg
   p.sliding_window = static_cast<int>(std::min<int64_t>(a.sliding_window, max_kv + 1));
   p.k_scale = fp8 ? a.k_scale : 1.0f;
   p.v_scale = fp8 ? a.v_scale : 1.0f;
+  p.q_stride = q.shape[1] * q.shape[2];
   p.num_splits = 1;
   p.split_len = static_cast<int>(
       std::max<int64_t>(kDecodeTileKeys, (max_kv + kDecodeTileKeys - 1) / kDecodeTileKeys * kDecodeTileKeys));
@@ -231,6 +234,56 @@ Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, voi
                         cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
                                                      args.q.dtype, args.k_cache.dtype, p.head_dim));
   return run_decode(p, *v, num_splits, workspace, stream);
+}
+
+bool decode_attention_rope_supported(DType cache, int64_t head_dim, int64_t group, bool hadamard_qk) {
+  return cache == DType::kBF16 && (head_dim == 64 || head_dim == 128) && group >= 1 && group <= 16 && !hadamard_qk;
+}
+
+Status decode_attention_rope_cuda(const RopeKvWriteArgs& r, const PagedAttentionArgs& args, int num_splits,
+                                  CUstream_st* stream, const DecodeWorkspaceFn& decode_workspace) {
+  constexpr const char* kName = "decode_attention_rope_cuda";
+  if (r.q.ndim != 3 || r.k.ndim != 3 || r.v.ndim != 3 || r.q.dtype != DType::kBF16 || r.k.dtype != DType::kBF16 ||
+      r.v.dtype != DType::kBF16 || r.k.shape != r.v.shape || r.q.shape[0] != r.k.shape[0] || r.q.shape[2] != r.k.shape[2])
+    return invalid_argument(std::string(kName) + ": want bf16 q [n, hq, d], k and v [n, hkv, d]; got q " +
+                            r.q.shape_string() + ", k " + r.k.shape_string() + ", v " + r.v.shape_string());
+  const int64_t n = r.q.shape[0], d = r.q.shape[2];
+  for (const Tensor* t : {&r.q, &r.k, &r.v})
+    if (!cuda::is_device(*t) || t->strides[2] != 1 || t->strides[1] != d || t->strides[0] < t->shape[1] * d ||
+        t->strides[0] % 8 != 0 || !cuda::aligned16(t->data))
+      return invalid_argument(std::string(kName) + ": q, k and v need contiguous heads and 16-byte aligned token rows on the device");
+  // Checks of the attention side with q's shape (attn.q is not read).
+  PagedAttentionArgs dense = args;
+  dense.q = Tensor::view(r.q.data, DType::kBF16, {n, r.q.shape[1], d}, Device::kCuda);
+  KILN_ASSIGN_OR_RETURN(PagedAttentionParams p, cuda::make_paged_attention_params(dense));
+  if (p.num_tokens != p.batch)
+    return invalid_argument(std::string(kName) + ": want one query token per sequence, got " + std::to_string(n) +
+                            " tokens for " + std::to_string(p.batch) + " sequences");
+  if (r.k.shape[1] != p.num_kv_heads)
+    return invalid_argument(std::string(kName) + ": k has " + std::to_string(r.k.shape[1]) + " heads, the cache " +
+                            std::to_string(p.num_kv_heads));
+  if (!decode_attention_rope_supported(args.k_cache.dtype, d, p.group, r.hadamard_qk))
+    return unimplemented(std::string(kName) + ": cache " + std::string(dtype_name(args.k_cache.dtype)) + ", head_dim " +
+                         std::to_string(d) + ", group " + std::to_string(p.group) +
+                         (r.hadamard_qk ? ", hadamard_qk" : "") +
+                         " (supported: bf16 caches, head_dim 64 / 128, up to 16 q heads per kv head, no hadamard_qk)");
+  KILN_RETURN_IF_ERROR(cuda::expect_device(r.positions, DType::kInt32, n, kName, "positions"));
+  KILN_RETURN_IF_ERROR(cuda::expect_device(r.inv_freq, DType::kF32, d / 2, kName, "inv_freq"));
+  KILN_RETURN_IF_ERROR(cuda::expect_device(r.slot_mapping, DType::kInt32, n, kName, "slot_mapping"));
+  KILN_ASSIGN_OR_RETURN(const cuda::AttentionVariant* v,
+                        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
+                                                     DType::kBF16, args.k_cache.dtype, p.head_dim));
+  p.q_stride = r.q.strides[0];
+  p.rope = 1;
+  p.k_new = r.k.data;
+  p.v_new = r.v.data;
+  p.k_stride = r.k.strides[0];
+  p.v_stride = r.v.strides[0];
+  p.positions = r.positions.ptr<int32_t>();
+  p.inv_freq = r.inv_freq.ptr<float>();
+  p.slots = r.slot_mapping.ptr<int32_t>();
+  p.num_slots = args.k_cache.shape[0] * args.k_cache.shape[1];
+  return run_decode(p, *v, num_splits, nullptr, stream, decode_workspace);
 }
 
 Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* stream) {

@@ -13,6 +13,7 @@
 #include "kiln/kernels/cuda/common/bf16.cuh"
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/kernel_args.h"
+#include "kiln/kernels/cuda/rope/rope_device.cuh"
 #include "kiln/kernels/hadamard.h"
 #include "kiln/kernels/rope.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
@@ -41,38 +42,8 @@ struct RopeParams {
   float hadamard_norm;     // 1 / sqrt(head_dim) as the CPU computes it (kHadamard)
 };
 
-// x1 = x[i..i+8), x2 = x[half + i..): (x1, x2) <- (x1 cos - x2 sin, x2 cos + x1 sin).
-__device__ __forceinline__ void rotate_pair(float (&x1)[8], float (&x2)[8], const float* cos_t, const float* sin_t) {
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float a = x1[i], b = x2[i];
-    x1[i] = a * cos_t[i] - b * sin_t[i];
-    x2[i] = b * cos_t[i] + a * sin_t[i];
-  }
-}
-
-// The fp8 path's rotation: explicit fmas in the order of the CPU reference's rotate_fma, so that the
-// f32 values it quantizes are the CPU's to the bit.
-__device__ __forceinline__ void rotate_pair_fma(float (&x1)[8], float (&x2)[8], const float* cos_t,
-                                                const float* sin_t) {
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float a = x1[i], b = x2[i];
-    x1[i] = __fmaf_rn(a, cos_t[i], -__fmul_rn(b, sin_t[i]));
-    x2[i] = __fmaf_rn(b, cos_t[i], __fmul_rn(a, sin_t[i]));
-  }
-}
-
-// 8 floats -> 8 fp8 e4m3 of x / scale (IEEE division, round to nearest even, saturating).
-__device__ __forceinline__ uint2 quantize_fp8x8(const float (&x)[8], float scale) {
-  uint32_t w[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const uint32_t byte = __nv_cvt_float_to_fp8(__fdiv_rn(x[i], scale), __NV_SATFINITE, __NV_E4M3);
-    w[i / 4] |= byte << (8 * (i % 4));
-  }
-  return make_uint2(w[0], w[1]);
-}
+using cuda::rope::quantize_fp8x8;
+using cuda::rope::rotate_pair;
 
 // The token's cos / sin table into shared memory (angles' sin / cos in double, as the reference;
 // the block's threads share the work, then sync) and where its K / V go in the cache. Reads only
@@ -84,14 +55,7 @@ struct TokenSlot {
   int64_t cache_off;  // element offset of the slot's [hkv, d] rows
 };
 __device__ __forceinline__ TokenSlot token_table(const RopeParams& p, int64_t t, float* cos_s, float* sin_s) {
-  const float pos = static_cast<float>(p.positions[t]);
-  for (int i = threadIdx.x; i < p.head_dim / 2; i += kThreads) {
-    const float angle = pos * p.inv_freq[i];  // fp32 product, as the reference
-    double s, c;
-    sincos(static_cast<double>(angle), &s, &c);
-    cos_s[i] = static_cast<float>(c);
-    sin_s[i] = static_cast<float>(s);
-  }
+  cuda::rope::angle_table(static_cast<float>(p.positions[t]), p.inv_freq, p.head_dim / 2, cos_s, sin_s, threadIdx.x, kThreads);
   __syncthreads();
   const int64_t slot = p.slots ? p.slots[t] : -1;
   return {slot >= 0 && slot < p.num_slots, slot * p.hkv * p.head_dim};
@@ -120,11 +84,7 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
     cuda::load_bf16x8(x + c * 8, x1);
     cuda::load_bf16x8(x + half + c * 8, x2);
     if (!is_k && p.q_out) x = p.q_out + (t * p.hq + h) * p.head_dim;
-    if constexpr (kFp8) {
-      rotate_pair_fma(x1, x2, cos_s + c * 8, sin_s + c * 8);
-    } else {
-      rotate_pair(x1, x2, cos_s + c * 8, sin_s + c * 8);
-    }
+    rotate_pair(x1, x2, cos_s + c * 8, sin_s + c * 8);
     const uint4 r1 = cuda::f32_to_bf16x8(x1), r2 = cuda::f32_to_bf16x8(x2);
     *reinterpret_cast<uint4*>(x + c * 8) = r1;
     *reinterpret_cast<uint4*>(x + half + c * 8) = r2;

@@ -1,0 +1,47 @@
+// RoPE's device pieces shared by the RoPE + KV-write kernels (rope_kv_write.cu) and decode
+// attention with RoPE fused in (attention/decode_rope.cuh), so that both produce the same bits:
+// the angle table, the rotate-half rotation of 8-element pieces, fp8 quantization of 8 floats.
+#pragma once
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+namespace kiln::cuda::rope {
+
+// cos_s[i], sin_s[i] for i in [0, half) of the angle pos * inv_freq[i] (fp32 product, sin / cos in
+// double, as the CPU reference), threads i0, i0 + stride, ... of the caller. The caller syncs.
+__device__ __forceinline__ void angle_table(float pos, const float* inv_freq, int half, float* cos_s, float* sin_s,
+                                            int i0, int stride) {
+  for (int i = i0; i < half; i += stride) {
+    const float angle = pos * inv_freq[i];
+    double s, c;
+    sincos(static_cast<double>(angle), &s, &c);
+    cos_s[i] = static_cast<float>(c);
+    sin_s[i] = static_cast<float>(s);
+  }
+}
+
+// x1 = x[i..i+8), x2 = x[half + i..): (x1, x2) <- (x1 cos - x2 sin, x2 cos + x1 sin), as explicit
+// fmas in the order of the CPU reference's rotate_fma (no contraction left to the compiler, so
+// every kernel that rotates gets the same bits).
+__device__ __forceinline__ void rotate_pair(float (&x1)[8], float (&x2)[8], const float* cos_t, const float* sin_t) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float a = x1[i], b = x2[i];
+    x1[i] = __fmaf_rn(a, cos_t[i], -__fmul_rn(b, sin_t[i]));
+    x2[i] = __fmaf_rn(b, cos_t[i], __fmul_rn(a, sin_t[i]));
+  }
+}
+
+// 8 floats -> 8 fp8 e4m3 of x / scale (IEEE division, round to nearest even, saturating).
+__device__ __forceinline__ uint2 quantize_fp8x8(const float (&x)[8], float scale) {
+  uint32_t w[2] = {0, 0};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t byte = __nv_cvt_float_to_fp8(__fdiv_rn(x[i], scale), __NV_SATFINITE, __NV_E4M3);
+    w[i / 4] |= byte << (8 * (i % 4));
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+}  // namespace kiln::cuda::rope
