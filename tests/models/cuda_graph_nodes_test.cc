@@ -4,8 +4,6 @@
 // allocation, a memset and a free node, and the LM head a copy per row. Skipped without a GPU.
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "kiln/models/model.h"
@@ -17,21 +15,10 @@
 namespace kiln {
 namespace {
 
-// The golden models (head_dim 16: the portable attention kernel), and "d128": a small Llama with
-// random weights whose head_dim 128 takes the tuned decode kernel with split K.
+// The golden models (head_dim 16: the portable attention kernel), and "d128" (the tuned decode
+// kernel with split K).
 Result<std::unique_ptr<Model>> graph_test_model(const std::string& name) {
-  if (name != "d128") return golden_cuda_model(name.c_str());
-  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "kiln_graph_nodes_d128";
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-    "vocab_size": 512, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-    "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128, "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0, "tie_word_embeddings": false})";
-  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_config_only(dir.string()));
-  ModelOptions o;
-  o.device = Device::kCuda;
-  o.dummy_weights = true;
-  return create_model(std::move(loaded), o);
+  return name == "d128" ? random_cuda_llama_d128() : golden_cuda_model(name.c_str());
 }
 
 class CudaGraphNodes : public ::testing::TestWithParam<const char*> {};

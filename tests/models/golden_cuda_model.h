@@ -1,5 +1,9 @@
 // The GPU model tests' shared set-up: whether a GPU is there, and a golden model on it.
 #pragma once
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -24,6 +28,26 @@ inline Result<std::unique_ptr<Model>> golden_cuda_model(const char* name) {
   KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(std::string(KILN_SOURCE_DIR) + "/tests/golden/" + name, DType::kBF16));
   ModelOptions o;
   o.device = Device::kCuda;
+  return create_model(std::move(loaded), o);
+}
+
+// "d128": a small Llama with random (--load-format dummy, deterministic) weights whose head_dim 128
+// takes the tuned decode attention kernels (split K at a few hundred keys); bf16, or with an fp8 KV
+// cache (keys Hadamard-rotated unless rotate_keys is false).
+inline Result<std::unique_ptr<Model>> random_cuda_llama_d128(bool fp8_kv = false, bool rotate_keys = true) {
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "kiln_random_llama_d128";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "vocab_size": 512, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+    "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128, "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0, "tie_word_embeddings": false})";
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_config_only(dir.string()));
+  ModelOptions o;
+  o.device = Device::kCuda;
+  o.dummy_weights = true;
+  o.fp8_kv_cache = fp8_kv;
+  o.kv_cache_scale = 0.05f;
+  o.fp8_kv_hadamard = rotate_keys;
   return create_model(std::move(loaded), o);
 }
 

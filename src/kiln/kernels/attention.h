@@ -67,8 +67,9 @@ Status prefill_attention_cuda(const PagedAttentionArgs& args, CUstream_st* strea
 // unrotated q and new k / v rows ([batch, heads, head_dim] bf16 views with contiguous heads, e.g.
 // of a fused qkv output), rope.positions / inv_freq / slot_mapping as for rope_kv_write_cuda;
 // attn: the caches, scale and metadata as for decode_attention_cuda (attn.q is not read; rope's
-// caches are not read either: attn's are written). One query token per sequence. Supported where
-// decode_attention_rope_supported says (bf16 caches, head_dim 64 / 128, no hadamard_qk); else an
+// caches are not read either: attn's are written; fp8 caches with attn's k_scale / v_scale and
+// rope.hadamard_qk). One query token per sequence. Supported where decode_attention_rope_supported
+// says (bf16 or fp8 e4m3 caches, head_dim 64 / 128, hadamard_qk with fp8 only); else an
 // unimplemented error. num_splits and decode_workspace as for decode_attention_cuda /
 // paged_attention_cuda (0 = planned by shape).
 struct RopeKvWriteArgs;

@@ -136,10 +136,12 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
   KILN_ASSIGN_OR_RETURN(Tensor attn, attn_.get(DType::kBF16, {n, hq, d}));
   PagedAttentionArgs pa{qc, kc, vc, cu_, kv_lens_, tables_, attn, 1.0f / std::sqrt(static_cast<float>(d)), c.sliding_window,
                         lw.k_scale, lw.v_scale};
-  // Decode steps: RoPE and the KV write inside the decode attention kernel where it has the row.
-  if (fused_rope_ && n == batch_ && decode_seqs_ == batch_ &&
+  // Decode steps: RoPE and the KV write inside the decode attention kernel where it has the row
+  // (fp8 caches only with KILN_FUSED_ROPE=2: measured slower, see init).
+  if (fused_rope_ > (kc.dtype == DType::kBF16 ? 0 : 1) && n == batch_ && decode_seqs_ == batch_ &&
       decode_attention_rope_supported(kc.dtype, d, hq / hkv, rope.hadamard_qk)) {
     KILN_RETURN_IF_ERROR(decode_attention_rope_cuda(rope, pa, 0, stream_, decode_workspace()));
+    ++fused_rope_layers_;
     KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
     return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
   }

@@ -33,8 +33,8 @@ struct PagedAttentionParams {
   // fp8 caches: real K = float(k_cache) * k_scale, V likewise; 1 for bf16 caches.
   float k_scale, v_scale;
   int64_t q_stride;  // elements between q's token rows (num_q_heads * head_dim when dense)
-  // Decode with RoPE and the KV write fused in (decode_attention_rope_cuda; decode kernels, bf16
-  // caches): q holds the unrotated q rows; every CTA rotates its group's heads into its Q tile, and
+  // Decode with RoPE and the KV write fused in (decode_attention_rope_cuda; the decode kernels):
+  // q holds the unrotated q rows; every CTA rotates its group's heads into its Q tile, and
   // the split holding the newest key (kv_len - 1) rotates that key (k_new's head), writes it and
   // v_new's head into the cache at slots[token] (when inside the cache) and uses them. rope = 0: q
   // is rotated already and the newest key is in the cache.
@@ -46,6 +46,10 @@ struct PagedAttentionParams {
   const float* inv_freq;     // [head_dim / 2]
   const int32_t* slots;      // [batch]: block * block_size + offset in the cache
   int64_t num_slots;         // cache slots (num_blocks * block_size)
+  // fp8 caches: q and k heads also go through the Walsh-Hadamard rotation after RoPE
+  // (RopeKvWriteArgs::hadamard_qk), hadamard_norm = 1 / sqrt(head_dim) as the CPU computes it.
+  int rope_hadamard;
+  float hadamard_norm;
 };
 
 // The portable fallback (generic_attention.cu): any head_dim <= 256, bf16 q with a bf16 or fp8

@@ -27,6 +27,7 @@
 #include <string>
 
 #include "kiln/kernels/cuda/attention/decode_merge.cuh"
+#include "kiln/kernels/cuda/attention/decode_rope.cuh"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
 namespace kiln::cuda {
@@ -55,7 +56,10 @@ struct Fp8DecodeConfig {
   static constexpr int kMergeBytes = decode::WarpStates<kHeadDim>::kBytes > decode::kSplitMergeBytes<kHeadDim>
                                          ? decode::WarpStates<kHeadDim>::kBytes
                                          : decode::kSplitMergeBytes<kHeadDim>;
-  static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
+  // p.rope: the rotated Q rows (bf16) and the token's cos | sin after the pipeline (inside the
+  // merge scratch's bytes where it is larger, so that 5 CTAs still fit per SM).
+  static constexpr int kRopeBytes = decode::kRows * kHeadDim * 2 + kHeadDim * 4;
+  static constexpr int kSmemBytes = kPipeBytes + kRopeBytes > kMergeBytes ? kPipeBytes + kRopeBytes : kMergeBytes;
   static constexpr int kKSlice = kHeadDim / 4;  // bytes of a K row one lane reads
   static constexpr int kVSlice = kHeadDim / 8;  // bytes of a V row one lane reads
   static constexpr int kKK = kHeadDim / 16;     // k chunks of Q K^T
@@ -239,16 +243,33 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
     if (s < n_tiles) load_tile(s, begin, min(end, ready), end);
     attn::cp_async_commit();
   }
+  bf16* const rope_q = reinterpret_cast<bf16*>(smem + C::kPipeBytes);  // p.rope: [kRows, d] rotated Q
+  float* const rope_cs = reinterpret_cast<float*>(smem + C::kPipeBytes + decode::kRows * kHeadDim * 2);  // cos | sin
+  if (p.rope) {
+    decode::rope_table<kHeadDim, decode::kThreads>(p, q_row, rope_cs, threadIdx.x);
+    __syncthreads();
+  }
   cuda::pdl_wait();
   cuda::pdl_trigger();
+  const bf16* q = static_cast<const bf16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * kHeadDim;
+  if (p.rope) {  // Q rotated here; this split's newest key (if any) rotated, quantized, cached and put in its tile
+    decode::rope_q_rows<kHeadDim, decode::kRows>(p, q_row, kvh, rope_q, rope_cs, warp, lane);
+    if (warp == 0 && ready >= begin && ready < end) {
+      const int tile = (ready - begin) / C::kTileN, w = (ready - begin) % C::kTileN / C::kKeys;
+      uint8_t* k_rows = tile < C::kStages - 1 ? smem + w * C::kWarpStageBytes + tile * C::kStageBytes : nullptr;
+      decode::rope_newest_kv_fp8<kHeadDim>(p, q_row, kvh, k_rows, k_rows ? k_rows + C::kWarpTileBytes : nullptr,
+                                           (ready - begin) % C::kKeys, rope_cs, lane);
+    }
+    __syncthreads();  // Q rows and the newest key's rows (another warp's) written
+    q = rope_q;
+  } else {
 #pragma unroll
-  for (int s = 0; s < C::kStages - 1; ++s)
-    if (s < n_tiles && ready < end) load_tile(s, ready, end, INT_MAX);  // no-op unless the tile holds it
+    for (int s = 0; s < C::kStages - 1; ++s)
+      if (s < n_tiles && ready < end) load_tile(s, ready, end, INT_MAX);  // no-op unless the tile holds it
+  }
   attn::cp_async_commit();
 
   // Q^T B fragments of head tile h: head 8h + g (the loads overlap the first tiles' copies).
-  const bf16* q =
-      static_cast<const bf16*>(p.q) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * p.group) * kHeadDim;
   uint32_t qb0[kHeadTiles][C::kKK], qb1[kHeadTiles][C::kKK];
 #pragma unroll
   for (int h = 0; h < kHeadTiles; ++h)
@@ -275,7 +296,7 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
   for (int h = 0; h < kHeadTiles; ++h) m[h][0] = m[h][1] = -INFINITY, l[h][0] = l[h][1] = 0.f;
   for (int it = 0; it < n_tiles; ++it) {
     if (it == 0)
-      attn::cp_async_wait<0>();  // the prologue's tiles and the newest key (the last group)
+      attn::cp_async_wait<0>();  // the prologue's tiles and the newest key (the last group; or stored, p.rope)
     else
       attn::cp_async_wait<C::kStages - 2>();
     __syncwarp();  // this warp's rows of tile `it` landed, and every lane is done with stage it - 1

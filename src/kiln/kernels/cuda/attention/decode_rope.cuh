@@ -1,14 +1,15 @@
-// RoPE and the KV-cache write fused into the bf16 decode attention kernel
-// (PagedAttentionParams::rope, decode_attention_rope_cuda): the CTA of (kv head, sequence, split)
-// rotates its group's query heads into its Q tile itself, and the one split that holds the newest
-// key rotates that key, writes it and its value into the cache and into its first K/V tiles. The
-// same rotation code as rope_kv_write_cuda (rope/rope_device.cuh): the same bits as RoPE, then
-// attention. Saves the RoPE kernel and its kernel boundary in every decode layer.
+// RoPE and the KV-cache write fused into the decode attention kernels (PagedAttentionParams::rope,
+// decode_attention_rope_cuda): the CTA of (kv head, sequence, split) rotates its group's query
+// heads itself, and the one split that holds the newest key rotates that key, writes it and its
+// value into the cache (fp8 caches: quantized, after the Hadamard rotation when asked) and into its
+// first K/V tiles. The same rotation code as rope_kv_write_cuda (rope/rope_device.cuh): the same
+// bits as RoPE, then attention. Saves the RoPE kernel and its kernel boundary in every decode layer.
 #pragma once
 #include <cuda_bf16.h>
 
 #include "kiln/kernels/cuda/attention/attention_device.cuh"
 #include "kiln/kernels/cuda/attention/attention_params.h"
+#include "kiln/kernels/cuda/attention/decode_merge.cuh"
 #include "kiln/kernels/cuda/common/bf16.cuh"
 #include "kiln/kernels/cuda/rope/rope_device.cuh"
 
@@ -81,6 +82,95 @@ __device__ __forceinline__ void rope_newest_kv(const PagedAttentionParams& p, in
     if (write)
       *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(const_cast<void*>(p.v_cache)) + cache_off + c * 8) = v;
     if (v_tile) *reinterpret_cast<uint4*>(v_tile + attn::tile_offset<kHeadDim>(row, c)) = v;
+  }
+}
+
+// ---- fp8 e4m3 caches (decode_attention_fp8.cu) ---------------------------------------------
+
+// The group's q heads of token q_row rotated (RoPE, then with p.rope_hadamard the Walsh-Hadamard
+// transform) and rounded to bf16, into q_s [kRows, kHeadDim] (rows >= group zero); the 4 warps
+// of the CTA.
+template <int kHeadDim, int kRows>
+__device__ __forceinline__ void rope_q_rows(const PagedAttentionParams& p, int q_row, int kvh, __nv_bfloat16* q_s,
+                                            const float* cs, int warp, int lane) {
+  const __nv_bfloat16* q =
+      static_cast<const __nv_bfloat16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * kHeadDim;
+  if (p.rope_hadamard) {  // a warp per head, E elements a lane (rope_kv_write_hadamard_kernel's layout)
+    constexpr int E = kHeadDim / 32;
+    for (int r = warp; r < kRows; r += decode::kWarps) {
+      float x[E];
+#pragma unroll
+      for (int j = 0; j < E; ++j) x[j] = r < p.group ? __bfloat162float(q[r * kHeadDim + lane * E + j]) : 0.f;
+      if (r < p.group) rope::rope_hadamard<E, 32>(x, lane, 0xffffffffu, cs, cs + kHeadDim / 2, p.hadamard_norm);
+#pragma unroll
+      for (int j = 0; j < E; ++j) q_s[r * kHeadDim + lane * E + j] = __float2bfloat16_rn(x[j]);
+    }
+    return;
+  }
+  constexpr int kHalfChunks = kHeadDim / 16;
+  for (int i = warp * 32 + lane; i < kRows * kHalfChunks; i += decode::kThreads) {
+    const int r = i / kHalfChunks, c = i % kHalfChunks;
+    uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+    if (r < p.group) {
+      float x1[8], x2[8];
+      load_bf16x8(q + r * kHeadDim + c * 8, x1);
+      load_bf16x8(q + r * kHeadDim + kHeadDim / 2 + c * 8, x2);
+      rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
+      lo = f32_to_bf16x8(x1);
+      hi = f32_to_bf16x8(x2);
+    }
+    *reinterpret_cast<uint4*>(q_s + r * kHeadDim + c * 8) = lo;
+    *reinterpret_cast<uint4*>(q_s + r * kHeadDim + kHeadDim / 2 + c * 8) = hi;
+  }
+}
+
+// The newest key of (token q_row, kv head kvh) into an fp8 cache, by one warp: k rotated (and
+// Hadamard-rotated with p.rope_hadamard) and quantized from f32 as fp8(x / k_scale), v quantized,
+// both written at slots[q_row] (when inside the cache) and, when k_rows is not null, into row `row`
+// of a warp's raw [16, kHeadDim] K / V tiles (attn::fp8_tile_offset layout).
+template <int kHeadDim>
+__device__ __forceinline__ void rope_newest_kv_fp8(const PagedAttentionParams& p, int q_row, int kvh, uint8_t* k_rows,
+                                                   uint8_t* v_rows, int row, const float* cs, int lane) {
+  const int64_t slot = p.slots[q_row];
+  const bool write = slot >= 0 && slot < p.num_slots;
+  uint8_t* kc = static_cast<uint8_t*>(const_cast<void*>(p.k_cache)) + (slot * p.num_kv_heads + kvh) * kHeadDim;
+  uint8_t* vc = static_cast<uint8_t*>(const_cast<void*>(p.v_cache)) + (slot * p.num_kv_heads + kvh) * kHeadDim;
+  const __nv_bfloat16* k =
+      static_cast<const __nv_bfloat16*>(p.k_new) + static_cast<int64_t>(q_row) * p.k_stride + kvh * kHeadDim;
+  const __nv_bfloat16* v =
+      static_cast<const __nv_bfloat16*>(p.v_new) + static_cast<int64_t>(q_row) * p.v_stride + kvh * kHeadDim;
+  auto put = [&](uint8_t* cache, uint8_t* tile, int at, const uint8_t* bytes, int n) {
+#pragma unroll 8
+    for (int j = 0; j < n; ++j) {
+      if (write) cache[at + j] = bytes[j];
+      if (tile) tile[attn::fp8_tile_offset<kHeadDim>(row * kHeadDim + at + j)] = bytes[j];
+    }
+  };
+  if (p.rope_hadamard) {
+    constexpr int E = kHeadDim / 32;
+    float x[E];
+#pragma unroll
+    for (int j = 0; j < E; ++j) x[j] = __bfloat162float(k[lane * E + j]);
+    rope::rope_hadamard<E, 32>(x, lane, 0xffffffffu, cs, cs + kHeadDim / 2, p.hadamard_norm);
+    uint8_t b[E];
+#pragma unroll
+    for (int j = 0; j < E; ++j) b[j] = static_cast<uint8_t>(rope::quantize_fp8(x[j], p.k_scale));
+    put(kc, k_rows, lane * E, b, E);
+  } else if (lane < kHeadDim / 16) {
+    const int c = lane;
+    float x1[8], x2[8];
+    load_bf16x8(k + c * 8, x1);
+    load_bf16x8(k + kHeadDim / 2 + c * 8, x2);
+    rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
+    const uint2 lo = rope::quantize_fp8x8(x1, p.k_scale), hi = rope::quantize_fp8x8(x2, p.k_scale);
+    put(kc, k_rows, c * 8, reinterpret_cast<const uint8_t*>(&lo), 8);
+    put(kc, k_rows, kHeadDim / 2 + c * 8, reinterpret_cast<const uint8_t*>(&hi), 8);
+  }
+  if (lane < kHeadDim / 8) {
+    float x[8];
+    load_bf16x8(v + lane * 8, x);
+    const uint2 q = rope::quantize_fp8x8(x, p.v_scale);
+    put(vc, v_rows, lane * 8, reinterpret_cast<const uint8_t*>(&q), 8);
   }
 }
 

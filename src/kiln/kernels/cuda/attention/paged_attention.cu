@@ -9,6 +9,7 @@
 #include "kiln/kernels/cuda/attention/attention_params.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/kernel_args.h"
+#include "kiln/kernels/hadamard.h"
 #include "kiln/kernels/rope.h"
 
 namespace kiln::cuda {
@@ -237,7 +238,9 @@ Status decode_attention_cuda(const PagedAttentionArgs& args, int num_splits, voi
 }
 
 bool decode_attention_rope_supported(DType cache, int64_t head_dim, int64_t group, bool hadamard_qk) {
-  return cache == DType::kBF16 && (head_dim == 64 || head_dim == 128) && group >= 1 && group <= 16 && !hadamard_qk;
+  // The Hadamard key rotation exists for fp8 caches only (as in rope_kv_write_cuda).
+  return (cache == DType::kFp8E4M3 || (cache == DType::kBF16 && !hadamard_qk)) && (head_dim == 64 || head_dim == 128) &&
+         group >= 1 && group <= 16;
 }
 
 Status decode_attention_rope_cuda(const RopeKvWriteArgs& r, const PagedAttentionArgs& args, int num_splits,
@@ -266,7 +269,8 @@ Status decode_attention_rope_cuda(const RopeKvWriteArgs& r, const PagedAttention
     return unimplemented(std::string(kName) + ": cache " + std::string(dtype_name(args.k_cache.dtype)) + ", head_dim " +
                          std::to_string(d) + ", group " + std::to_string(p.group) +
                          (r.hadamard_qk ? ", hadamard_qk" : "") +
-                         " (supported: bf16 caches, head_dim 64 / 128, up to 16 q heads per kv head, no hadamard_qk)");
+                         " (supported: bf16 or fp8 e4m3 caches, head_dim 64 / 128, up to 16 q heads per kv head, "
+                         "hadamard_qk with fp8 caches only)");
   KILN_RETURN_IF_ERROR(cuda::expect_device(r.positions, DType::kInt32, n, kName, "positions"));
   KILN_RETURN_IF_ERROR(cuda::expect_device(r.inv_freq, DType::kF32, d / 2, kName, "inv_freq"));
   KILN_RETURN_IF_ERROR(cuda::expect_device(r.slot_mapping, DType::kInt32, n, kName, "slot_mapping"));
@@ -283,6 +287,8 @@ Status decode_attention_rope_cuda(const RopeKvWriteArgs& r, const PagedAttention
   p.inv_freq = r.inv_freq.ptr<float>();
   p.slots = r.slot_mapping.ptr<int32_t>();
   p.num_slots = args.k_cache.shape[0] * args.k_cache.shape[1];
+  p.rope_hadamard = r.hadamard_qk ? 1 : 0;
+  p.hadamard_norm = hadamard_norm(d);
   return run_decode(p, *v, num_splits, nullptr, stream, decode_workspace);
 }
 

@@ -128,7 +128,7 @@ __device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t 
     const bf16* src = p.v + t * p.v_stride + h * p.head_dim + lane * E;
     uint8_t* dst = static_cast<uint8_t*>(p.v_cache) + cache_off + h * p.head_dim + lane * E;
 #pragma unroll
-    for (int j = 0; j < E; ++j) dst[j] = __nv_cvt_float_to_fp8(__fdiv_rn(__bfloat162float(src[j]), p.v_scale), __NV_SATFINITE, __NV_E4M3);
+    for (int j = 0; j < E; ++j) dst[j] = cuda::rope::quantize_fp8(__bfloat162float(src[j]), p.v_scale);
     return;
   }
   const bool is_k = head >= p.hq;
@@ -137,36 +137,7 @@ __device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t 
   float x[E];
 #pragma unroll
   for (int j = 0; j < E; ++j) x[j] = __bfloat162float(src[lane * E + j]);
-  // RoPE: lanes < L/2 hold x1 = x[i], the others x2 = x[i + d/2], i = (lane % (L/2)) E + j.
-  const bool first = lane < L / 2;
-#pragma unroll
-  for (int j = 0; j < E; ++j) {
-    const float cs = cos_s[(lane % (L / 2)) * E + j], sn = sin_s[(lane % (L / 2)) * E + j];
-    const float other = __shfl_xor_sync(mask, x[j], L / 2);
-    const float a = first ? x[j] : other, b = first ? other : x[j];
-    x[j] = first ? __fmaf_rn(a, cs, -__fmul_rn(b, sn)) : __fmaf_rn(b, cs, __fmul_rn(a, sn));
-  }
-  // Walsh-Hadamard stages len = 1, 2, ...: (u, v) -> (u + v, u - v), u the lower element.
-#pragma unroll
-  for (int len = 1; len < E; len <<= 1)
-#pragma unroll
-    for (int j = 0; j < E; ++j)
-      if ((j & len) == 0) {
-        const float u = x[j], v = x[j + len];
-        x[j] = __fadd_rn(u, v);
-        x[j + len] = __fsub_rn(u, v);
-      }
-#pragma unroll
-  for (int lanes = 1; lanes < L; lanes <<= 1) {  // len = lanes * E
-    const bool lower = (lane & lanes) == 0;
-#pragma unroll
-    for (int j = 0; j < E; ++j) {
-      const float other = __shfl_xor_sync(mask, x[j], lanes);
-      x[j] = lower ? __fadd_rn(x[j], other) : __fsub_rn(other, x[j]);
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < E; ++j) x[j] = __fmul_rn(x[j], p.hadamard_norm);
+  cuda::rope::rope_hadamard<E, L>(x, lane, mask, cos_s, sin_s, p.hadamard_norm);
   bf16* dst = is_k ? p.k + t * p.k_stride + h * p.head_dim
                    : (p.q_out ? p.q_out + (t * p.hq + h) * p.head_dim : p.q + t * p.q_stride + h * p.head_dim);
 #pragma unroll
@@ -174,7 +145,7 @@ __device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t 
   if (is_k && write_cache) {
     uint8_t* kc = static_cast<uint8_t*>(p.k_cache) + cache_off + h * p.head_dim + lane * E;
 #pragma unroll
-    for (int j = 0; j < E; ++j) kc[j] = __nv_cvt_float_to_fp8(__fdiv_rn(x[j], p.k_scale), __NV_SATFINITE, __NV_E4M3);
+    for (int j = 0; j < E; ++j) kc[j] = cuda::rope::quantize_fp8(x[j], p.k_scale);
   }
 }
 
