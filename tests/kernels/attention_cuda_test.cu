@@ -22,6 +22,7 @@
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/pdl_late_writer.cuh"
 
 namespace kiln {
 namespace {
@@ -351,13 +352,7 @@ struct LateRows {
   int rows, row_bytes;
 };
 __global__ void write_rows_late(const __grid_constant__ LateRows a) {
-  cuda::pdl_wait();
-  cuda::pdl_trigger();
-  uint64_t t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while (t - t0 < 20000);
+  test::release_next_then_spin(20000);
   for (int i = threadIdx.x; i < a.rows * a.row_bytes; i += blockDim.x) {
     const int r = i / a.row_bytes, b = i % a.row_bytes;
     a.k_cache[a.offset[r] + b] = a.k_src[i];

@@ -22,6 +22,7 @@
 #include "kiln/kernels/cuda/common/pdl.cuh"
 #include "kiln/kernels/rope.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/kernels/pdl_late_writer.cuh"
 
 namespace kiln {
 namespace {
@@ -283,13 +284,7 @@ struct LateQkv {
   int64_t vecs;
 };
 __global__ void write_qkv_late(const __grid_constant__ LateQkv a) {
-  cuda::pdl_wait();
-  cuda::pdl_trigger();
-  uint64_t t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  do {
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  } while (t - t0 < 20000);
+  test::release_next_then_spin(20000);
   for (int64_t i = threadIdx.x; i < a.vecs; i += blockDim.x) a.dst[i] = a.src[i];
 }
 

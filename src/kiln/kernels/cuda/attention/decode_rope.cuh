@@ -23,25 +23,37 @@ __device__ __forceinline__ void rope_table(const PagedAttentionParams& p, int q_
                     kThreads);
 }
 
-// The group's q heads [kvh group, + group) of token q_row, rotated and rounded to bf16, into the
-// swizzled Q tile (tile_offset layout, kRows rows; rows >= group zero). After the PDL wait.
+// The group's q heads [kvh group, + group) of token q_row, unrotated.
+__device__ __forceinline__ const __nv_bfloat16* group_q(const PagedAttentionParams& p, int q_row, int kvh, int head_dim) {
+  return static_cast<const __nv_bfloat16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * head_dim;
+}
+
+// Piece c (8 pairs) of q head r of the group rotated and rounded to bf16: lo = elements [8c, 8c + 8),
+// hi = [d/2 + 8c, + 8); zeros for r >= group.
+template <int kHeadDim>
+__device__ __forceinline__ void rotated_q_piece(const PagedAttentionParams& p, const __nv_bfloat16* q, int r, int c,
+                                                const float* cs, uint4& lo, uint4& hi) {
+  lo = hi = make_uint4(0, 0, 0, 0);
+  if (r >= p.group) return;
+  float x1[8], x2[8];
+  load_bf16x8(q + r * kHeadDim + c * 8, x1);
+  load_bf16x8(q + r * kHeadDim + kHeadDim / 2 + c * 8, x2);
+  rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
+  lo = f32_to_bf16x8(x1);
+  hi = f32_to_bf16x8(x2);
+}
+
+// The group's q heads of token q_row, rotated and rounded to bf16, into the swizzled Q tile
+// (tile_offset layout, kRows rows; rows >= group zero). After the PDL wait.
 template <int kHeadDim, int kRows, int kThreads>
 __device__ __forceinline__ void rope_q_tile(const PagedAttentionParams& p, int q_row, int kvh, uint8_t* q_tile,
                                             const float* cs, int tid) {
   constexpr int kHalfChunks = kHeadDim / 16;  // 8-element pieces per half head
-  const __nv_bfloat16* q =
-      static_cast<const __nv_bfloat16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * kHeadDim;
+  const __nv_bfloat16* q = group_q(p, q_row, kvh, kHeadDim);
   for (int i = tid; i < kRows * kHalfChunks; i += kThreads) {
     const int r = i / kHalfChunks, c = i % kHalfChunks;
-    uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-    if (r < p.group) {
-      float x1[8], x2[8];
-      load_bf16x8(q + r * kHeadDim + c * 8, x1);
-      load_bf16x8(q + r * kHeadDim + kHeadDim / 2 + c * 8, x2);
-      rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
-      lo = f32_to_bf16x8(x1);
-      hi = f32_to_bf16x8(x2);
-    }
+    uint4 lo, hi;
+    rotated_q_piece<kHeadDim>(p, q, r, c, cs, lo, hi);
     *reinterpret_cast<uint4*>(q_tile + attn::tile_offset<kHeadDim>(r, c)) = lo;
     *reinterpret_cast<uint4*>(q_tile + attn::tile_offset<kHeadDim>(r, c + kHalfChunks)) = hi;
   }
@@ -93,8 +105,7 @@ __device__ __forceinline__ void rope_newest_kv(const PagedAttentionParams& p, in
 template <int kHeadDim, int kRows>
 __device__ __forceinline__ void rope_q_rows(const PagedAttentionParams& p, int q_row, int kvh, __nv_bfloat16* q_s,
                                             const float* cs, int warp, int lane) {
-  const __nv_bfloat16* q =
-      static_cast<const __nv_bfloat16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * kHeadDim;
+  const __nv_bfloat16* q = group_q(p, q_row, kvh, kHeadDim);
   if (p.rope_hadamard) {  // a warp per head, E elements a lane (rope_kv_write_hadamard_kernel's layout)
     constexpr int E = kHeadDim / 32;
     for (int r = warp; r < kRows; r += decode::kWarps) {
@@ -110,15 +121,8 @@ __device__ __forceinline__ void rope_q_rows(const PagedAttentionParams& p, int q
   constexpr int kHalfChunks = kHeadDim / 16;
   for (int i = warp * 32 + lane; i < kRows * kHalfChunks; i += decode::kThreads) {
     const int r = i / kHalfChunks, c = i % kHalfChunks;
-    uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-    if (r < p.group) {
-      float x1[8], x2[8];
-      load_bf16x8(q + r * kHeadDim + c * 8, x1);
-      load_bf16x8(q + r * kHeadDim + kHeadDim / 2 + c * 8, x2);
-      rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
-      lo = f32_to_bf16x8(x1);
-      hi = f32_to_bf16x8(x2);
-    }
+    uint4 lo, hi;
+    rotated_q_piece<kHeadDim>(p, q, r, c, cs, lo, hi);
     *reinterpret_cast<uint4*>(q_s + r * kHeadDim + c * 8) = lo;
     *reinterpret_cast<uint4*>(q_s + r * kHeadDim + kHeadDim / 2 + c * 8) = hi;
   }
