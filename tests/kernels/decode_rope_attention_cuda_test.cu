@@ -21,6 +21,7 @@
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 #include "kiln/kernels/rope.h"
+#include "tests/kernels/device_tensors_cuda.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/kernels/pdl_late_writer.cuh"
 
@@ -43,19 +44,8 @@ std::string describe(const Case& c) {
   return s;
 }
 
-DeviceTensor upload(const Tensor& host, DType dtype) {
-  Result<DeviceTensor> r = to_device(host, dtype);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  return std::move(r).value();
-}
-
-std::vector<uint8_t> bytes_of(const Tensor& device) {
-  Result<HostTensor> r = to_host(device);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  if (!r.ok()) return {};
-  const uint8_t* p = static_cast<const uint8_t*>(r->tensor.data);
-  return std::vector<uint8_t>(p, p + r->tensor.nbytes());
-}
+using test::download_bytes;
+using test::upload;
 
 // One decode step: the fused qkv output of b sequences (bf16), caches holding each sequence's keys
 // before the newest (the newest slot and the spare blocks NaN), positions / slots of the newest key.
@@ -266,9 +256,9 @@ TEST(DecodeRopeAttentionCuda, MatchesRopeThenAttentionBitForBit) {
       const Status st_a = decode_attention_cuda(pa, splits, ws_a->data(), nullptr);
       ASSERT_TRUE(st_a.ok()) << st_a.to_string();
       ASSERT_TRUE(cuda_synchronize().ok());
-      EXPECT_EQ(bytes_of(out_a->tensor), bytes_of(out_b->tensor)) << "outputs differ";
-      EXPECT_EQ(bytes_of(ka.tensor), bytes_of(kb.tensor)) << "k caches differ";
-      EXPECT_EQ(bytes_of(va.tensor), bytes_of(vb.tensor)) << "v caches differ";
+      EXPECT_EQ(download_bytes(out_a->tensor), download_bytes(out_b->tensor)) << "outputs differ";
+      EXPECT_EQ(download_bytes(ka.tensor), download_bytes(kb.tensor)) << "k caches differ";
+      EXPECT_EQ(download_bytes(va.tensor), download_bytes(vb.tensor)) << "v caches differ";
       const double err = relative_error(ref, out_b->tensor);
       std::printf("[decode_rope] %s splits=%d rel err vs cpu %.2e\n", describe(c).c_str(), splits, err);
       EXPECT_LT(err, c.cache == DType::kFp8E4M3 ? 2e-2 : 1e-2);

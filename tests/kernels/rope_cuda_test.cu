@@ -11,6 +11,7 @@
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/rope.h"
+#include "tests/kernels/device_tensors_cuda.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace kiln {
@@ -22,19 +23,8 @@ struct Fp8RopeCase {
   float k_scale, v_scale;
 };
 
-DeviceTensor upload(const Tensor& host) {
-  Result<DeviceTensor> r = to_device(host);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  return std::move(r).value();
-}
-
-std::vector<uint8_t> download_bytes(const Tensor& device) {
-  Result<HostTensor> r = to_host(device);
-  EXPECT_TRUE(r.ok()) << r.status().to_string();
-  if (!r.ok()) return {};
-  const uint8_t* p = r->tensor.ptr<uint8_t>();
-  return std::vector<uint8_t>(p, p + r->tensor.numel());
-}
+using test::download_bytes;
+using test::upload;
 
 std::vector<float> download_f32(const Tensor& device) {
   Result<HostTensor> r = to_host(device, DType::kF32);

@@ -28,19 +28,27 @@ __device__ __forceinline__ const __nv_bfloat16* group_q(const PagedAttentionPara
   return static_cast<const __nv_bfloat16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * head_dim;
 }
 
-// Piece c (8 pairs) of q head r of the group rotated and rounded to bf16: lo = elements [8c, 8c + 8),
-// hi = [d/2 + 8c, + 8); zeros for r >= group.
-template <int kHeadDim>
-__device__ __forceinline__ void rotated_q_piece(const PagedAttentionParams& p, const __nv_bfloat16* q, int r, int c,
-                                                const float* cs, uint4& lo, uint4& hi) {
-  lo = hi = make_uint4(0, 0, 0, 0);
-  if (r >= p.group) return;
-  float x1[8], x2[8];
-  load_bf16x8(q + r * kHeadDim + c * 8, x1);
-  load_bf16x8(q + r * kHeadDim + kHeadDim / 2 + c * 8, x2);
-  rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
-  lo = f32_to_bf16x8(x1);
-  hi = f32_to_bf16x8(x2);
+// The group's q heads of token q_row rotated and rounded to bf16, in pieces of 8 pairs: threads
+// i0, i0 + stride, ... call store(r, c, lo, hi) for head r < kRows (rows >= group: zeros), lo =
+// elements [8c, 8c + 8), hi = [d/2 + 8c, + 8).
+template <int kHeadDim, int kRows, typename Store>
+__device__ __forceinline__ void rotated_q_pieces(const PagedAttentionParams& p, int q_row, int kvh, const float* cs,
+                                                 int i0, int stride, Store store) {
+  constexpr int kHalfChunks = kHeadDim / 16;  // 8-element pieces per half head
+  const __nv_bfloat16* q = group_q(p, q_row, kvh, kHeadDim);
+  for (int i = i0; i < kRows * kHalfChunks; i += stride) {
+    const int r = i / kHalfChunks, c = i % kHalfChunks;
+    uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+    if (r < p.group) {
+      float x1[8], x2[8];
+      load_bf16x8(q + r * kHeadDim + c * 8, x1);
+      load_bf16x8(q + r * kHeadDim + kHeadDim / 2 + c * 8, x2);
+      rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
+      lo = f32_to_bf16x8(x1);
+      hi = f32_to_bf16x8(x2);
+    }
+    store(r, c, lo, hi);
+  }
 }
 
 // The group's q heads of token q_row, rotated and rounded to bf16, into the swizzled Q tile
@@ -48,15 +56,10 @@ __device__ __forceinline__ void rotated_q_piece(const PagedAttentionParams& p, c
 template <int kHeadDim, int kRows, int kThreads>
 __device__ __forceinline__ void rope_q_tile(const PagedAttentionParams& p, int q_row, int kvh, uint8_t* q_tile,
                                             const float* cs, int tid) {
-  constexpr int kHalfChunks = kHeadDim / 16;  // 8-element pieces per half head
-  const __nv_bfloat16* q = group_q(p, q_row, kvh, kHeadDim);
-  for (int i = tid; i < kRows * kHalfChunks; i += kThreads) {
-    const int r = i / kHalfChunks, c = i % kHalfChunks;
-    uint4 lo, hi;
-    rotated_q_piece<kHeadDim>(p, q, r, c, cs, lo, hi);
+  rotated_q_pieces<kHeadDim, kRows>(p, q_row, kvh, cs, tid, kThreads, [&](int r, int c, uint4 lo, uint4 hi) {
     *reinterpret_cast<uint4*>(q_tile + attn::tile_offset<kHeadDim>(r, c)) = lo;
-    *reinterpret_cast<uint4*>(q_tile + attn::tile_offset<kHeadDim>(r, c + kHalfChunks)) = hi;
-  }
+    *reinterpret_cast<uint4*>(q_tile + attn::tile_offset<kHeadDim>(r, c + kHeadDim / 16)) = hi;
+  });
 }
 
 // The newest key of (token q_row, kv head kvh): k rotated and rounded to bf16, v as is, written to
@@ -118,14 +121,11 @@ __device__ __forceinline__ void rope_q_rows(const PagedAttentionParams& p, int q
     }
     return;
   }
-  constexpr int kHalfChunks = kHeadDim / 16;
-  for (int i = warp * 32 + lane; i < kRows * kHalfChunks; i += decode::kThreads) {
-    const int r = i / kHalfChunks, c = i % kHalfChunks;
-    uint4 lo, hi;
-    rotated_q_piece<kHeadDim>(p, q, r, c, cs, lo, hi);
-    *reinterpret_cast<uint4*>(q_s + r * kHeadDim + c * 8) = lo;
-    *reinterpret_cast<uint4*>(q_s + r * kHeadDim + kHeadDim / 2 + c * 8) = hi;
-  }
+  rotated_q_pieces<kHeadDim, kRows>(p, q_row, kvh, cs, warp * 32 + lane, decode::kThreads,
+                                    [&](int r, int c, uint4 lo, uint4 hi) {
+                                      *reinterpret_cast<uint4*>(q_s + r * kHeadDim + c * 8) = lo;
+                                      *reinterpret_cast<uint4*>(q_s + r * kHeadDim + kHeadDim / 2 + c * 8) = hi;
+                                    });
 }
 
 // The newest key of (token q_row, kv head kvh) into an fp8 cache, by one warp: k rotated (and
