@@ -1,7 +1,8 @@
 // The MoE decode GEMM's variant table (cuda/moe/moe_decode_gemm.cu), for its tests and benchmark:
 // experts bf16 | fp8 e4m3, fp8 widened exactly to bf16 or to f16 (x rounded to f16, clamped to
 // +-65504), or x quantized per token to e4m3 for the e4m3 mma. moe_decode_gemm_cuda runs the
-// preferred row of the experts' dtype (a wgmma one: its sparse_grid row where the grid is sparse).
+// preferred row of the experts' dtype (a wgmma one: its sparse_grid row where the grid is sparse,
+// its few_tokens row for at most max_n tokens).
 // CUDA-free header.
 #pragma once
 #include <span>
@@ -24,6 +25,9 @@ struct MoeDecodeGemmVariant {
   // has at most one CTA per SM.
   bool sparse_grid = false;
   int max_n = 32;  // wgmma rows: the widest slot tile (8: passes of 8 slots, a smaller ring)
+  // wgmma rows: taken instead of the preferred one where the grid is not sparse and there are at
+  // most max_n tokens (so no expert has more than max_n slots: one pass).
+  bool few_tokens = false;
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
 
