@@ -179,6 +179,9 @@ TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
       // Serving batches up to kMoeDecodeMaxSlots (128 slots): 64 tokens x top-2, also all on one
       // expert (passes of 32).
       {64, 2, 8, 264, 1040, false, 0}, {64, 2, 8, 100, 512, true, 2}, {48, 2, 8, 130, 2064, true, 1},
+      // At most 8 tokens on grids that are not sparse (the few_tokens row), also with repeated
+      // experts inside a token (more than 8 slots on one expert: passes of 8).
+      {1, 2, 8, 8192, 256, false, 0}, {4, 2, 8, 4096, 512, false, 1}, {8, 4, 8, 2048, 384, false, 2},
   };
   for (DType wt : {DType::kBF16, DType::kFp8E4M3})
     for (const MoeCase& c : cases) {

@@ -12,7 +12,6 @@
 // tiles of the first kS - 1 stages are requested before griddepcontrol.wait, x only after it.
 #pragma once
 #include <cstdint>
-#include <type_traits>
 
 #include "kiln/kernels/cuda/attention/hopper_device.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"

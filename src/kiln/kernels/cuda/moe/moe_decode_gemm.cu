@@ -11,7 +11,6 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <array>
 #include <string>
 
