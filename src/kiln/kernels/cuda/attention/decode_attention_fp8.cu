@@ -253,12 +253,17 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
   cuda::pdl_trigger();
   const bf16* q = static_cast<const bf16*>(p.q) + static_cast<int64_t>(q_row) * p.q_stride + kvh * p.group * kHeadDim;
   if (p.rope) {  // Q rotated here; this split's newest key (if any) rotated, quantized, cached and put in its tile
+    // Warp 0 of the split holding the newest key issues its loads first, then its q rows' (one
+    // load latency for both, not three in a row).
+    const bool newest = warp == 0 && ready >= begin && ready < end;
+    decode::NewestKvFp8<kHeadDim> nk;
+    if (newest) decode::load_newest_kv_fp8<kHeadDim>(p, q_row, kvh, lane, nk);
     decode::rope_q_rows<kHeadDim, decode::kRows>(p, q_row, kvh, rope_q, rope_cs, warp, lane);
-    if (warp == 0 && ready >= begin && ready < end) {
+    if (newest) {
       const int tile = (ready - begin) / C::kTileN, w = (ready - begin) % C::kTileN / C::kKeys;
       uint8_t* k_rows = tile < C::kStages - 1 ? smem + w * C::kWarpStageBytes + tile * C::kStageBytes : nullptr;
       decode::rope_newest_kv_fp8<kHeadDim>(p, q_row, kvh, k_rows, k_rows ? k_rows + C::kWarpTileBytes : nullptr,
-                                           (ready - begin) % C::kKeys, rope_cs, lane);
+                                           (ready - begin) % C::kKeys, rope_cs, lane, nk);
     }
     __syncthreads();  // Q rows and the newest key's rows (another warp's) written
     q = rope_q;

@@ -102,22 +102,57 @@ __device__ __forceinline__ void rope_newest_kv(const PagedAttentionParams& p, in
 
 // ---- fp8 e4m3 caches (decode_attention_fp8.cu) ---------------------------------------------
 
+// The newest key and value of (token q_row, kv head kvh) for an fp8 cache, as one warp holds them
+// between their loads and their quantization: with p.rope_hadamard lane l has k elements [l E,
+// l E + E); else lanes < d / 16 have k's pieces [8 l, + 8) and [d/2 + 8 l, + 8); lanes < d / 8
+// have v's [8 l, + 8).
+template <int kHeadDim>
+struct NewestKvFp8 {
+  float k1[8], k2[8], v[8];
+};
+
+// Issues the loads of NewestKvFp8 (no use of them yet, so a warp's later loads overlap them).
+template <int kHeadDim>
+__device__ __forceinline__ void load_newest_kv_fp8(const PagedAttentionParams& p, int q_row, int kvh, int lane,
+                                                   NewestKvFp8<kHeadDim>& nk) {
+  const __nv_bfloat16* k =
+      static_cast<const __nv_bfloat16*>(p.k_new) + static_cast<int64_t>(q_row) * p.k_stride + kvh * kHeadDim;
+  const __nv_bfloat16* v =
+      static_cast<const __nv_bfloat16*>(p.v_new) + static_cast<int64_t>(q_row) * p.v_stride + kvh * kHeadDim;
+  if (p.rope_hadamard) {
+    constexpr int E = kHeadDim / 32;
+#pragma unroll
+    for (int j = 0; j < E; ++j) nk.k1[j] = __bfloat162float(k[lane * E + j]);
+  } else if (lane < kHeadDim / 16) {
+    load_bf16x8(k + lane * 8, nk.k1);
+    load_bf16x8(k + kHeadDim / 2 + lane * 8, nk.k2);
+  }
+  if (lane < kHeadDim / 8) load_bf16x8(v + lane * 8, nk.v);
+}
+
 // The group's q heads of token q_row rotated (RoPE, then with p.rope_hadamard the Walsh-Hadamard
 // transform) and rounded to bf16, into q_s [kRows, kHeadDim] (rows >= group zero); the 4 warps
-// of the CTA.
+// of the CTA. A warp issues the loads of all its rows before it rotates any (one load latency).
 template <int kHeadDim, int kRows>
 __device__ __forceinline__ void rope_q_rows(const PagedAttentionParams& p, int q_row, int kvh, __nv_bfloat16* q_s,
                                             const float* cs, int warp, int lane) {
   const __nv_bfloat16* q = group_q(p, q_row, kvh, kHeadDim);
   if (p.rope_hadamard) {  // a warp per head, E elements a lane (rope_kv_write_hadamard_kernel's layout)
-    constexpr int E = kHeadDim / 32;
-    for (int r = warp; r < kRows; r += decode::kWarps) {
-      float x[E];
+    constexpr int E = kHeadDim / 32, kPerWarp = kRows / decode::kWarps;
+    static_assert(kRows % decode::kWarps == 0);
+    float x[kPerWarp][E];
 #pragma unroll
-      for (int j = 0; j < E; ++j) x[j] = r < p.group ? __bfloat162float(q[r * kHeadDim + lane * E + j]) : 0.f;
-      if (r < p.group) rope::rope_hadamard<E, 32>(x, lane, 0xffffffffu, cs, cs + kHeadDim / 2, p.hadamard_norm);
+    for (int i = 0; i < kPerWarp; ++i) {
+      const int r = warp + i * decode::kWarps;
 #pragma unroll
-      for (int j = 0; j < E; ++j) q_s[r * kHeadDim + lane * E + j] = __float2bfloat16_rn(x[j]);
+      for (int j = 0; j < E; ++j) x[i][j] = r < p.group ? __bfloat162float(q[r * kHeadDim + lane * E + j]) : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < kPerWarp; ++i) {
+      const int r = warp + i * decode::kWarps;
+      if (r < p.group) rope::rope_hadamard<E, 32>(x[i], lane, 0xffffffffu, cs, cs + kHeadDim / 2, p.hadamard_norm);
+#pragma unroll
+      for (int j = 0; j < E; ++j) q_s[r * kHeadDim + lane * E + j] = __float2bfloat16_rn(x[i][j]);
     }
     return;
   }
@@ -128,21 +163,18 @@ __device__ __forceinline__ void rope_q_rows(const PagedAttentionParams& p, int q
                                     });
 }
 
-// The newest key of (token q_row, kv head kvh) into an fp8 cache, by one warp: k rotated (and
-// Hadamard-rotated with p.rope_hadamard) and quantized from f32 as fp8(x / k_scale), v quantized,
-// both written at slots[q_row] (when inside the cache) and, when k_rows is not null, into row `row`
-// of a warp's raw [16, kHeadDim] K / V tiles (attn::fp8_tile_offset layout).
+// The newest key of (token q_row, kv head kvh) into an fp8 cache, by one warp, from its loads nk:
+// k rotated (and Hadamard-rotated with p.rope_hadamard) and quantized from f32 as fp8(x /
+// k_scale), v quantized, both written at slots[q_row] (when inside the cache) and, when k_rows is
+// not null, into row `row` of a warp's raw [16, kHeadDim] K / V tiles (attn::fp8_tile_offset layout).
 template <int kHeadDim>
 __device__ __forceinline__ void rope_newest_kv_fp8(const PagedAttentionParams& p, int q_row, int kvh, uint8_t* k_rows,
-                                                   uint8_t* v_rows, int row, const float* cs, int lane) {
+                                                   uint8_t* v_rows, int row, const float* cs, int lane,
+                                                   NewestKvFp8<kHeadDim>& nk) {
   const int64_t slot = p.slots[q_row];
   const bool write = slot >= 0 && slot < p.num_slots;
   uint8_t* kc = static_cast<uint8_t*>(const_cast<void*>(p.k_cache)) + (slot * p.num_kv_heads + kvh) * kHeadDim;
   uint8_t* vc = static_cast<uint8_t*>(const_cast<void*>(p.v_cache)) + (slot * p.num_kv_heads + kvh) * kHeadDim;
-  const __nv_bfloat16* k =
-      static_cast<const __nv_bfloat16*>(p.k_new) + static_cast<int64_t>(q_row) * p.k_stride + kvh * kHeadDim;
-  const __nv_bfloat16* v =
-      static_cast<const __nv_bfloat16*>(p.v_new) + static_cast<int64_t>(q_row) * p.v_stride + kvh * kHeadDim;
   auto put = [&](uint8_t* cache, uint8_t* tile, int at, const uint8_t* bytes, int n) {
 #pragma unroll 8
     for (int j = 0; j < n; ++j) {
@@ -154,7 +186,7 @@ __device__ __forceinline__ void rope_newest_kv_fp8(const PagedAttentionParams& p
     constexpr int E = kHeadDim / 32;
     float x[E];
 #pragma unroll
-    for (int j = 0; j < E; ++j) x[j] = __bfloat162float(k[lane * E + j]);
+    for (int j = 0; j < E; ++j) x[j] = nk.k1[j];
     rope::rope_hadamard<E, 32>(x, lane, 0xffffffffu, cs, cs + kHeadDim / 2, p.hadamard_norm);
     uint8_t b[E];
 #pragma unroll
@@ -162,18 +194,13 @@ __device__ __forceinline__ void rope_newest_kv_fp8(const PagedAttentionParams& p
     put(kc, k_rows, lane * E, b, E);
   } else if (lane < kHeadDim / 16) {
     const int c = lane;
-    float x1[8], x2[8];
-    load_bf16x8(k + c * 8, x1);
-    load_bf16x8(k + kHeadDim / 2 + c * 8, x2);
-    rope::rotate_pair(x1, x2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
-    const uint2 lo = rope::quantize_fp8x8(x1, p.k_scale), hi = rope::quantize_fp8x8(x2, p.k_scale);
+    rope::rotate_pair(nk.k1, nk.k2, cs + c * 8, cs + kHeadDim / 2 + c * 8);
+    const uint2 lo = rope::quantize_fp8x8(nk.k1, p.k_scale), hi = rope::quantize_fp8x8(nk.k2, p.k_scale);
     put(kc, k_rows, c * 8, reinterpret_cast<const uint8_t*>(&lo), 8);
     put(kc, k_rows, kHeadDim / 2 + c * 8, reinterpret_cast<const uint8_t*>(&hi), 8);
   }
   if (lane < kHeadDim / 8) {
-    float x[8];
-    load_bf16x8(v + lane * 8, x);
-    const uint2 q = rope::quantize_fp8x8(x, p.v_scale);
+    const uint2 q = rope::quantize_fp8x8(nk.v, p.v_scale);
     put(vc, v_rows, lane * 8, reinterpret_cast<const uint8_t*>(&q), 8);
   }
 }
