@@ -101,8 +101,9 @@ class CudaLlamaModel : public Model {
     split_attention_ = on("KILN_SPLIT_ATTENTION");
     // KILN_FUSED_ROPE: 0 = never, 1 (default) = bf16 caches, 2 = fp8 caches too. H100, batch-1
     // decode, tok/s, KILN_FUSED_ROPE=0 -> 2 in one call: Llama-3-8B fp8 weights, bf16 KV 270.1 ->
-    // 278.8; fp8 KV (rotated keys) 272.9 -> 269.4; Mixtral fp8 + fp8 KV 170.9 -> 170.4: the fp8
-    // caches keep the RoPE kernel by default.
+    // 278.8; fp8 KV (rotated keys) 272.9 -> 269.4; Mixtral fp8 + fp8 KV 170.9 -> 170.4. With the
+    // fp8 writer warp's loads batched (69235f1): 269.6 -> 269.1, 175.6 -> 175.4, keys not rotated
+    // 266.7 -> 269.7 (three rounds): no gain, so the fp8 caches keep the RoPE kernel by default.
     if (const char* v = std::getenv("KILN_FUSED_ROPE"); v && *v) fused_rope_ = std::clamp(std::atoi(v), 0, 2);
     // KILN_MOE_DECODE: 0 = never the MoE decode kernel, N = up to N (token, expert) slots.
     const char* moe = std::getenv("KILN_MOE_DECODE");
