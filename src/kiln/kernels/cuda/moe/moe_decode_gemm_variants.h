@@ -26,7 +26,8 @@ struct MoeDecodeGemmVariant {
   bool sparse_grid = false;
   int max_n = 32;  // wgmma rows: the widest slot tile (8: passes of 8 slots, a smaller ring)
   // wgmma rows: taken instead of the preferred one where the grid is not sparse and there are at
-  // most max_n tokens (so no expert has more than max_n slots: one pass).
+  // most max_n tokens (with each token's experts distinct, as a router picks them, no expert has
+  // more than max_n slots: one pass; repeated ids still work, in more passes).
   bool few_tokens = false;
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
