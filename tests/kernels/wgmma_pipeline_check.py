@@ -79,7 +79,7 @@ def main():
             args = entry["arguments"] if "arguments" in entry else shlex.split(entry["command"])
             # the same command, its object into the temporary folder, no dependency file
             fixed, skip = [], False
-            for i, a in enumerate(args):
+            for a in args:
                 if skip:
                     skip = False
                     continue

@@ -142,37 +142,34 @@ Status CudaLlamaModel::attention(const CudaLayerWeights& lw, int64_t layer, cons
       decode_attention_rope_supported(kc.dtype, d, hq / hkv, rope.hadamard_qk)) {
     KILN_RETURN_IF_ERROR(decode_attention_rope_cuda(rope, pa, 0, stream_, decode_workspace()));
     ++fused_rope_layers_;
-    KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
-    return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
-  }
-  KILN_RETURN_IF_ERROR(rope_kv_write_cuda(rope, stream_));
-  // Steps with prompt tokens (n > batch) take the Hopper wgmma kernel where it applies.
-  if (n > batch_ && use_hopper_ && hopper_prefill_supported(pa)) {
-    if (decode_seqs_ > 0 && split_attention_) {
-      // Mixed step: the leading decode tokens take the decode kernel (the prefill kernel would give
-      // each its own 128-row query tile), the prompt chunks after them the Hopper kernel.
-      const int64_t dq = decode_seqs_;
-      PagedAttentionArgs dec = pa, pre = pa;
-      dec.q = qc.slice0(0, dq);
-      dec.out = attn.slice0(0, dq);
-      dec.cu_seqlens_q = cu_.slice0(0, dq + 1);
-      dec.kv_lens = kv_lens_.slice0(0, dq);
-      dec.block_tables = tables_.slice0(0, dq);
-      pre.q = qc.slice0(dq, n);
-      pre.out = attn.slice0(dq, n);
-      pre.cu_seqlens_q = prompt_cu_dev_;
-      pre.kv_lens = kv_lens_.slice0(dq, batch_);
-      pre.block_tables = tables_.slice0(dq, batch_);
-      KILN_RETURN_IF_ERROR(paged_attention(dec));
-      KILN_RETURN_IF_ERROR(hopper_prefill(pre, kv_tokens_ - decode_kv_tokens_));
-    } else {
-      KILN_RETURN_IF_ERROR(hopper_prefill(pa, kv_tokens_));
-    }
   } else {
-    KILN_RETURN_IF_ERROR(paged_attention(pa));
+    KILN_RETURN_IF_ERROR(rope_kv_write_cuda(rope, stream_));
+    KILN_RETURN_IF_ERROR(attend(pa, n));
   }
   KILN_ASSIGN_OR_RETURN(Tensor x, x_.get(DType::kBF16, {n, c.hidden_size}));
   return gemm_.run({Tensor::view(attn.data, DType::kBF16, {n, hq * d}, Device::kCuda), lw.o_proj.tensor, {}, x, lw.o_proj_scale.tensor}, stream_);
+}
+
+// Attention over the cache after rope_kv_write_cuda: steps with prompt tokens (n > batch) take
+// the Hopper wgmma kernel where it applies (mixed steps: the leading decode tokens the decode
+// kernel, which would otherwise give each its own 128-row query tile), the rest paged_attention.
+Status CudaLlamaModel::attend(const PagedAttentionArgs& pa, int64_t n) {
+  if (!(n > batch_ && use_hopper_ && hopper_prefill_supported(pa))) return paged_attention(pa);
+  if (decode_seqs_ == 0 || !split_attention_) return hopper_prefill(pa, kv_tokens_);
+  const int64_t dq = decode_seqs_;
+  PagedAttentionArgs dec = pa, pre = pa;
+  dec.q = pa.q.slice0(0, dq);
+  dec.out = pa.out.slice0(0, dq);
+  dec.cu_seqlens_q = cu_.slice0(0, dq + 1);
+  dec.kv_lens = kv_lens_.slice0(0, dq);
+  dec.block_tables = tables_.slice0(0, dq);
+  pre.q = pa.q.slice0(dq, n);
+  pre.out = pa.out.slice0(dq, n);
+  pre.cu_seqlens_q = prompt_cu_dev_;
+  pre.kv_lens = kv_lens_.slice0(dq, batch_);
+  pre.block_tables = tables_.slice0(dq, batch_);
+  KILN_RETURN_IF_ERROR(paged_attention(dec));
+  return hopper_prefill(pre, kv_tokens_ - decode_kv_tokens_);
 }
 
 DecodeWorkspaceFn CudaLlamaModel::decode_workspace() {

@@ -168,6 +168,8 @@ class CudaLlamaModel : public Model {
   // paged_attention_cuda with decode_ws_ as the split-K workspace of decode batches.
   Status paged_attention(const PagedAttentionArgs& a);
   DecodeWorkspaceFn decode_workspace();  // decode_ws_, zeroed when it grows
+  // Attention of a layer whose RoPE + KV write ran already (pa.q: the rotated q of n tokens).
+  Status attend(const PagedAttentionArgs& pa, int64_t n);
   // The fused fp8 MoE decode step: the ffn norm routes and writes h also as per-token fp8 (moe_hq_) for
   // the expert GEMMs (silu_mul_fp8 for down); the next norm sums each token's k expert rows (y).
   struct MoeSlots {
