@@ -50,6 +50,10 @@ struct PagedAttentionParams {
   // (RopeKvWriteArgs::hadamard_qk), hadamard_norm = 1 / sqrt(head_dim) as the CPU computes it.
   int rope_hadamard;
   float hadamard_norm;
+  // Decode split-K with 2..kMaxClusterSplits splits: the splits of one (sequence, kv head) are a
+  // thread-block cluster and combine their partials in distributed shared memory (no workspace;
+  // decode_merge.cuh's finish_split_cluster). Set by plan_decode_splits.
+  int cluster_merge;
 };
 
 // The portable fallback (generic_attention.cu): any head_dim <= 256, bf16 q with a bf16 or fp8
@@ -100,6 +104,7 @@ constexpr int kDecodeTileKeys = 64;    // keys per decode pipeline stage; split_
 constexpr int kMaxDecodeSplits = 512;  // the combine keeps [splits, group] weights in shared memory
 constexpr int kMaxDecodeCounters = 8192;  // split K needs batch * num_kv_heads <= this (else 1 split)
 constexpr int64_t kDecodeCounterBytes = kMaxDecodeCounters * 4;
+constexpr int kMaxClusterSplits = 8;  // the portable cluster size
 Status plan_decode_splits(PagedAttentionParams& params, const AttentionVariant& variant, int num_splits);
 int64_t decode_workspace_bytes(const PagedAttentionParams& params);
 void bind_decode_workspace(PagedAttentionParams& params, void* workspace);

@@ -48,7 +48,10 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   decode::SplitKeys keys;
-  if (!decode::split_keys<kHeadDim>(p, b, kvh, split, keys)) return;
+  if (!decode::split_keys<kHeadDim>(p, b, kvh, split, keys)) {
+    if (p.cluster_merge && keys.decode) decode::cluster_idle_split();
+    return;
+  }
   const int q_row = keys.q_row, kv_len = keys.kv_len, first = keys.first, begin = keys.begin, end = keys.end;
   const int n_tiles = (end - begin + C::kTileN - 1) / C::kTileN;
 
@@ -181,6 +184,7 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDim>::kThreads)
   decode::merge_warp_states<kHeadDim>(p, st, b, kvh, split, q_row, scale_log2, 1.f);
   if (p.num_splits == 1) return;
   const int n_splits = (kv_len - first + p.split_len - 1) / p.split_len;
+  if (p.cluster_merge) return decode::finish_split_cluster<kHeadDim>(p, st, kvh, n_splits, q_row);
   decode::finish_split<kHeadDim>(p, b, kvh, n_splits, q_row, smem);
 }
 
@@ -192,7 +196,8 @@ Status launch_decode(const PagedAttentionParams& p, CUstream_st* stream) {
   if (attr != cudaSuccess) return internal_error(std::string("decode_attention: ") + cudaGetErrorString(attr));
   if (p.batch == 0) return ok_status();
   const cudaError_t err = cuda::launch_pdl(decode_attention_kernel<kHeadDim>, dim3(p.num_kv_heads, p.batch, p.num_splits),
-                                           dim3(C::kThreads), C::kSmemBytes, stream, p);
+                                           dim3(C::kThreads), C::kSmemBytes, stream, p,
+                                           dim3(1, 1, p.cluster_merge ? p.num_splits : 1));
   if (err != cudaSuccess) return internal_error(std::string("decode_attention launch: ") + cudaGetErrorString(err));
   return ok_status();
 }

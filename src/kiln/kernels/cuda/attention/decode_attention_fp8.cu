@@ -220,7 +220,10 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   decode::SplitKeys keys;
-  if (!decode::split_keys<kHeadDim>(p, b, kvh, split, keys)) return;
+  if (!decode::split_keys<kHeadDim>(p, b, kvh, split, keys)) {
+    if (p.cluster_merge && keys.decode) decode::cluster_idle_split();
+    return;
+  }
   const int q_row = keys.q_row, kv_len = keys.kv_len, first = keys.first, begin = keys.begin, end = keys.end;
   const int n_tiles = (end - begin + C::kTileN - 1) / C::kTileN;
 
@@ -394,6 +397,7 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
   decode::merge_warp_states<kHeadDim>(p, st, b, kvh, split, q_row, scale_log2, p.v_scale * C::kVFactor);
   if (p.num_splits == 1) return;
   const int n_splits = (kv_len - first + p.split_len - 1) / p.split_len;
+  if (p.cluster_merge) return decode::finish_split_cluster<kHeadDim>(p, st, kvh, n_splits, q_row);
   decode::finish_split<kHeadDim>(p, b, kvh, n_splits, q_row, smem);
 }
 
@@ -406,7 +410,7 @@ Status launch(const PagedAttentionParams& p, CUstream_st* stream) {
   if (attr != cudaSuccess) return internal_error(std::string("decode_attention_fp8: ") + cudaGetErrorString(attr));
   if (p.batch == 0) return ok_status();
   const cudaError_t err = cuda::launch_pdl(kernel, dim3(p.num_kv_heads, p.batch, p.num_splits), dim3(decode::kThreads),
-                                           C::kSmemBytes, stream, p);
+                                           C::kSmemBytes, stream, p, dim3(1, 1, p.cluster_merge ? p.num_splits : 1));
   if (err != cudaSuccess) return internal_error(std::string("decode_attention_fp8 launch: ") + cudaGetErrorString(err));
   return ok_status();
 }

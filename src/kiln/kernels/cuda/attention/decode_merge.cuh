@@ -2,8 +2,11 @@
 // (128-thread CTAs of 4 warps, one kv head's 16-row group of query heads each): across the warps
 // of a CTA (each warp saw a quarter of every key tile), then across the split-K CTAs of one
 // (sequence, kv head), merged by whichever of them finishes last (an atomic counter, no second
-// kernel). Also the NaN rows a non-decode batch gets.
+// kernel), or, with p.cluster_merge, by split 0 of their thread-block cluster over distributed
+// shared memory. Also the NaN rows a non-decode batch gets.
 #pragma once
+#include <cooperative_groups.h>
+
 #include "kiln/kernels/cuda/attention/attention_device.cuh"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
@@ -54,7 +57,9 @@ __device__ __forceinline__ void store_warp_max_sum(const WarpStates<kHeadDim>& s
 }
 
 // Combines the 4 warps' (m, l, O) of one CTA (stored, then a __syncthreads) and writes the group's
-// output rows (one split) or this split's partial (O / l and log2 of its softmax sum).
+// output rows (one split) or this split's partial (O / l and log2 of its softmax sum): to the
+// workspace, or (p.cluster_merge) into this CTA's WarpStates, O of row r over warp 0's row r and
+// its log2 sum at warp 1's row r (each (row, chunk) is read and written by one thread).
 // out_scale multiplies O (the fp8 cache's V scale and storage factor; 1 for bf16).
 template <int kHeadDim>
 __device__ __forceinline__ void merge_warp_states(const PagedAttentionParams& p, const WarpStates<kHeadDim>& st, int b,
@@ -82,6 +87,11 @@ __device__ __forceinline__ void merge_warp_states(const PagedAttentionParams& p,
                             attn::pack_bf16(v[4] * inv, v[5] * inv), attn::pack_bf16(v[6] * inv, v[7] * inv)};
       bf16* out = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + head) * kHeadDim;
       *reinterpret_cast<uint4*>(out + c * 8) = packed;
+    } else if (p.cluster_merge) {
+      float4* dst = reinterpret_cast<float4*>(st.row(0, r) + c * 8);
+      dst[0] = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
+      dst[1] = make_float4(v[4] * inv, v[5] * inv, v[6] * inv, v[7] * inv);
+      if (c == 0) st.row(1, r)[0] = mx * scale_log2 + __log2f(sum);
     } else {
       const int64_t slot = (static_cast<int64_t>(split) * p.batch + b) * p.num_q_heads + head;
       float4* dst = reinterpret_cast<float4*>(p.partial_o + slot * kHeadDim + c * 8);
@@ -176,6 +186,51 @@ __device__ __forceinline__ void finish_split(const PagedAttentionParams& p, int 
   merge_splits<kHeadDim>(p, b, kvh, n_splits, q_row, reinterpret_cast<float*>(scratch));
 }
 
+// p.cluster_merge, after merge_warp_states left this split's partial in `st`: a cluster barrier
+// (release / acquire: every split's partial is visible), then split 0 combines the first n_splits
+// CTAs' partials read from their shared memory (each thread one 4-float slice of a head's row over
+// all splits, loads first), and a second barrier keeps the others' shared memory until it has.
+// Every CTA of the cluster calls it, those without keys too (cluster_idle_split).
+template <int kHeadDim>
+__device__ __noinline__ void finish_split_cluster(const PagedAttentionParams& p, const WarpStates<kHeadDim>& st,
+                                                     int kvh, int n_splits, int q_row) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  if (cluster.block_rank() == 0) {
+    constexpr int kSlices = kHeadDim / 4;
+    bf16* out = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * p.group) * kHeadDim;
+    for (int item = threadIdx.x; item < p.group * kSlices; item += kThreads) {
+      const int r = item / kSlices, slice = item % kSlices;
+      // An online merge over the splits (few registers: the fp8 kernel runs at 96).
+      float mx = -INFINITY, sum = 0.f;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+      for (int s = 0; s < n_splits; ++s) {
+        const float4 o = *reinterpret_cast<const float4*>(cluster.map_shared_rank(st.row(0, r) + slice * 4, s));
+        const float lse = *cluster.map_shared_rank(st.row(1, r), s);
+        const float m_new = fmaxf(mx, lse), a = attn::exp2_approx(mx - m_new), w = attn::exp2_approx(lse - m_new);
+        mx = m_new;
+        sum = sum * a + w;
+        acc.x = acc.x * a + w * o.x, acc.y = acc.y * a + w * o.y, acc.z = acc.z * a + w * o.z, acc.w = acc.w * a + w * o.w;
+      }
+      const float inv = 1.f / sum;
+      *reinterpret_cast<uint2*>(out + r * kHeadDim + slice * 4) =
+          make_uint2(attn::pack_bf16(acc.x * inv, acc.y * inv), attn::pack_bf16(acc.z * inv, acc.w * inv));
+    }
+  }
+  cluster.sync();
+}
+
+// A CTA of a p.cluster_merge launch whose split has no keys (past a shorter sequence's end) still
+// takes part in its cluster's two barriers.
+__device__ __forceinline__ void cluster_idle_split() {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  cluster.sync();
+}
+
 // A sequence with q_len != 1 is no decode: q_len 0 has nothing to do, q_len > 1 gets NaN rows
 // (loudly wrong; the entry point never sends one). Split 0's CTA writes them.
 template <int kHeadDim>
@@ -193,12 +248,14 @@ __device__ __forceinline__ void write_nan_rows(const PagedAttentionParams& p, in
 // together: a kernel's start is a chain of dependent loads.
 struct SplitKeys {
   int q_row, kv_len, first, begin, end;  // first: the window's first key (0 without one)
+  bool decode;                           // q_len == 1 (false: no split of this sequence has work)
 };
 template <int kHeadDim>
 __device__ __forceinline__ bool split_keys(const PagedAttentionParams& p, int b, int kvh, int split, SplitKeys& r) {
   r.q_row = p.cu_seqlens_q[b];
   const int q_len = p.cu_seqlens_q[b + 1] - r.q_row;
   r.kv_len = p.kv_lens[b];
+  r.decode = q_len == 1;
   if (q_len != 1) {
     cuda::pdl_wait();  // the kernels call this before their wait: the NaN rows are a write
     if (split == 0) write_nan_rows<kHeadDim>(p, r.q_row, q_len, kvh);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "kiln/kernels/cuda/attention/attention_params.h"
@@ -111,6 +112,21 @@ Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArg
   return p;
 }
 
+// Up to a cluster's worth of splits meet in distributed shared memory instead of the workspace
+// (sm_90 on; KILN_DECODE_CLUSTER=0: never). H100, graph-timed (attention_bench graph), 32/8 heads,
+// d128, B1 x 256 keys (4 splits), workspace -> cluster: bf16 cache 6.3 -> 4.6 us, fp8 6.9 -> 5.3;
+// e2e tok/s, two rounds: Llama-3-8B fp8 276-277 -> 280-281, + fp8 KV 267.0 -> 273.4. Clusters of
+// 16 (non-portable) were slower than the workspace (B1 x 1K fp8 7.9 vs 6.9 us).
+static bool decode_clusters() {
+  static const bool on = [] {
+    const char* v = std::getenv("KILN_DECODE_CLUSTER");
+    int device = 0, major = 0;
+    return !(v && std::string(v) == "0") && cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+  }();
+  return on;
+}
+
 Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& variant, int num_splits) {
   const int keys = std::max(1, p.sliding_window > 0 ? std::min(p.sliding_window, p.max_kv_len) : p.max_kv_len);
   auto round_tile = [](int64_t n) { return (n + kDecodeTileKeys - 1) / kDecodeTileKeys * kDecodeTileKeys; };
@@ -153,6 +169,11 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
         if (const double c = cost(len, splits); c < best) best = c, num_splits = static_cast<int>(splits);
       }
     }
+    // Plans of 9..16 splits take 8, one cluster (decode_clusters): B1 x 1K, fp8 cache 6.7 -> 6.0-6.2
+    // us, bf16 6.4 -> 6.1-6.2; Mixtral fp8 + fp8 KV at a 1K prompt 175.4 -> 178.6 tok/s. Longer ones
+    // keep theirs (capped at 8, B1 x 32K fp8 went 33.9 -> 55 us).
+    if (decode_clusters() && num_splits > kMaxClusterSplits && num_splits <= 2 * kMaxClusterSplits)
+      num_splits = kMaxClusterSplits;
   }
   num_splits = std::min(num_splits, kMaxDecodeSplits);
   if (static_cast<int64_t>(p.batch) * p.num_kv_heads > kMaxDecodeCounters) num_splits = 1;  // no counter for it
@@ -161,12 +182,13 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
   p.partial_o = nullptr;
   p.partial_lse = nullptr;
   p.split_counters = nullptr;
+  p.cluster_merge = decode_clusters() && p.num_splits >= 2 && p.num_splits <= kMaxClusterSplits;
   return ok_status();
 }
 
 // Workspace: [counters (kDecodeCounterBytes) | lse | partial O], each 256-byte aligned.
 int64_t decode_workspace_bytes(const PagedAttentionParams& p) {
-  if (p.num_splits <= 1) return 0;
+  if (p.num_splits <= 1 || p.cluster_merge) return 0;
   const int64_t slots = static_cast<int64_t>(p.num_splits) * p.batch * p.num_q_heads;
   return kDecodeCounterBytes + align256(slots * 4) + align256(slots * p.head_dim * 4);
 }

@@ -29,17 +29,23 @@ __device__ __forceinline__ void pdl_trigger() {
 
 // A type-erased kernel (from a variant table) with its argument pointers; pdl = false launches it
 // plainly (the attribute left out).
+// cluster: thread-block cluster dimensions (1 x 1 x 1: none; the grid must be a multiple).
 inline cudaError_t launch_pdl(const void* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream, void** args,
-                              bool pdl = true) {
+                              bool pdl = true, dim3 cluster = dim3(1, 1, 1)) {
   cudaLaunchConfig_t lc{};
   lc.gridDim = grid;
   lc.blockDim = block;
   lc.dynamicSmemBytes = smem;
   lc.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  lc.attrs = &attr;
+  cudaLaunchAttribute attrs[2]{};
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = cluster.x;
+  attrs[0].val.clusterDim.y = cluster.y;
+  attrs[0].val.clusterDim.z = cluster.z;
+  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  const bool clustered = cluster.x * cluster.y * cluster.z > 1;
+  lc.attrs = clustered ? attrs : attrs + 1;
   // Debugging: KILN_PDL_OFF=SUBSTR launches the kernels whose (mangled) name contains SUBSTR plainly
   // ("*": all of them).
   static const char* off = std::getenv("KILN_PDL_OFF");
@@ -47,15 +53,16 @@ inline cudaError_t launch_pdl(const void* kernel, dim3 grid, dim3 block, size_t 
     const char* name = nullptr;
     if (off[0] == '*' || (cudaFuncGetName(&name, kernel) == cudaSuccess && name && std::strstr(name, off))) pdl = false;
   }
-  lc.numAttrs = pdl ? 1 : 0;
+  lc.numAttrs = (clustered ? 1 : 0) + (pdl ? 1 : 0);
   return cudaLaunchKernelExC(&lc, kernel, args);
 }
 
 // kernel<<<grid, block, smem, stream>>>(params) with programmatic stream serialization allowed.
 template <typename Params>
-cudaError_t launch_pdl(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Params params) {
+cudaError_t launch_pdl(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Params params,
+                       dim3 cluster = dim3(1, 1, 1)) {
   void* args[] = {&params};
-  return launch_pdl(reinterpret_cast<const void*>(kernel), grid, block, smem, stream, args);
+  return launch_pdl(reinterpret_cast<const void*>(kernel), grid, block, smem, stream, args, true, cluster);
 }
 
 }  // namespace kiln::cuda
