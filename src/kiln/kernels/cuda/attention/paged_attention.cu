@@ -113,16 +113,17 @@ Result<PagedAttentionParams> make_paged_attention_params(const PagedAttentionArg
 }
 
 // Up to a cluster's worth of splits meet in distributed shared memory instead of the workspace
-// (sm_90 on; KILN_DECODE_CLUSTER=0: never). H100, graph-timed (attention_bench graph), 32/8 heads,
-// d128, B1 x 256 keys (4 splits), workspace -> cluster: bf16 cache 6.3 -> 4.6 us, fp8 6.9 -> 5.3;
-// e2e tok/s, two rounds: Llama-3-8B fp8 276-277 -> 280-281, + fp8 KV 267.0 -> 273.4. Clusters of
-// 16 (non-portable) were slower than the workspace (B1 x 1K fp8 7.9 vs 6.9 us).
+// (where the device launches clusters, sm_90 on; KILN_DECODE_CLUSTER=0: never). H100, graph-timed
+// (attention_bench graph), 32/8 heads, d128, B1 x 256 keys (4 splits), workspace -> cluster: bf16
+// cache 6.3 -> 4.5 us, fp8 6.9 -> 5.2; e2e tok/s (two rounds, three calls): Llama-3-8B fp8 +0.5 to
+// +1.8%, + fp8 KV +2.0 to +2.4%, Mixtral fp8 -0.4 to +0.6%. Clusters of 16 (non-portable) were
+// slower than the workspace (B1 x 1K fp8 7.9 vs 6.9 us).
 static bool decode_clusters() {
   static const bool on = [] {
     const char* v = std::getenv("KILN_DECODE_CLUSTER");
-    int device = 0, major = 0;
+    int device = 0, clusters = 0;
     return !(v && std::string(v) == "0") && cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+           cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device) == cudaSuccess && clusters != 0;
   }();
   return on;
 }
