@@ -170,10 +170,14 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
         if (const double c = cost(len, splits); c < best) best = c, num_splits = static_cast<int>(splits);
       }
     }
-    // Plans of 9..16 splits take 8, one cluster (decode_clusters): B1 x 1K, fp8 cache 6.7 -> 6.0-6.2
-    // us, bf16 6.4 -> 6.1-6.2; Mixtral fp8 + fp8 KV at a 1K prompt 175.4 -> 178.6 tok/s. Longer ones
-    // keep theirs (capped at 8, B1 x 32K fp8 went 33.9 -> 55 us).
-    if (decode_clusters() && num_splits > kMaxClusterSplits && num_splits <= 2 * kMaxClusterSplits)
+    // Plans of more than 8 splits whose keys fit 8 splits of at most kClusterSplitKeys take 8, one
+    // cluster (decode_clusters). H100, graph-timed us, 32/8 heads, d128, planner -> 8: B1 x 1K fp8
+    // 6.8 -> 6.2, bf16 6.4 -> 6.2-6.3; B1 x 2K fp8 9.1 -> 8.4, bf16 8.5 -> 8.4; with 512 keys a split
+    // B1 x 4K went 11.4 -> 14.1 (bf16), and capping every plan, B1 x 32K fp8 33.9 -> 55. e2e, two
+    // rounds, 1K prompt + fp8 KV: Mistral-7B fp8 279.5 -> 287.6, Mixtral fp8 175.1 -> 178.8 tok/s.
+    constexpr int64_t kClusterSplitKeys = 256;
+    if (decode_clusters() && num_splits > kMaxClusterSplits &&
+        (keys + kMaxClusterSplits - 1) / kMaxClusterSplits <= kClusterSplitKeys)
       num_splits = kMaxClusterSplits;
   }
   num_splits = std::min(num_splits, kMaxDecodeSplits);
