@@ -188,9 +188,11 @@ __device__ __forceinline__ void finish_split(const PagedAttentionParams& p, int 
 
 // p.cluster_merge, after merge_warp_states left this split's partial in `st`: a cluster barrier
 // (release / acquire: every split's partial is visible), then split 0 combines the first n_splits
-// CTAs' partials read from their shared memory (each thread one 4-float slice of a head's row over
-// all splits, loads first), and a second barrier keeps the others' shared memory until it has.
-// Every CTA of the cluster calls it, those without keys too (cluster_idle_split).
+// CTAs' partials read from their shared memory (each thread one 4-float slice of a head's row, an
+// online merge over the splits, 4 splits' loads at a time), and a second barrier keeps the
+// others' shared memory until it has. Every CTA of the cluster calls it, those without keys too
+// (cluster_idle_split). Not inlined: inlined, ptxas spilled 8-16 bytes in the 96-register fp8
+// kernel (5 CTAs per SM), whose key loop is the hot part.
 template <int kHeadDim>
 __device__ __noinline__ void finish_split_cluster(const PagedAttentionParams& p, const WarpStates<kHeadDim>& st,
                                                      int kvh, int n_splits, int q_row) {
@@ -202,7 +204,6 @@ __device__ __noinline__ void finish_split_cluster(const PagedAttentionParams& p,
     bf16* out = static_cast<bf16*>(p.out) + (static_cast<int64_t>(q_row) * p.num_q_heads + kvh * p.group) * kHeadDim;
     for (int item = threadIdx.x; item < p.group * kSlices; item += kThreads) {
       const int r = item / kSlices, slice = item % kSlices;
-      // An online merge over the splits (few registers: the fp8 kernel runs at 96).
       float mx = -INFINITY, sum = 0.f;
       float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 4
