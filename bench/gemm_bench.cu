@@ -14,7 +14,8 @@
 //                KILN_GEMM_MOE_T_MAX=N (the moe section up to N tokens)
 //                KILN_GEMM_SWEEP=wgmma (the sweep section on the fp8 wgmma rows at m = 16, 32, 64 only;
 //                KILN_GEMM_SWEEP_M=16,32 other m)
-//                KILN_GEMM_BENCH=decode_fp8 (fp8 decode, m = 1..64, Gemm::run vs cuBLASLt fp8)
+//                KILN_GEMM_BENCH=decode_fp8 (fp8 decode, m = 1..64, Gemm::run vs cuBLASLt fp8; past m = 8
+//                also run_quantized on x given in e4m3, as the model runs qkv / gate_up / down)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gemm_bench_common.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/cuda/common/gpu_bench.h"
 #include "kiln/kernels/cuda/gemm/gemm_fp8_activations.h"
@@ -42,84 +44,7 @@ namespace {
 
 using bench::check;
 
-struct Layer {
-  const char* name;
-  int64_t n, k;
-  DType y;
-};
-
-bool section(const char* name) {
-  const char* s = std::getenv("KILN_GEMM_BENCH");
-  const std::string list = s && *s ? s : "decode,moe,prefill";
-  return ("," + list + ",").find("," + std::string(name) + ",") != std::string::npos;
-}
-
-// One weight copy: bf16, or fp8 e4m3 quantized per channel on the GPU.
-struct BenchWeights {
-  DeviceTensor w, scale;
-};
-BenchWeights make_weights(DType wt, int64_t n, int64_t k, uint32_t seed) {
-  BenchWeights r;
-  auto bf = DeviceTensor::empty(DType::kBF16, {n, k});
-  check(bf.status(), "alloc w");
-  bench::fill_random_bf16(bf->tensor.data, n * k, seed, 0.05f);
-  if (wt == DType::kBF16) {
-    r.w = std::move(bf).value();
-    return r;
-  }
-  auto q = DeviceTensor::empty(DType::kFp8E4M3, {n, k});
-  auto s = DeviceTensor::empty(DType::kF32, {n});
-  check(q.status(), "alloc q");
-  check(s.status(), "alloc scale");
-  check(quantize_fp8_cuda({bf->tensor, q->tensor, s->tensor}, nullptr), "quantize_fp8_cuda");
-  check(cudaDeviceSynchronize(), "quantize");
-  r.w = std::move(q).value();
-  r.scale = std::move(s).value();
-  return r;
-}
-
-// Enough copies that consecutive calls never find their weights in L2.
-std::vector<BenchWeights> weight_copies(DType wt, int64_t n, int64_t k, bool single = false) {
-  const double bytes = static_cast<double>(n) * k * static_cast<double>(dtype_bytes(wt, 1));
-  const int copies = single ? 1 : static_cast<int>(std::clamp(256e6 / bytes + 1, 2.0, 8.0));
-  std::vector<BenchWeights> ws;
-  for (int i = 0; i < copies; ++i) ws.push_back(make_weights(wt, n, k, 100 + i));
-  return ws;
-}
-
-// A decode call's activations on layer l: x [m, k] random bf16 (seed 7), y [m, n] in l.y.
-struct DecodeXY {
-  DeviceTensor x, y;
-};
-DecodeXY decode_xy(const Layer& l, int64_t m) {
-  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
-  auto y = DeviceTensor::empty(l.y, {m, l.n});
-  check(x.status(), "alloc x");
-  check(y.status(), "alloc y");
-  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
-  return {std::move(x).value(), std::move(y).value()};
-}
-
-// Median ms per call of enqueue(i), i = 0..inner-1 captured into one graph and replayed.
-template <typename F>
-double graph_ms(F&& enqueue, cudaStream_t s, int inner = 20, int reps = 11) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture");
-  for (int i = 0; i < inner; ++i) enqueue(i);
-  check(cudaStreamEndCapture(s, &graph), "end capture");
-  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-  // One graph launch per timed batch (after 2 untimed ones): the graph holds `inner` calls.
-  const double ms = bench::median_ms([&](int) { check(cudaGraphLaunch(exec, s), "graph launch"); }, s, 1, reps, 2) / inner;
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  return ms;
-}
-
-std::string shape_of(const Layer& l, int64_t m) {
-  return "m=" + std::to_string(m) + " n=" + std::to_string(l.n) + " k=" + std::to_string(l.k) +
-         (l.y == DType::kF32 ? " ->f32" : "");
-}
+using namespace gemm_bench;
 
 // Decode: GB/s of weight bytes; graph-timed, and (stream_too) launched one by one.
 void bench_decode(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, const char* tag,
@@ -285,9 +210,32 @@ void sweep_wgmma(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64
 // fp8 decode on the four dense shapes at m = 1, 8, 16, 32, 64 (section "decode_fp8"): what
 // Gemm::run does now (default options), the decode kernel past kGemmSkinnyMaxMFp8, cuBLASLt fp8, and
 // the grid row that served m <= 16 before the wgmma rows (x kept bf16).
+// Gemm::run_quantized on x quantized per token once, outside the timed graph: the decode GEMM as
+// the model runs qkv, gate_up and down past m = 8, their x written in e4m3 by the norm or the
+// SwiGLU (no pre-pass kernel; o_proj's x comes from attention in bf16 and goes through run()).
+void bench_decode_xq(Gemm& gemm, const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m) {
+  const std::vector<BenchWeights> ws = weight_copies(DType::kFp8E4M3, l.n, l.k);
+  const DecodeXY xy = decode_xy(l, m);
+  auto xq = DeviceTensor::empty(DType::kFp8E4M3, {m, l.k});
+  auto xs = DeviceTensor::empty(DType::kF32, {m});
+  check(xq.status(), "alloc xq");
+  check(xs.status(), "alloc x scales");
+  check(quantize_fp8_cuda({xy.x.tensor, xq->tensor, xs->tensor}, s), "quantize x");
+  auto call = [&](int i) {
+    const BenchWeights& w = ws[static_cast<size_t>(i) % ws.size()];
+    check(gemm.run_quantized({xq->tensor, xs->tensor, w.w.tensor, {}, xy.y.tensor, w.scale.tensor}, s), "run_quantized");
+  };
+  call(0);
+  check(cudaStreamSynchronize(s), "sync");
+  const double ms = graph_ms(call, s);
+  bench::report(std::string("gemm ") + l.name + " default fp8 x-e4m3 given", shape_of(l, m), ms,
+                static_cast<double>(l.n) * l.k / ms / 1e6, c.copy_gbps, "GB/s");
+}
+
 void bench_decode_fp8(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64_t m, Gemm& def, Gemm& cublas,
                       Gemm& skinny) {
   bench_decode(def, c, s, l, m, " default fp8", DType::kFp8E4M3, false);
+  if (m > 8 && l.y == DType::kBF16) bench_decode_xq(def, c, s, l, m);
   if (m > kGemmSkinnyMaxMFp8) bench_decode(skinny, c, s, l, m, " skinny fp8", DType::kFp8E4M3, false);
   if (m >= 16) bench_decode(cublas, c, s, l, m, " cublas fp8", DType::kFp8E4M3, false);
   if (m == 16) {

@@ -1,0 +1,98 @@
+// Shared pieces of the GEMM benchmarks (bench/gemm_bench.cu): the layer shapes, section selection,
+// weight copies that never sit in L2 together, decode activations and graph timing.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/common/gpu_bench.h"
+#include "kiln/kernels/quantize.h"
+
+namespace kiln::gemm_bench {
+
+using bench::check;
+
+struct Layer {
+  const char* name;
+  int64_t n, k;
+  DType y;
+};
+
+inline bool section(const char* name) {
+  const char* s = std::getenv("KILN_GEMM_BENCH");
+  const std::string list = s && *s ? s : "decode,moe,prefill";
+  return ("," + list + ",").find("," + std::string(name) + ",") != std::string::npos;
+}
+
+// One weight copy: bf16, or fp8 e4m3 quantized per channel on the GPU.
+struct BenchWeights {
+  DeviceTensor w, scale;
+};
+inline BenchWeights make_weights(DType wt, int64_t n, int64_t k, uint32_t seed) {
+  BenchWeights r;
+  auto bf = DeviceTensor::empty(DType::kBF16, {n, k});
+  check(bf.status(), "alloc w");
+  bench::fill_random_bf16(bf->tensor.data, n * k, seed, 0.05f);
+  if (wt == DType::kBF16) {
+    r.w = std::move(bf).value();
+    return r;
+  }
+  auto q = DeviceTensor::empty(DType::kFp8E4M3, {n, k});
+  auto s = DeviceTensor::empty(DType::kF32, {n});
+  check(q.status(), "alloc q");
+  check(s.status(), "alloc scale");
+  check(quantize_fp8_cuda({bf->tensor, q->tensor, s->tensor}, nullptr), "quantize_fp8_cuda");
+  check(cudaDeviceSynchronize(), "quantize");
+  r.w = std::move(q).value();
+  r.scale = std::move(s).value();
+  return r;
+}
+
+// Enough copies that consecutive calls never find their weights in L2.
+inline std::vector<BenchWeights> weight_copies(DType wt, int64_t n, int64_t k, bool single = false) {
+  const double bytes = static_cast<double>(n) * k * static_cast<double>(dtype_bytes(wt, 1));
+  const int copies = single ? 1 : static_cast<int>(std::clamp(256e6 / bytes + 1, 2.0, 8.0));
+  std::vector<BenchWeights> ws;
+  for (int i = 0; i < copies; ++i) ws.push_back(make_weights(wt, n, k, 100 + i));
+  return ws;
+}
+
+// A decode call's activations on layer l: x [m, k] random bf16 (seed 7), y [m, n] in l.y.
+struct DecodeXY {
+  DeviceTensor x, y;
+};
+inline DecodeXY decode_xy(const Layer& l, int64_t m) {
+  auto x = DeviceTensor::empty(DType::kBF16, {m, l.k});
+  auto y = DeviceTensor::empty(l.y, {m, l.n});
+  check(x.status(), "alloc x");
+  check(y.status(), "alloc y");
+  bench::fill_random_bf16(x->tensor.data, m * l.k, 7);
+  return {std::move(x).value(), std::move(y).value()};
+}
+
+// Median ms per call of enqueue(i), i = 0..inner-1 captured into one graph and replayed.
+template <typename F>
+double graph_ms(F&& enqueue, cudaStream_t s, int inner = 20, int reps = 11) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture");
+  for (int i = 0; i < inner; ++i) enqueue(i);
+  check(cudaStreamEndCapture(s, &graph), "end capture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  // One graph launch per timed batch (after 2 untimed ones): the graph holds `inner` calls.
+  const double ms = bench::median_ms([&](int) { check(cudaGraphLaunch(exec, s), "graph launch"); }, s, 1, reps, 2) / inner;
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return ms;
+}
+
+inline std::string shape_of(const Layer& l, int64_t m) {
+  return "m=" + std::to_string(m) + " n=" + std::to_string(l.n) + " k=" + std::to_string(l.k) +
+         (l.y == DType::kF32 ? " ->f32" : "");
+}
+
+}  // namespace kiln::gemm_bench
