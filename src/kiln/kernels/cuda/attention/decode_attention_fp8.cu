@@ -220,10 +220,7 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   decode::SplitKeys keys;
-  if (!decode::split_keys<kHeadDim>(p, b, kvh, split, keys)) {
-    if (p.cluster_merge && keys.decode) decode::cluster_idle_split();
-    return;
-  }
+  if (!decode::split_keys<kHeadDim>(p, b, kvh, split, keys)) return;
   const int q_row = keys.q_row, kv_len = keys.kv_len, first = keys.first, begin = keys.begin, end = keys.end;
   const int n_tiles = (end - begin + C::kTileN - 1) / C::kTileN;
 
@@ -395,10 +392,7 @@ __global__ void __launch_bounds__(decode::kThreads, kMinBlocks)
   }
   __syncthreads();
   decode::merge_warp_states<kHeadDim>(p, st, b, kvh, split, q_row, scale_log2, p.v_scale * C::kVFactor);
-  if (p.num_splits == 1) return;
-  const int n_splits = (kv_len - first + p.split_len - 1) / p.split_len;
-  if (p.cluster_merge) return decode::finish_split_cluster<kHeadDim>(p, st, kvh, n_splits, q_row);
-  decode::finish_split<kHeadDim>(p, b, kvh, n_splits, q_row, smem);
+  decode::finish_splits<kHeadDim>(p, st, b, kvh, kv_len, first, q_row, smem);
 }
 
 template <int kHeadDim, int kHeadTiles, Fp8Unpack kUnpack, int kMinBlocks>

@@ -232,6 +232,19 @@ __device__ __forceinline__ void cluster_idle_split() {
   cluster.sync();
 }
 
+// After merge_warp_states, with split K: this (sequence, kv head)'s splits combined, in the
+// cluster's shared memory or through the workspace. All threads call it.
+template <int kHeadDim>
+__device__ __forceinline__ void finish_splits(const PagedAttentionParams& p, const WarpStates<kHeadDim>& st, int b,
+                                              int kvh, int kv_len, int first, int q_row, uint8_t* scratch) {
+  if (p.num_splits == 1) return;
+  const int n_splits = (kv_len - first + p.split_len - 1) / p.split_len;
+  if (p.cluster_merge)
+    finish_split_cluster<kHeadDim>(p, st, kvh, n_splits, q_row);
+  else
+    finish_split<kHeadDim>(p, b, kvh, n_splits, q_row, scratch);
+}
+
 // A sequence with q_len != 1 is no decode: q_len 0 has nothing to do, q_len > 1 gets NaN rows
 // (loudly wrong; the entry point never sends one). Split 0's CTA writes them.
 template <int kHeadDim>
@@ -244,19 +257,18 @@ __device__ __forceinline__ void write_nan_rows(const PagedAttentionParams& p, in
 }
 
 // The keys [begin, end) that split `split` of sequence b covers, and b's query row. False when the
-// CTA has nothing to do: a q_len != 1 row (its NaN rows written by split 0) or a split past a
-// shorter sequence's end (it does not count toward the merge). The three metadata loads go out
-// together: a kernel's start is a chain of dependent loads.
+// CTA has nothing to do: a q_len != 1 row (its NaN rows written by split 0; so for every split of
+// the sequence) or a split past a shorter sequence's end (it does not count toward the merge; with
+// p.cluster_merge it has taken part in its cluster's barriers when this returns). The three
+// metadata loads go out together: a kernel's start is a chain of dependent loads.
 struct SplitKeys {
   int q_row, kv_len, first, begin, end;  // first: the window's first key (0 without one)
-  bool decode;                           // q_len == 1 (false: no split of this sequence has work)
 };
 template <int kHeadDim>
 __device__ __forceinline__ bool split_keys(const PagedAttentionParams& p, int b, int kvh, int split, SplitKeys& r) {
   r.q_row = p.cu_seqlens_q[b];
   const int q_len = p.cu_seqlens_q[b + 1] - r.q_row;
   r.kv_len = p.kv_lens[b];
-  r.decode = q_len == 1;
   if (q_len != 1) {
     cuda::pdl_wait();  // the kernels call this before their wait: the NaN rows are a write
     if (split == 0) write_nan_rows<kHeadDim>(p, r.q_row, q_len, kvh);
@@ -265,7 +277,9 @@ __device__ __forceinline__ bool split_keys(const PagedAttentionParams& p, int b,
   r.first = p.sliding_window > 0 ? max(0, r.kv_len - p.sliding_window) : 0;
   r.begin = r.first + split * p.split_len;
   r.end = min(r.kv_len, r.begin + p.split_len);
-  return r.begin < r.end;
+  if (r.begin < r.end) return true;
+  if (p.cluster_merge) cluster_idle_split();
+  return false;
 }
 
 }  // namespace kiln::cuda::decode
