@@ -159,9 +159,10 @@ __device__ __forceinline__ void pack_p(const float (&s)[kN / 2], uint32_t (&pa)[
   }
 }
 
-// S[64 x kBlockN] = Q_wg K^T (split Q: + Q_lo K^T), issued (not waited).
+// S[64 x kBlockN] = Q_wg K^T (split Q: + Q_lo K^T), issued (not waited). q: the warpgroup's Q rows,
+// k: the K tile (descriptor bases, smem_q_desc / smem_k_desc of their addresses).
 template <class C>
-__device__ __forceinline__ void issue_qk(float (&s)[64], uint32_t q_wg, uint32_t k_tile) {
+__device__ __forceinline__ void issue_qk(float (&s)[64], SmemDesc q, SmemDesc k_tile) {
   constexpr bool kFp8 = C::kElemBytes == 1;
   constexpr int kHeadDim = C::kPanels * C::kPanelElems;
   constexpr int kKSteps = kHeadDim / C::kKStep;
@@ -169,35 +170,43 @@ __device__ __forceinline__ void issue_qk(float (&s)[64], uint32_t q_wg, uint32_t
 #pragma unroll
   for (int k = 0; k < kKSteps * (C::kSplitQ ? 2 : 1); ++k) {
     const int kk = k % kKSteps, panel = kk / C::kStepsPerPanel, col = (kk % C::kStepsPerPanel) * 32;
-    const uint32_t q = q_wg + (k / kKSteps) * C::kQTileBytes;
-    const uint64_t a = smem_desc<C::kRowBytes>(q + panel * C::kBlockM * C::kRowBytes + col, 16, 8 * C::kRowBytes);
-    const uint64_t b = smem_desc<C::kRowBytes>(k_tile + panel * C::kBlockN * C::kRowBytes + col, 16, 8 * C::kRowBytes);
+    const uint64_t a = q.at((k / kKSteps) * C::kQTileBytes + panel * C::kBlockM * C::kRowBytes + col);
+    const uint64_t b = k_tile.at(panel * C::kBlockN * C::kRowBytes + col);
     if constexpr (kFp8)
       wgmma_ss_e4m3_n128(s, a, b, k > 0);
     else
       wgmma_ss_bf16_n128(s, a, b, k > 0);
   }
 }
+// Descriptor bases of the Q rows at q_wg / a K tile at k_tile (K-major, swizzled kRowBytes rows).
+template <class C>
+__device__ __forceinline__ SmemDesc smem_qk_desc(uint32_t addr) {
+  return smem_desc_base<C::kRowBytes>(addr, 16, 8 * C::kRowBytes);
+}
+// Descriptor base of a V tile: fp8 Vt [kHeadDim, kBlockN keys] K-major; bf16 V [kBlockN keys,
+// kHeadDim] in 64-column panels (MN-major: 8-key groups 1024 B apart, panels kBlockN * 128 B apart).
+template <class C>
+__device__ __forceinline__ SmemDesc smem_v_desc(uint32_t addr) {
+  return smem_desc_base<128>(addr, C::kElemBytes == 1 ? 16 : C::kBlockN * 128, 1024);
+}
 
-// O[64 x kHeadDim] += P V, issued (not waited). bf16: V [kBlockN keys, kHeadDim] in 64-column panels
-// (MN-major B: 8-key groups 1024 B apart, panels kBlockN * 128 B apart). fp8: Vt [kHeadDim,
-// kBlockN keys] K-major.
+// O[64 x kHeadDim] += P V, issued (not waited); v_tile: smem_v_desc of the V tile.
 // C::kRowSum: also lsum[4] (rows g, g + 8 of the m64n8 fragment: every column holds the row sum)
-// += P times the ones tile at `ones`.
+// += P times the ones tile (`ones`: smem_v_desc of it).
 template <class C, bool kFp8 = C::kElemBytes == 1, int kHeadDim = C::kPanels * C::kPanelElems>
 __device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_t (&pa)[kFp8 ? 4 : 8][4],
-                                         uint32_t v_tile, float (&lsum)[4], uint32_t ones) {
+                                         SmemDesc v_tile, float (&lsum)[4], SmemDesc ones) {
 #pragma unroll
   for (int kk = 0; kk < C::kBlockN / C::kKStep; ++kk) {
     if constexpr (kFp8) {
-      const uint64_t b = smem_desc<128>(v_tile + kk * 32, 16, 1024);
+      const uint64_t b = v_tile.at(kk * 32);
       if constexpr (kHeadDim == 128)
         wgmma_rs_e4m3_n128(o, pa[kk], b);
       else
         wgmma_rs_e4m3_n64(o, pa[kk], b);
-      if constexpr (C::kRowSum) wgmma_rs_e4m3_n8(lsum, pa[kk], smem_desc<128>(ones + kk * 32, 16, 1024));
+      if constexpr (C::kRowSum) wgmma_rs_e4m3_n8(lsum, pa[kk], ones.at(kk * 32));
     } else {
-      const uint64_t b = smem_desc<128>(v_tile + kk * 16 * 128, C::kBlockN * 128, 1024);
+      const uint64_t b = v_tile.at(kk * 16 * 128);
       if constexpr (kHeadDim == 128)
         wgmma_rs_bf16_n128(o, pa[kk], b);
       else
@@ -355,6 +364,10 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
   };
   if (pingpong && wg == 1) named_arrive(4, 256);
   auto v_tile_of = [&](int s_) { return smem + (kFp8 ? C::kVt + s_ * C::kVtBytes : C::kV + s_ * C::kTileBytes); };
+  // Descriptor bases, built once: stage s of K / V is k_desc / v_desc plus s tiles.
+  constexpr uint32_t kVStride = kFp8 ? C::kVtBytes : C::kTileBytes;
+  const SmemDesc q_desc = smem_qk_desc<C>(q_wg), k_desc = smem_qk_desc<C>(smem + C::kK);
+  const SmemDesc v_desc = smem_v_desc<C>(v_tile_of(0)), ones_desc = smem_v_desc<C>(smem + C::kOnes);
   // PV of the previous tile done: its V stage goes back to the producer, then O (and the row sums
   // of the kRowSum variants) take this tile's rescale.
   auto finish_pv = [&](int sv) {
@@ -377,7 +390,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     mbar_wait(bars.full_k(sk), phase_of<KS>(it));
     turn_wait();
     wgmma_fence();
-    issue_qk<C>(s, q_wg, smem + C::kK + sk * C::kTileBytes);
+    issue_qk<C>(s, q_desc, k_desc.plus(sk * C::kTileBytes));
     wgmma_commit();
     turn_pass(false);
     wgmma_wait<0>();
@@ -400,11 +413,11 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     mbar_wait(bars.full_k(sk), phase_of<KS>(ck));
     turn_wait();
     wgmma_fence();
-    issue_qk<C>(s, q_wg, smem + C::kK + sk * C::kTileBytes);
+    issue_qk<C>(s, q_desc, k_desc.plus(sk * C::kTileBytes));
     wgmma_commit();
     mbar_wait(bars.full_v(sv), phase_of<VS>(cv));
     zero_v_tail(v_tile_of(sv), key0 - C::kBlockN);
-    issue_pv<C>(o, pa, v_tile_of(sv), lsum, smem + C::kOnes);
+    issue_pv<C>(o, pa, v_desc.plus(sv * kVStride), lsum, ones_desc);
     wgmma_commit();
     turn_pass(false);
     wgmma_wait<1>();
@@ -454,7 +467,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     zero_v_tail(v_tile_of(sv), w.tile0 + (w.n_tiles - 1) * C::kBlockN);
     turn_wait();
     wgmma_fence();
-    issue_pv<C>(o, pa, v_tile_of(sv), lsum, smem + C::kOnes);
+    issue_pv<C>(o, pa, v_desc.plus(sv * kVStride), lsum, ones_desc);
     wgmma_commit();
     turn_pass(true);
     wgmma_wait<0>();
