@@ -21,17 +21,25 @@ constexpr int kSolo = cuda::hopper::kFeatSolo, kLdsm = cuda::hopper::kFeatLdsmVt
 // "split-q": Q as two e4m3 parts (max error 2.5e-2 instead of 4.0e-2, twice the QK
 // work: 606 vs 682 at causal 8K); "s2": the kernel before v2.
 constexpr HopperPrefillTuning kFp8D128[] = {
-    // Row 0 ships (2026-11-22, helper h18): row 19's kernel (k4v4 vtpre) compiled without the
+    // Row 0 ships (2026-11-23, sixteenth session): row 1's kernel computing the row max only when
+    // some P of the warp saturates e4m3 (kFeatNoMax: P against the running max as it stands, the
+    // max and the tile again only then; bias 7 and lazy 1.75 instead of 8 and 0.75). The fast path
+    // drops the 64 FMNMX, 4 quad shuffles and the rescale test a tile (the loop ~460 -> ~290
+    // instructions). H100, causal, one call, vs row 1 (shipped before): 8K 833.7 / 838.0 vs 754.4 /
+    // 758.6 TFLOP/s (A/B loop, two passes); 1K / 2K / 4K / 16K / 32K 443.8 / 627.3 / 775.3 / 865.5 /
+    // 891.8 vs 427.0 / 581.2 / 709.1 / 804.6 / 810.8. Max error unchanged (3.97e-2).
+    {"persistent k4v4 vtpre overlap solo nomax", fp8_d128_vtpre_k4v4_solo_nomax},
+    // Row 1 shipped before (2026-11-22, helper h18): row 20's kernel (k4v4 vtpre) compiled without the
     // consumers' ping-pong (kFeatSolo: both warpgroups run their softmax at the same time, two warps
     // a scheduler to hide its latency; ncu: issue 43 -> 46%, barrier stalls 0.26 -> 0.06 per
-    // instruction, no pipe above 45%). H100, causal, one call, vs row 19 (the ping-pong row shipped
+    // instruction, no pipe above 45%). H100, causal, one call, vs row 20 (the ping-pong row shipped
     // before): 1K / 2K / 4K / 8K / 16K / 32K 418 / 568 / 685 / 754 / 778 / 815 TFLOP/s vs 390 / 540 /
     // 653 / 729 / 767 / 797 (8K: better of two passes; others one timing, +-3%); the ping-pong row
     // run with options.pingpong = false measured 745 / 754 / 755 at 8K in three calls. Same numerics
-    // (max error 3.97e-2). Without a workspace: the in-kernel transpose, k3v3 ldsm solo (row 7).
+    // (max error 3.97e-2). Without a workspace: the in-kernel transpose, k3v3 ldsm solo (row 8).
     {"persistent k4v4 vtpre overlap solo", fp8_d128_vtpre_k4v4_solo},
-    // Row 1 shipped before (2026-11-22): 682 TFLOP/s at causal 8K vs 651 for row 2 (shipped before
-    // it); 16K 693 vs 676, 32K 721 vs 700; 1K / 2K 3-5% below it (373 / 512 vs 391 / 534). Max error
+    // Row 2 shipped before row 1 (2026-11-22): 682 TFLOP/s at causal 8K vs 651 for row 3 (shipped
+    // before it); 16K 693 vs 676, 32K 721 vs 700; 1K / 2K 3-5% below it (373 / 512 vs 391 / 534). Max error
     // 3.97e-2 on the tests.
     {"persistent k3v3 v2 overlap ldsm", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm>},
     {"persistent k3v2 v2", tuned<true, 128, 3, 2, true, 0, false, false, kV2>},
@@ -52,26 +60,26 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     {"persistent k3v3 vtpre overlap h2", fp8_d128_vtpre_k3v3_h2},
     {"persistent k3v3 vtpre overlap poly1/8", fp8_d128_vtpre_k3v3_poly8},
     {"persistent k3v3 vtpre overlap solo", fp8_d128_vtpre_k3v3_solo},
-    // The polynomial exponentials on row 0's kernel (2026-11-22, helper h18; rows removed, numbers in
+    // The polynomial exponentials on row 1's kernel (2026-11-22, helper h18; rows removed, numbers in
     // docs/perf.md): no gain (ncu: no pipe above 45%, the softmax's latency is what the GEMMs wait
-    // for). "nopp": row 19's kernel launched with the ping-pong off (HopperPrefillParams::pingpong).
+    // for). "nopp": row 20's kernel launched with the ping-pong off (HopperPrefillParams::pingpong).
     {"persistent k4v4 vtpre overlap nopp", fp8_d128_vtpre_k4v4_nopp},
-    // Shipped before row 0 (92087cb), ping-pong on, V from the pre-pass (timed with it, 12.5 us at
-    // 8K). Helper h17's call (k3v3, this row's k3v3 sibling, row 12): 1K / 2K / 4K / 8K / 16K / 32K
-    // 394 / 537 / 664 / 730 / 761 / 766 TFLOP/s vs 372 / 515 / 615 / 670 / 688 / 729 for row 1.
+    // Shipped before row 1 (92087cb), ping-pong on, V from the pre-pass (timed with it, 12.5 us at
+    // 8K). Helper h17's call (k3v3, this row's k3v3 sibling, row 13): 1K / 2K / 4K / 8K / 16K / 32K
+    // 394 / 537 / 664 / 730 / 761 / 766 TFLOP/s vs 372 / 515 / 615 / 670 / 688 / 729 for row 2.
     // At 8K within the +-3% noise: k3v3 solo 727 / 726, poly1/8 721 / 743, k2v4 720 / 719; r240 700 /
     // 708, h2 689 / 693. Three calls put k4v4 above k3v3 (713 / 727 / 742 vs 706 / 711 / 707).
     {"persistent k4v4 vtpre overlap", fp8_d128_vtpre_k4v4},
-    // Row 0 with FADD row sums instead of the tensor-core ones, and with 24 / 240 registers: 626.2 and
+    // Row 1 with FADD row sums instead of the tensor-core ones, and with 24 / 240 registers: 626.2 and
     // 749.8 vs 772.1 TFLOP/s at causal 8K (H100, one call, 2026-11-22 ninth session; rows removed).
-    // Row 0 with Q quantized by producer warps 2 and 3 into two Q buffers (bit-exact to row 0): 731 /
+    // Row 1 with Q quantized by producer warps 2 and 3 into two Q buffers (bit-exact to row 1): 731 /
     // 729 vs 753 / 756 at 8K, 299 vs 420 at 1K (the two warps quantize a work's Q slower than the
-    // consumers do; ded1175, reverted). Row 0 with the next work's Q rows prefetched to L2 at the last
+    // consumers do; ded1175, reverted). Row 1 with the next work's Q rows prefetched to L2 at the last
     // key tile (prefetch.global.L2, the address from find_work of the next work): 703.7 / 709.9 vs
     // 747.6 / 752.3 at 8K (2c0c3c2, reverted).
-    // Row 0 with Q quantized outside the kernel (options.q_fp8, e.g. quantize_fp8_cuda) and
-    // TMA-loaded per consumer warpgroup by producer warps 2 / 3; without q_fp8 it is row 0. H100,
-    // causal, one call (2026-11-22, tenth session), vs row 0: 1K / 2K / 4K / 8K 471 / 603 / 679 / 734
+    // Row 1 with Q quantized outside the kernel (options.q_fp8, e.g. quantize_fp8_cuda) and
+    // TMA-loaded per consumer warpgroup by producer warps 2 / 3; without q_fp8 it is row 1. H100,
+    // causal, one call (2026-11-22, tenth session), vs row 1: 1K / 2K / 4K / 8K 471 / 603 / 679 / 734
     // vs 417 / 572 / 681 / 741 TFLOP/s (the per-work Q quantization gone; long works unchanged). The
     // quantization itself (quantize_fp8_cuda, 2.6 TB/s) costs more than that saving when run as its
     // own pass, so nothing ships it: a RoPE kernel writing the e4m3 Q would (not done). An earlier

@@ -35,14 +35,18 @@ Status fp8_d128_vtpre_k3v3_noexp(const PagedAttentionArgs& a, const HopperPrefil
 
 // Without the consumers' ping-pong: "nopp" = the ping-pong kernel launched with
 // HopperPrefillParams::pingpong = 0 (kFeatLaunchSolo: the same SASS as the ping-pong row), "solo" =
-// compiled without it (kFeatSolo; row 0 of the table).
+// compiled without it (kFeatSolo; row 1 of the table).
 Status fp8_d128_vtpre_k4v4_nopp(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatLaunchSolo>(a, o, s);
 }
 Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo>(a, o, s);
 }
-// Row 0's kernel with Q quantized outside it (HopperPrefillOptions::q_fp8) and TMA-loaded by
+// Row 1's kernel computing the row max only when some P saturates (kFeatNoMax; row 0, ships).
+Status fp8_d128_vtpre_k4v4_solo_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
+  return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatNoMax>(a, o, s);
+}
+// Row 1's kernel with Q quantized outside it (HopperPrefillOptions::q_fp8) and TMA-loaded by
 // producer warps 2 and 3, one per consumer warpgroup (kFeatQTma).
 Status fp8_d128_vtpre_k4v4_solo_qtma(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatQTma>(a, o, s);

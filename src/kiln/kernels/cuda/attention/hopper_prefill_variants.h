@@ -24,6 +24,7 @@ Status fp8_d128_vtpre_k3v3_poly8(const PagedAttentionArgs& a, const HopperPrefil
 Status fp8_d128_vtpre_k3v3_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4_nopp(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
+Status fp8_d128_vtpre_k4v4_solo_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4_solo_qtma(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 
 }  // namespace kiln::hopper_launch
