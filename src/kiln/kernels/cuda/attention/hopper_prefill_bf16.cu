@@ -6,13 +6,21 @@
 namespace kiln::hopper_launch {
 namespace {
 
-constexpr int kTree = cuda::hopper::kFeatTree;
+constexpr int kTree = cuda::hopper::kFeatTree, kNoMax = cuda::hopper::kFeatNoMax;
 
 // "overlap": the softmax of tile j runs while this warpgroup's PV product of tile j - 1 does (the
 // wgmma wait anchored after the row sums); "tree": max and sums in 4 independent chains. H100,
 // causal 8K, best of two passes in one call: 555 (row 0), 561 (overlap), 548 / 544 (tree rows), 541
 // (k3v2); k2v3 (528) and k2v3 overlap (533) were dropped. Row 0 alone, first in each call: 570-607.
+// (Those rows are now 1-6: row 0 is the no-max row.)
 constexpr HopperPrefillTuning kBf16D128[] = {
+    // Row 0 ships (2026-11-23, sixteenth session): row 1 without the row max in the common case
+    // (kFeatNoMax: P against the running max as it stands, a row's max and P fixed only when some P
+    // reaches 2^8). H100, causal, one call, vs row 1 (shipped before), A/B loop: 8K 596.7 / 592.4
+    // vs 557.9 / 551.8 TFLOP/s (two passes); 1K / 2K / 4K / 16K / 32K 451.2 / 556.8 / 578.6 / 623.7 /
+    // 609.0 vs 431.0 / 525.0 / 553.3 / 568.0 / 582.0 (first timings). Max error 3.4e-3 as before.
+    // Row 5 with it (overlap tree nomax): 592.3 / 580.3 at 8K, mixed elsewhere; not kept.
+    {"persistent k2v2 nomax", tuned<false, 128, 2, 2, true, 0, false, false, kNoMax>},
     {"persistent k2v2", tuned<false, 128, 2, 2, true>},
     {"grid k2v2", tuned<false, 128, 2, 2, false>},
     {"persistent k3v2", tuned<false, 128, 3, 2, true>},
@@ -24,6 +32,7 @@ constexpr HopperPrefillTuning kBf16D64[] = {
     {"persistent k2v2", tuned<false, 64, 2, 2, true>},
     {"grid k2v2", tuned<false, 64, 2, 2, false>},
     {"persistent k3v3", tuned<false, 64, 3, 3, true>},
+    {"persistent k2v2 nomax", tuned<false, 64, 2, 2, true, 0, false, false, kNoMax>},
 };
 
 Status run_bf16_d128(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {

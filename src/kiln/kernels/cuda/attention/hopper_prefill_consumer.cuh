@@ -275,6 +275,16 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (needs_mask(key0)) mask_tile<C::kBlockN>(s, key0, st, window, t);
     if constexpr (kFp8 && (T::kEx2H2 || C::kNoMax)) {
       static_assert(T::kOverlap, "f16x2 exponentials / no max: overlap rows only");
+    } else if constexpr (!kFp8 && C::kNoMax) {
+      // bf16 without the row max (the P check and the rare fix after pack_p below); a row of the
+      // warp still without a max takes the full softmax.
+      if (__any_sync(0xffffffffu, st.m[0] == -INFINITY || st.m[1] == -INFINITY)) {
+        softmax_tile<C::kBlockN, 0, false, T::kTree>(s, st, rescale, C::kPBias, C::kLazyLog2);
+      } else {
+        exp_tile_bf16<C::kBlockN>(s, st);
+        rescale[0] = rescale[1] = 1.f;
+      }
+      pin(s);
     } else {
       softmax_tile<C::kBlockN, kFp8 ? T::kPolyMask : 0, (T::kProbe & 2) != 0, T::kTree, C::kRowSum>(
           s, st, rescale, C::kPBias, C::kLazyLog2);
@@ -307,6 +317,9 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     if (T::kOverlap && lane == 0 && !(st.l[0] + st.l[1] < 0.f)) mbar_arrive(bars.anchor());
     finish_pv(sv);
     pack_p<kFp8, C::kBlockN>(s, pa);
+    if constexpr (!kFp8 && C::kNoMax) {
+      if (p_over_bf16<C::kBlockN>(pa)) fix_p_bf16<C::kBlockN, kHeadDim>(s, o, st, C::kLazyLog2, pa);
+    }
   }
   if constexpr (C::kQTma) {
     if (w.n_tiles > 1) release_q(w.n_tiles - 1);
@@ -407,7 +420,9 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     fence_async_smem();
   }
   __syncthreads();
-  const int wg = tid / 128;
+  // Warp-uniform for ptxas (a lane-0 shuffle): the consumers' Q descriptors then live in uniform
+  // registers instead of being moved there (R2UR) before every QK wgmma.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
   int it = 0, n_work = 0;
   if (wg == 0) {
 #ifndef KILN_HOPPER_NO_SETMAXNREG

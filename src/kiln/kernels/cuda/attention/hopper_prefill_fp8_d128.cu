@@ -86,6 +86,8 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     // build with one shared 128-row Q tile (and the main loop's slower code, before the __syncwarp
     // in consume): 469 / 611 / 697 / 733.
     {"persistent k4v4 vtpre overlap solo qtma", fp8_d128_vtpre_k4v4_solo_qtma},
+    {"persistent k4v4 vtpre overlap nomax", fp8_d128_vtpre_k4v4_nomax},
+    {"persistent k3v3 vtpre overlap solo nomax", fp8_d128_vtpre_k3v3_solo_nomax},
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
     {"probe: k3v3 v2 overlap ldsm no Q loads", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 4>},

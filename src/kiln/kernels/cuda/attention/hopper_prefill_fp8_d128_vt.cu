@@ -46,6 +46,13 @@ Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefill
 Status fp8_d128_vtpre_k4v4_solo_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
   return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatNoMax>(a, o, s);
 }
+// kFeatNoMax with the ping-pong (k4v4) and solo at k3v3 (A/B rows).
+Status fp8_d128_vtpre_k4v4_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
+  return tuned<true, 128, 4, 4, true, 0, true, false, kPre | h::kFeatNoMax>(a, o, s);
+}
+Status fp8_d128_vtpre_k3v3_solo_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {
+  return tuned<true, 128, 3, 3, true, 0, true, false, kPre | h::kFeatSolo | h::kFeatNoMax>(a, o, s);
+}
 // Row 1's kernel with Q quantized outside it (HopperPrefillOptions::q_fp8) and TMA-loaded by
 // producer warps 2 and 3, one per consumer warpgroup (kFeatQTma).
 Status fp8_d128_vtpre_k4v4_solo_qtma(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s) {

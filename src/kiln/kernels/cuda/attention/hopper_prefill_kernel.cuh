@@ -79,11 +79,14 @@ struct HopperPrefillParams {
 //   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
 //     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
 //     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
-//   kFeatNoMax (fp8, overlap rows): no row max in the common case: P of tile j >= 1 is computed
-//     against the running max as it stands and the row max only when some P of the warp reached
-//     e4m3's saturation band (a byte >= 0x7E: P >= 432, so the max would have moved; also a row
-//     still without a max), then the tile again with the moved max (update_row_max, the lazy
-//     rule). kPBias 7 and kLazyLog2 1.75 instead of 8 and 0.75: the same P <= 2^8.75, moves rarer.
+//   kFeatNoMax (fp8 overlap rows, bf16): no row max in the common case: P of tile j >= 1 is
+//     computed against the running max as it stands and the row max only when some P of the warp
+//     reached the band where the max would have moved (fp8: e4m3's saturation, a byte >= 0x7E, P >=
+//     432; bf16: P >= 2^kLazyLog2 = 256; also a row still without a max: +inf / NaN), then the tile
+//     again with the moved max (fp8: update_row_max, the lazy rule, then P again from the kept
+//     scores; bf16: P in place, so the moved row's P, O and sum scale by 1 / its largest P,
+//     fix_p_bf16). fp8: kPBias 7 and kLazyLog2 1.75 instead of 8 and 0.75 (the same P <= 2^8.75,
+//     moves rarer); bf16: the same lazy rule (8) as without.
 // kProbe (bench rows only, wrong results): bit 0 skips the V transpose, bit 1 the exponentials, bit 2
 // the global loads of Q (fp8: every Q element 1.0).
 constexpr int kFeatFastVt = 1, kFeatTree = 2, kFeatRowSum = 4, kFeatLazy = 8, kFeatSolo = 16, kFeatLdsmVt = 32,
@@ -159,9 +162,10 @@ struct HopperConfig {
   // kLazyLog2. fp8: P in (0, 2^(8 + kLazyLog2)] <= 448 uses e4m3's normal range (values down to 2^-14
   // of the max keep 3 mantissa bits; the bias cancels in O / l); bf16 has the exponent range, so lazy
   // and unbiased.
-  static constexpr bool kNoMax = kFp8 && Tune::kNoMax;
-  static_assert(!Tune::kNoMax || (kFp8 && Tune::kOverlap && Tune::kLazy && !Tune::kEx2H2 && Tune::kPolyMask == 0),
+  static constexpr bool kNoMax = Tune::kNoMax;
+  static_assert(!Tune::kNoMax || !kFp8 || (Tune::kOverlap && Tune::kLazy && !Tune::kEx2H2 && Tune::kPolyMask == 0),
                 "kFeatNoMax: fp8 overlap rows with the lazy max");
+  static_assert(!Tune::kNoMax || kFp8 || Tune::kProbe == 0, "kFeatNoMax: no bf16 probes");
   static constexpr float kPBias = kFp8 ? (kNoMax ? 7.f : 8.f) : 0.f;
   static constexpr float kLazyLog2 = kFp8 ? (kNoMax ? 1.75f : Tune::kLazy ? 0.75f : 0.f) : 8.f;
 };

@@ -148,6 +148,37 @@ __device__ __forceinline__ void softmax_pack_nomax(const float (&s)[kN / 2], Row
   }
 }
 
+// bf16 tiles after the first, kFeatNoMax, every row of the warp with a max: s becomes P = 2^(c s -
+// c m) against the running max as it stands (the row sums added to st.l), no max computed. A row
+// whose max has grown by more than kLazy shows up as a P > 2^kLazy once P is packed (fix_p_bf16).
+template <int kN>
+__device__ __forceinline__ void exp_tile_bf16(float (&s)[kN / 2], RowState& st) {
+  float sum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+  const float base[2] = {st.m[0] * st.c[0], st.m[1] * st.c[1]};
+#pragma unroll
+  for (int j = 0; j < kN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int h = e >> 1;
+      s[4 * j + e] = exp2_approx(fmaf(s[4 * j + e], st.c[h], -base[h]));
+      sum[h][j % 2] += s[4 * j + e];
+    }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) st.l[h] += sum[h][0] + sum[h][1];
+}
+
+// After exp_tile_bf16 and pack_p: true when some lane of the warp packed a P >= 2^8 (a bf16 half >=
+// 0x4380; halves <= 0x7FFF, so + 0x3C80 sets bit 15 exactly for those, without carries).
+template <int kN>
+__device__ __forceinline__ bool p_over_bf16(const uint32_t (&pa)[kN / 16][4]) {
+  uint32_t band = 0;
+#pragma unroll
+  for (int kk = 0; kk < kN / 16; ++kk)
+#pragma unroll
+    for (int w = 0; w < 4; ++w) band |= pa[kk][w] + 0x3C803C80u;
+  return __any_sync(0xffffffffu, (band & 0x80008000u) != 0);
+}
+
 // OR of all words of a fragment set (a value that depends on every one of them).
 template <int kN, int kM>
 __device__ __forceinline__ uint32_t or_words(const uint32_t (&r)[kN][kM]) {
@@ -194,6 +225,30 @@ __device__ __forceinline__ void pack_p(const float (&s)[kN / 2], uint32_t (&pa)[
       pa[kk][3] = pack_e4m3(x[10], x[11], x[14], x[15]);
     }
   }
+}
+
+// The rare case of p_over_bf16: a row whose largest P exceeds 2^kLazy moves its max onto that key
+// (c m += log2 Pmax, the lazy rule of update_row_max), and its P, O and sum scale by 1 / Pmax (all
+// were relative to the old max); then P is packed again.
+template <int kN, int kD>
+__device__ __forceinline__ void fix_p_bf16(float (&s)[kN / 2], float (&o)[kD / 2], RowState& st, float kLazy,
+                                          uint32_t (&pa)[kN / 16][4]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = 0.f;
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+    mx = quad_max(mx);
+    if (!(mx > exp2f(kLazy))) continue;
+    const float f = __fdividef(1.f, mx);
+    st.m[h] += __fdividef(__log2f(mx), st.c[h]);
+    st.l[h] *= f;
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) s[4 * j + 2 * h] *= f, s[4 * j + 2 * h + 1] *= f;
+#pragma unroll
+    for (int j = 0; j < kD / 8; ++j) o[4 * j + 2 * h] *= f, o[4 * j + 2 * h + 1] *= f;
+  }
+  pack_p<false, kN>(s, pa);
 }
 
 }  // namespace kiln::cuda::hopper

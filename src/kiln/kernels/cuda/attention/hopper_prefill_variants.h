@@ -25,6 +25,8 @@ Status fp8_d128_vtpre_k3v3_solo(const PagedAttentionArgs& a, const HopperPrefill
 Status fp8_d128_vtpre_k4v4_nopp(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4_solo(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4_solo_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
+Status fp8_d128_vtpre_k4v4_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
+Status fp8_d128_vtpre_k3v3_solo_nomax(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 Status fp8_d128_vtpre_k4v4_solo_qtma(const PagedAttentionArgs& a, const HopperPrefillOptions& o, CUstream_st* s);
 
 }  // namespace kiln::hopper_launch
