@@ -50,5 +50,15 @@ __device__ __forceinline__ void wgmma_rs_e4m3_n8(float (&d)[{na}], const uint32_
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }}
 ''')
+# bf16 RS with N = 8 and B K-major: the row sums of P over a tile of bf16 ones (bf16 rowsum tunings).
+out.append(f'''// d[64 x 8] += A[64 x 16] (registers) * B[16 x 8] (shared memory, K-major): the bf16 row sums.
+__device__ __forceinline__ void wgmma_rs_bf16_n8k(float (&d)[{na}], const uint32_t (&a)[4], uint64_t b) {{
+  asm volatile(
+      "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{na+5}, 0;\\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {{{regs(na,0)}}}, {{{regs(4,na)}}}, %{na+4}, p, 1, 1, 0;\\n}}\\n"
+      : {acc_constraints(na)}
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}}
+''')
 out.append("}  // namespace kiln::cuda::hopper\n")
 open(__import__("os").path.join(__import__("os").path.dirname(__file__), "../src/kiln/kernels/cuda/attention/hopper_wgmma.cuh"), "w").write("\n".join(out))

@@ -59,6 +59,8 @@ __device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_
         wgmma_rs_bf16_n128(o, pa[kk], b);
       else
         wgmma_rs_bf16_n64(o, pa[kk], b);
+      // the 1 KB of ones holds 8 rows x 64 keys: any 16-key step of it is all ones
+      if constexpr (C::kRowSum) wgmma_rs_bf16_n8k(lsum, pa[kk], ones.at((kk % 4) * 32));
     }
   }
 }
@@ -279,9 +281,9 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
       // bf16 without the row max (the P check and the rare fix after pack_p below); a row of the
       // warp still without a max takes the full softmax.
       if (__any_sync(0xffffffffu, st.m[0] == -INFINITY || st.m[1] == -INFINITY)) {
-        softmax_tile<C::kBlockN, 0, false, T::kTree>(s, st, rescale, C::kPBias, C::kLazyLog2);
+        softmax_tile<C::kBlockN, 0, false, T::kTree, C::kRowSum>(s, st, rescale, C::kPBias, C::kLazyLog2);
       } else {
-        exp_tile_bf16<C::kBlockN>(s, st);
+        exp_tile_bf16<C::kBlockN, C::kRowSum>(s, st);
         rescale[0] = rescale[1] = 1.f;
       }
       pin(s);
@@ -318,7 +320,7 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
     finish_pv(sv);
     pack_p<kFp8, C::kBlockN>(s, pa);
     if constexpr (!kFp8 && C::kNoMax) {
-      if (p_over_bf16<C::kBlockN>(pa)) fix_p_bf16<C::kBlockN, kHeadDim>(s, o, st, C::kLazyLog2, pa);
+      if (p_over_bf16<C::kBlockN>(pa)) fix_p_bf16<C::kBlockN, kHeadDim>(s, o, lsum, st, C::kLazyLog2, pa);
     }
   }
   if constexpr (C::kQTma) {
@@ -415,8 +417,9 @@ __global__ void __launch_bounds__(384, 1) hopper_prefill_kernel(const __grid_con
     tma_prefetch_map(&p.k_map);
     tma_prefetch_map(&p.v_map);
   }
-  if constexpr (C::kRowSum) {  // e4m3 1.0 = 0x38, read by the row-sum wgmma (async proxy)
-    if (tid < 256) asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(smem + C::kOnes + 4 * tid), "r"(0x38383838u));
+  if constexpr (C::kRowSum) {  // e4m3 1.0 = 0x38, bf16 1.0 = 0x3F80, read by the row-sum wgmma (async proxy)
+    if (tid < 256)
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(smem + C::kOnes + 4 * tid), "r"(kFp8 ? 0x38383838u : 0x3F803F80u));
     fence_async_smem();
   }
   __syncthreads();

@@ -88,6 +88,9 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     {"persistent k4v4 vtpre overlap solo qtma", fp8_d128_vtpre_k4v4_solo_qtma},
     {"persistent k4v4 vtpre overlap nomax", fp8_d128_vtpre_k4v4_nomax},
     {"persistent k3v3 vtpre overlap solo nomax", fp8_d128_vtpre_k3v3_solo_nomax},
+    // Row 0 with kPBias 6 / kLazyLog2 2.75 (the max moving rarer still): 782.2 / 786.2 vs 886.4 /
+    // 868.9 at causal 8K (one call, two passes); removed. Rows 22 / 23 (ping-pong; k3v3 solo) with
+    // kFeatNoMax: 806.5 / 792.6 and 821.1 / 810.0 vs 824.6 / 822.4 for row 0 in their call.
     {"probe: k3v3 v2 overlap ldsm no transpose", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 1>},
     {"probe: k3v3 v2 overlap ldsm no exp", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 2>},
     {"probe: k3v3 v2 overlap ldsm no Q loads", tuned<true, 128, 3, 3, true, 0, true, false, kV2 | kLdsm, 4>},

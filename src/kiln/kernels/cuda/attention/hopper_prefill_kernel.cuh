@@ -79,6 +79,8 @@ struct HopperPrefillParams {
 //   kFeatEx2H2 (fp8, with kFeatRowSum): the exponentials two at a time in f16 (ex2.approx.f16x2 on
 //     the scores converted to f16x2), P packed from f16x2 straight to e4m3x2. On sm_90 ptxas emits
 //     two MUFU.EX2 per ex2.approx.f16x2 (130 per kernel either way) plus the conversions: slower.
+//   kFeatRowSum for bf16 (no-max rows only): the row sums by an m64n8k16 wgmma over a tile of bf16
+//     ones beside each PV step, as for fp8.
 //   kFeatNoMax (fp8 overlap rows, bf16): no row max in the common case: P of tile j >= 1 is
 //     computed against the running max as it stands and the row max only when some P of the warp
 //     reached the band where the max would have moved (fp8: e4m3's saturation, a byte >= 0x7E, P >=
@@ -128,7 +130,8 @@ struct HopperConfig {
                 "f16x2 exponentials need the tensor-core row sums");
   static_assert(!Tune::kFastVt || (kFp8 && kHeadDim == 128), "transpose_v_fast is for fp8 d128");
   static_assert(!Tune::kLdsmVt || Tune::kFastVt, "transpose_v_ldsm runs in transpose_v_fast's pipeline");
-  static constexpr bool kRowSum = kFp8 && Tune::kRowSum;
+  static constexpr bool kRowSum = Tune::kRowSum;
+  static_assert(!Tune::kRowSum || kFp8 || Tune::kNoMax, "bf16 row sums on the tensor cores: no-max rows");
   static constexpr bool kQTma = kFp8 && Tune::kQTma;
   static_assert(!Tune::kQTma || (kVtPre && !Tune::kSplitQ && Tune::kProbe == 0), "kFeatQTma: fp8 d128 vtpre rows");
   // fp8: raw V tiles are loaded with K (kKStages of them; none with the pre-pass); bf16: the V tiles (kVStages).
@@ -148,7 +151,7 @@ struct HopperConfig {
   static constexpr int kVt = kV + kVTiles * kTileBytes;
   static constexpr int kO = kVt + kVStages * kVtBytes;
   static constexpr int kScales = kO + kOBytes;  // fp8: Q row scales, float[128]
-  static constexpr int kOnes = kScales + 1024;  // kRowSum: 1 KB of e4m3 ones (B of the row-sum wgmma)
+  static constexpr int kOnes = kScales + 1024;  // kRowSum: 1 KB of ones (e4m3 / bf16; B of the row-sum wgmma)
   static constexpr int kBars = kScales + kBlockM * 4 + (kRowSum ? 1024 + 512 : 0);
   static constexpr int kNumBars = 3 + 3 * kKStages + 2 * kVStages + 4;  // Bars (full_raw: <= kKStages)
   static constexpr int kSmemBytes = kBars + kNumBars * 8 + 1024;  // + alignment slack

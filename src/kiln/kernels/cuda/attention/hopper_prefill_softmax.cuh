@@ -151,7 +151,7 @@ __device__ __forceinline__ void softmax_pack_nomax(const float (&s)[kN / 2], Row
 // bf16 tiles after the first, kFeatNoMax, every row of the warp with a max: s becomes P = 2^(c s -
 // c m) against the running max as it stands (the row sums added to st.l), no max computed. A row
 // whose max has grown by more than kLazy shows up as a P > 2^kLazy once P is packed (fix_p_bf16).
-template <int kN>
+template <int kN, bool kNoSum>
 __device__ __forceinline__ void exp_tile_bf16(float (&s)[kN / 2], RowState& st) {
   float sum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
   const float base[2] = {st.m[0] * st.c[0], st.m[1] * st.c[1]};
@@ -161,10 +161,12 @@ __device__ __forceinline__ void exp_tile_bf16(float (&s)[kN / 2], RowState& st) 
     for (int e = 0; e < 4; ++e) {
       const int h = e >> 1;
       s[4 * j + e] = exp2_approx(fmaf(s[4 * j + e], st.c[h], -base[h]));
-      sum[h][j % 2] += s[4 * j + e];
+      if constexpr (!kNoSum) sum[h][j % 2] += s[4 * j + e];
     }
+  if constexpr (!kNoSum) {
 #pragma unroll
-  for (int h = 0; h < 2; ++h) st.l[h] += sum[h][0] + sum[h][1];
+    for (int h = 0; h < 2; ++h) st.l[h] += sum[h][0] + sum[h][1];
+  }
 }
 
 // After exp_tile_bf16 and pack_p: true when some lane of the warp packed a P >= 2^8 (a bf16 half >=
@@ -228,11 +230,12 @@ __device__ __forceinline__ void pack_p(const float (&s)[kN / 2], uint32_t (&pa)[
 }
 
 // The rare case of p_over_bf16: a row whose largest P exceeds 2^kLazy moves its max onto that key
-// (c m += log2 Pmax, the lazy rule of update_row_max), and its P, O and sum scale by 1 / Pmax (all
-// were relative to the old max); then P is packed again.
+// (c m += log2 Pmax, the lazy rule of update_row_max), and its P, O and sums (st.l, and lsum of the
+// tensor-core row sums: rows g, g + 8 at [0, 1], [2, 3]) scale by 1 / Pmax (all were relative to
+// the old max); then P is packed again.
 template <int kN, int kD>
-__device__ __forceinline__ void fix_p_bf16(float (&s)[kN / 2], float (&o)[kD / 2], RowState& st, float kLazy,
-                                          uint32_t (&pa)[kN / 16][4]) {
+__device__ __forceinline__ void fix_p_bf16(float (&s)[kN / 2], float (&o)[kD / 2], float (&lsum)[4], RowState& st,
+                                          float kLazy, uint32_t (&pa)[kN / 16][4]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float mx = 0.f;
@@ -243,6 +246,7 @@ __device__ __forceinline__ void fix_p_bf16(float (&s)[kN / 2], float (&o)[kD / 2
     const float f = __fdividef(1.f, mx);
     st.m[h] += __fdividef(__log2f(mx), st.c[h]);
     st.l[h] *= f;
+    lsum[2 * h] *= f, lsum[2 * h + 1] *= f;
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) s[4 * j + 2 * h] *= f, s[4 * j + 2 * h + 1] *= f;
 #pragma unroll
