@@ -7,7 +7,9 @@ only as an info line (C7514, "wgmma.mma_async instructions are serialized ..."),
 build does not show. The decode GEMMs' streaming core did this for sessions: every wgmma of the
 loop waited, and the batch-1 MoE down GEMM ran at ~81% of copy instead of ~84% (docs/perf.md,
 2026-11-23 thirteenth). This test recompiles every CUDA source that issues wgmma with the
-project's own command (compile_commands.json) and fails on any C7514 line, naming the kernels.
+project's own command (compile_commands.json) and fails on any such line (C7514, and the other
+codes of the same message: C7511 too few registers for the wgmma pipeline, C7513 non-wgmma code
+defining a wgmma input register inside the pipeline stage, ...), naming the kernels.
 
 usage: wgmma_pipeline_check.py BUILD_DIR SOURCE_DIR   (KILN_WGMMA_CHECK_ONLY=regex: those sources only)
 """
@@ -97,7 +99,7 @@ def main():
                 print(f"{src}: compile failed ({r.returncode})\n{text[-2000:]}")
                 bad += 1
                 continue
-            hits = [l for l in text.splitlines() if "C7514" in l]
+            hits = [l for l in text.splitlines() if "wgmma.mma_async instructions are serialized" in l]
             names = sorted({m.group(1) for l in hits for m in [re.search(r"function '([^']+)'", l)] if m})
             status = f"{len(hits)} serialized" if hits else "ok"
             print(f"{os.path.relpath(src, source_dir)}: {status}")

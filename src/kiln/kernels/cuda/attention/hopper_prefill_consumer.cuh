@@ -256,6 +256,11 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
       pack_p<kFp8, C::kBlockN>(s, pa);
     }
   }
+  // No-max rows: two tiles a loop trip, so P alternates between pa and pn without the copy of one
+  // into the other (16 moves a tile); other rows: one (unrolled, the poly rows ran out of registers
+  // for the wgmma pipeline, ptxas C7511).
+  constexpr int kUnroll = C::kNoMax ? 2 : 1;
+#pragma unroll kUnroll
   for (int j = 1; j < w.n_tiles; ++j) {
     const int ck = it + j, cv = it + j - 1;
     const int sk = stage_of<KS>(ck), sv = stage_of<VS>(cv);
@@ -304,7 +309,8 @@ __device__ __forceinline__ void consume(const HopperPrefillParams& p, const Work
       else
         pack_p<kFp8, C::kBlockN>(s, pn);
       pin(pn);
-      if (lane == 0 && or_words(pn) != 0xffffffffu) mbar_arrive(bars.anchor());
+      // kNoMax: the saturation vote reads every packed word already (tried as the anchor).
+      if (!C::kNoMax && lane == 0 && or_words(pn) != 0xffffffffu) mbar_arrive(bars.anchor());
       finish_pv(sv);
 #pragma unroll
       for (int kk = 0; kk < kSteps; ++kk)

@@ -28,6 +28,11 @@ constexpr HopperPrefillTuning kFp8D128[] = {
     // instructions). H100, causal, one call, vs row 1 (shipped before): 8K 833.7 / 838.0 vs 754.4 /
     // 758.6 TFLOP/s (A/B loop, two passes); 1K / 2K / 4K / 16K / 32K 443.8 / 627.3 / 775.3 / 865.5 /
     // 891.8 vs 427.0 / 581.2 / 709.1 / 804.6 / 810.8. Max error unchanged (3.97e-2).
+    // Then (same session) the loop two tiles a trip for no-max rows (P alternates between two
+    // fragment sets, no copy) and no anchor arrive (the saturation vote orders the wait): one call,
+    // four timings each alternated, first timing at 8K 959.4-965.7 vs 895.5-909.2, the A/B loop
+    // 883.8-938.4 vs 826.0-882.4; 1K-32K (one sweep) 450 / 650 / 831 / 869 / 930 / 951 vs 445 /
+    // 625 / 790 / 843 / 878 / 896.
     {"persistent k4v4 vtpre overlap solo nomax", fp8_d128_vtpre_k4v4_solo_nomax},
     // Row 1 shipped before (2026-11-22, helper h18): row 20's kernel (k4v4 vtpre) compiled without the
     // consumers' ping-pong (kFeatSolo: both warpgroups run their softmax at the same time, two warps

@@ -190,11 +190,12 @@ struct Bars {
   __device__ uint32_t q_half_empty(int wg) const { return base + 8 * (5 + 3 * kKStages + 2 * kVStages + wg); }
 };
 
-// Stage and phase parity of a CTA's tile counter c in a ring of kStages.
+// Stage and phase parity of a CTA's tile counter c (>= 0) in a ring of kStages (unsigned: no sign
+// fix-ups in the loop's uniform-datapath code).
 template <int kStages>
-__device__ __forceinline__ int stage_of(int c) { return c % kStages; }
+__device__ __forceinline__ int stage_of(int c) { return static_cast<int>(static_cast<uint32_t>(c) % kStages); }
 template <int kStages>
-__device__ __forceinline__ uint32_t phase_of(int c) { return static_cast<uint32_t>((c / kStages) & 1); }
+__device__ __forceinline__ uint32_t phase_of(int c) { return (static_cast<uint32_t>(c) / kStages) & 1; }
 
 // What one CTA works on.
 struct Work {
