@@ -37,6 +37,7 @@ struct Shape {
   std::vector<Seq> seqs;
   int64_t hq, hkv, block_size;
   int64_t window = 0;
+  float ramp = 0.f;  // key j of a sequence scaled by 1 + ramp * j / kv_len: row maxima keep growing
 };
 
 std::string describe(const Shape& s, int64_t d, DType cache, bool causal) {
@@ -44,6 +45,7 @@ std::string describe(const Shape& s, int64_t d, DType cache, bool causal) {
                   " hq=" + std::to_string(s.hq) + " hkv=" + std::to_string(s.hkv) + " bs=" +
                   std::to_string(s.block_size) + " window=" + std::to_string(s.window) + " seqs(q/kv)=";
   for (const Seq& q : s.seqs) r += std::to_string(q.q_len) + "/" + std::to_string(q.kv_len) + " ";
+  if (s.ramp > 0.f) r += "ramp ";
   return r;
 }
 
@@ -84,8 +86,8 @@ Result<Problem> make_problem(const Shape& s, int64_t d, DType cache, std::mt1993
   p.k_ref = HostTensor::zeros(DType::kF32, {num_blocks, bs, s.hkv, d});
   p.v_ref = HostTensor::zeros(DType::kF32, {num_blocks, bs, s.hkv, d});
   for (HostTensor* t : {&k_dev, &v_dev, &p.k_ref, &p.v_ref}) std::fill_n(t->tensor.ptr<float>(), t->tensor.numel(), NAN);
-  auto draw = [&](float scale, float& dev, float& ref) {
-    const float x = normal(rng);
+  auto draw = [&](float scale, float& dev, float& ref, float gain = 1.f) {
+    const float x = gain * normal(rng);
     if (fp8) {
       dev = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x / scale));
       ref = dev * scale;
@@ -107,7 +109,8 @@ Result<Problem> make_problem(const Shape& s, int64_t d, DType cache, std::mt1993
       const int64_t slot = table[j / bs] * bs + j % bs;
       for (int64_t e = 0; e < s.hkv * d; ++e) {
         const int64_t at = slot * s.hkv * d + e;
-        draw(p.k_scale, k_dev.tensor.ptr<float>()[at], p.k_ref.tensor.ptr<float>()[at]);
+        draw(p.k_scale, k_dev.tensor.ptr<float>()[at], p.k_ref.tensor.ptr<float>()[at],
+             1.f + (fp8 ? 0.3f : 1.f) * s.ramp * static_cast<float>(j) / static_cast<float>(q.kv_len));
         draw(p.v_scale, v_dev.tensor.ptr<float>()[at], p.v_ref.tensor.ptr<float>()[at]);
       }
     }
@@ -221,6 +224,10 @@ TEST(HopperPrefillCuda, VariantsMatchCpu) {
       {{{300, 1000}, {129, 129}, {64, 700}}, 4, 4, 16},   // prefix extension, MHA
       {{{512, 512}, {5, 260}}, 8, 1, 32},                  // MQA, block size 32
       {{{333, 600}, {40, 41}}, 16, 2, 16, 100},            // GQA 8, sliding window
+      // keys growing along the sequence (bf16 6x, fp8 2.5x: at 6x fp8's 3-bit P and Q put every
+      // d128 row, the max-computing ones too, near 1e-1): the lazy row max moves well after the
+      // first tile, so the no-max rows take their slow paths (fp8: saturated P; bf16: fix_p_bf16)
+      {{{256, 1024}, {100, 900}}, 4, 2, 16, 0, 5.f},
   };
   std::mt19937 rng(7);
   for (const HopperPrefillVariant& v : hopper_prefill_variants()) {
