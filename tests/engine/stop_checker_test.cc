@@ -52,6 +52,16 @@ TEST(StopChecker, EarliestOfSeveralStopStrings) {
   EXPECT_EQ(r.released, "aaa");
 }
 
+TEST(StopChecker, IncludeStopStringInOutput) {
+  GenerationParams p;
+  p.max_tokens = 100;
+  p.stop = {"b", "bx", "zz"};
+  p.include_stop_str_in_output = true;
+  const Fed r = feed(p, {{5, "aa"}, {6, "abxyz"}});
+  EXPECT_EQ(r.reason, FinishReason::kStop);
+  EXPECT_EQ(r.released, "aaabx");  // of the matches starting first, the longest, kept
+}
+
 TEST(StopChecker, LengthReleasesEverything) {
   GenerationParams p;
   p.max_tokens = 3;

@@ -41,6 +41,18 @@ class Models(unittest.TestCase):
         self.assertEqual(models[0].id, "SmolLM2-135M-Instruct.Q4_1")
         self.assertEqual(models[0].owned_by, "kiln")
         self.assertEqual(server.get("/health")[0], 200)
+        head = urllib.request.Request(f"http://127.0.0.1:{server.port}/health", method="HEAD")
+        with urllib.request.urlopen(head, timeout=60) as r:  # HEAD on a GET route: its status, no body
+            self.assertEqual((r.status, r.read()), (200, b""))
+
+    def test_structured_output_and_tools_are_refused(self):
+        msgs = [{"role": "user", "content": "hi"}]
+        for kw, param in [({"response_format": {"type": "json_object"}}, "response_format"),
+                          ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+                            "tool_choice": "required"}, "tools")]:
+            with self.assertRaises(openai.BadRequestError) as cm:
+                server.client().chat.completions.create(model=MODEL, messages=msgs, max_tokens=2, **kw)
+            self.assertEqual(cm.exception.body["param"], param)
 
     def test_api_key_is_required(self):
         bad = openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0)
@@ -101,6 +113,9 @@ class Completions(unittest.TestCase):
         self.assertEqual(r.choices[0].finish_reason, "stop")
         streamed = "".join(c.choices[0].text for c in greedy(max_tokens=24, stop=stop, stream=True))
         self.assertEqual(streamed, want)
+        # vLLM's include_stop_str_in_output: the same cut, after the stop string
+        kept = greedy(max_tokens=24, stop=stop, extra_body={"include_stop_str_in_output": True})
+        self.assertEqual(kept.choices[0].text, want + stop)
 
     def test_n_choices_and_seeds(self):
         kw = dict(model=MODEL, prompt="My favourite animal is", max_tokens=10, temperature=1.0, n=3,
@@ -126,6 +141,7 @@ class Completions(unittest.TestCase):
             self.assertLessEqual(val, 0.0)
             self.assertIn(tok, top)
             self.assertAlmostEqual(max(top.values()), val, places=4)  # greedy: the best one
+            self.assertEqual(list(top.values()), sorted(top.values(), reverse=True))  # most likely first
             self.assertLessEqual(len(top), 4)
             self.assertLessEqual(sum(math.exp(v) for v in top.values()), 1.0001)
         self.assertEqual(lp.text_offset[0], 0)

@@ -87,6 +87,15 @@ TEST(OpenAiRequest, ChatFields) {
   EXPECT_EQ(r.top_logprobs, 4);
 }
 
+TEST(OpenAiRequest, WhatIsAcceptedOfStructuredOutputAndTools) {
+  const OpenAiRequest a = ok(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "hi"}],
+    "response_format": {"type": "text"}, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"})");
+  EXPECT_EQ(a.messages.size(), 1u);
+  (void)ok(Endpoint::kChat, R"({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "auto"})");
+  const OpenAiRequest b = ok(Endpoint::kCompletions, R"({"prompt": "x", "stop": ".", "include_stop_str_in_output": true})");
+  EXPECT_TRUE(b.params.include_stop_str_in_output);
+}
+
 TEST(OpenAiRequest, ErrorsNameTheField) {
   EXPECT_EQ(bad(Endpoint::kCompletions, R"({"prompt": "x", "temperature": "hot"})").param, "temperature");
   EXPECT_EQ(bad(Endpoint::kCompletions, R"({"prompt": "x", "max_tokens": 0})").param, "max_tokens");
@@ -104,6 +113,19 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
   EXPECT_EQ(bad(Endpoint::kCompletions, "").status, 400);
   EXPECT_EQ(bad(Endpoint::kCompletions, "[1]").status, 400);
   EXPECT_EQ(bad(Endpoint::kCompletions, "{\"prompt\": \"\xff\"}").status, 400);
+  // Structured output and tool calls: a clear error, never a silently unconstrained answer.
+  const std::string hi = R"("messages": [{"role": "user", "content": "hi"}])";
+  EXPECT_EQ(bad(Endpoint::kChat, "{" + hi + R"(, "response_format": {"type": "json_object"}})").param, "response_format");
+  EXPECT_EQ(bad(Endpoint::kChat, "{" + hi + R"(, "response_format": {"type": "json_schema", "json_schema": {}}})").param,
+            "response_format");
+  EXPECT_EQ(bad(Endpoint::kCompletions, R"({"prompt": "x", "response_format": "json"})").param, "response_format");
+  EXPECT_EQ(bad(Endpoint::kCompletions, R"({"prompt": "x", "guided_choice": ["a", "b"]})").param, "guided_choice");
+  const std::string tool = R"("tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}])";
+  EXPECT_EQ(bad(Endpoint::kChat, "{" + hi + ", " + tool + "}").param, "tools");
+  EXPECT_EQ(bad(Endpoint::kChat, "{" + hi + ", " + tool + R"(, "tool_choice": "required"})").param, "tools");
+  EXPECT_EQ(bad(Endpoint::kChat, "{" + hi + R"(, "tool_choice": {"type": "function", "function": {"name": "f"}}})").param,
+            "tool_choice");
+  EXPECT_EQ(bad(Endpoint::kChat, "{" + hi + R"(, "functions": [{"name": "f"}]})").param, "functions");
   // 64 prompts x n 5 exceeds the sequence limit.
   std::string many = R"({"n": 5, "prompt": [)";
   for (int i = 0; i < 64; ++i) many += std::string(i ? "," : "") + "\"p\"";

@@ -22,6 +22,7 @@ struct GenerationParams {
   int64_t min_tokens = 0;            // EOS and stop conditions are ignored before this many tokens
   bool ignore_eos = false;
   std::vector<std::string> stop;     // stop strings; the output ends before the first match
+  bool include_stop_str_in_output = false;  // (vLLM) ... or with it, after the matched stop string
   std::vector<int32_t> stop_token_ids;
   float presence_penalty = 0.f;      // OpenAI: minus once per token present in the output
   float frequency_penalty = 0.f;     // OpenAI: minus per occurrence in the output

@@ -38,10 +38,13 @@ FinishReason StopChecker::check(int32_t token, int64_t num_generated, int64_t to
   if (may_stop && max_stop_len_ > 0 && !delta.empty()) {
     // A match must end inside the new text, so it starts at most max_stop_len - 1 bytes earlier.
     const size_t from = old_size >= max_stop_len_ - 1 ? old_size - (max_stop_len_ - 1) : 0;
-    size_t best = std::string::npos;
-    for (const std::string& s : params_.stop) best = std::min(best, text_.find(s, from));
+    size_t best = std::string::npos, best_len = 0;  // the earliest match; of those starting there, the longest
+    for (const std::string& s : params_.stop) {
+      const size_t at = text_.find(s, from);
+      if (at < best || (at == best && at != std::string::npos && s.size() > best_len)) best = at, best_len = s.size();
+    }
     if (best != std::string::npos) {
-      text_.resize(best);
+      text_.resize(best + (params_.include_stop_str_in_output ? best_len : 0));
       release_up_to(text_.size(), release);
       return FinishReason::kStop;
     }

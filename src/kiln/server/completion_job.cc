@@ -5,7 +5,7 @@
 
 namespace kiln::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // responses keep their keys in insertion order (top_logprobs by probability)
 
 namespace {
 

@@ -58,8 +58,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   void send_chunk(Choice& c, const std::string& text, const std::vector<TokenOutput>& tokens, FinishReason finish);
   void complete();
   void cancel();
-  nlohmann::json full_response();
-  nlohmann::json usage() const;
+  nlohmann::ordered_json full_response();
+  nlohmann::ordered_json usage() const;
   void done(bool disconnected);
 
   Engine& engine_;

@@ -150,6 +150,8 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
     auto& req = parser_->get();
     HttpRequest r;
     r.method = std::string(req.method_string());
+    head_only_ = req.method() == http::verb::head;  // HEAD: the GET route's status and headers, no body
+    if (head_only_) r.method = "GET";
     const std::string target(req.target());
     r.path = target.substr(0, target.find('?'));
     r.body = std::move(req.body());
@@ -181,7 +183,7 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
 
   void do_reply(int status, const std::string& content_type, std::string body, const HttpHeaders& headers) {
     if (!answering()) return;
-    queue(response_head(status, content_type, static_cast<int64_t>(body.size()), keep_alive_, headers) + body);
+    queue(response_head(status, content_type, static_cast<int64_t>(body.size()), keep_alive_, headers) + (head_only_ ? "" : body));
     end_response();
   }
 
@@ -287,7 +289,7 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
   std::deque<std::string> pending_;
   std::string writing_;
   std::function<void()> on_disconnect_;
-  bool write_in_flight_ = false, in_response_ = false, response_ended_ = false, keep_alive_ = true;
+  bool write_in_flight_ = false, in_response_ = false, response_ended_ = false, keep_alive_ = true, head_only_ = false;
   bool watching_ = false, read_after_watch_ = false, disconnected_ = false, closed_ = false;
 };
 

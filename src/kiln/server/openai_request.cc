@@ -220,6 +220,7 @@ void parse_limits(const json& o, OpenAiRequest& r) {
   if (r.max_tokens && p.min_tokens > *r.max_tokens) fail("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
   if (auto v = get_bool(o, "ignore_eos")) p.ignore_eos = *v;
   if (auto v = get_bool(o, "skip_special_tokens")) p.skip_special_tokens = *v;
+  if (auto v = get_bool(o, "include_stop_str_in_output")) p.include_stop_str_in_output = *v;
   p.stop = parse_stop(o);
   if (const json* s = field(o, "stop_token_ids")) {
     if (!s->is_array() || s->size() > 64) fail("stop_token_ids", "'stop_token_ids' must be an array of at most 64 token ids");
@@ -227,7 +228,41 @@ void parse_limits(const json& o, OpenAiRequest& r) {
   }
 }
 
+// Requests kiln cannot honour get a 400 naming the field, never a silently unconstrained answer:
+// structured output (response_format other than text, vLLM's guided_* fields: no constrained
+// decoding) and tool calling (no tool-call parser: tools are accepted only with tool_choice
+// "none", where the model may not call them, as vLLM without --enable-auto-tool-choice).
+void reject_unsupported(const json& o, Endpoint endpoint) {
+  if (const json* f = field(o, "response_format")) {
+    if (!f->is_object()) fail("response_format", "'response_format' must be an object");
+    const json* type = field(*f, "type");
+    if (!type || !type->is_string()) fail("response_format", "'response_format' needs a string 'type'");
+    if (type->get<std::string>() != "text")
+      fail("response_format", "response_format type '" + type->get<std::string>() +
+                                  "' is not supported (kiln has no constrained decoding); use type 'text' or leave it out");
+  }
+  for (const char* guided : {"guided_json", "guided_regex", "guided_choice", "guided_grammar"})
+    if (field(o, guided)) fail(guided, std::string("'") + guided + "' is not supported (kiln has no constrained decoding)");
+  if (endpoint != Endpoint::kChat) return;
+  const json* choice = field(o, "tool_choice");
+  const bool none = choice && choice->is_string() && choice->get<std::string>() == "none";
+  if (choice && !choice->is_string() && !choice->is_object()) fail("tool_choice", "'tool_choice' must be a string or an object");
+  if (const json* tools = field(o, "tools")) {
+    if (!tools->is_array()) fail("tools", "'tools' must be an array");
+    if (!tools->empty() && !none)
+      fail("tools", "tool calling is not supported (kiln parses no tool calls from the model's output); "
+                    "send tool_choice 'none' or leave 'tools' out");
+  } else if (choice && !none && !(choice->is_string() && choice->get<std::string>() == "auto")) {
+    fail("tool_choice", "tool calling is not supported; without tools 'tool_choice' may only be 'none' or 'auto'");
+  }
+  if (const json* fc = field(o, "functions"); fc && !(fc->is_array() && fc->empty()))
+    fail("functions", "function calling is not supported");
+  if (const json* fc = field(o, "function_call"); fc && !(fc->is_string() && fc->get<std::string>() == "none"))
+    fail("function_call", "function calling is not supported; 'function_call' may only be 'none'");
+}
+
 void parse_output_options(const json& o, OpenAiRequest& r) {
+  reject_unsupported(o, r.endpoint);
   if (auto v = get_int(o, "n", 1, kMaxChoices)) r.n = *v;
   if (auto v = get_int(o, "best_of", 1, kMaxChoices); v && *v != r.n) fail("best_of", "'best_of' other than n is not supported");
   if (auto v = get_bool(o, "stream")) r.stream = *v;

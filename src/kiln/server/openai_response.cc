@@ -10,7 +10,7 @@
 
 namespace kiln::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // responses keep their keys in insertion order (top_logprobs by probability)
 
 std::string to_json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 

@@ -11,7 +11,7 @@
 
 namespace kiln::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // responses keep their keys in insertion order (top_logprobs by probability)
 
 OpenAiServer::OpenAiServer(Engine& engine, const Tokenizer& tokenizer, OpenAiServerOptions options)
     : engine_(engine), tokenizer_(tokenizer), options_(std::move(options)) {
