@@ -142,6 +142,7 @@ class Session : public HttpResponder, public std::enable_shared_from_this<Sessio
   }
 
   void on_read(beast::error_code ec, size_t) {
+    head_only_ = false;  // (a HEAD before on this connection says nothing about this request)
     if (ec == http::error::body_limit) return reject(413, "request body larger than " + std::to_string(options_.max_body_bytes) + " bytes");
     if (ec && ec.category() == http::make_error_code(http::error::bad_method).category() && ec != http::error::end_of_stream &&
         ec != http::error::partial_message)
