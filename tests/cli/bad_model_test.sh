@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `kiln generate` on truncated / corrupted / missing model files: one-line error naming the file,
-# non-zero exit, no crash (exit codes >= 128 would be a signal).
+# `kiln generate` on truncated / corrupted / missing model files and malformed tokenizer.json:
+# one-line error naming the file or field, non-zero exit, no crash (exit codes >= 128 would be a
+# signal).
 set -uo pipefail
 KILN="$1"; SRC="$2"
 MODEL="${KILN_MODEL:-${KILN_MODEL_DIR:-$HOME/.cache/kiln/models}/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -29,6 +30,24 @@ done
 d="$tmp/hf-badconfig"; cp -r "$SRC/tests/golden/llama3" "$d"; echo '{"architectures": [' >"$d/config.json"
 expect_error "config.json malformed" "$d" "config.json"
 expect_error "missing file" "$tmp/no-such-model.gguf" "no-such-model.gguf"
+# tokenizer.json of the wrong shape next to a good checkpoint: one line naming tokenizer.json.
+tokenizer_case() {  # name, python expression editing the parsed tokenizer.json t (or replacing it)
+  local d="$tmp/hf-tok-$1"; cp -r "$SRC/tests/golden/llama3" "$d"
+  python3 -c "import json,sys; t=json.load(open(sys.argv[1])); $2; json.dump(t, open(sys.argv[2],'w'))" \
+    "$SRC/tests/data/tokenizer/hf_tiny_bytelevel/tokenizer.json" "$d/tokenizer.json"
+  expect_error "tokenizer.json $1" "$d" "tokenizer.json"
+}
+tokenizer_case null "t=None"
+tokenizer_case list "t=[1,2]"
+tokenizer_case model-null "t['model']=None"
+tokenizer_case vocab-list "t['model']['vocab']=[1,2]"
+tokenizer_case vocab-string-id "t['model']['vocab']['a']='7'"
+tokenizer_case vocab-negative-id "t['model']['vocab']['a']=-1"
+tokenizer_case vocab-id-2e40 "t['model']['vocab']['a']=2**40"
+tokenizer_case vocab-id-1e9 "t['model']['vocab']['a']=1e9"
+tokenizer_case added-object "t['added_tokens']={'id': 1}"
+tokenizer_case added-no-content "t['added_tokens']=[{'id': 1}]"
+tokenizer_case added-string-id "t['added_tokens']=[{'id': '1', 'content': 'x'}]"
 if [ -s "$MODEL" ]; then
   head -c 3000000 "$MODEL" >"$tmp/truncated.gguf"; expect_error "gguf truncated" "$tmp/truncated.gguf" "truncated.gguf"
   head -c 100 "$MODEL" >"$tmp/short.gguf"; expect_error "gguf header cut" "$tmp/short.gguf" "short.gguf"

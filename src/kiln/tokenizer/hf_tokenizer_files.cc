@@ -1,5 +1,6 @@
 #include "kiln/tokenizer/hf_tokenizer_files.h"
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -38,7 +39,8 @@ std::string chat_template_of(const nlohmann::json& cfg, const std::string& dir) 
   if (t.is_string()) return t.get<std::string>();
   if (t.is_array()) {  // named templates: the "default" one
     for (const auto& item : t) {
-      if (item.value("name", "") == "default" && item.contains("template")) return item["template"].get<std::string>();
+      if (!item.is_object() || item.value("name", "") != "default") continue;
+      if (auto it = item.find("template"); it != item.end() && it->is_string()) return it->get<std::string>();
     }
   }
   return "";
@@ -46,7 +48,7 @@ std::string chat_template_of(const nlohmann::json& cfg, const std::string& dir) 
 
 }  // namespace
 
-Result<HfTokenizerConfig> read_hf_tokenizer_config(const std::string& dir) {
+Result<HfTokenizerConfig> read_hf_tokenizer_config(const std::string& dir) try {
   HfTokenizerConfig c;
   if (std::filesystem::exists(dir + "/tokenizer_config.json")) {
     KILN_ASSIGN_OR_RETURN(nlohmann::json cfg, read_json(dir + "/tokenizer_config.json"));
@@ -58,13 +60,18 @@ Result<HfTokenizerConfig> read_hf_tokenizer_config(const std::string& dir) {
   }
   if (std::filesystem::exists(dir + "/generation_config.json")) {
     KILN_ASSIGN_OR_RETURN(nlohmann::json gen, read_json(dir + "/generation_config.json"));
-    const nlohmann::json eos = gen.value("eos_token_id", nlohmann::json());
-    if (eos.is_number_integer()) c.eos_ids.push_back(eos.get<int64_t>());
-    if (eos.is_array()) {
-      for (const auto& id : eos) if (id.is_number_integer()) c.eos_ids.push_back(id.get<int64_t>());
-    }
+    const nlohmann::json eos = gen.is_object() ? gen.value("eos_token_id", nlohmann::json()) : nlohmann::json();
+    // Ids beyond int32 are dropped: no vocabulary holds them.
+    auto add = [&c](const nlohmann::json& id) {
+      if (id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX) c.eos_ids.push_back(id.get<int64_t>());
+    };
+    add(eos);
+    if (eos.is_array()) for (const auto& id : eos) add(id);
   }
   return c;
+} catch (const nlohmann::json::exception& e) {  // a field of the wrong JSON type
+  return data_loss(dir + ": tokenizer_config.json or generation_config.json: a field has the wrong JSON type (" +
+                   e.what() + ")");
 }
 
 void apply_hf_config(const HfTokenizerConfig& config, Vocab& vocab) {
