@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "kiln/core/log.h"
+#include "kiln/io/config_bounds.h"
 #include "kiln/io/model_loader.h"
 
 namespace kiln {
@@ -178,6 +179,7 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
     c.norm_topk_prob = true;
   }
   KILN_RETURN_IF_ERROR(read_token_ids(g, &c));
+  KILN_RETURN_IF_ERROR(check_config_bounds(c, gguf_config_field_names(a), g.path()));
   return c;
 }
 

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kiln/io/config_bounds.h"
 #include "kiln/io/model_loader.h"
 
 namespace kiln {
@@ -49,7 +50,9 @@ class ConfigKeys {
   }
   Result<int64_t> as_int(const char* key, const Json& v) const {
     if (v.is_number_integer()) return v.get<int64_t>();
-    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) return static_cast<int64_t>(v.get<double>());
+    // A float that is a whole number (1e9 is written so); past 2^62 the cast would be undefined.
+    const double d = v.is_number_float() ? v.get<double>() : 0.5;
+    if (std::floor(d) == d && std::fabs(d) < 4.6e18) return static_cast<int64_t>(d);
     return bad(key, "an integer");
   }
 
@@ -113,6 +116,7 @@ Status parse_rope_scaling(const Json& j, const ConfigKeys& keys, const std::stri
   KILN_ASSIGN_OR_RETURN(double low, keys.float_or(rs, "low_freq_factor", 1.0));
   KILN_ASSIGN_OR_RETURN(double high, keys.float_or(rs, "high_freq_factor", 4.0));
   KILN_ASSIGN_OR_RETURN(double orig, keys.float_or(rs, "original_max_position_embeddings", 8192));
+  if (!(orig >= 1 && orig < 4.6e18)) return keys.bad("original_max_position_embeddings", "a positive integer");
   out->factor = static_cast<float>(factor);
   out->low_freq_factor = static_cast<float>(low);
   out->high_freq_factor = static_cast<float>(high);
@@ -209,6 +213,7 @@ Result<ModelConfig> parse_hf_config(const std::string& json_text, const std::str
       }
     }
     KILN_RETURN_IF_ERROR(parse_token_ids(keys, &c));
+    KILN_RETURN_IF_ERROR(check_config_bounds(c, hf_config_field_names(), path));
     return c;
   } catch (const std::exception& e) {  // nlohmann type errors; not expected past the checks above
     return data_loss(path + ": " + e.what());

@@ -271,6 +271,12 @@ Result<DecoderWeights> build_decoder_weights(LoadedModel& loaded, const ModelOpt
   if (!w.tied) {
     KILN_ASSIGN_OR_RETURN(w.lm_head, g.take_dense("lm_head.weight", {c.vocab_size, c.hidden_size}));
   }
+  // The layer count is the config's word; the checkpoint must hold the last layer before it sizes anything.
+  const std::string last = "model.layers." + std::to_string(c.num_layers - 1) + ".";
+  auto it = loaded.weights.lower_bound(last);
+  if (it == loaded.weights.end() || it->first.compare(0, last.size(), last) != 0)
+    return not_found(loaded.path + ": the config gives " + std::to_string(c.num_layers) + " layers but there is no " +
+                     last + "* tensor");
   w.layers.resize(static_cast<size_t>(c.num_layers));
   for (int64_t l = 0; l < c.num_layers; ++l) KILN_RETURN_IF_ERROR(gather_layer(g, c, l, w.layers[static_cast<size_t>(l)]));
   return w;
