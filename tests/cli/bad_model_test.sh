@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `kiln generate` on truncated / corrupted / missing model files, absurd config.json values and
-# malformed tokenizer.json: one-line error naming the file or field, non-zero exit, no crash (exit
-# codes >= 128 would be a signal).
+# `kiln generate` on truncated / corrupted / missing model files, absurd or unsupported config.json
+# values and malformed tokenizer.json: one-line error naming the file or field, non-zero exit, no
+# crash (exit codes >= 128 would be a signal).
 set -uo pipefail
 KILN="$1"; SRC="$2"
 MODEL="${KILN_MODEL:-${KILN_MODEL_DIR:-$HOME/.cache/kiln/models}/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -30,7 +30,7 @@ done
 d="$tmp/hf-badconfig"; cp -r "$SRC/tests/golden/llama3" "$d"; echo '{"architectures": [' >"$d/config.json"
 expect_error "config.json malformed" "$d" "config.json"
 expect_error "missing file" "$tmp/no-such-model.gguf" "no-such-model.gguf"
-# config.json values that must not size anything: absurd layer and size counts, bad floats.
+# config.json values that must not size anything: absurd layer counts, NaN-free floats, silu only.
 config_case() {  # name, python expression editing the dict c, text the message must contain
   local d="$tmp/hf-config-$1"; cp -r "$SRC/tests/golden/llama3" "$d"
   cp "$SRC/tests/data/tokenizer/hf_tiny_bytelevel/tokenizer.json" "$d/"
@@ -44,6 +44,7 @@ config_case hidden-2e40 "c['hidden_size']=2**40" "hidden_size"
 config_case eps-negative "c['rms_norm_eps']=-1e-5" "rms_norm_eps"
 config_case theta-zero "c['rope_theta']=0; c['rope_parameters']['rope_theta']=0" "rope_theta"
 config_case rope-factor-zero "c['rope_scaling']['factor']=0; del c['rope_parameters']" "rope_scaling.factor"
+config_case gelu "c['hidden_act']='gelu'" "hidden_act 'gelu'"
 # tokenizer.json of the wrong shape next to a good checkpoint: one line naming tokenizer.json.
 tokenizer_case() {  # name, python expression editing the parsed tokenizer.json t (or replacing it)
   local d="$tmp/hf-tok-$1"; cp -r "$SRC/tests/golden/llama3" "$d"

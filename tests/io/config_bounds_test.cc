@@ -1,6 +1,6 @@
 // check_config_bounds through both config readers: absurd sizes, NaN or negative epsilons, rope
 // theta <= 0 and rope factor 0 in config.json and in GGUF metadata are data_loss errors naming the
-// file and the field.
+// file and the field; hidden_act other than silu is unimplemented.
 #include "kiln/io/config_bounds.h"
 
 #include <gtest/gtest.h>
@@ -24,7 +24,7 @@ using nlohmann::json;
 json tiny_hf_config() {
   return json::parse(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 64,
     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "rms_norm_eps": 1e-5, "rope_theta": 10000.0})");
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu"})");
 }
 
 // The message of parsing j (json text, so NaN can be written as a bare token); "" when it parses.
@@ -72,6 +72,23 @@ TEST(ConfigBounds, HfBadFloats) {
   expect_hf_error(base, "rope_scaling",
                   R"({"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": -1})",
                   "original_max_position_embeddings");
+}
+
+TEST(ConfigBounds, HfHiddenActMustBeSilu) {
+  json j = tiny_hf_config();
+  j["hidden_act"] = "swish";
+  EXPECT_EQ(hf_error(j.dump()), "");
+  j.erase("hidden_act");
+  EXPECT_EQ(hf_error(j.dump()), "");
+  for (const char* act : {"gelu", "gelu_pytorch_tanh", "relu"}) {
+    j["hidden_act"] = act;
+    Result<ModelConfig> c = parse_hf_config(j.dump(), "dir/config.json");
+    ASSERT_FALSE(c.ok()) << act;
+    EXPECT_EQ(c.status().code(), StatusCode::kUnimplemented);
+    EXPECT_NE(c.status().message().find(std::string("hidden_act '") + act + "'"), std::string::npos) << c.status().message();
+  }
+  j["hidden_act"] = 3;
+  EXPECT_NE(hf_error(j.dump()).find("'hidden_act' must be a string"), std::string::npos);
 }
 
 using Overrides = std::vector<std::pair<std::string, io_test::GgufTestValue>>;

@@ -140,6 +140,17 @@ Status parse_token_ids(const ConfigKeys& keys, ModelConfig* c) {
   return ok_status();
 }
 
+// The MLP activation: kiln's MLPs are SwiGLU, so only silu (alias swish) runs; absent means silu,
+// the transformers default of every architecture kiln reads.
+Status check_hidden_act(const ConfigKeys& keys, const std::string& path) {
+  const Json* act = keys.get("hidden_act");
+  if (!act) return ok_status();
+  if (!act->is_string()) return keys.bad("hidden_act", "a string");
+  const std::string name = act->get<std::string>();
+  if (name == "silu" || name == "swish") return ok_status();
+  return unimplemented(path + ": hidden_act '" + name + "' is not implemented (supported: silu)");
+}
+
 // Heads, sizes and positions shared by every architecture.
 Status parse_shapes(const ConfigKeys& keys, const std::string& path, ModelConfig* c) {
   KILN_ASSIGN_OR_RETURN(c->vocab_size, keys.required_int("vocab_size"));
@@ -213,6 +224,7 @@ Result<ModelConfig> parse_hf_config(const std::string& json_text, const std::str
       }
     }
     KILN_RETURN_IF_ERROR(parse_token_ids(keys, &c));
+    KILN_RETURN_IF_ERROR(check_hidden_act(keys, path));
     KILN_RETURN_IF_ERROR(check_config_bounds(c, hf_config_field_names(), path));
     return c;
   } catch (const std::exception& e) {  // nlohmann type errors; not expected past the checks above
