@@ -261,7 +261,11 @@ Status run_bench_latency(const LatencyFlags& f) {
     KILN_ASSIGN_OR_RETURN(loaded, load_model(path, mo.device == Device::kCuda ? DType::kBF16 : dtype));
   }
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, create_model(std::move(loaded), mo));
-  KILN_ASSIGN_OR_RETURN(auto iterations, bench::run_latency(*model, f.options));
+  auto run = bench::run_latency(*model, f.options);
+  if (!run.ok())
+    return run.status().with_context("--batch-size " + std::to_string(f.options.batch_size) + " --input-len " +
+                                     std::to_string(f.options.input_len) + " --output-len " + std::to_string(f.options.output_len));
+  auto iterations = std::move(run).value();
   json j = bench::latency_json(iterations, f.options);
   j["device"] = f.device;
   j["quantization"] = mo.fp8_weights ? "fp8" : "none";

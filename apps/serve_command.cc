@@ -8,6 +8,7 @@
 #include "apps/commands.h"
 #include "apps/default_model.h"
 #include "apps/model_flags.h"
+#include "kiln/core/host_memory.h"
 #include "kiln/core/log.h"
 #include "kiln/engine/engine.h"
 #include "kiln/io/model_loader.h"
@@ -34,6 +35,12 @@ std::string model_name_of(const std::string& path) {
   std::filesystem::path p(path);
   while (!p.empty() && !p.has_filename()) p = p.parent_path();
   return p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
+}
+
+std::string gib_text(double gib) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", gib);
+  return buf;
 }
 
 Status run_serve(const ServeFlags& f) {
@@ -81,7 +88,12 @@ Status run_serve(const ServeFlags& f) {
   ec.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * double(int64_t{1} << 30));
   ec.max_model_len = f.max_model_len;
   ec.prefix_caching = !f.no_prefix_caching;
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(std::move(model), tokenizer.get(), ec));
+  if (options.device == Device::kCpu && ec.num_kv_blocks == 0)
+    KILN_RETURN_IF_ERROR(check_fits_host_memory(static_cast<double>(ec.kv_cache_bytes),
+                                                "--kv-cache-gib " + gib_text(f.kv_cache_gib) + ": the CPU KV cache"));
+  Result<std::unique_ptr<Engine>> created = Engine::create(std::move(model), tokenizer.get(), ec);
+  if (!created.ok() && f.num_kv_blocks > 0) return created.status().with_context("--num-kv-blocks " + std::to_string(f.num_kv_blocks));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, std::move(created));
   // The GPU's first steps pay one-time costs (buffers, GEMM plans, graph capture): pay them here.
   if (options.device == Device::kCuda && !f.no_warmup) KILN_RETURN_IF_ERROR(engine->warm_up());
   engine->start();

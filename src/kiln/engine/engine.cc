@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <limits>
 
 #include "kiln/core/log.h"
 #include "kiln/engine/sampler.h"
@@ -42,6 +43,10 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, con
     return invalid_argument("max_model_len " + std::to_string(config.max_model_len) + " exceeds the model's context of " +
                             std::to_string(m.max_position_embeddings));
   config = resolve(config, m);
+  // Slots (block * block_size + offset) are int32 in every batch.
+  if (config.num_kv_blocks > std::numeric_limits<int32_t>::max() / config.block_size)
+    return out_of_range("a KV cache of " + std::to_string(config.num_kv_blocks) + " blocks of " +
+                        std::to_string(config.block_size) + " tokens exceeds 2^31 token slots");
   KILN_ASSIGN_OR_RETURN(KvCacheView cache, model->allocate_kv_cache(config.num_kv_blocks, config.block_size));
   int64_t cache_bytes = 0;
   for (size_t l = 0; l < cache.k.size(); ++l) cache_bytes += cache.k[l].nbytes() + cache.v[l].nbytes();

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include "kiln/kernels/activation.h"
 #include "kiln/kernels/attention.h"
@@ -102,13 +103,18 @@ Status LlamaModel::ffn_block(const LayerWeights& lw, int64_t layer, const Tensor
 Result<KvCacheView> LlamaModel::allocate_kv_cache(int64_t num_blocks, int64_t block_size) {
   const ModelConfig& c = config_;
   const DType dtype = kv_cache_dtype();
+  KILN_RETURN_IF_ERROR(check_kv_cache_fits(c, dtype, num_blocks, block_size));
   auto storage = std::make_shared<std::vector<HostTensor>>();
   KvCacheView view;
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    for (int kv = 0; kv < 2; ++kv) {
-      storage->push_back(HostTensor::zeros(dtype, {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
-      (kv == 0 ? view.k : view.v).push_back(storage->back().tensor);
+  try {
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        storage->push_back(HostTensor::zeros(dtype, {num_blocks, block_size, c.num_kv_heads, c.head_dim}));
+        (kv == 0 ? view.k : view.v).push_back(storage->back().tensor);
+      }
     }
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("out of host memory for a KV cache of " + std::to_string(num_blocks) + " blocks");
   }
   view.owner = storage;
   return view;

@@ -54,6 +54,10 @@ class Model {
                                 std::vector<int32_t>* ids);
 };
 
+// resource_exhausted naming the cache when num_blocks blocks of K and V for every layer in dtype
+// do not fit in host memory (CPU models check before allocating).
+Status check_kv_cache_fits(const ModelConfig& c, DType dtype, int64_t num_blocks, int64_t block_size);
+
 // Options applied when the model is built.
 struct ModelOptions {
   int64_t moe_top_k = 0;  // > 0: route each token to this many experts instead of the config's
