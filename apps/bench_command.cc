@@ -312,7 +312,8 @@ void add_serve_flags(CLI::App* c, ServeFlags& f) {
   c->add_flag("--no-progress", f.no_progress, "No progress lines on stderr");
   c->add_flag("--no-keep-alive", f.no_keep_alive, "A new connection per request (default: reuse idle ones)");
   c->add_option("--model-config", f.model_config, "The served model's config.json (or its directory): report model FLOPs utilisation");
-  c->add_option("--model-moe-top-k", f.moe_top_k, "Experts per token the server runs (MoE; 0 = the config's), for the FLOPs");
+  c->add_option("--model-moe-top-k", f.moe_top_k, "Experts per token the server runs (MoE; 0 = the config's), for the FLOPs")
+      ->check(CLI::Range(int64_t{0}, int64_t{1024}));
   c->add_option("--peak-tflops", f.peak_tflops, "Dense GEMM ceiling of the served dtype, for MFU (e.g. gpu_ceilings.py's)");
 }
 
@@ -377,7 +378,7 @@ void register_bench_command(CLI::App& app, int* exit_code) {
   lat->add_option("--load-format", lf->load_format, "auto, or dummy (random weights from config.json)")->capture_default_str();
   lat->add_option("--dtype", lf->dtype, "Weight dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8)")->capture_default_str();
   add_quant_flags(lat, lf->quant);
-  lat->add_option("--moe-top-k", lf->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::NonNegativeNumber);
+  lat->add_option("--moe-top-k", lf->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::Range(int64_t{0}, int64_t{1024}));
   lat->add_option("--batch-size", lf->options.batch_size, "Sequences")->capture_default_str();
   lat->add_option("--input-len", lf->options.input_len, "Prompt tokens per sequence")->capture_default_str();
   lat->add_option("--output-len", lf->options.output_len, "Output tokens per sequence")->capture_default_str();

@@ -129,11 +129,11 @@ void register_eval_command(CLI::App& app, int* exit_code) {
   kl->add_option("--device", f->test.device, "Test model device: cpu or cuda")->capture_default_str();
   kl->add_option("--dtype", f->test.dtype, "Test model CPU compute dtype: f32, bf16, f16, or fp8 (= --quantization fp8)")->capture_default_str();
   add_quant_flags(kl, f->test.quant);
-  kl->add_option("--moe-top-k", f->test.moe_top_k, "Test model experts per token (0 = the model's)");
+  kl->add_option("--moe-top-k", f->test.moe_top_k, "Test model experts per token (0 = the model's)")->check(CLI::Range(int64_t{0}, int64_t{1024}));
   kl->add_option("--base-device", f->base.device, "Baseline device (default: --device)");
   kl->add_option("--base-dtype", f->base.dtype, "Baseline CPU compute dtype")->capture_default_str();
   add_quant_flags(kl, f->base.quant, "base-");
-  kl->add_option("--base-moe-top-k", f->base.moe_top_k, "Baseline experts per token (0 = the model's)");
+  kl->add_option("--base-moe-top-k", f->base.moe_top_k, "Baseline experts per token (0 = the model's)")->check(CLI::Range(int64_t{0}, int64_t{1024}));
   kl->callback([f, exit_code] {
     Status s = run_eval_kl(*f);
     if (!s.ok()) {

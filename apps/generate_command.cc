@@ -1,12 +1,15 @@
 // `kiln generate`: load a model, generate a continuation of a prompt, print it and the speed.
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include "apps/commands.h"
 #include "apps/default_model.h"
+#include "apps/flag_ranges.h"
 #include "apps/model_flags.h"
 #include "kiln/core/log.h"
 #include "kiln/engine/generator.h"
@@ -29,17 +32,23 @@ struct GenerateFlags {
   QuantFlags quant;
 };
 
+// "1,2,3": every item a whole decimal number in [0, 2^31) (the vocabulary check comes with the model).
 Result<std::vector<int32_t>> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    try {
-      ids.push_back(static_cast<int32_t>(std::stol(item)));
-    } catch (...) {
-      return invalid_argument("--prompt-ids: '" + item + "' is not an integer");
-    }
+    const size_t b = item.find_first_not_of(' '), e = item.find_last_not_of(' ');
+    const std::string t = b == std::string::npos ? "" : item.substr(b, e - b + 1);
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    if (t.empty() || ec != std::errc() || end != t.data() + t.size())
+      return invalid_argument("--prompt-ids: '" + item + "' is not an integer token id");
+    if (v < 0 || v > std::numeric_limits<int32_t>::max())
+      return invalid_argument("--prompt-ids: " + t + " is not a token id (ids are in [0, 2^31))");
+    ids.push_back(static_cast<int32_t>(v));
   }
+  if (ids.empty()) return invalid_argument("--prompt-ids: no ids given");
   return ids;
 }
 
@@ -142,20 +151,20 @@ void register_generate_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<GenerateFlags>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate a continuation of a prompt");
   cmd->add_option("-m,--model", flags->model, "Model: a .gguf file or a Hugging Face directory (default: SmolLM2-135M)");
-  cmd->add_option("-p,--prompt", flags->prompt, "Prompt text");
-  cmd->add_option("--prompt-ids", flags->prompt_ids, "Prompt as comma-separated token ids (instead of text)");
+  CLI::Option* prompt = cmd->add_option("-p,--prompt", flags->prompt, "Prompt text");
+  cmd->add_option("--prompt-ids", flags->prompt_ids, "Prompt as comma-separated token ids (instead of text)")->excludes(prompt);
   cmd->add_option("-n,--max-tokens", flags->n, "Tokens to generate")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  cmd->add_option("--temperature", flags->temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--temperature", flags->temperature, "Sampling temperature (0 = greedy)")->check(finite_range(0, 100));
   cmd->add_option("--top-k", flags->top_k, "Top-k (0 = off)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", flags->top_p, "Top-p")->check(CLI::Range(0.0f, 1.0f));
-  cmd->add_option("--min-p", flags->min_p, "Min-p")->check(CLI::Range(0.0f, 1.0f));
+  cmd->add_option("--top-p", flags->top_p, "Top-p, in (0, 1] (1 = off)")->check(finite_range(0, 1, /*lo_open=*/true));
+  cmd->add_option("--min-p", flags->min_p, "Min-p, in [0, 1] (0 = off)")->check(finite_range(0, 1));
   cmd->add_option("--seed", flags->seed, "Sampling seed");
   cmd->add_option("--dtype", flags->dtype, "Weight / compute dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8 with f32 compute; the GPU computes in bf16)");
   add_quant_flags(cmd, flags->quant);
   cmd->add_option("--device", flags->device, "cpu or cuda");
   cmd->add_option("--load-format", flags->load_format, "auto, or dummy (random weights from config.json; needs --device cuda)");
   cmd->add_option("--random-prompt-len", flags->random_prompt_len, "With dummy weights: prompt length of synthetic ids");
-  cmd->add_option("--moe-top-k", flags->moe_top_k, "Experts per token (MoE; 0 = the model's)");
+  cmd->add_option("--moe-top-k", flags->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::Range(int64_t{0}, int64_t{1024}));
   cmd->add_flag("--chat", flags->chat, "Wrap the prompt in the model's chat template");
   cmd->callback([flags, exit_code] {
     if (flags->prompt.empty() && flags->prompt_ids.empty()) flags->prompt = "Once upon a time";

@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "apps/flag_ranges.h"
+
 #include "kiln/core/dtype.h"
 #include "kiln/models/model.h"
 
@@ -31,7 +33,7 @@ inline void add_quant_flags(CLI::App* cmd, QuantFlags& f, const std::string& pre
   cmd->add_option("--" + prefix + "kv-cache-scale", f.kv_cache_scale,
                   "fp8 KV cache scale for every layer (the checkpoint's k_scale/v_scale win)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(finite_positive());
   cmd->add_option("--" + prefix + "kv-cache-key-rotation", f.kv_cache_key_rotation,
                   "fp8 KV cache: hadamard (rotate q and k heads after RoPE so fp8 rounds keys with less damage; scores unchanged; "
                   "power-of-two head_dim) or none")

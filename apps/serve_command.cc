@@ -7,6 +7,7 @@
 
 #include "apps/commands.h"
 #include "apps/default_model.h"
+#include "apps/flag_ranges.h"
 #include "apps/model_flags.h"
 #include "kiln/core/host_memory.h"
 #include "kiln/core/log.h"
@@ -144,13 +145,13 @@ void register_serve_command(CLI::App& app, int* exit_code) {
                   "Tokens per engine step at most (prefill chunk budget; default 512 on the CPU, 2048 on the GPU)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--num-kv-blocks", f->num_kv_blocks, "KV cache blocks of 16 tokens (0: sized by --kv-cache-gib)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(CLI::Range(0.001, 1024.0));
+  cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(finite_range(0.001, 1024.0));
   cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
   cmd->add_flag("--no-warmup", f->no_warmup,
                 "GPU: skip the start-up warm-up (a full step of prompt + 8 decode steps, then a full batch of one-token requests)");
   cmd->add_option("--dtype", f->dtype, "Weight / compute dtype on the CPU: f32, bf16, f16, or fp8 (= --quantization fp8)")->capture_default_str();
   add_quant_flags(cmd, f->quant);
-  cmd->add_option("--moe-top-k", f->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--moe-top-k", f->moe_top_k, "Experts per token (MoE; 0 = the model's)")->check(CLI::Range(int64_t{0}, int64_t{1024}));
   cmd->add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--load-format", f->load_format, "auto, or dummy (random weights from the --model directory's config.json)")->capture_default_str();
   cmd->add_option("--tokenizer", f->tokenizer, "Tokenizer from elsewhere: a .gguf (vocab-only works) or an HF directory");

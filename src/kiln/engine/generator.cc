@@ -6,6 +6,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "kiln/engine/request.h"
+
 namespace kiln {
 namespace {
 
@@ -44,11 +46,26 @@ Status check_length(const Model& model, int64_t total) {
   return ok_status();
 }
 
+// Every id in [0, vocab): the embedding lookup reads row id.
+Status check_prompt_ids(const Model& model, const std::vector<int32_t>& prompt) {
+  if (prompt.empty()) return invalid_argument("empty prompt");
+  const int64_t vocab = model.config().vocab_size;
+  for (int32_t id : prompt)
+    if (id < 0 || id >= vocab)
+      return invalid_argument("prompt token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                              std::to_string(vocab) + ")");
+  return ok_status();
+}
+
 }  // namespace
 
 Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& o,
                                 const std::function<void(int32_t)>& on_token) {
-  if (prompt.empty()) return invalid_argument("empty prompt");
+  KILN_RETURN_IF_ERROR(check_prompt_ids(model, prompt));
+  GenerationParams params_check;
+  params_check.sampling = o.sampling;
+  params_check.max_tokens = std::max<int64_t>(1, o.max_new_tokens);
+  KILN_RETURN_IF_ERROR(validate_generation_params(params_check, model.config().vocab_size));
   const int64_t total = static_cast<int64_t>(prompt.size()) + o.max_new_tokens;
   KILN_RETURN_IF_ERROR(check_length(model, total));
   const int64_t max_blocks = (total + o.block_size - 1) / o.block_size;
@@ -108,7 +125,7 @@ Result<GenerateResult> generate(Model& model, const std::vector<int32_t>& prompt
 
 Result<HostTensor> prompt_logits(Model& model, const std::vector<int32_t>& prompt, int64_t chunk) {
   const int64_t n = static_cast<int64_t>(prompt.size()), vocab = model.config().vocab_size, bs = 16;
-  if (n == 0) return invalid_argument("empty prompt");
+  KILN_RETURN_IF_ERROR(check_prompt_ids(model, prompt));
   KILN_RETURN_IF_ERROR(check_length(model, n));
   const int64_t max_blocks = (n + bs - 1) / bs;
   KILN_ASSIGN_OR_RETURN(KvCacheView cache, model.allocate_kv_cache(max_blocks, bs));

@@ -5,6 +5,12 @@
 namespace kiln {
 
 Result<std::unique_ptr<Model>> create_model(LoadedModel&& loaded, const ModelOptions& options) {
+  const ModelConfig& c = loaded.config;
+  if (options.moe_top_k < 0)
+    return invalid_argument("--moe-top-k " + std::to_string(options.moe_top_k) + " must be >= 0 (0 = the model's)");
+  if (c.num_experts > 0 && options.moe_top_k > c.num_experts)
+    return invalid_argument("--moe-top-k " + std::to_string(options.moe_top_k) + " exceeds the model's " +
+                            std::to_string(c.num_experts) + " experts");
   if (options.device == Device::kCuda) return create_cuda_model(std::move(loaded), options);
   if (options.dummy_weights) return unimplemented("--load-format dummy is implemented for --device cuda only");
   switch (loaded.config.arch) {
