@@ -72,7 +72,11 @@ TEST(ChatTemplateTest, UnsupportedTemplateIsAClearError) {
   ASSERT_FALSE(out.ok());
   EXPECT_NE(out.status().message().find("frobnicate"), std::string::npos);
   out = render_chat("{% for m in messages %}{{ m.content }}", {{"user", "u"}}, false, "", "");
-  EXPECT_FALSE(out.ok());  // missing endfor
+  ASSERT_FALSE(out.ok());  // missing endfor
+  EXPECT_EQ(out.status().message().rfind("chat template: ", 0), 0u) << out.status().to_string();
+  out = render_chat("{{ 'a' + }}", {{"user", "u"}}, false, "", "");  // a syntax error
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().message().rfind("chat template: ", 0), 0u) << out.status().to_string();
 }
 
 TEST(ChatTemplateTest, TemplatesOfTheTestVocabulariesRender) {

@@ -21,7 +21,7 @@ OpenAiServer::OpenAiServer(Engine& engine, const Tokenizer& tokenizer, OpenAiSer
   } else if (auto t = ChatTemplate::parse(tokenizer_.chat_template()); t.ok()) {
     chat_template_ = std::make_unique<ChatTemplate>(std::move(t).value());
   } else {
-    chat_template_error_ = "the model's chat template cannot be used: " + t.status().message();
+    chat_template_error_ = "the model's " + t.status().message();  // "chat template: <what is wrong>"
     log_warn(chat_template_error_);
   }
 }

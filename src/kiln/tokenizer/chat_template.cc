@@ -30,7 +30,9 @@ Value value_from_json(const nlohmann::ordered_json& j) {
 }  // namespace jinja
 
 Result<ChatTemplate> ChatTemplate::parse(const std::string& source) {
-  KILN_ASSIGN_OR_RETURN(jinja::Template t, jinja::parse(source));
+  Result<jinja::Template> parsed = jinja::parse(source);
+  if (!parsed.ok()) return parsed.status().with_context("chat template");
+  jinja::Template t = std::move(parsed).value();
   ChatTemplate c;
   c.tmpl_ = std::make_shared<const jinja::Template>(std::move(t));
   return c;
