@@ -30,6 +30,12 @@ using skinny::frag_m;
 using skinny::frag_n;
 using skinny::kMaxWarps;
 
+// A slot's index in shared memory: one byte (kMoeDecodeMaxSlots <= 256), so that the wgmma rows'
+// static shared memory (1160 -> 776 bytes) leaves room for a fourth 55 KB CTA per SM on the H100
+// (228 KB an SM, 1 KB reserved a CTA).
+using SlotIndex = uint8_t;
+static_assert(kMoeDecodeMaxSlots <= 256);
+
 constexpr int kU = 2, kS = 6;  // k steps per chunk, ring slots (as the decode GEMM's m <= 8 kernels)
 
 struct MoeDecodeParams {
@@ -47,7 +53,7 @@ struct MoeDecodeParams {
 
 // The rows [row_base, row_base + 16) of expert w for the m slots slot_of[0..m).
 template <bool kFp8, bool kF16, bool kE4m3, int kMT>
-__device__ void expert_rows(const MoeDecodeParams& p, const int* slot_of, int m, const uint8_t* w, const float* scale,
+__device__ void expert_rows(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
                             int row_base, uint8_t* smem, int warp, int nwarps) {
   using Core = skinny::Core<kFp8, kMT, 1, kU, kS, kF16, kE4m3>;
   using F = typename Core::F;
@@ -84,7 +90,7 @@ __device__ void expert_rows(const MoeDecodeParams& p, const int* slot_of, int m,
 // This CTA's group: the blockIdx.y-th distinct expert of ids (in order of first appearance) and
 // its m slots in order (slot_of: shared [kMoeDecodeMaxSlots]); m = 0 past the last expert. All
 // threads of the CTA call it (barriers inside).
-__device__ void cta_group(const MoeDecodeParams& p, int& m_out, int& expert_out, int* slot_of) {
+__device__ void cta_group(const MoeDecodeParams& p, int& m_out, int& expert_out, SlotIndex* slot_of) {
   __shared__ int sid[kMoeDecodeMaxSlots];
   __shared__ bool first[kMoeDecodeMaxSlots];
   __shared__ int group_m, group_expert;
@@ -138,7 +144,7 @@ __device__ void cta_group(const MoeDecodeParams& p, int& m_out, int& expert_out,
 // y = 0 on the kRows weight rows from row_base for the group's m slots (a slot routed to an
 // expert id out of range), threads i0, i0 + stride, ... of the CTA.
 template <int kRows>
-__device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const int* slot_of, int m, int row_base, int i0, int stride) {
+__device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, int row_base, int i0, int stride) {
   for (int i = i0; i < m * kRows; i += stride) {
     const int n = row_base + i % kRows;
     if (n < p.n) p.y[slot_of[i / kRows] * p.ldy + n] = __float2bfloat16(0.f);
@@ -148,7 +154,7 @@ __device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const int* s
 template <bool kFp8, bool kF16, bool kE4m3>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int slot_of[kMoeDecodeMaxSlots];
+  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots];
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31;
   if (p.pdl) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
@@ -179,7 +185,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // (skinny_wgmma.cuh).
 // kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
 template <int kN, int kS>
-__device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, int m, const uint8_t* w, const float* scale,
+__device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
                                   int row_base, uint8_t* smem) {
   using Core = skinny::wg::WgmmaCore<kN, kS>;
   const int tid = threadIdx.x;
@@ -209,7 +215,7 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const int* slot_of, 
 template <int kS, int kMaxN = 32>
 __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int slot_of[kMoeDecodeMaxSlots];
+  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots];
   if (p.pdl && !p.ids_ready) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
@@ -278,7 +284,11 @@ const MoeDecodeVariant kMoeVariants[] = {
     // three). H100, graph-timed, % of 3000 GB/s, against the row above it: t = 1 gate_up 92.1 vs
     // 91.4; t = 8 gate_up 100.0 vs 99.6, down 91.5 vs 90.1. Mixtral fp8 batch-1 decode 184.0 ->
     // 184.9 tok/s (two rounds each). Rings of 10 / 12 such tiles for the sparse batch-1 down:
-    // 82.5 / 82.0 vs 83.1 (ring 8), 183.6 / 183.0 tok/s: not taken.
+    // 82.5 / 82.0 vs 83.1 (ring 8), 183.6 / 183.0 tok/s: not taken. (The four CTAs per SM came
+    // only with one-byte slot indices (SlotIndex, 2026-11-23): with int ones the CTA took 136 bytes
+    // too many and Nsight Compute showed three. Same call, int -> byte: t = 8 down 91.7 -> 95.8,
+    // gate_up 100.5 -> 100.7; t = 1 gate_up 92.8 -> 93.3, down 83.6 -> 83.6; Mixtral fp8 batch-1
+    // decode 185.2 -> 185.0, 1K prompt + fp8 KV 178.4 -> 178.3 tok/s, four rounds: unchanged.)
     {{DType::kFp8E4M3, false, true, false, true, 6, false, 8, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6, 8>),
      kWgmmaSmemBytes<6, 8>},
 };
