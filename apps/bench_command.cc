@@ -15,6 +15,7 @@
 
 #include "apps/commands.h"
 #include "apps/default_model.h"
+#include "apps/flag_ranges.h"
 #include "apps/model_flags.h"
 #include "kiln/bench/bench_summary.h"
 #include "kiln/bench/http_client.h"
@@ -290,19 +291,20 @@ void add_serve_flags(CLI::App* c, ServeFlags& f) {
   c->add_option("--dataset-path", f.dataset_path, "JSONL file: {\"prompt\": ...} or {\"messages\": [...]}, optional \"output_tokens\"");
   c->add_option("--random-input-len", f.workload.input_len, "Prompt tokens")->capture_default_str();
   c->add_option("--random-output-len", f.workload.output_len, "Output tokens")->capture_default_str();
-  c->add_option("--random-range-ratio", f.workload.range_ratio, "Lengths uniform in [len*(1-r), len*(1+r)]")->capture_default_str();
+  c->add_option("--random-range-ratio", f.workload.range_ratio, "Lengths uniform in [len*(1-r), len*(1+r)]")->capture_default_str()->check(finite_range(0.0, 1.0));
   c->add_option("--shared-prefix-len,--random-prefix-len", f.workload.shared_prefix_len, "Tokens every prompt shares (prefix caching)");
   c->add_flag("--ignore-eos,!--no-ignore-eos", f.workload.ignore_eos, "Fixed output length: ignore_eos and min_tokens (default on)");
-  c->add_option("--temperature", f.temperature, "Sampling temperature (default: the server's)");
+  c->add_option("--temperature", f.temperature, "Sampling temperature (default: the server's)")->check(finite_range(0.0, 100.0));
   c->add_option("--extra-body", f.workload.extra_body, "JSON object merged into every request body");
   c->add_option("--num-prompts", f.load.num_prompts, "Requests to send (with --duration: the pool cycled through)")->capture_default_str();
-  c->add_option("--duration", f.load.duration_s, "Seconds to send for (instead of --num-prompts requests)");
+  c->add_option("--duration", f.load.duration_s, "Seconds to send for (instead of --num-prompts requests)")->check(finite_positive());
   c->add_option("--num-warmups", f.num_warmups, "Warm-up requests before measuring (not counted)")->capture_default_str();
-  c->add_option("--burstiness", f.load.burstiness, "Gamma shape of the gaps (1: Poisson)")->capture_default_str();
+  c->add_option("--burstiness", f.load.burstiness, "Gamma shape of the gaps (1: Poisson)")->capture_default_str()->check(finite_positive());
   c->add_option("--arrival-distribution", f.arrivals, "poisson (gamma), uniform or constant")->capture_default_str();
-  c->add_option("--max-concurrency", f.load.max_concurrency, "Requests in flight at most (with inf rate: closed loop)");
+  c->add_option("--max-concurrency", f.load.max_concurrency, "Requests in flight at most (with inf rate: closed loop)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   c->add_option("--seed", f.workload.seed, "Seed for prompts, lengths and arrivals")->capture_default_str();
-  c->add_option("--request-timeout", f.load.request_timeout_s, "Seconds without a byte before a request fails")->capture_default_str();
+  c->add_option("--request-timeout", f.load.request_timeout_s, "Seconds without a byte before a request fails")->capture_default_str()->check(finite_positive());
   c->add_option("--percentile-metrics", f.percentile_metrics, "Metrics to print: ttft,tpot,itl,lpt,e2el")->capture_default_str();
   c->add_option("--metric-percentiles", f.metric_percentiles, "Percentiles to report")->capture_default_str();
   c->add_option("--goodput", f.goodput, "SLOs as vLLM writes them: ttft:MS tpot:MS e2el:MS");
@@ -314,7 +316,8 @@ void add_serve_flags(CLI::App* c, ServeFlags& f) {
   c->add_option("--model-config", f.model_config, "The served model's config.json (or its directory): report model FLOPs utilisation");
   c->add_option("--model-moe-top-k", f.moe_top_k, "Experts per token the server runs (MoE; 0 = the config's), for the FLOPs")
       ->check(CLI::Range(int64_t{0}, int64_t{1024}));
-  c->add_option("--peak-tflops", f.peak_tflops, "Dense GEMM ceiling of the served dtype, for MFU (e.g. gpu_ceilings.py's)");
+  c->add_option("--peak-tflops", f.peak_tflops, "Dense GEMM ceiling of the served dtype, for MFU (e.g. gpu_ceilings.py's; 0: none)")
+      ->check(finite_range(0.0, 1e9));
 }
 
 }  // namespace
@@ -344,8 +347,8 @@ void register_bench_command(CLI::App& app, int* exit_code) {
   sweep->add_option("--request-rates", wf->request_rates, "Open-loop rates, e.g. 1,2,4,8");
   sweep->add_option("--concurrencies", wf->concurrencies, "Closed-loop concurrencies, e.g. 1,4,16");
   sweep->add_option("--slo-metric", wf->slo_metric, "ttft, tpot, itl, lpt or e2el")->capture_default_str();
-  sweep->add_option("--slo-percentile", wf->slo_percentile, "Percentile held to the cutoff")->capture_default_str();
-  sweep->add_option("--slo-cutoff-ms", wf->slo_cutoff_ms, "Cutoff in ms (0: none)")->capture_default_str();
+  sweep->add_option("--slo-percentile", wf->slo_percentile, "Percentile held to the cutoff")->capture_default_str()->check(finite_range(0.0, 100.0, true));
+  sweep->add_option("--slo-cutoff-ms", wf->slo_cutoff_ms, "Cutoff in ms (0: none)")->capture_default_str()->check(finite_range(0.0, 1e12));
   sweep->callback([wf, exit_code] {
     Status s = run_bench_sweep(*wf, exit_code);
     if (!s.ok()) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Out-of-range, NaN and conflicting command-line values: `kiln generate`, `serve`, `eval kl` and
-# `bench latency` refuse them with a message naming the option, a non-zero exit and no crash (exit
+# Out-of-range, NaN and conflicting command-line values: `kiln generate`, `serve`, `eval kl`,
+# `bench latency`, `bench serve` and `bench sweep` refuse them with a message naming the option, a non-zero exit and no crash (exit
 # codes >= 128 would be a signal: abort, bad_alloc).
 set -uo pipefail
 KILN="$1"; SRC="$2"
@@ -52,6 +52,17 @@ if [ "$mem_gib" -lt 1000 ]; then
 fi
 lat=("$KILN" bench latency -m "$M" --input-len 4 --output-len 2 --num-iters 1 --num-iters-warmup 0)
 expect_error "bench latency --batch-size 1e8" "--batch-size" "${lat[@]}" --batch-size 100000000
+# bench serve / sweep: a bad load or SLO value is refused before any request (port 1: nothing listens).
+bs=("$KILN" bench serve --port 1 --num-prompts 1 --tokenizer "$M")
+for flag in --burstiness --duration --request-timeout; do
+  for v in nan 0 -1; do expect_error "bench serve $flag $v" "$flag" "${bs[@]}" "$flag" "$v"; done
+done
+for v in nan -1; do expect_error "bench serve --peak-tflops $v" "--peak-tflops" "${bs[@]}" --peak-tflops "$v"; done
+expect_error "bench serve --random-range-ratio nan" "--random-range-ratio" "${bs[@]}" --random-range-ratio nan
+expect_error "bench serve --temperature nan" "--temperature" "${bs[@]}" --temperature nan
+for v in -1 0; do expect_error "bench serve --max-concurrency $v" "--max-concurrency" "${bs[@]}" --max-concurrency "$v"; done
+expect_error "bench sweep --slo-percentile 0" "--slo-percentile" "$KILN" bench sweep --port 1 --request-rates 1 --slo-percentile 0
+expect_error "bench sweep --slo-cutoff-ms nan" "--slo-cutoff-ms" "$KILN" bench sweep --port 1 --request-rates 1 --slo-cutoff-ms nan
 # The good values still run.
 out=$(KILN_LOG_LEVEL=warn "${gen[@]}" --prompt-ids 1,2 --temperature 0.7 --top-p 0.9 --min-p 0.05 2>&1 >/dev/null); rc=$?
 if [ $rc -ne 0 ]; then echo "FAIL generate with good sampling flags: rc=$rc: $out"; fail=1; else echo "ok   generate with good sampling flags"; fi
