@@ -265,10 +265,11 @@ const MoeDecodeVariant kMoeVariants[] = {
     {{DType::kFp8E4M3, true, false, true}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, true, false>)},
     {{DType::kFp8E4M3, false, true, false}, reinterpret_cast<const void*>(&moe_decode_gemm_kernel<true, false, true>)},
     // The wgmma row (x quantized per token to e4m3 into args.workspace, wgmma.m64nNk32.e4m3 on the
-    // raw expert bytes, skinny_wgmma.cuh): preferred with a workspace. H100, graph-timed, % of 3000
+    // raw expert bytes, skinny_wgmma.cuh): preferred with a workspace until the 4-tile row at the
+    // end of the table (2026-11-23) took its place. H100, graph-timed, % of 3000
     // GB/s, gate_up / down, f16 row -> wgmma row: t = 1 69.2 / 67.7 -> 91.5 / 76.3; t = 8 62.0 /
     // 71.2 -> 100.3 / 88.5; t = 32 50.9 / 66.1 -> 98.3 / 89.6; t = 64 37.6 / 51.7 -> 94.5 / 84.9.
-    {{DType::kFp8E4M3, false, true, true, true, 6}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6>), kWgmmaSmemBytes<6>},
+    {{DType::kFp8E4M3, false, true, false, true, 6}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6>), kWgmmaSmemBytes<6>},
     // Sparse grids (at most one CTA per SM, so at most 2 slots: batch-1 down, 64 row blocks x 2
     // experts): 6 tiles in flight per SM are too few bytes. An 8-tile ring of 8-slot x tiles (75 KB
     // of shared memory, like the 6-tile ring of 32-slot tiles). H100, graph-timed down at t = 1,
@@ -292,6 +293,12 @@ const MoeDecodeVariant kMoeVariants[] = {
     // `bench latency` decode step, batch 8: 16.0 -> 15.8 ms, batch 4: 12.1 -> 12.2 ms.)
     {{DType::kFp8E4M3, false, true, false, true, 6, false, 8, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6, 8>),
      kWgmmaSmemBytes<6, 8>},
+    // The preferred row since 2026-11-23 (the 6-tile one above before): 32-slot x tiles in a
+    // 4-tile ring, 51 KB, four CTAs per SM instead of three. H100, graph-timed, % of 3006 GB/s,
+    // ring 6 -> 4: t = 32 gate_up 97.8 -> 98.6, down 91.9 -> 93.4; t = 64 gate_up 94.4 -> 95.7,
+    // down 90.7 -> 91.8. Mixtral fp8 `bench latency` decode step (two rounds): batch 16 18.1 / 18.2
+    // -> 17.9 / 17.8 ms, batch 32 19.5 / 19.8 -> 19.3 / 19.5 ms.
+    {{DType::kFp8E4M3, false, true, true, true, 4}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<4>), kWgmmaSmemBytes<4>},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
