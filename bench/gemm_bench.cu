@@ -193,11 +193,13 @@ void sweep_wgmma(const bench::Ceilings& c, cudaStream_t s, const Layer& l, int64
     check(cudaStreamSynchronize(s), "sync");
     const double ms = graph_ms(call, s);
     const SkinnyGemmVariant& v = variants[static_cast<size_t>(launch.variant)];
-    std::printf("wgsweep %-8s m=%-2lld v%-2d(%s N%d rt%d s%d) split=%d(%d) ctas=%lld occ=%d  %7.2f us  %6.1f%%\n", l.name,
+    std::printf("wgsweep %-8s m=%-2lld v%-2d(%s N%d rt%d s%d) split=%d(%d)%s ctas=%lld occ=%d  %7.2f us  %6.1f%%\n", l.name,
                 static_cast<long long>(m), launch.variant, what, v.max_m, v.row_tiles, v.stages, launch.split_k, cfg.split_k,
+                launch.cluster_split ? "c" : "",
                 static_cast<long long>(launch.ctas), launch.ctas_per_sm, ms * 1e3, 100.0 * w_bytes / ms / 1e6 / c.copy_gbps);
   };
   run({}, "auto");
+  run({.workspace_split = true}, "auto-ws");
   run({.x_bf16 = true}, "x-bf16");
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
     const SkinnyGemmVariant& v = variants[static_cast<size_t>(vi)];

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -176,7 +177,8 @@ TEST(GemmSkinnyCuda, EveryVariantMatchesCpuReference) {
 // reference at 4e-3 of max |y| (bf16 y; f32 y: 1e-3): m = 1, 8, 9, 16 within each row's N (rows of
 // N = 32 / 64: 1, N / 2 + 1, N); n not a multiple of the 64 / 128 rows of a CTA, k not a multiple
 // of 128 (zero-filled tail); a zero row and a row with one huge value; automatic and forced split
-// K (3, 7); with and without programmatic dependent launch.
+// K (3, 7: the splits meet in a thread-block cluster; 3 through the workspace as well); with and
+// without programmatic dependent launch.
 TEST(GemmSkinnyCuda, WgmmaRowsMatchPerTokenReference) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(73);
@@ -193,11 +195,15 @@ TEST(GemmSkinnyCuda, WgmmaRowsMatchPerTokenReference) {
       const std::vector<int64_t> ms = v.max_m > 16 ? std::vector<int64_t>{1, v.max_m / 2 + 1, v.max_m} : std::vector<int64_t>{1, 8, 9, 16};
       for (int64_t m : ms) {
         if (m > v.max_m) continue;
-        for (int split : {0, 3, 7}) {
+        for (int split : {0, 3, 7, -3}) {  // -3: 3 splits through the workspace, not a cluster
           sw.ws.pdl = (m + split + vi) % 2 == 0;
           SCOPED_TRACE("split " + std::to_string(split) + " pdl " + std::to_string(sw.ws.pdl));
-          check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, {vi, 0, split}); }, v.y, W,
+          SkinnyGemmConfig cfg{vi, 0, std::abs(split)};
+          cfg.workspace_split = split < 0;
+          SkinnyGemmLaunch launch;
+          check_case([&](const LinearArgs& a) { return skinny_gemm_cuda(a, sw.ws, nullptr, cfg, &launch); }, v.y, W,
                      {m, s.n, s.k, split == 3, m == 9 ? 8 : 0, true}, kXPerToken, rng, 4e-3);
+          if (launch.split_k > 1) EXPECT_EQ(launch.cluster_split, split >= 0);
           ++tested;
         }
       }

@@ -70,6 +70,9 @@ struct SkinnyGemmConfig {
   int split_k = 0;   // CTAs along k (reduced in-launch by the last one); stream variants: CTAs per SM
   int diag = 0;      // stream variants, micro-benchmarks only: 1 = loads only, 2 = math only (wrong y)
   bool x_bf16 = false;  // automatic choice among the rows that keep x bf16 (no e4m3 rows)
+  // wgmma rows: split K through the workspace's partials even where the splits fit one
+  // thread-block cluster (tests, benchmarks)
+  bool workspace_split = false;
 };
 
 // The launch shape skinny_gemm_cuda picks (for the bench's log).
@@ -77,6 +80,7 @@ struct SkinnyGemmLaunch {
   int variant = -1, warps = 0, split_k = 0;
   int64_t ctas = 0;
   int ctas_per_sm = 0;  // resident, from the occupancy calculator
+  bool cluster_split = false;  // wgmma rows: the splits met in a thread-block cluster
 };
 
 // Workspace bytes the e4m3 variants need for m rows of x of length k (see SkinnyGemmWorkspace).

@@ -4,6 +4,7 @@
 // (one warpgroup per 64 weight rows, x pre-quantized to e4m3) and the stream kernel (a persistent
 // grid of warps over the (tile, chunk) sequence). SkinnyParams is what they all read.
 #pragma once
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -28,6 +29,9 @@ struct SkinnyParams {
   int scale_per_tensor;
   int steps_per_split;      // k steps (kStepK each) per blockIdx.y
   int pdl;
+  // wgmma rows: the gridDim.y splits of a row block are one thread-block cluster (gridDim.y <= 8)
+  // and meet in distributed shared memory, not in partials / counters.
+  int cluster_splits;
   // Stream variants: chunks per tile, chunks in all (tiles x chunks_per_tile), warps in the stream.
   int chunks_per_tile;
   int64_t stream_chunks, stream_warps;
@@ -108,11 +112,44 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
 }
 
 
+// Split K inside a thread-block cluster (p.cluster_splits: cluster = the S = gridDim.y CTAs of a
+// row block, rank = blockIdx.y). Accumulator i belongs to rank i % S: after a cluster barrier
+// (every CTA done with its ring), each CTA stores its partial of i into that rank's shared memory
+// (recv [S][per][kCtaThreads] f32 over the ring, per = ceil(kAcc / S); remote stores, nothing
+// waited on), a second barrier makes them visible, then each rank adds its accumulators from its
+// own shared memory in rank order (deterministic) and stores them. No global round trip, no
+// atomics, no remote loads.
+inline constexpr int kMaxClusterSplits = 8;  // the portable cluster size
+template <typename Core, typename Y>
+__device__ __forceinline__ void wgmma_cluster_split_store(const SkinnyParams& p, int row_base, const float (&acc)[Core::kAcc],
+                                                          uint8_t* smem) {
+  namespace cg = cooperative_groups;
+  constexpr int kThreads = Core::kCtaThreads;
+  static_assert((Core::kAcc + kMaxClusterSplits) * kThreads * 4 <= Core::kSmemBytes - 1024, "recv fits over the ring");
+  cg::cluster_group cluster = cg::this_cluster();
+  float* recv = reinterpret_cast<float*>(smem);
+  const int tid = threadIdx.x, splits = static_cast<int>(gridDim.y), rank = static_cast<int>(blockIdx.y);
+  const int per = (Core::kAcc + splits - 1) / splits;
+  cluster.sync();
+#pragma unroll
+  for (int i = 0; i < Core::kAcc; ++i)
+    *cluster.map_shared_rank(recv + ((rank * per + i / splits) * kThreads + tid), i % splits) = acc[i];
+  cluster.sync();
+  for (int j = 0; j < per; ++j) {
+    const int i = rank + j * splits;
+    if (i >= Core::kAcc) break;
+    float v = 0.f;
+    for (int s = 0; s < splits; ++s) v += recv[(s * per + j) * kThreads + tid];
+    const int n = row_base + skinny::wg::acc_row(i), m = skinny::wg::acc_col(i);
+    if (n < p.n && m < p.m) store_output<true, Y>(p, m, n, v);
+  }
+}
+
 // The wgmma rows (fp8 weights, x quantized per token to e4m3): CTA (blockIdx.x, blockIdx.y) = kWG
 // warpgroups on weight rows [64 kWG blockIdx.x, + 64 kWG) x all m (<= kN) rows of x, k tiles
 // [blockIdx.y * steps_per_split, + steps_per_split) of 128 bytes (skinny_wgmma.cuh). Split K:
-// partials [gridDim.y, gridDim.x, kN / 2, 128 kWG] f32, summed in split order by the last CTA of
-// the row block to arrive (deterministic).
+// in the cluster (p.cluster_splits, above), or partials [gridDim.y, gridDim.x, kN / 2, 128 kWG]
+// f32 summed in split order by the last CTA of the row block to arrive (deterministic).
 template <int kN, int kS, typename Y, int kWG = 1>
 __global__ void __launch_bounds__(skinny::wg::kThreads * kWG) skinny_wgmma_kernel(const __grid_constant__ SkinnyParams p) {
   using Core = skinny::wg::WgmmaCore<kN, kS, kWG>;
@@ -130,6 +167,10 @@ __global__ void __launch_bounds__(skinny::wg::kThreads * kWG) skinny_wgmma_kerne
   float acc[Core::kAcc];
   Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, c_begin, c_end, smem, p.pdl != 0, acc);
 
+  if (p.cluster_splits) {
+    wgmma_cluster_split_store<Core, Y>(p, row_base, acc, smem);
+    return;
+  }
   if (gridDim.y > 1) {  // split K: park the partial sums; the last CTA of this row block adds them up
     float* part = p.partials + static_cast<int64_t>(blockIdx.y * gridDim.x + blockIdx.x) * Core::kAcc * kThreads + tid;
 #pragma unroll
