@@ -354,12 +354,15 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
     splits = std::clamp<int64_t>((3LL * ws.num_sms + row_ctas - 1) / row_ctas, 1, std::min<int64_t>(64, max_splits));
   }
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(tiles, 65535));
-  // Up to kMaxClusterSplits splits meet in a thread-block cluster (no workspace); more, or
-  // cfg.workspace_split, through the partials and arrival counters. H100 (2026-11-23, % of copy,
+  // Up to 8 splits (the portable cluster size) whose partials fit one CTA's shared memory meet in
+  // a thread-block cluster (no workspace); more, or cfg.workspace_split, through the partials and
+  // arrival counters. H100 (2026-11-23, % of copy,
   // cluster vs workspace, same splits, x bf16): m = 16 qkv 58.7 / 58.8, o_proj 52.6 / 50.1, down
   // 68.6 / 65.9; m = 32 qkv 54.1 / 54.0, o_proj 45.1 / 43.2, down 65.1 / 64.1; m = 64 qkv 44.4 /
   // 44.5, o_proj 36.7 / 35.1, down 57.6 / 56.7.
-  const bool cluster = splits > 1 && splits <= skinny::kMaxClusterSplits && !cfg.workspace_split;
+  const int64_t cluster_max = std::min<int64_t>(
+      8, static_cast<int64_t>(warps) * var.smem_per_warp / (var.v.max_m / 2 * 32LL * warps * static_cast<int64_t>(sizeof(float))));
+  const bool cluster = splits > 1 && splits <= cluster_max && !cfg.workspace_split;
   const int64_t partial_per_split = row_ctas * cta_rows * var.v.max_m;
   if (!cluster && splits > 1 && (row_ctas > ws.num_counters || !ws.partials || !ws.counters)) splits = 1;
   if (!cluster && splits > 1) splits = std::max<int64_t>(1, std::min<int64_t>(splits, xr.split_floats / partial_per_split));

@@ -113,35 +113,91 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
 
 
 // Split K inside a thread-block cluster (p.cluster_splits: cluster = the S = gridDim.y CTAs of a
-// row block, rank = blockIdx.y). Accumulator i belongs to rank i % S: after a cluster barrier
-// (every CTA done with its ring), each CTA stores its partial of i into that rank's shared memory
-// (recv [S][per][kCtaThreads] f32 over the ring, per = ceil(kAcc / S); remote stores, nothing
-// waited on), a second barrier makes them visible, then each rank adds its accumulators from its
-// own shared memory in rank order (deterministic) and stores them. No global round trip, no
-// atomics, no remote loads.
-inline constexpr int kMaxClusterSplits = 8;  // the portable cluster size
+// row block, rank = blockIdx.y). The first CTA of the cluster to finish its k range owns the
+// sums (a compare-and-swap on rank 0's `owner`): its ring is free, so recv (S x kAcc x
+// kCtaThreads f32) lies over it. The others store their partials into the owner's recv[rank] (st.async,
+// completing bytes on the owner's mbarrier) and exit at once, so only the owner waits (and
+// rank 0's first thread, whose `owner` the others reach: until all S have been there); the owner
+// adds the S partials up in rank order (deterministic, whoever owns them) and stores y. No global
+// round trip, no atomics in global memory. The launch takes S up to what recv fits.
+struct ClusterSplitShared {
+  uint64_t bar;  // the owner's: the others' partial bytes
+  int owner;     // rank 0's: the owning rank, -1 until one has finished
+  int done;      // rank 0's: CTAs past their compare-and-swap on owner
+  int owner_seen;
+};
+
+// Before the k loop, every thread: the barrier and `owner` initialized and made visible to the
+// cluster (barrier.cluster.arrive here, its wait in wgmma_cluster_split_store).
+__device__ __forceinline__ void wgmma_cluster_split_init(ClusterSplitShared& cs) {
+  using namespace kiln::cuda::hopper;
+  if (threadIdx.x == 0) {
+    mbar_init(smem_u32(&cs.bar), 1);
+    cs.owner = -1;
+    cs.done = 0;
+    mbar_init_fence();
+  }
+  asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
+}
+
 template <typename Core, typename Y>
 __device__ __forceinline__ void wgmma_cluster_split_store(const SkinnyParams& p, int row_base, const float (&acc)[Core::kAcc],
-                                                          uint8_t* smem) {
+                                                          uint8_t* smem, ClusterSplitShared& cs) {
+  using namespace kiln::cuda::hopper;
   namespace cg = cooperative_groups;
-  constexpr int kThreads = Core::kCtaThreads;
-  static_assert((Core::kAcc + kMaxClusterSplits) * kThreads * 4 <= Core::kSmemBytes - 1024, "recv fits over the ring");
+  constexpr int kThreads = Core::kCtaThreads, kAcc = Core::kAcc;
   cg::cluster_group cluster = cg::this_cluster();
   float* recv = reinterpret_cast<float*>(smem);
   const int tid = threadIdx.x, splits = static_cast<int>(gridDim.y), rank = static_cast<int>(blockIdx.y);
-  const int per = (Core::kAcc + splits - 1) / splits;
-  cluster.sync();
+  __syncthreads();  // every warp is done with the ring (its wgmma and copies waited for in stream)
+  asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");  // every CTA's init is visible
+  if (tid == 0) {
+    const int prev = atomicCAS(cluster.map_shared_rank(&cs.owner, 0), -1, rank);
+    atomicAdd(cluster.map_shared_rank(&cs.done, 0), 1);  // this CTA's last access to rank 0's memory
+    cs.owner_seen = prev < 0 ? rank : prev;
+  }
+  __syncthreads();
+  const int owner = cs.owner_seen;
+  // recv as float4 [S][kAcc / 4][kCtaThreads]: a thread's accumulators 4 at a time (one 16-byte
+  // st.async each: a quarter of the transactions on the owner's barrier), conflict-free reads.
+  float4* recv4 = reinterpret_cast<float4*>(recv);
+  constexpr int kQuads = kAcc / 4;
+  static_assert(kAcc % 4 == 0);
+  if (owner != rank) {  // st.async [owner's recv[rank][j][tid]], acc[4 j ..], completing 16 bytes on its barrier
+    uint32_t dst, bar;
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(dst) : "r"(smem_u32(recv4 + rank * kQuads * kThreads + tid)), "r"(owner));
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(bar) : "r"(smem_u32(&cs.bar)), "r"(owner));
 #pragma unroll
-  for (int i = 0; i < Core::kAcc; ++i)
-    *cluster.map_shared_rank(recv + ((rank * per + i / splits) * kThreads + tid), i % splits) = acc[i];
-  cluster.sync();
-  for (int j = 0; j < per; ++j) {
-    const int i = rank + j * splits;
-    if (i >= Core::kAcc) break;
-    float v = 0.f;
-    for (int s = 0; s < splits; ++s) v += recv[(s * per + j) * kThreads + tid];
-    const int n = row_base + skinny::wg::acc_row(i), m = skinny::wg::acc_col(i);
-    if (n < p.n && m < p.m) store_output<true, Y>(p, m, n, v);
+    for (int j = 0; j < kQuads; ++j)
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                       dst + j * kThreads * 16),
+                   "r"(__float_as_uint(acc[4 * j])), "r"(__float_as_uint(acc[4 * j + 1])), "r"(__float_as_uint(acc[4 * j + 2])),
+                   "r"(__float_as_uint(acc[4 * j + 3])), "r"(bar)
+                   : "memory");
+    if (rank == 0 && tid == 0)  // rank 0 stays until every CTA has been at its owner / done
+      while (*static_cast<volatile int*>(&cs.done) < splits) {
+      }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kQuads; ++j)
+    recv4[(rank * kQuads + j) * kThreads + tid] = make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
+  if (tid == 0) mbar_expect_tx(smem_u32(&cs.bar), static_cast<uint32_t>((splits - 1) * kAcc * kThreads * 4));
+  mbar_wait(smem_u32(&cs.bar), 0);
+  __syncthreads();  // this CTA's own slot
+#pragma unroll
+  for (int j = 0; j < kQuads; ++j) {
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s = 0; s < splits; ++s) {
+      const float4 q = recv4[(s * kQuads + j) * kThreads + tid];
+      v.x += q.x, v.y += q.y, v.z += q.z, v.w += q.w;
+    }
+    const float vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int i = 4 * j + e, n = row_base + skinny::wg::acc_row(i), m = skinny::wg::acc_col(i);
+      if (n < p.n && m < p.m) store_output<true, Y>(p, m, n, vs[e]);
+    }
   }
 }
 
@@ -164,11 +220,13 @@ __global__ void __launch_bounds__(skinny::wg::kThreads * kWG) skinny_wgmma_kerne
   }
   const int num_tiles = (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK;
   const int c_begin = blockIdx.y * p.steps_per_split, c_end = min(num_tiles, c_begin + p.steps_per_split);
+  __shared__ ClusterSplitShared cs;
+  if (p.cluster_splits) wgmma_cluster_split_init(cs);
   float acc[Core::kAcc];
   Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, c_begin, c_end, smem, p.pdl != 0, acc);
 
   if (p.cluster_splits) {
-    wgmma_cluster_split_store<Core, Y>(p, row_base, acc, smem);
+    wgmma_cluster_split_store<Core, Y>(p, row_base, acc, smem, cs);
     return;
   }
   if (gridDim.y > 1) {  // split K: park the partial sums; the last CTA of this row block adds them up
