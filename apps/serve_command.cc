@@ -24,7 +24,7 @@ struct ServeFlags {
   std::string model, host = "127.0.0.1", api_key, dtype = "bf16", device = "cpu", served_model_name;
   int port = 8000, http_threads = 2;
   int64_t max_num_seqs = 0, max_model_len = 0, num_kv_blocks = 0, max_num_batched_tokens = 0;
-  double kv_cache_gib = 1.0;
+  double kv_cache_gib = 0;  // 0: not given (the CPU: 1 GiB; the GPU: see run_serve)
   bool no_prefix_caching = false, no_warmup = false;
   int64_t moe_top_k = 0;
   QuantFlags quant;
@@ -80,20 +80,27 @@ Status run_serve(const ServeFlags& f) {
   // Default step budget: 512 tokens on the CPU; 2048 on the GPU (what docs/perf.md's sweeps ran).
   ec.max_num_batched_tokens = f.max_num_batched_tokens > 0 ? f.max_num_batched_tokens : options.device == Device::kCuda ? 2048 : 512;
   ec.num_kv_blocks = f.num_kv_blocks;
-  if (options.device == Device::kCuda && ec.num_kv_blocks <= 0) {
+  const double kv_gib = f.kv_cache_gib > 0 ? f.kv_cache_gib : 1.0;
+  const std::string kv_flag = "--kv-cache-gib " + gib_text(kv_gib);
+  if (options.device == Device::kCuda && ec.num_kv_blocks <= 0 && f.kv_cache_gib > 0) {
+    // A GPU cache of the size given (its blocks in the model's KV dtype); past device memory the
+    // allocation fails with the flag named.
+    ec.num_kv_blocks = std::max<int64_t>(1, static_cast<int64_t>(kv_gib * double(int64_t{1} << 30)) / model->kv_block_bytes(16));
+  } else if (options.device == Device::kCuda && ec.num_kv_blocks <= 0) {
     // The GPU cache is bf16 and sized from the memory left after the weights (90% of it).
     const int64_t max_len = f.max_model_len > 0 ? f.max_model_len : model->config().max_position_embeddings;
     const int64_t want = ec.max_num_seqs * ((max_len + 15) / 16);
     ec.num_kv_blocks = std::max<int64_t>(1, std::min(want, model->max_kv_blocks(16, 0.9)));
   }
-  ec.kv_cache_bytes = static_cast<int64_t>(f.kv_cache_gib * double(int64_t{1} << 30));
+  ec.kv_cache_bytes = static_cast<int64_t>(kv_gib * double(int64_t{1} << 30));
   ec.max_model_len = f.max_model_len;
   ec.prefix_caching = !f.no_prefix_caching;
   if (options.device == Device::kCpu && ec.num_kv_blocks == 0)
-    KILN_RETURN_IF_ERROR(check_fits_host_memory(static_cast<double>(ec.kv_cache_bytes),
-                                                "--kv-cache-gib " + gib_text(f.kv_cache_gib) + ": the CPU KV cache"));
+    KILN_RETURN_IF_ERROR(check_fits_host_memory(static_cast<double>(ec.kv_cache_bytes), kv_flag + ": the CPU KV cache"));
   Result<std::unique_ptr<Engine>> created = Engine::create(std::move(model), tokenizer.get(), ec);
   if (!created.ok() && f.num_kv_blocks > 0) return created.status().with_context("--num-kv-blocks " + std::to_string(f.num_kv_blocks));
+  if (!created.ok() && options.device == Device::kCuda && f.kv_cache_gib > 0)
+    return created.status().with_context(kv_flag + " (" + std::to_string(ec.num_kv_blocks) + " blocks)");
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, std::move(created));
   // The GPU's first steps pay one-time costs (buffers, GEMM plans, graph capture): pay them here.
   if (options.device == Device::kCuda && !f.no_warmup) KILN_RETURN_IF_ERROR(engine->warm_up());
@@ -145,7 +152,10 @@ void register_serve_command(CLI::App& app, int* exit_code) {
                   "Tokens per engine step at most (prefill chunk budget; default 512 on the CPU, 2048 on the GPU)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--num-kv-blocks", f->num_kv_blocks, "KV cache blocks of 16 tokens (0: sized by --kv-cache-gib)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--kv-cache-gib", f->kv_cache_gib, "KV cache memory when --num-kv-blocks is 0")->capture_default_str()->check(finite_range(0.001, 1024.0));
+  cmd->add_option("--kv-cache-gib", f->kv_cache_gib,
+                  "KV cache memory when --num-kv-blocks is 0 (default: 1 on the CPU; on the GPU room for --max-num-seqs full "
+                  "contexts within 90% of the memory left after the weights)")
+      ->check(finite_range(0.001, 1024.0));
   cmd->add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not share KV blocks between requests with a common prefix");
   cmd->add_flag("--no-warmup", f->no_warmup,
                 "GPU: skip the start-up warm-up (a full step of prompt + 8 decode steps, then a full batch of one-token requests)");

@@ -421,11 +421,15 @@ Result<KvCacheView> CudaLlamaModel::allocate_kv_cache(int64_t num_blocks, int64_
   return view;
 }
 
+int64_t CudaLlamaModel::kv_block_bytes(int64_t block_size) const {
+  const ModelConfig& c = config_;
+  return 2 * c.num_layers * dtype_bytes(kv_dtype(), block_size * c.num_kv_heads * c.head_dim);
+}
+
 int64_t CudaLlamaModel::max_kv_blocks(int64_t block_size, double memory_fraction) const {
   size_t free_bytes = 0, total = 0;
   if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) return 0;
-  const ModelConfig& c = config_;
-  const int64_t per_block = 2 * c.num_layers * dtype_bytes(kv_dtype(), block_size * c.num_kv_heads * c.head_dim);
+  const int64_t per_block = kv_block_bytes(block_size);
   const double reserve = 2.0 * (1ll << 30);  // activations, cuBLAS workspace
   const double usable = std::max(0.0, static_cast<double>(free_bytes) * memory_fraction - reserve);
   return static_cast<int64_t>(usable / static_cast<double>(per_block));

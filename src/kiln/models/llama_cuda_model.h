@@ -128,6 +128,7 @@ class CudaLlamaModel : public Model {
   Device device() const override { return Device::kCuda; }
   Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
   int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
+  int64_t kv_block_bytes(int64_t block_size) const override;
   DType kv_dtype() const { return options_.fp8_kv_cache ? DType::kFp8E4M3 : DType::kBF16; }
   Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) override;
   bool samples_on_device() const override { return true; }

@@ -33,9 +33,13 @@ Result<KvCacheView> Model::allocate_kv_cache(int64_t num_blocks, int64_t block_s
   return view;
 }
 
-int64_t Model::max_kv_blocks(int64_t block_size, double memory_fraction) const {
+int64_t Model::kv_block_bytes(int64_t block_size) const {
   const ModelConfig& c = config();
-  const int64_t per_block = 2 * c.num_layers * block_size * c.num_kv_heads * c.head_dim * 4;
+  return 2 * c.num_layers * block_size * c.num_kv_heads * c.head_dim * 4;
+}
+
+int64_t Model::max_kv_blocks(int64_t block_size, double memory_fraction) const {
+  const int64_t per_block = kv_block_bytes(block_size);
   const double budget = 4.0 * (1ll << 30) * memory_fraction;  // CPU: 4 GiB at fraction 1
   return std::max<int64_t>(1, static_cast<int64_t>(budget / static_cast<double>(per_block)));
 }

@@ -43,6 +43,8 @@ class Model {
   virtual Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size);
   // How many blocks fit in the memory left on the device (CPU: a fixed budget of host memory).
   virtual int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const;
+  // Bytes of one KV cache block (K and V of every layer) in the model's cache dtype (default f32).
+  virtual int64_t kv_block_bytes(int64_t block_size) const;
   // GPU models sample on the device: the forward pass, then one token per logits row drawn with
   // params[r] and steps[r] (kernels/sampling.h: the ids sample_cpu would pick), and only the ids
   // come back to the host: no logits copy. Callers use it when no row needs the logits on the host
