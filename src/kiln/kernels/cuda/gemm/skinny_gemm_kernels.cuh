@@ -30,7 +30,7 @@ struct SkinnyParams {
   int steps_per_split;      // k steps (kStepK each) per blockIdx.y
   int pdl;
   // wgmma rows: the gridDim.y splits of a row block are one thread-block cluster (gridDim.y <= 8)
-  // and meet in distributed shared memory, not in partials / counters.
+  // and meet in distributed shared memory (wgmma_cluster_split_store), not in partials / counters.
   int cluster_splits;
   // Stream variants: chunks per tile, chunks in all (tiles x chunks_per_tile), warps in the stream.
   int chunks_per_tile;
@@ -115,11 +115,13 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
 // Split K inside a thread-block cluster (p.cluster_splits: cluster = the S = gridDim.y CTAs of a
 // row block, rank = blockIdx.y). The first CTA of the cluster to finish its k range owns the
 // sums (a compare-and-swap on rank 0's `owner`): its ring is free, so recv (S x kAcc x
-// kCtaThreads f32) lies over it. The others store their partials into the owner's recv[rank] (st.async,
-// completing bytes on the owner's mbarrier) and exit at once, so only the owner waits (and
-// rank 0's first thread, whose `owner` the others reach: until all S have been there); the owner
-// adds the S partials up in rank order (deterministic, whoever owns them) and stores y. No global
-// round trip, no atomics in global memory. The launch takes S up to what recv fits.
+// kCtaThreads f32) lies over it. The others store their partials into the owner's recv[rank]
+// (st.async, completing bytes on the owner's mbarrier) and exit at once, so only the owner waits
+// (and rank 0's first thread, whose `owner` the others reach: until all S have been there); the
+// owner adds the S partials up in rank order (deterministic, whoever owns them) and stores y. No
+// global round trip, no atomics in global memory. The launch takes S up to what recv fits.
+// (The others' bytes may land before the owner's expect_tx: the phase cannot complete before the
+// owner's one arrival, which comes with it.) H100 tests: GemmSkinnyCuda.WgmmaRows*.
 struct ClusterSplitShared {
   uint64_t bar;  // the owner's: the others' partial bytes
   int owner;     // rank 0's: the owning rank, -1 until one has finished
