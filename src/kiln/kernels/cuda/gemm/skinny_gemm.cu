@@ -356,10 +356,9 @@ Status wgmma_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, cudaStream
   splits = std::clamp<int64_t>(splits, 1, std::min<int64_t>(tiles, 65535));
   // Up to 8 splits (the portable cluster size) whose partials fit one CTA's shared memory meet in
   // a thread-block cluster (no workspace); more, or cfg.workspace_split, through the partials and
-  // arrival counters. H100 (2026-11-23, % of copy,
-  // cluster vs workspace, same splits, x bf16): m = 16 qkv 58.7 / 58.8, o_proj 52.6 / 50.1, down
-  // 68.6 / 65.9; m = 32 qkv 54.1 / 54.0, o_proj 45.1 / 43.2, down 65.1 / 64.1; m = 64 qkv 44.4 /
-  // 44.5, o_proj 36.7 / 35.1, down 57.6 / 56.7.
+  // arrival counters. H100 (2026-11-23, % of copy, cluster vs workspace, same splits, x bf16):
+  // m = 16 qkv 65.1 / 58.3, o_proj 57.2 / 50.0, down 70.2 / 64.9; m = 32 qkv 58.0 / 52.4, o_proj
+  // 47.3 / 42.4, down 67.5 / 63.3; m = 64 qkv 45.5 / 43.4, o_proj 36.5 / 34.4, down 56.7 / 55.9.
   const int64_t cluster_max = std::min<int64_t>(
       8, static_cast<int64_t>(warps) * var.smem_per_warp / (var.v.max_m / 2 * 32LL * warps * static_cast<int64_t>(sizeof(float))));
   const bool cluster = splits > 1 && splits <= cluster_max && !cfg.workspace_split;
