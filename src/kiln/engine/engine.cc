@@ -17,15 +17,13 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// K and V of every layer for one block, f32 (the CPU cache).
-int64_t kv_bytes_per_block(const ModelConfig& m, int64_t block_size) {
-  return 2 * m.num_layers * block_size * m.num_kv_heads * m.head_dim * 4;
-}
-
-EngineConfig resolve(EngineConfig c, const ModelConfig& m) {
+// num_kv_blocks 0: as many blocks of the model's KV dtype as kv_cache_bytes hold, at most room
+// for max_num_seqs full contexts.
+EngineConfig resolve(EngineConfig c, const Model& model) {
+  const ModelConfig& m = model.config();
   if (c.max_model_len <= 0) c.max_model_len = m.max_position_embeddings;
   if (c.num_kv_blocks <= 0) {
-    const int64_t per_block = kv_bytes_per_block(m, c.block_size);
+    const int64_t per_block = model.kv_block_bytes(c.block_size);
     const int64_t want = c.max_num_seqs * Sequence::blocks_for(c.max_model_len, c.block_size);
     c.num_kv_blocks = std::max<int64_t>(1, std::min(want, c.kv_cache_bytes / per_block));
   }
@@ -42,7 +40,7 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<Model> model, con
   if (config.max_model_len > m.max_position_embeddings)
     return invalid_argument("max_model_len " + std::to_string(config.max_model_len) + " exceeds the model's context of " +
                             std::to_string(m.max_position_embeddings));
-  config = resolve(config, m);
+  config = resolve(config, *model);
   // Slots (block * block_size + offset) are int32 in every batch.
   if (config.num_kv_blocks > std::numeric_limits<int32_t>::max() / config.block_size)
     return out_of_range("a KV cache of " + std::to_string(config.num_kv_blocks) + " blocks of " +
