@@ -82,11 +82,9 @@ Status run_serve(const ServeFlags& f) {
   ec.num_kv_blocks = f.num_kv_blocks;
   const double kv_gib = f.kv_cache_gib > 0 ? f.kv_cache_gib : 1.0;
   const std::string kv_flag = "--kv-cache-gib " + gib_text(kv_gib);
-  if (options.device == Device::kCuda && ec.num_kv_blocks <= 0 && f.kv_cache_gib > 0) {
-    // A GPU cache of the size given (its blocks in the model's KV dtype); past device memory the
-    // allocation fails with the flag named.
-    ec.num_kv_blocks = std::max<int64_t>(1, static_cast<int64_t>(kv_gib * double(int64_t{1} << 30)) / model->kv_block_bytes(16));
-  } else if (options.device == Device::kCuda && ec.num_kv_blocks <= 0) {
+  // --kv-cache-gib given (or the CPU): Engine::create sizes the cache from kv_cache_bytes in blocks
+  // of the model's KV dtype; past device memory the allocation fails with the flag named below.
+  if (options.device == Device::kCuda && ec.num_kv_blocks <= 0 && f.kv_cache_gib <= 0) {
     // The GPU cache is bf16 and sized from the memory left after the weights (90% of it).
     const int64_t max_len = f.max_model_len > 0 ? f.max_model_len : model->config().max_position_embeddings;
     const int64_t want = ec.max_num_seqs * ((max_len + 15) / 16);
@@ -100,7 +98,7 @@ Status run_serve(const ServeFlags& f) {
   Result<std::unique_ptr<Engine>> created = Engine::create(std::move(model), tokenizer.get(), ec);
   if (!created.ok() && f.num_kv_blocks > 0) return created.status().with_context("--num-kv-blocks " + std::to_string(f.num_kv_blocks));
   if (!created.ok() && options.device == Device::kCuda && f.kv_cache_gib > 0)
-    return created.status().with_context(kv_flag + " (" + std::to_string(ec.num_kv_blocks) + " blocks)");
+    return created.status().with_context(kv_flag);
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, std::move(created));
   // The GPU's first steps pay one-time costs (buffers, GEMM plans, graph capture): pay them here.
   if (options.device == Device::kCuda && !f.no_warmup) KILN_RETURN_IF_ERROR(engine->warm_up());

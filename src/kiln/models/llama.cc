@@ -125,12 +125,6 @@ int64_t LlamaModel::kv_block_bytes(int64_t block_size) const {
   return dtype_bytes(kv_cache_dtype(), 2 * c.num_layers * block_size * c.num_kv_heads * c.head_dim);
 }
 
-int64_t LlamaModel::max_kv_blocks(int64_t block_size, double memory_fraction) const {
-  const int64_t per_block = kv_block_bytes(block_size);
-  const double budget = 4.0 * (1ll << 30) * memory_fraction;  // CPU: 4 GiB at fraction 1
-  return std::max<int64_t>(1, static_cast<int64_t>(budget / static_cast<double>(per_block)));
-}
-
 Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) {
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(batch.token_ids.size()), hidden = c.hidden_size;

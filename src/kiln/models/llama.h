@@ -23,8 +23,7 @@ class LlamaModel : public Model {
   Status forward(const ForwardBatch& batch, const KvCacheView& kv, Tensor logits) override;
   // f32 caches, or fp8 e4m3 with ModelOptions::fp8_kv_cache (scales: LayerWeights::k_scale / v_scale).
   Result<KvCacheView> allocate_kv_cache(int64_t num_blocks, int64_t block_size) override;
-  int64_t max_kv_blocks(int64_t block_size, double memory_fraction) const override;
-  int64_t kv_block_bytes(int64_t block_size) const override;
+  int64_t kv_block_bytes(int64_t block_size) const override;  // max_kv_blocks: Model's (a 4 GiB budget)
   DType kv_cache_dtype() const { return options_.fp8_kv_cache ? DType::kFp8E4M3 : DType::kF32; }
   // Calibration (GPTQ): f gets every linear layer's input x [tokens, k] f32 during forward (an
   // expert's: the tokens routed to it), before any fp8 rounding. An error from f fails the forward.
