@@ -51,6 +51,22 @@ std::vector<int32_t> argmax_rows(const HostTensor& logits, int64_t rows, int64_t
   return out;
 }
 
+// One forward of `batch` and the greedy next token of each sequence. GPU models pick it on the
+// device (Model::forward_sample, as the engine's runner does: only the ids come back); CPU models
+// fill the host logits and take the argmax here.
+Result<std::vector<int32_t>> forward_greedy(Model& model, const ForwardBatch& batch, const KvCacheView& cache,
+                                            HostTensor& logits, int64_t rows, int64_t vocab) {
+  if (model.samples_on_device()) {
+    const std::vector<SamplingParams> params(static_cast<size_t>(rows));  // temperature 0: greedy
+    const std::vector<uint64_t> steps(static_cast<size_t>(rows), 0);
+    std::vector<int32_t> ids;
+    KILN_RETURN_IF_ERROR(model.forward_sample(batch, cache, params, steps, {}, &ids));
+    return ids;
+  }
+  KILN_RETURN_IF_ERROR(model.forward(batch, cache, logits.tensor));
+  return argmax_rows(logits, rows, vocab);
+}
+
 Result<LatencyIteration> one_iteration(Model& model, const LatencyOptions& o, const KvCacheView& cache, int64_t max_blocks,
                                        std::mt19937_64& rng) {
   const int64_t vocab = model.config().vocab_size, b = o.batch_size;
@@ -58,24 +74,24 @@ Result<LatencyIteration> one_iteration(Model& model, const LatencyOptions& o, co
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(b));
   for (auto& p : prompts)
     for (int64_t i = 0; i < o.input_len; ++i) p.push_back(token(rng));
-  HostTensor logits = HostTensor::zeros(DType::kF32, {b, vocab});
+  // [b, vocab] f32 host logits: CPU models only (GPU models sample on the device)
+  HostTensor logits = HostTensor::zeros(DType::kF32, {model.samples_on_device() ? 1 : b, vocab});
   LatencyIteration it;
   const double t0 = now_seconds();
   const int64_t chunk = std::max<int64_t>(1, o.max_prefill_tokens / b);
+  std::vector<int32_t> next;
   for (int64_t begin = 0; begin < o.input_len; begin += chunk) {
     std::vector<std::vector<int32_t>> part;
     for (const auto& p : prompts)
       part.emplace_back(p.begin() + begin, p.begin() + std::min(o.input_len, begin + chunk));
-    KILN_RETURN_IF_ERROR(model.forward(batch_of(part, begin, max_blocks, o.block_size), cache, logits.tensor));
+    KILN_ASSIGN_OR_RETURN(next, forward_greedy(model, batch_of(part, begin, max_blocks, o.block_size), cache, logits, b, vocab));
   }
-  std::vector<int32_t> next = argmax_rows(logits, b, vocab);
   it.prefill_s = now_seconds() - t0;
   for (int64_t step = 1; step < o.output_len; ++step) {
     const double s0 = now_seconds();
     std::vector<std::vector<int32_t>> part;
     for (int32_t id : next) part.push_back({id});
-    KILN_RETURN_IF_ERROR(model.forward(batch_of(part, o.input_len + step - 1, max_blocks, o.block_size), cache, logits.tensor));
-    next = argmax_rows(logits, b, vocab);
+    KILN_ASSIGN_OR_RETURN(next, forward_greedy(model, batch_of(part, o.input_len + step - 1, max_blocks, o.block_size), cache, logits, b, vocab));
     it.decode_step_s.push_back(now_seconds() - s0);
   }
   it.total_s = now_seconds() - t0;
