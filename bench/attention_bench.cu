@@ -4,8 +4,9 @@
 // cudaEvent timing, an L2 flush (a read of 256 MB) before each run. Ceilings come from $KILN_GPU_CEILINGS (the JSON of
 // gpu_ceilings.py) when set, else a measured device-to-device copy and the issue's figures
 // (591 / 750 TFLOP/s).
-//   attention_bench [decode|tune|graph|prefill|all [SHAPE_SUBSTRING]]   (default: all shapes; tune: the fp8
-//   decode alternatives only; graph: decode timed the way a decode step runs it, below)
+//   attention_bench [decode|tune|graph|prefill|all|splits [SHAPE_SUBSTRING]]   (default: all shapes; tune: the fp8
+//   decode alternatives only; graph: decode timed the way a decode step runs it, below; splits: the
+//   batched decode split sweep, not in all)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -357,6 +358,37 @@ void bench_fp8_tunings(const Ceilings& c, void* flush, size_t flush_bytes, std::
 // (their own random caches, together more than twice the L2, so every call reads its K/V from
 // HBM), no flush between them; ms per call = graph time / kCalls (median of 11 replays). The
 // per-call launch gap a lone timed launch pays is then shared with the neighbours, as in a step.
+// Median ms per call of kCalls calls call(0 .. kCalls - 1) captured in one graph on stream s.
+double graph_ms_per_call(cudaStream_t s, int kCalls, const std::function<void(int)>& call) {
+  for (int i = 0; i < 4; ++i) call(i);  // the kernels' one-time set-up outside the capture
+  BENCH_CUDA(cudaStreamSynchronize(s));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < kCalls; ++i) call(i);
+  BENCH_CUDA(cudaStreamEndCapture(s, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  BENCH_CUDA(cudaEventCreate(&start));
+  BENCH_CUDA(cudaEventCreate(&stop));
+  std::vector<float> ms;
+  for (int r = 0; r < 13; ++r) {
+    BENCH_CUDA(cudaEventRecord(start, s));
+    BENCH_CUDA(cudaGraphLaunch(exec, s));
+    BENCH_CUDA(cudaEventRecord(stop, s));
+    BENCH_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&t, start, stop));
+    if (r >= 2) ms.push_back(t / kCalls);  // the first two replays warm up
+  }
+  std::sort(ms.begin(), ms.end());
+  BENCH_CUDA(cudaEventDestroy(start));
+  BENCH_CUDA(cudaEventDestroy(stop));
+  BENCH_CUDA(cudaGraphExecDestroy(exec));
+  BENCH_CUDA(cudaGraphDestroy(graph));
+  return static_cast<double>(ms[ms.size() / 2]);
+}
+
 // The batch-1 lengths 256 .. 128K separate a call's fixed cost (launch, ramp, split-K merge) from
 // its streaming rate: time ~= fixed + bytes / rate.
 void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
@@ -388,36 +420,7 @@ void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
                               {64, 4096, 32, 8, 64, 0, 0, kFp8}};
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  // Median ms per call of kCalls calls call(0 .. kCalls - 1) in one graph.
-  auto time_graph = [&](const std::function<void(int)>& call) {
-    for (int i = 0; i < 4; ++i) call(i);  // the kernels' one-time set-up outside the capture
-    BENCH_CUDA(cudaStreamSynchronize(s));
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < kCalls; ++i) call(i);
-    BENCH_CUDA(cudaStreamEndCapture(s, &graph));
-    BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t start, stop;
-    BENCH_CUDA(cudaEventCreate(&start));
-    BENCH_CUDA(cudaEventCreate(&stop));
-    std::vector<float> ms;
-    for (int r = 0; r < 13; ++r) {
-      BENCH_CUDA(cudaEventRecord(start, s));
-      BENCH_CUDA(cudaGraphLaunch(exec, s));
-      BENCH_CUDA(cudaEventRecord(stop, s));
-      BENCH_CUDA(cudaEventSynchronize(stop));
-      float t = 0;
-      BENCH_CUDA(cudaEventElapsedTime(&t, start, stop));
-      if (r >= 2) ms.push_back(t / kCalls);  // the first two replays warm up
-    }
-    std::sort(ms.begin(), ms.end());
-    BENCH_CUDA(cudaEventDestroy(start));
-    BENCH_CUDA(cudaEventDestroy(stop));
-    BENCH_CUDA(cudaGraphExecDestroy(exec));
-    BENCH_CUDA(cudaGraphDestroy(graph));
-    return static_cast<double>(ms[ms.size() / 2]);
-  };
+  auto time_graph = [&](const std::function<void(int)>& call) { return graph_ms_per_call(s, kCalls, call); };
   for (const DecodeCase& dc : cases) {
     char shape[96];
     std::snprintf(shape, sizeof shape, "B%lld ctx%lld %lld/%lld d%lld%s graph", (long long)dc.batch,
@@ -467,6 +470,60 @@ void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
   BENCH_CUDA(cudaStreamDestroy(s));
 }
 
+// `attention_bench splits [SHAPE]`: batched decode (32/8 heads, d128, bf16 and fp8 caches) at
+// batch 4 .. 64 x 512 .. 4096 cached tokens, graph-timed as bench_decode_graph, with the planner's
+// split and with 1 .. 8 splits forced: the data behind plan_decode_splits's cost model. One line
+// per shape: us per call (% of copy) by split count.
+void bench_split_sweep(const Ceilings& c) {
+  constexpr int kCalls = 12;
+  cudaStream_t s;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (DType cache : {kFp8, DType::kBF16})
+    for (int64_t batch : {4, 8, 16, 32, 64})
+      for (int64_t ctx : {512, 1024, 2048, 4096}) {
+        char shape[64];
+        std::snprintf(shape, sizeof shape, "B%lld ctx%lld%s", (long long)batch, (long long)ctx, cache == kFp8 ? " fp8" : " bf16");
+        if (std::string(shape).find(g_filter) == std::string::npos) continue;
+        std::vector<Batch> copies;
+        int64_t total = 0;
+        while (copies.size() < 2 || total < (int64_t{160} << 20)) {  // > 2.5x the L2
+          copies.push_back(make_batch(std::vector<std::pair<int32_t, int32_t>>(static_cast<size_t>(batch), {1, static_cast<int32_t>(ctx)}),
+                                      32, 8, 128, cache));
+          total += copies.back().kv_bytes;
+        }
+        const int64_t bytes = copies[0].kv_bytes;
+        std::string line = std::string("splits ") + shape + ":";
+        for (int splits : {0, 1, 2, 3, 4, 5, 6, 8}) {
+          const PagedAttentionArgs a0 = copies[0].args(128);
+          Result<int64_t> ws_bytes = decode_attention_workspace_bytes(a0, splits);
+          BENCH_CHECK(ws_bytes.status());
+          Result<DeviceBuffer> ws = DeviceBuffer::alloc(std::max<int64_t>(*ws_bytes, 256));
+          BENCH_CHECK(ws.status());
+          BENCH_CUDA(cudaMemset(ws->data(), 0, static_cast<size_t>(std::max<int64_t>(*ws_bytes, 256))));
+          const double ms = graph_ms_per_call(s, kCalls, [&](int i) {
+            BENCH_CHECK(decode_attention_cuda(copies[static_cast<size_t>(i) % copies.size()].args(128), splits, ws->data(), s));
+          });
+          int planned = splits;
+          if (splits == 0) {  // the planner's pick, for the line
+            Result<const cuda::AttentionVariant*> v = cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention",
+                                                                                   DType::kBF16, cache, 128);
+            Result<cuda::PagedAttentionParams> p = cuda::make_paged_attention_params(a0);
+            BENCH_CHECK(v.status());
+            BENCH_CHECK(p.status());
+            BENCH_CHECK(cuda::plan_decode_splits(*p, **v, 0));
+            planned = p->num_splits;
+          }
+          char cell[80];
+          std::snprintf(cell, sizeof cell, " %s%d %.2f us (%.1f%%)", splits == 0 ? "plan=s" : "s", planned, ms * 1e3,
+                        100.0 * bytes / ms / 1e6 / c.copy_gbps);
+          line += cell;
+        }
+        std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+      }
+  BENCH_CUDA(cudaStreamDestroy(s));
+}
+
 void bench_prefill(const Ceilings& c, void* flush, size_t flush_bytes, std::vector<Row>& rows) {
   std::vector<PrefillCase> cases;
   for (int32_t t : {1024, 2048, 4096, 8192})
@@ -513,6 +570,7 @@ int main(int argc, char** argv) {
   if (which == "all" || which == "decode") bench_decode(c, flush->data(), flush_bytes, rows);
   if (which == "all" || which == "decode" || which == "tune") bench_fp8_tunings(c, flush->data(), flush_bytes, rows);
   if (which == "all" || which == "graph") bench_decode_graph(c, rows);
+  if (which == "splits") bench_split_sweep(c);
   if (which == "all" || which == "prefill") bench_prefill(c, flush->data(), flush_bytes, rows);
   print_rows(rows);
   return 0;

@@ -128,6 +128,23 @@ static bool decode_clusters() {
   return on;
 }
 
+// Batched decode (at least kBatchedCtas (sequence, kv head) pairs): the wave model below split
+// too much there. `attention_bench splits` (H100, 2026-11-23, graph-timed, 32/8 heads, d128, batch
+// 4..64 x 512..4096 cached tokens, every split 1..8 forced) found the fastest plans at about 1.5
+// CTAs per SM whatever the context, up to 2 per SM on long ones; us, old plan -> this one (best
+// forced): fp8 B16 x 2K 39.6 -> 31.6 (31.6), B16 x 4K 67.3 -> 55.1 (55.1), B32 x 1K 34.5 -> 29.7
+// (29.7), B8 x 4K 35.4 -> 32.9 (32.9); bf16 B8 x 4K 68.1 -> 49.4 (49.4), B4 x 4K 38.0 -> 27.9 (27.9).
+// Clusters of 4..8 splits that fill more than 80% of the resident slots lose a wave (bf16, 2 CTAs
+// per SM: B8 x 4 splits 22.2 us at 1K against 16.3 with 3).
+constexpr int64_t kBatchedCtas = 32;
+static int64_t batched_splits(int64_t keys, int64_t ctas, int64_t slots, int64_t most) {
+  const int64_t sms = cuda_sm_count();
+  int64_t s = (3 * sms + ctas) / (2 * ctas);              // round(1.5 sms / ctas)
+  s = std::max(s, std::min(2 * sms / ctas, keys / 512));  // long contexts: up to 2 per SM, >= 512 keys a split
+  while (s >= 4 && s <= kMaxClusterSplits && 5 * ctas * s > 4 * slots) --s;  // clusters that would not all fit
+  return std::clamp<int64_t>(s, 1, most);
+}
+
 Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& variant, int num_splits) {
   const int keys = std::max(1, p.sliding_window > 0 ? std::min(p.sliding_window, p.max_kv_len) : p.max_kv_len);
   auto round_tile = [](int64_t n) { return (n + kDecodeTileKeys - 1) / kDecodeTileKeys * kDecodeTileKeys; };
@@ -169,6 +186,7 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
         const int64_t splits = (keys + len - 1) / len;
         if (const double c = cost(len, splits); c < best) best = c, num_splits = static_cast<int>(splits);
       }
+      if (ctas >= kBatchedCtas) num_splits = static_cast<int>(batched_splits(keys, ctas, slots, most));
     }
     // Plans of more than 8 splits whose keys fit 8 splits of at most kClusterSplitKeys take 8, one
     // cluster (decode_clusters). H100, graph-timed us, 32/8 heads, d128, planner -> 8: B1 x 1K fp8
