@@ -472,15 +472,22 @@ void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
 
 // `attention_bench splits [SHAPE]`: batched decode (32/8 heads, d128, bf16 and fp8 caches) at
 // batch 4 .. 64 x 512 .. 4096 cached tokens, graph-timed as bench_decode_graph, with the planner's
-// split and with 1 .. 8 splits forced: the data behind plan_decode_splits's cost model. One line
-// per shape: us per call (% of copy) by split count.
+// split and with 1 .. 8 splits forced: the data behind plan_decode_splits's cost model (and batch
+// 1 / 2 with up to 32, KILN_SPLIT_SWEEP_SMALL=1). One line per shape: us per call (% of copy) by
+// split count.
 void bench_split_sweep(const Ceilings& c) {
   constexpr int kCalls = 12;
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  // KILN_SPLIT_SWEEP_SMALL=1: batch 1 and 2 at 1K .. 32K cached tokens, up to 32 splits, instead.
+  const bool small = std::getenv("KILN_SPLIT_SWEEP_SMALL") && std::string(std::getenv("KILN_SPLIT_SWEEP_SMALL")) == "1";
+  const std::vector<int64_t> batches = small ? std::vector<int64_t>{1, 2} : std::vector<int64_t>{4, 8, 16, 32, 64};
+  const std::vector<int64_t> contexts =
+      small ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : std::vector<int64_t>{512, 1024, 2048, 4096};
+  const std::vector<int> split_counts = small ? std::vector<int>{0, 4, 8, 12, 16, 20, 24, 32} : std::vector<int>{0, 1, 2, 3, 4, 5, 6, 8};
   for (DType cache : {kFp8, DType::kBF16})
-    for (int64_t batch : {4, 8, 16, 32, 64})
-      for (int64_t ctx : {512, 1024, 2048, 4096}) {
+    for (int64_t batch : batches)
+      for (int64_t ctx : contexts) {
         char shape[64];
         std::snprintf(shape, sizeof shape, "B%lld ctx%lld%s", (long long)batch, (long long)ctx, cache == kFp8 ? " fp8" : " bf16");
         if (std::string(shape).find(g_filter) == std::string::npos) continue;
@@ -493,7 +500,7 @@ void bench_split_sweep(const Ceilings& c) {
         }
         const int64_t bytes = copies[0].kv_bytes;
         std::string line = std::string("splits ") + shape + ":";
-        for (int splits : {0, 1, 2, 3, 4, 5, 6, 8}) {
+        for (int splits : split_counts) {
           const PagedAttentionArgs a0 = copies[0].args(128);
           Result<int64_t> ws_bytes = decode_attention_workspace_bytes(a0, splits);
           BENCH_CHECK(ws_bytes.status());
