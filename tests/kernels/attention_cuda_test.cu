@@ -246,6 +246,27 @@ TEST(PagedAttentionCuda, DecodeVariantsMatchCpu) {
   }
 }
 
+// Batched decode (at least cuda::kDecodeBatchedCtas (sequence, kv head) pairs): the planner's
+// batched rule, sequences of unequal lengths.
+TEST(PagedAttentionCuda, BatchedDecodeMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(11);
+  int batched = 0;
+  for (const cuda::AttentionVariant& v : cuda::decode_attention_variants()) {
+    for (auto [hq, hkv] : decode_head_configs(v.head_dim)) {
+      for (int32_t kv : {97, 1500}) {
+        std::vector<Seq> seqs;
+        for (int i = 0; i < 12; ++i) seqs.push_back({1, kv - 7 * i});
+        if (12 * hkv >= cuda::kDecodeBatchedCtas) ++batched;
+        Result<Problem> p = make_problem({seqs, hq, hkv, 16}, v.head_dim, rng, v.cache);
+        ASSERT_TRUE(p.ok()) << p.status().to_string();
+        for (int splits : {0, 1, 3}) expect_close(*p, decode_row(v, splits), "batched/" + std::to_string(splits));
+      }
+    }
+  }
+  EXPECT_GT(batched, 0);
+}
+
 TEST(PagedAttentionCuda, PrefillVariantsMatchCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(11);

@@ -108,13 +108,13 @@ Result<std::vector<LatencyIteration>> run_latency(Model& model, const LatencyOpt
     return out_of_range("input + output length " + std::to_string(total) + " exceeds the model's context of " +
                         std::to_string(model.config().max_position_embeddings));
   const int64_t max_blocks = (total + o.block_size - 1) / o.block_size;
-  // Slots are int32 in a batch; the prompts and the logits rows are host memory on every device.
+  // Slots are int32 in a batch; the prompts (and, for CPU models, the logits rows) are host memory.
   if (static_cast<double>(max_blocks) * static_cast<double>(o.batch_size) * static_cast<double>(o.block_size) >
       static_cast<double>(std::numeric_limits<int32_t>::max()))
     return out_of_range("batch of " + std::to_string(o.batch_size) + " x " + std::to_string(total) +
                         " tokens exceeds 2^31 KV slots");
-  const double host_bytes = static_cast<double>(o.batch_size) *
-                            (4.0 * static_cast<double>(model.config().vocab_size) + 4.0 * static_cast<double>(total));
+  const double logits_row = model.samples_on_device() ? 0.0 : 4.0 * static_cast<double>(model.config().vocab_size);
+  const double host_bytes = static_cast<double>(o.batch_size) * (logits_row + 4.0 * static_cast<double>(total));
   KILN_RETURN_IF_ERROR(check_fits_host_memory(host_bytes, "a batch of " + std::to_string(o.batch_size) + " sequences (logits and prompts)"));
   KILN_ASSIGN_OR_RETURN(KvCacheView cache, model.allocate_kv_cache(max_blocks * o.batch_size, o.block_size));
   std::mt19937_64 rng(o.seed);

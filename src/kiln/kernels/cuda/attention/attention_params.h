@@ -105,6 +105,9 @@ constexpr int kMaxDecodeSplits = 512;  // the combine keeps [splits, group] weig
 constexpr int kMaxDecodeCounters = 8192;  // split K needs batch * num_kv_heads <= this (else 1 split)
 constexpr int64_t kDecodeCounterBytes = kMaxDecodeCounters * 4;
 constexpr int kMaxClusterSplits = 8;  // the portable cluster size
+// Decode with at least this many (sequence, kv head) pairs is "batched": plan_decode_splits's
+// batched rule.
+constexpr int64_t kDecodeBatchedCtas = 32;
 Status plan_decode_splits(PagedAttentionParams& params, const AttentionVariant& variant, int num_splits);
 int64_t decode_workspace_bytes(const PagedAttentionParams& params);
 void bind_decode_workspace(PagedAttentionParams& params, void* workspace);

@@ -461,7 +461,10 @@ constexpr Fp8DecodeTuning kTunings[] = {
 // H100, 32/8, d128, us, shipped -> it: B1 x 32K 32.7 -> 29.2, x 16K 20.7 -> 17.9, x 64K 55.9 ->
 // 52.3, x 8K 14.3 -> 13.3; denser grids lose: B4 x 32K 103.9 -> 109.4) but made whole decode steps
 // slower wherever it ran (batch-1 Llama-3-8B, fp8 KV: 128-token prompt 278.2 -> 270.1 tok/s, 32K
-// prompt 149.9 -> 147.9): it is not shipped.
+// prompt 149.9 -> 147.9): it is not shipped. Batched plans again (2026-11-23, after the planner's
+// batched rule: 1.5-2 CTAs per SM): the kernel gains (B16 x 1K fp8 19.9 -> 17.7 us, B32 x 1K 29.6 ->
+// 27.2) and the steps lose (Llama-3-8B fp8 + fp8 KV, 64 new tokens: batch 16 x 1K 4.41 -> 4.49 ms,
+// batch 32 x 1K 4.99 -> 5.22): not for them either.
 template <int kHeadDim>
 Status launch_decode_fp8(const PagedAttentionParams& p, CUstream_st* stream) {
   return launch_any_group<kHeadDim, kShippedUnpack<kHeadDim>, kShippedMinBlocks<kHeadDim>>(p, stream);

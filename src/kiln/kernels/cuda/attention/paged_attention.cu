@@ -128,7 +128,15 @@ static bool decode_clusters() {
   return on;
 }
 
-// Batched decode (at least kBatchedCtas (sequence, kv head) pairs): the wave model below split
+// The most splits a plan takes: at most 32 per (sequence, kv head) unless fewer leave SMs without a
+// CTA (the last CTA's merge reads every split's partial), never below a 64-key tile a split.
+constexpr int64_t kMinSplitKeys = 64;
+static int64_t most_splits(int64_t keys, int64_t ctas) {
+  return std::min<int64_t>({kMaxDecodeSplits, (keys + kMinSplitKeys - 1) / kMinSplitKeys,
+                            std::max<int64_t>(32, (cuda_sm_count() + ctas - 1) / ctas)});
+}
+
+// Batched decode (at least kDecodeBatchedCtas (sequence, kv head) pairs): the wave model below split
 // too much there. `attention_bench splits` (H100, 2026-11-23, graph-timed, 32/8 heads, d128, batch
 // 4..64 x 512..4096 cached tokens, every split 1..8 forced) found the fastest plans at about 1.5
 // CTAs per SM whatever the context, up to 2 per SM on long ones; us, old plan -> this one (best
@@ -136,7 +144,6 @@ static bool decode_clusters() {
 // (29.7), B8 x 4K 35.4 -> 32.9 (32.9); bf16 B8 x 4K 68.1 -> 49.4 (49.4), B4 x 4K 38.0 -> 27.9 (27.9).
 // Clusters of 4..8 splits that fill more than 80% of the resident slots lose a wave (bf16, 2 CTAs
 // per SM: B8 x 4 splits 22.2 us at 1K against 16.3 with 3).
-constexpr int64_t kBatchedCtas = 32;
 static int64_t batched_splits(int64_t keys, int64_t ctas, int64_t slots, int64_t most) {
   const int64_t sms = cuda_sm_count();
   int64_t s = (3 * sms + ctas) / (2 * ctas);              // round(1.5 sms / ctas)
@@ -162,13 +169,14 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
     // the H100, 32/8, d128: bf16 B1 x 32K (2 CTAs per SM) 32 splits 81% of copy, 16: 78%, 64:
     // 75%; fp8 (4-5 per SM) 32: 63-65%, 16: 57-61%, 64: 58-60%; fp8 B64 x 4096 with 3 CTAs per SM
     // (396 slots): 1 split (1.3 waves) 73%, 2 (the model's pick) 86-87%.
-    constexpr int kMinSplitKeys = 64;
     constexpr double kSplitCostBytes = 64 << 10;
     const double key_bytes = 2.0 * p.head_dim * (variant.cache == DType::kFp8E4M3 ? 1 : 2);  // K + V
     const int64_t ctas = static_cast<int64_t>(p.batch) * p.num_kv_heads;
     const int64_t slots = static_cast<int64_t>(cuda_sm_count()) * variant.ctas_per_sm();
     num_splits = 1;
-    if (ctas > 0 && slots > 0) {
+    if (ctas >= kDecodeBatchedCtas && slots > 0) {
+      num_splits = static_cast<int>(batched_splits(keys, ctas, slots, most_splits(keys, ctas)));
+    } else if (ctas > 0 && slots > 0) {
       auto cost = [&](int64_t len, int64_t splits) {  // modelled time, in bytes streamed
         const int64_t full = ctas * splits / slots, rest = ctas * splits % slots;
         const double wave = static_cast<double>(len) * key_bytes + kSplitCostBytes;
@@ -177,8 +185,7 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
                                       kSplitCostBytes);
       };
       double best = cost(keys, 1);
-      const int64_t most = std::min<int64_t>({kMaxDecodeSplits, (keys + kMinSplitKeys - 1) / kMinSplitKeys,
-                                              std::max<int64_t>(32, (cuda_sm_count() + ctas - 1) / ctas)});
+      const int64_t most = most_splits(keys, ctas);
       for (const int64_t half_waves : {1, 2, 4, 6, 8}) {
         const int64_t want = std::min(most, half_waves * slots / (2 * ctas));
         if (want < 2) continue;
@@ -186,7 +193,6 @@ Status plan_decode_splits(PagedAttentionParams& p, const AttentionVariant& varia
         const int64_t splits = (keys + len - 1) / len;
         if (const double c = cost(len, splits); c < best) best = c, num_splits = static_cast<int>(splits);
       }
-      if (ctas >= kBatchedCtas) num_splits = static_cast<int>(batched_splits(keys, ctas, slots, most));
     }
     // Plans of more than 8 splits whose keys fit 8 splits of at most kClusterSplitKeys take 8, one
     // cluster (decode_clusters). H100, graph-timed us, 32/8 heads, d128, planner -> 8: B1 x 1K fp8
