@@ -4,7 +4,7 @@
 // graph capture with the ids changed between replays; argument errors; every row of the variant
 // table (fp8 widened to bf16 or to f16, or x quantized per token to e4m3 with a workspace), the
 // f16 row also on activations past f16's range (clamped to +-65504: finite, equal to the
-// reference on the clamped x); up to kMoeDecodeMaxSlots = 128 slots. Skipped without a GPU.
+// reference on the clamped x); up to kMoeDecodeMaxSlots = 256 slots. Skipped without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -74,6 +74,7 @@ std::vector<float> reference(const Experts& E, const HostTensor& x, const std::v
   std::vector<float> y(ids.size() * static_cast<size_t>(n));
   for (size_t s = 0; s < ids.size(); ++s) {
     const int64_t row = x_per_slot ? static_cast<int64_t>(s) : static_cast<int64_t>(s) / top_k;
+    if (ids[s] < 0 || ids[s] >= static_cast<int32_t>(E.w.size())) continue;  // out of range: zeros
     const size_t e = static_cast<size_t>(ids[s]);
     const Status st = linear_cpu({Tensor::view(const_cast<float*>(xf.data()) + row * k, DType::kF32, {1, k}), E.w[e].tensor, {},
                                   Tensor::view(y.data() + s * static_cast<size_t>(n), DType::kF32, {1, n}),
@@ -86,7 +87,9 @@ std::vector<float> reference(const Experts& E, const HostTensor& x, const std::v
 struct MoeCase {
   int64_t t, top_k, num_experts, n, k;
   bool x_per_slot;
-  int pattern;  // 0: random distinct per token, 1: random with repeats inside a token, 2: every slot on one expert
+  // 0: random distinct per token, 1: random with repeats inside a token, 2: every slot on one
+  // expert, 3: as 0 with every fifth slot's id out of range (-1, num_experts, 1000: zeros)
+  int pattern;
 };
 
 std::vector<int32_t> make_ids(const MoeCase& c, std::mt19937& rng) {
@@ -98,9 +101,11 @@ std::vector<int32_t> make_ids(const MoeCase& c, std::mt19937& rng) {
     std::shuffle(perm.begin(), perm.end(), rng);
     for (int64_t j = 0; j < c.top_k; ++j) {
       int32_t& id = ids[static_cast<size_t>(i * c.top_k + j)];
-      id = c.pattern == 0 ? perm[static_cast<size_t>(j % c.num_experts)] : c.pattern == 1 ? pick(rng) : 3 % c.num_experts;
+      id = c.pattern == 0 || c.pattern == 3 ? perm[static_cast<size_t>(j % c.num_experts)] : c.pattern == 1 ? pick(rng) : 3 % c.num_experts;
     }
   }
+  if (c.pattern == 3)
+    for (size_t s = 4; s < ids.size(); s += 5) ids[s] = s % 3 == 0 ? -1 : s % 3 == 1 ? static_cast<int32_t>(c.num_experts) : 1000;
   return ids;
 }
 
@@ -176,9 +181,13 @@ TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
       {1, 2, 8, 1000, 1024, false, 0},  {8, 2, 8, 2048, 512, false, 0}, {8, 2, 4, 777, 2064, true, 1},
       {32, 2, 8, 520, 256, false, 0},   {16, 4, 8, 300, 512, true, 1},  {64, 1, 8, 256, 512, false, 2},
       {20, 3, 16, 129, 4096, false, 1}, {3, 2, 2, 64, 48, false, 1},
-      // Serving batches up to kMoeDecodeMaxSlots (128 slots): 64 tokens x top-2, also all on one
-      // expert (passes of 32).
+      // Serving batches up to kMoeDecodeMaxSlots (256 slots): 64 and 128 tokens x top-2, also all
+      // on one expert (passes of 32).
       {64, 2, 8, 264, 1040, false, 0}, {64, 2, 8, 100, 512, true, 2}, {48, 2, 8, 130, 2064, true, 1},
+      {128, 2, 8, 200, 1024, false, 0}, {128, 2, 8, 72, 512, true, 2}, {100, 2, 8, 136, 1040, false, 1},
+      // Ids out of range (zeros): a group of their own after the valid ones, or, with every expert
+      // picked as well, the last row of CTAs' extra slots.
+      {2, 4, 8, 200, 512, false, 3}, {40, 2, 8, 130, 1024, false, 3}, {128, 2, 8, 64, 256, true, 3},
       // At most 8 tokens on grids that are not sparse (the few_tokens row), also with repeated
       // experts inside a token (more than 8 slots on one expert: passes of 8).
       {1, 2, 8, 8192, 256, false, 0}, {4, 2, 8, 4096, 512, false, 1}, {8, 4, 8, 2048, 384, false, 2},
@@ -197,7 +206,7 @@ TEST(MoeDecodeGemmCuda, EveryVariantMatches) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(54);
   const MoeCase cases[] = {{1, 2, 8, 1000, 1024, false, 0}, {8, 2, 8, 777, 2064, true, 1}, {20, 3, 16, 129, 512, false, 1},
-                           {64, 2, 8, 72, 1008, true, 1}};
+                           {64, 2, 8, 72, 1008, true, 1}, {128, 2, 8, 72, 512, false, 3}};
   const auto variants = moe_decode_gemm_variants();
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
     const MoeDecodeGemmVariant& v = variants[static_cast<size_t>(vi)];

@@ -533,12 +533,16 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
   ASSERT_TRUE(golden.ok());
   const SafetensorsTensor* ids_t = golden->find("input_ids");
   std::vector<int32_t> ids(reinterpret_cast<const int32_t*>(ids_t->data), reinterpret_cast<const int32_t*>(ids_t->data) + ids_t->nbytes / 4);
-  struct Case { bool fp8; bool x_fp8; double max_err, max_mean_err, min_top1; };
-  for (const Case& c : {Case{false, false, 2e-2, 2e-3, 0.95}, Case{true, false, 2e-2, 2e-3, 0.95},
-                        Case{true, true, 2.5e-1, 2e-2, 0.75}}) {
+  // chunk: tokens per forward (3: 6 slots a step; 96, the prompt repeated 4 times: 192 slots, the
+  // wgmma row with 64-slot passes, as past 64 decoding sequences).
+  struct Case { bool fp8; bool x_fp8; int chunk; double max_err, max_mean_err, min_top1; };
+  for (const Case& c : {Case{false, false, 3, 2e-2, 2e-3, 0.95}, Case{true, false, 3, 2e-2, 2e-3, 0.95},
+                        Case{true, true, 3, 2.5e-1, 2e-2, 0.75}, Case{true, true, 96, 2.5e-1, 2e-2, 0.75}}) {
     std::vector<HostTensor> logits;
     setenv("KILN_MOE_X_FP8", c.x_fp8 ? "1" : "0", 1);
-    for (const char* path : {"0", "64"}) {
+    std::vector<int32_t> prompt;
+    for (int r = 0; r < (c.chunk > 3 ? 4 : 1); ++r) prompt.insert(prompt.end(), ids.begin(), ids.end());
+    for (const char* path : {"0", "256"}) {
       setenv("KILN_MOE_DECODE", path, 1);
       auto loaded = load_model(dir, DType::kBF16);
       ASSERT_TRUE(loaded.ok());
@@ -547,16 +551,16 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
       o.fp8_weights = c.fp8;
       auto model = create_model(std::move(loaded).value(), o);
       ASSERT_TRUE(model.ok()) << model.status().to_string();
-      auto l = prompt_logits(**model, ids, 3);  // 3 tokens x top-2 = 6 slots per step
+      auto l = prompt_logits(**model, prompt, c.chunk);
       ASSERT_TRUE(l.ok()) << l.status().to_string();
       logits.push_back(std::move(l).value());
     }
     unsetenv("KILN_MOE_DECODE");
     unsetenv("KILN_MOE_X_FP8");
-    const Agreement a = agree(logits[1].tensor.ptr<float>(), logits[0].tensor.ptr<float>(), static_cast<int64_t>(ids.size()),
+    const Agreement a = agree(logits[1].tensor.ptr<float>(), logits[0].tensor.ptr<float>(), static_cast<int64_t>(prompt.size()),
                               logits[0].tensor.shape[1]);
-    std::printf("moe decode vs grouped (fp8=%d, x fp8=%d): max |err| / max |logit| %.2e, mean %.2e, top-1 agreement %.3f\n",
-                c.fp8, c.x_fp8, a.rel_err, a.mean_rel_err, a.top1);
+    std::printf("moe decode vs grouped (fp8=%d, x fp8=%d, chunk %d): max |err| / max |logit| %.2e, mean %.2e, top-1 agreement %.3f\n",
+                c.fp8, c.x_fp8, c.chunk, a.rel_err, a.mean_rel_err, a.top1);
     EXPECT_LE(a.rel_err, c.max_err);
     EXPECT_LE(a.mean_rel_err, c.max_mean_err);
     EXPECT_GE(a.top1, c.min_top1);

@@ -31,8 +31,9 @@ using skinny::frag_n;
 using skinny::kMaxWarps;
 
 // A slot's index in shared memory: one byte (kMoeDecodeMaxSlots <= 256), so that the wgmma rows'
-// static shared memory (1160 -> 776 bytes) leaves room for a fourth 55 KB CTA per SM on the H100
-// (228 KB an SM, 1 KB reserved a CTA).
+// static shared memory (two lists of them, 524 bytes; cta_group's grouping scratch lies in the
+// dynamic ring) leaves room for a fourth 55 KB CTA per SM on the H100 (228 KB an SM, 1 KB
+// reserved a CTA).
 using SlotIndex = uint8_t;
 static_assert(kMoeDecodeMaxSlots <= 256);
 
@@ -87,58 +88,72 @@ __device__ void expert_rows(const MoeDecodeParams& p, const SlotIndex* slot_of, 
     }
 }
 
+// cta_group's scratch in dynamic shared memory (free until the ring starts): the first slot of
+// each expert id (+ one key for every id out of range) and each slot's key.
+constexpr int kMaxGroupExperts = 256;  // experts a call may have (the router's limit too)
+constexpr int kGroupScratchBytes = (kMaxGroupExperts + 1) * 4 + kMoeDecodeMaxSlots * 2;
+
 // This CTA's group: the blockIdx.y-th distinct expert of ids (in order of first appearance) and
-// its m slots in order (slot_of: shared [kMoeDecodeMaxSlots]); m = 0 past the last expert. All
-// threads of the CTA call it (barriers inside).
-__device__ void cta_group(const MoeDecodeParams& p, int& m_out, int& expert_out, SlotIndex* slot_of) {
-  __shared__ int sid[kMoeDecodeMaxSlots];
-  __shared__ bool first[kMoeDecodeMaxSlots];
-  __shared__ int group_m, group_expert;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  // Which slots are the first of their expert; the blockIdx.y-th such slot names this CTA's
-  // expert; its slots in order.
+// its m slots in order (slot_of: shared [kMoeDecodeMaxSlots]); m = 0 past the last group. Every
+// id outside [0, num_experts) maps to the one key num_experts (expert_out: out of range, so the
+// kernels write zeros), a group after all the valid ones; where it does not fit in the grid (as
+// many valid experts as CTA rows), the last row of CTAs gets its slots as well (bad_of, n_bad).
+// scratch: kGroupScratchBytes of shared memory. All threads of the CTA call it (barriers inside).
+struct CtaGroup {
+  int m = 0, expert = 0, n_bad = 0;
+};
+__device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, SlotIndex* bad_of, uint8_t* scratch) {
+  int* first_slot = reinterpret_cast<int*>(scratch);                                    // [num_experts + 1]
+  int16_t* key = reinterpret_cast<int16_t*>(scratch + (kMaxGroupExperts + 1) * 4);  // [slots]
+  __shared__ CtaGroup group_out;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, bad = p.num_experts;
+  for (int e = threadIdx.x; e <= bad; e += blockDim.x) first_slot[e] = kMoeDecodeMaxSlots;
+  __syncthreads();
   // From L2 (ld.global.cg): with ids_ready this runs before griddepcontrol.wait, where PDL does not
   // promise that the ids written by an earlier kernel are visible through this SM's L1 (an older
   // layer's copy of the same scratch address may still sit there); L2 holds the router's writes.
-  for (int j = threadIdx.x; j < p.slots; j += blockDim.x) sid[j] = __ldcg(p.ids + j);
-  __syncthreads();
   for (int j = threadIdx.x; j < p.slots; j += blockDim.x) {
-    const int e = sid[j];
-    bool f = true;
-    for (int i = 0; i < j; ++i) f &= sid[i] != e;
-    first[j] = f;
+    const int e = __ldcg(p.ids + j);
+    const int kj = e >= 0 && e < bad ? e : bad;
+    key[j] = static_cast<int16_t>(kj);
+    atomicMin(first_slot + kj, j);
   }
   __syncthreads();
   if (warp == 0) {
     const int group = static_cast<int>(blockIdx.y);
     const unsigned below = (1u << lane) - 1u;
-    int seen = 0, expert = 0, m = 0;
-    bool found = false;
-    for (int c = 0; c < p.slots && !found; c += 32) {  // the group-th first slot
-      const unsigned b = __ballot_sync(0xffffffffu, c + lane < p.slots && first[c + lane]);
-      if (group < seen + __popc(b)) {
+    // The group-th slot that is the first of its valid expert names the group.
+    int valid = 0, expert = -1;
+    bool any_bad = false;
+    for (int c = 0; c < p.slots; c += 32) {
+      const int j = c + lane;
+      const unsigned b = __ballot_sync(0xffffffffu, j < p.slots && key[j] < bad && first_slot[key[j]] == j);
+      if (expert < 0 && group < valid + __popc(b)) {
         unsigned bits = b;
-        for (int r = group - seen; r > 0; --r) bits &= bits - 1;
-        expert = sid[c + __ffs(bits) - 1];
-        found = true;
+        for (int r = group - valid; r > 0; --r) bits &= bits - 1;
+        expert = key[c + __ffs(bits) - 1];
       }
-      seen += __popc(b);
+      valid += __popc(b);
+      any_bad |= __ballot_sync(0xffffffffu, j < p.slots && key[j] == bad) != 0u;
     }
-    if (found)
+    if (expert < 0 && any_bad && group == valid) expert = bad;
+    // Slots with key k in order into list.
+    auto collect = [&](int k, SlotIndex* list) {
+      int m = 0;
       for (int c = 0; c < p.slots; c += 32) {
-        const bool in = c + lane < p.slots && sid[c + lane] == expert;
+        const bool in = c + lane < p.slots && key[c + lane] == k;
         const unsigned b = __ballot_sync(0xffffffffu, in);
-        if (in) slot_of[m + __popc(b & below)] = c + lane;
+        if (in) list[m + __popc(b & below)] = static_cast<SlotIndex>(c + lane);
         m += __popc(b);
       }
-    if (lane == 0) {
-      group_m = m;
-      group_expert = expert;
-    }
+      return m;
+    };
+    const int m = expert >= 0 ? collect(expert, slot_of) : 0;
+    const int n_bad = any_bad && valid >= static_cast<int>(gridDim.y) && group == static_cast<int>(gridDim.y) - 1 ? collect(bad, bad_of) : 0;
+    if (lane == 0) group_out = {m, expert, n_bad};
   }
-  __syncthreads();
-  m_out = group_m;
-  expert_out = group_expert;
+  __syncthreads();  // (the scratch is free again)
+  return group_out;
 }
 
 // y = 0 on the kRows weight rows from row_base for the group's m slots (a slot routed to an
@@ -154,16 +169,17 @@ __device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const SlotIn
 template <bool kFp8, bool kF16, bool kE4m3>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots];
+  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots], bad_of[kMoeDecodeMaxSlots];
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31;
   if (p.pdl) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
   }
-  int m = 0, expert = 0;
-  cta_group(p, m, expert, slot_of);
+  const CtaGroup grp = cta_group(p, slot_of, bad_of, smem);
+  const int m = grp.m, expert = grp.expert;
   if (m == 0) return;
   const int row_base = blockIdx.x * 16;
+  if (grp.n_bad > 0) zero_rows<16>(p, bad_of, grp.n_bad, row_base, threadIdx.x, blockDim.x);
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
     if (warp == 0) zero_rows<16>(p, slot_of, m, row_base, lane, 32);
     return;
@@ -211,18 +227,19 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slo
 }
 
 // kMaxN: the widest slot tile (8: every pass takes at most 8 slots, and the ring's x tiles are 8
-// rows, for a smaller shared memory footprint).
+// rows, for a smaller shared memory footprint; 64: more than 32 slots on an expert in passes of
+// 64, so that its rows are read once where a router spreads up to 128 tokens x top-2).
 template <int kS, int kMaxN = 32>
 __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots];
+  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots], bad_of[kMoeDecodeMaxSlots];
   if (p.pdl && !p.ids_ready) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
   }
   // ids_ready: the ids come from an earlier kernel, complete before the previous one passed its wait.
-  int m = 0, expert = 0;
-  cta_group(p, m, expert, slot_of);
+  const CtaGroup grp = cta_group(p, slot_of, bad_of, smem);
+  const int m = grp.m, expert = grp.expert;
   if (m == 0) return;
   const int row_base = blockIdx.x * skinny::wg::kRows;
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
@@ -237,15 +254,24 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
       if (b > 0) __syncthreads();  // the ring is reused
       expert_rows_wgmma<8, kS>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem);
     }
-  } else if (m <= 16) expert_rows_wgmma<16, kS>(p, slot_of, m, w, scale, row_base, smem);
-  else
+  } else if (m <= 16) {
+    expert_rows_wgmma<16, kS>(p, slot_of, m, w, scale, row_base, smem);
+  } else if (kMaxN == 64 && m > 32) {
+    for (int b = 0; b < m; b += 64) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem);
+    }
+  } else
     for (int b = 0; b < m; b += 32) {
       if (b > 0) __syncthreads();  // the ring is reused
       expert_rows_wgmma<32, kS>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
     }
+  // (after the wait: in stream)
+  if (grp.n_bad > 0) zero_rows<skinny::wg::kRows>(p, bad_of, grp.n_bad, row_base, threadIdx.x, blockDim.x);
 }
 template <int kS, int kMaxN = 32>
 constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS>::kSmemBytes;
+static_assert(kWgmmaSmemBytes<4> >= kGroupScratchBytes && kWgmmaSmemBytes<4, 8> >= kGroupScratchBytes);
 
 struct MoeDecodeVariant {
   MoeDecodeGemmVariant v;
@@ -299,11 +325,17 @@ const MoeDecodeVariant kMoeVariants[] = {
     // down 90.7 -> 91.8. Mixtral fp8 `bench latency` decode step (two rounds): batch 16 18.1 / 18.2
     // -> 17.9 / 17.8 ms, batch 32 19.5 / 19.8 -> 19.3 / 19.5 ms.
     {{DType::kFp8E4M3, false, true, true, true, 4}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<4>), kWgmmaSmemBytes<4>},
+    // Past 64 tokens (up to kMoeDecodeMaxSlots = 256 slots, 2026-11-24): about 32 slots an expert
+    // on average, more on some, so passes of 32 read those experts' rows twice. 64-slot x tiles in
+    // a 4-tile ring (65 KB, three CTAs per SM).
+    {{DType::kFp8E4M3, false, true, false, true, 4, false, 64, false, 65}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<4, 64>),
+     kWgmmaSmemBytes<4, 64>},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
 // The ring (the largest m tile's reduction area is smaller) per warp, the same for every m tile.
 constexpr int kSmemPerWarp = std::max(skinny::Core<true, 4, 1, kU, kS>::kSmemPerWarp, skinny::Core<false, 4, 1, kU, kS>::kSmemPerWarp);
+static_assert(kSmemPerWarp >= kGroupScratchBytes, "cta_group's scratch fits one warp's ring");
 
 Status check_device(const Tensor& t, DType dtype, int ndim, const char* name) {
   if (t.device != Device::kCuda || t.dtype != dtype || t.ndim != ndim || (t.strides[ndim - 1] != 1 && t.shape[ndim - 1] > 1))
@@ -383,7 +415,7 @@ Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
     for (int i = 0; i < kNumMoeVariants; ++i) {
       const MoeDecodeGemmVariant& v = kMoeVariants[i].v;
       if (v.w != a.w_dtype) continue;
-      if (sparse ? v.sparse_grid : v.few_tokens && tokens <= v.max_n) vi = i;
+      if (sparse ? v.sparse_grid : (v.few_tokens && tokens <= v.max_n) || (v.min_tokens > 0 && tokens >= v.min_tokens)) vi = i;
     }
   }
   if (vi >= 0) return moe_decode_gemm_cuda_variant(a, vi, stream);
@@ -407,6 +439,8 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   const int64_t t = a.ids.shape[0], top_k = a.ids.shape[1], slots = t * top_k, k = a.x.shape[1], n = a.n;
   const int64_t num_experts = a.expert_ptrs.shape[0];
   if (slots == 0 || n == 0) return ok_status();
+  if (num_experts > kMaxGroupExperts)
+    return unimplemented("moe_decode_gemm: " + std::to_string(num_experts) + " experts > " + std::to_string(kMaxGroupExperts));
   if (slots > kMoeDecodeMaxSlots)
     return unimplemented("moe_decode_gemm: " + std::to_string(slots) + " slots (t * top_k) > " +
                          std::to_string(kMoeDecodeMaxSlots) + ": use the grouped GEMM (moe_grouped_gemm_cuda)");

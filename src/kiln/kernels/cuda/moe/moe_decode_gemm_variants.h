@@ -29,6 +29,9 @@ struct MoeDecodeGemmVariant {
   // most max_n tokens (with each token's experts distinct, as a router picks them, no expert has
   // more than max_n slots: one pass; repeated ids still work, in more passes).
   bool few_tokens = false;
+  // wgmma rows: taken instead of the preferred one where the grid is not sparse and there are at
+  // least min_tokens tokens (0: never). max_n 64: passes of 64 slots.
+  int min_tokens = 0;
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
 
