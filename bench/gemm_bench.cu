@@ -545,10 +545,10 @@ int main() {
     for (const Layer& l : layers)
       if (l.y == DType::kBF16) bench_e4m3_ab(c, s, l);
   if (section("moe")) {
-    // bf16 at t = 1, 8; fp8 also at the serving batches up to kMoeDecodeMaxSlots (128 x top-2):
+    // bf16 at t = 1, 8; fp8 also at the serving batches up to kMoeDecodeMaxSlots (256 x top-2):
     // the automatic choice with and without a workspace (e4m3 or not), and every fp8 row.
     for (DType wt : {DType::kBF16, DType::kFp8E4M3})
-      for (int64_t t : {1, 8, 32, 64, 128}) {
+      for (int64_t t : {1, 8, 32, 64, 128, 256}) {
         if (t * 2 > kMoeDecodeMaxSlots || (wt == DType::kBF16 && t > 8)) continue;
         if (const char* tmax = std::getenv("KILN_GEMM_MOE_T_MAX"); tmax && t > std::atoi(tmax)) continue;
         bench_moe(c, s, "gate_up", 28672, 4096, t, wt);
@@ -558,7 +558,7 @@ int main() {
         bench_moe(c, s, "down", 4096, 14336, t, wt, -1, false);
         const auto mv = moe_decode_gemm_variants();
         for (int vi = 0; vi < static_cast<int>(mv.size()); ++vi)
-          if (mv[static_cast<size_t>(vi)].w == wt && (mv[static_cast<size_t>(vi)].e4m3 || t <= 8)) {
+          if (mv[static_cast<size_t>(vi)].w == wt && (mv[static_cast<size_t>(vi)].e4m3 || t <= 8) && t * 2 <= mv[static_cast<size_t>(vi)].max_slots) {
             bench_moe(c, s, "gate_up", 28672, 4096, t, wt, vi);
             bench_moe(c, s, "down", 4096, 14336, t, wt, vi);
           }

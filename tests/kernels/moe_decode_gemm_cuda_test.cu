@@ -4,7 +4,7 @@
 // graph capture with the ids changed between replays; argument errors; every row of the variant
 // table (fp8 widened to bf16 or to f16, or x quantized per token to e4m3 with a workspace), the
 // f16 row also on activations past f16's range (clamped to +-65504: finite, equal to the
-// reference on the clamped x); up to kMoeDecodeMaxSlots = 256 slots. Skipped without a GPU.
+// reference on the clamped x); up to kMoeDecodeMaxSlots = 512 slots. Skipped without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -181,10 +181,11 @@ TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
       {1, 2, 8, 1000, 1024, false, 0},  {8, 2, 8, 2048, 512, false, 0}, {8, 2, 4, 777, 2064, true, 1},
       {32, 2, 8, 520, 256, false, 0},   {16, 4, 8, 300, 512, true, 1},  {64, 1, 8, 256, 512, false, 2},
       {20, 3, 16, 129, 4096, false, 1}, {3, 2, 2, 64, 48, false, 1},
-      // Serving batches up to kMoeDecodeMaxSlots (256 slots): 64 and 128 tokens x top-2, also all
-      // on one expert (passes of 32).
+      // Serving batches up to kMoeDecodeMaxSlots (512 slots): 64, 128 and 256 tokens x top-2, also
+      // all on one expert (passes of 32 / 64).
       {64, 2, 8, 264, 1040, false, 0}, {64, 2, 8, 100, 512, true, 2}, {48, 2, 8, 130, 2064, true, 1},
       {128, 2, 8, 200, 1024, false, 0}, {128, 2, 8, 72, 512, true, 2}, {100, 2, 8, 136, 1040, false, 1},
+      {256, 2, 8, 136, 1040, false, 0}, {256, 2, 8, 64, 512, true, 2}, {200, 2, 8, 72, 512, false, 3},
       // Ids out of range (zeros): a group of their own after the valid ones, or, with every expert
       // picked as well, the last row of CTAs' extra slots.
       {2, 4, 8, 200, 512, false, 3}, {40, 2, 8, 130, 1024, false, 3}, {128, 2, 8, 64, 256, true, 3},
@@ -327,13 +328,25 @@ TEST(MoeDecodeGemmCuda, RejectsBadArguments) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(53);
   const Experts E = make_experts(DType::kBF16, 4, 64, 64, rng);
-  auto dx = DeviceTensor::empty(DType::kBF16, {160, 64});
-  auto dids = DeviceTensor::empty(DType::kInt32, {160, 2});
-  auto dy = DeviceTensor::empty(DType::kBF16, {320, 64});
+  auto dx = DeviceTensor::empty(DType::kBF16, {320, 64});
+  auto dids = DeviceTensor::empty(DType::kInt32, {320, 2});
+  auto dy = DeviceTensor::empty(DType::kBF16, {640, 64});
   ASSERT_TRUE(dx.ok() && dids.ok() && dy.ok());
-  // 320 slots: past the decode limit.
+  // 640 slots: past the decode limit.
   EXPECT_EQ(moe_decode_gemm_cuda({dx->tensor, dids->tensor, E.ptrs.tensor, {}, DType::kBF16, 64, dy->tensor}, nullptr).code(),
             StatusCode::kUnimplemented);
+  // 512 slots: within the decode limit, past the one-byte-index rows' (a workspace given).
+  {
+    const Experts G = make_experts(DType::kFp8E4M3, 4, 64, 64, rng);
+    auto ws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(256, 64)});
+    ASSERT_TRUE(ws.ok());
+    MoeDecodeGemmArgs a{dx->tensor.slice0(0, 256), dids->tensor.slice0(0, 256), G.ptrs.tensor, G.scale_ptrs.tensor, DType::kFp8E4M3, 64,
+                        dy->tensor.slice0(0, 512), ws->tensor};
+    const auto rows = moe_decode_gemm_variants();
+    for (int vi = 0; vi < static_cast<int>(rows.size()); ++vi)
+      if (rows[static_cast<size_t>(vi)].w == DType::kFp8E4M3 && rows[static_cast<size_t>(vi)].max_slots < 512)
+        EXPECT_EQ(moe_decode_gemm_cuda_variant(a, vi, nullptr).code(), StatusCode::kUnimplemented) << "variant " << vi;
+  }
   // y with the wrong rows; fp8 without scales; scales for bf16.
   const Tensor ids8 = dids->tensor.slice0(0, 8), x8 = dx->tensor.slice0(0, 8);
   EXPECT_FALSE(moe_decode_gemm_cuda({x8, ids8, E.ptrs.tensor, {}, DType::kBF16, 64, dy->tensor}, nullptr).ok());

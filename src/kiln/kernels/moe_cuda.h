@@ -73,14 +73,14 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& args, CUstrea
 // per call), so ids stay on the device: no synchronization, CUDA-graph capturable. Decode regime:
 // t * top_k <= kMoeDecodeMaxSlots. Every ids value must lie in [0, num_experts): a slot with an
 // id outside it gets zeros. Weights: each expert's [n, k] with contiguous 16-byte aligned rows.
-// Reference: linear_cpu per slot. At most 256 experts. The limit: 256 slots (one-byte slot
-// indices in the kernel), 128 tokens x top-2. The first limit (64 tokens x top-2, 2026-11-22) came
+// Reference: linear_cpu per slot. At most 256 experts and 512 slots (256 tokens x top-2, the
+// GPU server's default --max-num-seqs). The first limit (64 tokens x top-2, 2026-11-22) came
 // from the f16 rows (H100, Mixtral fp8 experts, % of copy for gate_up / down: t = 32 x top-2
 // 50.5 / 66.1, t = 64 37.6 / 51.6, t = 128 21.6 / 29.4); the wgmma rows stream the experts near
 // the copy rate there (t = 64: 95.7 / 91.8), and past the limit the per-expert cuBLASLt loop
 // (moe_grouped_gemm_cuda) takes about 1/3 of it at 8-32 rows per expert, after a host
 // synchronization.
-inline constexpr int64_t kMoeDecodeMaxSlots = 256;
+inline constexpr int64_t kMoeDecodeMaxSlots = 512;
 // Device bytes of MoeDecodeGemmArgs::workspace for x of x_rows rows of length k (fp8 experts).
 int64_t moe_decode_gemm_workspace_bytes(int64_t x_rows, int64_t k);
 struct MoeDecodeGemmArgs {

@@ -94,7 +94,7 @@ bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) cons
   if (moe_decode_slots_ == 0 || lw.gate_up_ptrs.tensor.empty() || n * k > static_cast<int64_t>(identity_rows_.tensor.numel()))
     return false;
   const bool fp8 = lw.experts[0].gate_up.tensor.dtype == DType::kFp8E4M3;
-  if (n * k > (moe_decode_slots_ >= 0 ? moe_decode_slots_ : fp8 && !moe_x_fp8_.tensor.empty() ? kMoeDecodeMaxSlots : 32))
+  if (n * k > (moe_decode_slots_ >= 0 ? moe_decode_slots_ : fp8 && !moe_x_fp8_.tensor.empty() ? kMoeFp8DecodeSlots : 32))
     return false;
   if (!fp8) return true;
   // fp8 experts need per-channel scales here ([n] each); per-tensor ones take the grouped path.

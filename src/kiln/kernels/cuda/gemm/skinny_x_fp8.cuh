@@ -17,7 +17,7 @@
 namespace kiln::skinny {
 
 inline constexpr int kXFp8Threads = 256;
-inline constexpr int64_t kXFp8MaxRows = 256;
+inline constexpr int64_t kXFp8MaxRows = 512;  // (the MoE decode GEMM's slots)
 // Workspace layout: scales [kXFp8MaxRows] f32 at the base, then q [rows, k] (row stride k) at
 // kXFp8ScaleBytes.
 inline constexpr int64_t kXFp8ScaleBytes = kXFp8MaxRows * 4;

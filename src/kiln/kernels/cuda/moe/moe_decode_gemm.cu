@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <string>
+#include <type_traits>
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/common/device_buffer.h"
@@ -30,12 +31,13 @@ using skinny::frag_m;
 using skinny::frag_n;
 using skinny::kMaxWarps;
 
-// A slot's index in shared memory: one byte (kMoeDecodeMaxSlots <= 256), so that the wgmma rows'
-// static shared memory (two lists of them, 524 bytes; cta_group's grouping scratch lies in the
-// dynamic ring) leaves room for a fourth 55 KB CTA per SM on the H100 (228 KB an SM, 1 KB
-// reserved a CTA).
-using SlotIndex = uint8_t;
-static_assert(kMoeDecodeMaxSlots <= 256);
+// A slot's index in shared memory: one byte for kernels of at most 256 slots, so that the
+// few-token wgmma row's static shared memory (the CTA's slot list; cta_group's grouping scratch
+// lies in the dynamic ring) leaves room for a fourth 55 KB CTA per SM on the H100 (228 KB an SM,
+// 1 KB reserved a CTA); two bytes up to kMoeDecodeMaxSlots.
+template <int kMaxSlots>
+using SlotIndexT = std::conditional_t<(kMaxSlots <= 256), uint8_t, uint16_t>;
+static_assert(kMoeDecodeMaxSlots <= 65536);
 
 constexpr int kU = 2, kS = 6;  // k steps per chunk, ring slots (as the decode GEMM's m <= 8 kernels)
 
@@ -53,7 +55,7 @@ struct MoeDecodeParams {
 };
 
 // The rows [row_base, row_base + 16) of expert w for the m slots slot_of[0..m).
-template <bool kFp8, bool kF16, bool kE4m3, int kMT>
+template <bool kFp8, bool kF16, bool kE4m3, int kMT, typename SlotIndex>
 __device__ void expert_rows(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
                             int row_base, uint8_t* smem, int warp, int nwarps) {
   using Core = skinny::Core<kFp8, kMT, 1, kU, kS, kF16, kE4m3>;
@@ -97,12 +99,15 @@ constexpr int kGroupScratchBytes = (kMaxGroupExperts + 1) * 4 + kMoeDecodeMaxSlo
 // its m slots in order (slot_of: shared [kMoeDecodeMaxSlots]); m = 0 past the last group. Every
 // id outside [0, num_experts) maps to the one key num_experts (expert_out: out of range, so the
 // kernels write zeros), a group after all the valid ones; where it does not fit in the grid (as
-// many valid experts as CTA rows), the last row of CTAs gets its slots as well (bad_of, n_bad).
-// scratch: kGroupScratchBytes of shared memory. All threads of the CTA call it (barriers inside).
+// many valid experts as CTA rows), the last row of CTAs zeros their rows as well (zero_bad: see
+// zero_bad_rows). scratch: kGroupScratchBytes of shared memory. All threads of the CTA call it
+// (barriers inside).
 struct CtaGroup {
-  int m = 0, expert = 0, n_bad = 0;
+  int m = 0, expert = 0;
+  bool zero_bad = false;
 };
-__device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, SlotIndex* bad_of, uint8_t* scratch) {
+template <typename SlotIndex>
+__device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, uint8_t* scratch) {
   int* first_slot = reinterpret_cast<int*>(scratch);                                    // [num_experts + 1]
   int16_t* key = reinterpret_cast<int16_t*>(scratch + (kMaxGroupExperts + 1) * 4);  // [slots]
   __shared__ CtaGroup group_out;
@@ -137,20 +142,16 @@ __device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, Slot
       any_bad |= __ballot_sync(0xffffffffu, j < p.slots && key[j] == bad) != 0u;
     }
     if (expert < 0 && any_bad && group == valid) expert = bad;
-    // Slots with key k in order into list.
-    auto collect = [&](int k, SlotIndex* list) {
-      int m = 0;
+    int m = 0;  // the group's slots in order
+    if (expert >= 0)
       for (int c = 0; c < p.slots; c += 32) {
-        const bool in = c + lane < p.slots && key[c + lane] == k;
+        const bool in = c + lane < p.slots && key[c + lane] == expert;
         const unsigned b = __ballot_sync(0xffffffffu, in);
-        if (in) list[m + __popc(b & below)] = static_cast<SlotIndex>(c + lane);
+        if (in) slot_of[m + __popc(b & below)] = static_cast<SlotIndex>(c + lane);
         m += __popc(b);
       }
-      return m;
-    };
-    const int m = expert >= 0 ? collect(expert, slot_of) : 0;
-    const int n_bad = any_bad && valid >= static_cast<int>(gridDim.y) && group == static_cast<int>(gridDim.y) - 1 ? collect(bad, bad_of) : 0;
-    if (lane == 0) group_out = {m, expert, n_bad};
+    const bool zero_bad = any_bad && valid >= static_cast<int>(gridDim.y) && group == static_cast<int>(gridDim.y) - 1;
+    if (lane == 0) group_out = {m, expert, zero_bad};
   }
   __syncthreads();  // (the scratch is free again)
   return group_out;
@@ -158,7 +159,7 @@ __device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, Slot
 
 // y = 0 on the kRows weight rows from row_base for the group's m slots (a slot routed to an
 // expert id out of range), threads i0, i0 + stride, ... of the CTA.
-template <int kRows>
+template <int kRows, typename SlotIndex>
 __device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, int row_base, int i0, int stride) {
   for (int i = i0; i < m * kRows; i += stride) {
     const int n = row_base + i % kRows;
@@ -166,20 +167,30 @@ __device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const SlotIn
   }
 }
 
+// y = 0 on the kRows weight rows from row_base for every slot whose id is out of range (the ids
+// read again: CtaGroup::zero_bad, a rare path), threads i0, i0 + stride, ... of the CTA.
+template <int kRows>
+__device__ __forceinline__ void zero_bad_rows(const MoeDecodeParams& p, int row_base, int i0, int stride) {
+  for (int i = i0; i < p.slots * kRows; i += stride) {
+    const int n = row_base + i % kRows, j = i / kRows, e = __ldcg(p.ids + j);
+    if (n < p.n && (e < 0 || e >= p.num_experts)) p.y[static_cast<int64_t>(j) * p.ldy + n] = __float2bfloat16(0.f);
+  }
+}
+
 template <bool kFp8, bool kF16, bool kE4m3>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots], bad_of[kMoeDecodeMaxSlots];
+  __shared__ SlotIndexT<kMoeDecodeMaxSlots> slot_of[kMoeDecodeMaxSlots];
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, lane = threadIdx.x & 31;
   if (p.pdl) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
   }
-  const CtaGroup grp = cta_group(p, slot_of, bad_of, smem);
+  const CtaGroup grp = cta_group(p, slot_of, smem);
   const int m = grp.m, expert = grp.expert;
   if (m == 0) return;
   const int row_base = blockIdx.x * 16;
-  if (grp.n_bad > 0) zero_rows<16>(p, bad_of, grp.n_bad, row_base, threadIdx.x, blockDim.x);
+  if (grp.zero_bad) zero_bad_rows<16>(p, row_base, threadIdx.x, blockDim.x);
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
     if (warp == 0) zero_rows<16>(p, slot_of, m, row_base, lane, 32);
     return;
@@ -200,7 +211,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // (8 or 16; more than 16 slots: passes of 32), x pre-quantized per token to e4m3
 // (skinny_wgmma.cuh).
 // kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
-template <int kN, int kS>
+template <int kN, int kS, typename SlotIndex>
 __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
                                   int row_base, uint8_t* smem) {
   using Core = skinny::wg::WgmmaCore<kN, kS>;
@@ -228,17 +239,18 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slo
 
 // kMaxN: the widest slot tile (8: every pass takes at most 8 slots, and the ring's x tiles are 8
 // rows, for a smaller shared memory footprint; 64: more than 32 slots on an expert in passes of
-// 64, so that its rows are read once where a router spreads up to 128 tokens x top-2).
-template <int kS, int kMaxN = 32>
+// 64, so that its rows are read once where a router spreads up to 256 tokens x top-2). kMaxSlots:
+// the most slots a call may have (MoeDecodeGemmVariant::max_slots; 256: one-byte slot indices).
+template <int kS, int kMaxN = 32, int kMaxSlots = kMoeDecodeMaxSlots>
 __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ SlotIndex slot_of[kMoeDecodeMaxSlots], bad_of[kMoeDecodeMaxSlots];
+  __shared__ SlotIndexT<kMaxSlots> slot_of[kMaxSlots];
   if (p.pdl && !p.ids_ready) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
   }
   // ids_ready: the ids come from an earlier kernel, complete before the previous one passed its wait.
-  const CtaGroup grp = cta_group(p, slot_of, bad_of, smem);
+  const CtaGroup grp = cta_group(p, slot_of, smem);
   const int m = grp.m, expert = grp.expert;
   if (m == 0) return;
   const int row_base = blockIdx.x * skinny::wg::kRows;
@@ -267,10 +279,11 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
       expert_rows_wgmma<32, kS>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
     }
   // (after the wait: in stream)
-  if (grp.n_bad > 0) zero_rows<skinny::wg::kRows>(p, bad_of, grp.n_bad, row_base, threadIdx.x, blockDim.x);
+  if (grp.zero_bad) zero_bad_rows<skinny::wg::kRows>(p, row_base, threadIdx.x, blockDim.x);
 }
 template <int kS, int kMaxN = 32>
 constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS>::kSmemBytes;
+constexpr int kFewSlots = 256;  // the few-token and sparse-grid rows' limit (one-byte slot indices)
 static_assert(kWgmmaSmemBytes<4> >= kGroupScratchBytes && kWgmmaSmemBytes<4, 8> >= kGroupScratchBytes);
 
 struct MoeDecodeVariant {
@@ -304,8 +317,8 @@ const MoeDecodeVariant kMoeVariants[] = {
     // runs each) the larger rings lose what they gain: ring 6 167.5 / 167.2, 10 (32-slot, 133 KB)
     // 165.0 / 161.9, 10 (8-slot) 167.9 / 168.6, 14 (8-slot) 167.5 / 166.8, 8 (8-slot) 168.7 / 169.0
     // (shipped) -- presumably as fewer of the next kernels' CTAs fit beside them early (PDL).
-    {{DType::kFp8E4M3, false, true, false, true, 8, true, 8}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<8, 8>),
-     kWgmmaSmemBytes<8, 8>},
+    {{DType::kFp8E4M3, false, true, false, true, 8, true, 8, false, 0, kFewSlots},
+     reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<8, 8, kFewSlots>), kWgmmaSmemBytes<8, 8>},
     // At most 8 tokens (so at most 8 slots per expert: a token's experts are distinct) on a grid
     // that is not sparse: a 6-tile ring of 8-slot x tiles (55 KB, four CTAs per SM instead of
     // three). H100, graph-timed, % of 3000 GB/s, against the row above it: t = 1 gate_up 92.1 vs
@@ -317,16 +330,16 @@ const MoeDecodeVariant kMoeVariants[] = {
     // gate_up 100.5 -> 100.7; t = 1 gate_up 92.8 -> 93.3, down 83.6 -> 83.6; Mixtral fp8 batch-1
     // decode 185.2 -> 185.0, 1K prompt + fp8 KV 178.4 -> 178.3 tok/s, four rounds: unchanged;
     // `bench latency` decode step, batch 8: 16.0 -> 15.8 ms, batch 4: 12.1 -> 12.2 ms.)
-    {{DType::kFp8E4M3, false, true, false, true, 6, false, 8, true}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6, 8>),
-     kWgmmaSmemBytes<6, 8>},
+    {{DType::kFp8E4M3, false, true, false, true, 6, false, 8, true, 0, kFewSlots},
+     reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6, 8, kFewSlots>), kWgmmaSmemBytes<6, 8>},
     // The preferred row since 2026-11-23 (the 6-tile one above before): 32-slot x tiles in a
     // 4-tile ring, 51 KB, four CTAs per SM instead of three. H100, graph-timed, % of 3006 GB/s,
     // ring 6 -> 4: t = 32 gate_up 97.8 -> 98.6, down 91.9 -> 93.4; t = 64 gate_up 94.4 -> 95.7,
     // down 90.7 -> 91.8. Mixtral fp8 `bench latency` decode step (two rounds): batch 16 18.1 / 18.2
     // -> 17.9 / 17.8 ms, batch 32 19.5 / 19.8 -> 19.3 / 19.5 ms.
     {{DType::kFp8E4M3, false, true, true, true, 4}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<4>), kWgmmaSmemBytes<4>},
-    // Past 64 tokens (up to kMoeDecodeMaxSlots = 256 slots, 2026-11-24): about 32 slots an expert
-    // on average, more on some, so passes of 32 read those experts' rows twice. 64-slot x tiles in
+    // Past 64 tokens (up to kMoeDecodeMaxSlots = 512 slots, 2026-11-24): 32 or more slots an
+    // expert on average, more on some, so passes of 32 read those experts' rows twice or more. 64-slot x tiles in
     // a 4-tile ring (65 KB, three CTAs per SM).
     {{DType::kFp8E4M3, false, true, false, true, 4, false, 64, false, 65}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<4, 64>),
      kWgmmaSmemBytes<4, 64>},
@@ -415,6 +428,7 @@ Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
     for (int i = 0; i < kNumMoeVariants; ++i) {
       const MoeDecodeGemmVariant& v = kMoeVariants[i].v;
       if (v.w != a.w_dtype) continue;
+      if (slots > v.max_slots) continue;
       if (sparse ? v.sparse_grid : (v.few_tokens && tokens <= v.max_n) || (v.min_tokens > 0 && tokens >= v.min_tokens)) vi = i;
     }
   }
@@ -444,6 +458,9 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
   if (slots > kMoeDecodeMaxSlots)
     return unimplemented("moe_decode_gemm: " + std::to_string(slots) + " slots (t * top_k) > " +
                          std::to_string(kMoeDecodeMaxSlots) + ": use the grouped GEMM (moe_grouped_gemm_cuda)");
+  if (slots > var->v.max_slots)
+    return unimplemented("moe_decode_gemm: variant " + std::to_string(variant) + " takes at most " +
+                         std::to_string(var->v.max_slots) + " slots, not " + std::to_string(slots));
   if (a.x.shape[0] != t && a.x.shape[0] != slots)
     return invalid_argument("moe_decode_gemm: x " + a.x.shape_string() + " has neither t = " + std::to_string(t) +
                             " nor t * top_k = " + std::to_string(slots) + " rows");

@@ -32,6 +32,7 @@ struct MoeDecodeGemmVariant {
   // wgmma rows: taken instead of the preferred one where the grid is not sparse and there are at
   // least min_tokens tokens (0: never). max_n 64: passes of 64 slots.
   int min_tokens = 0;
+  int max_slots = kMoeDecodeMaxSlots;  // t * top_k at most (moe_decode_gemm_cuda_variant refuses more)
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
 
