@@ -15,7 +15,7 @@
 //                KILN_GEMM_SWEEP=wgmma (the sweep section on the fp8 wgmma rows at m = 16, 32, 64 only;
 //                KILN_GEMM_SWEEP_M=16,32 other m)
 //                KILN_GEMM_BENCH=decode_fp8 (fp8 decode, m = 1..64, Gemm::run vs cuBLASLt fp8; past m = 8
-//                also run_quantized on x given in e4m3, as the model runs qkv / gate_up / down)
+//                also run_quantized on x given in e4m3, as the model runs qkv / gate_up / down; KILN_GEMM_DECODE_M=128,256: other m)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -468,6 +468,16 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
                 ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
 }
 
+// The comma-separated integers of environment variable name (e.g. "16,32"), else def.
+std::vector<int64_t> env_list(const char* name, std::vector<int64_t> def) {
+  const char* list = std::getenv(name);
+  if (!list || !*list) return def;
+  std::vector<int64_t> r;
+  std::stringstream ss(list);
+  for (std::string t; std::getline(ss, t, ',');) r.push_back(std::atoll(t.c_str()));
+  return r;
+}
+
 }  // namespace
 }  // namespace kiln
 
@@ -504,12 +514,7 @@ int main() {
   }
   const char* sweep_only = std::getenv("KILN_GEMM_SWEEP");
   if (section("sweep") && sweep_only && std::string(sweep_only) == "wgmma") {
-    std::vector<int64_t> ms{16, 32, 64};
-    if (const char* list = std::getenv("KILN_GEMM_SWEEP_M")) {  // e.g. "16,32"
-      ms.clear();
-      std::stringstream ss(list);
-      for (std::string t; std::getline(ss, t, ',');) ms.push_back(std::atoll(t.c_str()));
-    }
+    const std::vector<int64_t> ms = env_list("KILN_GEMM_SWEEP_M", {16, 32, 64});
     for (const Layer& l : layers)
       for (int64_t m : ms)
         if (l.y == DType::kBF16) sweep_wgmma(c, s, l, m);
@@ -538,7 +543,7 @@ int main() {
     auto def = Gemm::create();  // Gemm::run's dispatch as shipped
     check(def.status(), "Gemm::create");
     for (const Layer& l : layers)
-      for (int64_t m : {1, 8, 16, 32, 64})
+      for (int64_t m : env_list("KILN_GEMM_DECODE_M", {1, 8, 16, 32, 64}))
         if (l.y == DType::kBF16 || m >= 32) bench_decode_fp8(c, s, l, m, *def, *cublas, *skinny);
   }
   if (section("e4m3"))
