@@ -339,10 +339,14 @@ const MoeDecodeVariant kMoeVariants[] = {
     // -> 17.9 / 17.8 ms, batch 32 19.5 / 19.8 -> 19.3 / 19.5 ms.
     {{DType::kFp8E4M3, false, true, true, true, 4}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<4>), kWgmmaSmemBytes<4>},
     // Past 64 tokens (up to kMoeDecodeMaxSlots = 512 slots, 2026-11-24): 32 or more slots an
-    // expert on average, more on some, so passes of 32 read those experts' rows twice or more. 64-slot x tiles in
-    // a 4-tile ring (65 KB, three CTAs per SM).
-    {{DType::kFp8E4M3, false, true, false, true, 4, false, 64, false, 65}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<4, 64>),
-     kWgmmaSmemBytes<4, 64>},
+    // expert on average, more on some, so passes of 32 read those experts' rows twice or more.
+    // 64-slot x tiles in a 3-tile ring (49 KB, four CTAs per SM: the down GEMM's 512 CTAs in one
+    // wave). H100, graph-timed, % of 3000 GB/s, gate_up / down, ring 4 (65 KB, three per SM) ->
+    // ring 3: t = 128 87.2 / 79.5 -> 89.8 / 89.0; t = 256 57.3 / 57.3 -> 60.1 / 57.7; t = 64 94.6 /
+    // 87.7 -> 95.4 / 91.3 (the preferred row there: 96.3 / 92.7). 128-slot tiles (rings 4 / 3):
+    // t = 128 78.3 / 85.4, 86.3 / 81.1; t = 256 60.1 / 66.1, 77.1 / 70.6 (not kept).
+    {{DType::kFp8E4M3, false, true, false, true, 3, false, 64, false, 65}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<3, 64>),
+     kWgmmaSmemBytes<3, 64>},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
