@@ -542,7 +542,8 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
     std::vector<HostTensor> logits;
     setenv("KILN_MOE_X_FP8", c.x_fp8 ? "1" : "0", 1);
     std::vector<int32_t> prompt;
-    for (int r = 0; r < (c.chunk > 3 ? c.chunk / 24 : 1); ++r) prompt.insert(prompt.end(), ids.begin(), ids.end());
+    const int repeats = c.chunk > 3 ? c.chunk / static_cast<int>(ids.size()) : 1;  // (24 golden ids)
+    for (int r = 0; r < repeats; ++r) prompt.insert(prompt.end(), ids.begin(), ids.end());
     for (const char* path : {"0", "512"}) {
       setenv("KILN_MOE_DECODE", path, 1);
       auto loaded = load_model(dir, DType::kBF16);
