@@ -1,13 +1,14 @@
-// MoE decode GEMM: y[s] = x[token(s) or s] @ W_{ids[s]}^T (* scale) for the t * top_k <= 64 slots
-// of a decode step, with the slots grouped by expert on the device. CTA (blockIdx.x, blockIdx.y)
+// MoE decode GEMM: y[s] = x[token(s) or s] @ W_{ids[s]}^T (* scale) for the t * top_k <=
+// kMoeDecodeMaxSlots (512) slots of a decode step or a short prompt chunk, with the slots grouped by
+// expert on the device (cta_group). CTA (blockIdx.x, blockIdx.y)
 // takes 16 weight rows of the blockIdx.y-th distinct expert of ids (in order of first
 // appearance; CTAs past the last distinct expert exit at once) for all the slots that picked it,
 // through the decode GEMM's streaming core (cuda/gemm/skinny_gemm_core.cuh). Variants: experts
 // bf16 | fp8 e4m3 with per-channel f32 scales (fp8 widened exactly to bf16, or to f16 with x
 // rounded to f16, or x quantized per token to e4m3 by a pre-pass kernel into args.workspace and
 // the e4m3 mma: moe_decode_gemm_variants.h); m tiles of 8 / 16 / 32 slots per expert, chosen in
-// the kernel from the group's size (more than 32 slots on one expert: passes of 32). No host
-// synchronization: CUDA-graph capturable.
+// the kernel from the group's size (more than 32 slots on one expert: passes of 32; the wgmma rows:
+// 8 / 16 / 32 / 64, moe_decode_wgmma_kernel). No host synchronization: CUDA-graph capturable.
 #include <cuda_bf16.h>
 
 #include <algorithm>
