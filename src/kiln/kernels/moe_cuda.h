@@ -74,8 +74,8 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& args, CUstrea
 // t * top_k <= kMoeDecodeMaxSlots. Every ids value must lie in [0, num_experts): a slot with an
 // id outside it gets zeros. Weights: each expert's [n, k] with contiguous 16-byte aligned rows.
 // Reference: linear_cpu per slot. At most 256 experts and 512 slots (256 tokens x top-2, the
-// GPU server's default --max-num-seqs; the model takes this path up to 384 slots for fp8
-// experts, llama_cuda_model.h's kMoeFp8DecodeSlots). The first limit (64 tokens x top-2, 2026-11-22) came
+// GPU server's default --max-num-seqs; the model takes this path for every step of fp8 experts
+// up to it, llama_cuda_model.h's kMoeFp8DecodeSlots). The first limit (64 tokens x top-2, 2026-11-22) came
 // from the f16 rows (H100, Mixtral fp8 experts, % of copy for gate_up / down: t = 32 x top-2
 // 50.5 / 66.1, t = 64 37.6 / 51.6, t = 128 21.6 / 29.4); the wgmma rows stream the experts near
 // the copy rate there (t = 64: 95.7 / 91.8), and past the limit the per-expert cuBLASLt loop

@@ -223,12 +223,13 @@ class CudaLlamaModel : public Model {
   // MoE decode steps of up to moe_decode_slots_ (token, expert) slots take moe_decode_gemm_cuda (-1: by dtype;
   // H100: bf16 up to 32, 30.6 vs 26.6 ms grouped at 32 tokens; fp8, the wgmma rows, kMoeFp8DecodeSlots).
   int64_t moe_decode_slots_ = -1;
-  // fp8 experts: the decode GEMM up to 384 slots, then the grouped path (cuBLASLt per expert).
-  // H100, Mixtral fp8, `bench latency` (2026-11-24), grouped -> decode GEMM: decode step batch
-  // 128 (256 slots) 27.3 -> 21.5 ms, batch 192 (384) 25.8 -> 23.8 ms, batch 256 (512) 29.1-31.0
-  // -> 32.6 ms; prefill 128 tokens 24.9 -> 20.9 ms, 256 tokens 27.4 -> 30.5 ms. Past ~400 slots
-  // most experts take two 64-slot passes.
-  static constexpr int64_t kMoeFp8DecodeSlots = 384;
+  // fp8 experts: the decode GEMM up to 512 slots (all of kMoeDecodeMaxSlots), then the grouped
+  // path (cuBLASLt per expert). H100, Mixtral fp8, `bench latency` (2026-11-24), grouped ->
+  // decode GEMM: decode step batch 128 (256 slots) 27.3 -> 21.5 ms, batch 192 (384) 25.8 -> 23.8
+  // ms; prefill 128 tokens 24.9 -> 20.9 ms. Up to 384 until the 96-slot rows (from 208 tokens:
+  // an expert's 65-96 slots in one pass, not two of 64): batch 224 26.7 -> 25.5 ms, batch 256
+  // 29.0 -> 26.1 ms, 256-token prefill 27.3 -> 26.7 ms (with 64-slot passes: 32.6 and 30.5).
+  static constexpr int64_t kMoeFp8DecodeSlots = 512;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step

@@ -1,7 +1,7 @@
 // The wgmma streaming core of the fp8 decode GEMMs (skinny_gemm.cu's wgmma rows, the MoE decode
 // GEMM's wgmma row): kWG warpgroups (128 threads each, the whole CTA; the MoE row: one) take
-// 64 weight rows each (the M side of wgmma.m64nNk32.e4m3) and share N = 8 / 16 / 32 / 64
-// activation rows (x quantized per token to e4m3 by skinny_x_fp8.cuh, rows past m zero), so one
+// 64 weight rows each (the M side of wgmma.m64nNk32.e4m3) and share N = 8 / 16 / 32 / 64 (96:
+// the MoE rows' wide tiles) activation rows (x quantized per token to e4m3 by skinny_x_fp8.cuh, rows past m zero), so one
 // x tile serves 64 kWG weight rows; they stream k through a kS-stage shared-memory ring of
 // [64 kWG rows x 128 bytes] weight tiles and [N rows x 128 bytes] x tiles, both K-major and
 // 128B-swizzled (16-byte chunk c of row r at r * 128 + ((c ^ (r % 8)) * 16): the layout wgmma's
@@ -62,6 +62,24 @@ __device__ __forceinline__ void wgmma_e4m3(float (&d)[32], uint64_t a, uint64_t 
       : "l"(a), "l"(b), "r"(accumulate));
 }
 
+// n = 96 (the MoE decode GEMM's wide rows: up to 96 slots of one expert in one pass).
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[48], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %50, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n96k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+      "}, %48, %49, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+        "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+        "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
 // cp.async.wait_group n for a run-time n in [0, kMax].
 template <int kMax>
 __device__ __forceinline__ void cp_async_wait_upto(int n) {
@@ -84,11 +102,11 @@ __device__ __forceinline__ int acc_row(int i) {
 }
 __device__ __forceinline__ int acc_col(int i) { return 8 * (i >> 2) + 2 * (threadIdx.x & 3) + (i & 1); }
 
-// kN activation rows (8, 16, 32 or 64) per pass, kS ring stages (>= 3), kWG warpgroups (64
+// kN activation rows (8, 16, 32, 64 or 96) per pass, kS ring stages (>= 3), kWG warpgroups (64
 // weight rows each) per CTA.
 template <int kN, int kS, int kWG = 1>
 struct WgmmaCore {
-  static_assert(kN == 8 || kN == 16 || kN == 32 || kN == 64, "wgmma n of 8, 16, 32 or 64");
+  static_assert(kN == 8 || kN == 16 || kN == 32 || kN == 64 || kN == 96, "wgmma n of 8, 16, 32, 64 or 96");
   static_assert(kS >= 3, "at least three stages (kS - 1 in flight, one in the math)");
   static_assert(kWG == 1 || kWG == 2, "one or two warpgroups");
   static constexpr int kCtaThreads = kThreads * kWG;

@@ -8,7 +8,7 @@
 // rounded to f16, or x quantized per token to e4m3 by a pre-pass kernel into args.workspace and
 // the e4m3 mma: moe_decode_gemm_variants.h); m tiles of 8 / 16 / 32 slots per expert, chosen in
 // the kernel from the group's size (more than 32 slots on one expert: passes of 32; the wgmma rows:
-// 8 / 16 / 32 / 64, moe_decode_wgmma_kernel). No host synchronization: CUDA-graph capturable.
+// 8 / 16 / 32 / 64 / 96, moe_decode_wgmma_kernel). No host synchronization: CUDA-graph capturable.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -212,16 +212,16 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // (8 or 16; more than 16 slots: passes of 32), x pre-quantized per token to e4m3
 // (skinny_wgmma.cuh).
 // kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
-template <int kN, int kS, typename SlotIndex>
+template <int kN, int kS, int kWG, typename SlotIndex>
 __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
                                   int row_base, uint8_t* smem) {
-  using Core = skinny::wg::WgmmaCore<kN, kS>;
+  using Core = skinny::wg::WgmmaCore<kN, kS, kWG>;
   const int tid = threadIdx.x;
   auto x_row = [&](int j) { return static_cast<int64_t>(p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k); };
   const uint8_t* xrow[Core::kXRowsPerThread];
 #pragma unroll
   for (int j = 0; j < Core::kXRowsPerThread; ++j) {
-    const int r = (tid >> 3) + 16 * j;
+    const int r = (tid >> 3) + Core::kRowsPerPass * j;
     xrow[j] = r < m ? p.xq + x_row(r) * p.k : nullptr;
   }
   float acc[Core::kAcc];
@@ -240,10 +240,13 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slo
 
 // kMaxN: the widest slot tile (8: every pass takes at most 8 slots, and the ring's x tiles are 8
 // rows, for a smaller shared memory footprint; 64: more than 32 slots on an expert in passes of
-// 64, so that its rows are read once where a router spreads up to 256 tokens x top-2). kMaxSlots:
+// 64, so that its rows are read once where a router spreads up to 256 tokens x top-2; 96: up to
+// 96 slots in one pass, n = 64 or 96 by the group's size, so that an expert with 65-96 slots is
+// not read twice). kWG: warpgroups per CTA (64 weight rows each, sharing the x tiles). kMaxSlots:
 // the most slots a call may have (MoeDecodeGemmVariant::max_slots; 256: one-byte slot indices).
-template <int kS, int kMaxN = 32, int kMaxSlots = kMoeDecodeMaxSlots>
-__global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
+template <int kS, int kMaxN = 32, int kMaxSlots = kMoeDecodeMaxSlots, int kWG = 1>
+__global__ void __launch_bounds__(skinny::wg::kThreads * kWG) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
+  constexpr int kRows = skinny::wg::kRows * kWG;  // weight rows per CTA
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ SlotIndexT<kMaxSlots> slot_of[kMaxSlots];
   if (p.pdl && !p.ids_ready) {
@@ -254,10 +257,10 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
   const CtaGroup grp = cta_group(p, slot_of, smem);
   const int m = grp.m, expert = grp.expert;
   if (m == 0) return;
-  const int row_base = blockIdx.x * skinny::wg::kRows;
+  const int row_base = blockIdx.x * kRows;
   if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
     if (p.pdl && p.ids_ready) skinny::wait_for_previous_kernel();  // no writes before it
-    zero_rows<skinny::wg::kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
+    zero_rows<kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
     return;
   }
   const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
@@ -265,25 +268,35 @@ __global__ void __launch_bounds__(skinny::wg::kThreads) moe_decode_wgmma_kernel(
   if (kMaxN == 8 || m <= 8) {
     for (int b = 0; b < m; b += 8) {
       if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<8, kS>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem);
+      expert_rows_wgmma<8, kS, kWG>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem);
     }
   } else if (m <= 16) {
-    expert_rows_wgmma<16, kS>(p, slot_of, m, w, scale, row_base, smem);
+    expert_rows_wgmma<16, kS, kWG>(p, slot_of, m, w, scale, row_base, smem);
+  } else if (kMaxN == 96 && m > 32) {  // one pass up to 96 slots (n = 64 or 96), then more
+    for (int b = 0; b < m; b += kMaxN) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      const int mb = min(kMaxN, m - b);
+      if (mb <= 64) {
+        expert_rows_wgmma<64, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem);
+      } else {
+        expert_rows_wgmma<96, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem);
+      }
+    }
   } else if (kMaxN == 64 && m > 32) {
     for (int b = 0; b < m; b += 64) {
       if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem);
+      expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS, kWG>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem);
     }
   } else
     for (int b = 0; b < m; b += 32) {
       if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<32, kS>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
+      expert_rows_wgmma<32, kS, kWG>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
     }
   // (after the wait: in stream)
-  if (grp.zero_bad) zero_bad_rows<skinny::wg::kRows>(p, row_base, threadIdx.x, blockDim.x);
+  if (grp.zero_bad) zero_bad_rows<kRows>(p, row_base, threadIdx.x, blockDim.x);
 }
-template <int kS, int kMaxN = 32>
-constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS>::kSmemBytes;
+template <int kS, int kMaxN = 32, int kWG = 1>
+constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS, kWG>::kSmemBytes;
 constexpr int kFewSlots = 256;  // the few-token and sparse-grid rows' limit (one-byte slot indices)
 static_assert(kWgmmaSmemBytes<4> >= kGroupScratchBytes && kWgmmaSmemBytes<4, 8> >= kGroupScratchBytes);
 
@@ -348,6 +361,20 @@ const MoeDecodeVariant kMoeVariants[] = {
     // t = 128 78.3 / 85.4, 86.3 / 81.1; t = 256 60.1 / 66.1, 77.1 / 70.6 (not kept).
     {{DType::kFp8E4M3, false, true, false, true, 3, false, 64, false, 65}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<3, 64>),
      kWgmmaSmemBytes<3, 64>},
+    // From 208 tokens (2026-11-24): ~52+ slots an expert on average (Mixtral: 8 experts, top-2), so
+    // many experts have more than 64 and the row above reads them twice. One pass of up to 96 slots
+    // (wgmma n = 64 or 96 by the group's size): a 3-tile ring (61 KB, three CTAs per SM: 168
+    // registers a thread); for long rows (k >= 8192: the down GEMM) two warpgroups (128 weight rows
+    // a CTA sharing each x tile) in a 5-tile ring (141 KB, one CTA per SM), whose ramp the 112 k
+    // tiles amortize. H100, graph-timed, % of 3000 GB/s, gate_up / down at t = 256: the 64-slot row
+    // 60.2 / 57.6; one warpgroup, n 96: 68.8 / 70.0, n 128 (ring 3, 252 registers: two CTAs per SM)
+    // 59.3 / 73.2; two warpgroups, n 96, ring 5: 64.8 / 78.4, ring 7: 66.1 / 78.1, n 64 ring 4:
+    // 60.8 / 57.5. At t = 128 the 64-slot row stays ahead (89.5 / 88.9 against 85.6 / 78.0 and
+    // 79.5 / 86.0).
+    {{DType::kFp8E4M3, false, true, false, true, 3, false, 96, false, 208}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<3, 96>),
+     kWgmmaSmemBytes<3, 96>},
+    {{DType::kFp8E4M3, false, true, false, true, 5, false, 96, false, 208, kMoeDecodeMaxSlots, 2, 8192},
+     reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<5, 96, kMoeDecodeMaxSlots, 2>), kWgmmaSmemBytes<5, 96, 2>},
 };
 constexpr int kNumMoeVariants = sizeof(kMoeVariants) / sizeof(kMoeVariants[0]);
 
@@ -434,7 +461,8 @@ Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
       const MoeDecodeGemmVariant& v = kMoeVariants[i].v;
       if (v.w != a.w_dtype) continue;
       if (slots > v.max_slots) continue;
-      if (sparse ? v.sparse_grid : (v.few_tokens && tokens <= v.max_n) || (v.min_tokens > 0 && tokens >= v.min_tokens)) vi = i;
+      const bool many = v.min_tokens > 0 && tokens >= v.min_tokens && a.x.shape[1] >= v.min_k;
+      if (sparse ? v.sparse_grid : (v.few_tokens && tokens <= v.max_n) || many) vi = i;
     }
   }
   if (vi >= 0) return moe_decode_gemm_cuda_variant(a, vi, stream);
@@ -510,8 +538,10 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     KILN_RETURN_IF_ERROR(x_fp8 ? use_quantized_x(a, p) : quantize_x(a, x_rows, p, stream));
     p.ids_ready = a.ids_ready ? 1 : 0;
     void* args[] = {&p};
-    KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + skinny::wg::kRows - 1) / skinny::wg::kRows), static_cast<unsigned>(groups)),
-                                     dim3(skinny::wg::kThreads), static_cast<size_t>(var->wgmma_smem), stream, args));
+    const int64_t rows = skinny::wg::kRows * var->v.warpgroups;
+    KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + rows - 1) / rows), static_cast<unsigned>(groups)),
+                                     dim3(static_cast<unsigned>(skinny::wg::kThreads * var->v.warpgroups)),
+                                     static_cast<size_t>(var->wgmma_smem), stream, args));
     return ok_status();
   }
   if (!smem_raised[vi]) {

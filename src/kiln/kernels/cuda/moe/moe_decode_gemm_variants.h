@@ -33,6 +33,8 @@ struct MoeDecodeGemmVariant {
   // least min_tokens tokens (0: never). max_n 64: passes of 64 slots.
   int min_tokens = 0;
   int max_slots = kMoeDecodeMaxSlots;  // t * top_k at most (moe_decode_gemm_cuda_variant refuses more)
+  int warpgroups = 1;  // wgmma rows: 1 | 2 warpgroups of 64 weight rows per CTA, sharing its x tiles
+  int min_k = 0;       // with min_tokens: taken only where k (the GEMM's reduction length) is at least this
 };
 std::span<const MoeDecodeGemmVariant> moe_decode_gemm_variants();
 
