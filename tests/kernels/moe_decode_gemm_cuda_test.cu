@@ -208,11 +208,12 @@ TEST(MoeDecodeGemmCuda, MatchesPerSlotReference) {
 TEST(MoeDecodeGemmCuda, EveryVariantMatches) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(54);
-  // The last three: 65-96 slots an expert (256 tokens on 8), ~128 (repeats on 2 experts) and ~133
-  // (passes of 96 / 128 on 3 experts), for the wide rows (one-byte rows take at most 256 slots).
+  // The last four, for the wide rows: 50-80 slots an expert (256 tokens on 8), 81-96 (176 on 4),
+  // ~128 (repeats on 2 experts) and ~133 (3 experts): passes of 96 (one-byte rows take at most 256
+  // slots).
   const MoeCase cases[] = {{1, 2, 8, 1000, 1024, false, 0}, {8, 2, 8, 777, 2064, true, 1}, {20, 3, 16, 129, 512, false, 1},
                            {64, 2, 8, 72, 1008, true, 1},   {128, 2, 8, 72, 512, false, 3}, {256, 2, 8, 72, 512, false, 0},
-                           {128, 2, 2, 72, 512, true, 1},   {200, 2, 3, 64, 256, false, 0}};
+                           {176, 2, 4, 72, 512, false, 0},  {128, 2, 2, 72, 512, true, 1},  {200, 2, 3, 64, 256, false, 0}};
   const auto variants = moe_decode_gemm_variants();
   for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
     const MoeDecodeGemmVariant& v = variants[static_cast<size_t>(vi)];
