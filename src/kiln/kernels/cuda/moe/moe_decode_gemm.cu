@@ -456,7 +456,8 @@ Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& a, CUstream_st* stream) {
   if (vi >= 0 && kMoeVariants[vi].v.wgmma) {  // a sparse grid takes the deep-ring wgmma row
     const int64_t slots = a.ids.numel(), experts = a.expert_ptrs.numel(), tokens = a.ids.shape[0];
     const int64_t ctas = (a.n + skinny::wg::kRows - 1) / skinny::wg::kRows * std::min(slots, experts);
-    const bool sparse = ctas <= cuda_sm_count();
+    // (more slots than the sparse-grid row takes: the rows by tokens, as on a full grid)
+    const bool sparse = ctas <= cuda_sm_count() && slots <= kFewSlots;
     for (int i = 0; i < kNumMoeVariants; ++i) {
       const MoeDecodeGemmVariant& v = kMoeVariants[i].v;
       if (v.w != a.w_dtype) continue;
