@@ -207,10 +207,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
     }
 }
 
-// The wgmma row: CTA (blockIdx.x, blockIdx.y) = one warpgroup on the 64 weight rows
-// [64 blockIdx.x, + 64) of the blockIdx.y-th distinct expert, the group's slots as wgmma's N side
-// (8 or 16; more than 16 slots: passes of 32), x pre-quantized per token to e4m3
-// (skinny_wgmma.cuh).
+// The wgmma rows: CTA (blockIdx.x, blockIdx.y) = kWG warpgroups on the 64 kWG weight rows
+// [64 kWG blockIdx.x, + 64 kWG) of the blockIdx.y-th distinct expert, the group's slots as wgmma's
+// N side (8 / 16 / 32 / 64 / 96 by the group's size and the row's kMaxN; more: passes), x
+// pre-quantized per token to e4m3 (skinny_wgmma.cuh).
 // kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
 template <int kN, int kS, int kWG, typename SlotIndex>
 __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,

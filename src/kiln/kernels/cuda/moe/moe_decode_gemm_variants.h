@@ -2,7 +2,8 @@
 // experts bf16 | fp8 e4m3, fp8 widened exactly to bf16 or to f16 (x rounded to f16, clamped to
 // +-65504), or x quantized per token to e4m3 for the e4m3 mma. moe_decode_gemm_cuda runs the
 // preferred row of the experts' dtype (a wgmma one: its sparse_grid row where the grid is sparse,
-// its few_tokens row for at most max_n tokens).
+// its few_tokens row for at most max_n tokens, the last row whose min_tokens (and min_k) the call
+// reaches: 64-slot tiles from 65 tokens, 96-slot ones from 208).
 // CUDA-free header.
 #pragma once
 #include <span>
