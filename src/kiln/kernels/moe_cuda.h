@@ -1,6 +1,6 @@
 // The GPU mixture-of-experts pipeline after routing (moe_route_cuda in moe.h):
 //   moe_permute_cuda         group the token rows by expert (stable: token order within an expert)
-//   moe_grouped_gemm_cuda    one GEMM per expert over its rows
+//   moe_grouped_gemm_cuda    one GEMM per expert over its rows (on one stream, or over lanes)
 //   moe_unpermute_cuda       out[t] = sum_j topk_weights[t, j] * y[row of assignment (t, j)]
 // An assignment is (token t, choice j), numbered t * k + j. CUDA-free header (kernels/cuda/moe/).
 #pragma once
@@ -12,6 +12,7 @@
 #include "kiln/core/tensor.h"
 
 struct CUstream_st;  // cudaStream_t, without the CUDA headers
+struct CUevent_st;   // cudaEvent_t
 
 namespace kiln {
 
@@ -62,10 +63,30 @@ struct MoeGroupedGemmArgs {
   std::span<const Tensor> weight_scales;  // empty (bf16 weights), or [num_experts] x ([n] | [1] f32): fp8
   Tensor x_scale;                      // [rows] f32 when x is fp8 (fp8 weights only; Gemm::run_quantized), else empty
 };
-// First version: a loop of cuBLASLt GEMMs, one per expert that has rows (experts without rows
-// are skipped). A device-side grouped GEMM would save the host round trip for the offsets and
-// the launch per expert.
+// A loop of cuBLASLt GEMMs, one per expert that has rows (experts without rows are skipped). A
+// device-side grouped GEMM would save the host round trip for the offsets and the launch per
+// expert.
 Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& args, CUstream_st* stream);
+
+// Lanes: the experts' GEMMs spread over streams that run at the same time. At prefill sizes one
+// expert's GEMM does not fill the GPU (Mixtral's down, 256 rows x 4096 x 14336: 32-64 output
+// tiles for 132 SMs), so one stream leaves most SMs idle. Lane 0 is the caller's (gemm, stream);
+// lanes 1.. are forked from stream 0 (events[0] recorded there) and joined back into it (each
+// records events[i], stream 0 waits), so that work after the call sees every expert's rows. Each
+// lane has its own Gemm: a cuBLASLt call in flight owns its Gemm's workspaces. Experts go to lanes
+// by moe_expert_lanes. The results are the same bits as one lane (each expert's GEMM is the same
+// call, on the same plan, on another stream).
+struct MoeGemmLanes {
+  std::span<Gemm* const> gemms;           // [lanes], lanes >= 1
+  std::span<CUstream_st* const> streams;  // [lanes]; streams[0] the caller's
+  std::span<CUevent_st* const> events;         // [lanes], created with cudaEventDisableTiming
+};
+Status moe_grouped_gemm_cuda(const MoeGemmLanes& lanes, const MoeGroupedGemmArgs& args);
+
+// The lane of each expert ([num_experts]; -1: no rows) for `lanes` lanes: the largest experts
+// first, each to the lane with the fewest rows so far (ties: the lower lane), so the lanes' rows
+// differ by at most one expert's. Deterministic. CPU code (kernels/cpu/moe_lanes.cc).
+std::vector<int> moe_expert_lanes(std::span<const int32_t> offsets, int lanes);
 
 // Decode-regime expert GEMM without a host round trip (moe_decode_gemm.cu): for every slot s (a
 // token's choice, s = token * top_k + j), y[s] = x[token or s] @ W_{ids[s]}^T (* scale_{ids[s]}).

@@ -75,6 +75,10 @@ class CudaLlamaModel : public Model {
     if (stream_) cudaStreamDestroy(stream_);
     if (upload_done_) cudaEventDestroy(upload_done_);
     if (offsets_ready_) cudaEventDestroy(offsets_ready_);
+    for (size_t i = 1; i < lane_streams_.size(); ++i)
+      if (lane_streams_[i]) cudaStreamDestroy(lane_streams_[i]);
+    for (cudaEvent_t e : lane_events_)
+      if (e) cudaEventDestroy(e);
   }
   // Decode graphs held now, and captured since creation (tests).
   int64_t num_graphs() const { return static_cast<int64_t>(graphs_.size()); }
@@ -119,6 +123,7 @@ class CudaLlamaModel : public Model {
           kMoeDecodeMaxSlots, std::max<int64_t>(config_.hidden_size, config_.intermediate_size));
       KILN_ASSIGN_OR_RETURN(moe_x_fp8_, DeviceTensor::empty(DType::kFp8E4M3, {bytes}));
     }
+    KILN_RETURN_IF_ERROR(init_moe_lanes());
     const auto inv = rope_inv_freq(config_.head_dim, config_.rope_theta, config_.rope_scaling);
     KILN_ASSIGN_OR_RETURN(inv_freq_, to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32,
                                                             {static_cast<int64_t>(inv.size())})));
@@ -138,6 +143,10 @@ class CudaLlamaModel : public Model {
 
  private:
   Status forward_device(const ForwardBatch& b, const KvCacheView& kv);  // to the logits_rows' f32 logits in logits_
+  // The grouped MoE path's lanes (moe_grouped_gemm_cuda): KILN_MOE_LANES streams (default
+  // kMoeLanes) for MoE models, lane 0 = (gemm_, stream_); one lane otherwise.
+  Status init_moe_lanes();
+  MoeGemmLanes moe_lanes() const { return {lane_gemm_ptrs_, lane_streams_, lane_events_}; }
   // Page-locked host staging (batch metadata up, sampled ids down): async copies, no bounce buffer.
   struct Pinned {
     int32_t* data = nullptr;  // count int32 elements
@@ -220,6 +229,12 @@ class CudaLlamaModel : public Model {
   cudaEvent_t offsets_ready_ = nullptr;  // the grouped MoE path's expert offsets are in offsets_staging_
   Scratch sampled_;
   cudaStream_t stream_ = nullptr;
+  // The grouped MoE path's lanes: [lanes] Gemm (lane 0: &gemm_), streams (0: stream_), fork / join
+  // events; lane_gemms_ holds lanes 1.. (their own cuBLASLt workspaces).
+  std::vector<Gemm> lane_gemms_;
+  std::vector<Gemm*> lane_gemm_ptrs_;
+  std::vector<cudaStream_t> lane_streams_;
+  std::vector<cudaEvent_t> lane_events_;
   // MoE decode steps of up to moe_decode_slots_ (token, expert) slots take moe_decode_gemm_cuda (-1: by dtype;
   // H100: bf16 up to 32, 30.6 vs 26.6 ms grouped at 32 tokens; fp8, the wgmma rows, kMoeFp8DecodeSlots).
   int64_t moe_decode_slots_ = -1;
@@ -230,6 +245,12 @@ class CudaLlamaModel : public Model {
   // an expert's 65-96 slots in one pass, not two of 64): batch 224 26.7 -> 25.5 ms, batch 256
   // 29.0 -> 26.1 ms, 256-token prefill 27.3 -> 26.7 ms (with 64-slot passes: 32.6 and 30.5).
   static constexpr int64_t kMoeFp8DecodeSlots = 512;
+  // Lanes of the grouped MoE path (KILN_MOE_LANES overrides, 1..kMoeMaxLanes): see init_moe_lanes
+  // and moe_grouped_gemm_cuda. H100, Mixtral fp8 experts, moe_grouped_bench, us for lanes 1 / 2 /
+  // 3 / 4: 1024 tokens gate_up 549 / 512 / 527 / 542, down 398 / 300 / 303 / 311; 2048 tokens
+  // gate_up 925 / 919 / 947 / 947, down 622 / 508 / 487 / 530. Serving A (Mixtral fp8 + fp8 KV,
+  // 15 req/s) p90 e2e 1717.5 -> 1622.4 ms with 2 lanes.
+  static constexpr int kMoeLanes = 2, kMoeMaxLanes = 8;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step

@@ -76,17 +76,38 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     if (!x_fp8_early) KILN_RETURN_IF_ERROR(quantize_x(rows));
     const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, c.hidden_size}, Device::kCuda);
     scales = Tensor::view(scales.data, DType::kF32, {rows}, Device::kCuda);
-    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xq, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale, scales}, stream_));
+    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {xq, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale, scales}));
     aq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, inter}, Device::kCuda);
     KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, scales}, stream_));
-    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, scales}, stream_));
+    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, scales}));
     return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
   }
-  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {xp.slice0(0, rows), lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}, stream_));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {xp.slice0(0, rows), lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}));
   KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {rows, inter}));
   KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
-  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(gemm_, {act, lw.expert_down, host_offsets, yp, lw.expert_down_scale}, stream_));
+  KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {act, lw.expert_down, host_offsets, yp, lw.expert_down_scale}));
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
+}
+
+Status CudaLlamaModel::init_moe_lanes() {
+  int lanes = config_.num_experts > 1 ? kMoeLanes : 1;
+  if (const char* v = std::getenv("KILN_MOE_LANES"); v && *v && config_.num_experts > 1)
+    lanes = std::clamp(std::atoi(v), 1, kMoeMaxLanes);
+  lane_gemm_ptrs_ = {&gemm_};
+  lane_streams_ = {stream_};
+  lane_events_.assign(static_cast<size_t>(lanes), nullptr);
+  lane_gemms_.reserve(static_cast<size_t>(lanes - 1));  // lane_gemm_ptrs_ points into it
+  for (int i = 0; i < lanes; ++i) {
+    KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&lane_events_[static_cast<size_t>(i)], cudaEventDisableTiming), "lane event"));
+    if (i == 0) continue;
+    KILN_ASSIGN_OR_RETURN(Gemm g, Gemm::create());
+    lane_gemms_.push_back(std::move(g));
+    lane_gemm_ptrs_.push_back(&lane_gemms_.back());
+    cudaStream_t st = nullptr;
+    KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "lane stream"));
+    lane_streams_.push_back(st);
+  }
+  return ok_status();
 }
 
 bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) const {

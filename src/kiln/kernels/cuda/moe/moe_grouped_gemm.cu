@@ -1,6 +1,9 @@
-// MoE grouped expert GEMM, first version: a loop of cuBLASLt GEMMs (Gemm::run), one per expert
-// over its contiguous rows of the permuted activations. Needs the expert offsets on the host.
-// An fp8 x (quantized per row by the caller, e.g. silu_mul_fp8_cuda) goes to Gemm::run_quantized.
+// MoE grouped expert GEMM: cuBLASLt GEMMs (Gemm::run), one per expert over its contiguous rows of
+// the permuted activations, in a loop on one stream or spread over lanes (streams that run at the
+// same time). Needs the expert offsets on the host. An fp8 x (quantized per row by the caller,
+// e.g. silu_mul_fp8_cuda) goes to Gemm::run_quantized.
+#include <cuda_runtime.h>
+
 #include <string>
 #include <vector>
 
@@ -19,7 +22,9 @@ Result<std::vector<int32_t>> moe_offsets_to_host(const Tensor& offsets, CUstream
   return host;
 }
 
-Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& a, CUstream_st* stream) {
+namespace {
+
+Status check_args(const MoeGroupedGemmArgs& a) {
   const size_t num_experts = a.weights.size();
   if (a.offsets.size() != num_experts + 1)
     return invalid_argument("moe_grouped_gemm_cuda: " + std::to_string(a.offsets.size()) + " offsets for " +
@@ -30,24 +35,78 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& a, CUstream_s
   if (!a.weight_scales.empty() && a.weight_scales.size() != num_experts)
     return invalid_argument("moe_grouped_gemm_cuda: " + std::to_string(a.weight_scales.size()) + " weight scales for " +
                             std::to_string(num_experts) + " experts");
-  const bool prequantized = a.x.dtype == DType::kFp8E4M3;
-  if (prequantized && (a.weight_scales.empty() || a.x_scale.numel() != a.x.shape[0]))
+  if (a.x.dtype == DType::kFp8E4M3 && (a.weight_scales.empty() || a.x_scale.numel() != a.x.shape[0]))
     return invalid_argument("moe_grouped_gemm_cuda: fp8 x needs fp8 weights with scales and x_scale [rows]");
   if (a.offsets[0] != 0 || a.offsets[num_experts] != a.x.shape[0])
     return invalid_argument("moe_grouped_gemm_cuda: offsets do not cover the rows of x");
-  for (size_t e = 0; e < num_experts; ++e) {
-    const int64_t begin = a.offsets[e], end = a.offsets[e + 1];
-    if (end < begin) return invalid_argument("moe_grouped_gemm_cuda: offsets are not sorted");
-    if (end == begin) continue;
-    const Tensor scale = a.weight_scales.empty() ? Tensor{} : a.weight_scales[e];
-    const Status st =
-        prequantized
-            ? gemm.run_quantized({a.x.slice0(begin, end), a.x_scale.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale},
-                                 stream)
-            : gemm.run({a.x.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale}, stream);
-    if (!st.ok()) return st.with_context("expert " + std::to_string(e));
-  }
+  for (size_t e = 0; e < num_experts; ++e)
+    if (a.offsets[e + 1] < a.offsets[e]) return invalid_argument("moe_grouped_gemm_cuda: offsets are not sorted");
   return ok_status();
+}
+
+// Expert e's GEMM (it has rows) on gemm and stream.
+Status expert_gemm(Gemm& gemm, const MoeGroupedGemmArgs& a, size_t e, CUstream_st* stream) {
+  const int64_t begin = a.offsets[e], end = a.offsets[e + 1];
+  const Tensor scale = a.weight_scales.empty() ? Tensor{} : a.weight_scales[e];
+  const Status st =
+      a.x.dtype == DType::kFp8E4M3
+          ? gemm.run_quantized({a.x.slice0(begin, end), a.x_scale.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale},
+                               stream)
+          : gemm.run({a.x.slice0(begin, end), a.weights[e], {}, a.y.slice0(begin, end), scale}, stream);
+  return st.ok() ? st : st.with_context("expert " + std::to_string(e));
+}
+
+}  // namespace
+
+Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& a, CUstream_st* stream) {
+  KILN_RETURN_IF_ERROR(check_args(a));
+  for (size_t e = 0; e < a.weights.size(); ++e)
+    if (a.offsets[e + 1] > a.offsets[e]) KILN_RETURN_IF_ERROR(expert_gemm(gemm, a, e, stream));
+  return ok_status();
+}
+
+Status moe_grouped_gemm_cuda(const MoeGemmLanes& lanes, const MoeGroupedGemmArgs& a) {
+  const size_t n_lanes = lanes.gemms.size();
+  if (n_lanes == 0 || lanes.streams.size() != n_lanes || lanes.events.size() != n_lanes)
+    return invalid_argument("moe_grouped_gemm_cuda: " + std::to_string(n_lanes) + " gemms, " +
+                            std::to_string(lanes.streams.size()) + " streams, " + std::to_string(lanes.events.size()) +
+                            " events (want the same number, at least 1)");
+  for (size_t i = 0; i < n_lanes; ++i)
+    if (!lanes.gemms[i] || (i > 0 && (!lanes.streams[i] || !lanes.events[i])))
+      return invalid_argument("moe_grouped_gemm_cuda: lane " + std::to_string(i) + " lacks its gemm, stream or event");
+  KILN_RETURN_IF_ERROR(check_args(a));
+  const std::vector<int> lane = moe_expert_lanes(a.offsets, static_cast<int>(n_lanes));
+  std::vector<std::vector<size_t>> queue(n_lanes);  // each lane's experts, in expert order
+  for (size_t e = 0; e < lane.size(); ++e)
+    if (lane[e] >= 0) queue[static_cast<size_t>(lane[e])].push_back(e);
+  CUstream_st* const main = lanes.streams[0];
+  bool forked = false;
+  for (size_t i = 1; i < n_lanes; ++i) {
+    if (queue[i].empty()) continue;
+    if (!forked) KILN_CUDA_CHECK(cudaEventRecord(lanes.events[0], main));
+    forked = true;
+    KILN_CUDA_CHECK(cudaStreamWaitEvent(lanes.streams[i], lanes.events[0], 0));
+  }
+  // Launched round-robin over the lanes (each lane's first expert, then the second, ...), so that
+  // every lane has work while the host is still launching. Every used side lane is joined back into
+  // stream 0 even when a GEMM failed, so that no work queued later on stream 0 can overtake it; the
+  // first error is returned.
+  Status first = ok_status();
+  for (size_t r = 0; first.ok(); ++r) {
+    bool any = false;
+    for (size_t i = 0; i < n_lanes && first.ok(); ++i) {
+      if (r >= queue[i].size()) continue;
+      any = true;
+      first = expert_gemm(*lanes.gemms[i], a, queue[i][r], lanes.streams[i]);
+    }
+    if (!any) break;
+  }
+  for (size_t i = 1; i < n_lanes; ++i) {
+    if (queue[i].empty()) continue;
+    KILN_CUDA_CHECK(cudaEventRecord(lanes.events[i], lanes.streams[i]));
+    KILN_CUDA_CHECK(cudaStreamWaitEvent(main, lanes.events[i], 0));
+  }
+  return first;
 }
 
 }  // namespace kiln

@@ -1,0 +1,139 @@
+// The grouped MoE expert GEMM at prefill sizes (moe_grouped_gemm_cuda): Mixtral-8x7B's fp8 experts
+// (gate_up 28672 x 4096, down 4096 x 14336; 8 experts, top-2), x already in e4m3 with per-row
+// scales as the model hands it over, T tokens routed at random (each token two distinct experts),
+// each expert's rows aligned to 4 as the model permutes them. One stream (a loop of cuBLASLt calls)
+// against lanes: the experts spread over L streams that run at the same time. Event-timed on the
+// caller's stream (the lanes join back into it), median of 11 batches; TFLOP/s counts the slots'
+// real rows.
+//   moe_grouped_bench [TOKENS,...]   (default 512,1024,2048,4096)
+//   KILN_GPU_CEILINGS=ceilings.json  (from gpu_ceilings.py; default: H100 figures)
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench/gemm_bench_common.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/gemm_cuda.h"
+#include "kiln/kernels/moe_cuda.h"
+
+namespace kiln {
+namespace {
+
+using bench::check;
+
+constexpr int kExperts = 8, kTopK = 2, kMaxLanes = 8;
+
+// Expert offsets of `tokens` tokens x top-2 drawn uniformly, each expert's rows aligned to 4.
+std::vector<int32_t> random_offsets(int64_t tokens, std::mt19937& rng) {
+  std::vector<int64_t> count(kExperts, 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int a = static_cast<int>(rng() % kExperts);
+    int b = static_cast<int>(rng() % (kExperts - 1));
+    if (b >= a) ++b;
+    ++count[a], ++count[b];
+  }
+  std::vector<int32_t> offsets = {0};
+  for (int64_t c : count) offsets.push_back(offsets.back() + static_cast<int32_t>((c + 3) / 4 * 4));
+  return offsets;
+}
+
+struct Lanes {
+  std::vector<Gemm> gemms;
+  std::vector<Gemm*> ptrs;
+  std::vector<cudaStream_t> streams;
+  std::vector<cudaEvent_t> events;
+  explicit Lanes(cudaStream_t main) {
+    gemms.reserve(kMaxLanes);
+    for (int i = 0; i < kMaxLanes; ++i) {
+      auto g = Gemm::create();
+      check(g.status(), "Gemm::create");
+      gemms.push_back(std::move(g).value());
+      ptrs.push_back(&gemms.back());
+      cudaStream_t s = main;
+      if (i > 0) check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
+      streams.push_back(s);
+      cudaEvent_t e;
+      check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
+      events.push_back(e);
+    }
+  }
+  MoeGemmLanes view(int n) const {
+    return {std::span<Gemm* const>(ptrs).first(n), std::span<const cudaStream_t>(streams).first(n),
+            std::span<const cudaEvent_t>(events).first(n)};
+  }
+};
+
+void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, int64_t tokens,
+                  const std::vector<gemm_bench::BenchWeights>& gate_up, const std::vector<gemm_bench::BenchWeights>& down) {
+  std::mt19937 rng(static_cast<uint32_t>(tokens));
+  const std::vector<int32_t> offsets = random_offsets(tokens, rng);
+  const int64_t rows = offsets.back(), slots = tokens * kTopK;
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+    const std::vector<gemm_bench::BenchWeights>* w;
+  };
+  for (const Shape& sh : {Shape{"gate_up", 28672, 4096, &gate_up}, Shape{"down", 4096, 14336, &down}}) {
+    auto x = DeviceTensor::empty(DType::kBF16, {rows, sh.k});
+    auto xq = DeviceTensor::empty(DType::kFp8E4M3, {rows, sh.k});
+    auto xs = DeviceTensor::empty(DType::kF32, {rows});
+    auto y = DeviceTensor::empty(DType::kBF16, {rows, sh.n});
+    check(x.status(), "alloc x");
+    check(xq.status(), "alloc xq");
+    check(xs.status(), "alloc xs");
+    check(y.status(), "alloc y");
+    bench::fill_random_bf16(x->tensor.data, rows * sh.k, 7, 1.0f);
+    check(quantize_fp8_cuda({x->tensor, xq->tensor, xs->tensor}, s), "quantize_fp8_cuda");
+    std::vector<Tensor> w, sc;
+    for (const auto& bw : *sh.w) w.push_back(bw.w.tensor), sc.push_back(bw.scale.tensor);
+    const MoeGroupedGemmArgs args{xq->tensor, w, offsets, y->tensor, sc, xs->tensor};
+    const double flops = 2.0 * static_cast<double>(slots) * sh.n * sh.k;
+    std::ostringstream rows_of;
+    for (int e = 0; e < kExperts; ++e) rows_of << (e ? "," : "") << offsets[e + 1] - offsets[e];
+    for (int l : {1, 2, 3, 4, 8}) {
+      const double ms = bench::median_ms([&](int) { check(moe_grouped_gemm_cuda(lanes.view(l), args), "moe_grouped_gemm_cuda"); },
+                                         s, 5, 11, 3);
+      char shape[160];
+      std::snprintf(shape, sizeof shape, "%s T%lld (%s) lanes %d", sh.name, static_cast<long long>(tokens),
+                    rows_of.str().c_str(), l);
+      bench::report("moe_grouped fp8", shape, ms, flops / ms / 1e9, c.fp8_tflops, "TFLOP/s");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln
+
+int main(int argc, char** argv) {
+  using namespace kiln;
+  if (!cuda_available()) {
+    std::printf("moe_grouped_bench: %s\n", cuda_device_summary().c_str());
+    return 0;
+  }
+  std::vector<int64_t> tokens = {512, 1024, 2048, 4096};
+  if (argc > 1) {
+    tokens.clear();
+    std::stringstream ss(argv[1]);
+    for (std::string t; std::getline(ss, t, ',');) tokens.push_back(std::atoll(t.c_str()));
+  }
+  const bench::Ceilings c = bench::read_ceilings();
+  std::printf("moe_grouped_bench on %s\nceilings: %s: fp8 GEMM %.0f TFLOP/s\n", cuda_device_summary().c_str(),
+              c.source.c_str(), c.fp8_tflops);
+  cudaStream_t s;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
+  const Lanes lanes(s);
+  std::printf("making %d experts' fp8 weights...\n", kExperts);
+  std::fflush(stdout);
+  std::vector<gemm_bench::BenchWeights> gate_up, down;
+  for (int e = 0; e < kExperts; ++e) {
+    gate_up.push_back(gemm_bench::make_weights(DType::kFp8E4M3, 28672, 4096, 300 + e));
+    down.push_back(gemm_bench::make_weights(DType::kFp8E4M3, 4096, 14336, 400 + e));
+  }
+  for (int64_t t : tokens) bench_tokens(c, s, lanes, t, gate_up, down);
+  return 0;
+}
