@@ -79,7 +79,7 @@ Status moe_grouped_gemm_cuda(Gemm& gemm, const MoeGroupedGemmArgs& args, CUstrea
 struct MoeGemmLanes {
   std::span<Gemm* const> gemms;           // [lanes], lanes >= 1
   std::span<CUstream_st* const> streams;  // [lanes]; streams[0] the caller's
-  std::span<CUevent_st* const> events;         // [lanes], created with cudaEventDisableTiming
+  std::span<CUevent_st* const> events;    // [lanes], created with cudaEventDisableTiming
 };
 Status moe_grouped_gemm_cuda(const MoeGemmLanes& lanes, const MoeGroupedGemmArgs& args);
 
