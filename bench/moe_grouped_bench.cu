@@ -42,30 +42,21 @@ std::vector<int32_t> random_offsets(int64_t tokens, std::mt19937& rng) {
   return offsets;
 }
 
+// kMaxLanes lanes; lane 0 is (gemm0, the bench's stream).
 struct Lanes {
-  std::vector<Gemm> gemms;
-  std::vector<Gemm*> ptrs;
-  std::vector<cudaStream_t> streams;
-  std::vector<cudaEvent_t> events;
-  explicit Lanes(cudaStream_t main) {
-    gemms.reserve(kMaxLanes);
-    for (int i = 0; i < kMaxLanes; ++i) {
-      auto g = Gemm::create();
-      check(g.status(), "Gemm::create");
-      gemms.push_back(std::move(g).value());
-      ptrs.push_back(&gemms.back());
-      cudaStream_t s = main;
-      if (i > 0) check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
-      streams.push_back(s);
-      cudaEvent_t e;
-      check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "event");
-      events.push_back(e);
-    }
+  Gemm gemm0;
+  MoeLaneSet set;
+  explicit Lanes(cudaStream_t main) : gemm0(create_gemm()) {
+    auto s = MoeLaneSet::create(kMaxLanes, &gemm0, main);
+    check(s.status(), "MoeLaneSet::create");
+    set = std::move(s).value();
   }
-  MoeGemmLanes view(int n) const {
-    return {std::span<Gemm* const>(ptrs).first(n), std::span<const cudaStream_t>(streams).first(n),
-            std::span<const cudaEvent_t>(events).first(n)};
+  static Gemm create_gemm() {
+    auto g = Gemm::create();
+    check(g.status(), "Gemm::create");
+    return std::move(g).value();
   }
+  MoeGemmLanes view(int n) const { return set.view(n); }
 };
 
 void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, int64_t tokens,

@@ -22,34 +22,23 @@ namespace {
 
 constexpr int kLanes = 3;
 
+// Lane 0's Gemm and stream, and a set of kLanes lanes over them.
 struct Lanes {
-  std::vector<Gemm> gemms;
-  std::vector<Gemm*> gemm_ptrs;
-  std::vector<cudaStream_t> streams;
-  std::vector<cudaEvent_t> events;
+  Gemm gemm0 = std::move(Gemm::create()).value();
+  cudaStream_t stream0 = nullptr;
+  MoeLaneSet set;
   Lanes() {
-    gemms.reserve(kLanes);
-    for (int i = 0; i < kLanes; ++i) {
-      auto g = Gemm::create();
-      EXPECT_TRUE(g.ok());
-      gemms.push_back(std::move(g).value());
-      gemm_ptrs.push_back(&gemms.back());
-      cudaStream_t s = nullptr;
-      cudaEvent_t e = nullptr;
-      EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
-      EXPECT_EQ(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), cudaSuccess);
-      streams.push_back(s);
-      events.push_back(e);
-    }
+    EXPECT_EQ(cudaStreamCreateWithFlags(&stream0, cudaStreamNonBlocking), cudaSuccess);
+    auto s = MoeLaneSet::create(kLanes, &gemm0, stream0);
+    EXPECT_TRUE(s.ok());
+    set = std::move(s).value();
   }
   ~Lanes() {
-    for (cudaStream_t s : streams) cudaStreamDestroy(s);
-    for (cudaEvent_t e : events) cudaEventDestroy(e);
+    set = MoeLaneSet();  // its streams first
+    cudaStreamDestroy(stream0);
   }
-  MoeGemmLanes view(int n = kLanes) const {
-    return {std::span<Gemm* const>(gemm_ptrs).first(n), std::span<const cudaStream_t>(streams).first(n),
-            std::span<const cudaEvent_t>(events).first(n)};
-  }
+  MoeGemmLanes view(int n = kLanes) const { return set.view(n); }
+  std::span<CUstream_st* const> streams() const { return set.view().streams; }
 };
 
 // y on the host, copied on stream s after what is queued there (not a device-wide synchronize).
@@ -121,9 +110,9 @@ TEST(MoeGroupedGemmLanesCuda, MatchOneLaneAndTheCpu) {
     const MoeGroupedGemmArgs args{dx->tensor, w, offsets, y1->tensor, s, fp8 ? dxs->tensor : Tensor{}};
     MoeGroupedGemmArgs args2 = args;
     args2.y = y2->tensor;
-    ASSERT_TRUE(moe_grouped_gemm_cuda(*lanes.gemm_ptrs[0], args, lanes.streams[0]).ok());
+    ASSERT_TRUE(moe_grouped_gemm_cuda(lanes.gemm0, args, lanes.stream0).ok());
     ASSERT_TRUE(moe_grouped_gemm_cuda(lanes.view(), args2).ok());
-    const std::vector<uint8_t> one = bytes_on(y1->tensor, lanes.streams[0]), many = bytes_on(y2->tensor, lanes.streams[0]);
+    const std::vector<uint8_t> one = bytes_on(y1->tensor, lanes.stream0), many = bytes_on(y2->tensor, lanes.stream0);
     EXPECT_EQ(one, many) << "lanes and one lane differ";
     // The CPU reference, expert by expert.
     const std::vector<float> got = bf16_bytes_to_f32(many);
@@ -138,15 +127,15 @@ TEST(MoeGroupedGemmLanesCuda, MatchOneLaneAndTheCpu) {
     EXPECT_LE(test::scaled_error(got, ref), 1e-2);
     // Fewer lanes than experts with rows, and one lane, give the same bits too.
     for (int l : {1, 2}) {
-      ASSERT_EQ(cudaMemsetAsync(y2->tensor.data, 0xff, static_cast<size_t>(rows * n * 2), lanes.streams[0]), cudaSuccess);
+      ASSERT_EQ(cudaMemsetAsync(y2->tensor.data, 0xff, static_cast<size_t>(rows * n * 2), lanes.stream0), cudaSuccess);
       ASSERT_TRUE(moe_grouped_gemm_cuda(lanes.view(l), args2).ok());
-      EXPECT_EQ(one, bytes_on(y2->tensor, lanes.streams[0])) << l << " lanes";
+      EXPECT_EQ(one, bytes_on(y2->tensor, lanes.stream0)) << l << " lanes";
     }
     // Mismatched lanes are refused.
     MoeGemmLanes bad = lanes.view();
     bad.events = bad.events.first(2);
     EXPECT_FALSE(moe_grouped_gemm_cuda(bad, args2).ok());
-    const std::vector<cudaStream_t> no_stream = {lanes.streams[0], nullptr, lanes.streams[2]};
+    const std::vector<cudaStream_t> no_stream = {lanes.stream0, nullptr, lanes.streams()[2]};
     bad = lanes.view();
     bad.streams = no_stream;
     EXPECT_FALSE(moe_grouped_gemm_cuda(bad, args2).ok());

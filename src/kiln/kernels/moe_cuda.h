@@ -5,6 +5,7 @@
 // An assignment is (token t, choice j), numbered t * k + j. CUDA-free header (kernels/cuda/moe/).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -82,6 +83,25 @@ struct MoeGemmLanes {
   std::span<CUevent_st* const> events;    // [lanes], created with cudaEventDisableTiming
 };
 Status moe_grouped_gemm_cuda(const MoeGemmLanes& lanes, const MoeGroupedGemmArgs& args);
+
+// Owns a set of lanes: lane 0 borrows the caller's Gemm and stream; lanes 1.. own a Gemm
+// (Gemm::create()) and a non-blocking stream; every lane owns an event. view(n): the first n lanes.
+class MoeLaneSet {
+ public:
+  static Result<MoeLaneSet> create(int lanes, Gemm* gemm0, CUstream_st* stream0);
+  MoeLaneSet();
+  MoeLaneSet(MoeLaneSet&&) noexcept;
+  MoeLaneSet& operator=(MoeLaneSet&&) noexcept;
+  ~MoeLaneSet();
+  int size() const;
+  MoeGemmLanes view() const { return view(size()); }
+  MoeGemmLanes view(int n) const;
+  CUstream_st* stream(int i) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // The lane of each expert ([num_experts]; -1: no rows) for `lanes` lanes: the largest experts
 // first, each to the lane with the fewest rows so far (ties: the lower lane), so the lanes' rows

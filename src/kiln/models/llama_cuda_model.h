@@ -75,10 +75,6 @@ class CudaLlamaModel : public Model {
     if (stream_) cudaStreamDestroy(stream_);
     if (upload_done_) cudaEventDestroy(upload_done_);
     if (offsets_ready_) cudaEventDestroy(offsets_ready_);
-    for (size_t i = 1; i < lane_streams_.size(); ++i)
-      if (lane_streams_[i]) cudaStreamDestroy(lane_streams_[i]);
-    for (cudaEvent_t e : lane_events_)
-      if (e) cudaEventDestroy(e);
   }
   // Decode graphs held now, and captured since creation (tests).
   int64_t num_graphs() const { return static_cast<int64_t>(graphs_.size()); }
@@ -146,7 +142,7 @@ class CudaLlamaModel : public Model {
   // The grouped MoE path's lanes (moe_grouped_gemm_cuda): KILN_MOE_LANES streams (default
   // kMoeLanes) for MoE models, lane 0 = (gemm_, stream_); one lane otherwise.
   Status init_moe_lanes();
-  MoeGemmLanes moe_lanes() const { return {lane_gemm_ptrs_, lane_streams_, lane_events_}; }
+  MoeGemmLanes moe_lanes() const { return moe_lanes_.view(); }
   // Page-locked host staging (batch metadata up, sampled ids down): async copies, no bounce buffer.
   struct Pinned {
     int32_t* data = nullptr;  // count int32 elements
@@ -229,12 +225,7 @@ class CudaLlamaModel : public Model {
   cudaEvent_t offsets_ready_ = nullptr;  // the grouped MoE path's expert offsets are in offsets_staging_
   Scratch sampled_;
   cudaStream_t stream_ = nullptr;
-  // The grouped MoE path's lanes: [lanes] Gemm (lane 0: &gemm_), streams (0: stream_), fork / join
-  // events; lane_gemms_ holds lanes 1.. (their own cuBLASLt workspaces).
-  std::vector<Gemm> lane_gemms_;
-  std::vector<Gemm*> lane_gemm_ptrs_;
-  std::vector<cudaStream_t> lane_streams_;
-  std::vector<cudaEvent_t> lane_events_;
+  MoeLaneSet moe_lanes_;  // the grouped MoE path's lanes; lane 0 is (gemm_, stream_)
   // MoE decode steps of up to moe_decode_slots_ (token, expert) slots take moe_decode_gemm_cuda (-1: by dtype;
   // H100: bf16 up to 32, 30.6 vs 26.6 ms grouped at 32 tokens; fp8, the wgmma rows, kMoeFp8DecodeSlots).
   int64_t moe_decode_slots_ = -1;

@@ -93,20 +93,7 @@ Status CudaLlamaModel::init_moe_lanes() {
   int lanes = config_.num_experts > 1 ? kMoeLanes : 1;
   if (const char* v = std::getenv("KILN_MOE_LANES"); v && *v && config_.num_experts > 1)
     lanes = std::clamp(std::atoi(v), 1, kMoeMaxLanes);
-  lane_gemm_ptrs_ = {&gemm_};
-  lane_streams_ = {stream_};
-  lane_events_.assign(static_cast<size_t>(lanes), nullptr);
-  lane_gemms_.reserve(static_cast<size_t>(lanes - 1));  // lane_gemm_ptrs_ points into it
-  for (int i = 0; i < lanes; ++i) {
-    KILN_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&lane_events_[static_cast<size_t>(i)], cudaEventDisableTiming), "lane event"));
-    if (i == 0) continue;
-    KILN_ASSIGN_OR_RETURN(Gemm g, Gemm::create());
-    lane_gemms_.push_back(std::move(g));
-    lane_gemm_ptrs_.push_back(&lane_gemms_.back());
-    cudaStream_t st = nullptr;
-    KILN_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "lane stream"));
-    lane_streams_.push_back(st);
-  }
+  KILN_ASSIGN_OR_RETURN(moe_lanes_, MoeLaneSet::create(lanes, &gemm_, stream_));
   return ok_status();
 }
 

@@ -4,6 +4,8 @@
 // e.g. silu_mul_fp8_cuda) goes to Gemm::run_quantized.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -108,5 +110,55 @@ Status moe_grouped_gemm_cuda(const MoeGemmLanes& lanes, const MoeGroupedGemmArgs
   }
   return first;
 }
+
+struct MoeLaneSet::Impl {
+  std::vector<Gemm> gemms;  // lanes 1..
+  std::vector<Gemm*> gemm_ptrs;
+  std::vector<cudaStream_t> streams;  // streams[0] borrowed
+  std::vector<cudaEvent_t> events;
+  ~Impl() {
+    for (size_t i = 1; i < streams.size(); ++i)
+      if (streams[i]) cudaStreamDestroy(streams[i]);
+    for (cudaEvent_t e : events)
+      if (e) cudaEventDestroy(e);
+  }
+};
+
+MoeLaneSet::MoeLaneSet() = default;
+MoeLaneSet::MoeLaneSet(MoeLaneSet&&) noexcept = default;
+MoeLaneSet& MoeLaneSet::operator=(MoeLaneSet&&) noexcept = default;
+MoeLaneSet::~MoeLaneSet() = default;
+
+Result<MoeLaneSet> MoeLaneSet::create(int lanes, Gemm* gemm0, CUstream_st* stream0) {
+  if (lanes < 1 || !gemm0) return invalid_argument("MoeLaneSet: want at least one lane and lane 0's gemm");
+  MoeLaneSet set;
+  set.impl_ = std::make_unique<Impl>();
+  Impl& m = *set.impl_;
+  m.gemms.reserve(static_cast<size_t>(lanes - 1));  // gemm_ptrs points into it
+  m.gemm_ptrs = {gemm0};
+  m.streams = {stream0};
+  m.events.assign(static_cast<size_t>(lanes), nullptr);
+  for (int i = 0; i < lanes; ++i) {
+    KILN_CUDA_CHECK(cudaEventCreateWithFlags(&m.events[static_cast<size_t>(i)], cudaEventDisableTiming));
+    if (i == 0) continue;
+    KILN_ASSIGN_OR_RETURN(Gemm g, Gemm::create());
+    m.gemms.push_back(std::move(g));
+    m.gemm_ptrs.push_back(&m.gemms.back());
+    m.streams.push_back(nullptr);
+    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&m.streams.back(), cudaStreamNonBlocking));
+  }
+  return std::move(set);  // Result<MoeLaneSet> from an lvalue: moved
+}
+
+int MoeLaneSet::size() const { return impl_ ? static_cast<int>(impl_->gemm_ptrs.size()) : 0; }
+
+MoeGemmLanes MoeLaneSet::view(int n) const {
+  if (!impl_) return {};
+  const size_t k = static_cast<size_t>(std::clamp(n, 0, size()));
+  return {std::span<Gemm* const>(impl_->gemm_ptrs).first(k), std::span<CUstream_st* const>(impl_->streams).first(k),
+          std::span<CUevent_st* const>(impl_->events).first(k)};
+}
+
+CUstream_st* MoeLaneSet::stream(int i) const { return impl_->streams.at(static_cast<size_t>(i)); }
 
 }  // namespace kiln
