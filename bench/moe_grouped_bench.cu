@@ -2,13 +2,16 @@
 // (gate_up 28672 x 4096, down 4096 x 14336; 8 experts, top-2), x already in e4m3 with per-row
 // scales as the model hands it over, T tokens routed at random (each token two distinct experts),
 // each expert's rows aligned to 4 as the model permutes them. One stream (a loop of cuBLASLt calls)
-// against lanes: the experts spread over L streams that run at the same time. Event-timed on the
+// against lanes: the experts spread over L streams that run at the same time, and against
+// MoeBatchedGemm (one batched GEMM, rows padded to the largest expert, scales left to the
+// consumers; its first call times its candidates, outside the timing). Event-timed on the
 // caller's stream (the lanes join back into it), median of 11 batches; TFLOP/s counts the slots'
 // real rows.
 //   moe_grouped_bench [TOKENS,...]   (default 512,1024,2048,4096)
 //   KILN_GPU_CEILINGS=ceilings.json  (from gpu_ceilings.py; default: H100 figures)
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -59,7 +62,16 @@ struct Lanes {
   MoeGemmLanes view(int n) const { return set.view(n); }
 };
 
-void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, int64_t tokens,
+// The experts' weight pointers as the model's tables hold them ([experts] int64 on the device).
+DeviceTensor pointer_table(const std::vector<gemm_bench::BenchWeights>& w) {
+  std::vector<int64_t> p;
+  for (const auto& bw : w) p.push_back(reinterpret_cast<int64_t>(bw.w.tensor.data));
+  auto t = to_device(Tensor::view(p.data(), DType::kInt64, {static_cast<int64_t>(p.size())}));
+  check(t.status(), "pointer table");
+  return std::move(t).value();
+}
+
+void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, MoeBatchedGemm& batched, int64_t tokens,
                   const std::vector<gemm_bench::BenchWeights>& gate_up, const std::vector<gemm_bench::BenchWeights>& down) {
   std::mt19937 rng(static_cast<uint32_t>(tokens));
   const std::vector<int32_t> offsets = random_offsets(tokens, rng);
@@ -70,8 +82,11 @@ void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, 
     const std::vector<gemm_bench::BenchWeights>* w;
   };
   for (const Shape& sh : {Shape{"gate_up", 28672, 4096, &gate_up}, Shape{"down", 4096, 14336, &down}}) {
+    int32_t most = 0;
+    for (int e = 0; e < kExperts; ++e) most = std::max(most, offsets[e + 1] - offsets[e]);
+    const int64_t rpe = moe_batched_rows_per_expert(most);
     auto x = DeviceTensor::empty(DType::kBF16, {rows, sh.k});
-    auto xq = DeviceTensor::empty(DType::kFp8E4M3, {rows, sh.k});
+    auto xq = DeviceTensor::empty(DType::kFp8E4M3, {rows + rpe, sh.k});  // the batched GEMM reads rpe rows from each offset
     auto xs = DeviceTensor::empty(DType::kF32, {rows});
     auto y = DeviceTensor::empty(DType::kBF16, {rows, sh.n});
     check(x.status(), "alloc x");
@@ -79,14 +94,14 @@ void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, 
     check(xs.status(), "alloc xs");
     check(y.status(), "alloc y");
     bench::fill_random_bf16(x->tensor.data, rows * sh.k, 7, 1.0f);
-    check(quantize_fp8_cuda({x->tensor, xq->tensor, xs->tensor}, s), "quantize_fp8_cuda");
+    check(quantize_fp8_cuda({x->tensor, xq->tensor.slice0(0, rows), xs->tensor}, s), "quantize_fp8_cuda");
     std::vector<Tensor> w, sc;
     for (const auto& bw : *sh.w) w.push_back(bw.w.tensor), sc.push_back(bw.scale.tensor);
-    const MoeGroupedGemmArgs args{xq->tensor, w, offsets, y->tensor, sc, xs->tensor};
+    const MoeGroupedGemmArgs args{xq->tensor.slice0(0, rows), w, offsets, y->tensor, sc, xs->tensor};
     const double flops = 2.0 * static_cast<double>(slots) * sh.n * sh.k;
     std::ostringstream rows_of;
     for (int e = 0; e < kExperts; ++e) rows_of << (e ? "," : "") << offsets[e + 1] - offsets[e];
-    for (int l : {1, 2, 3, 4, 8}) {
+    for (int l : {1, 2}) {  // 3, 4 and 8 lanes: within a few percent of 2 (perf.md, 2026-11-24)
       const double ms = bench::median_ms([&](int) { check(moe_grouped_gemm_cuda(lanes.view(l), args), "moe_grouped_gemm_cuda"); },
                                          s, 5, 11, 3);
       char shape[160];
@@ -94,6 +109,16 @@ void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, 
                     rows_of.str().c_str(), l);
       bench::report("moe_grouped fp8", shape, ms, flops / ms / 1e9, c.fp8_tflops, "TFLOP/s");
     }
+    const DeviceTensor ptrs = pointer_table(*sh.w);
+    auto yp = DeviceTensor::empty(DType::kBF16, {kExperts * rpe, sh.n});
+    check(yp.status(), "alloc padded y");
+    const MoeBatchedGemmArgs bargs{xq->tensor, offsets, false, ptrs.tensor, sh.n, rpe, yp->tensor};
+    check(batched.run(bargs, s), "MoeBatchedGemm::run");  // times the candidates
+    const double ms = bench::median_ms([&](int) { check(batched.run(bargs, s), "MoeBatchedGemm::run"); }, s, 5, 11, 3);
+    char shape[160];
+    std::snprintf(shape, sizeof shape, "%s T%lld (%s) batched %lld rows", sh.name, static_cast<long long>(tokens),
+                  rows_of.str().c_str(), static_cast<long long>(rpe));
+    bench::report("moe_grouped fp8", shape, ms, flops / ms / 1e9, c.fp8_tflops, "TFLOP/s");
   }
 }
 
@@ -125,6 +150,8 @@ int main(int argc, char** argv) {
     gate_up.push_back(gemm_bench::make_weights(DType::kFp8E4M3, 28672, 4096, 300 + e));
     down.push_back(gemm_bench::make_weights(DType::kFp8E4M3, 4096, 14336, 400 + e));
   }
-  for (int64_t t : tokens) bench_tokens(c, s, lanes, t, gate_up, down);
+  auto batched = MoeBatchedGemm::create();
+  check(batched.status(), "MoeBatchedGemm::create");
+  for (int64_t t : tokens) bench_tokens(c, s, lanes, *batched, t, gate_up, down);
   return 0;
 }

@@ -36,7 +36,7 @@ void bench_shape(const bench::Ceilings& c, cudaStream_t s, int64_t rows, int64_t
   const auto variants = silu_mul_fp8_cuda_variants();
   for (size_t v = 0; v < variants.size(); ++v) {
     const SiluMulFp8CudaVariant& info = variants[v];
-    if (inter > info.max_inter || (info.max_rows && rows > info.max_rows)) continue;
+    if (info.dequant || inter > info.max_inter || (info.max_rows && rows > info.max_rows)) continue;  // dequant: moe_grouped_bench
     const std::string name = "silu_mul_fp8 " + std::to_string(info.threads) + "x" + std::to_string(info.vecs);
     row(name, [&] { check(silu_mul_fp8_cuda_variant(args, v, s), "silu_mul_fp8_cuda_variant"); });
   }

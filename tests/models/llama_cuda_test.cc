@@ -24,31 +24,6 @@
 namespace kiln {
 namespace {
 
-// rel_err: max |got - want| / max |want|; mean_rel_err: the mean |got - want| over all logits / max
-// |want|; top1: the rows whose argmax agrees.
-struct Agreement { double rel_err = 0, mean_rel_err = 0, top1 = 0; };
-
-Agreement agree(const float* got, const float* want, int64_t rows, int64_t vocab) {
-  Agreement a;
-  double err = 0, sum = 0, mag = 0;
-  int same = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* g = got + r * vocab;
-    const float* w = want + r * vocab;
-    for (int64_t i = 0; i < vocab; ++i) {
-      const double e = std::fabs(double(g[i]) - w[i]);
-      err = std::max(err, e);
-      sum += e;
-      mag = std::max(mag, std::fabs(double(w[i])));
-    }
-    same += std::max_element(g, g + vocab) - g == std::max_element(w, w + vocab) - w;
-  }
-  a.rel_err = err / std::max(mag, 1e-6);
-  a.mean_rel_err = sum / double(std::max<int64_t>(rows * vocab, 1)) / std::max(mag, 1e-6);
-  a.top1 = double(same) / double(rows);
-  return a;
-}
-
 class CudaGolden : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CudaGolden, LogitsMatchTransformersInBf16) {

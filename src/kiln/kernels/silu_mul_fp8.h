@@ -14,10 +14,23 @@ struct CUstream_st;  // cudaStream_t, without the CUDA headers
 
 namespace kiln {
 
+// Dequant (rows_per_group > 0): gate_up is an unscaled fp8 GEMM output in groups of rows_per_group
+// rows (a group: an expert of MoeBatchedGemm). Row t = g * rows_per_group + r is a row only for
+// r < offsets[g + 1] - offsets[g]; the other rows of q and scale are left as they are. Each value
+// is first scaled to bf16(gate_up[t, j] * row_scale[offsets[g] + r] * col_scale_ptrs[g][j]) (f32,
+// in that order, round to nearest even), then the row goes on as above.
+struct SiluMulFp8Dequant {
+  int64_t rows_per_group = 0;  // 0: off
+  Tensor offsets;         // [groups + 1] int32
+  Tensor row_scale;       // [offsets[groups] or more] f32 (x's per-row scales, rows as the offsets count them)
+  Tensor col_scale_ptrs;  // [groups] int64: pointers to [2 * inter] f32 each (the weights' per-channel scales)
+};
+
 struct SiluMulFp8Args {
   Tensor gate_up;  // [rows, 2 * inter] bf16 (CPU: f32 or bf16), rows may be strided
   Tensor q;        // [rows, inter] fp8 e4m3 out, contiguous rows
   Tensor scale;    // [rows] f32 out
+  SiluMulFp8Dequant dequant;  // CPU: host tensors and host pointers; CUDA: device ones
 };
 
 // Host tensors. The reference.
@@ -32,6 +45,7 @@ struct SiluMulFp8CudaVariant {
   int vecs;     // 8-element vectors per thread
   int64_t max_inter;
   int64_t max_rows;  // 0: any
+  bool dequant;      // takes SiluMulFp8Args::dequant (and only such calls)
 };
 std::span<const SiluMulFp8CudaVariant> silu_mul_fp8_cuda_variants();
 Status silu_mul_fp8_cuda(const SiluMulFp8Args& args, CUstream_st* stream);

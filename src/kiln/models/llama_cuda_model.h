@@ -184,6 +184,16 @@ class CudaLlamaModel : public Model {
   };
   Status ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused, bool h_fp8);  // h_fp8: as for attention
   bool moe_decode_path(const CudaLayerWeights& lw, int64_t n) const;
+  // The grouped path's fp8 experts as two batched GEMMs (MoeBatchedGemm), when the padding to the
+  // largest expert (rows_per_expert) stays within kMoeBatchedMaxPadPercent of the rows.
+  bool moe_batched_path(const CudaLayerWeights& lw, int64_t rows, int64_t max_rows) const;
+  struct MoeBatchedIo {
+    Tensor xq, x_scale;                     // the permuted rows in e4m3 (n rows to spare) and their scales
+    std::span<const int32_t> host_offsets;  // [experts + 1]
+    Tensor offsets, ids, weights, inverse;  // the permute's and the router's device tensors
+    int64_t rows_per_expert;
+  };
+  Status moe_batched(const MoeBatchedIo& io, const CudaLayerWeights& lw, Tensor x);
   bool moe_fused_path(const CudaLayerWeights& lw, int64_t n) const;
   Status moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t k, MoeSlots* fused);
   Result<MoeRouteArgs> moe_route_args(const CudaLayerWeights& lw, int64_t n, int64_t k);
@@ -197,6 +207,7 @@ class CudaLlamaModel : public Model {
   DeviceTensor inv_freq_;
   Scratch meta_, residual_, h_, x_, qkv_, q_, attn_, gate_up_, act_, rows_, logits_, moe_a_, moe_b_, moe_c_, moe_d_;
   Scratch act_scale_;  // [rows] f32: per-row scales of the fp8 SwiGLU output (silu_mul_fp8_cuda)
+  Scratch moe_e_, moe_f_;  // the batched MoE path's SwiGLU output (e4m3, padded rows) and its scales
   // A norm's output as per-token e4m3 and its scales: the fused fp8 MoE decode's experts, and the
   // fp8 qkv / gate_up GEMMs that quantize x per token (x_fp8).
   Scratch moe_hq_, moe_hs_;
@@ -242,6 +253,11 @@ class CudaLlamaModel : public Model {
   // gate_up 925 / 919 / 947 / 947, down 622 / 508 / 487 / 530. Serving A (Mixtral fp8 + fp8 KV,
   // 15 req/s) p90 e2e 1717.5 -> 1622.4 ms with 2 lanes.
   static constexpr int kMoeLanes = 2, kMoeMaxLanes = 8;
+  // The batched MoE path (KILN_MOE_BATCHED=0: off, =force: any padding): fp8 experts with per-channel scales, x quantized
+  // before the offsets reach the host (>= 1024 slots), experts x rows_per_expert <= 1.35 x rows.
+  MoeBatchedGemm moe_batched_gemm_;
+  bool moe_batched_ = true, moe_batched_force_ = false;
+  static constexpr int64_t kMoeBatchedMaxPadPercent = 135;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step

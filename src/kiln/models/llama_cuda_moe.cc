@@ -58,7 +58,8 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   const bool x_fp8_early = fp8 && n * k >= 1024;
   Tensor aq, scales;  // fp8 x (then the SwiGLU output) and its per-row scales
   auto quantize_x = [&](int64_t x_rows) -> Status {
-    KILN_ASSIGN_OR_RETURN(aq, act_.get(DType::kFp8E4M3, {x_rows, std::max(inter, c.hidden_size)}));
+    // n rows to spare: the batched GEMM's last expert reads rows_per_expert (<= n) rows from its offset
+    KILN_ASSIGN_OR_RETURN(aq, act_.get(DType::kFp8E4M3, {x_rows + n, std::max(inter, c.hidden_size)}));
     KILN_ASSIGN_OR_RETURN(scales, act_scale_.get(DType::kF32, {x_rows}));  // x's, then the SwiGLU output's
     const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {x_rows, c.hidden_size}, Device::kCuda);  // read before aq's write
     return quantize_fp8_cuda({xp.slice0(0, x_rows), xq, scales}, stream_);
@@ -69,9 +70,15 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   const int64_t rows = host_offsets[static_cast<size_t>(e)];  // n * k plus the alignment gaps
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {rows, 2 * inter}));
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {rows, c.hidden_size}));
-  int32_t min_rows = std::numeric_limits<int32_t>::max();
-  for (size_t i = 0; i + 1 < host_offsets.size(); ++i)
+  int32_t min_rows = std::numeric_limits<int32_t>::max(), max_rows = 0;
+  for (size_t i = 0; i + 1 < host_offsets.size(); ++i) {
     if (host_offsets[i + 1] > host_offsets[i]) min_rows = std::min(min_rows, host_offsets[i + 1] - host_offsets[i]);
+    max_rows = std::max(max_rows, host_offsets[i + 1] - host_offsets[i]);
+  }
+  if (x_fp8_early && moe_batched_path(lw, rows, max_rows)) {
+    const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows_max + n, c.hidden_size}, Device::kCuda);
+    return moe_batched({xq, scales, host_offsets, offsets, ids, weights, inverse, moe_batched_rows_per_expert(max_rows)}, lw, x);
+  }
   if (fp8 && (min_rows > kGemmSkinnyMaxMFp8 || x_fp8_early)) {  // no expert in the decode-kernel range: x, SwiGLU fp8
     if (!x_fp8_early) KILN_RETURN_IF_ERROR(quantize_x(rows));
     const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, c.hidden_size}, Device::kCuda);
@@ -89,11 +96,48 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
 }
 
+bool CudaLlamaModel::moe_batched_path(const CudaLayerWeights& lw, int64_t rows, int64_t max_rows) const {
+  if (!moe_batched_ || lw.gate_up_scale_ptrs.tensor.empty() || lw.down_scale_ptrs.tensor.empty() ||
+      lw.experts[0].gate_up_scale.tensor.numel() <= 1 || lw.experts[0].down_scale.tensor.numel() <= 1)
+    return false;  // per-channel scales only (the dequant passes read [n] per expert)
+  return moe_batched_force_ ||
+         config_.num_experts * moe_batched_rows_per_expert(max_rows) * 100 <= rows * kMoeBatchedMaxPadPercent;
+}
+
+Status CudaLlamaModel::moe_batched(const MoeBatchedIo& io, const CudaLayerWeights& lw, Tensor x) {
+  const ModelConfig& c = config_;
+  const int64_t inter = c.intermediate_size, rpe = io.rows_per_expert, prow = c.num_experts * rpe;
+  // gate_up: unscaled sums; the SwiGLU scales them (x's row scale, the expert's channel scales)
+  KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {prow, 2 * inter}));
+  KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({io.xq, io.host_offsets, false, lw.gate_up_ptrs.tensor, 2 * inter, rpe, gu}, stream_));
+  KILN_ASSIGN_OR_RETURN(Tensor aq, moe_e_.get(DType::kFp8E4M3, {prow, inter}));
+  KILN_ASSIGN_OR_RETURN(Tensor as, moe_f_.get(DType::kF32, {prow}));
+  KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as, {rpe, io.offsets, io.x_scale, lw.gate_up_scale_ptrs.tensor}}, stream_));
+  // down: unscaled sums again; the un-permute scales them
+  KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {prow, c.hidden_size}));
+  KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({aq, io.host_offsets, true, lw.down_ptrs.tensor, c.hidden_size, rpe, yp}, stream_));
+  MoeUnpermuteArgs ua{yp, io.weights, io.inverse, x};
+  ua.rows_per_expert = rpe;
+  ua.topk_ids = io.ids;
+  ua.expert_offsets = io.offsets;
+  ua.row_scale = as;
+  ua.col_scale_ptrs = lw.down_scale_ptrs.tensor;
+  return moe_unpermute_cuda(ua, stream_);
+}
+
 Status CudaLlamaModel::init_moe_lanes() {
   int lanes = config_.num_experts > 1 ? kMoeLanes : 1;
   if (const char* v = std::getenv("KILN_MOE_LANES"); v && *v && config_.num_experts > 1)
     lanes = std::clamp(std::atoi(v), 1, kMoeMaxLanes);
   KILN_ASSIGN_OR_RETURN(moe_lanes_, MoeLaneSet::create(lanes, &gemm_, stream_));
+  if (const char* v = std::getenv("KILN_MOE_BATCHED"); v && *v) {
+    moe_batched_ = std::string(v) != "0";
+    moe_batched_force_ = std::string(v) == "force";  // tests: whatever the padding
+  }
+  if (moe_batched_ && config_.num_experts > 1) {
+    KILN_ASSIGN_OR_RETURN(moe_batched_gemm_, MoeBatchedGemm::create());
+  }
+  moe_batched_ = moe_batched_ && static_cast<bool>(moe_batched_gemm_);
   return ok_status();
 }
 

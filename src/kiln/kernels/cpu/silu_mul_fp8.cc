@@ -17,18 +17,40 @@ Status silu_mul_fp8_cpu(const SiluMulFp8Args& a) {
     return invalid_argument("silu_mul_fp8_cpu: want gate_up [rows, 2 * inter] f32 | bf16, q [rows, inter] fp8 e4m3, "
                             "scale [rows] f32; got gate_up " + a.gate_up.shape_string() + ", q " + a.q.shape_string());
   const int64_t rows = a.q.shape[0], inter = a.q.shape[1];
+  const SiluMulFp8Dequant& dq = a.dequant;
+  if (dq.rows_per_group > 0) {
+    const int64_t groups = dq.col_scale_ptrs.numel();
+    if (dq.offsets.dtype != DType::kInt32 || dq.offsets.numel() != groups + 1 || dq.row_scale.dtype != DType::kF32 ||
+        dq.col_scale_ptrs.dtype != DType::kInt64 || rows != groups * dq.rows_per_group)
+      return invalid_argument("silu_mul_fp8_cpu: dequant wants offsets [groups + 1] int32, row_scale f32, col_scale_ptrs "
+                              "[groups] int64 and rows = groups x rows_per_group");
+  }
   HostTensor v = HostTensor::zeros(DType::kF32, {rows, inter});
   std::vector<float> row(static_cast<size_t>(2 * inter));
+  std::vector<int64_t> kept;  // dequant: the rows that are rows
   for (int64_t t = 0; t < rows; ++t) {
     const char* src = static_cast<const char*>(a.gate_up.data) + dtype_bytes(a.gate_up.dtype, t * a.gate_up.strides[0]);
     KILN_RETURN_IF_ERROR(convert(src, a.gate_up.dtype, row.data(), DType::kF32, 2 * inter));
+    if (dq.rows_per_group > 0) {
+      const int64_t g = t / dq.rows_per_group, r = t % dq.rows_per_group;
+      const int32_t* off = dq.offsets.ptr<int32_t>();
+      if (r >= off[g + 1] - off[g]) continue;
+      kept.push_back(t);
+      const float rs = dq.row_scale.ptr<float>()[off[g] + r];
+      const float* cs = reinterpret_cast<const float*>(dq.col_scale_ptrs.ptr<int64_t>()[g]);
+      for (int64_t j = 0; j < 2 * inter; ++j)
+        row[static_cast<size_t>(j)] = bf16_to_f32(f32_to_bf16(row[static_cast<size_t>(j)] * rs * cs[j]));
+    }
     float* o = v.tensor.ptr<float>() + t * inter;
     for (int64_t i = 0; i < inter; ++i) {
       const float g = row[static_cast<size_t>(i)], u = row[static_cast<size_t>(inter + i)];
       o[i] = bf16_to_f32(f32_to_bf16(g / (1.0f + std::exp(-g)) * u));
     }
   }
-  return quantize_fp8_cpu({v.tensor, a.q, a.scale});
+  if (dq.rows_per_group == 0) return quantize_fp8_cpu({v.tensor, a.q, a.scale});
+  for (int64_t t : kept)  // row by row, leaving the other rows of q and scale alone
+    KILN_RETURN_IF_ERROR(quantize_fp8_cpu({v.tensor.slice0(t, t + 1), a.q.slice0(t, t + 1), a.scale.slice0(t, t + 1)}));
+  return ok_status();
 }
 
 }  // namespace kiln

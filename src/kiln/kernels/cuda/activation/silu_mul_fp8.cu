@@ -37,6 +37,11 @@ struct Params {
   uint8_t* q;           // [rows, inter], row stride inter
   float* scale;         // [rows]
   int64_t gu_stride, inter;
+  // dequant (SiluMulFp8Dequant; the kDequant kernels)
+  const int32_t* offsets;
+  const float* row_scale;
+  const int64_t* col_scale_ptrs;
+  int64_t rows_per_group;
 };
 
 // ---- one thread's slice of a row: vectors c = i * kThreads + threadIdx.x, i < kVecs ----------
@@ -115,8 +120,24 @@ __device__ __forceinline__ void quantize_slice(const uint4 (&v)[kVecs], float s,
   else store_slice<kThreads, kVecs, false>(v, d, nvec, out);
 }
 
+// 8 bf16 v -> bf16(v * rs * cs[i]) (f32 products in that order, round to nearest even).
+__device__ __forceinline__ uint4 dequant8(const uint4& v, float rs, const float* cs) {
+  const float4 c0 = reinterpret_cast<const float4*>(cs)[0], c1 = reinterpret_cast<const float4*>(cs)[1];
+  const float c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+  uint4 out;
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    o[i] = __floats2bfloat162_rn(f.x * rs * c[2 * i], f.y * rs * c[2 * i + 1]);
+  }
+  return out;
+}
+
 // ---- the kernel ------------------------------------------------------------------------------
-template <int kThreads, int kVecs>
+// kDequant: row blockIdx.x of the padded groups (SiluMulFp8Dequant), scaled after the loads.
+template <int kThreads, int kVecs, bool kDequant>
 __global__ void __launch_bounds__(kThreads) silu_mul_fp8_row_kernel(const __grid_constant__ Params p) {
   cuda::pdl_wait();
   cuda::pdl_trigger();
@@ -124,7 +145,24 @@ __global__ void __launch_bounds__(kThreads) silu_mul_fp8_row_kernel(const __grid
   const int nvec = static_cast<int>(p.inter / 8);
   const uint4* gate = reinterpret_cast<const uint4*>(p.gate_up + r * p.gu_stride);
   uint4 g[kVecs], u[kVecs], v[kVecs];
-  load_slice<kThreads, kVecs>(gate, gate + nvec, nvec, g, u);
+  if constexpr (kDequant) {
+    const int64_t grp = r / p.rows_per_group, rr = r % p.rows_per_group;
+    const int32_t begin = p.offsets[grp];
+    if (rr >= p.offsets[grp + 1] - begin) return;  // padding of the group: not a row
+    load_slice<kThreads, kVecs>(gate, gate + nvec, nvec, g, u);
+    const float rs = p.row_scale[begin + rr];
+    const float* cs = reinterpret_cast<const float*>(p.col_scale_ptrs[grp]);
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) {
+      const int c = i * kThreads + threadIdx.x;
+      if (c < nvec) {
+        g[i] = dequant8(g[i], rs, cs + c * 8);
+        u[i] = dequant8(u[i], rs, cs + p.inter + c * 8);
+      }
+    }
+  } else {
+    load_slice<kThreads, kVecs>(gate, gate + nvec, nvec, g, u);
+  }
   const float m = swiglu_slice<kThreads, kVecs>(g, u, nvec, v);
   const float s = scale_for(cuda::fp8row::block_amax<kThreads>(m));
   quantize_slice<kThreads, kVecs>(v, s, nvec, p.q + r * p.inter, p.scale + r);
@@ -145,17 +183,25 @@ struct Variant {
 // (TMA) into shared memory up to 3 rows ahead): 2.70 TB/s (512 x 4) and 2.78 (1024 x 2) at 4096 x
 // 14336, 2.38 (256 x 2, 3 blocks per SM) at 4096 x 4096: once the arithmetic is short, two
 // 256-thread blocks per SM, each with its row's loads in flight, hide the latency better.
+// The dequant rows (MoE after MoeBatchedGemm) repeat the shapes with the scaling pass.
 constexpr Variant kVariants[] = {
-    {{1024, 1, 8192, kFewRows}, &silu_mul_fp8_row_kernel<1024, 1>},
-    {{1024, 2, 16384, kFewRows}, &silu_mul_fp8_row_kernel<1024, 2>},
-    {{256, 4, 8192, 0}, &silu_mul_fp8_row_kernel<256, 4>},
-    {{256, 8, 16384, 0}, &silu_mul_fp8_row_kernel<256, 8>},
+    {{1024, 1, 8192, kFewRows, false}, &silu_mul_fp8_row_kernel<1024, 1, false>},
+    {{1024, 2, 16384, kFewRows, false}, &silu_mul_fp8_row_kernel<1024, 2, false>},
+    {{256, 4, 8192, 0, false}, &silu_mul_fp8_row_kernel<256, 4, false>},
+    {{256, 8, 16384, 0, false}, &silu_mul_fp8_row_kernel<256, 8, false>},
+    {{1024, 1, 8192, kFewRows, true}, &silu_mul_fp8_row_kernel<1024, 1, true>},
+    {{1024, 2, 16384, kFewRows, true}, &silu_mul_fp8_row_kernel<1024, 2, true>},
+    {{256, 4, 8192, 0, true}, &silu_mul_fp8_row_kernel<256, 4, true>},
+    {{256, 8, 16384, 0, true}, &silu_mul_fp8_row_kernel<256, 8, true>},
 };
 
 Status launch(const SiluMulFp8Args& a, size_t index, CUstream_st* stream) {
   const Variant& v = kVariants[index];
+  const SiluMulFp8Dequant& dq = a.dequant;
   const Params p{static_cast<const bf16*>(a.gate_up.data), static_cast<uint8_t*>(a.q.data),
-                 static_cast<float*>(a.scale.data), a.gate_up.strides[0], a.q.shape[1]};
+                 static_cast<float*>(a.scale.data), a.gate_up.strides[0], a.q.shape[1],
+                 static_cast<const int32_t*>(dq.offsets.data), static_cast<const float*>(dq.row_scale.data),
+                 static_cast<const int64_t*>(dq.col_scale_ptrs.data), dq.rows_per_group};
   KILN_CUDA_CHECK(cuda::launch_pdl(v.kernel, dim3(static_cast<unsigned>(a.q.shape[0])),
                                    dim3(static_cast<unsigned>(v.info.threads)), 0, stream, p));
   KILN_CUDA_CHECK_LAUNCH();
@@ -177,11 +223,24 @@ Status check_args(const SiluMulFp8Args& a) {
     return unimplemented("silu_mul_fp8_cuda: inter " + std::to_string(inter) +
                          " (want a multiple of 8 with 16-byte aligned gate_up rows and contiguous q)");
   if (q.shape[0] > 0x7fffffff) return out_of_range("silu_mul_fp8_cuda: too many rows");
+  const SiluMulFp8Dequant& dq = a.dequant;
+  if (dq.rows_per_group > 0) {
+    const int64_t groups = dq.col_scale_ptrs.numel();
+    auto on_device = [](const Tensor& t, DType d) { return t.device == Device::kCuda && t.dtype == d && t.data && t.is_contiguous(); };
+    if (!on_device(dq.offsets, DType::kInt32) || !on_device(dq.row_scale, DType::kF32) ||
+        !on_device(dq.col_scale_ptrs, DType::kInt64) || dq.offsets.numel() != groups + 1 ||
+        q.shape[0] != groups * dq.rows_per_group)
+      return invalid_argument("silu_mul_fp8_cuda: dequant wants device offsets [groups + 1] int32, row_scale f32, "
+                              "col_scale_ptrs [groups] int64 and rows = groups x rows_per_group; got " +
+                              std::to_string(q.shape[0]) + " rows, " + std::to_string(groups) + " groups of " +
+                              std::to_string(dq.rows_per_group));
+  }
   return ok_status();
 }
 
-bool fits(const SiluMulFp8CudaVariant& v, int64_t rows, int64_t inter) {
-  return inter <= v.max_inter && (v.max_rows == 0 || rows <= v.max_rows);
+bool fits(const SiluMulFp8CudaVariant& v, const SiluMulFp8Args& a) {
+  const int64_t rows = a.q.shape[0], inter = a.q.shape[1];
+  return inter <= v.max_inter && (v.max_rows == 0 || rows <= v.max_rows) && v.dequant == (a.dequant.rows_per_group > 0);
 }
 
 }  // namespace
@@ -200,7 +259,7 @@ Status silu_mul_fp8_cuda(const SiluMulFp8Args& a, CUstream_st* stream) {
   const int64_t rows = a.q.shape[0], inter = a.q.shape[1];
   if (rows == 0) return ok_status();
   for (size_t i = 0; i < std::size(kVariants); ++i)
-    if (fits(kVariants[i].info, rows, inter)) return launch(a, i, stream);
+    if (fits(kVariants[i].info, a)) return launch(a, i, stream);
   return unimplemented("silu_mul_fp8_cuda: inter " + std::to_string(inter) + " (supported: up to 16384)");
 }
 
@@ -208,7 +267,7 @@ Status silu_mul_fp8_cuda_variant(const SiluMulFp8Args& a, size_t variant, CUstre
   KILN_RETURN_IF_ERROR(check_args(a));
   if (variant >= std::size(kVariants)) return out_of_range("silu_mul_fp8_cuda_variant: no row " + std::to_string(variant));
   const int64_t rows = a.q.shape[0], inter = a.q.shape[1];
-  if (!fits(kVariants[variant].info, rows, inter))
+  if (!fits(kVariants[variant].info, a))
     return unimplemented("silu_mul_fp8_cuda_variant: row " + std::to_string(variant) + " does not take " +
                          std::to_string(rows) + " rows of " + std::to_string(inter));
   if (rows == 0) return ok_status();
