@@ -123,9 +123,10 @@ class MoeLaneSet {
 // Why: one GEMM of all experts fills the GPU where one expert's does not (lanes); and cuBLASLt's
 // per-channel x per-row (outer vector) fp8 scales are refused for batched GEMMs. H100, Mixtral
 // experts, random top-2 of 1024 tokens (rows padded 12%): gate_up 514 -> 419 us, down 316 -> 208 us
-// against the per-expert loop with scales (probe, 2026-11-24). Each (rows_per_expert, n, k,
-// experts) plan times the heuristic's candidates on its first call (not while capturing) and keeps
-// the fastest: the first pick was up to 1.4x slower.
+// against the per-expert loop with scales (probe, 2026-11-24). The first plan of a bucket of
+// rows_per_expert values (32, 48, 64, 96, 128, 192, ...) times the heuristic's candidates on its
+// first call (not while capturing; the heuristic's first pick was up to 1.4x slower) and the
+// bucket's other plans take the winner.
 struct MoeBatchedGemmArgs {
   Tensor x;                          // [x rows, k] fp8 e4m3, contiguous
   std::span<const int32_t> offsets;  // [num_experts + 1] host copy of the expert offsets

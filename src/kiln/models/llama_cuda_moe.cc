@@ -100,8 +100,11 @@ bool CudaLlamaModel::moe_batched_path(const CudaLayerWeights& lw, int64_t rows, 
   if (!moe_batched_ || lw.gate_up_scale_ptrs.tensor.empty() || lw.down_scale_ptrs.tensor.empty() ||
       lw.experts[0].gate_up_scale.tensor.numel() <= 1 || lw.experts[0].down_scale.tensor.numel() <= 1)
     return false;  // per-channel scales only (the dequant passes read [n] per expert)
-  return moe_batched_force_ ||
-         config_.num_experts * moe_batched_rows_per_expert(max_rows) * 100 <= rows * kMoeBatchedMaxPadPercent;
+  if (moe_batched_force_ ||
+      config_.num_experts * moe_batched_rows_per_expert(max_rows) * 100 <= rows * kMoeBatchedMaxPadPercent)
+    return true;
+  log_debug("moe: ", rows, " rows, the largest expert ", max_rows, ": padded too far for the batched path");
+  return false;
 }
 
 Status CudaLlamaModel::moe_batched(const MoeBatchedIo& io, const CudaLayerWeights& lw, Tensor x) {

@@ -48,7 +48,8 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t candidates[kCandidates]{};
-  int num_candidates = 0, best = 0;
+  int num_candidates = 0;
+  cublasLtMatmulAlgo_t chosen{};  // candidates[0] until tuned, or the bucket's tuned algorithm
   bool tuned = false;
   Plan() = default;
   Plan(const Plan&) = delete;
@@ -91,6 +92,15 @@ Status check_args(const MoeBatchedGemmArgs& a) {
   return ok_status();
 }
 
+// Plans of rows_per_expert in one bucket (32, 48, 64, 96, 128, 192, ...: steps of 4/3 and 3/2)
+// share the algorithm the first of them timed fastest: each step's routing gives another
+// rows_per_expert, and timing 8 candidates costs tens of ms at prefill sizes.
+int64_t tune_bucket(int64_t m) {
+  int64_t b = 32;
+  while (b < m) b = b % 3 == 0 ? b / 3 * 4 : b / 2 * 3;
+  return b;
+}
+
 }  // namespace
 
 int64_t moe_batched_rows_per_expert(int64_t max_rows) {
@@ -101,6 +111,7 @@ struct MoeBatchedGemm::Impl {
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer workspace, ptrs;  // ptrs: [2 * kMaxExperts] device pointers (x_e, y_e)
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Plan> plans;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> bucket_algos;  // (tune_bucket(m), n, k, e)
   ~Impl() {
     plans.clear();
     if (handle) cublasLtDestroy(handle);
@@ -144,47 +155,62 @@ struct MoeBatchedGemm::Impl {
         return unimplemented("MoeBatchedGemm: cuBLASLt has no algorithm for " + std::to_string(e) + " experts of m=" +
                              std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
       for (int i = 0; i < p.num_candidates; ++i) p.candidates[i] = results[i].algo;
+      p.chosen = p.candidates[0];
       return ok_status();
     };
     if (Status st = build(); !st.ok()) return fail(st);
     return &p;
   }
 
-  Status matmul(const Plan& p, int algo, const void* w_ptrs, int64_t e, cudaStream_t stream) {
+  Status matmul(const Plan& p, const cublasLtMatmulAlgo_t& algo, const void* w_ptrs, int64_t e, cudaStream_t stream) {
     void** arr = static_cast<void**>(ptrs.data());
     static const float kOne = 1.0f, kZero = 0.0f;
     KILN_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &kOne, w_ptrs, p.a, arr, p.b, &kZero, arr + e, p.c, arr + e, p.c,
-                                 &p.candidates[algo], workspace.data(), static_cast<size_t>(workspace.size()), stream));
+                                 &algo, workspace.data(), static_cast<size_t>(workspace.size()), stream));
     return ok_status();
   }
 
-  // Times each candidate on the call's operands (y is rewritten by the real call after).
-  Status tune(Plan& p, const void* w_ptrs, int64_t e, cudaStream_t stream) {
+  // The bucket's algorithm if it has one that runs this plan; else times each candidate on the
+  // call's operands (y is rewritten by the real call after) and keeps the fastest for the bucket.
+  Status tune(Plan& p, int64_t m, int64_t n, int64_t k, const void* w_ptrs, int64_t e, cudaStream_t stream) {
+    const auto bucket = std::make_tuple(tune_bucket(m), n, k, e);
+    if (auto it = bucket_algos.find(bucket); it != bucket_algos.end()) {
+      cublasLtMatmulHeuristicResult_t check{};
+      if (cublasLtMatmulAlgoCheck(handle, p.op, p.a, p.b, p.c, p.c, &it->second, &check) == CUBLAS_STATUS_SUCCESS &&
+          check.workspaceSize <= static_cast<size_t>(workspace.size()))
+        p.chosen = it->second;
+      p.tuned = true;
+      return ok_status();
+    }
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     KILN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
     if (capture != cudaStreamCaptureStatusNone) return ok_status();  // a later uncaptured call tunes
     p.tuned = true;
     if (p.num_candidates < 2) return ok_status();
+    int best = 0;
     cudaEvent_t start, stop;
     KILN_CUDA_CHECK(cudaEventCreate(&start));
     KILN_CUDA_CHECK(cudaEventCreate(&stop));
     float best_ms = 0.f;
     for (int i = 0; i < p.num_candidates; ++i) {
-      if (!matmul(p, i, w_ptrs, e, stream).ok()) continue;  // warm-up; a failing candidate is skipped
+      if (!matmul(p, p.candidates[i], w_ptrs, e, stream).ok()) continue;  // warm-up; a failing candidate is skipped
       cudaEventRecord(start, stream);
-      for (int r = 0; r < kTuneReps; ++r) (void)matmul(p, i, w_ptrs, e, stream);
+      for (int r = 0; r < kTuneReps; ++r) (void)matmul(p, p.candidates[i], w_ptrs, e, stream);
       cudaEventRecord(stop, stream);
       float ms = 0.f;
       if (cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) continue;
       if (best_ms == 0.f || ms < best_ms) {
         best_ms = ms;
-        p.best = i;
+        best = i;
       }
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
     KILN_CUDA_CHECK(cudaGetLastError());
-    log_debug("MoeBatchedGemm: candidate ", p.best, " of ", p.num_candidates, " (", best_ms * 1000.f / kTuneReps, " us)");
+    p.chosen = p.candidates[best];
+    bucket_algos[bucket] = p.chosen;
+    log_debug("MoeBatchedGemm: ", e, " x ", m, " x ", n, " x ", k, ": candidate ", best, " of ", p.num_candidates, " (",
+              best_ms * 1000.f / kTuneReps, " us)");
     return ok_status();
   }
 };
@@ -221,8 +247,8 @@ Status MoeBatchedGemm::run(const MoeBatchedGemmArgs& a, CUstream_st* stream) {
   batched_ptrs_kernel<<<1, kMaxExperts, 0, stream>>>(pp);
   KILN_CUDA_CHECK_LAUNCH();
   KILN_ASSIGN_OR_RETURN(Plan * p, impl_->plan_for(a.rows_per_expert, a.n, k, e));
-  if (!p->tuned) KILN_RETURN_IF_ERROR(impl_->tune(*p, a.expert_ptrs.data, e, stream));
-  return impl_->matmul(*p, p->best, a.expert_ptrs.data, e, stream);
+  if (!p->tuned) KILN_RETURN_IF_ERROR(impl_->tune(*p, a.rows_per_expert, a.n, k, a.expert_ptrs.data, e, stream));
+  return impl_->matmul(*p, p->chosen, a.expert_ptrs.data, e, stream);
 }
 
 }  // namespace kiln
