@@ -4,7 +4,8 @@
 // each expert's rows aligned to 4 as the model permutes them. One stream (a loop of cuBLASLt calls)
 // against lanes: the experts spread over L streams that run at the same time, and against
 // MoeBatchedGemm (one batched GEMM, rows padded to the largest expert, scales left to the
-// consumers; its first call times its candidates, outside the timing). Event-timed on the
+// consumers; its first call times its candidates, outside the timing), for uniform and skewed
+// routings. Event-timed on the
 // caller's stream (the lanes join back into it), median of 11 batches; TFLOP/s counts the slots'
 // real rows.
 //   moe_grouped_bench [TOKENS,...]   (default 512,1024,2048,4096)
@@ -31,13 +32,19 @@ using bench::check;
 
 constexpr int kExperts = 8, kTopK = 2, kMaxLanes = 8;
 
-// Expert offsets of `tokens` tokens x top-2 drawn uniformly, each expert's rows aligned to 4.
-std::vector<int32_t> random_offsets(int64_t tokens, std::mt19937& rng) {
+// Expert offsets of `tokens` tokens x top-2 distinct experts, each expert's rows aligned to 4.
+// Uniform, or skewed: expert e drawn with weight 1 / (e + 1) (the largest gets ~2.9x the mean).
+std::vector<int32_t> random_offsets(int64_t tokens, bool skewed, std::mt19937& rng) {
+  std::vector<double> weight(kExperts);
+  for (int e = 0; e < kExperts; ++e) weight[e] = skewed ? 1.0 / (e + 1) : 1.0;
   std::vector<int64_t> count(kExperts, 0);
   for (int64_t t = 0; t < tokens; ++t) {
-    const int a = static_cast<int>(rng() % kExperts);
-    int b = static_cast<int>(rng() % (kExperts - 1));
-    if (b >= a) ++b;
+    std::discrete_distribution<int> pick(weight.begin(), weight.end());
+    const int a = pick(rng);
+    std::vector<double> rest = weight;
+    rest[a] = 0;
+    std::discrete_distribution<int> pick2(rest.begin(), rest.end());
+    const int b = pick2(rng);
     ++count[a], ++count[b];
   }
   std::vector<int32_t> offsets = {0};
@@ -72,9 +79,10 @@ DeviceTensor pointer_table(const std::vector<gemm_bench::BenchWeights>& w) {
 }
 
 void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, MoeBatchedGemm& batched, int64_t tokens,
-                  const std::vector<gemm_bench::BenchWeights>& gate_up, const std::vector<gemm_bench::BenchWeights>& down) {
+                  bool skewed, const std::vector<gemm_bench::BenchWeights>& gate_up,
+                  const std::vector<gemm_bench::BenchWeights>& down) {
   std::mt19937 rng(static_cast<uint32_t>(tokens));
-  const std::vector<int32_t> offsets = random_offsets(tokens, rng);
+  const std::vector<int32_t> offsets = random_offsets(tokens, skewed, rng);
   const int64_t rows = offsets.back(), slots = tokens * kTopK;
   struct Shape {
     const char* name;
@@ -82,11 +90,10 @@ void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, 
     const std::vector<gemm_bench::BenchWeights>* w;
   };
   for (const Shape& sh : {Shape{"gate_up", 28672, 4096, &gate_up}, Shape{"down", 4096, 14336, &down}}) {
-    int32_t most = 0;
-    for (int e = 0; e < kExperts; ++e) most = std::max(most, offsets[e + 1] - offsets[e]);
-    const int64_t rpe = moe_batched_rows_per_expert(most);
+    const MoeBatchedLayout layout = moe_batched_layout(offsets, 135);  // the model's bound
+    const int64_t rpe = layout.rows_per_entry;
     auto x = DeviceTensor::empty(DType::kBF16, {rows, sh.k});
-    auto xq = DeviceTensor::empty(DType::kFp8E4M3, {rows + rpe, sh.k});  // the batched GEMM reads rpe rows from each offset
+    auto xq = DeviceTensor::empty(DType::kFp8E4M3, {rows + rpe, sh.k});  // an entry reads rpe rows from its first
     auto xs = DeviceTensor::empty(DType::kF32, {rows});
     auto y = DeviceTensor::empty(DType::kBF16, {rows, sh.n});
     check(x.status(), "alloc x");
@@ -105,19 +112,20 @@ void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, 
       const double ms = bench::median_ms([&](int) { check(moe_grouped_gemm_cuda(lanes.view(l), args), "moe_grouped_gemm_cuda"); },
                                          s, 5, 11, 3);
       char shape[160];
-      std::snprintf(shape, sizeof shape, "%s T%lld (%s) lanes %d", sh.name, static_cast<long long>(tokens),
+      std::snprintf(shape, sizeof shape, "%s T%lld%s (%s) lanes %d", sh.name, static_cast<long long>(tokens), skewed ? " skewed" : "",
                     rows_of.str().c_str(), l);
       bench::report("moe_grouped fp8", shape, ms, flops / ms / 1e9, c.fp8_tflops, "TFLOP/s");
     }
     const DeviceTensor ptrs = pointer_table(*sh.w);
-    auto yp = DeviceTensor::empty(DType::kBF16, {kExperts * rpe, sh.n});
+    auto yp = DeviceTensor::empty(DType::kBF16, {layout.padded_rows(), sh.n});
     check(yp.status(), "alloc padded y");
-    const MoeBatchedGemmArgs bargs{xq->tensor, offsets, false, ptrs.tensor, sh.n, rpe, yp->tensor};
+    const MoeBatchedGemmArgs bargs{xq->tensor, &layout, false, ptrs.tensor, sh.n, yp->tensor};
     check(batched.run(bargs, s), "MoeBatchedGemm::run");  // times the candidates
     const double ms = bench::median_ms([&](int) { check(batched.run(bargs, s), "MoeBatchedGemm::run"); }, s, 5, 11, 3);
     char shape[160];
-    std::snprintf(shape, sizeof shape, "%s T%lld (%s) batched %lld rows", sh.name, static_cast<long long>(tokens),
-                  rows_of.str().c_str(), static_cast<long long>(rpe));
+    std::snprintf(shape, sizeof shape, "%s T%lld%s (%s) batched %lld x %lld rows", sh.name, static_cast<long long>(tokens),
+                  skewed ? " skewed" : "", rows_of.str().c_str(), static_cast<long long>(layout.entries()),
+                  static_cast<long long>(rpe));
     bench::report("moe_grouped fp8", shape, ms, flops / ms / 1e9, c.fp8_tflops, "TFLOP/s");
   }
 }
@@ -152,6 +160,7 @@ int main(int argc, char** argv) {
   }
   auto batched = MoeBatchedGemm::create();
   check(batched.status(), "MoeBatchedGemm::create");
-  for (int64_t t : tokens) bench_tokens(c, s, lanes, *batched, t, gate_up, down);
+  for (const bool skewed : {false, true})
+    for (int64_t t : tokens) bench_tokens(c, s, lanes, *batched, t, skewed, gate_up, down);
   return 0;
 }

@@ -44,13 +44,11 @@ struct MoeUnpermuteArgs {
   Tensor topk_weights;  // [num_tokens, k] f32
   Tensor inverse;       // [num_tokens * k] int32 (from moe_permute_cuda)
   Tensor out;           // [num_tokens, hidden] bf16, overwritten (a gather, deterministic: no atomics)
-  // Dequant (rows_per_expert > 0): y_permuted is MoeBatchedGemm's unscaled output, expert e's rows
-  // from e * rows_per_expert. Assignment a (expert topk_ids[a], permuted row inverse[a]) reads row
-  //   p = e * rows_per_expert + inverse[a] - expert_offsets[e]
-  // and each value as v * row_scale[p] * col_scale_ptrs[e][c] (f32, in that order) before the sum.
-  int64_t rows_per_expert = 0;
+  // Dequant (padded_rows given): y_permuted is MoeBatchedGemm's unscaled output. Assignment a
+  // (expert topk_ids[a], permuted row inverse[a]) reads row p = padded_rows[inverse[a]] and each
+  // value as v * row_scale[p] * col_scale_ptrs[e][c] (f32, in that order) before the sum.
+  Tensor padded_rows;     // [permuted rows] int32 (MoeBatchedTables)
   Tensor topk_ids;        // [num_tokens, k] int32
-  Tensor expert_offsets;  // [num_experts + 1] int32 (from moe_permute_cuda)
   Tensor row_scale;       // [rows of y_permuted] f32
   Tensor col_scale_ptrs;  // [num_experts] int64: device pointers to [hidden] f32 each
 };
@@ -113,31 +111,51 @@ class MoeLaneSet {
   std::unique_ptr<Impl> impl_;
 };
 
+// How MoeBatchedGemm lays the experts' rows out: entries of rows_per_entry rows, each a chunk of
+// one expert's rows (an expert of c rows takes ceil(c / rows_per_entry) entries; its last entry's
+// rows past c are padding). Entry i holds the permuted rows [begin[i], end[i]) of expert[i]
+// (end - begin <= rows_per_entry) at padded rows i * rows_per_entry ... CPU code (moe_lanes.cc).
+struct MoeBatchedLayout {
+  int64_t rows_per_entry = 0;
+  std::vector<int32_t> expert, begin, end;  // [entries]
+  int64_t entries() const { return static_cast<int64_t>(expert.size()); }
+  int64_t padded_rows() const { return entries() * rows_per_entry; }
+};
+inline constexpr int64_t kMoeBatchedMaxEntries = 256;
+// rows_per_entry: the largest of kMoeBatchedEntryRows not above the largest expert (rounded up to
+// 32) whose padded rows stay within max_pad_percent of the rows, else the smallest; an empty
+// layout (no entries) when the offsets have no rows or would need more than kMoeBatchedMaxEntries.
+inline constexpr int64_t kMoeBatchedEntryRows[] = {128, 192, 256, 384, 512};
+MoeBatchedLayout moe_batched_layout(std::span<const int32_t> offsets, int64_t max_pad_percent);
+
 // The experts' GEMMs as one cuBLASLt pointer-array batched GEMM (moe_batched_gemm.cu), fp8 e4m3 x
-// and weights, no scales:
-//   y[e * rows_per_expert + r] = x_e[r] @ W_e^T   (f32 sums, rounded to bf16), r < rows_per_expert
-// x_e's rows start at x row offsets[e] (contiguous: the permute's rows, x_padded false) or at
-// e * rows_per_expert (x_padded). Every expert multiplies rows_per_expert rows (at least its own):
-// rows past an expert's own are whatever x holds there (x needs them), and their y rows mean
-// nothing. The scales go to the consumers (SiluMulFp8Dequant, MoeUnpermuteArgs::rows_per_expert).
+// and weights, no scales, over the entries of a layout:
+//   y[i * rows_per_entry + r] = x_i[r] @ W_{expert[i]}^T   (f32 sums, rounded to bf16)
+// for r < rows_per_entry, where x_i's rows start at x row begin[i] (the permute's rows, x_padded
+// false) or at i * rows_per_entry (x_padded). Each entry multiplies rows_per_entry rows: rows past
+// its own are whatever x holds there (x needs them), and their y rows mean nothing. The scales go
+// to the consumers (SiluMulFp8Dequant, MoeUnpermuteArgs::padded_rows), which find the entries in
+// the layout's device tables (upload_layout).
 // Why: one GEMM of all experts fills the GPU where one expert's does not (lanes); and cuBLASLt's
 // per-channel x per-row (outer vector) fp8 scales are refused for batched GEMMs. H100, Mixtral
-// experts, random top-2 of 1024 tokens (rows padded 12%): gate_up 514 -> 419 us, down 316 -> 208 us
-// against the per-expert loop with scales (probe, 2026-11-24). The first plan of a bucket of
-// rows_per_expert values (32, 48, 64, 96, 128, 192, ...) times the heuristic's candidates on its
-// first call (not while capturing; the heuristic's first pick was up to 1.4x slower) and the
-// bucket's other plans take the winner.
+// experts, random top-2 of 1024 tokens, even routing (rows padded 12%): gate_up 504 -> 424 us,
+// down 301 -> 211 us against the per-expert loop with scales over 2 lanes (moe_grouped_bench,
+// 2026-11-24). The first plan of a bucket of rows_per_entry values times the heuristic's
+// candidates on its first call (not while capturing; the heuristic's first pick was up to 1.4x
+// slower) and the bucket's other plans take the winner.
 struct MoeBatchedGemmArgs {
-  Tensor x;                          // [x rows, k] fp8 e4m3, contiguous
-  std::span<const int32_t> offsets;  // [num_experts + 1] host copy of the expert offsets
+  Tensor x;                       // [x rows, k] fp8 e4m3, contiguous
+  const MoeBatchedLayout* layout = nullptr;
   bool x_padded = false;
-  Tensor expert_ptrs;                // [num_experts] int64 device: each expert's [n, k] fp8 e4m3, contiguous
-  int64_t n = 0, rows_per_expert = 0;
-  Tensor y;                          // [num_experts * rows_per_expert, n] bf16, contiguous
+  Tensor expert_ptrs;             // [num_experts] int64 device: each expert's [n, k] fp8 e4m3, contiguous
+  int64_t n = 0;
+  Tensor y;                       // [layout->padded_rows(), n] bf16, contiguous
 };
-// rows_per_expert for experts of at most max_rows rows: max_rows rounded up to kMoeBatchedRowStep.
-inline constexpr int64_t kMoeBatchedRowStep = 32;
-int64_t moe_batched_rows_per_expert(int64_t max_rows);
+// The layout on the device, for the consumers: entries [entries, 3] int32 (expert, begin, end)
+// and padded_rows [rows] int32 (the padded row of each permuted row, -1 for none).
+struct MoeBatchedTables {
+  Tensor entries, padded_rows;
+};
 class MoeBatchedGemm {
  public:
   static Result<MoeBatchedGemm> create();
@@ -146,6 +164,9 @@ class MoeBatchedGemm {
   MoeBatchedGemm& operator=(MoeBatchedGemm&&) noexcept;
   ~MoeBatchedGemm();
   explicit operator bool() const { return impl_ != nullptr; }
+  // Writes the layout's tables (of `rows` permuted rows) on the stream into this object's device
+  // memory; valid until the next upload_layout.
+  Result<MoeBatchedTables> upload_layout(const MoeBatchedLayout& layout, int64_t rows, CUstream_st* stream);
   Status run(const MoeBatchedGemmArgs& args, CUstream_st* stream);
 
  private:

@@ -15,15 +15,16 @@ struct CUstream_st;  // cudaStream_t, without the CUDA headers
 namespace kiln {
 
 // Dequant (rows_per_group > 0): gate_up is an unscaled fp8 GEMM output in groups of rows_per_group
-// rows (a group: an expert of MoeBatchedGemm). Row t = g * rows_per_group + r is a row only for
-// r < offsets[g + 1] - offsets[g]; the other rows of q and scale are left as they are. Each value
-// is first scaled to bf16(gate_up[t, j] * row_scale[offsets[g] + r] * col_scale_ptrs[g][j]) (f32,
-// in that order, round to nearest even), then the row goes on as above.
+// rows (a group: an entry of MoeBatchedGemm's layout, groups[g] = (expert, begin, end)). Row
+// t = g * rows_per_group + r is a row only for r < end - begin; the other rows of q and scale are
+// left as they are. Each value is first scaled to
+//   bf16(gate_up[t, j] * row_scale[begin + r] * col_scale_ptrs[expert][j])
+// (f32, in that order, round to nearest even), then the row goes on as above.
 struct SiluMulFp8Dequant {
   int64_t rows_per_group = 0;  // 0: off
-  Tensor offsets;         // [groups + 1] int32
-  Tensor row_scale;       // [offsets[groups] or more] f32 (x's per-row scales, rows as the offsets count them)
-  Tensor col_scale_ptrs;  // [groups] int64: pointers to [2 * inter] f32 each (the weights' per-channel scales)
+  Tensor groups;          // [groups, 3] int32: (expert, begin, end)
+  Tensor row_scale;       // [permuted rows] f32 (x's per-row scales, rows numbered as begin / end count them)
+  Tensor col_scale_ptrs;  // [experts] int64: pointers to [2 * inter] f32 each (the weights' per-channel scales)
 };
 
 struct SiluMulFp8Args {

@@ -184,14 +184,14 @@ class CudaLlamaModel : public Model {
   };
   Status ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused, bool h_fp8);  // h_fp8: as for attention
   bool moe_decode_path(const CudaLayerWeights& lw, int64_t n) const;
-  // The grouped path's fp8 experts as two batched GEMMs (MoeBatchedGemm), when the padding to the
-  // largest expert (rows_per_expert) stays within kMoeBatchedMaxPadPercent of the rows.
-  bool moe_batched_path(const CudaLayerWeights& lw, int64_t rows, int64_t max_rows) const;
+  // The grouped path's fp8 experts as two batched GEMMs (MoeBatchedGemm) over a layout whose
+  // padding stays within kMoeBatchedMaxPadPercent of the rows.
+  bool moe_batched_ready(const CudaLayerWeights& lw) const;
   struct MoeBatchedIo {
-    Tensor xq, x_scale;                     // the permuted rows in e4m3 (n rows to spare) and their scales
-    std::span<const int32_t> host_offsets;  // [experts + 1]
-    Tensor offsets, ids, weights, inverse;  // the permute's and the router's device tensors
-    int64_t rows_per_expert;
+    Tensor xq, x_scale;             // the permuted rows in e4m3 (kMoeXSlackRows to spare) and their scales
+    Tensor ids, weights, inverse;   // the router's and the permute's device tensors
+    const MoeBatchedLayout* layout;
+    int64_t rows;                   // permuted rows (the offsets' last)
   };
   Status moe_batched(const MoeBatchedIo& io, const CudaLayerWeights& lw, Tensor x);
   bool moe_fused_path(const CudaLayerWeights& lw, int64_t n) const;
@@ -253,11 +253,12 @@ class CudaLlamaModel : public Model {
   // gate_up 925 / 919 / 947 / 947, down 622 / 508 / 487 / 530. Serving A (Mixtral fp8 + fp8 KV,
   // 15 req/s) p90 e2e 1717.5 -> 1622.4 ms with 2 lanes.
   static constexpr int kMoeLanes = 2, kMoeMaxLanes = 8;
-  // The batched MoE path (KILN_MOE_BATCHED=0: off, =force: any padding): fp8 experts with per-channel scales, x quantized
-  // before the offsets reach the host (>= 1024 slots), experts x rows_per_expert <= 1.35 x rows.
+  // The batched MoE path (KILN_MOE_BATCHED=0: off, =force: any padding): fp8 experts with per-channel
+  // scales, x quantized before the offsets reach the host (>= 1024 slots), padded rows <= 1.35 x rows.
   MoeBatchedGemm moe_batched_gemm_;
   bool moe_batched_ = true, moe_batched_force_ = false;
   static constexpr int64_t kMoeBatchedMaxPadPercent = 135;
+  static constexpr int64_t kMoeXSlackRows = 512;  // >= the largest of kMoeBatchedEntryRows
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step

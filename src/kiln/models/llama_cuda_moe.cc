@@ -58,8 +58,8 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   const bool x_fp8_early = fp8 && n * k >= 1024;
   Tensor aq, scales;  // fp8 x (then the SwiGLU output) and its per-row scales
   auto quantize_x = [&](int64_t x_rows) -> Status {
-    // n rows to spare: the batched GEMM's last expert reads rows_per_expert (<= n) rows from its offset
-    KILN_ASSIGN_OR_RETURN(aq, act_.get(DType::kFp8E4M3, {x_rows + n, std::max(inter, c.hidden_size)}));
+    // rows to spare: the batched GEMM's entries read rows_per_entry (<= kMoeXSlackRows) rows from their first
+    KILN_ASSIGN_OR_RETURN(aq, act_.get(DType::kFp8E4M3, {x_rows + kMoeXSlackRows, std::max(inter, c.hidden_size)}));
     KILN_ASSIGN_OR_RETURN(scales, act_scale_.get(DType::kF32, {x_rows}));  // x's, then the SwiGLU output's
     const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {x_rows, c.hidden_size}, Device::kCuda);  // read before aq's write
     return quantize_fp8_cuda({xp.slice0(0, x_rows), xq, scales}, stream_);
@@ -75,9 +75,14 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     if (host_offsets[i + 1] > host_offsets[i]) min_rows = std::min(min_rows, host_offsets[i + 1] - host_offsets[i]);
     max_rows = std::max(max_rows, host_offsets[i + 1] - host_offsets[i]);
   }
-  if (x_fp8_early && moe_batched_path(lw, rows, max_rows)) {
-    const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows_max + n, c.hidden_size}, Device::kCuda);
-    return moe_batched({xq, scales, host_offsets, offsets, ids, weights, inverse, moe_batched_rows_per_expert(max_rows)}, lw, x);
+  if (x_fp8_early && moe_batched_ready(lw)) {
+    MoeBatchedLayout layout = moe_batched_layout(host_offsets, moe_batched_force_ ? 1 << 30 : kMoeBatchedMaxPadPercent);
+    if (layout.entries() > 0 && layout.padded_rows() * 100 <= rows * (moe_batched_force_ ? 1 << 30 : kMoeBatchedMaxPadPercent)) {
+      const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows_max + kMoeXSlackRows, c.hidden_size}, Device::kCuda);
+      return moe_batched({xq, scales, ids, weights, inverse, &layout, rows}, lw, x);
+    }
+    log_debug("moe: ", rows, " rows, the largest expert ", max_rows, ": padded too far for the batched path (",
+              layout.padded_rows(), " rows in entries of ", layout.rows_per_entry, ")");
   }
   if (fp8 && (min_rows > kGemmSkinnyMaxMFp8 || x_fp8_early)) {  // no expert in the decode-kernel range: x, SwiGLU fp8
     if (!x_fp8_early) KILN_RETURN_IF_ERROR(quantize_x(rows));
@@ -96,33 +101,30 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
 }
 
-bool CudaLlamaModel::moe_batched_path(const CudaLayerWeights& lw, int64_t rows, int64_t max_rows) const {
-  if (!moe_batched_ || lw.gate_up_scale_ptrs.tensor.empty() || lw.down_scale_ptrs.tensor.empty() ||
-      lw.experts[0].gate_up_scale.tensor.numel() <= 1 || lw.experts[0].down_scale.tensor.numel() <= 1)
-    return false;  // per-channel scales only (the dequant passes read [n] per expert)
-  if (moe_batched_force_ ||
-      config_.num_experts * moe_batched_rows_per_expert(max_rows) * 100 <= rows * kMoeBatchedMaxPadPercent)
-    return true;
-  log_debug("moe: ", rows, " rows, the largest expert ", max_rows, ": padded too far for the batched path");
-  return false;
+bool CudaLlamaModel::moe_batched_ready(const CudaLayerWeights& lw) const {
+  // per-channel scales only (the dequant passes read [n] per expert)
+  return moe_batched_ && !lw.gate_up_scale_ptrs.tensor.empty() && !lw.down_scale_ptrs.tensor.empty() &&
+         lw.experts[0].gate_up_scale.tensor.numel() > 1 && lw.experts[0].down_scale.tensor.numel() > 1;
 }
 
 Status CudaLlamaModel::moe_batched(const MoeBatchedIo& io, const CudaLayerWeights& lw, Tensor x) {
   const ModelConfig& c = config_;
-  const int64_t inter = c.intermediate_size, rpe = io.rows_per_expert, prow = c.num_experts * rpe;
+  const MoeBatchedLayout& layout = *io.layout;
+  const int64_t inter = c.intermediate_size, prow = layout.padded_rows();
+  KILN_ASSIGN_OR_RETURN(const MoeBatchedTables tables, moe_batched_gemm_.upload_layout(layout, io.rows, stream_));
   // gate_up: unscaled sums; the SwiGLU scales them (x's row scale, the expert's channel scales)
   KILN_ASSIGN_OR_RETURN(Tensor gu, moe_c_.get(DType::kBF16, {prow, 2 * inter}));
-  KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({io.xq, io.host_offsets, false, lw.gate_up_ptrs.tensor, 2 * inter, rpe, gu}, stream_));
+  KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({io.xq, &layout, false, lw.gate_up_ptrs.tensor, 2 * inter, gu}, stream_));
   KILN_ASSIGN_OR_RETURN(Tensor aq, moe_e_.get(DType::kFp8E4M3, {prow, inter}));
   KILN_ASSIGN_OR_RETURN(Tensor as, moe_f_.get(DType::kF32, {prow}));
-  KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as, {rpe, io.offsets, io.x_scale, lw.gate_up_scale_ptrs.tensor}}, stream_));
+  const SiluMulFp8Dequant dq{layout.rows_per_entry, tables.entries, io.x_scale, lw.gate_up_scale_ptrs.tensor};
+  KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as, dq}, stream_));
   // down: unscaled sums again; the un-permute scales them
   KILN_ASSIGN_OR_RETURN(Tensor yp, moe_d_.get(DType::kBF16, {prow, c.hidden_size}));
-  KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({aq, io.host_offsets, true, lw.down_ptrs.tensor, c.hidden_size, rpe, yp}, stream_));
+  KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({aq, &layout, true, lw.down_ptrs.tensor, c.hidden_size, yp}, stream_));
   MoeUnpermuteArgs ua{yp, io.weights, io.inverse, x};
-  ua.rows_per_expert = rpe;
+  ua.padded_rows = tables.padded_rows;
   ua.topk_ids = io.ids;
-  ua.expert_offsets = io.offsets;
   ua.row_scale = as;
   ua.col_scale_ptrs = lw.down_scale_ptrs.tensor;
   return moe_unpermute_cuda(ua, stream_);

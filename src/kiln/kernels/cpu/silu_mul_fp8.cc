@@ -19,11 +19,10 @@ Status silu_mul_fp8_cpu(const SiluMulFp8Args& a) {
   const int64_t rows = a.q.shape[0], inter = a.q.shape[1];
   const SiluMulFp8Dequant& dq = a.dequant;
   if (dq.rows_per_group > 0) {
-    const int64_t groups = dq.col_scale_ptrs.numel();
-    if (dq.offsets.dtype != DType::kInt32 || dq.offsets.numel() != groups + 1 || dq.row_scale.dtype != DType::kF32 ||
-        dq.col_scale_ptrs.dtype != DType::kInt64 || rows != groups * dq.rows_per_group)
-      return invalid_argument("silu_mul_fp8_cpu: dequant wants offsets [groups + 1] int32, row_scale f32, col_scale_ptrs "
-                              "[groups] int64 and rows = groups x rows_per_group");
+    if (dq.groups.dtype != DType::kInt32 || dq.groups.ndim != 2 || dq.groups.shape[1] != 3 || dq.row_scale.dtype != DType::kF32 ||
+        dq.col_scale_ptrs.dtype != DType::kInt64 || rows != dq.groups.shape[0] * dq.rows_per_group)
+      return invalid_argument("silu_mul_fp8_cpu: dequant wants groups [groups, 3] int32, row_scale f32, col_scale_ptrs "
+                              "[experts] int64 and rows = groups x rows_per_group");
   }
   HostTensor v = HostTensor::zeros(DType::kF32, {rows, inter});
   std::vector<float> row(static_cast<size_t>(2 * inter));
@@ -32,12 +31,12 @@ Status silu_mul_fp8_cpu(const SiluMulFp8Args& a) {
     const char* src = static_cast<const char*>(a.gate_up.data) + dtype_bytes(a.gate_up.dtype, t * a.gate_up.strides[0]);
     KILN_RETURN_IF_ERROR(convert(src, a.gate_up.dtype, row.data(), DType::kF32, 2 * inter));
     if (dq.rows_per_group > 0) {
-      const int64_t g = t / dq.rows_per_group, r = t % dq.rows_per_group;
-      const int32_t* off = dq.offsets.ptr<int32_t>();
-      if (r >= off[g + 1] - off[g]) continue;
+      const int32_t* grp = dq.groups.ptr<int32_t>() + 3 * (t / dq.rows_per_group);  // expert, begin, end
+      const int64_t r = t % dq.rows_per_group;
+      if (r >= grp[2] - grp[1]) continue;
       kept.push_back(t);
-      const float rs = dq.row_scale.ptr<float>()[off[g] + r];
-      const float* cs = reinterpret_cast<const float*>(dq.col_scale_ptrs.ptr<int64_t>()[g]);
+      const float rs = dq.row_scale.ptr<float>()[grp[1] + r];
+      const float* cs = reinterpret_cast<const float*>(dq.col_scale_ptrs.ptr<int64_t>()[grp[0]]);
       for (int64_t j = 0; j < 2 * inter; ++j)
         row[static_cast<size_t>(j)] = bf16_to_f32(f32_to_bf16(row[static_cast<size_t>(j)] * rs * cs[j]));
     }

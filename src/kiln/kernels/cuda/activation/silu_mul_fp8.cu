@@ -38,7 +38,7 @@ struct Params {
   float* scale;         // [rows]
   int64_t gu_stride, inter;
   // dequant (SiluMulFp8Dequant; the kDequant kernels)
-  const int32_t* offsets;
+  const int32_t* groups;  // [groups, 3]: expert, begin, end
   const float* row_scale;
   const int64_t* col_scale_ptrs;
   int64_t rows_per_group;
@@ -146,12 +146,13 @@ __global__ void __launch_bounds__(kThreads) silu_mul_fp8_row_kernel(const __grid
   const uint4* gate = reinterpret_cast<const uint4*>(p.gate_up + r * p.gu_stride);
   uint4 g[kVecs], u[kVecs], v[kVecs];
   if constexpr (kDequant) {
-    const int64_t grp = r / p.rows_per_group, rr = r % p.rows_per_group;
-    const int32_t begin = p.offsets[grp];
-    if (rr >= p.offsets[grp + 1] - begin) return;  // padding of the group: not a row
+    const int32_t* grp = p.groups + 3 * (r / p.rows_per_group);
+    const int64_t rr = r % p.rows_per_group;
+    const int32_t begin = grp[1];
+    if (rr >= grp[2] - begin) return;  // padding of the group: not a row
     load_slice<kThreads, kVecs>(gate, gate + nvec, nvec, g, u);
     const float rs = p.row_scale[begin + rr];
-    const float* cs = reinterpret_cast<const float*>(p.col_scale_ptrs[grp]);
+    const float* cs = reinterpret_cast<const float*>(p.col_scale_ptrs[grp[0]]);
 #pragma unroll
     for (int i = 0; i < kVecs; ++i) {
       const int c = i * kThreads + threadIdx.x;
@@ -200,7 +201,7 @@ Status launch(const SiluMulFp8Args& a, size_t index, CUstream_st* stream) {
   const SiluMulFp8Dequant& dq = a.dequant;
   const Params p{static_cast<const bf16*>(a.gate_up.data), static_cast<uint8_t*>(a.q.data),
                  static_cast<float*>(a.scale.data), a.gate_up.strides[0], a.q.shape[1],
-                 static_cast<const int32_t*>(dq.offsets.data), static_cast<const float*>(dq.row_scale.data),
+                 static_cast<const int32_t*>(dq.groups.data), static_cast<const float*>(dq.row_scale.data),
                  static_cast<const int64_t*>(dq.col_scale_ptrs.data), dq.rows_per_group};
   KILN_CUDA_CHECK(cuda::launch_pdl(v.kernel, dim3(static_cast<unsigned>(a.q.shape[0])),
                                    dim3(static_cast<unsigned>(v.info.threads)), 0, stream, p));
@@ -225,14 +226,13 @@ Status check_args(const SiluMulFp8Args& a) {
   if (q.shape[0] > 0x7fffffff) return out_of_range("silu_mul_fp8_cuda: too many rows");
   const SiluMulFp8Dequant& dq = a.dequant;
   if (dq.rows_per_group > 0) {
-    const int64_t groups = dq.col_scale_ptrs.numel();
     auto on_device = [](const Tensor& t, DType d) { return t.device == Device::kCuda && t.dtype == d && t.data && t.is_contiguous(); };
-    if (!on_device(dq.offsets, DType::kInt32) || !on_device(dq.row_scale, DType::kF32) ||
-        !on_device(dq.col_scale_ptrs, DType::kInt64) || dq.offsets.numel() != groups + 1 ||
-        q.shape[0] != groups * dq.rows_per_group)
-      return invalid_argument("silu_mul_fp8_cuda: dequant wants device offsets [groups + 1] int32, row_scale f32, "
-                              "col_scale_ptrs [groups] int64 and rows = groups x rows_per_group; got " +
-                              std::to_string(q.shape[0]) + " rows, " + std::to_string(groups) + " groups of " +
+    if (!on_device(dq.groups, DType::kInt32) || !on_device(dq.row_scale, DType::kF32) ||
+        !on_device(dq.col_scale_ptrs, DType::kInt64) || dq.groups.ndim != 2 || dq.groups.shape[1] != 3 ||
+        q.shape[0] != dq.groups.shape[0] * dq.rows_per_group)
+      return invalid_argument("silu_mul_fp8_cuda: dequant wants device groups [groups, 3] int32, row_scale f32, "
+                              "col_scale_ptrs [experts] int64 and rows = groups x rows_per_group; got " +
+                              std::to_string(q.shape[0]) + " rows, groups " + dq.groups.shape_string() + " of " +
                               std::to_string(dq.rows_per_group));
   }
   return ok_status();

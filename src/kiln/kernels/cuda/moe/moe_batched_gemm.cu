@@ -20,28 +20,53 @@
 namespace kiln {
 namespace {
 
-constexpr int kMaxExperts = 256;
 constexpr int kCandidates = 8;
 constexpr int kTuneReps = 3;
 constexpr int64_t kWorkspaceBytes = 32 << 20;
 
 
-// out[0, experts): x_e, out[experts, 2 experts): y_e.
+// out[0, n): w_i, out[n, 2n): x_i, out[2n, 3n): y_i for the n entries.
 struct PtrParams {
+  const int64_t* expert_ptrs;
   const uint8_t* x;
   uint8_t* y;
-  int64_t x_row_bytes, y_expert_bytes, rows_per_expert;
+  int64_t x_row_bytes, y_entry_bytes, rows_per_entry;
   const void** out;
-  int experts, x_padded;
-  int32_t offsets[kMaxExperts + 1];
+  int entries, x_padded;
+  int16_t expert[kMoeBatchedMaxEntries];
+  int32_t begin[kMoeBatchedMaxEntries];
 };
 
 __global__ void batched_ptrs_kernel(const __grid_constant__ PtrParams p) {
-  const int e = threadIdx.x;
-  if (e >= p.experts) return;
-  const int64_t row = p.x_padded ? e * p.rows_per_expert : p.offsets[e];
-  p.out[e] = p.x + row * p.x_row_bytes;
-  p.out[p.experts + e] = p.y + e * p.y_expert_bytes;
+  const int i = threadIdx.x;
+  if (i >= p.entries) return;
+  const int64_t row = p.x_padded ? i * p.rows_per_entry : p.begin[i];
+  p.out[i] = reinterpret_cast<const void*>(p.expert_ptrs[p.expert[i]]);
+  p.out[p.entries + i] = p.x + row * p.x_row_bytes;
+  p.out[2 * p.entries + i] = p.y + i * p.y_entry_bytes;
+}
+
+// The layout's tables: entries [n, 3] (expert, begin, end), padded_rows [rows] (-1 where no entry).
+struct TableParams {
+  int32_t* entries;
+  int32_t* padded_rows;
+  int64_t rows, rows_per_entry;
+  int n;
+  int16_t expert[kMoeBatchedMaxEntries];
+  int32_t begin[kMoeBatchedMaxEntries], end[kMoeBatchedMaxEntries];
+};
+
+__global__ void batched_tables_kernel(const __grid_constant__ TableParams p) {
+  for (int64_t r = threadIdx.x; r < p.rows; r += blockDim.x) p.padded_rows[r] = -1;
+  __syncthreads();
+  for (int i = threadIdx.x; i < p.n; i += blockDim.x) {
+    p.entries[3 * i] = p.expert[i];
+    p.entries[3 * i + 1] = p.begin[i];
+    p.entries[3 * i + 2] = p.end[i];
+  }
+  for (int i = 0; i < p.n; ++i)
+    for (int r = p.begin[i] + threadIdx.x; r < p.end[i]; r += blockDim.x)
+      p.padded_rows[r] = static_cast<int32_t>(i * p.rows_per_entry + (r - p.begin[i]));
 }
 
 struct Plan {
@@ -62,37 +87,47 @@ struct Plan {
   }
 };
 
-Status check_args(const MoeBatchedGemmArgs& a) {
-  const int64_t e = a.expert_ptrs.numel(), k = a.x.ndim == 2 ? a.x.shape[1] : 0, rpe = a.rows_per_expert;
-  if (a.x.device != Device::kCuda || a.x.ndim != 2 || a.x.dtype != DType::kFp8E4M3 || !a.x.is_contiguous())
-    return invalid_argument("MoeBatchedGemm: x " + a.x.shape_string() + " (want contiguous fp8 e4m3 [rows, k] on the device)");
-  if (a.expert_ptrs.device != Device::kCuda || a.expert_ptrs.dtype != DType::kInt64 || e < 1 || e > kMaxExperts)
-    return invalid_argument("MoeBatchedGemm: expert_ptrs " + a.expert_ptrs.shape_string() +
-                            " (want [experts] int64 on the device, 1 to 256 experts)");
-  if (static_cast<int64_t>(a.offsets.size()) != e + 1 || a.offsets[0] != 0)
-    return invalid_argument("MoeBatchedGemm: " + std::to_string(a.offsets.size()) + " offsets for " + std::to_string(e) +
-                            " experts (want experts + 1, from 0)");
-  if (a.y.device != Device::kCuda || a.y.dtype != DType::kBF16 || a.y.ndim != 2 || !a.y.is_contiguous() ||
-      a.y.shape[0] != e * rpe || a.y.shape[1] != a.n)
-    return invalid_argument("MoeBatchedGemm: y " + a.y.shape_string() + " (want contiguous bf16 [experts * " +
-                            std::to_string(rpe) + ", " + std::to_string(a.n) + "])");
-  for (int64_t i = 0; i < e; ++i) {
-    const int64_t rows = a.offsets[i + 1] - a.offsets[i];
-    if (rows < 0 || rows > rpe)
-      return invalid_argument("MoeBatchedGemm: expert " + std::to_string(i) + " has " + std::to_string(rows) +
-                              " rows (want 0 to rows_per_expert " + std::to_string(rpe) + ")");
-  }
-  const int64_t need = a.x_padded ? e * rpe : a.offsets[e - 1] + rpe;
-  if (a.x.shape[0] < need)
-    return invalid_argument("MoeBatchedGemm: x has " + std::to_string(a.x.shape[0]) + " rows, the last expert reads to row " +
-                            std::to_string(need));
-  if (k % 16 != 0 || a.n % 16 != 0 || rpe < 1 || rpe > 0x7fffffff)
-    return unimplemented("MoeBatchedGemm: n " + std::to_string(a.n) + ", k " + std::to_string(k) +
-                         " (want multiples of 16) and rows_per_expert " + std::to_string(rpe));
+Status check_layout(const MoeBatchedLayout& l, int64_t experts) {
+  const int64_t n = l.entries();
+  if (n < 1 || n > kMoeBatchedMaxEntries || l.rows_per_entry < 1 || static_cast<int64_t>(l.begin.size()) != n ||
+      static_cast<int64_t>(l.end.size()) != n)
+    return invalid_argument("MoeBatchedGemm: a layout of " + std::to_string(n) + " entries of " +
+                            std::to_string(l.rows_per_entry) + " rows (want 1 to 256 entries, begin and end for each)");
+  for (int64_t i = 0; i < n; ++i)
+    if (l.expert[i] < 0 || l.expert[i] >= experts || l.begin[i] < 0 || l.end[i] < l.begin[i] ||
+        l.end[i] - l.begin[i] > l.rows_per_entry)
+      return invalid_argument("MoeBatchedGemm: layout entry " + std::to_string(i) + " (expert " + std::to_string(l.expert[i]) +
+                              ", rows " + std::to_string(l.begin[i]) + ".." + std::to_string(l.end[i]) + ") does not fit");
   return ok_status();
 }
 
-// Plans of rows_per_expert in one bucket (32, 48, 64, 96, 128, 192, ...: steps of 4/3 and 3/2)
+Status check_args(const MoeBatchedGemmArgs& a) {
+  const int64_t e = a.expert_ptrs.numel(), k = a.x.ndim == 2 ? a.x.shape[1] : 0;
+  if (a.x.device != Device::kCuda || a.x.ndim != 2 || a.x.dtype != DType::kFp8E4M3 || !a.x.is_contiguous())
+    return invalid_argument("MoeBatchedGemm: x " + a.x.shape_string() + " (want contiguous fp8 e4m3 [rows, k] on the device)");
+  if (a.expert_ptrs.device != Device::kCuda || a.expert_ptrs.dtype != DType::kInt64 || e < 1 || e > 32767)
+    return invalid_argument("MoeBatchedGemm: expert_ptrs " + a.expert_ptrs.shape_string() + " (want [experts] int64 on the device)");
+  if (!a.layout) return invalid_argument("MoeBatchedGemm: no layout");
+  const MoeBatchedLayout& l = *a.layout;
+  KILN_RETURN_IF_ERROR(check_layout(l, e));
+  if (a.y.device != Device::kCuda || a.y.dtype != DType::kBF16 || a.y.ndim != 2 || !a.y.is_contiguous() ||
+      a.y.shape[0] != l.padded_rows() || a.y.shape[1] != a.n)
+    return invalid_argument("MoeBatchedGemm: y " + a.y.shape_string() + " (want contiguous bf16 [" +
+                            std::to_string(l.padded_rows()) + ", " + std::to_string(a.n) + "])");
+  int64_t need = l.padded_rows();
+  if (!a.x_padded) {
+    need = 0;
+    for (int32_t b : l.begin) need = std::max<int64_t>(need, b + l.rows_per_entry);
+  }
+  if (a.x.shape[0] < need)
+    return invalid_argument("MoeBatchedGemm: x has " + std::to_string(a.x.shape[0]) + " rows, an entry reads to row " +
+                            std::to_string(need));
+  if (k % 16 != 0 || a.n % 16 != 0)
+    return unimplemented("MoeBatchedGemm: n " + std::to_string(a.n) + ", k " + std::to_string(k) + " (want multiples of 16)");
+  return ok_status();
+}
+
+// Plans of rows_per_entry in one bucket (32, 48, 64, 96, 128, 192, ...: steps of 4/3 and 3/2)
 // share the algorithm the first of them timed fastest: each step's routing gives another
 // rows_per_expert, and timing 8 candidates costs tens of ms at prefill sizes.
 int64_t tune_bucket(int64_t m) {
@@ -103,15 +138,11 @@ int64_t tune_bucket(int64_t m) {
 
 }  // namespace
 
-int64_t moe_batched_rows_per_expert(int64_t max_rows) {
-  return std::max<int64_t>(1, (max_rows + kMoeBatchedRowStep - 1) / kMoeBatchedRowStep) * kMoeBatchedRowStep;
-}
-
 struct MoeBatchedGemm::Impl {
   cublasLtHandle_t handle = nullptr;
-  DeviceBuffer workspace, ptrs;  // ptrs: [2 * kMaxExperts] device pointers (x_e, y_e)
+  DeviceBuffer workspace, ptrs, tables;  // ptrs: [3 * kMoeBatchedMaxEntries] (w_i, x_i, y_i); tables: MoeBatchedTables
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Plan> plans;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> bucket_algos;  // (tune_bucket(m), n, k, e)
+  std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> bucket_algos;  // (tune_bucket(m), n, k)
   ~Impl() {
     plans.clear();
     if (handle) cublasLtDestroy(handle);
@@ -162,18 +193,18 @@ struct MoeBatchedGemm::Impl {
     return &p;
   }
 
-  Status matmul(const Plan& p, const cublasLtMatmulAlgo_t& algo, const void* w_ptrs, int64_t e, cudaStream_t stream) {
+  Status matmul(const Plan& p, const cublasLtMatmulAlgo_t& algo, int64_t e, cudaStream_t stream) {
     void** arr = static_cast<void**>(ptrs.data());
     static const float kOne = 1.0f, kZero = 0.0f;
-    KILN_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &kOne, w_ptrs, p.a, arr, p.b, &kZero, arr + e, p.c, arr + e, p.c,
+    KILN_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &kOne, arr, p.a, arr + e, p.b, &kZero, arr + 2 * e, p.c, arr + 2 * e, p.c,
                                  &algo, workspace.data(), static_cast<size_t>(workspace.size()), stream));
     return ok_status();
   }
 
   // The bucket's algorithm if it has one that runs this plan; else times each candidate on the
   // call's operands (y is rewritten by the real call after) and keeps the fastest for the bucket.
-  Status tune(Plan& p, int64_t m, int64_t n, int64_t k, const void* w_ptrs, int64_t e, cudaStream_t stream) {
-    const auto bucket = std::make_tuple(tune_bucket(m), n, k, e);
+  Status tune(Plan& p, int64_t m, int64_t n, int64_t k, int64_t e, cudaStream_t stream) {
+    const auto bucket = std::make_tuple(tune_bucket(m), n, k);  // any number of entries
     if (auto it = bucket_algos.find(bucket); it != bucket_algos.end()) {
       cublasLtMatmulHeuristicResult_t check{};
       if (cublasLtMatmulAlgoCheck(handle, p.op, p.a, p.b, p.c, p.c, &it->second, &check) == CUBLAS_STATUS_SUCCESS &&
@@ -193,9 +224,9 @@ struct MoeBatchedGemm::Impl {
     KILN_CUDA_CHECK(cudaEventCreate(&stop));
     float best_ms = 0.f;
     for (int i = 0; i < p.num_candidates; ++i) {
-      if (!matmul(p, p.candidates[i], w_ptrs, e, stream).ok()) continue;  // warm-up; a failing candidate is skipped
+      if (!matmul(p, p.candidates[i], e, stream).ok()) continue;  // warm-up; a failing candidate is skipped
       cudaEventRecord(start, stream);
-      for (int r = 0; r < kTuneReps; ++r) (void)matmul(p, p.candidates[i], w_ptrs, e, stream);
+      for (int r = 0; r < kTuneReps; ++r) (void)matmul(p, p.candidates[i], e, stream);
       cudaEventRecord(stop, stream);
       float ms = 0.f;
       if (cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) continue;
@@ -225,30 +256,61 @@ Result<MoeBatchedGemm> MoeBatchedGemm::create() {
   g.impl_ = std::make_unique<Impl>();
   KILN_CUBLAS_CHECK(cublasLtCreate(&g.impl_->handle));
   KILN_ASSIGN_OR_RETURN(g.impl_->workspace, DeviceBuffer::alloc(kWorkspaceBytes));
-  KILN_ASSIGN_OR_RETURN(g.impl_->ptrs, DeviceBuffer::alloc(2 * kMaxExperts * static_cast<int64_t>(sizeof(void*))));
+  KILN_ASSIGN_OR_RETURN(g.impl_->ptrs, DeviceBuffer::alloc(3 * kMoeBatchedMaxEntries * static_cast<int64_t>(sizeof(void*))));
   return std::move(g);
+}
+
+Result<MoeBatchedTables> MoeBatchedGemm::upload_layout(const MoeBatchedLayout& l, int64_t rows, CUstream_st* stream) {
+  if (!impl_) return invalid_argument("MoeBatchedGemm: not created (MoeBatchedGemm::create)");
+  KILN_RETURN_IF_ERROR(check_layout(l, 32767));
+  for (int32_t e : l.end)
+    if (e > rows) return invalid_argument("MoeBatchedGemm: a layout entry ends at row " + std::to_string(e) + " of " + std::to_string(rows));
+  const int64_t n = l.entries(), bytes = (3 * n + rows) * 4;
+  if (impl_->tables.size() < bytes) {
+    impl_->tables = DeviceBuffer{};
+    KILN_ASSIGN_OR_RETURN(impl_->tables, DeviceBuffer::alloc(std::max<int64_t>(bytes, 1 << 16)));
+  }
+  TableParams tp{};
+  tp.entries = static_cast<int32_t*>(impl_->tables.data());
+  tp.padded_rows = tp.entries + 3 * n;
+  tp.rows = rows;
+  tp.rows_per_entry = l.rows_per_entry;
+  tp.n = static_cast<int>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    tp.expert[i] = static_cast<int16_t>(l.expert[i]);
+    tp.begin[i] = l.begin[i];
+    tp.end[i] = l.end[i];
+  }
+  batched_tables_kernel<<<1, 1024, 0, stream>>>(tp);
+  KILN_CUDA_CHECK_LAUNCH();
+  return MoeBatchedTables{Tensor::view(tp.entries, DType::kInt32, {n, 3}, Device::kCuda),
+                          Tensor::view(tp.padded_rows, DType::kInt32, {rows}, Device::kCuda)};
 }
 
 Status MoeBatchedGemm::run(const MoeBatchedGemmArgs& a, CUstream_st* stream) {
   if (!impl_) return invalid_argument("MoeBatchedGemm: not created (MoeBatchedGemm::create)");
   KILN_RETURN_IF_ERROR(check_args(a));
-  const int64_t e = a.expert_ptrs.numel(), k = a.x.shape[1];
-  if (a.offsets[static_cast<size_t>(e)] == 0) return ok_status();  // no rows
+  const MoeBatchedLayout& l = *a.layout;
+  const int64_t n = l.entries(), k = a.x.shape[1];
   PtrParams pp{};
+  pp.expert_ptrs = static_cast<const int64_t*>(a.expert_ptrs.data);
   pp.x = static_cast<const uint8_t*>(a.x.data);
   pp.y = static_cast<uint8_t*>(a.y.data);
   pp.x_row_bytes = k;
-  pp.y_expert_bytes = a.rows_per_expert * a.n * 2;
-  pp.rows_per_expert = a.rows_per_expert;
+  pp.y_entry_bytes = l.rows_per_entry * a.n * 2;
+  pp.rows_per_entry = l.rows_per_entry;
   pp.out = static_cast<const void**>(impl_->ptrs.data());
-  pp.experts = static_cast<int>(e);
+  pp.entries = static_cast<int>(n);
   pp.x_padded = a.x_padded ? 1 : 0;
-  for (int64_t i = 0; i <= e; ++i) pp.offsets[i] = a.offsets[static_cast<size_t>(i)];
-  batched_ptrs_kernel<<<1, kMaxExperts, 0, stream>>>(pp);
+  for (int64_t i = 0; i < n; ++i) {
+    pp.expert[i] = static_cast<int16_t>(l.expert[i]);
+    pp.begin[i] = l.begin[i];
+  }
+  batched_ptrs_kernel<<<1, kMoeBatchedMaxEntries, 0, stream>>>(pp);
   KILN_CUDA_CHECK_LAUNCH();
-  KILN_ASSIGN_OR_RETURN(Plan * p, impl_->plan_for(a.rows_per_expert, a.n, k, e));
-  if (!p->tuned) KILN_RETURN_IF_ERROR(impl_->tune(*p, a.rows_per_expert, a.n, k, a.expert_ptrs.data, e, stream));
-  return impl_->matmul(*p, p->chosen, a.expert_ptrs.data, e, stream);
+  KILN_ASSIGN_OR_RETURN(Plan * p, impl_->plan_for(l.rows_per_entry, a.n, k, n));
+  if (!p->tuned) KILN_RETURN_IF_ERROR(impl_->tune(*p, l.rows_per_entry, a.n, k, n, stream));
+  return impl_->matmul(*p, p->chosen, n, stream);
 }
 
 }  // namespace kiln

@@ -121,11 +121,10 @@ struct UnpermuteParams {
   int64_t y_stride, out_stride;
   int k, vecs_per_row;
   // dequant (MoeUnpermuteArgs::rows_per_expert > 0)
-  const int32_t* ids;      // [num_tokens * k]
-  const int32_t* offsets;  // [num_experts + 1]
-  const float* row_scale;  // [rows of y]
+  const int32_t* ids;          // [num_tokens * k]
+  const int32_t* padded_rows;  // [permuted rows]
+  const float* row_scale;      // [rows of y]
   const int64_t* col_scale_ptrs;  // [num_experts]
-  int64_t rows_per_expert;
 };
 
 template <bool kDequant>
@@ -141,7 +140,7 @@ __global__ void __launch_bounds__(kRowThreads) moe_unpermute_kernel(const __grid
       float v[8];
       if constexpr (kDequant) {
         const int e = p.ids[t * p.k + j];
-        row = e * p.rows_per_expert + row - p.offsets[e];
+        row = p.padded_rows[row];
         const float rs = p.row_scale[row];
         const float4* cs = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(p.col_scale_ptrs[e]) + c * 8);
         const float4 c0 = cs[0], c1 = cs[1];
@@ -229,23 +228,18 @@ Status launch_unpermute(const MoeUnpermuteArgs& a, CUstream_st* stream) {
   p.out_stride = out.stride;
   p.k = static_cast<int>(k);
   p.vecs_per_row = static_cast<int>(y.cols / 8);
-  if (a.rows_per_expert > 0) {
-    const int64_t e = a.col_scale_ptrs.numel();
+  const bool dequant = !a.padded_rows.empty();
+  if (dequant) {
     KILN_RETURN_IF_ERROR(cuda::expect_device(a.topk_ids, DType::kInt32, n * k, kName, "topk_ids"));
-    KILN_RETURN_IF_ERROR(cuda::expect_device(a.expert_offsets, DType::kInt32, e + 1, kName, "expert_offsets"));
+    KILN_RETURN_IF_ERROR(cuda::expect_device(a.padded_rows, DType::kInt32, a.padded_rows.numel(), kName, "padded_rows"));
     KILN_RETURN_IF_ERROR(cuda::expect_device(a.row_scale, DType::kF32, y.rows, kName, "row_scale"));
-    KILN_RETURN_IF_ERROR(cuda::expect_device(a.col_scale_ptrs, DType::kInt64, e, kName, "col_scale_ptrs"));
-    if (y.rows != e * a.rows_per_expert)
-      return invalid_argument("moe_unpermute_cuda: dequant wants y_permuted of experts x rows_per_expert = " +
-                              std::to_string(e) + " x " + std::to_string(a.rows_per_expert) + " rows, got " +
-                              a.y_permuted.shape_string());
+    KILN_RETURN_IF_ERROR(cuda::expect_device(a.col_scale_ptrs, DType::kInt64, a.col_scale_ptrs.numel(), kName, "col_scale_ptrs"));
     p.ids = static_cast<const int32_t*>(a.topk_ids.data);
-    p.offsets = static_cast<const int32_t*>(a.expert_offsets.data);
+    p.padded_rows = static_cast<const int32_t*>(a.padded_rows.data);
     p.row_scale = static_cast<const float*>(a.row_scale.data);
     p.col_scale_ptrs = static_cast<const int64_t*>(a.col_scale_ptrs.data);
-    p.rows_per_expert = a.rows_per_expert;
   }
-  KILN_CUDA_CHECK(cuda::launch_pdl(a.rows_per_expert > 0 ? &moe_unpermute_kernel<true> : &moe_unpermute_kernel<false>,
+  KILN_CUDA_CHECK(cuda::launch_pdl(dequant ? &moe_unpermute_kernel<true> : &moe_unpermute_kernel<false>,
                                    dim3(static_cast<unsigned>(n)), dim3(kRowThreads), 0, stream, p));
   KILN_CUDA_CHECK_LAUNCH();
   return ok_status();
