@@ -122,9 +122,10 @@ struct MoeBatchedLayout {
   int64_t padded_rows() const { return entries() * rows_per_entry; }
 };
 inline constexpr int64_t kMoeBatchedMaxEntries = 256;
-// rows_per_entry: the largest of kMoeBatchedEntryRows not above the largest expert (rounded up to
-// 32) whose padded rows stay within max_pad_percent of the rows, else the smallest; an empty
-// layout (no entries) when the offsets have no rows or would need more than kMoeBatchedMaxEntries.
+// rows_per_entry: the largest of kMoeBatchedEntryRows and the largest expert's rows rounded up to
+// 32 (one entry per expert), capped at the latter, whose padded rows stay within max_pad_percent
+// of the rows, else the smallest; an empty layout (no entries) when the offsets have no rows or
+// would need more than kMoeBatchedMaxEntries.
 inline constexpr int64_t kMoeBatchedEntryRows[] = {128, 192, 256, 384, 512};
 MoeBatchedLayout moe_batched_layout(std::span<const int32_t> offsets, int64_t max_pad_percent);
 

@@ -254,10 +254,11 @@ class CudaLlamaModel : public Model {
   // 15 req/s) p90 e2e 1717.5 -> 1622.4 ms with 2 lanes.
   static constexpr int kMoeLanes = 2, kMoeMaxLanes = 8;
   // The batched MoE path (KILN_MOE_BATCHED=0: off, =force: any padding): fp8 experts with per-channel
-  // scales, x quantized before the offsets reach the host (>= 1024 slots), padded rows <= 1.35 x rows.
+  // scales, x quantized before the offsets reach the host (>= 1024 slots), one entry per expert,
+  // padded rows <= kMoeBatchedMaxPadPercent of the rows.
   MoeBatchedGemm moe_batched_gemm_;
   bool moe_batched_ = true, moe_batched_force_ = false;
-  static constexpr int64_t kMoeBatchedMaxPadPercent = 135;
+  static constexpr int64_t kMoeBatchedMaxPadPercent = 125;
   static constexpr int64_t kMoeXSlackRows = 512;  // >= the largest of kMoeBatchedEntryRows
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...

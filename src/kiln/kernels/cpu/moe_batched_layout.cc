@@ -1,6 +1,8 @@
 // moe_batched_layout (kernels/moe_cuda.h): the entries of MoeBatchedGemm's batched GEMM, planned on
 // the host from the expert offsets. CPU code, no CUDA.
 #include <algorithm>
+#include <iterator>
+#include <vector>
 
 #include "kiln/kernels/moe_cuda.h"
 
@@ -32,7 +34,9 @@ MoeBatchedLayout moe_batched_layout(std::span<const int32_t> offsets, int64_t ma
   if (rows <= 0 || most <= 0) return layout;
   const int64_t cap = (most + 31) / 32 * 32;  // no entry larger than the largest expert needs
   int64_t pick = 0;
-  for (int64_t c : kMoeBatchedEntryRows) {
+  std::vector<int64_t> sizes(std::begin(kMoeBatchedEntryRows), std::end(kMoeBatchedEntryRows));
+  sizes.push_back(cap);  // one entry per expert (the last: preferred when it fits)
+  for (int64_t c : sizes) {
     c = std::min(c, cap);
     const Fit f = fit(offsets, c);
     if (f.entries > kMoeBatchedMaxEntries) continue;
