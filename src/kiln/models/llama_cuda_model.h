@@ -187,6 +187,7 @@ class CudaLlamaModel : public Model {
   // The grouped path's fp8 experts as two batched GEMMs (MoeBatchedGemm) over a layout whose
   // padding stays within kMoeBatchedMaxPadPercent of the rows.
   bool moe_batched_ready(const CudaLayerWeights& lw) const;
+  Status pretune_moe_batched();
   struct MoeBatchedIo {
     Tensor xq, x_scale;             // the permuted rows in e4m3 (kMoeXSlackRows to spare) and their scales
     Tensor ids, weights, inverse;   // the router's and the permute's device tensors

@@ -146,8 +146,36 @@ Status CudaLlamaModel::init_moe_lanes() {
   if (moe_batched_ && config_.num_experts > 1) {
     KILN_ASSIGN_OR_RETURN(moe_batched_gemm_, MoeBatchedGemm::create());
   }
-  moe_batched_ = moe_batched_ && static_cast<bool>(moe_batched_gemm_);
-  return ok_status();
+  moe_batched_ = moe_batched_ && static_cast<bool>(moe_batched_gemm_) && !w_.layers.empty() && moe_batched_ready(w_.layers[0]);
+  return moe_batched_ ? pretune_moe_batched() : ok_status();
+}
+
+// Times the batched GEMMs' candidates now for the rows per expert that 512-2048-token steps give
+// (the buckets of 192-768), on layer 0's experts and scratch rows (what x holds does not matter):
+// tuned on first use instead, each new bucket stalled a serving step by tens of ms.
+Status CudaLlamaModel::pretune_moe_batched() {
+  const ModelConfig& c = config_;
+  const CudaLayerWeights& lw = w_.layers[0];
+  const int64_t e = c.num_experts, inter = c.intermediate_size;
+  log_info("moe: timing the batched expert GEMMs' algorithms...");
+  for (const int64_t m : {192, 256, 384, 512, 768}) {
+    MoeBatchedLayout layout;
+    layout.rows_per_entry = m;
+    for (int64_t i = 0; i < e; ++i) {
+      layout.expert.push_back(static_cast<int32_t>(i));
+      layout.begin.push_back(static_cast<int32_t>(i * m));
+      layout.end.push_back(static_cast<int32_t>(i * m + m));
+    }
+    KILN_ASSIGN_OR_RETURN(Tensor x, moe_e_.get(DType::kFp8E4M3, {e * m, std::max(inter, c.hidden_size)}));
+    KILN_ASSIGN_OR_RETURN(Tensor y, moe_c_.get(DType::kBF16, {e * m, 2 * inter}));
+    const Tensor xg = Tensor::view(x.data, DType::kFp8E4M3, {e * m, c.hidden_size}, Device::kCuda);
+    const Tensor xd = Tensor::view(x.data, DType::kFp8E4M3, {e * m, inter}, Device::kCuda);
+    const Tensor yd = Tensor::view(y.data, DType::kBF16, {e * m, c.hidden_size}, Device::kCuda);
+    KILN_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(x.data, 0, static_cast<size_t>(x.numel()), stream_), "pretune x"));
+    KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({xg, &layout, true, lw.gate_up_ptrs.tensor, 2 * inter, y}, stream_));
+    KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({xd, &layout, true, lw.down_ptrs.tensor, c.hidden_size, yd}, stream_));
+  }
+  return cuda_status(cudaStreamSynchronize(stream_), "pretune");
 }
 
 bool CudaLlamaModel::moe_decode_path(const CudaLayerWeights& lw, int64_t n) const {
