@@ -254,11 +254,14 @@ class CudaLlamaModel : public Model {
   // gate_up 925 / 919 / 947 / 947, down 622 / 508 / 487 / 530. Serving A (Mixtral fp8 + fp8 KV,
   // 15 req/s) p90 e2e 1717.5 -> 1622.4 ms with 2 lanes.
   static constexpr int kMoeLanes = 2, kMoeMaxLanes = 8;
-  // The batched MoE path (KILN_MOE_BATCHED=0: off, =force: any padding): fp8 experts with per-channel
-  // scales, x quantized before the offsets reach the host (>= 1024 slots), one entry per expert,
-  // padded rows <= kMoeBatchedMaxPadPercent of the rows.
-  MoeBatchedGemm moe_batched_gemm_;
-  bool moe_batched_ = true, moe_batched_force_ = false;
+  // The batched MoE path, off unless KILN_MOE_BATCHED=1 (=force: at any padding, for tests): fp8
+  // experts with per-channel scales, x quantized before the offsets reach the host (>= 1024 slots),
+  // one entry per expert, padded rows <= kMoeBatchedMaxPadPercent of the rows. Off by default: on
+  // the H100 its GEMMs beat the lanes on even routing (moe_grouped_bench, 1024 tokens: gate_up 480
+  // -> 418 us, down 294 -> 207 us), but Mixtral with dummy weights routes unevenly (the largest
+  // expert 2-4x the mean), takes it in few layers, and its 1K prefill ran 0.5-0.7 ms slower with it
+  // on, Serving A within its spread (2026-11-24, perf.md): not shown to pay end to end yet.
+  bool moe_batched_ = false, moe_batched_force_ = false;
   static constexpr int64_t kMoeBatchedMaxPadPercent = 125;
   static constexpr int64_t kMoeXSlackRows = 512;  // >= the largest of kMoeBatchedEntryRows
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
