@@ -261,6 +261,7 @@ class CudaLlamaModel : public Model {
   // -> 418 us, down 294 -> 207 us), but Mixtral with dummy weights routes unevenly (the largest
   // expert 2-4x the mean), takes it in few layers, and its 1K prefill ran 0.5-0.7 ms slower with it
   // on, Serving A within its spread (2026-11-24, perf.md): not shown to pay end to end yet.
+  MoeBatchedGemm moe_batched_gemm_;
   bool moe_batched_ = false, moe_batched_force_ = false;
   static constexpr int64_t kMoeBatchedMaxPadPercent = 125;
   static constexpr int64_t kMoeXSlackRows = 512;  // >= the largest of kMoeBatchedEntryRows
