@@ -24,6 +24,8 @@
 #include "kiln/kernels/cuda/common/device_buffer.h"
 #include "kiln/kernels/gemm_cuda.h"
 #include "kiln/kernels/moe_cuda.h"
+#include "kiln/kernels/quantize.h"
+#include "kiln/kernels/silu_mul_fp8.h"
 
 namespace kiln {
 namespace {
@@ -130,6 +132,92 @@ void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, 
   }
 }
 
+// The whole expert block after the permute, as the model runs it: the lanes (2) with scales in
+// the GEMMs, silu_mul_fp8 and moe_unpermute, against the batched path (layout tables, batched
+// gate_up, the SwiGLU's dequant, batched down, the un-permute's dequant). Uniform routing of
+// `tokens` tokens, whole experts as entries.
+void bench_chain(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, MoeBatchedGemm& batched, int64_t tokens,
+                 const std::vector<gemm_bench::BenchWeights>& gate_up, const std::vector<gemm_bench::BenchWeights>& down) {
+  constexpr int64_t kHidden = 4096, kInter = 14336;
+  std::mt19937 rng(static_cast<uint32_t>(tokens) + 17);
+  // routing: ids [tokens, 2]; the permuted row of each assignment (inverse), experts' rows aligned to 4
+  std::vector<int32_t> ids(static_cast<size_t>(tokens * kTopK)), count(kExperts, 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int a = static_cast<int>(rng() % kExperts);
+    int b = static_cast<int>(rng() % (kExperts - 1));
+    b += b >= a;
+    ids[static_cast<size_t>(2 * t)] = a, ids[static_cast<size_t>(2 * t + 1)] = b;
+  }
+  std::vector<int32_t> inverse(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) inverse[i] = count[static_cast<size_t>(ids[i])]++;
+  std::vector<int32_t> offsets = {0};
+  for (int32_t n : count) offsets.push_back(offsets.back() + (n + 3) / 4 * 4);
+  for (size_t i = 0; i < ids.size(); ++i) inverse[i] += offsets[static_cast<size_t>(ids[i])];
+  const int64_t rows = offsets.back();
+  const MoeBatchedLayout layout = moe_batched_layout(offsets, 1 << 30);  // whole experts
+  const int64_t prow = layout.padded_rows();
+  auto up = [&](const std::vector<int32_t>& v) {
+    auto t = to_device(Tensor::view(const_cast<int32_t*>(v.data()), DType::kInt32, {static_cast<int64_t>(v.size())}));
+    check(t.status(), "upload");
+    return std::move(t).value();
+  };
+  const DeviceTensor d_ids = up(ids), d_inv = up(inverse);
+  auto alloc = [&](DType d, std::initializer_list<int64_t> shape) {
+    auto t = DeviceTensor::empty(d, shape);
+    check(t.status(), "alloc");
+    return std::move(t).value();
+  };
+  DeviceTensor xb = alloc(DType::kBF16, {rows, kHidden}), xq = alloc(DType::kFp8E4M3, {rows + 512, kHidden});
+  DeviceTensor xs = alloc(DType::kF32, {rows}), wts = alloc(DType::kF32, {tokens, kTopK}), out = alloc(DType::kBF16, {tokens, kHidden});
+  DeviceTensor gu = alloc(DType::kBF16, {prow, 2 * kInter}), aq = alloc(DType::kFp8E4M3, {prow, kInter});
+  DeviceTensor as = alloc(DType::kF32, {prow}), yp = alloc(DType::kBF16, {prow, kHidden});
+  bench::fill_random_bf16(xb.tensor.data, rows * kHidden, 9, 1.0f);
+  check(quantize_fp8_cuda({xb.tensor, xq.tensor.slice0(0, rows), xs.tensor}, s), "quantize_fp8_cuda");
+  check(cudaMemsetAsync(wts.tensor.data, 0, static_cast<size_t>(tokens * kTopK * 4), s), "weights");
+  std::vector<Tensor> wg, sg, wd, sd;
+  for (const auto& bw : gate_up) wg.push_back(bw.w.tensor), sg.push_back(bw.scale.tensor);
+  for (const auto& bw : down) wd.push_back(bw.w.tensor), sd.push_back(bw.scale.tensor);
+  auto scale_table = [&](const std::vector<Tensor>& sc) {
+    std::vector<int64_t> p;
+    for (const Tensor& t : sc) p.push_back(reinterpret_cast<int64_t>(t.data));
+    auto t = to_device(Tensor::view(p.data(), DType::kInt64, {static_cast<int64_t>(p.size())}));
+    check(t.status(), "scale table");
+    return std::move(t).value();
+  };
+  const DeviceTensor pg = pointer_table(gate_up), pd = pointer_table(down), spg = scale_table(sg), spd = scale_table(sd);
+  const Tensor gu_rows = gu.tensor.slice0(0, rows), aq_rows = aq.tensor.slice0(0, rows);
+  const Tensor yp_rows = yp.tensor.slice0(0, rows);
+  auto lanes_chain = [&] {
+    check(moe_grouped_gemm_cuda(lanes.view(2), {xq.tensor.slice0(0, rows), wg, offsets, gu_rows, sg, xs.tensor}), "gate_up");
+    check(silu_mul_fp8_cuda({gu_rows, aq_rows, as.tensor.slice0(0, rows)}, s), "silu_mul_fp8");
+    check(moe_grouped_gemm_cuda(lanes.view(2), {aq_rows, wd, offsets, yp_rows, sd, as.tensor.slice0(0, rows)}), "down");
+    check(moe_unpermute_cuda({yp_rows, wts.tensor, d_inv.tensor, out.tensor}, s), "unpermute");
+  };
+  auto batched_chain = [&] {
+    auto tables = batched.upload_layout(layout, rows, s);
+    check(tables.status(), "upload_layout");
+    check(batched.run({xq.tensor, &layout, false, pg.tensor, 2 * kInter, gu.tensor}, s), "batched gate_up");
+    check(silu_mul_fp8_cuda({gu.tensor, aq.tensor, as.tensor, {layout.rows_per_entry, tables->entries, xs.tensor, spg.tensor}}, s),
+          "silu_mul_fp8 dequant");
+    check(batched.run({aq.tensor, &layout, true, pd.tensor, kHidden, yp.tensor}, s), "batched down");
+    MoeUnpermuteArgs ua{yp.tensor, wts.tensor, d_inv.tensor, out.tensor};
+    ua.padded_rows = tables->padded_rows;
+    ua.topk_ids = d_ids.tensor;
+    ua.row_scale = as.tensor;
+    ua.col_scale_ptrs = spd.tensor;
+    check(moe_unpermute_cuda(ua, s), "unpermute dequant");
+  };
+  batched_chain();  // tunes
+  const double flops = 2.0 * tokens * kTopK * 3.0 * kHidden * kInter;
+  for (int which = 0; which < 2; ++which) {
+    const double ms = bench::median_ms([&](int) { which ? batched_chain() : lanes_chain(); }, s, 5, 11, 3);
+    char shape[160];
+    std::snprintf(shape, sizeof shape, "T%lld %s", static_cast<long long>(tokens),
+                  which ? "batched (entries of whole experts)" : "2 lanes");
+    bench::report("moe experts block", shape, ms, flops / ms / 1e9, c.fp8_tflops, "TFLOP/s");
+  }
+}
+
 }  // namespace
 }  // namespace kiln
 
@@ -162,5 +250,6 @@ int main(int argc, char** argv) {
   check(batched.status(), "MoeBatchedGemm::create");
   for (const bool skewed : {false, true})
     for (int64_t t : tokens) bench_tokens(c, s, lanes, *batched, t, skewed, gate_up, down);
+  for (int64_t t : tokens) bench_chain(c, s, lanes, *batched, t, gate_up, down);
   return 0;
 }
