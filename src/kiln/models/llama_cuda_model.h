@@ -189,7 +189,7 @@ class CudaLlamaModel : public Model {
   bool moe_batched_ready(const CudaLayerWeights& lw) const;
   Status pretune_moe_batched();
   struct MoeBatchedIo {
-    Tensor xq, x_scale;             // the permuted rows in e4m3 (kMoeXSlackRows to spare) and their scales
+    Tensor xq, x_scale;             // the permuted rows in e4m3 (n + 64 rows to spare) and their scales
     Tensor ids, weights, inverse;   // the router's and the permute's device tensors
     const MoeBatchedLayout* layout;
     int64_t rows;                   // permuted rows (the offsets' last)
@@ -264,7 +264,6 @@ class CudaLlamaModel : public Model {
   MoeBatchedGemm moe_batched_gemm_;
   bool moe_batched_ = false, moe_batched_force_ = false;
   static constexpr int64_t kMoeBatchedMaxPadPercent = 125;
-  static constexpr int64_t kMoeXSlackRows = 512;  // >= the largest of kMoeBatchedEntryRows
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step

@@ -57,9 +57,11 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   KILN_RETURN_IF_ERROR(cuda_status(cudaEventRecord(offsets_ready_, stream_), "offsets event"));
   const bool x_fp8_early = fp8 && n * k >= 1024;
   Tensor aq, scales;  // fp8 x (then the SwiGLU output) and its per-row scales
+  const int64_t x_slack = moe_batched_ ? n + 64 : 0;
   auto quantize_x = [&](int64_t x_rows) -> Status {
-    // rows to spare: the batched GEMM's entries read rows_per_entry (<= kMoeXSlackRows) rows from their first
-    KILN_ASSIGN_OR_RETURN(aq, act_.get(DType::kFp8E4M3, {x_rows + kMoeXSlackRows, std::max(inter, c.hidden_size)}));
+    // rows to spare: a batched GEMM entry reads rows_per_entry rows from its first, at most the
+    // largest expert's rows (<= n + 3 with the alignment) rounded up to 32
+    KILN_ASSIGN_OR_RETURN(aq, act_.get(DType::kFp8E4M3, {x_rows + x_slack, std::max(inter, c.hidden_size)}));
     KILN_ASSIGN_OR_RETURN(scales, act_scale_.get(DType::kF32, {x_rows}));  // x's, then the SwiGLU output's
     const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {x_rows, c.hidden_size}, Device::kCuda);  // read before aq's write
     return quantize_fp8_cuda({xp.slice0(0, x_rows), xq, scales}, stream_);
@@ -82,7 +84,7 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     const bool whole_experts = layout.rows_per_entry == (max_rows + 31) / 32 * 32;
     const bool fits = whole_experts && layout.padded_rows() * 100 <= rows * kMoeBatchedMaxPadPercent;
     if (layout.entries() > 0 && (moe_batched_force_ || fits)) {
-      const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows_max + kMoeXSlackRows, c.hidden_size}, Device::kCuda);
+      const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows_max + x_slack, c.hidden_size}, Device::kCuda);
       return moe_batched({xq, scales, ids, weights, inverse, &layout, rows}, lw, x);
     }
     log_debug("moe: ", rows, " rows, the largest expert ", max_rows, ": padded too far for the batched path (",
