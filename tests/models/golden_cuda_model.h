@@ -50,6 +50,15 @@ inline Agreement agree(const float* got, const float* want, int64_t rows, int64_
   return a;
 }
 
+// The model in dir on the GPU: bf16 weights, or fp8 quantized at load.
+inline Result<std::unique_ptr<Model>> cuda_model_from(const std::string& dir, bool fp8_weights) {
+  KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(dir, DType::kBF16));
+  ModelOptions o;
+  o.device = Device::kCuda;
+  o.fp8_weights = fp8_weights;
+  return create_model(std::move(loaded), o);
+}
+
 // The golden model tests/golden/NAME in bf16 on the GPU.
 inline Result<std::unique_ptr<Model>> golden_cuda_model(const char* name) {
   KILN_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(std::string(KILN_SOURCE_DIR) + "/tests/golden/" + name, DType::kBF16));

@@ -522,12 +522,7 @@ TEST(CudaMoeDecode, MatchesGroupedPath) {
     for (int r = 0; r < repeats; ++r) prompt.insert(prompt.end(), ids.begin(), ids.end());
     for (const char* path : {"0", "512"}) {
       setenv("KILN_MOE_DECODE", path, 1);
-      auto loaded = load_model(dir, DType::kBF16);
-      ASSERT_TRUE(loaded.ok());
-      ModelOptions o;
-      o.device = Device::kCuda;
-      o.fp8_weights = c.fp8;
-      auto model = create_model(std::move(loaded).value(), o);
+      auto model = cuda_model_from(dir, c.fp8);
       ASSERT_TRUE(model.ok()) << model.status().to_string();
       auto l = prompt_logits(**model, prompt, c.chunk);
       ASSERT_TRUE(l.ok()) << l.status().to_string();

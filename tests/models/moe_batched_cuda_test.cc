@@ -59,12 +59,7 @@ TEST(CudaMoeBatched, MatchesGroupedLoop) {
   std::vector<HostTensor> logits;
   for (const char* mode : {"0", "force"}) {
     setenv("KILN_MOE_BATCHED", mode, 1);
-    auto loaded = load_model(dir, DType::kBF16);
-    ASSERT_TRUE(loaded.ok());
-    ModelOptions o;
-    o.device = Device::kCuda;
-    o.fp8_weights = true;
-    auto model = create_model(std::move(loaded).value(), o);
+    auto model = cuda_model_from(dir, true);
     ASSERT_TRUE(model.ok()) << model.status().to_string();
     for (int pass = 0; pass < 2; ++pass) {  // the first call of a plan times its candidates; the second reuses it
       auto l = prompt_logits(**model, prompt, 512);

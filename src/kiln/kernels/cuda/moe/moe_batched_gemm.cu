@@ -1,8 +1,10 @@
 // MoeBatchedGemm (kernels/moe_cuda.h): the experts' fp8 GEMMs as one cuBLASLt pointer-array
-// batched GEMM. A one-block kernel writes the batch's x and y pointer arrays on the stream (so the
-// host never writes memory the GPU may still read); the weights' pointer array is the layer's
-// expert_ptrs table. Plans are keyed by (rows_per_expert, n, k, experts); each times the
-// heuristic's candidates on its first call and keeps the fastest.
+// batched GEMM over the entries of a MoeBatchedLayout. A one-block kernel writes the batch's w, x
+// and y pointer arrays on the stream from the layout (passed by value) and the layer's expert_ptrs
+// table, so the host never writes memory the GPU may still read; another writes the layout's
+// tables for the dequant passes. Plans are keyed by (rows_per_entry, n, k, entries); the first
+// plan of a bucket of rows_per_entry values times the heuristic's candidates and the bucket's
+// later plans take the winner.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -23,7 +25,6 @@ namespace {
 constexpr int kCandidates = 8;
 constexpr int kTuneReps = 3;
 constexpr int64_t kWorkspaceBytes = 32 << 20;
-
 
 // out[0, n): w_i, out[n, 2n): x_i, out[2n, 3n): y_i for the n entries.
 struct PtrParams {
@@ -156,7 +157,7 @@ struct MoeBatchedGemm::Impl {
       plans.erase(key);
       return st;
     };
-    // y^T [n, m] = W [n, k] (stored [k, n] column-major, transposed) x x^T [k, m], per expert.
+    // y^T [n, m] = W [n, k] (stored [k, n] column-major, transposed) x x^T [k, m], per entry.
     auto build = [&]() -> Status {
       KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
       const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
