@@ -141,9 +141,9 @@ MoeBatchedLayout moe_batched_layout(std::span<const int32_t> offsets, int64_t ma
 // per-channel x per-row (outer vector) fp8 scales are refused for batched GEMMs. H100, Mixtral
 // experts, random top-2 of 1024 tokens, even routing (rows padded 12%): gate_up 504 -> 424 us,
 // down 301 -> 211 us against the per-expert loop with scales over 2 lanes (moe_grouped_bench,
-// 2026-11-24). The first plan of a bucket of rows_per_entry values times the heuristic's
-// candidates on its first call (not while capturing; the heuristic's first pick was up to 1.4x
-// slower) and the bucket's other plans take the winner.
+// 2026-11-24). The first plan of a (rows_per_entry, n, k) times the heuristic's candidates on its
+// first call (not while capturing; the heuristic's first pick was up to 1.4x slower), and plans
+// of that shape with another number of entries take the winner.
 struct MoeBatchedGemmArgs {
   Tensor x;                       // [x rows, k] fp8 e4m3, contiguous
   const MoeBatchedLayout* layout = nullptr;

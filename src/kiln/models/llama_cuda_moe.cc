@@ -5,6 +5,8 @@
 #ifdef KILN_WITH_CUDA
 #include "kiln/models/llama_cuda_model.h"
 
+#include "kiln/kernels/random_fill.h"
+
 namespace kiln::cuda_llama {
 
 Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fused, bool h_fp8) {
@@ -153,14 +155,24 @@ Status CudaLlamaModel::init_moe_lanes() {
 }
 
 // Times the batched GEMMs' candidates now for the rows per expert that 512-2048-token steps give
-// (the buckets of 192-768), on layer 0's experts and scratch rows (what x holds does not matter):
-// tuned on first use instead, each new bucket stalled a serving step by tens of ms.
+// (128-768 in steps of 32), on layer 0's experts and random e4m3 x: timed on first use instead,
+// each new row count stalled a serving step by tens of ms. ~40 plans, ~1 s.
 Status CudaLlamaModel::pretune_moe_batched() {
   const ModelConfig& c = config_;
   const CudaLayerWeights& lw = w_.layers[0];
-  const int64_t e = c.num_experts, inter = c.intermediate_size;
-  log_info("moe: timing the batched expert GEMMs' algorithms...");
-  for (const int64_t m : {192, 256, 384, 512, 768}) {
+  const int64_t e = c.num_experts, inter = c.intermediate_size, wide = std::max(inter, c.hidden_size);
+  constexpr int64_t kMin = 128, kMax = 768;
+  log_info("moe: timing the batched expert GEMMs' algorithms for ", kMin, "-", kMax, " rows per expert...");
+  KILN_ASSIGN_OR_RETURN(Tensor x, moe_e_.get(DType::kFp8E4M3, {e * kMax, wide}));
+  KILN_ASSIGN_OR_RETURN(Tensor y, moe_c_.get(DType::kBF16, {e * kMax, std::max(2 * inter, wide)}));
+  // x: random bf16 in y's memory, quantized per row of hidden into all of x's bytes
+  const int64_t flat_rows = e * kMax * wide / c.hidden_size;
+  KILN_ASSIGN_OR_RETURN(Tensor flat_scale, moe_f_.get(DType::kF32, {flat_rows}));
+  const Tensor src = Tensor::view(y.data, DType::kBF16, {flat_rows, c.hidden_size}, Device::kCuda);
+  KILN_RETURN_IF_ERROR(random_fill_cuda({src, 24, 1.0f, 0.0f}, stream_));
+  KILN_RETURN_IF_ERROR(quantize_fp8_cuda({src, Tensor::view(x.data, DType::kFp8E4M3, {flat_rows, c.hidden_size}, Device::kCuda),
+                                          flat_scale}, stream_));
+  for (int64_t m = kMin; m <= kMax; m += 32) {
     MoeBatchedLayout layout;
     layout.rows_per_entry = m;
     for (int64_t i = 0; i < e; ++i) {
@@ -168,13 +180,11 @@ Status CudaLlamaModel::pretune_moe_batched() {
       layout.begin.push_back(static_cast<int32_t>(i * m));
       layout.end.push_back(static_cast<int32_t>(i * m + m));
     }
-    KILN_ASSIGN_OR_RETURN(Tensor x, moe_e_.get(DType::kFp8E4M3, {e * m, std::max(inter, c.hidden_size)}));
-    KILN_ASSIGN_OR_RETURN(Tensor y, moe_c_.get(DType::kBF16, {e * m, 2 * inter}));
     const Tensor xg = Tensor::view(x.data, DType::kFp8E4M3, {e * m, c.hidden_size}, Device::kCuda);
     const Tensor xd = Tensor::view(x.data, DType::kFp8E4M3, {e * m, inter}, Device::kCuda);
+    const Tensor yg = Tensor::view(y.data, DType::kBF16, {e * m, 2 * inter}, Device::kCuda);
     const Tensor yd = Tensor::view(y.data, DType::kBF16, {e * m, c.hidden_size}, Device::kCuda);
-    KILN_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(x.data, 0, static_cast<size_t>(x.numel()), stream_), "pretune x"));
-    KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({xg, &layout, true, lw.gate_up_ptrs.tensor, 2 * inter, y}, stream_));
+    KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({xg, &layout, true, lw.gate_up_ptrs.tensor, 2 * inter, yg}, stream_));
     KILN_RETURN_IF_ERROR(moe_batched_gemm_.run({xd, &layout, true, lw.down_ptrs.tensor, c.hidden_size, yd}, stream_));
   }
   return cuda_status(cudaStreamSynchronize(stream_), "pretune");
