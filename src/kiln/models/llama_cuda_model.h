@@ -259,8 +259,9 @@ class CudaLlamaModel : public Model {
   // one entry per expert, padded rows <= kMoeBatchedMaxPadPercent of the rows. Off by default: on
   // the H100 its GEMMs beat the lanes on even routing (moe_grouped_bench, 1024 tokens: gate_up 480
   // -> 418 us, down 294 -> 207 us), but Mixtral with dummy weights routes unevenly (the largest
-  // expert 2-4x the mean), takes it in few layers, and its 1K prefill ran 0.5-0.7 ms slower with it
-  // on, Serving A within its spread (2026-11-24, perf.md): not shown to pay end to end yet.
+  // expert 2-4x the mean) and takes it in few layers: a 2 x 1024 prefill step 61.5 -> 59.9 ms, the
+  // 1K prefill and Serving A unchanged (2026-11-24, perf.md). Not shown to pay where it is judged;
+  // on it costs ~1 s of plan timing at start (pretune_moe_batched).
   MoeBatchedGemm moe_batched_gemm_;
   bool moe_batched_ = false, moe_batched_force_ = false;
   static constexpr int64_t kMoeBatchedMaxPadPercent = 125;
