@@ -4,8 +4,8 @@
 // each expert's rows aligned to 4 as the model permutes them. One stream (a loop of cuBLASLt calls)
 // against lanes: the experts spread over L streams that run at the same time, and against
 // MoeBatchedGemm (one batched GEMM, rows padded to the largest expert, scales left to the
-// consumers; its first call times its candidates, outside the timing), for uniform and skewed
-// routings. Event-timed on the
+// consumers; its first call times its candidates, outside the timing), and against kiln's
+// one-launch kernel (moe_grouped_wgmma_cuda, sm_90), for uniform and skewed routings. Event-timed on the
 // caller's stream (the lanes join back into it), median of 11 batches; TFLOP/s counts the slots'
 // real rows.
 //   moe_grouped_bench [TOKENS,...]   (default 512,1024,2048,4096)
@@ -129,6 +129,16 @@ void bench_tokens(const bench::Ceilings& c, cudaStream_t s, const Lanes& lanes, 
                   skewed ? " skewed" : "", rows_of.str().c_str(), static_cast<long long>(layout.entries()),
                   static_cast<long long>(rpe));
     bench::report("moe_grouped fp8", shape, ms, flops / ms / 1e9, c.fp8_tflops, "TFLOP/s");
+    if (moe_grouped_wgmma_available()) {  // kiln's one-launch kernel, offsets on the device
+      auto doff = DeviceTensor::empty(DType::kInt32, {kExperts + 1});
+      check(doff.status(), "alloc offsets");
+      check(cudaMemcpy(doff->tensor.data, offsets.data(), offsets.size() * 4, cudaMemcpyHostToDevice), "offsets");
+      const MoeGroupedWgmmaArgs wargs{xq->tensor.slice0(0, rows), xs->tensor, w, sc, doff->tensor, y->tensor};
+      const double wms = bench::median_ms([&](int) { check(moe_grouped_wgmma_cuda(wargs, s), "moe_grouped_wgmma_cuda"); }, s, 5, 11, 3);
+      std::snprintf(shape, sizeof shape, "%s T%lld%s (%s) one-launch wgmma", sh.name, static_cast<long long>(tokens),
+                    skewed ? " skewed" : "", rows_of.str().c_str());
+      bench::report("moe_grouped fp8", shape, wms, flops / wms / 1e9, c.fp8_tflops, "TFLOP/s");
+    }
   }
 }
 

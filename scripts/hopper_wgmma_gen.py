@@ -39,6 +39,17 @@ __device__ __forceinline__ void wgmma_rs_{dt}_n{n}(float (&d)[{na}], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }}
 ''')
+# e4m3 SS with N = 256: the grouped MoE GEMM's 64 x 256 warpgroup tile (kernels/cuda/moe).
+na = 128
+out.append(f'''// d[64 x 256] (+)= A[64 x 32] * B[32 x 256], both from shared memory (K-major).
+__device__ __forceinline__ void wgmma_ss_e4m3_n256(float (&d)[{na}], uint64_t a, uint64_t b, int accumulate) {{
+  asm volatile(
+      "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{na+2}, 0;\\n"
+      "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 {{{regs(na,0)}}}, %{na}, %{na+1}, p, 1, 1;\\n}}\\n"
+      : {acc_constraints(na)}
+      : "l"(a), "l"(b), "r"(accumulate));
+}}
+''')
 # e4m3 RS with N = 8: P times a tile of ones, the row sums of P on the tensor cores (fp8 rowsum tunings).
 na = 4
 out.append(f'''// d[64 x 8] += A[64 x 32] (registers) * B[32 x 8] (shared memory, K-major).

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 
@@ -65,6 +66,26 @@ inline Result<std::unique_ptr<Model>> golden_cuda_model(const char* name) {
   ModelOptions o;
   o.device = Device::kCuda;
   return create_model(std::move(loaded), o);
+}
+
+// The golden Mixtral with a context of 1024 (its config says 256), for prompts that take the grouped
+// MoE path at 1024 slots: its files linked into a temporary folder, config.json rewritten. Returns
+// the folder.
+inline Result<std::string> golden_mixtral_ctx1024() {
+  const std::filesystem::path src = std::filesystem::path(KILN_SOURCE_DIR) / "tests/golden/mixtral";
+  const std::filesystem::path tmp = std::filesystem::path(::testing::TempDir()) / "kiln_mixtral_ctx1024";
+  std::filesystem::remove_all(tmp);
+  std::filesystem::create_directories(tmp);
+  for (const auto& f : std::filesystem::directory_iterator(src))
+    if (f.path().filename() != "config.json") std::filesystem::create_symlink(f.path(), tmp / f.path().filename());
+  std::ifstream in(src / "config.json");
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string key = "\"max_position_embeddings\": 256";
+  const size_t at = config.find(key);
+  if (at == std::string::npos) return internal_error("golden mixtral config lacks " + key);
+  config.replace(at, key.size(), "\"max_position_embeddings\": 1024");
+  std::ofstream(tmp / "config.json") << config;
+  return tmp.string();
 }
 
 // "d128": a small Llama with random (--load-format dummy, deterministic) weights whose head_dim 128

@@ -7,9 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -33,23 +30,9 @@ namespace {
 // held exactly in tests/kernels/moe_batched_cuda_test.cu.
 TEST(CudaMoeBatched, MatchesGroupedLoop) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  // The golden Mixtral with a context of 1024 (its config says 256): its files linked, config rewritten.
-  const std::filesystem::path src = std::filesystem::path(KILN_SOURCE_DIR) / "tests/golden/mixtral";
-  const std::filesystem::path tmp = std::filesystem::path(::testing::TempDir()) / "kiln_mixtral_ctx1024";
-  std::filesystem::remove_all(tmp);
-  std::filesystem::create_directories(tmp);
-  for (const auto& f : std::filesystem::directory_iterator(src))
-    if (f.path().filename() != "config.json") std::filesystem::create_symlink(f.path(), tmp / f.path().filename());
-  {
-    std::ifstream in(src / "config.json");
-    std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::string key = "\"max_position_embeddings\": 256";
-    const size_t at = config.find(key);
-    ASSERT_NE(at, std::string::npos);
-    config.replace(at, key.size(), "\"max_position_embeddings\": 1024");
-    std::ofstream(tmp / "config.json") << config;
-  }
-  const std::string dir = tmp.string();
+  auto ctx = golden_mixtral_ctx1024();
+  ASSERT_TRUE(ctx.ok()) << ctx.status().to_string();
+  const std::string dir = *ctx;
   auto golden = SafetensorsFile::open(dir + "/golden.safetensors");
   ASSERT_TRUE(golden.ok());
   const SafetensorsTensor* ids_t = golden->find("input_ids");

@@ -2,6 +2,7 @@
 //   moe_permute_cuda         group the token rows by expert (stable: token order within an expert)
 //   moe_grouped_gemm_cuda    one GEMM per expert over its rows (on one stream, or over lanes)
 //   MoeBatchedGemm           or all experts in one batched GEMM (fp8; scales applied after)
+//   moe_grouped_wgmma_cuda   or all experts in one launch of kiln's own Hopper kernel (fp8)
 //   moe_unpermute_cuda       out[t] = sum_j topk_weights[t, j] * y[row of assignment (t, j)]
 // An assignment is (token t, choice j), numbered t * k + j. CUDA-free header (kernels/cuda/moe/).
 #pragma once
@@ -91,6 +92,23 @@ struct MoeGemmLanes {
   std::span<CUevent_st* const> events;    // [lanes], created with cudaEventDisableTiming
 };
 Status moe_grouped_gemm_cuda(const MoeGemmLanes& lanes, const MoeGroupedGemmArgs& args);
+
+// The grouped GEMM in one launch of kiln's own kernel (sm_90a: wgmma + TMA, moe_grouped_wgmma.cu):
+//   y[r, c] = bf16(sum_k x[r, k] w_e[c, k] * x_scale[r] * w_scale_e[c])  for r in [offsets[e], offsets[e + 1])
+// Persistent CTAs walk tiles of 128 rows of one expert x 256 columns; an expert's last tile is
+// padded to 128 rows in the MMA (not stored). The offsets stay on the device: no host round trip.
+// Offsets are clamped to [0, rows]; unsorted ones give an expert no rows. fp8 experts with
+// per-channel scales only; k % 16 == 0 and n even (TMA strides, paired stores); at most 64 experts.
+struct MoeGroupedWgmmaArgs {
+  Tensor x;                                // [rows, k] fp8 e4m3, grouped by expert
+  Tensor x_scale;                          // [rows] f32
+  std::span<const Tensor> weights;         // [num_experts] x [n, k] fp8 e4m3 (HF layout)
+  std::span<const Tensor> weight_scales;   // [num_experts] x [n] f32
+  Tensor offsets;                          // [num_experts + 1] int32, device
+  Tensor y;                                // [rows, n] bf16
+};
+bool moe_grouped_wgmma_available();  // the current device is sm_90 (the kernel is built for sm_90a)
+Status moe_grouped_wgmma_cuda(const MoeGroupedWgmmaArgs& args, CUstream_st* stream);
 
 // Owns a set of lanes: lane 0 borrows the caller's Gemm and stream; lanes 1.. own a Gemm
 // (Gemm::create()) and a non-blocking stream; every lane owns an event. view(n): the first n lanes.

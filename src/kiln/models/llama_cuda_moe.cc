@@ -3,6 +3,8 @@
 // and the MoE decode path (moe_decode_gemm_cuda over the routed slots, fused with the norms' routing
 // for fp8 decode steps). Declared in llama_cuda_model.h.
 #ifdef KILN_WITH_CUDA
+#include <algorithm>
+
 #include "kiln/models/llama_cuda_model.h"
 
 #include "kiln/kernels/random_fill.h"
@@ -96,10 +98,17 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     if (!x_fp8_early) KILN_RETURN_IF_ERROR(quantize_x(rows));
     const Tensor xq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, c.hidden_size}, Device::kCuda);
     scales = Tensor::view(scales.data, DType::kF32, {rows}, Device::kCuda);
-    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {xq, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale, scales}));
+    const bool wgmma = moe_wgmma_ > 0;  // init_moe_lanes checked the experts (per-channel scales, alignment)
+    if (wgmma && moe_wgmma_ > 1)
+      KILN_RETURN_IF_ERROR(moe_grouped_wgmma_cuda({xq, scales, lw.expert_gate_up, lw.expert_gate_up_scale, offsets, gu}, stream_));
+    else
+      KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {xq, lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale, scales}));
     aq = Tensor::view(aq.data, DType::kFp8E4M3, {rows, inter}, Device::kCuda);
     KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, scales}, stream_));
-    KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, scales}));
+    if (wgmma)
+      KILN_RETURN_IF_ERROR(moe_grouped_wgmma_cuda({aq, scales, lw.expert_down, lw.expert_down_scale, offsets, yp}, stream_));
+    else
+      KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {aq, lw.expert_down, host_offsets, yp, lw.expert_down_scale, scales}));
     return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
   }
   KILN_RETURN_IF_ERROR(moe_grouped_gemm_cuda(moe_lanes(), {xp.slice0(0, rows), lw.expert_gate_up, host_offsets, gu, lw.expert_gate_up_scale}));
@@ -147,6 +156,16 @@ Status CudaLlamaModel::init_moe_lanes() {
     moe_batched_ = std::string(v) != "0";
     moe_batched_force_ = std::string(v) == "force";  // tests: whatever the padding
   }
+  if (const char* v = std::getenv("KILN_MOE_WGMMA"); v && *v) moe_wgmma_ = std::clamp(std::atoi(v), 0, 2);
+  if (!moe_grouped_wgmma_available() || config_.num_experts > 64) moe_wgmma_ = 0;
+  auto aligned = [](const std::vector<Tensor>& ts, uintptr_t a) {
+    return std::all_of(ts.begin(), ts.end(), [a](const Tensor& t) { return (reinterpret_cast<uintptr_t>(t.data) % a) == 0; });
+  };
+  for (const CudaLayerWeights& lw : w_.layers)  // fp8 experts with per-channel scales, as TMA and the kernel want them
+    if (!lw.expert_down_scale.empty() &&
+        (lw.expert_down_scale[0].numel() <= 1 || lw.expert_gate_up_scale[0].numel() <= 1 || !aligned(lw.expert_down, 16) ||
+         !aligned(lw.expert_gate_up, 16) || !aligned(lw.expert_down_scale, 8) || !aligned(lw.expert_gate_up_scale, 8)))
+      moe_wgmma_ = 0;
   if (moe_batched_ && config_.num_experts > 1) {
     KILN_ASSIGN_OR_RETURN(moe_batched_gemm_, MoeBatchedGemm::create());
   }
