@@ -4,7 +4,11 @@
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
 #include "kiln/kernels/cuda/moe/moe_grouped_wgmma.cuh"
@@ -40,6 +44,47 @@ Status map_rows(CUtensorMap& map, const void* data, int64_t inner, int64_t outer
   if (r != CUDA_SUCCESS)
     return internal_error("moe_grouped_wgmma_cuda: cuTensorMapEncodeTiled failed (" + std::to_string(static_cast<int>(r)) + ")");
   return ok_status();
+}
+
+// The experts' tensor maps and scale pointers of one weight set, in device memory, encoded once: per
+// call the host then encodes only x's map (the grouped path waits on the host for the offsets, so
+// host time per call is GPU idle time). Keyed by every expert's weight and scale pointer and the
+// shape, so an entry found is the same maps. Entries live as long as the process (a few KB each).
+struct WeightMaps {
+  void* device = nullptr;  // [experts] CUtensorMap, then [experts] const float*
+  const CUtensorMap* maps() const { return static_cast<const CUtensorMap*>(device); }
+  const float* const* scales(size_t experts) const {
+    return reinterpret_cast<const float* const*>(static_cast<const char*>(device) + experts * sizeof(CUtensorMap));
+  }
+};
+
+Result<WeightMaps> weight_maps(const MoeGroupedWgmmaArgs& a, int64_t n, int64_t k, CUstream_st* stream) {
+  static std::mutex mu;
+  static std::map<std::vector<uintptr_t>, WeightMaps> cache;
+  std::vector<uintptr_t> key = {static_cast<uintptr_t>(n), static_cast<uintptr_t>(k)};
+  for (size_t i = 0; i < a.weights.size(); ++i)
+    key.push_back(reinterpret_cast<uintptr_t>(a.weights[i].data)), key.push_back(reinterpret_cast<uintptr_t>(a.weight_scales[i].data));
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  const size_t e = a.weights.size(), bytes = e * (sizeof(CUtensorMap) + sizeof(float*));
+  std::vector<unsigned char> host(bytes);
+  for (size_t i = 0; i < e; ++i) {
+    CUtensorMap m;
+    KILN_RETURN_IF_ERROR(map_rows(m, a.weights[i].data, k, n, mw::kBlockN));
+    std::memcpy(host.data() + i * sizeof(CUtensorMap), &m, sizeof m);
+    const float* sp = a.weight_scales[i].ptr<float>();
+    std::memcpy(host.data() + e * sizeof(CUtensorMap) + i * sizeof(float*), &sp, sizeof sp);
+  }
+  WeightMaps w;
+  KILN_CUDA_CHECK(cudaMalloc(&w.device, bytes));  // 128-byte aligned: the maps' 64-byte alignment holds
+  const cudaError_t copy = cudaMemcpyAsync(w.device, host.data(), bytes, cudaMemcpyHostToDevice, stream);
+  const cudaError_t done = copy == cudaSuccess ? cudaStreamSynchronize(stream) : copy;  // host buffer goes away
+  if (done != cudaSuccess) {
+    cudaFree(w.device);
+    return internal_error(std::string("moe_grouped_wgmma_cuda: tensor map upload: ") + cudaGetErrorString(done));
+  }
+  cache.emplace(std::move(key), w);
+  return w;
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -102,10 +147,9 @@ Status moe_grouped_wgmma_cuda(const MoeGroupedWgmmaArgs& a, CUstream_st* stream)
   if (rows == 0) return ok_status();
   mw::Params p{};
   KILN_RETURN_IF_ERROR(map_rows(p.x_map, a.x.data, k, rows, mw::kBlockM));
-  for (size_t i = 0; i < a.weights.size(); ++i) {
-    KILN_RETURN_IF_ERROR(map_rows(p.w_map[i], a.weights[i].data, k, n, mw::kBlockN));
-    p.w_scale[i] = a.weight_scales[i].ptr<float>();
-  }
+  KILN_ASSIGN_OR_RETURN(const WeightMaps wm, weight_maps(a, n, k, stream));
+  p.w_map = wm.maps();
+  p.w_scale = wm.scales(a.weights.size());
   p.x_scale = a.x_scale.ptr<float>();
   p.offsets = a.offsets.ptr<int32_t>();
   p.y = static_cast<__nv_bfloat16*>(a.y.data);

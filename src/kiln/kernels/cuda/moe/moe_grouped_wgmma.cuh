@@ -1,7 +1,8 @@
 // The grouped MoE expert GEMM in one launch, on Hopper's wgmma and TMA (sm_90a):
 //   y[r, c] = bf16( sum_k x[r, k] * w_e[c, k] * x_scale[r] * w_scale_e[c] )   for r in expert e's rows
 // x [rows, k] e4m3, rows grouped by expert (offsets[e] .. offsets[e + 1], on the device); w_e [n, k]
-// e4m3 (K-major, the HF layout), one tensor map per expert; w_scale_e [n] f32; y [rows, n] bf16.
+// e4m3 (K-major, the HF layout), one tensor map per expert (kept in global memory: a kernel
+// parameter block of 64 maps made each launch slower); w_scale_e [n] f32; y [rows, n] bf16.
 //
 // Persistent CTAs of three warpgroups: warpgroup 0 is the producer (one thread issues the TMA loads
 // of a 128-row x tile and a 256-row w tile per 128-byte k step into a ring of stages), warpgroups 1
@@ -34,8 +35,9 @@ constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // +
 
 struct Params {  // CUtensorMap is 64-byte aligned itself
   CUtensorMap x_map;                   // x [rows, k] e4m3: box {128 k, 128 rows}, 128-byte swizzle
-  CUtensorMap w_map[kMaxExperts];      // w_e [n, k] e4m3: box {128 k, 256 rows}, 128-byte swizzle
-  const float* w_scale[kMaxExperts];   // [n] per expert
+  const CUtensorMap* w_map;            // [experts] in global memory (encoded once per weight set):
+                                       // w_e [n, k] e4m3, box {128 k, 256 rows}, 128-byte swizzle
+  const float* const* w_scale;         // [experts] -> [n], in global memory
   const float* x_scale;                // [rows]
   const int32_t* offsets;              // [num_experts + 1], device
   __nv_bfloat16* y;                    // [rows, n]
