@@ -266,10 +266,12 @@ class CudaLlamaModel : public Model {
   bool moe_batched_ = false, moe_batched_force_ = false;
   static constexpr int64_t kMoeBatchedMaxPadPercent = 125;
   // kiln's one-launch grouped GEMM (moe_grouped_wgmma_cuda, sm_90) on the fp8 grouped path, for the
-  // experts' GEMMs it takes: 0 none, 1 down (default), 2 gate_up and down (KILN_MOE_WGMMA). Needs
-  // per-channel expert scales; otherwise, and off Hopper, the lanes. Why down only: perf.md,
-  // session 2026-11-24 (twenty-fifth).
-  int moe_wgmma_ = 1;
+  // experts' GEMMs it takes: 0 none (default), 1 down, 2 gate_up and down (KILN_MOE_WGMMA). Needs
+  // per-channel expert scales; otherwise, and off Hopper, the lanes. Off by default: on the H100
+  // (2026-11-24, perf.md) down alone was neutral end to end (1K prefill 35.4 vs 35.5-36.3 ms,
+  // Serving A p90 1624.9 vs 1626.9 ms) and gate_up slower than the lanes (1K prefill +3 ms): its
+  // 128-row tiles pad ~260-row experts by ~40%.
+  int moe_wgmma_ = 0;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step

@@ -1,5 +1,6 @@
 // CudaLlamaModel's feed-forward block: the dense SwiGLU (bf16, or fp8 SwiGLU output for fp8 prefill)
-// and the MoE paths: the grouped path (route, permute, per-expert GEMMs via cuBLASLt, un-permute)
+// and the MoE paths: the grouped path (route, permute, per-expert GEMMs via cuBLASLt over lanes, or
+// opt-in the batched cuBLASLt GEMM or kiln's one-launch wgmma GEMM, un-permute)
 // and the MoE decode path (moe_decode_gemm_cuda over the routed slots, fused with the norms' routing
 // for fp8 decode steps). Declared in llama_cuda_model.h.
 #ifdef KILN_WITH_CUDA
