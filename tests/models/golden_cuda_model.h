@@ -3,14 +3,19 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <initializer_list>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "kiln/engine/generator.h"
 #include "kiln/io/model_loader.h"
+#include "kiln/io/safetensors.h"
 #include "kiln/models/model.h"
 #ifdef KILN_WITH_CUDA
 #include "kiln/kernels/cuda/common/device_buffer.h"
@@ -86,6 +91,33 @@ inline Result<std::string> golden_mixtral_ctx1024() {
   config.replace(at, key.size(), "\"max_position_embeddings\": 1024");
   std::ofstream(tmp / "config.json") << config;
   return tmp.string();
+}
+
+// The golden Mixtral's prompt (from dir's golden.safetensors) repeated 22 times, 528 tokens, run
+// in chunks of 512 (1024 (token, expert) slots: the grouped MoE path, x quantized once before the
+// offsets reach the host) through a fresh fp8 model per mode, with the environment variable `env`
+// set to the mode, `passes` times each: the logits in that order. `env` is unset after.
+inline Result<std::vector<HostTensor>> mixtral_chunk512_logits(const std::string& dir, const char* env,
+                                                               std::initializer_list<const char*> modes, int passes) {
+  KILN_ASSIGN_OR_RETURN(SafetensorsFile golden, SafetensorsFile::open(dir + "/golden.safetensors"));
+  const SafetensorsTensor* ids_t = golden.find("input_ids");
+  if (ids_t == nullptr) return internal_error("golden.safetensors lacks input_ids");
+  const int32_t* ids = reinterpret_cast<const int32_t*>(ids_t->data);
+  std::vector<int32_t> prompt;
+  for (int r = 0; r < 22; ++r) prompt.insert(prompt.end(), ids, ids + ids_t->nbytes / 4);
+  std::vector<HostTensor> logits;
+  for (const char* mode : modes) {
+    setenv(env, mode, 1);
+    auto model = cuda_model_from(dir, true);
+    if (!model.ok()) return unsetenv(env), model.status();
+    for (int pass = 0; pass < passes; ++pass) {
+      auto l = prompt_logits(**model, prompt, 512);
+      if (!l.ok()) return unsetenv(env), l.status();
+      logits.push_back(std::move(l).value());
+    }
+  }
+  unsetenv(env);
+  return logits;
 }
 
 // "d128": a small Llama with random (--load-format dummy, deterministic) weights whose head_dim 128

@@ -5,14 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
-#include "kiln/engine/generator.h"
-#include "kiln/io/model_loader.h"
-#include "kiln/io/safetensors.h"
 #include "kiln/models/model.h"
 #include "tests/models/golden_cuda_model.h"
 
@@ -32,26 +28,11 @@ TEST(CudaMoeBatched, MatchesGroupedLoop) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   auto ctx = golden_mixtral_ctx1024();
   ASSERT_TRUE(ctx.ok()) << ctx.status().to_string();
-  const std::string dir = *ctx;
-  auto golden = SafetensorsFile::open(dir + "/golden.safetensors");
-  ASSERT_TRUE(golden.ok());
-  const SafetensorsTensor* ids_t = golden->find("input_ids");
-  const int32_t* ids = reinterpret_cast<const int32_t*>(ids_t->data);
-  std::vector<int32_t> prompt;
-  for (int r = 0; r < 22; ++r) prompt.insert(prompt.end(), ids, ids + ids_t->nbytes / 4);  // 528 tokens
-  std::vector<HostTensor> logits;
-  for (const char* mode : {"0", "force"}) {
-    setenv("KILN_MOE_BATCHED", mode, 1);
-    auto model = cuda_model_from(dir, true);
-    ASSERT_TRUE(model.ok()) << model.status().to_string();
-    for (int pass = 0; pass < 2; ++pass) {  // the first call of a plan times its candidates; the second reuses it
-      auto l = prompt_logits(**model, prompt, 512);
-      ASSERT_TRUE(l.ok()) << l.status().to_string();
-      logits.push_back(std::move(l).value());
-    }
-  }
-  unsetenv("KILN_MOE_BATCHED");
-  const int64_t rows = static_cast<int64_t>(prompt.size()), vocab = logits[0].tensor.shape[1];
+  // the first call of a plan times its candidates; the second reuses it
+  auto run = mixtral_chunk512_logits(*ctx, "KILN_MOE_BATCHED", {"0", "force"}, 2);
+  ASSERT_TRUE(run.ok()) << run.status().to_string();
+  const std::vector<HostTensor>& logits = *run;
+  const int64_t rows = logits[0].tensor.shape[0], vocab = logits[0].tensor.shape[1];
   for (size_t i : {size_t{2}, size_t{3}}) {
     const Agreement a = agree(logits[i].tensor.ptr<float>(), logits[0].tensor.ptr<float>(), rows, vocab);
     std::printf("moe batched vs loop (pass %zu): max |err| / max |logit| %.2e, mean %.2e, top-1 agreement %.3f\n", i - 2,

@@ -14,6 +14,7 @@
 #include "kiln/kernels/attention_hopper.h"
 #include "kiln/kernels/cuda/attention/hopper_prefill_kernel.cuh"
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/common/sm90.h"
 
 namespace kiln::hopper_launch {
 
@@ -30,29 +31,8 @@ inline Status check_int32(const Tensor& t, const char* name, int ndim) {
   return ok_status();
 }
 
-inline bool device_is_sm90() {
-  static const bool yes = [] {
-    int device = 0, major = 0, minor = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
-           minor == 0;
-  }();
-  return yes;
-}
-
-inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess)
-      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
+using cuda::device_is_sm90;
+using cuda::tensor_map_encoder;
 
 // A tiled tensor map; dims / box innermost first, strides in bytes for dims 1.. (rank - 1).
 template <int kRank>

@@ -2,7 +2,6 @@
 // checks, the tensor maps (x, one per expert), a persistent grid of one CTA per SM, PDL.
 #include <cuda.h>
 #include <cuda_runtime.h>
-#include <cudaTypedefs.h>
 
 #include <cstring>
 #include <map>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
+#include "kiln/kernels/cuda/common/sm90.h"
 #include "kiln/kernels/cuda/moe/moe_grouped_wgmma.cuh"
 #include "kiln/kernels/moe_cuda.h"
 
@@ -19,21 +19,9 @@ namespace {
 
 namespace mw = cuda::moe_wgmma;
 
-PFN_cuTensorMapEncodeTiled_v12000 encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess)
-      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
 // [outer, inner] e4m3 rows of `inner` bytes; boxes of 128 bytes x box_rows rows, 128-byte swizzle.
 Status map_rows(CUtensorMap& map, const void* data, int64_t inner, int64_t outer, uint32_t box_rows) {
-  PFN_cuTensorMapEncodeTiled_v12000 encode = encoder();
+  PFN_cuTensorMapEncodeTiled_v12000 encode = cuda::tensor_map_encoder();
   if (!encode) return internal_error("moe_grouped_wgmma_cuda: cuTensorMapEncodeTiled is not available");
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(outer)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(inner)};
@@ -129,16 +117,7 @@ Status check(const MoeGroupedWgmmaArgs& a) {
 
 }  // namespace
 
-bool moe_grouped_wgmma_available() {
-  static const bool yes = [] {
-    int device = 0, major = 0, minor = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
-           minor == 0;
-  }();
-  return yes;
-}
+bool moe_grouped_wgmma_available() { return cuda::device_is_sm90(); }
 
 Status moe_grouped_wgmma_cuda(const MoeGroupedWgmmaArgs& a, CUstream_st* stream) {
   KILN_RETURN_IF_ERROR(check(a));
