@@ -99,6 +99,7 @@ Status moe_grouped_gemm_cuda(const MoeGemmLanes& lanes, const MoeGroupedGemmArgs
 // padded to 128 rows in the MMA (not stored). The offsets stay on the device: no host round trip.
 // Offsets are clamped to [0, rows]; unsorted ones give an expert no rows. fp8 experts with
 // per-channel scales only; k % 16 == 0 and n even (TMA strides, paired stores); at most 64 experts.
+constexpr int kMoeGroupedWgmmaMaxExperts = 64;
 struct MoeGroupedWgmmaArgs {
   Tensor x;                                // [rows, k] fp8 e4m3, grouped by expert
   Tensor x_scale;                          // [rows] f32

@@ -158,7 +158,9 @@ Status CudaLlamaModel::init_moe_lanes() {
     moe_batched_force_ = std::string(v) == "force";  // tests: whatever the padding
   }
   if (const char* v = std::getenv("KILN_MOE_WGMMA"); v && *v) moe_wgmma_ = std::clamp(std::atoi(v), 0, 2);
-  if (!moe_grouped_wgmma_available() || config_.num_experts > 64) moe_wgmma_ = 0;
+  if (!moe_grouped_wgmma_available() || config_.num_experts > kMoeGroupedWgmmaMaxExperts || config_.hidden_size % 16 != 0 ||
+      config_.intermediate_size % 16 != 0)  // k of gate_up / down: TMA row strides of 16 bytes
+    moe_wgmma_ = 0;
   auto aligned = [](const std::vector<Tensor>& ts, uintptr_t a) {
     return std::all_of(ts.begin(), ts.end(), [a](const Tensor& t) { return (reinterpret_cast<uintptr_t>(t.data) % a) == 0; });
   };

@@ -18,6 +18,7 @@ namespace kiln {
 namespace {
 
 namespace mw = cuda::moe_wgmma;
+static_assert(mw::kMaxExperts == kMoeGroupedWgmmaMaxExperts);
 
 // [outer, inner] e4m3 rows of `inner` bytes; boxes of 128 bytes x box_rows rows, 128-byte swizzle.
 Status map_rows(CUtensorMap& map, const void* data, int64_t inner, int64_t outer, uint32_t box_rows) {

@@ -22,7 +22,7 @@
 
 namespace kiln::cuda::moe_wgmma {
 
-constexpr int kMaxExperts = 64;
+constexpr int kMaxExperts = 64;  // kMoeGroupedWgmmaMaxExperts (moe_cuda.h)
 constexpr int kBlockM = 128;     // rows of a tile (two consumer warpgroups of 64)
 constexpr int kBlockN = 256;     // columns of a tile
 constexpr int kBlockK = 128;     // k of a stage (128 e4m3 bytes: one swizzled row)
