@@ -51,10 +51,17 @@ void bench_silu_mul(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t
   bench::report("silu_mul", bench::shape_str({n, inter}) + " bf16", ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
 }
 
-void bench_rope(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t hq, int64_t hkv, int64_t d) {
+// fp8: an fp8 e4m3 cache with the q / k Hadamard rotation (the model's default for fp8 caches),
+// q written to a dense q_out as the model does; else a bf16 cache, q in place.
+void bench_rope(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t hq, int64_t hkv, int64_t d, bool fp8 = false) {
   const int64_t block_size = 16, num_blocks = (n + block_size - 1) / block_size + 1;
   DeviceTensor q = random_bf16({n, hq, d}, 7), k = random_bf16({n, hkv, d}, 8), v = random_bf16({n, hkv, d}, 9);
   DeviceTensor kc = random_bf16({num_blocks, block_size, hkv, d}, 10), vc = random_bf16({num_blocks, block_size, hkv, d}, 11);
+  DeviceTensor q_out = random_bf16({n, hq, d}, 13);
+  if (fp8) {  // the first half of the bf16 caches' bytes, viewed as fp8 caches of the same shape
+    kc.tensor = Tensor::view(kc.tensor.data, DType::kFp8E4M3, {num_blocks, block_size, hkv, d}, Device::kCuda);
+    vc.tensor = Tensor::view(vc.tensor.data, DType::kFp8E4M3, {num_blocks, block_size, hkv, d}, Device::kCuda);
+  }
   std::mt19937 rng(12);
   std::vector<int32_t> pos(static_cast<size_t>(n)), slots(static_cast<size_t>(num_blocks * block_size));
   for (auto& p : pos) p = static_cast<int32_t>(rng() % 8192);
@@ -68,10 +75,13 @@ void bench_rope(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t hq,
   DeviceTensor dpos = upload_i32(pos), dslots = upload_i32(slots);
   auto dinv = to_device(Tensor::view(const_cast<float*>(inv.data()), DType::kF32, {d / 2}));
   check(dinv.status(), "upload");
-  const RopeKvWriteArgs args{q.tensor, k.tensor, v.tensor, dpos.tensor, dinv->tensor, dslots.tensor, kc.tensor, vc.tensor};
+  RopeKvWriteArgs args{q.tensor, k.tensor, v.tensor, dpos.tensor, dinv->tensor, dslots.tensor, kc.tensor, vc.tensor};
+  if (fp8) args.q_out = q_out.tensor, args.hadamard_qk = true, args.k_scale = args.v_scale = 0.05f;
   const double ms = bench::median_ms([&](int) { check(rope_kv_write_cuda(args, s), "rope_kv_write"); }, s);
-  const double bytes = static_cast<double>(n) * d * 2 * (2 * hq + 5 * hkv) + n * 8.0;  // q, k in+out; v in; k, v cache out
-  bench::report("rope+kv_write", bench::shape_str({n, hq, hkv, d}) + " bf16", ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
+  // q, k in + out; v in; k, v cache out (2 or 1 bytes a value)
+  const double bytes = static_cast<double>(n) * d * (2 * (2 * hq + 3 * hkv) + (fp8 ? 2 : 4) * hkv) + n * 8.0;
+  bench::report("rope+kv_write", bench::shape_str({n, hq, hkv, d}) + (fp8 ? " fp8 cache, hadamard" : " bf16"), ms,
+                bytes / ms / 1e6, c.copy_gbps, "GB/s");
 }
 
 void bench_embedding(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t vocab, int64_t h) {
@@ -121,13 +131,13 @@ void bench_router(const bench::Ceilings& c, cudaStream_t s, int64_t n, int64_t e
   int row = 0;
   for (const auto& v : moe_route_cuda_variants()) {
     ++row;
-    if (v.x != DType::kBF16 || (v.max_tokens && n > v.max_tokens)) continue;
-    const char* name = v.needs_clusters ? "moe_router_fused(cluster)" : "moe_router_fused(block)";
+    if (v.x != DType::kBF16 || (v.needs_clusters && n > v.max_tokens)) continue;
+    const std::string name = std::string("moe_router_fused(") + v.name + ")";
     const double ms = bench::median_ms(
         [&](int i) {
           const Tensor wi = Tensor::view(static_cast<uint8_t*>(w.tensor.data) + (i % kCopies) * experts * h * 2,
                                          DType::kBF16, {experts, h}, Device::kCuda);
-          check(v.launch({logits->tensor, ids->tensor, tw->tensor, true, x.tensor, wi}, s), name);
+          check(v.launch({logits->tensor, ids->tensor, tw->tensor, true, x.tensor, wi}, s), name.c_str());
         },
         s);
     bench::report(name, bench::shape_str({n, h}) + " x " + std::to_string(experts) + " experts top" + std::to_string(k),
@@ -156,12 +166,18 @@ int main() {
   bench_silu_mul(c, s, 64, 14336);
   bench_rope(c, s, 16384, 32, 8, 128);
   bench_rope(c, s, 64, 32, 8, 128);
+  bench_rope(c, s, 2048, 32, 8, 128, true);
+  bench_rope(c, s, 1064, 32, 8, 128, true);
+  bench_rope(c, s, 64, 32, 8, 128, true);
   bench_embedding(c, s, 16384, 128256, 4096);
   bench_moe(c, s, 16384, 8, 2, 4096);
   bench_moe(c, s, 64, 8, 2, 4096);
   bench_router(c, s, 1, 8, 2, 4096);
   bench_router(c, s, 16, 8, 2, 4096);
   bench_router(c, s, 64, 8, 2, 4096);
+  bench_router(c, s, 256, 8, 2, 4096);
+  bench_router(c, s, 1064, 8, 2, 4096);
+  bench_router(c, s, 2048, 8, 2, 4096);
   check(cudaStreamDestroy(s), "cudaStreamDestroy");
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 
 #include "kiln/kernels/activation.h"
@@ -68,36 +69,48 @@ TEST(MoeRouteCuda, MatchesCpuIds) {
 
 // The router GEMM fused into routing: logits against linear_cpu on the same bf16 values (f32
 // sums, tolerance for the order), ids and weights against moe_route_cpu on the CPU logits, except
-// where the CPU's k-th and (k+1)-th probabilities are too close for the sum order to settle.
+// where the CPU's k-th and (k+1)-th probabilities are too close for the sum order to settle. The
+// rows that sum each token in the same order (block per token, several tokens a block) give
+// bit-equal logits; every row runs every case (partial token tiles included), whatever the
+// dispatch's token ranges (the cluster row refuses batches past its max_tokens).
 TEST(MoeRouteCuda, FusedRouterMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(35);
   struct Case { int64_t n, experts, k, hidden; bool renormalize; };
-  const Case cases[] = {{1, 8, 2, 4096, true}, {13, 8, 2, 576, true}, {64, 60, 4, 1024, false}, {300, 256, 8, 64, true}};
-  int rows = 0;
+  const Case cases[] = {{1, 8, 2, 4096, true}, {13, 8, 2, 576, true}, {64, 60, 4, 1024, false}, {300, 256, 8, 64, true},
+                        {1029, 8, 2, 4096, true}, {37, 20, 3, 4104, false}};
   int device = 0, major = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
-  for (const auto& v : moe_route_cuda_variants()) {
-    if (v.x != DType::kBF16) continue;
-    ++rows;
-    if (v.needs_clusters && major < 9) continue;
-    for (const auto& c : cases) {
-      if (v.max_tokens && c.n > v.max_tokens) continue;
-      SCOPED_TRACE("row " + std::to_string(rows) + ": n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) + " hidden=" + std::to_string(c.hidden));
-      HostTensor x = test::random_tensor(DType::kBF16, {c.n, c.hidden}, rng);
-      HostTensor w = test::random_tensor(DType::kBF16, {c.experts, c.hidden}, rng, 0.1f);
-      const std::vector<float> xf = test::to_f32(x.tensor), wf = test::to_f32(w.tensor);
-      HostTensor logits = HostTensor::zeros(DType::kF32, {c.n, c.experts});
-      HostTensor ids = HostTensor::zeros(DType::kInt32, {c.n, c.k}), tw = HostTensor::zeros(DType::kF32, {c.n, c.k});
-      ASSERT_TRUE(moe_route_cpu({logits.tensor, ids.tensor, tw.tensor, c.renormalize,
-                                 Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {c.n, c.hidden}),
-                                 Tensor::view(const_cast<float*>(wf.data()), DType::kF32, {c.experts, c.hidden})}).ok());
-      DeviceTensor dx = upload(x.tensor), dw = upload(w.tensor), dl = make(DType::kF32, {c.n, c.experts});
+  int rows = 0;
+  for (const auto& v : moe_route_cuda_variants()) rows += v.x == DType::kBF16;
+  EXPECT_EQ(rows, 3);  // 8 tokens a block, block per token, cluster per token
+  for (const auto& c : cases) {
+    HostTensor x = test::random_tensor(DType::kBF16, {c.n, c.hidden}, rng);
+    HostTensor w = test::random_tensor(DType::kBF16, {c.experts, c.hidden}, rng, 0.1f);
+    const std::vector<float> xf = test::to_f32(x.tensor), wf = test::to_f32(w.tensor);
+    HostTensor logits = HostTensor::zeros(DType::kF32, {c.n, c.experts});
+    HostTensor ids = HostTensor::zeros(DType::kInt32, {c.n, c.k}), tw = HostTensor::zeros(DType::kF32, {c.n, c.k});
+    ASSERT_TRUE(moe_route_cpu({logits.tensor, ids.tensor, tw.tensor, c.renormalize,
+                               Tensor::view(const_cast<float*>(xf.data()), DType::kF32, {c.n, c.hidden}),
+                               Tensor::view(const_cast<float*>(wf.data()), DType::kF32, {c.experts, c.hidden})}).ok());
+    DeviceTensor dx = upload(x.tensor), dw = upload(w.tensor);
+    std::vector<float> same_order;  // the logits of the first row that sums in the block-per-token order
+    for (const auto& v : moe_route_cuda_variants()) {
+      if (v.x != DType::kBF16 || (v.needs_clusters && major < 9)) continue;
+      if (v.needs_clusters && c.n > v.max_tokens) continue;  // the cluster row refuses larger batches
+      SCOPED_TRACE(std::string(v.name) + ": n=" + std::to_string(c.n) + " experts=" + std::to_string(c.experts) +
+                   " hidden=" + std::to_string(c.hidden));
+      DeviceTensor dl = make(DType::kF32, {c.n, c.experts});
       DeviceTensor dids = make(DType::kInt32, {c.n, c.k}), dtw = make(DType::kF32, {c.n, c.k});
       const Status st = v.launch({dl.tensor, dids.tensor, dtw.tensor, c.renormalize, dx.tensor, dw.tensor}, nullptr);
       ASSERT_TRUE(st.ok()) << st.to_string();
-      EXPECT_LT(scaled_error(download_as<float>(dl.tensor), test::to_f32(logits.tensor)), 1e-5);
+      const std::vector<float> gl = download_as<float>(dl.tensor);
+      EXPECT_LT(scaled_error(gl, test::to_f32(logits.tensor)), 1e-5);
+      if (!v.needs_clusters) {
+        if (same_order.empty()) same_order = gl;
+        else EXPECT_TRUE(std::memcmp(same_order.data(), gl.data(), gl.size() * sizeof(float)) == 0) << "logits differ in bits";
+      }
       const auto gid = download_as<int32_t>(dids.tensor);
       const auto gw = download_as<float>(dtw.tensor);
       int64_t checked = 0;
@@ -113,12 +126,14 @@ TEST(MoeRouteCuda, FusedRouterMatchesCpu) {
       }
       EXPECT_GT(checked, c.n / 2) << "too many near-ties to check the routing";
     }
-    // Wrong shapes are refused with an error, not launched.
+  }
+  // Wrong shapes are refused with an error, not launched.
+  for (const auto& v : moe_route_cuda_variants()) {
+    if (v.x != DType::kBF16 || (v.needs_clusters && major < 9)) continue;
     DeviceTensor dx = make(DType::kBF16, {4, 64}), dw = make(DType::kBF16, {8, 65});
     DeviceTensor dl = make(DType::kF32, {4, 8}), dids = make(DType::kInt32, {4, 2}), dtw = make(DType::kF32, {4, 2});
-    EXPECT_FALSE(v.launch({dl.tensor, dids.tensor, dtw.tensor, true, dx.tensor, dw.tensor}, nullptr).ok());
+    EXPECT_FALSE(v.launch({dl.tensor, dids.tensor, dtw.tensor, true, dx.tensor, dw.tensor}, nullptr).ok()) << v.name;
   }
-  EXPECT_EQ(rows, 2);  // block per token, cluster per token
 }
 
 // A NaN logits row (NaN activations) still yields expert ids in range, as the CPU's.

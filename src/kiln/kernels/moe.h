@@ -30,13 +30,18 @@ struct CUstream_st;  // cudaStream_t, without the CUDA headers
 namespace kiln {
 
 // Variants: logits given (x = kF32 means "no router GEMM"), or x / router_weight bf16 (the dot
-// products by one block per token, or by a cluster of blocks per token on sm_90 for decode-sized
-// batches; then one warp routes as the logits variant).
+// products by one block per several tokens at prefill sizes, one block per token, or a cluster of
+// blocks per token on sm_90 for decode-sized batches; then one warp routes as the logits variant).
+// moe_route_cuda takes the first row whose dtypes match, whose [min_tokens, max_tokens] admits the
+// batch and whose needs_clusters the device meets. Called directly, a row takes any batch (the
+// cluster row at most max_tokens).
 struct MoeRouteCudaVariant {
+  const char* name;
   DType logits;
   DType x;
   Status (*launch)(const MoeRouteArgs& args, CUstream_st* stream);
-  int64_t max_tokens;   // 0: any batch; else the most tokens the row takes
+  int64_t min_tokens;   // the fewest tokens moe_route_cuda picks the row for
+  int64_t max_tokens;   // 0: any batch; else the most tokens moe_route_cuda picks the row for
   bool needs_clusters;  // thread-block clusters (sm_90+)
 };
 std::span<const MoeRouteCudaVariant> moe_route_cuda_variants();

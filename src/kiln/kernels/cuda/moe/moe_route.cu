@@ -2,10 +2,10 @@
 // to the lower expert id, as the CPU's stable sort), optional renormalization. One warp per
 // token; lane l holds experts l, l + 32, ... (num_experts <= 256). Variants: f32 logits given, or
 // the router GEMM fused in front (bf16 x and router weights; 16-byte loads, f32 sums in a fixed
-// order, so deterministic): one block per token (the default), or (an alternative row for sm_90,
-// measured slower) one thread-block cluster of kClusterBlocks blocks per token, each block one
-// share of the experts, the logits gathered in block 0's shared memory through distributed
-// shared memory.
+// order, so deterministic): one block per 8 tokens (prefill-sized batches: the router weights read
+// once a block), one block per token (the default), or (an alternative row for sm_90, measured
+// slower) one thread-block cluster of kClusterBlocks blocks per token, each block one share of the
+// experts, the logits gathered in block 0's shared memory through distributed shared memory.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
@@ -54,53 +54,68 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) moe_route_kernel(const __
   route_token(p, t, p.logits + t * p.num_experts, threadIdx.x & 31);
 }
 
-// Block t: logits[t, e] = x[t] . w[e] for every expert, then warp 0 routes. Thread i owns the
-// 16-byte vectors i, i + 512, ... of the hidden dimension for all experts (a handful of
-// independent loads in flight per thread, not a chain of them), experts in groups of
-// kExpertGroup: per-thread partials -> warp sums -> the 16 warps' sums in a fixed order.
+// Block b: tokens [b kTokens, b kTokens + kTokens): logits[t, e] = x[t] . w[e] for every expert,
+// then warps 0 .. kTokens - 1 route one token each. Thread i owns the 16-byte vectors i, i + 512,
+// ... of the hidden dimension for all experts (a handful of independent loads in flight per
+// thread, not a chain of them), experts in groups of kExpertGroup: per-thread partials -> warp
+// sums -> the 16 warps' sums in a fixed order. A thread's weight vectors serve all kTokens tokens
+// (one read of the router weights per block instead of per token: at prefill sizes the
+// block-per-token row re-read them from L2 for every token); each token's sums run in the same
+// order whatever kTokens is, so the rows give the same bits.
 constexpr int kExpertGroup = 8;
+template <int kTokens>
 __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_kernel(const __grid_constant__ MoeRouteParams p) {
-  __shared__ float logits[kMaxExperts];
-  __shared__ float warp_part[kRouterWarps][kExpertGroup];
+  __shared__ float logits[kTokens][kMaxExperts];
+  __shared__ float warp_part[kRouterWarps][kTokens * kExpertGroup];
   cuda::pdl_wait();
   cuda::pdl_trigger();
-  const int64_t t = blockIdx.x;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kTokens;
+  const int tokens = static_cast<int>(p.n - t0 < kTokens ? p.n - t0 : kTokens);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, vecs = p.hidden / 8;
-  const uint4* x = reinterpret_cast<const uint4*>(p.x + t * p.x_stride);
   for (int e0 = 0; e0 < p.num_experts; e0 += kExpertGroup) {
-    float acc[kExpertGroup];
+    float acc[kTokens][kExpertGroup];
 #pragma unroll
-    for (int j = 0; j < kExpertGroup; ++j) acc[j] = 0.f;
+    for (int i = 0; i < kTokens; ++i)
+#pragma unroll
+      for (int j = 0; j < kExpertGroup; ++j) acc[i][j] = 0.f;
     for (int v = threadIdx.x; v < vecs; v += kRouterWarps * 32) {
-      float xf[8];
-      cuda::bf16x8_to_f32(__ldcg(x + v), xf);  // x: the previous kernel's (PDL): not ld.global.nc
       uint4 wv[kExpertGroup];
 #pragma unroll
       for (int j = 0; j < kExpertGroup; ++j)
         wv[j] = e0 + j < p.num_experts ? __ldg(reinterpret_cast<const uint4*>(p.w + (e0 + j) * p.w_stride) + v) : uint4{};
 #pragma unroll
-      for (int j = 0; j < kExpertGroup; ++j) {
-        float wf[8];
-        cuda::bf16x8_to_f32(wv[j], wf);
+      for (int i = 0; i < kTokens; ++i) {
+        if (i >= tokens) break;
+        float xf[8];
+        // x: the previous kernel's (PDL): not ld.global.nc
+        cuda::bf16x8_to_f32(__ldcg(reinterpret_cast<const uint4*>(p.x + (t0 + i) * p.x_stride) + v), xf);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[j] = fmaf(xf[i], wf[i], acc[j]);
+        for (int j = 0; j < kExpertGroup; ++j) {
+          float wf[8];
+          cuda::bf16x8_to_f32(wv[j], wf);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[i][j] = fmaf(xf[e], wf[e], acc[i][j]);
+        }
       }
     }
 #pragma unroll
-    for (int j = 0; j < kExpertGroup; ++j) {
-      const float s = cuda::warp_sum(acc[j]);
-      if (lane == 0) warp_part[warp][j] = s;
-    }
+    for (int i = 0; i < kTokens; ++i)
+#pragma unroll
+      for (int j = 0; j < kExpertGroup; ++j) {
+        const float s = cuda::warp_sum(acc[i][j]);
+        if (lane == 0) warp_part[warp][i * kExpertGroup + j] = s;
+      }
     __syncthreads();
-    if (threadIdx.x < kExpertGroup && e0 + threadIdx.x < p.num_experts) {
+    const int i = threadIdx.x / kExpertGroup, j = threadIdx.x % kExpertGroup;
+    if (i < tokens && e0 + j < p.num_experts) {
       float s = 0.f;
-      for (int w = 0; w < kRouterWarps; ++w) s += warp_part[w][threadIdx.x];
-      logits[e0 + threadIdx.x] = s;
-      p.logits_out[t * p.num_experts + e0 + threadIdx.x] = s;
+      for (int w = 0; w < kRouterWarps; ++w) s += warp_part[w][i * kExpertGroup + j];
+      logits[i][e0 + j] = s;
+      p.logits_out[(t0 + i) * p.num_experts + e0 + j] = s;
     }
     __syncthreads();
   }
-  if (warp == 0) route_token(p, t, logits, lane);
+  if (warp < tokens) route_token(p, t0 + warp, logits[warp], lane);
 }
 
 // Cluster (kClusterBlocks blocks) c = token t. Block r computes the logits of experts r, r + C, ...
@@ -204,10 +219,12 @@ Result<MoeRouteParams> router_params(const MoeRouteArgs& a) {
   return p;
 }
 
+template <int kTokens>
 Status launch_moe_router(const MoeRouteArgs& a, CUstream_st* stream) {
   KILN_ASSIGN_OR_RETURN(const MoeRouteParams p, router_params(a));
   if (p.n == 0) return ok_status();
-  KILN_CUDA_CHECK(cuda::launch_pdl(moe_router_kernel, dim3(static_cast<unsigned>(p.n)), dim3(kRouterWarps * 32), 0, stream, p));
+  const auto blocks = static_cast<unsigned>((p.n + kTokens - 1) / kTokens);
+  KILN_CUDA_CHECK(cuda::launch_pdl(moe_router_kernel<kTokens>, dim3(blocks), dim3(kRouterWarps * 32), 0, stream, p));
   return ok_status();
 }
 
@@ -244,15 +261,22 @@ Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
   return ok_status();
 }
 
-// moe_route_cuda takes the first row whose dtypes match, whose max_tokens (0: any) admits the
-// batch and whose needs_clusters the device meets.
+// moe_route_cuda takes the first row whose dtypes match, whose [min_tokens, max_tokens] (0: no
+// upper end) admits the batch and whose needs_clusters the device meets.
+// 8 tokens a block from 1536 tokens: H100, elementwise_bench (router weights out of L2), us per
+// call at hidden 4096, 8 experts: 2048 tokens 22.1 vs 41.5 (block per token); 1064 tokens 21.0 vs
+// 24.7; 256 tokens 11.2 vs 6.7. In the Mixtral fp8 prefill step (ncu) 2048 tokens 26.7 vs 34.0 us.
+// A 4-token row (125 registers: one 512-thread block per SM, as the 8-token row's 128) was faster
+// in the bench at 1064 tokens (20.4 us) but slower in the 1064-token mixed step (21.7 vs 19.5 us):
+// not kept.
 // The cluster row is an alternative, not the default: on the H100 (elementwise_bench, 4096 x 8
 // experts, router weights rotated out of L2, back-to-back PDL launches) it took 10.3 us per call at
 // 1 token against the block row's 8.7 us, so the dot products were not what made the router slow.
 constexpr MoeRouteCudaVariant kVariants[] = {
-    {DType::kF32, DType::kF32, &launch_moe_route, 0, false},                          // logits given (x unused)
-    {DType::kF32, DType::kBF16, &launch_moe_router, 0, false},                        // router GEMM fused, block per token
-    {DType::kF32, DType::kBF16, &launch_moe_router_cluster, kClusterMaxTokens, true},  // router GEMM fused, cluster per token
+    {"logits given", DType::kF32, DType::kF32, &launch_moe_route, 0, 0, false},  // x unused
+    {"router 8 tokens a block", DType::kF32, DType::kBF16, &launch_moe_router<8>, 1536, 0, false},
+    {"router block per token", DType::kF32, DType::kBF16, &launch_moe_router<1>, 0, 0, false},
+    {"router cluster per token", DType::kF32, DType::kBF16, &launch_moe_router_cluster, 0, kClusterMaxTokens, true},
 };
 
 }  // namespace
@@ -263,7 +287,7 @@ Status moe_route_cuda(const MoeRouteArgs& a, CUstream_st* stream) {
   const DType x = a.x.empty() ? DType::kF32 : a.x.dtype;
   const int64_t n = a.router_logits.ndim == 2 ? a.router_logits.shape[0] : 0;
   for (const auto& v : kVariants)
-    if (v.logits == a.router_logits.dtype && v.x == x && (v.max_tokens == 0 || n <= v.max_tokens) &&
+    if (v.logits == a.router_logits.dtype && v.x == x && n >= v.min_tokens && (v.max_tokens == 0 || n <= v.max_tokens) &&
         (!v.needs_clusters || device_has_clusters()))
       return v.launch(a, stream);
   return unimplemented("moe_route_cuda: logits " + std::string(dtype_name(a.router_logits.dtype)) + ", x " +
