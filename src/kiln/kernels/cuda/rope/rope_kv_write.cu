@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -23,6 +24,8 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 constexpr int kThreads = 128;
+constexpr int kHadamardThreads = 256;
+constexpr int64_t kHadamardTargetBlocks = 1024;  // the launcher splits a token's heads over blocks up to about this many
 constexpr int kMaxHalf = 256;  // head_dim <= 512
 
 struct RopeParams {
@@ -54,8 +57,9 @@ struct TokenSlot {
   bool write;         // the slot is inside the cache
   int64_t cache_off;  // element offset of the slot's [hkv, d] rows
 };
-__device__ __forceinline__ TokenSlot token_table(const RopeParams& p, int64_t t, float* cos_s, float* sin_s) {
-  cuda::rope::angle_table(static_cast<float>(p.positions[t]), p.inv_freq, p.head_dim / 2, cos_s, sin_s, threadIdx.x, kThreads);
+// threads: the block's size.
+__device__ __forceinline__ TokenSlot token_table(const RopeParams& p, int64_t t, float* cos_s, float* sin_s, int threads) {
+  cuda::rope::angle_table(static_cast<float>(p.positions[t]), p.inv_freq, p.head_dim / 2, cos_s, sin_s, threadIdx.x, threads);
   __syncthreads();
   const int64_t slot = p.slots ? p.slots[t] : -1;
   return {slot >= 0 && slot < p.num_slots, slot * p.hkv * p.head_dim};
@@ -67,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
   const int half = p.head_dim / 2, chunks = half / 8;
-  const TokenSlot ts = token_table(p, t, cos_s, sin_s);  // before the wait: see token_table
+  const TokenSlot ts = token_table(p, t, cos_s, sin_s, kThreads);  // before the wait: see token_table
   cuda::pdl_wait();  // q, k, v come from the kernel before (programmatic dependent launch)
   cuda::pdl_trigger();
   const bool write_cache = ts.write;
@@ -117,36 +121,74 @@ __global__ void __launch_bounds__(kThreads) rope_kv_write_kernel(const __grid_co
   }
 }
 
+// E consecutive bf16 <-> f32 and E floats -> E fp8 bytes, in one access where E allows (E 2 4 8:
+// 4-, 8-, 16-byte aligned, as a lane's E elements of a 16-byte aligned head are).
+template <int E>
+__device__ __forceinline__ void load_bf16(const bf16* src, float (&x)[E]) {
+  if constexpr (E == 8) {
+    cuda::load_bf16x8(src, x);
+  } else if constexpr (E == 4) {
+    const uint2 u = *reinterpret_cast<const uint2*>(src);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+    x[0] = a.x, x[1] = a.y, x[2] = b.x, x[3] = b.y;
+  } else if constexpr (E == 2) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(src));
+    x[0] = a.x, x[1] = a.y;
+  } else {
+    x[0] = __bfloat162float(src[0]);
+  }
+}
+template <int E>
+__device__ __forceinline__ void store_bf16(bf16* dst, const float (&x)[E]) {
+  if constexpr (E == 8) {
+    cuda::store_bf16x8(dst, x);
+  } else if constexpr (E == 4) {
+    const __nv_bfloat162 a = __floats2bfloat162_rn(x[0], x[1]), b = __floats2bfloat162_rn(x[2], x[3]);
+    *reinterpret_cast<uint2*>(dst) = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
+  } else if constexpr (E == 2) {
+    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(x[0], x[1]);
+  } else {
+    dst[0] = __float2bfloat16_rn(x[0]);
+  }
+}
+template <int E>
+__device__ __forceinline__ void store_fp8(uint8_t* dst, const float (&x)[E], float scale) {
+  if constexpr (E == 8) {
+    *reinterpret_cast<uint2*>(dst) = quantize_fp8x8(x, scale);
+  } else if constexpr (E == 4 || E == 2) {
+    uint32_t w = 0;
+#pragma unroll
+    for (int j = 0; j < E; ++j) w |= cuda::rope::quantize_fp8(x[j], scale) << (8 * j);
+    if constexpr (E == 4) *reinterpret_cast<uint32_t*>(dst) = w;
+    else *reinterpret_cast<uint16_t*>(dst) = static_cast<uint16_t>(w);
+  } else {
+    dst[0] = static_cast<uint8_t>(cuda::rope::quantize_fp8(x[0], scale));
+  }
+}
+
 // One head of rope_kv_write_hadamard_kernel (L lanes): v heads are quantized, q / k heads rotated,
 // transformed and written.
 template <int E, int L>
 __device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t t, int head, int lane, unsigned mask,
                                                    bool write_cache, int64_t cache_off, const float* cos_s, const float* sin_s) {
+  float x[E];
   if (head >= p.hq + p.hkv) {  // v: quantize only
     if (!write_cache) return;
     const int h = head - p.hq - p.hkv;
-    const bf16* src = p.v + t * p.v_stride + h * p.head_dim + lane * E;
-    uint8_t* dst = static_cast<uint8_t*>(p.v_cache) + cache_off + h * p.head_dim + lane * E;
-#pragma unroll
-    for (int j = 0; j < E; ++j) dst[j] = cuda::rope::quantize_fp8(__bfloat162float(src[j]), p.v_scale);
+    load_bf16<E>(p.v + t * p.v_stride + h * p.head_dim + lane * E, x);
+    store_fp8<E>(static_cast<uint8_t*>(p.v_cache) + cache_off + h * p.head_dim + lane * E, x, p.v_scale);
     return;
   }
   const bool is_k = head >= p.hq;
   const int h = is_k ? head - p.hq : head;
   const bf16* src = is_k ? p.k + t * p.k_stride + h * p.head_dim : p.q + t * p.q_stride + h * p.head_dim;
-  float x[E];
-#pragma unroll
-  for (int j = 0; j < E; ++j) x[j] = __bfloat162float(src[lane * E + j]);
+  load_bf16<E>(src + lane * E, x);
   cuda::rope::rope_hadamard<E, L>(x, lane, mask, cos_s, sin_s, p.hadamard_norm);
   bf16* dst = is_k ? p.k + t * p.k_stride + h * p.head_dim
                    : (p.q_out ? p.q_out + (t * p.hq + h) * p.head_dim : p.q + t * p.q_stride + h * p.head_dim);
-#pragma unroll
-  for (int j = 0; j < E; ++j) dst[lane * E + j] = __float2bfloat16_rn(x[j]);
-  if (is_k && write_cache) {
-    uint8_t* kc = static_cast<uint8_t*>(p.k_cache) + cache_off + h * p.head_dim + lane * E;
-#pragma unroll
-    for (int j = 0; j < E; ++j) kc[j] = cuda::rope::quantize_fp8(x[j], p.k_scale);
-  }
+  store_bf16<E>(dst + lane * E, x);
+  if (is_k && write_cache) store_fp8<E>(static_cast<uint8_t*>(p.k_cache) + cache_off + h * p.head_dim + lane * E, x, p.k_scale);
 }
 
 // The fp8 cache with the q/k Hadamard rotation: L lanes per head (a warp, or half a warp for
@@ -154,20 +196,25 @@ __device__ __forceinline__ void rope_hadamard_head(const RopeParams& p, int64_t 
 // elements [l E, l E + E) (E L = head_dim), so a RoPE pair (i, i + d/2) sits in lanes l and
 // l ^ L/2 and the transform's stages of stride >= E are lane shuffles. Same float ops in the same
 // order as the CPU (rotate_fma, then hadamard.h's stages, then the 1/sqrt(d) product): the cache
-// bytes match. Block (token, blockIdx.y): heads [blockIdx.y kThreads / L, + kThreads / L); each
-// block builds its token's cos / sin table in shared memory, as the other kernel (decode: the
-// heads of one token run in parallel blocks).
+// bytes match. Block (token, blockIdx.y) of kHadamardThreads: heads blockIdx.y G + j, + G gridDim.y,
+// ... (G = kHadamardThreads / L heads a pass); each block builds its token's cos / sin table in
+// shared memory (double sincos: the launcher keeps gridDim.y, the tables per token, as small as
+// the batch allows; at decode sizes one pass per block, the heads of a token in parallel blocks).
 template <int E, int L>
-__global__ void __launch_bounds__(kThreads) rope_kv_write_hadamard_kernel(const __grid_constant__ RopeParams p) {
+__global__ void __launch_bounds__(kHadamardThreads) rope_kv_write_hadamard_kernel(const __grid_constant__ RopeParams p) {
   static_assert(L == 16 || L == 32);
+  constexpr int kHeadsPerPass = kHadamardThreads / L;
   __shared__ float cos_s[kMaxHalf], sin_s[kMaxHalf];
   const int64_t t = blockIdx.x;
-  const TokenSlot ts = token_table(p, t, cos_s, sin_s);  // before the wait: see token_table
+  const TokenSlot ts = token_table(p, t, cos_s, sin_s, kHadamardThreads);  // before the wait: see token_table
   cuda::pdl_wait();  // q, k, v come from the kernel before
   cuda::pdl_trigger();
-  const int lane = threadIdx.x % L, head = blockIdx.y * (kThreads / L) + threadIdx.x / L;
+  const int lane = threadIdx.x % L;
   const unsigned mask = L == 32 ? 0xffffffffu : 0xffffu << (threadIdx.x % 32 / L * L);  // this head's lanes
-  if (head < p.hq + 2 * p.hkv) rope_hadamard_head<E, L>(p, t, head, lane, mask, ts.write, ts.cache_off, cos_s, sin_s);
+  const int heads = p.hq + 2 * p.hkv;
+  for (int head = blockIdx.y * kHeadsPerPass + static_cast<int>(threadIdx.x) / L; head < heads;
+       head += kHeadsPerPass * static_cast<int>(gridDim.y))
+    rope_hadamard_head<E, L>(p, t, head, lane, mask, ts.write, ts.cache_off, cos_s, sin_s);
 }
 
 // [n, heads, d] with contiguous heads and a (possibly larger) token stride.
@@ -228,8 +275,11 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
       default:
         return unimplemented("rope_kv_write_cuda: the q/k Hadamard rotation supports head_dim 16, 32, 64, 128, 256, got " + std::to_string(d));
     }
-    const int64_t heads_per_block = kThreads / std::min<int64_t>(d, 32);
-    grid.y = static_cast<unsigned>((hq + 2 * hkv + heads_per_block - 1) / heads_per_block);
+    // One pass of heads per block where the batch is small (decode: a token's heads in parallel),
+    // fewer blocks per token (fewer cos / sin tables, each pass looping) where it fills the GPU.
+    const int64_t heads_per_pass = kHadamardThreads / std::min<int64_t>(d, 32);
+    const int64_t passes = (hq + 2 * hkv + heads_per_pass - 1) / heads_per_pass;
+    grid.y = static_cast<unsigned>(std::clamp<int64_t>((kHadamardTargetBlocks + n - 1) / std::max<int64_t>(n, 1), 1, passes));
   }
   if (n == 0) return ok_status();
   if (n > 0x7fffffff) return out_of_range("rope_kv_write_cuda: too many tokens");
@@ -250,7 +300,7 @@ Status launch_rope_kv_write(const RopeKvWriteArgs& a, CUstream_st* stream) {
   p.hq = static_cast<int>(hq); p.hkv = static_cast<int>(hkv); p.head_dim = static_cast<int>(d);
   p.hadamard_norm = hadamard_norm(d);
   void* args[] = {&p};
-  KILN_CUDA_CHECK(cuda::launch_pdl(kernel, grid, dim3(kThreads), 0, stream, args, true));
+  KILN_CUDA_CHECK(cuda::launch_pdl(kernel, grid, dim3(kHadamard ? kHadamardThreads : kThreads), 0, stream, args, true));
   return ok_status();
 }
 
