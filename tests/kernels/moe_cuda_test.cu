@@ -78,7 +78,7 @@ TEST(MoeRouteCuda, FusedRouterMatchesCpu) {
   std::mt19937 rng(35);
   struct Case { int64_t n, experts, k, hidden; bool renormalize; };
   const Case cases[] = {{1, 8, 2, 4096, true}, {13, 8, 2, 576, true}, {64, 60, 4, 1024, false}, {300, 256, 8, 64, true},
-                        {1029, 8, 2, 4096, true}, {37, 20, 3, 4104, false}};
+                        {1029, 8, 2, 4096, true}, {37, 20, 3, 4104, false}, {1600, 8, 2, 1024, true}};
   int device = 0, major = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
@@ -126,6 +126,15 @@ TEST(MoeRouteCuda, FusedRouterMatchesCpu) {
       }
       EXPECT_GT(checked, c.n / 2) << "too many near-ties to check the routing";
     }
+    // The dispatcher (whichever row it picks for this batch: block per token, or 8 tokens a block
+    // from its min_tokens on) gives the same bits.
+    DeviceTensor dl = make(DType::kF32, {c.n, c.experts});
+    DeviceTensor dids = make(DType::kInt32, {c.n, c.k}), dtw = make(DType::kF32, {c.n, c.k});
+    const Status st = moe_route_cuda({dl.tensor, dids.tensor, dtw.tensor, c.renormalize, dx.tensor, dw.tensor}, nullptr);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    const std::vector<float> gl = download_as<float>(dl.tensor);
+    ASSERT_EQ(gl.size(), same_order.size());
+    EXPECT_TRUE(std::memcmp(same_order.data(), gl.data(), gl.size() * sizeof(float)) == 0) << "dispatch: n=" << c.n;
   }
   // Wrong shapes are refused with an error, not launched.
   for (const auto& v : moe_route_cuda_variants()) {

@@ -160,7 +160,9 @@ TEST(RopeKvWriteFp8Cuda, CacheBitExactToCpu) {
       {17, 32, 8, 128, 16, 8, true, 0.02f, 0.5f},
       {97, 8, 8, 128, 1, 128, false, 0.1f, 0.004f},  // V saturates at +-448 for |v| > 1.79
       {2048, 32, 8, 128, 16, 160, true, 0.05f, 0.05f},  // Hadamard row: one block per token, looping over the heads
-      {300, 32, 8, 128, 16, 24, false, 0.05f, 0.05f},   // Hadamard row: 4 blocks per token, the last pass partial
+      {300, 32, 8, 128, 16, 24, false, 0.05f, 0.05f},   // Hadamard row: 4 blocks per token, 2 or 1 passes each
+      {1100, 21, 5, 16, 16, 70, true, 0.2f, 0.2f},       // Hadamard row, head_dim 16: 31 heads in 2 passes, the second
+                                                          // partial (half warps of one warp end after 1 or 2 heads)
       {5, 9, 3, 64, 16, 2, true, 0.3f, 0.003f},
       {3, 96, 8, 128, 16, 2, true, 0.05f, 0.5f},
       {7, 5, 1, 16, 16, 1, true, 0.2f, 0.2f},  // head_dim 16: half a warp per head (Hadamard row)

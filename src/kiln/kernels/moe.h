@@ -30,8 +30,9 @@ struct CUstream_st;  // cudaStream_t, without the CUDA headers
 namespace kiln {
 
 // Variants: logits given (x = kF32 means "no router GEMM"), or x / router_weight bf16 (the dot
-// products by one block per several tokens at prefill sizes, one block per token, or a cluster of
-// blocks per token on sm_90 for decode-sized batches; then one warp routes as the logits variant).
+// products by one block per several tokens at prefill sizes, one block per token, or (an
+// alternative moe_route_cuda does not pick: measured slower) a cluster of blocks per token on
+// sm_90; then one warp routes as the logits variant).
 // moe_route_cuda takes the first row whose dtypes match, whose [min_tokens, max_tokens] admits the
 // batch and whose needs_clusters the device meets. Called directly, a row takes any batch (the
 // cluster row at most max_tokens).

@@ -266,7 +266,8 @@ Status launch_moe_route(const MoeRouteArgs& a, CUstream_st* stream) {
 // 8 tokens a block from 1536 tokens: H100, elementwise_bench (router weights out of L2), us per
 // call at hidden 4096, 8 experts: 2048 tokens 22.1 vs 41.5 (block per token); 1064 tokens 21.0 vs
 // 24.7; 256 tokens 11.2 vs 6.7. In the Mixtral fp8 prefill step (ncu) 2048 tokens 26.7 vs 34.0 us.
-// A 4-token row (125 registers: one 512-thread block per SM, as the 8-token row's 128) was faster
+// The 8-token row holds 128 registers a thread (the 512-thread cap) and spills ~150 bytes in its
+// loop; measured as is. A 4-token row (125 registers: one 512-thread block per SM too) was faster
 // in the bench at 1064 tokens (20.4 us) but slower in the 1064-token mixed step (21.7 vs 19.5 us):
 // not kept.
 // The cluster row is an alternative, not the default: on the H100 (elementwise_bench, 4096 x 8
