@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "kiln/kernels/cuda/common/cuda_check.h"
+#include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/common/kernel_args.h"
 #include "kiln/kernels/cuda/common/sm90.h"
 #include "kiln/kernels/cuda/moe/moe_grouped_wgmma.cuh"
 #include "kiln/kernels/moe_cuda.h"
@@ -76,8 +78,6 @@ Result<WeightMaps> weight_maps(const MoeGroupedWgmmaArgs& a, int64_t n, int64_t 
   return w;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 Status check(const MoeGroupedWgmmaArgs& a) {
   const std::string f = "moe_grouped_wgmma_cuda: ";
   const size_t e = a.weights.size();
@@ -100,12 +100,12 @@ Status check(const MoeGroupedWgmmaArgs& a) {
       !a.y.is_contiguous())
     return invalid_argument(f + "y must be [rows, n] = [" + std::to_string(rows) + ", " + std::to_string(n) +
                             "] contiguous bf16 on cuda, got " + a.y.shape_string());
-  if (!aligned16(a.x.data) || (reinterpret_cast<uintptr_t>(a.y.data) & 3) != 0)
+  if (!cuda::aligned16(a.x.data) || (reinterpret_cast<uintptr_t>(a.y.data) & 3) != 0)
     return invalid_argument(f + "x must be 16-byte aligned and y 4-byte aligned");
   for (size_t i = 0; i < e; ++i) {
     const Tensor &w = a.weights[i], &s = a.weight_scales[i];
     if (w.device != Device::kCuda || w.dtype != DType::kFp8E4M3 || w.ndim != 2 || w.shape[0] != n || w.shape[1] != k ||
-        !w.is_contiguous() || !aligned16(w.data))
+        !w.is_contiguous() || !cuda::aligned16(w.data))
       return invalid_argument(f + "expert " + std::to_string(i) + ": weights must be [" + std::to_string(n) + ", " +
                               std::to_string(k) + "] contiguous 16-byte aligned fp8 e4m3 on cuda, got " + w.shape_string());
     if (s.device != Device::kCuda || s.dtype != DType::kF32 || s.numel() != n || !s.is_contiguous() ||
@@ -140,14 +140,8 @@ Status moe_grouped_wgmma_cuda(const MoeGroupedWgmmaArgs& a, CUstream_st* stream)
   static const cudaError_t attr = cudaFuncSetAttribute(mw::grouped_fp8_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        mw::kSmemBytes);
   if (attr != cudaSuccess) return internal_error(std::string("moe_grouped_wgmma_cuda: ") + cudaGetErrorString(attr));
-  static const int sms = [] {
-    int device = 0, v = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device);
-    return v;
-  }();
   void* args[] = {&p};
-  KILN_CUDA_CHECK(cuda::launch_pdl(reinterpret_cast<const void*>(mw::grouped_fp8_kernel), dim3(static_cast<unsigned>(sms)),
+  KILN_CUDA_CHECK(cuda::launch_pdl(reinterpret_cast<const void*>(mw::grouped_fp8_kernel), dim3(static_cast<unsigned>(cuda_sm_count())),
                                    dim3(mw::kThreads), mw::kSmemBytes, stream, args));
   return ok_status();
 }
