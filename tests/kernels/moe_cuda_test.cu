@@ -48,7 +48,8 @@ TEST(MoeRouteCuda, MatchesCpuIds) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(31);
   struct Case { int64_t n, experts, k; bool renormalize; };
-  const Case cases[] = {{1, 8, 2, true}, {37, 8, 2, true}, {100, 64, 6, false}, {300, 256, 8, true}, {5, 3, 3, true}, {2048, 60, 4, false}};
+  const Case cases[] = {{1, 8, 2, true}, {37, 8, 2, true}, {100, 64, 6, false}, {300, 256, 8, true}, {5, 3, 3, true}, {2048, 60, 4, false},
+                        {9, 32, 11, true}, {4, 16, 10, false}};  // past the 8 weights route_token holds in registers
   for (const auto& v : moe_route_cuda_variants()) {
     if (v.x != DType::kF32) continue;  // the fused router: MoeRouteCuda.FusedRouterMatchesCpu
     for (const auto& c : cases) {

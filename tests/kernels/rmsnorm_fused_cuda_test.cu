@@ -5,7 +5,9 @@
 //   route:   logits / top-k against moe_route_cuda's fused router on the kernel's own out, bit for
 //            bit, and out / residual / out_q against the residual + quant row (bit for bit where
 //            both run the same thread count: hidden <= 4096).
-// Outputs are poisoned before each run. Skipped without a GPU.
+// Odd token counts read the residual before the PDL wait (RmsNormArgs::residual_written_earlier),
+// even ones after it: the same bits either way. Outputs are poisoned before each run. Skipped
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -58,6 +60,7 @@ TEST(RmsNormFusedCuda, CombineAndQuantRows) {
       DeviceTensor dout = poisoned(DType::kBF16, {n, hidden});
       DeviceTensor dq = poisoned(DType::kFp8E4M3, {n, hidden}), dqs = poisoned(DType::kF32, {n});
       RmsNormArgs args{dx.tensor, dr.tensor, dw.tensor, dout.tensor, 1e-5f};
+      args.residual_written_earlier = n % 2 == 1;  // both residual loads (before / after the PDL wait), same bits
       if (v.combine) args.slot_weights = dsw.tensor;
       if (v.quant) {
         args.out_q = dq.tensor;
@@ -149,6 +152,7 @@ TEST(RmsNormFusedCuda, RouteRow) {
       args.out_q = dq.tensor;
       args.out_scale = dqs.tensor;
       args.route = &route;
+      args.residual_written_earlier = n % 2 == 1;  // both residual loads (before / after the PDL wait), same bits
       const Status st = rmsnorm_cuda(args, nullptr);
       ASSERT_TRUE(st.ok()) << st.to_string();
       // The router kernel on the fused kernel's own out.

@@ -28,6 +28,10 @@ struct RmsNormArgs {
   //   same logits bits for hidden <= 4096): router_weight, router_logits, topk_ids, topk_weights and
   //   renormalize of *route are used (its x must be empty: out is routed).
   const MoeRouteArgs* route = nullptr;
+  // CUDA only: the residual was written two or more kernels back on the stream, so the kernel may
+  // read it before its programmatic-dependent-launch wait (every earlier kernel of a PDL chain has
+  // completed by the time a kernel two after it starts). False: read after the wait.
+  bool residual_written_earlier = false;
 };
 
 Status rmsnorm_cpu(const RmsNormArgs& args);

@@ -368,6 +368,9 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
     const bool fused = moe_fused_path(lw, n);
     const bool gate_up_fp8 = !fused && lw.experts.empty() && x_fp8(lw.gate_up.tensor, n);
     RmsNormArgs ffn_norm{x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps};
+    // The residual's last writer is the norm before attention (or the embedding): at least qkv,
+    // attention and o_proj launch after it.
+    ffn_norm.residual_written_earlier = true;
     MoeRouteArgs route;
     if (fused || gate_up_fp8) KILN_RETURN_IF_ERROR(with_fp8_out(ffn_norm));  // + per-token fp8 h
     if (fused) {  // + the router
@@ -379,6 +382,7 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
     KILN_RETURN_IF_ERROR(ffn(lw, n, fused ? &slots : nullptr, gate_up_fp8));
     const Tensor& next = l + 1 < c.num_layers ? w_.layers[static_cast<size_t>(l + 1)].attn_norm.tensor : w_.norm.tensor;
     RmsNormArgs next_norm{x, residual, next, h, c.rms_norm_eps};
+    next_norm.residual_written_earlier = true;  // by the ffn norm, before the ffn's GEMMs
     if (fused) next_norm.x = slots.y, next_norm.slot_weights = slots.weights;
     if (qkv_fp8(l + 1)) KILN_RETURN_IF_ERROR(with_fp8_out(next_norm));
     KILN_RETURN_IF_ERROR(rmsnorm_cuda(next_norm, stream_));

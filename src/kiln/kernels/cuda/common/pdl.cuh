@@ -27,6 +27,26 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// A read-only 16-byte load that stays where it is written, for weights a kernel requests before
+// pdl_wait() (data no kernel of the chain writes). An __ldg there does not stay: ld.global.nc is
+// an invariant load to the compiler, which moved the fused router's weight loads past
+// griddepcontrol.wait and issued them a second time where they were used (H100 SASS, 2026-11-24).
+// asm volatile keeps the load before the wait and its value in registers.
+__device__ __forceinline__ uint4 ldg_nc_pinned(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+// The same for data an earlier kernel wrote that is complete before this kernel starts (written
+// two or more kernels back in a PDL chain): read through L2 (ld.global.cg), where that kernel's
+// writes are, not through a possibly stale L1 line.
+__device__ __forceinline__ uint4 ldcg_pinned(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
 // A type-erased kernel (from a variant table) with its argument pointers; pdl = false launches it
 // plainly (the attribute left out).
 // cluster: thread-block cluster dimensions (1 x 1 x 1: none; the grid must be a multiple).

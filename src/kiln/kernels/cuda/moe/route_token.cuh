@@ -13,6 +13,7 @@ namespace kiln::moe_route {
 
 inline constexpr int kPerLane = 8;
 inline constexpr int kMaxExperts = 32 * kPerLane;
+inline constexpr int kHeldChoices = 8;  // top-k weights route_token keeps in registers
 
 // The better of (value, id) pairs: larger value, then lower id. Taken ids carry value -1,
 // lanes past the experts -3.
@@ -50,6 +51,10 @@ __device__ void route_token(const P& p, int64_t t, const float* logits, int lane
   int32_t* ids = p.topk_ids + t * p.k;
   float* weights = p.topk_weights + t * p.k;
   float top_sum = 0.f;
+  // The first kHeldChoices weights stay in registers until the renormalization, so that it does not
+  // read back from global memory what this warp just stored (a round trip per choice on the
+  // batch-1 decode step's path to the expert GEMMs).
+  float held[kHeldChoices];
   for (int r = 0; r < p.k; ++r) {
     float best = -2.f;
     int best_id = 0x7fffffff;
@@ -66,12 +71,21 @@ __device__ void route_token(const P& p, int64_t t, const float* logits, int lane
       if (lane + 32 * j == best_id) prob[j] = -1.f;  // taken
     if (lane == 0) {
       ids[r] = best_id;
-      weights[r] = best;
       top_sum += best;  // in choice order, as the CPU
+      if (r < kHeldChoices) {
+#pragma unroll
+        for (int h = 0; h < kHeldChoices; ++h)  // a constant index: held stays in registers
+          if (h == r) held[h] = best;
+      }
+      if (r >= kHeldChoices || !p.renormalize) weights[r] = best;
     }
   }
-  if (lane == 0 && p.renormalize)
-    for (int r = 0; r < p.k; ++r) weights[r] = weights[r] / top_sum;
+  if (lane == 0 && p.renormalize) {
+#pragma unroll
+    for (int h = 0; h < kHeldChoices; ++h)
+      if (h < p.k) weights[h] = held[h] / top_sum;
+    for (int r = kHeldChoices; r < p.k; ++r) weights[r] = weights[r] / top_sum;
+  }
 }
 
 }  // namespace kiln::moe_route

@@ -33,6 +33,7 @@ struct RmsNormParams {
   float* q_scale;
   int64_t x_stride, res_stride, out_stride;
   int k_slots;
+  int residual_early;  // RmsNormArgs::residual_written_earlier
   // route: the MoE router on out (moe_router_kernel's arithmetic): logits = out . router_w^T.
   const bf16* router_w;  // [num_experts, hidden], row stride rw_stride
   int64_t rw_stride;
@@ -51,6 +52,10 @@ constexpr int kRouteGroup = 8;      // experts per pass of the router's dot prod
 
 // kVecsPerThread: 1 (hidden <= 8192: no registers for vectors a thread never has) or kMaxVecsPerThread.
 // This thread's router weight vectors of experts [e0, e0 + kRouteGroup).
+// kVecsPerThread 1: pinned loads (cuda::ldg_nc_pinned), so that the first group, requested before
+// the PDL wait, is in registers by the time the row is routed; with more vectors a thread (hidden
+// > 8192) the 8 x kVecsPerThread vectors would not fit in registers, and __ldg lets the compiler
+// load them where they are used.
 template <int kVecsPerThread>
 __device__ __forceinline__ void load_router_w(const RmsNormParams& p, int e0, uint4 (&rw)[kRouteGroup][kVecsPerThread]) {
 #pragma unroll
@@ -58,9 +63,9 @@ __device__ __forceinline__ void load_router_w(const RmsNormParams& p, int e0, ui
 #pragma unroll
     for (int j = 0; j < kVecsPerThread; ++j) {
       const int c = threadIdx.x + j * blockDim.x;
-      rw[g][j] = e0 + g < p.num_experts && c < p.num_vecs
-                     ? __ldg(reinterpret_cast<const uint4*>(p.router_w + (e0 + g) * p.rw_stride) + c)
-                     : uint4{};
+      const uint4* src = reinterpret_cast<const uint4*>(p.router_w + (e0 + g) * p.rw_stride) + c;
+      rw[g][j] = uint4{};
+      if (e0 + g < p.num_experts && c < p.num_vecs) rw[g][j] = kVecsPerThread == 1 ? cuda::ldg_nc_pinned(src) : __ldg(src);
     }
 }
 
@@ -110,13 +115,27 @@ __device__ void route_row(const RmsNormParams& p, int64_t row, const uint4 (&out
 template <int kVecsPerThread, bool kResidual, bool kCombine, bool kQuant, bool kRoute = false>
 __global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
   uint4 rw[kRoute ? kRouteGroup : 1][kVecsPerThread];
-  if constexpr (kRoute) load_router_w<kVecsPerThread>(p, 0, rw);  // weights: not written by earlier kernels
-  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
-  cuda::pdl_trigger();
+  uint4 xv[kVecsPerThread], rv[kVecsPerThread], wv[kVecsPerThread];
+  // Weights (no kernel of the chain writes them) before the PDL wait, pinned there (see
+  // cuda::ldg_nc_pinned): the norm weight, and the router's first group.
+#pragma unroll
+  for (int j = 0; j < kVecsPerThread; ++j) {
+    const int c = threadIdx.x + j * blockDim.x;
+    wv[j] = c < p.num_vecs ? cuda::ldg_nc_pinned(reinterpret_cast<const uint4*>(p.weight) + c) : uint4{};
+  }
+  if constexpr (kRoute) load_router_w<kVecsPerThread>(p, 0, rw);
   const int64_t row = blockIdx.x;
   bf16* res = kResidual ? p.residual + row * p.res_stride : nullptr;
-  // Issue every load of the row before the first use: x (combine: its k rows), residual, weight.
-  uint4 xv[kVecsPerThread], rv[kVecsPerThread], wv[kVecsPerThread];
+  if (kResidual && p.residual_early) {  // written two or more kernels back: complete by now (L2)
+#pragma unroll
+    for (int j = 0; j < kVecsPerThread; ++j) {
+      const int c = threadIdx.x + j * blockDim.x;
+      if (c < p.num_vecs) rv[j] = cuda::ldcg_pinned(reinterpret_cast<const uint4*>(res) + c);
+    }
+  }
+  cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
+  cuda::pdl_trigger();
+  // Issue every load of the row before the first use: x (combine: its k rows) and the residual.
   float v[kVecsPerThread][8];
   if constexpr (kCombine) {
     // x[row] = bf16(sum_j w_j * x[row * k + j]), in moe_unpermute_kernel's order and rounding.
@@ -162,8 +181,7 @@ __global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_
     const int c = threadIdx.x + j * blockDim.x;
     if (c < p.num_vecs) {
       if constexpr (!kCombine) xv[j] = reinterpret_cast<const uint4*>(x)[c];
-      if constexpr (kResidual) rv[j] = reinterpret_cast<const uint4*>(res)[c];
-      wv[j] = reinterpret_cast<const uint4*>(p.weight)[c];
+      if (kResidual && !p.residual_early) rv[j] = reinterpret_cast<const uint4*>(res)[c];
     }
   }
   float ss = 0.f;
@@ -260,6 +278,7 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   p.q_scale = kQuant ? static_cast<float*>(a.out_scale.data) : nullptr;
   p.x_stride = x.stride; p.res_stride = res.stride; p.out_stride = out.stride;
   p.k_slots = static_cast<int>(k_slots);
+  p.residual_early = kResidual && a.residual_written_earlier ? 1 : 0;
   p.num_vecs = static_cast<int>(num_vecs);
   p.inv_hidden = 1.0f / static_cast<float>(hidden);
   p.eps = a.eps;
