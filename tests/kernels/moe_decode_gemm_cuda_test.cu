@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kiln/kernels/cuda/common/device_buffer.h"
+#include "kiln/kernels/cuda/common/pdl.cuh"
 #include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
 #include "kiln/kernels/linear.h"
 #include "kiln/kernels/moe_cuda.h"
@@ -329,6 +330,85 @@ TEST(MoeDecodeGemmCuda, PreQuantizedXMatchesThePrePass) {
         EXPECT_EQ(moe_decode_gemm_cuda_variant(b, vi, nullptr).code(), StatusCode::kInvalidArgument);
   }
   EXPECT_GE(compared, 6);
+}
+
+// A stand-in for the norm that routes: lets the next kernel launch at once (programmatic dependent
+// launch), spins ~spin_ns, then writes the final ids.
+struct IdsWriterParams {
+  int32_t* ids;
+  const int32_t* final_ids;
+  int slots;
+  long long spin_ns;
+};
+__global__ void late_ids_writer(IdsWriterParams p) {
+  cuda::pdl_wait();
+  cuda::pdl_trigger();
+  long long t0 = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  for (long long t = t0; t - t0 < p.spin_ns;) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  if (threadIdx.x < p.slots) p.ids[threadIdx.x] = p.final_ids[threadIdx.x];
+}
+
+// ids_poll (the gate_up GEMM after the routing norm): whatever the ids buffer holds when the CTAs
+// start (cleared to -1, other experts' ids, or the final ids), the output is the bits of a run on
+// the final ids: a CTA that started on other ids drops its weight tiles after the wait and starts
+// again. The writer spins so that the GEMM's CTAs poll before the final ids are there. Every wgmma
+// row, one and three tokens.
+TEST(MoeDecodeGemmCuda, PolledIdsGiveTheFinalIdsBits) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(67);
+  const std::vector<MoeCase> cases = {{1, 2, 8, 1792, 512, false, 0}, {3, 2, 8, 448, 1024, false, 0}};
+  const auto variants = moe_decode_gemm_variants();
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  int compared = 0;
+  for (const MoeCase& c : cases) {
+    const Experts E = make_experts(DType::kFp8E4M3, c.num_experts, c.n, c.k, rng);
+    const int64_t slots = c.t * c.top_k;
+    HostTensor xf = test::random_tensor(DType::kF32, {c.t, c.k}, rng, 2.0f);
+    HostTensor q = HostTensor::zeros(DType::kFp8E4M3, {c.t, c.k}), qs = HostTensor::zeros(DType::kF32, {c.t});
+    ASSERT_TRUE(quantize_fp8_cpu({xf.tensor, q.tensor, qs.tensor}).ok());
+    std::vector<int32_t> final_ids = make_ids(c, rng), other_ids(final_ids.size()), cleared(final_ids.size(), -1);
+    for (size_t i = 0; i < final_ids.size(); ++i) other_ids[i] = (final_ids[i] + 3) % static_cast<int32_t>(c.num_experts);
+    auto dq = to_device(q.tensor), dqs = to_device(qs.tensor);
+    auto dfinal = to_device(Tensor::view(final_ids.data(), DType::kInt32, {c.t, c.top_k}));
+    auto dids = DeviceTensor::empty(DType::kInt32, {c.t, c.top_k});
+    auto dy0 = DeviceTensor::empty(DType::kBF16, {slots, c.n}), dy1 = DeviceTensor::empty(DType::kBF16, {slots, c.n});
+    ASSERT_TRUE(dq.ok() && dqs.ok() && dfinal.ok() && dids.ok() && dy0.ok() && dy1.ok());
+    for (int vi = 0; vi < static_cast<int>(variants.size()); ++vi) {
+      if (!variants[static_cast<size_t>(vi)].wgmma) continue;
+      // The reference: the final ids, no polling.
+      ASSERT_TRUE(fill_bytes(dy0->tensor, 0xff).ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      MoeDecodeGemmArgs ref{dq->tensor, dfinal->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, DType::kFp8E4M3, c.n, dy0->tensor};
+      ref.x_scale = dqs->tensor;
+      ASSERT_TRUE(moe_decode_gemm_cuda_variant(ref, vi, s).ok());
+      ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+      auto y0 = to_host(dy0->tensor);
+      ASSERT_TRUE(y0.ok());
+      for (int start = 0; start < 3; ++start) {  // cleared, other experts', the final ids
+        SCOPED_TRACE("variant " + std::to_string(vi) + " t=" + std::to_string(c.t) + " start=" + std::to_string(start));
+        const std::vector<int32_t>& first = start == 0 ? cleared : start == 1 ? other_ids : final_ids;
+        ASSERT_EQ(cudaMemcpyAsync(dids->tensor.data, first.data(), first.size() * 4, cudaMemcpyHostToDevice, s), cudaSuccess);
+        ASSERT_TRUE(fill_bytes(dy1->tensor, 0xff).ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const IdsWriterParams w{dids->tensor.ptr<int32_t>(), dfinal->tensor.ptr<int32_t>(), static_cast<int>(slots), 30000};
+        ASSERT_EQ(cuda::launch_pdl(late_ids_writer, dim3(1), dim3(32), 0, s, w), cudaSuccess);
+        MoeDecodeGemmArgs b{dq->tensor, dids->tensor, E.ptrs.tensor, E.scale_ptrs.tensor, DType::kFp8E4M3, c.n, dy1->tensor};
+        b.x_scale = dqs->tensor;
+        b.ids_poll = true;
+        const Status st = moe_decode_gemm_cuda_variant(b, vi, s);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+        ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+        auto y1 = to_host(dy1->tensor);
+        ASSERT_TRUE(y1.ok());
+        EXPECT_EQ(std::memcmp(y0->tensor.data, y1->tensor.data, static_cast<size_t>(y0->tensor.nbytes())), 0);
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GE(compared, 6);
+  cudaStreamDestroy(s);
 }
 
 TEST(MoeDecodeGemmCuda, RejectsBadArguments) {

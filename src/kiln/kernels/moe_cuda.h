@@ -236,7 +236,16 @@ struct MoeDecodeGemmArgs {
   // (the down GEMM after silu_mul: they come from the router), so each CTA may find its expert and
   // request its first weight tiles before waiting for that kernel. wgmma row only.
   bool ids_ready = false;
+  // Programmatic dependent launch, ids written by the kernel just before this one, which sets them
+  // to -1 before its own wait and writes them once known (rmsnorm_cuda's route row with
+  // RmsNormArgs::route_ids_cleared_early: the gate_up GEMM after the norm that routes): each CTA
+  // reads them as soon as they are all experts, requests its first weight tiles, and after the
+  // wait checks that they are unchanged (else drops those tiles and starts again on the final
+  // ids: a stale read costs time, never a wrong result). At most kMoeDecodeIdsPollSlots slots (else
+  // ignored); wgmma row only.
+  bool ids_poll = false;
 };
+inline constexpr int64_t kMoeDecodeIdsPollSlots = 32;
 Status moe_decode_gemm_cuda(const MoeDecodeGemmArgs& args, CUstream_st* stream);
 
 }  // namespace kiln

@@ -32,6 +32,9 @@ struct RmsNormArgs {
   // read it before its programmatic-dependent-launch wait (every earlier kernel of a PDL chain has
   // completed by the time a kernel two after it starts). False: read after the wait.
   bool residual_written_earlier = false;
+  // CUDA only, route: topk_ids set to -1 before the PDL wait, so that an expert GEMM launched
+  // right after this kernel can poll for the new ids (MoeDecodeGemmArgs::ids_poll).
+  bool route_ids_cleared_early = false;
 };
 
 Status rmsnorm_cpu(const RmsNormArgs& args);

@@ -376,6 +376,7 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
     if (fused) {  // + the router
       KILN_ASSIGN_OR_RETURN(route, moe_route_args(lw, n, moe_top_k()));
       ffn_norm.route = &route;
+      ffn_norm.route_ids_cleared_early = moe_ids_poll(n);  // the gate_up GEMM polls for them
     }
     KILN_RETURN_IF_ERROR(rmsnorm_cuda(ffn_norm, stream_));
     MoeSlots slots;

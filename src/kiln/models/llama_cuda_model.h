@@ -272,6 +272,10 @@ class CudaLlamaModel : public Model {
   // Serving A p90 1624.9 vs 1626.9 ms) and gate_up slower than the lanes (1K prefill +3 ms): its
   // 128-row tiles pad ~260-row experts by ~40%.
   int moe_wgmma_ = 0;
+  // The fused decode path's gate_up GEMM polls for the ids its norm writes (MoeDecodeGemmArgs::
+  // ids_poll) for up to kMoeDecodeIdsPollSlots slots; KILN_MOE_IDS_POLL=0 turns it off.
+  bool moe_ids_poll_ = true;
+  bool moe_ids_poll(int64_t n) const;
   DeviceTensor moe_x_fp8_;  // fp8 experts: the MoE decode GEMM's x workspace (fixed: graphs capture it)
   DeviceTensor identity_rows_;  // [kMoeDecodeMaxSlots] int32 0, 1, 2, ...
   int64_t batch_ = 0;       // sequences in the current step

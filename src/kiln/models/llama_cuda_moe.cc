@@ -119,6 +119,10 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
   return moe_unpermute_cuda({yp, weights, inverse, x}, stream_);
 }
 
+bool CudaLlamaModel::moe_ids_poll(int64_t n) const {
+  return moe_ids_poll_ && n * moe_top_k() <= kMoeDecodeIdsPollSlots;
+}
+
 bool CudaLlamaModel::moe_batched_ready(const CudaLayerWeights& lw) const {
   // per-channel scales only (the dequant passes read [n] per expert)
   return moe_batched_ && !lw.gate_up_scale_ptrs.tensor.empty() && !lw.down_scale_ptrs.tensor.empty() &&
@@ -158,6 +162,7 @@ Status CudaLlamaModel::init_moe_lanes() {
     moe_batched_force_ = std::string(v) == "force";  // tests: whatever the padding
   }
   if (const char* v = std::getenv("KILN_MOE_WGMMA"); v && *v) moe_wgmma_ = std::clamp(std::atoi(v), 0, 2);
+  if (const char* v = std::getenv("KILN_MOE_IDS_POLL"); v && *v) moe_ids_poll_ = std::string(v) != "0";
   if (!moe_grouped_wgmma_available() || config_.num_experts > kMoeGroupedWgmmaMaxExperts || config_.hidden_size % 16 != 0 ||
       config_.intermediate_size % 16 != 0)  // k of gate_up / down: TMA row strides of 16 bytes
     moe_wgmma_ = 0;
@@ -259,6 +264,7 @@ Status CudaLlamaModel::moe_decode(const CudaLayerWeights& lw, int64_t n, int64_t
     KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n * k}));
     MoeDecodeGemmArgs gate_up{hq.q, ids, lw.gate_up_ptrs.tensor, lw.gate_up_scale_ptrs.tensor, wt, 2 * inter, gu};
     gate_up.x_scale = hq.scale;
+    gate_up.ids_poll = moe_ids_poll(n);  // the norm before it routes and cleared the ids first
     KILN_RETURN_IF_ERROR(moe_decode_gemm_cuda(gate_up, stream_));
     KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
     MoeDecodeGemmArgs down{aq, ids, lw.down_ptrs.tensor, lw.down_scale_ptrs.tensor, wt, c.hidden_size, yp};

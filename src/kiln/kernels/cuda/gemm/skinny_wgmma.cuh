@@ -123,9 +123,16 @@ struct WgmmaCore {
   // w: [n, k] e4m3, row stride ldw; xrow[j]: this thread's x row (tid / 8 + kRowsPerPass j) at k = 0
   // ([k] e4m3, nullptr: a zero row). smem: kSmemBytes. pdl: wait for the previous kernel after
   // the first weight tiles are requested (x is read only after it).
-  __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw, int n, int k, int row_base,
+  // verify (with pdl): called by every thread right after the wait, before x is read; false: the
+  // weight tiles requested before the wait are the wrong ones (a speculative expert, see
+  // moe_decode_gemm.cu's ids_poll): stream drains them and returns false with acc undefined.
+  struct NoVerify {
+    __device__ bool operator()() const { return true; }
+  };
+  template <typename Verify = NoVerify>
+  __device__ static bool stream(const uint8_t* __restrict__ w, int64_t ldw, int n, int k, int row_base,
                                 const uint8_t* const (&xrow)[kXRowsPerThread], int c_begin, int c_end, uint8_t* smem,
-                                bool pdl, float (&acc)[kAcc]) {
+                                bool pdl, float (&acc)[kAcc], Verify verify = {}) {
     using namespace kiln::cuda::hopper;
     const int tid = threadIdx.x, vec = tid & 7, r0 = tid >> 3;
     const uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
@@ -171,6 +178,11 @@ struct WgmmaCore {
     if (pdl) {
       wait_for_previous_kernel();  // x (the quantizer's output) comes from the kernel before this one
       allow_next_kernel();
+      if (!verify()) {
+        cp_async_wait<0>();
+        __syncthreads();  // every thread's copies into the ring have landed: it may be reused
+        return false;
+      }
     }
 #pragma unroll
     for (int i = 0; i < kS - 1; ++i)
@@ -218,6 +230,7 @@ struct WgmmaCore {
       for (int j = 0; j < kAcc; ++j) acc[j] += part[j];
     }
     cp_async_wait<0>();
+    return true;
   }
 };
 

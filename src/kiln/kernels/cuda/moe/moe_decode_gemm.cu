@@ -53,6 +53,7 @@ struct MoeDecodeParams {
   int64_t ldx, ldy;
   int slots, top_k, x_per_slot, num_experts, n, k, pdl;
   int ids_ready;  // wgmma row: the ids may be read before griddepcontrol.wait (MoeDecodeGemmArgs::ids_ready)
+  int ids_poll;   // wgmma row: poll the ids before the wait, verify them after it (MoeDecodeGemmArgs::ids_poll)
 };
 
 // The rows [row_base, row_base + 16) of expert w for the m slots slot_of[0..m).
@@ -212,9 +213,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // N side (8 / 16 / 32 / 64 / 96 by the group's size and the row's kMaxN; more: passes), x
 // pre-quantized per token to e4m3 (skinny_wgmma.cuh).
 // kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
-template <int kN, int kS, int kWG, typename SlotIndex>
-__device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
-                                  int row_base, uint8_t* smem) {
+// pdl: the first weight tiles are requested before the wait for the previous kernel (x); verify:
+// see WgmmaCore::stream (false returned: the tiles were a speculative expert's, nothing stored).
+template <int kN, int kS, int kWG, typename SlotIndex, typename Verify>
+__device__ bool expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
+                                  int row_base, uint8_t* smem, bool pdl, Verify verify) {
   using Core = skinny::wg::WgmmaCore<kN, kS, kWG>;
   const int tid = threadIdx.x;
   auto x_row = [&](int j) { return static_cast<int64_t>(p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k); };
@@ -225,9 +228,9 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slo
     xrow[j] = r < m ? p.xq + x_row(r) * p.k : nullptr;
   }
   float acc[Core::kAcc];
-  // ids_ready: the first weight tiles are requested before the wait for the previous kernel (x).
-  Core::stream(w, p.k, p.n, p.k, row_base, xrow, 0, (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK, smem,
-               p.pdl && p.ids_ready, acc);
+  if (!Core::stream(w, p.k, p.n, p.k, row_base, xrow, 0, (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK, smem, pdl,
+                    acc, verify))
+    return false;
 #pragma unroll
   for (int i = 0; i < Core::kAcc; ++i) {
     const int n = row_base + skinny::wg::acc_row(i), j = skinny::wg::acc_col(i);
@@ -236,6 +239,29 @@ __device__ void expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slo
     if (scale) v *= scale[n];
     p.y[slot_of[j] * p.ldy + n] = __float2bfloat16(v);
   }
+  return true;
+}
+
+// ids_poll: before the wait, thread 0 reads the first p.slots (<= 32) ids until every one is an
+// expert (the kernel that writes them set them to -1 first: MoeDecodeGemmArgs::ids_poll), at most
+// kIdsPollRounds times; true (the same for every thread): spec_ids holds them.
+constexpr int kIdsPollRounds = 4096;  // x ~40 ns: a speculation that does not come is given up after ~0.2 ms
+__device__ bool poll_ids(const MoeDecodeParams& p, int32_t* spec_ids, int* spec_ok) {
+  if (threadIdx.x == 0) {
+    bool ok = false;
+    for (int round = 0; round < kIdsPollRounds && !ok; ++round) {
+      ok = true;
+      for (int j = 0; j < p.slots; ++j) {
+        const int e = __ldcv(p.ids + j);  // volatile: a fresh read of L2 each round
+        spec_ids[j] = e;
+        ok = ok && e >= 0 && e < p.num_experts;
+      }
+      if (!ok) __nanosleep(32);
+    }
+    *spec_ok = ok ? 1 : 0;
+  }
+  __syncthreads();
+  return *spec_ok != 0;
 }
 
 // kMaxN: the widest slot tile (8: every pass takes at most 8 slots, and the ring's x tiles are 8
@@ -249,51 +275,90 @@ __global__ void __launch_bounds__(skinny::wg::kThreads * kWG) moe_decode_wgmma_k
   constexpr int kRows = skinny::wg::kRows * kWG;  // weight rows per CTA
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ SlotIndexT<kMaxSlots> slot_of[kMaxSlots];
-  if (p.pdl && !p.ids_ready) {
+  __shared__ int32_t spec_ids[kMoeDecodeIdsPollSlots];
+  __shared__ int spec_ok;
+  // Before the wait for the previous kernel: ids_ready (they come from an earlier kernel, complete
+  // before the previous one passed its wait), or ids_poll (the previous kernel writes them: read
+  // as soon as they are there, checked after the wait); else after it.
+  bool spec = false;
+  if (p.pdl && !p.ids_ready && p.ids_poll) spec = poll_ids(p, spec_ids, &spec_ok);
+  const bool early = p.pdl && (p.ids_ready || spec);
+  if (p.pdl && !early) {
     skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
     skinny::allow_next_kernel();
   }
-  // ids_ready: the ids come from an earlier kernel, complete before the previous one passed its wait.
-  const CtaGroup grp = cta_group(p, slot_of, smem);
-  const int m = grp.m, expert = grp.expert;
-  if (m == 0) return;
-  const int row_base = blockIdx.x * kRows;
-  if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
-    if (p.pdl && p.ids_ready) skinny::wait_for_previous_kernel();  // no writes before it
-    zero_rows<kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
-    return;
-  }
-  const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
-  const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
-  if (kMaxN == 8 || m <= 8) {
-    for (int b = 0; b < m; b += 8) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<8, kS, kWG>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem);
+  // After the wait (every thread): whether the ids the CTA started from are still the ids.
+  auto verify = [&]() -> bool {
+    if (!spec) return true;
+    if (threadIdx.x < 32) {
+      const int j = threadIdx.x;
+      const bool diff = __any_sync(0xffffffffu, j < p.slots && __ldcg(p.ids + j) != spec_ids[j]);
+      if (j == 0) spec_ok = diff ? 0 : 1;
     }
-  } else if (m <= 16) {
-    expert_rows_wgmma<16, kS, kWG>(p, slot_of, m, w, scale, row_base, smem);
-  } else if (kMaxN == 96 && m > 32) {  // one pass up to 96 slots (n = 64 or 96), then more
-    for (int b = 0; b < m; b += kMaxN) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      const int mb = min(kMaxN, m - b);
-      if (mb <= 64) {
-        expert_rows_wgmma<64, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem);
-      } else {
-        expert_rows_wgmma<96, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem);
+    __syncthreads();
+    return spec_ok != 0;
+  };
+  const int row_base = blockIdx.x * kRows;
+  // The CTA's rows for the group its ids give; false: a speculation that failed its check (after
+  // the wait, nothing stored): the caller groups again on the final ids.
+  auto run = [&](const CtaGroup& grp, bool pdl) -> bool {
+    const int m = grp.m, expert = grp.expert;
+    if (m == 0) return true;
+    if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
+      if (pdl) skinny::wait_for_previous_kernel();  // no writes before it
+      zero_rows<kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
+      return true;
+    }
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
+    const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
+    if (kMaxN == 8 || m <= 8) {
+      for (int b = 0; b < m; b += 8) {
+        if (b > 0) __syncthreads();  // the ring is reused
+        if (!expert_rows_wgmma<8, kS, kWG>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem, pdl, verify)) return false;
+      }
+    } else if (m <= 16) {
+      if (!expert_rows_wgmma<16, kS, kWG>(p, slot_of, m, w, scale, row_base, smem, pdl, verify)) return false;
+    } else if (kMaxN == 96 && m > 32) {  // one pass up to 96 slots (n = 64 or 96), then more
+      for (int b = 0; b < m; b += kMaxN) {
+        if (b > 0) __syncthreads();  // the ring is reused
+        const int mb = min(kMaxN, m - b);
+        const bool done = mb <= 64 ? expert_rows_wgmma<64, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, verify)
+                                   : expert_rows_wgmma<96, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, verify);
+        if (!done) return false;
+      }
+    } else if (kMaxN == 64 && m > 32) {
+      for (int b = 0; b < m; b += 64) {
+        if (b > 0) __syncthreads();  // the ring is reused
+        if (!expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS, kWG>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem, pdl,
+                                                               verify))
+          return false;
+      }
+    } else {
+      for (int b = 0; b < m; b += 32) {
+        if (b > 0) __syncthreads();  // the ring is reused
+        if (!expert_rows_wgmma<32, kS, kWG>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem, pdl, verify)) return false;
       }
     }
-  } else if (kMaxN == 64 && m > 32) {
-    for (int b = 0; b < m; b += 64) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS, kWG>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem);
-    }
-  } else
-    for (int b = 0; b < m; b += 32) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      expert_rows_wgmma<32, kS, kWG>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem);
-    }
-  // (after the wait: in stream)
-  if (grp.zero_bad) zero_bad_rows<kRows>(p, row_base, threadIdx.x, blockDim.x);
+    // (after the wait: in stream)
+    if (grp.zero_bad) zero_bad_rows<kRows>(p, row_base, threadIdx.x, blockDim.x);
+    return true;
+  };
+  CtaGroup grp = cta_group(p, slot_of, smem);
+  if (spec && (grp.m == 0 || grp.expert < 0 || grp.expert >= p.num_experts || grp.zero_bad)) {
+    // No weights to request early for this CTA's speculative group: settle the ids first.
+    skinny::wait_for_previous_kernel();
+    skinny::allow_next_kernel();
+    spec = false;
+    __syncthreads();  // cta_group's scratch is reused
+    grp = cta_group(p, slot_of, smem);
+    run(grp, false);
+    return;
+  }
+  if (run(grp, early)) return;
+  // The speculation failed its check: after the wait now, group again on the final ids.
+  spec = false;
+  grp = cta_group(p, slot_of, smem);
+  run(grp, false);
 }
 template <int kS, int kMaxN = 32, int kWG = 1>
 constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS, kWG>::kSmemBytes;
@@ -538,6 +603,7 @@ Status moe_decode_gemm_cuda_variant(const MoeDecodeGemmArgs& a, int variant, CUs
     MoeDecodeParams p = params(a, top_k, slots, num_experts);
     KILN_RETURN_IF_ERROR(x_fp8 ? use_quantized_x(a, p) : quantize_x(a, x_rows, p, stream));
     p.ids_ready = a.ids_ready ? 1 : 0;
+    p.ids_poll = a.ids_poll && !a.ids_ready && slots <= kMoeDecodeIdsPollSlots ? 1 : 0;
     void* args[] = {&p};
     const int64_t rows = skinny::wg::kRows * var->v.warpgroups;
     KILN_CUDA_CHECK(cuda::launch_pdl(var->kernel, dim3(static_cast<unsigned>((n + rows - 1) / rows), static_cast<unsigned>(groups)),

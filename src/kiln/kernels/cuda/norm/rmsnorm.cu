@@ -34,6 +34,7 @@ struct RmsNormParams {
   int64_t x_stride, res_stride, out_stride;
   int k_slots;
   int residual_early;  // RmsNormArgs::residual_written_earlier
+  int clear_ids;       // RmsNormArgs::route_ids_cleared_early
   // route: the MoE router on out (moe_router_kernel's arithmetic): logits = out . router_w^T.
   const bf16* router_w;  // [num_experts, hidden], row stride rw_stride
   int64_t rw_stride;
@@ -125,6 +126,7 @@ __global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_
   }
   if constexpr (kRoute) load_router_w<kVecsPerThread>(p, 0, rw);
   const int64_t row = blockIdx.x;
+  if (kRoute && p.clear_ids && threadIdx.x < p.k) p.topk_ids[row * p.k + threadIdx.x] = -1;  // read by no earlier kernel still running
   bf16* res = kResidual ? p.residual + row * p.res_stride : nullptr;
   if (kResidual && p.residual_early) {  // written two or more kernels back: complete by now (L2)
 #pragma unroll
@@ -279,6 +281,7 @@ Status launch_rmsnorm(const RmsNormArgs& a, CUstream_st* stream) {
   p.x_stride = x.stride; p.res_stride = res.stride; p.out_stride = out.stride;
   p.k_slots = static_cast<int>(k_slots);
   p.residual_early = kResidual && a.residual_written_earlier ? 1 : 0;
+  p.clear_ids = kRoute && a.route_ids_cleared_early ? 1 : 0;
   p.num_vecs = static_cast<int>(num_vecs);
   p.inv_hidden = 1.0f / static_cast<float>(hidden);
   p.eps = a.eps;
