@@ -53,7 +53,7 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
   *max_records = 0;
 }
 
-void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
+void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t* buffer, size_t, size_t valid) {
   CUpti_Activity* rec = nullptr;
   std::vector<Record> got;
   while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS) {
@@ -63,7 +63,7 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
                    static_cast<uint32_t>(k->blockX), demangle(k->name)});
   }
   size_t dropped = 0;
-  cuptiActivityGetNumDroppedRecords(nullptr, 0, &dropped);
+  cuptiActivityGetNumDroppedRecords(ctx, stream, &dropped);
   if (dropped) std::fprintf(stderr, "kernel_trace: %zu records dropped\n", dropped);
   std::free(buffer);
   std::lock_guard<std::mutex> lock(g_mu);
@@ -90,9 +90,10 @@ void write_trace() {
 }  // namespace
 
 // Called by the CUDA driver when CUDA_INJECTION64_PATH names this library.
+// Returns 1 when the recording is set up, 0 when it is not (the process then runs untraced).
 extern "C" int InitializeInjection() {
-  if (!check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "register callbacks")) return 1;
-  if (!check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "enable kernel records")) return 1;
+  if (!check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "register callbacks")) return 0;
+  if (!check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "enable kernel records")) return 0;
   std::atexit(write_trace);
   return 1;
 }

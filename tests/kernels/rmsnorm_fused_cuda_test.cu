@@ -153,6 +153,7 @@ TEST(RmsNormFusedCuda, RouteRow) {
       args.out_scale = dqs.tensor;
       args.route = &route;
       args.residual_written_earlier = n % 2 == 1;  // both residual loads (before / after the PDL wait), same bits
+      args.route_ids_cleared_early = n % 2 == 0;   // ids set to -1 first, then routed: the same ids
       const Status st = rmsnorm_cuda(args, nullptr);
       ASSERT_TRUE(st.ok()) << st.to_string();
       // The router kernel on the fused kernel's own out.

@@ -28,9 +28,12 @@ struct RmsNormArgs {
   //   same logits bits for hidden <= 4096): router_weight, router_logits, topk_ids, topk_weights and
   //   renormalize of *route are used (its x must be empty: out is routed).
   const MoeRouteArgs* route = nullptr;
-  // CUDA only: the residual was written two or more kernels back on the stream, so the kernel may
-  // read it before its programmatic-dependent-launch wait (every earlier kernel of a PDL chain has
-  // completed by the time a kernel two after it starts). False: read after the wait.
+  // CUDA only: the residual was written two or more kernels back on the stream, and the kernel
+  // just before this one waits for its own predecessor before it lets this one launch (as the
+  // model's o_proj and down GEMMs do): then the writer has completed by the time this kernel
+  // starts, and it may read the residual before its programmatic-dependent-launch wait. (A
+  // kernel that triggers before its wait, like skinny_x_fp8's quantizer, breaks that chain.)
+  // False: read after the wait.
   bool residual_written_earlier = false;
   // CUDA only, route: topk_ids set to -1 before the PDL wait, so that an expert GEMM launched
   // right after this kernel can poll for the new ids (MoeDecodeGemmArgs::ids_poll).

@@ -108,8 +108,10 @@ struct CtaGroup {
   int m = 0, expert = 0;
   bool zero_bad = false;
 };
+// spec_ids (shared memory, p.slots <= kMoeDecodeIdsPollSlots): group on this snapshot of the ids
+// instead of reading them (ids_poll: the ids that the check after the wait compares).
 template <typename SlotIndex>
-__device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, uint8_t* scratch) {
+__device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, uint8_t* scratch, const int32_t* spec_ids = nullptr) {
   int* first_slot = reinterpret_cast<int*>(scratch);                                    // [num_experts + 1]
   int16_t* key = reinterpret_cast<int16_t*>(scratch + (kMaxGroupExperts + 1) * 4);  // [slots]
   __shared__ CtaGroup group_out;
@@ -120,7 +122,7 @@ __device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, uint
   // promise that the ids written by an earlier kernel are visible through this SM's L1 (an older
   // layer's copy of the same scratch address may still sit there); L2 holds the router's writes.
   for (int j = threadIdx.x; j < p.slots; j += blockDim.x) {
-    const int e = __ldcg(p.ids + j);
+    const int e = spec_ids ? spec_ids[j] : __ldcg(p.ids + j);
     const int kj = e >= 0 && e < bad ? e : bad;
     key[j] = static_cast<int16_t>(kj);
     atomicMin(first_slot + kj, j);
@@ -213,11 +215,57 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
 // N side (8 / 16 / 32 / 64 / 96 by the group's size and the row's kMaxN; more: passes), x
 // pre-quantized per token to e4m3 (skinny_wgmma.cuh).
 // kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
+// ids_poll: before the wait, warp 0 reads the p.slots (<= 32) ids, a lane each, until every one is
+// an expert (the kernel that writes them set them to -1 first: MoeDecodeGemmArgs::ids_poll), for at
+// most kIdsPollNs; true (for every thread of the CTA): spec_ids holds that snapshot.
+constexpr long long kIdsPollNs = 50000;  // a speculation that does not come is given up after 50 us
+__device__ __forceinline__ long long global_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ bool poll_ids(const MoeDecodeParams& p, int32_t* spec_ids, int* spec_ok) {
+  if (threadIdx.x < 32) {
+    const int j = threadIdx.x;
+    const long long t0 = global_ns();
+    int e = -1;
+    bool ok = false;
+    for (int sleep = 32;; sleep = min(2 * sleep, 1024)) {
+      e = j < p.slots ? __ldcv(p.ids + j) : 0;  // volatile: a fresh read of L2 each round
+      ok = __all_sync(0xffffffffu, j >= p.slots || (e >= 0 && e < p.num_experts));
+      if (ok || global_ns() - t0 > kIdsPollNs) break;
+      __nanosleep(sleep);
+    }
+    if (j < p.slots) spec_ids[j] = e;
+    if (j == 0) *spec_ok = ok ? 1 : 0;
+  }
+  __syncthreads();
+  return *spec_ok != 0;
+}
+
+// After the wait (every thread): whether the ids still equal the snapshot the CTA grouped on.
+struct SpecCheck {
+  const MoeDecodeParams* p = nullptr;  // nullptr: nothing speculative to check
+  const int32_t* spec_ids = nullptr;
+  int* same = nullptr;  // shared
+  __device__ bool operator()() const {
+    if (!p) return true;
+    if (threadIdx.x < 32) {
+      const int j = threadIdx.x;
+      const bool diff = __any_sync(0xffffffffu, j < p->slots && __ldcg(p->ids + j) != spec_ids[j]);
+      if (j == 0) *same = diff ? 0 : 1;
+    }
+    __syncthreads();
+    return *same != 0;
+  }
+};
+
 // pdl: the first weight tiles are requested before the wait for the previous kernel (x); verify:
-// see WgmmaCore::stream (false returned: the tiles were a speculative expert's, nothing stored).
-template <int kN, int kS, int kWG, typename SlotIndex, typename Verify>
+// WgmmaCore::stream's check after the wait (false returned: the tiles were a speculative
+// expert's, nothing stored).
+template <int kN, int kS, int kWG, typename SlotIndex>
 __device__ bool expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
-                                  int row_base, uint8_t* smem, bool pdl, Verify verify) {
+                                  int row_base, uint8_t* smem, bool pdl, const SpecCheck& verify) {
   using Core = skinny::wg::WgmmaCore<kN, kS, kWG>;
   const int tid = threadIdx.x;
   auto x_row = [&](int j) { return static_cast<int64_t>(p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k); };
@@ -242,26 +290,55 @@ __device__ bool expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slo
   return true;
 }
 
-// ids_poll: before the wait, thread 0 reads the first p.slots (<= 32) ids until every one is an
-// expert (the kernel that writes them set them to -1 first: MoeDecodeGemmArgs::ids_poll), at most
-// kIdsPollRounds times; true (the same for every thread): spec_ids holds them.
-constexpr int kIdsPollRounds = 4096;  // x ~40 ns: a speculation that does not come is given up after ~0.2 ms
-__device__ bool poll_ids(const MoeDecodeParams& p, int32_t* spec_ids, int* spec_ok) {
-  if (threadIdx.x == 0) {
-    bool ok = false;
-    for (int round = 0; round < kIdsPollRounds && !ok; ++round) {
-      ok = true;
-      for (int j = 0; j < p.slots; ++j) {
-        const int e = __ldcv(p.ids + j);  // volatile: a fresh read of L2 each round
-        spec_ids[j] = e;
-        ok = ok && e >= 0 && e < p.num_experts;
-      }
-      if (!ok) __nanosleep(32);
-    }
-    *spec_ok = ok ? 1 : 0;
+
+// The CTA's rows for its group (grp, from cta_group), in passes of at most kMaxN slots. pdl: the
+// weight tiles are requested before the wait for the previous kernel; false returned: the check
+// after the wait failed (SpecCheck; nothing stored): group again on the final ids.
+template <int kS, int kMaxN, int kWG, typename SlotIndex>
+__device__ bool group_rows(const MoeDecodeParams& p, const CtaGroup& grp, const SlotIndex* slot_of, uint8_t* smem, bool pdl,
+                           const SpecCheck& check) {
+  constexpr int kRows = skinny::wg::kRows * kWG;
+  const int m = grp.m, expert = grp.expert, row_base = blockIdx.x * kRows;
+  if (m == 0) return true;
+  if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
+    if (pdl) skinny::wait_for_previous_kernel();  // no writes before it
+    zero_rows<kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
+    return true;
   }
-  __syncthreads();
-  return *spec_ok != 0;
+  const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
+  const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
+  if (kMaxN == 8 || m <= 8) {
+    for (int b = 0; b < m; b += 8) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      if (!expert_rows_wgmma<8, kS, kWG>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem, pdl, check)) return false;
+    }
+  } else if (m <= 16) {
+    if (!expert_rows_wgmma<16, kS, kWG>(p, slot_of, m, w, scale, row_base, smem, pdl, check)) return false;
+  } else if (kMaxN == 96 && m > 32) {  // one pass up to 96 slots (n = 64 or 96), then more
+    for (int b = 0; b < m; b += kMaxN) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      const int mb = min(kMaxN, m - b);
+      if (mb <= 64) {
+        if (!expert_rows_wgmma<64, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, check)) return false;
+      } else {
+        if (!expert_rows_wgmma<96, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, check)) return false;
+      }
+    }
+  } else if (kMaxN == 64 && m > 32) {
+    for (int b = 0; b < m; b += 64) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      if (!expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS, kWG>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem, pdl, check))
+        return false;
+    }
+  } else {
+    for (int b = 0; b < m; b += 32) {
+      if (b > 0) __syncthreads();  // the ring is reused
+      if (!expert_rows_wgmma<32, kS, kWG>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem, pdl, check)) return false;
+    }
+  }
+  // (after the wait: in stream)
+  if (grp.zero_bad) zero_bad_rows<kRows>(p, row_base, threadIdx.x, blockDim.x);
+  return true;
 }
 
 // kMaxN: the widest slot tile (8: every pass takes at most 8 slots, and the ring's x tiles are 8
@@ -270,95 +347,47 @@ __device__ bool poll_ids(const MoeDecodeParams& p, int32_t* spec_ids, int* spec_
 // 96 slots in one pass, n = 64 or 96 by the group's size, so that an expert with 65-96 slots is
 // not read twice). kWG: warpgroups per CTA (64 weight rows each, sharing the x tiles). kMaxSlots:
 // the most slots a call may have (MoeDecodeGemmVariant::max_slots; 256: one-byte slot indices).
+// ids_poll is compiled into the rows of at most 32-slot tiles only: the wide rows run for more
+// than 32 slots, where it is off, and their registers are near the limit.
 template <int kS, int kMaxN = 32, int kMaxSlots = kMoeDecodeMaxSlots, int kWG = 1>
 __global__ void __launch_bounds__(skinny::wg::kThreads * kWG) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
-  constexpr int kRows = skinny::wg::kRows * kWG;  // weight rows per CTA
+  constexpr bool kCanPoll = kMaxN <= 32;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ SlotIndexT<kMaxSlots> slot_of[kMaxSlots];
-  __shared__ int32_t spec_ids[kMoeDecodeIdsPollSlots];
-  __shared__ int spec_ok;
   // Before the wait for the previous kernel: ids_ready (they come from an earlier kernel, complete
-  // before the previous one passed its wait), or ids_poll (the previous kernel writes them: read
-  // as soon as they are there, checked after the wait); else after it.
-  bool spec = false;
-  if (p.pdl && !p.ids_ready && p.ids_poll) spec = poll_ids(p, spec_ids, &spec_ok);
-  const bool early = p.pdl && (p.ids_ready || spec);
-  if (p.pdl && !early) {
-    skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
-    skinny::allow_next_kernel();
+  // before the previous one passed its wait); else after it.
+  if constexpr (!kCanPoll) {
+    if (p.pdl && !p.ids_ready) {
+      skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
+      skinny::allow_next_kernel();
+    }
+    group_rows<kS, kMaxN, kWG>(p, cta_group(p, slot_of, smem), slot_of, smem, p.pdl && p.ids_ready, SpecCheck{});
+  } else {
+    // Or ids_poll: the previous kernel writes them; read as soon as they are there, grouped on
+    // that snapshot, checked after the wait.
+    __shared__ int32_t spec_ids[kMoeDecodeIdsPollSlots];
+    __shared__ int spec_flag;
+    bool spec = p.pdl && !p.ids_ready && p.ids_poll && poll_ids(p, spec_ids, &spec_flag);
+    bool pdl = p.pdl && (p.ids_ready || spec);
+    if (p.pdl && !pdl) {
+      skinny::wait_for_previous_kernel();
+      skinny::allow_next_kernel();
+    }
+    for (;;) {
+      const CtaGroup grp = cta_group(p, slot_of, smem, spec ? spec_ids : nullptr);
+      if (spec && (grp.m == 0 || grp.expert < 0 || grp.expert >= p.num_experts || grp.zero_bad)) {
+        // No weights to request early for this group: settle the ids first, then group again.
+        skinny::wait_for_previous_kernel();
+        skinny::allow_next_kernel();
+        spec = pdl = false;
+        __syncthreads();  // cta_group's scratch is reused
+        continue;
+      }
+      const SpecCheck check = spec ? SpecCheck{&p, spec_ids, &spec_flag} : SpecCheck{};
+      if (group_rows<kS, kMaxN, kWG>(p, grp, slot_of, smem, pdl, check)) return;
+      spec = pdl = false;  // the check failed after the wait (the ring drained): the final ids now
+    }
   }
-  // After the wait (every thread): whether the ids the CTA started from are still the ids.
-  auto verify = [&]() -> bool {
-    if (!spec) return true;
-    if (threadIdx.x < 32) {
-      const int j = threadIdx.x;
-      const bool diff = __any_sync(0xffffffffu, j < p.slots && __ldcg(p.ids + j) != spec_ids[j]);
-      if (j == 0) spec_ok = diff ? 0 : 1;
-    }
-    __syncthreads();
-    return spec_ok != 0;
-  };
-  const int row_base = blockIdx.x * kRows;
-  // The CTA's rows for the group its ids give; false: a speculation that failed its check (after
-  // the wait, nothing stored): the caller groups again on the final ids.
-  auto run = [&](const CtaGroup& grp, bool pdl) -> bool {
-    const int m = grp.m, expert = grp.expert;
-    if (m == 0) return true;
-    if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
-      if (pdl) skinny::wait_for_previous_kernel();  // no writes before it
-      zero_rows<kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
-      return true;
-    }
-    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
-    const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
-    if (kMaxN == 8 || m <= 8) {
-      for (int b = 0; b < m; b += 8) {
-        if (b > 0) __syncthreads();  // the ring is reused
-        if (!expert_rows_wgmma<8, kS, kWG>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem, pdl, verify)) return false;
-      }
-    } else if (m <= 16) {
-      if (!expert_rows_wgmma<16, kS, kWG>(p, slot_of, m, w, scale, row_base, smem, pdl, verify)) return false;
-    } else if (kMaxN == 96 && m > 32) {  // one pass up to 96 slots (n = 64 or 96), then more
-      for (int b = 0; b < m; b += kMaxN) {
-        if (b > 0) __syncthreads();  // the ring is reused
-        const int mb = min(kMaxN, m - b);
-        const bool done = mb <= 64 ? expert_rows_wgmma<64, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, verify)
-                                   : expert_rows_wgmma<96, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, verify);
-        if (!done) return false;
-      }
-    } else if (kMaxN == 64 && m > 32) {
-      for (int b = 0; b < m; b += 64) {
-        if (b > 0) __syncthreads();  // the ring is reused
-        if (!expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS, kWG>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem, pdl,
-                                                               verify))
-          return false;
-      }
-    } else {
-      for (int b = 0; b < m; b += 32) {
-        if (b > 0) __syncthreads();  // the ring is reused
-        if (!expert_rows_wgmma<32, kS, kWG>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem, pdl, verify)) return false;
-      }
-    }
-    // (after the wait: in stream)
-    if (grp.zero_bad) zero_bad_rows<kRows>(p, row_base, threadIdx.x, blockDim.x);
-    return true;
-  };
-  CtaGroup grp = cta_group(p, slot_of, smem);
-  if (spec && (grp.m == 0 || grp.expert < 0 || grp.expert >= p.num_experts || grp.zero_bad)) {
-    // No weights to request early for this CTA's speculative group: settle the ids first.
-    skinny::wait_for_previous_kernel();
-    skinny::allow_next_kernel();
-    spec = false;
-    __syncthreads();  // cta_group's scratch is reused
-    grp = cta_group(p, slot_of, smem);
-    run(grp, false);
-    return;
-  }
-  if (run(grp, early)) return;
-  // The speculation failed its check: after the wait now, group again on the final ids.
-  spec = false;
-  grp = cta_group(p, slot_of, smem);
-  run(grp, false);
 }
 template <int kS, int kMaxN = 32, int kWG = 1>
 constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS, kWG>::kSmemBytes;

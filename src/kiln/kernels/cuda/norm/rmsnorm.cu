@@ -53,10 +53,10 @@ constexpr int kRouteGroup = 8;      // experts per pass of the router's dot prod
 
 // kVecsPerThread: 1 (hidden <= 8192: no registers for vectors a thread never has) or kMaxVecsPerThread.
 // This thread's router weight vectors of experts [e0, e0 + kRouteGroup).
-// kVecsPerThread 1: pinned loads (cuda::ldg_nc_pinned), so that the first group, requested before
-// the PDL wait, is in registers by the time the row is routed; with more vectors a thread (hidden
-// > 8192) the 8 x kVecsPerThread vectors would not fit in registers, and __ldg lets the compiler
-// load them where they are used.
+// kVecsPerThread 1 (the route row's 512 threads: hidden <= 4096): pinned loads
+// (cuda::ldg_nc_pinned), so that the first group, requested before the PDL wait, is in registers
+// by the time the row is routed; with more vectors a thread the 8 x kVecsPerThread vectors would
+// not fit in registers, and __ldg lets the compiler load them where they are used.
 template <int kVecsPerThread>
 __device__ __forceinline__ void load_router_w(const RmsNormParams& p, int e0, uint4 (&rw)[kRouteGroup][kVecsPerThread]) {
 #pragma unroll
@@ -117,24 +117,23 @@ template <int kVecsPerThread, bool kResidual, bool kCombine, bool kQuant, bool k
 __global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_kernel(const __grid_constant__ RmsNormParams p) {
   uint4 rw[kRoute ? kRouteGroup : 1][kVecsPerThread];
   uint4 xv[kVecsPerThread], rv[kVecsPerThread], wv[kVecsPerThread];
-  // Weights (no kernel of the chain writes them) before the PDL wait, pinned there (see
-  // cuda::ldg_nc_pinned): the norm weight, and the router's first group.
-#pragma unroll
-  for (int j = 0; j < kVecsPerThread; ++j) {
-    const int c = threadIdx.x + j * blockDim.x;
-    wv[j] = c < p.num_vecs ? cuda::ldg_nc_pinned(reinterpret_cast<const uint4*>(p.weight) + c) : uint4{};
+  // One vector a thread (hidden <= 8192; the route row: <= 4096): the norm weight (no kernel of the
+  // chain writes it), the router's first group and, where RmsNormArgs::residual_written_earlier,
+  // the residual before the PDL wait, pinned there (cuda::ldg_nc_pinned). With more vectors a
+  // thread they stay after it: held across the wait they would spill.
+  constexpr bool kEarly = kVecsPerThread == 1;
+  const int64_t row = blockIdx.x;
+  bf16* res = kResidual ? p.residual + row * p.res_stride : nullptr;
+  if constexpr (kEarly) {
+    const int c = threadIdx.x;
+    wv[0] = c < p.num_vecs ? cuda::ldg_nc_pinned(reinterpret_cast<const uint4*>(p.weight) + c) : uint4{};
+    if (kResidual && p.residual_early && c < p.num_vecs) rv[0] = cuda::ldcg_pinned(reinterpret_cast<const uint4*>(res) + c);
   }
   if constexpr (kRoute) load_router_w<kVecsPerThread>(p, 0, rw);
-  const int64_t row = blockIdx.x;
-  if (kRoute && p.clear_ids && threadIdx.x < p.k) p.topk_ids[row * p.k + threadIdx.x] = -1;  // read by no earlier kernel still running
-  bf16* res = kResidual ? p.residual + row * p.res_stride : nullptr;
-  if (kResidual && p.residual_early) {  // written two or more kernels back: complete by now (L2)
-#pragma unroll
-    for (int j = 0; j < kVecsPerThread; ++j) {
-      const int c = threadIdx.x + j * blockDim.x;
-      if (c < p.num_vecs) rv[j] = cuda::ldcg_pinned(reinterpret_cast<const uint4*>(res) + c);
-    }
-  }
+  // route_ids_cleared_early: the ids' last reader is the previous layer's down GEMM, four or more
+  // kernels back (complete before this kernel starts); the gate_up GEMM after this one polls them.
+  if (kRoute && p.clear_ids)
+    for (int i = threadIdx.x; i < p.k; i += blockDim.x) p.topk_ids[row * p.k + i] = -1;
   cuda::pdl_wait();  // inputs come from the kernel before (programmatic dependent launch)
   cuda::pdl_trigger();
   // Issue every load of the row before the first use: x (combine: its k rows) and the residual.
@@ -183,7 +182,8 @@ __global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_
     const int c = threadIdx.x + j * blockDim.x;
     if (c < p.num_vecs) {
       if constexpr (!kCombine) xv[j] = reinterpret_cast<const uint4*>(x)[c];
-      if (kResidual && !p.residual_early) rv[j] = reinterpret_cast<const uint4*>(res)[c];
+      if (kResidual && !(kEarly && p.residual_early)) rv[j] = reinterpret_cast<const uint4*>(res)[c];
+      if constexpr (!kEarly) wv[j] = reinterpret_cast<const uint4*>(p.weight)[c];
     }
   }
   float ss = 0.f;
