@@ -265,7 +265,9 @@ TEST(Engine, ThreadedLoopStreamsAndStops) {
   for (int i = 0; i < 1000 && notified.load() < 12; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_EQ(notified.load(), 12);
   p.max_tokens = 200;
-  auto long_one = (*engine)->add_request({prompt, p});
+  // Its notification sleeps 1 ms a step on the engine thread, so that the tiny model cannot run
+  // the request to its length before stop() (CI on a loaded 2-core machine once saw kLength).
+  auto long_one = (*engine)->add_request({prompt, p}, [] { std::this_thread::sleep_for(std::chrono::milliseconds(1)); });
   ASSERT_TRUE(long_one.ok());
   (*engine)->stop();  // whatever is left is aborted
   auto outs = (*long_one)->take();
