@@ -8,7 +8,8 @@
 // rounded to f16, or x quantized per token to e4m3 by a pre-pass kernel into args.workspace and
 // the e4m3 mma: moe_decode_gemm_variants.h); m tiles of 8 / 16 / 32 slots per expert, chosen in
 // the kernel from the group's size (more than 32 slots on one expert: passes of 32; the wgmma rows:
-// 8 / 16 / 32 / 64 / 96, moe_decode_wgmma_kernel). No host synchronization: CUDA-graph capturable.
+// 8 / 16 / 32 / 64 / 96, moe_decode_wgmma.cuh). The parameters and the grouping by expert:
+// moe_decode_group.cuh. No host synchronization: CUDA-graph capturable.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -22,6 +23,8 @@
 #include "kiln/kernels/cuda/gemm/skinny_wgmma.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_x_fp8.cuh"
 #include "kiln/kernels/cuda/moe/moe_decode_gemm_variants.h"
+#include "kiln/kernels/cuda/moe/moe_decode_group.cuh"
+#include "kiln/kernels/cuda/moe/moe_decode_wgmma.cuh"
 #include "kiln/kernels/moe_cuda.h"
 #include "kiln/kernels/cuda/common/pdl.cuh"
 
@@ -31,30 +34,19 @@ namespace {
 using skinny::frag_m;
 using skinny::frag_n;
 using skinny::kMaxWarps;
-
-// A slot's index in shared memory: one byte for kernels of at most 256 slots, so that the
-// few-token wgmma row's static shared memory (the CTA's slot list; cta_group's grouping scratch
-// lies in the dynamic ring) leaves room for a fourth 55 KB CTA per SM on the H100 (228 KB an SM,
-// 1 KB reserved a CTA); two bytes up to kMoeDecodeMaxSlots.
-template <int kMaxSlots>
-using SlotIndexT = std::conditional_t<(kMaxSlots <= 256), uint8_t, uint16_t>;
-static_assert(kMoeDecodeMaxSlots <= 65536);
+using moe_decode::cta_group;
+using moe_decode::CtaGroup;
+using moe_decode::kFewSlots;
+using moe_decode::kGroupScratchBytes;
+using moe_decode::kMaxGroupExperts;
+using moe_decode::kWgmmaSmemBytes;
+using moe_decode::moe_decode_wgmma_kernel;
+using moe_decode::MoeDecodeParams;
+using moe_decode::SlotIndexT;
+using moe_decode::zero_bad_rows;
+using moe_decode::zero_rows;
 
 constexpr int kU = 2, kS = 6;  // k steps per chunk, ring slots (as the decode GEMM's m <= 8 kernels)
-
-struct MoeDecodeParams {
-  const __nv_bfloat16* x;    // [t or slots, k], row stride ldx
-  const uint8_t* xq;         // e4m3 variant: x as e4m3 [t or slots, k] (row stride k) and its scales
-  const float* x_scale;
-  const int32_t* ids;        // [slots]
-  const int64_t* expert_ptrs;  // [num_experts] -> [n, k] bf16 | fp8
-  const int64_t* scale_ptrs;   // [num_experts] -> [n] f32, or nullptr
-  __nv_bfloat16* y;          // [slots, n], row stride ldy
-  int64_t ldx, ldy;
-  int slots, top_k, x_per_slot, num_experts, n, k, pdl;
-  int ids_ready;  // wgmma row: the ids may be read before griddepcontrol.wait (MoeDecodeGemmArgs::ids_ready)
-  int ids_poll;   // wgmma row: poll the ids before the wait, verify them after it (MoeDecodeGemmArgs::ids_poll)
-};
 
 // The rows [row_base, row_base + 16) of expert w for the m slots slot_of[0..m).
 template <bool kFp8, bool kF16, bool kE4m3, int kMT, typename SlotIndex>
@@ -92,95 +84,6 @@ __device__ void expert_rows(const MoeDecodeParams& p, const SlotIndex* slot_of, 
     }
 }
 
-// cta_group's scratch in dynamic shared memory (free until the ring starts): the first slot of
-// each expert id (+ one key for every id out of range) and each slot's key.
-constexpr int kMaxGroupExperts = 256;  // experts a call may have (the router's limit too)
-constexpr int kGroupScratchBytes = (kMaxGroupExperts + 1) * 4 + kMoeDecodeMaxSlots * 2;
-
-// This CTA's group: the blockIdx.y-th distinct expert of ids (in order of first appearance) and
-// its m slots in order (slot_of: shared [kMoeDecodeMaxSlots]); m = 0 past the last group. Every
-// id outside [0, num_experts) maps to the one key num_experts (expert_out: out of range, so the
-// kernels write zeros), a group after all the valid ones; where it does not fit in the grid (as
-// many valid experts as CTA rows), the last row of CTAs zeros their rows as well (zero_bad: see
-// zero_bad_rows). scratch: kGroupScratchBytes of shared memory. All threads of the CTA call it
-// (barriers inside).
-struct CtaGroup {
-  int m = 0, expert = 0;
-  bool zero_bad = false;
-};
-// spec_ids (shared memory, p.slots <= kMoeDecodeIdsPollSlots): group on this snapshot of the ids
-// instead of reading them (ids_poll: the ids that the check after the wait compares).
-template <typename SlotIndex>
-__device__ CtaGroup cta_group(const MoeDecodeParams& p, SlotIndex* slot_of, uint8_t* scratch, const int32_t* spec_ids = nullptr) {
-  int* first_slot = reinterpret_cast<int*>(scratch);                                    // [num_experts + 1]
-  int16_t* key = reinterpret_cast<int16_t*>(scratch + (kMaxGroupExperts + 1) * 4);  // [slots]
-  __shared__ CtaGroup group_out;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, bad = p.num_experts;
-  for (int e = threadIdx.x; e <= bad; e += blockDim.x) first_slot[e] = kMoeDecodeMaxSlots;
-  __syncthreads();
-  // From L2 (ld.global.cg): with ids_ready this runs before griddepcontrol.wait, where PDL does not
-  // promise that the ids written by an earlier kernel are visible through this SM's L1 (an older
-  // layer's copy of the same scratch address may still sit there); L2 holds the router's writes.
-  for (int j = threadIdx.x; j < p.slots; j += blockDim.x) {
-    const int e = spec_ids ? spec_ids[j] : __ldcg(p.ids + j);
-    const int kj = e >= 0 && e < bad ? e : bad;
-    key[j] = static_cast<int16_t>(kj);
-    atomicMin(first_slot + kj, j);
-  }
-  __syncthreads();
-  if (warp == 0) {
-    const int group = static_cast<int>(blockIdx.y);
-    const unsigned below = (1u << lane) - 1u;
-    // The group-th slot that is the first of its valid expert names the group.
-    int valid = 0, expert = -1;
-    bool any_bad = false;
-    for (int c = 0; c < p.slots; c += 32) {
-      const int j = c + lane;
-      const unsigned b = __ballot_sync(0xffffffffu, j < p.slots && key[j] < bad && first_slot[key[j]] == j);
-      if (expert < 0 && group < valid + __popc(b)) {
-        unsigned bits = b;
-        for (int r = group - valid; r > 0; --r) bits &= bits - 1;
-        expert = key[c + __ffs(bits) - 1];
-      }
-      valid += __popc(b);
-      any_bad |= __ballot_sync(0xffffffffu, j < p.slots && key[j] == bad) != 0u;
-    }
-    if (expert < 0 && any_bad && group == valid) expert = bad;
-    int m = 0;  // the group's slots in order
-    if (expert >= 0)
-      for (int c = 0; c < p.slots; c += 32) {
-        const bool in = c + lane < p.slots && key[c + lane] == expert;
-        const unsigned b = __ballot_sync(0xffffffffu, in);
-        if (in) slot_of[m + __popc(b & below)] = static_cast<SlotIndex>(c + lane);
-        m += __popc(b);
-      }
-    const bool zero_bad = any_bad && valid >= static_cast<int>(gridDim.y) && group == static_cast<int>(gridDim.y) - 1;
-    if (lane == 0) group_out = {m, expert, zero_bad};
-  }
-  __syncthreads();  // (the scratch is free again)
-  return group_out;
-}
-
-// y = 0 on the kRows weight rows from row_base for the group's m slots (a slot routed to an
-// expert id out of range), threads i0, i0 + stride, ... of the CTA.
-template <int kRows, typename SlotIndex>
-__device__ __forceinline__ void zero_rows(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, int row_base, int i0, int stride) {
-  for (int i = i0; i < m * kRows; i += stride) {
-    const int n = row_base + i % kRows;
-    if (n < p.n) p.y[slot_of[i / kRows] * p.ldy + n] = __float2bfloat16(0.f);
-  }
-}
-
-// y = 0 on the kRows weight rows from row_base for every slot whose id is out of range (the ids
-// read again: CtaGroup::zero_bad, a rare path), threads i0, i0 + stride, ... of the CTA.
-template <int kRows>
-__device__ __forceinline__ void zero_bad_rows(const MoeDecodeParams& p, int row_base, int i0, int stride) {
-  for (int i = i0; i < p.slots * kRows; i += stride) {
-    const int n = row_base + i % kRows, j = i / kRows, e = __ldcg(p.ids + j);
-    if (n < p.n && (e < 0 || e >= p.num_experts)) p.y[static_cast<int64_t>(j) * p.ldy + n] = __float2bfloat16(0.f);
-  }
-}
-
 template <bool kFp8, bool kF16, bool kE4m3>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(const __grid_constant__ MoeDecodeParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -209,190 +112,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2) moe_decode_gemm_kernel(cons
       expert_rows<kFp8, kF16, kE4m3, 4>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem, warp, nwarps);
     }
 }
-
-// The wgmma rows: CTA (blockIdx.x, blockIdx.y) = kWG warpgroups on the 64 kWG weight rows
-// [64 kWG blockIdx.x, + 64 kWG) of the blockIdx.y-th distinct expert, the group's slots as wgmma's
-// N side (8 / 16 / 32 / 64 / 96 by the group's size and the row's kMaxN; more: passes), x
-// pre-quantized per token to e4m3 (skinny_wgmma.cuh).
-// kS: k tiles in the ring (MoeDecodeGemmVariant::stages).
-// ids_poll: before the wait, warp 0 reads the p.slots (<= 32) ids, a lane each, until every one is
-// an expert (the kernel that writes them set them to -1 first: MoeDecodeGemmArgs::ids_poll), for at
-// most kIdsPollNs; true (for every thread of the CTA): spec_ids holds that snapshot.
-constexpr long long kIdsPollNs = 50000;  // a speculation that does not come is given up after 50 us
-__device__ __forceinline__ long long global_ns() {
-  long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ bool poll_ids(const MoeDecodeParams& p, int32_t* spec_ids, int* spec_ok) {
-  if (threadIdx.x < 32) {
-    const int j = threadIdx.x;
-    const long long t0 = global_ns();
-    int e = -1;
-    bool ok = false;
-    for (;;) {  // a short fixed pause: the ids come a few us after the launch, and each us counts
-      e = j < p.slots ? __ldcv(p.ids + j) : 0;  // volatile: a fresh read of L2 each round
-      ok = __all_sync(0xffffffffu, j >= p.slots || (e >= 0 && e < p.num_experts));
-      if (ok || global_ns() - t0 > kIdsPollNs) break;
-      __nanosleep(64);
-    }
-    if (j < p.slots) spec_ids[j] = e;
-    if (j == 0) *spec_ok = ok ? 1 : 0;
-  }
-  __syncthreads();
-  return *spec_ok != 0;
-}
-
-// After the wait (every thread): whether the ids still equal the snapshot the CTA grouped on.
-struct SpecCheck {
-  const MoeDecodeParams* p = nullptr;  // nullptr: nothing speculative to check
-  const int32_t* spec_ids = nullptr;
-  int* same = nullptr;  // shared
-  __device__ bool operator()() const {
-    if (!p) return true;
-    if (threadIdx.x < 32) {
-      const int j = threadIdx.x;
-      const bool diff = __any_sync(0xffffffffu, j < p->slots && __ldcg(p->ids + j) != spec_ids[j]);
-      if (j == 0) *same = diff ? 0 : 1;
-    }
-    __syncthreads();
-    return *same != 0;
-  }
-};
-
-// pdl: the first weight tiles are requested before the wait for the previous kernel (x); verify:
-// WgmmaCore::stream's check after the wait (false returned: the tiles were a speculative
-// expert's, nothing stored).
-template <int kN, int kS, int kWG, typename SlotIndex>
-__device__ bool expert_rows_wgmma(const MoeDecodeParams& p, const SlotIndex* slot_of, int m, const uint8_t* w, const float* scale,
-                                  int row_base, uint8_t* smem, bool pdl, const SpecCheck& verify) {
-  using Core = skinny::wg::WgmmaCore<kN, kS, kWG>;
-  const int tid = threadIdx.x;
-  auto x_row = [&](int j) { return static_cast<int64_t>(p.x_per_slot ? slot_of[j] : slot_of[j] / p.top_k); };
-  const uint8_t* xrow[Core::kXRowsPerThread];
-#pragma unroll
-  for (int j = 0; j < Core::kXRowsPerThread; ++j) {
-    const int r = (tid >> 3) + Core::kRowsPerPass * j;
-    xrow[j] = r < m ? p.xq + x_row(r) * p.k : nullptr;
-  }
-  float acc[Core::kAcc];
-  if (!Core::stream(w, p.k, p.n, p.k, row_base, xrow, 0, (p.k + skinny::wg::kTileK - 1) / skinny::wg::kTileK, smem, pdl,
-                    acc, verify))
-    return false;
-#pragma unroll
-  for (int i = 0; i < Core::kAcc; ++i) {
-    const int n = row_base + skinny::wg::acc_row(i), j = skinny::wg::acc_col(i);
-    if (n >= p.n || j >= m) continue;
-    float v = acc[i] * p.x_scale[x_row(j)];
-    if (scale) v *= scale[n];
-    p.y[slot_of[j] * p.ldy + n] = __float2bfloat16(v);
-  }
-  return true;
-}
-
-
-// The CTA's rows for its group (grp, from cta_group), in passes of at most kMaxN slots. pdl: the
-// weight tiles are requested before the wait for the previous kernel; false returned: the check
-// after the wait failed (SpecCheck; nothing stored): group again on the final ids.
-template <int kS, int kMaxN, int kWG, typename SlotIndex>
-__device__ bool group_rows(const MoeDecodeParams& p, const CtaGroup& grp, const SlotIndex* slot_of, uint8_t* smem, bool pdl,
-                           const SpecCheck& check) {
-  constexpr int kRows = skinny::wg::kRows * kWG;
-  const int m = grp.m, expert = grp.expert, row_base = blockIdx.x * kRows;
-  if (m == 0) return true;
-  if (expert < 0 || expert >= p.num_experts) {  // a bad id: zeros, not someone else's memory
-    if (pdl) skinny::wait_for_previous_kernel();  // no writes before it
-    zero_rows<kRows>(p, slot_of, m, row_base, threadIdx.x, blockDim.x);
-    return true;
-  }
-  const uint8_t* w = reinterpret_cast<const uint8_t*>(p.expert_ptrs[expert]);
-  const float* scale = p.scale_ptrs ? reinterpret_cast<const float*>(p.scale_ptrs[expert]) : nullptr;
-  if (kMaxN == 8 || m <= 8) {
-    for (int b = 0; b < m; b += 8) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      if (!expert_rows_wgmma<8, kS, kWG>(p, slot_of + b, min(8, m - b), w, scale, row_base, smem, pdl, check)) return false;
-    }
-  } else if (m <= 16) {
-    if (!expert_rows_wgmma<16, kS, kWG>(p, slot_of, m, w, scale, row_base, smem, pdl, check)) return false;
-  } else if (kMaxN == 96 && m > 32) {  // one pass up to 96 slots (n = 64 or 96), then more
-    for (int b = 0; b < m; b += kMaxN) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      const int mb = min(kMaxN, m - b);
-      if (mb <= 64) {
-        if (!expert_rows_wgmma<64, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, check)) return false;
-      } else {
-        if (!expert_rows_wgmma<96, kS, kWG>(p, slot_of + b, mb, w, scale, row_base, smem, pdl, check)) return false;
-      }
-    }
-  } else if (kMaxN == 64 && m > 32) {
-    for (int b = 0; b < m; b += 64) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      if (!expert_rows_wgmma<kMaxN == 64 ? 64 : 32, kS, kWG>(p, slot_of + b, min(64, m - b), w, scale, row_base, smem, pdl, check))
-        return false;
-    }
-  } else {
-    for (int b = 0; b < m; b += 32) {
-      if (b > 0) __syncthreads();  // the ring is reused
-      if (!expert_rows_wgmma<32, kS, kWG>(p, slot_of + b, min(32, m - b), w, scale, row_base, smem, pdl, check)) return false;
-    }
-  }
-  // (after the wait: in stream)
-  if (grp.zero_bad) zero_bad_rows<kRows>(p, row_base, threadIdx.x, blockDim.x);
-  return true;
-}
-
-// kMaxN: the widest slot tile (8: every pass takes at most 8 slots, and the ring's x tiles are 8
-// rows, for a smaller shared memory footprint; 64: more than 32 slots on an expert in passes of
-// 64, so that its rows are read once where a router spreads up to 256 tokens x top-2; 96: up to
-// 96 slots in one pass, n = 64 or 96 by the group's size, so that an expert with 65-96 slots is
-// not read twice). kWG: warpgroups per CTA (64 weight rows each, sharing the x tiles). kMaxSlots:
-// the most slots a call may have (MoeDecodeGemmVariant::max_slots; 256: one-byte slot indices).
-// ids_poll is compiled into the rows of at most 32-slot tiles only: the wide rows run for more
-// than 32 slots, where it is off, and their registers are near the limit.
-template <int kS, int kMaxN = 32, int kMaxSlots = kMoeDecodeMaxSlots, int kWG = 1>
-__global__ void __launch_bounds__(skinny::wg::kThreads * kWG) moe_decode_wgmma_kernel(const __grid_constant__ MoeDecodeParams p) {
-  constexpr bool kCanPoll = kMaxN <= 32;
-  extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ SlotIndexT<kMaxSlots> slot_of[kMaxSlots];
-  // Before the wait for the previous kernel: ids_ready (they come from an earlier kernel, complete
-  // before the previous one passed its wait); else after it.
-  if constexpr (!kCanPoll) {
-    if (p.pdl && !p.ids_ready) {
-      skinny::wait_for_previous_kernel();  // ids and x come from the kernels before this one
-      skinny::allow_next_kernel();
-    }
-    group_rows<kS, kMaxN, kWG>(p, cta_group(p, slot_of, smem), slot_of, smem, p.pdl && p.ids_ready, SpecCheck{});
-  } else {
-    // Or ids_poll: the previous kernel writes them; read as soon as they are there, grouped on
-    // that snapshot, checked after the wait.
-    __shared__ int32_t spec_ids[kMoeDecodeIdsPollSlots];
-    __shared__ int spec_flag;
-    bool spec = p.pdl && !p.ids_ready && p.ids_poll && poll_ids(p, spec_ids, &spec_flag);
-    bool pdl = p.pdl && (p.ids_ready || spec);
-    if (p.pdl && !pdl) {
-      skinny::wait_for_previous_kernel();
-      skinny::allow_next_kernel();
-    }
-    for (;;) {
-      const CtaGroup grp = cta_group(p, slot_of, smem, spec ? spec_ids : nullptr);
-      if (spec && (grp.m == 0 || grp.expert < 0 || grp.expert >= p.num_experts || grp.zero_bad)) {
-        // No weights to request early for this group: settle the ids first, then group again.
-        skinny::wait_for_previous_kernel();
-        skinny::allow_next_kernel();
-        spec = pdl = false;
-        __syncthreads();  // cta_group's scratch is reused
-        continue;
-      }
-      const SpecCheck check = spec ? SpecCheck{&p, spec_ids, &spec_flag} : SpecCheck{};
-      if (group_rows<kS, kMaxN, kWG>(p, grp, slot_of, smem, pdl, check)) return;
-      spec = pdl = false;  // the check failed after the wait (the ring drained): the final ids now
-    }
-  }
-}
-template <int kS, int kMaxN = 32, int kWG = 1>
-constexpr int kWgmmaSmemBytes = skinny::wg::WgmmaCore<kMaxN, kS, kWG>::kSmemBytes;
-constexpr int kFewSlots = 256;  // the few-token and sparse-grid rows' limit (one-byte slot indices)
-static_assert(kWgmmaSmemBytes<4> >= kGroupScratchBytes && kWgmmaSmemBytes<4, 8> >= kGroupScratchBytes);
 
 struct MoeDecodeVariant {
   MoeDecodeGemmVariant v;
