@@ -40,6 +40,8 @@ def main():
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--top", type=int, default=24)
     ap.add_argument("--width", type=int, default=70)
+    ap.add_argument("--timeline", type=int, default=0,
+                    help="also print N kernels from the middle of the step, in start order, averaged over steps")
     a = ap.parse_args()
     rows = []
     with open(a.trace) as f:
@@ -77,6 +79,24 @@ def main():
         c = calls[key] / n
         print(f"{key[0]:<{a.width}} {key[1]:>6} {c:>6.1f} {share[key] / calls[key]:>10.2f} {share[key] / n:>10.1f} "
               f"{100 * share[key] / n / step:>5.1f} {dur[key] / calls[key]:>9.2f}")
+    if a.timeline:
+        print_timeline(rows, bounds, a)
+
+
+def print_timeline(rows, bounds, a):
+    """Kernels at the same positions of every step (steps of equal length only), in start order: start
+    and end against the previous kernel's end (negative start: launched before it ended), averaged."""
+    steps = [sorted(rows[b:e], key=lambda r: r[0]) for b, e in bounds]
+    length = collections.Counter(len(s) for s in steps).most_common(1)[0][0]
+    steps = [s for s in steps if len(s) == length]
+    first = max(1, length // 2 - a.timeline // 2)
+    print(f"timeline: kernels {first}..{first + a.timeline - 1} of {length}, {len(steps)} steps; us against the "
+          f"previous kernel's end: start, end; dur")
+    for i in range(first, min(length, first + a.timeline)):
+        st = statistics.mean((s[i][0] - s[i - 1][1]) / 1e3 for s in steps)
+        en = statistics.mean((s[i][1] - s[i - 1][1]) / 1e3 for s in steps)
+        du = statistics.mean((s[i][1] - s[i][0]) / 1e3 for s in steps)
+        print(f"{short(steps[0][i][5], a.width):<{a.width}} {steps[0][i][3]:>6} {st:>8.2f} {en:>8.2f} {du:>8.2f}")
 
 
 if __name__ == "__main__":
