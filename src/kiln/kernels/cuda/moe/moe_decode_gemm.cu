@@ -143,9 +143,15 @@ const MoeDecodeVariant kMoeVariants[] = {
     // 81.2 / 82.1 / 85.1. Yet in the Mixtral decode step (batch 1, fp8, tok/s, two interleaved
     // runs each) the larger rings lose what they gain: ring 6 167.5 / 167.2, 10 (32-slot, 133 KB)
     // 165.0 / 161.9, 10 (8-slot) 167.9 / 168.6, 14 (8-slot) 167.5 / 166.8, 8 (8-slot) 168.7 / 169.0
-    // (shipped) -- presumably as fewer of the next kernels' CTAs fit beside them early (PDL).
-    {{DType::kFp8E4M3, false, true, false, true, 8, true, 8, false, 0, kFewSlots},
-     reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<8, 8, kFewSlots>), kWgmmaSmemBytes<8, 8>},
+    // (shipped then) -- presumably as fewer of the next kernels' CTAs fit beside them early (PDL).
+    // 2026-11-24 (session 28), after the layer-end norm began to trigger before its wait (the qkv
+    // GEMM's CTAs now start during down): a 16-tile ring (145 KB; beside one gate_up CTA, so down's
+    // CTAs still start in gate_up's tail) requests ~16 MB of down's weights while the SwiGLU runs
+    // instead of ~8 MB. Mixtral fp8 batch-1 decode, tok/s, three rounds (one call): ring 8 186.5
+    // -> 16 188.8, 18 188.4, 20 188.0; with fp8 KV and a 1K prompt 182.4 -> 184.0 / 183.6 / 183.8.
+    // Timeline: the SwiGLU's share 5.1 -> 4.6 us a layer, the step 5317 -> 5261 us.
+    {{DType::kFp8E4M3, false, true, false, true, 16, true, 8, false, 0, kFewSlots},
+     reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<16, 8, kFewSlots>), kWgmmaSmemBytes<16, 8>},
     // At most 8 tokens (so at most 8 slots per expert: a token's experts are distinct) on a grid
     // that is not sparse: a 6-tile ring of 8-slot x tiles (55 KB, four CTAs per SM instead of
     // three). H100, graph-timed, % of 3000 GB/s, against the row above it: t = 1 gate_up 92.1 vs
