@@ -7,7 +7,9 @@ the shares add up to the step's span from its first start. Grouped by kernel nam
 (qkv and o_proj run one kernel on different grids). Prints, per group: calls a step, share a call
 and a step, time from start to end a call (overlaps its neighbours under programmatic dependent
 launch), and the step's share in percent.
-Usage: kernel_trace_chain.py TRACE.tsv [--step REGEX] [--steps N] [--top N] [--width N]"""
+--timeline N also prints N kernels from the middle of the step in start order, each kernel's start
+and end against the previous kernel's end, averaged over the steps of the usual length.
+Usage: kernel_trace_chain.py TRACE.tsv [--step REGEX] [--steps N] [--top N] [--width N] [--timeline N]"""
 import argparse
 import collections
 import re
@@ -43,6 +45,8 @@ def main():
     ap.add_argument("--timeline", type=int, default=0,
                     help="also print N kernels from the middle of the step, in start order, averaged over steps")
     a = ap.parse_args()
+    if a.timeline < 0:
+        raise SystemExit("--timeline wants N >= 0")
     rows = []
     with open(a.trace) as f:
         for line in f:
@@ -90,9 +94,12 @@ def print_timeline(rows, bounds, a):
     length = collections.Counter(len(s) for s in steps).most_common(1)[0][0]
     steps = [s for s in steps if len(s) == length]
     first = max(1, length // 2 - a.timeline // 2)
-    print(f"timeline: kernels {first}..{first + a.timeline - 1} of {length}, {len(steps)} steps; us against the "
+    last = min(length, first + a.timeline) - 1
+    print(f"timeline: kernels {first}..{last} of {length}, {len(steps)} steps; us against the "
           f"previous kernel's end: start, end; dur")
-    for i in range(first, min(length, first + a.timeline)):
+    for i in range(first, last + 1):
+        if any(s[i][5] != steps[0][i][5] for s in steps):
+            print(f"(position {i}: the kernel differs between steps; the averages mix them)")
         st = statistics.mean((s[i][0] - s[i - 1][1]) / 1e3 for s in steps)
         en = statistics.mean((s[i][1] - s[i - 1][1]) / 1e3 for s in steps)
         du = statistics.mean((s[i][1] - s[i][0]) / 1e3 for s in steps)

@@ -52,7 +52,9 @@ class KernelTraceChainTest(unittest.TestCase):
         lines = run("--steps", "10", "--width", "30", "--timeline", "3")
         i = next(k for k, line in enumerate(lines) if line.startswith("timeline:"))
         self.assertIn("kernels 1..3 of 4, 4 steps", lines[i])
-        got = [[float(v) for v in line.split()[2:5]] for line in lines[i + 1:i + 4]]
+        rows = [line.split() for line in lines[i + 1:]]
+        self.assertEqual([(r[0], r[1]) for r in rows], [("gemm<1>", "2"), ("norm", "3"), ("gemm<1>", "4")])
+        got = [[float(v) for v in r[2:5]] for r in rows]
         # (start, end, duration) in us: gemm after the embedding's end, norm and the second gemm after
         # the kernel before each.
         want = [[-0.5, 2.0, 2.5], [-0.5, -0.2, 0.3], [0.1, 3.2, 3.1]]

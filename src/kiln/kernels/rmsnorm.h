@@ -32,7 +32,8 @@ struct RmsNormArgs {
   // just before this one waits for its own predecessor before it lets this one launch (as the
   // model's o_proj and down GEMMs do): then the writer has completed by the time this kernel
   // starts, and it may read the residual before its programmatic-dependent-launch wait. (A
-  // kernel that triggers before its wait, like skinny_x_fp8's quantizer, breaks that chain.)
+  // kernel that triggers before its wait breaks that chain: skinny_x_fp8's quantizer, and the
+  // plain rows of this kernel itself (not the route row), so never set this right after one.)
   // False: read after the wait.
   bool residual_written_earlier = false;
   // CUDA only, route: topk_ids set to -1 before the PDL wait, so that an expert GEMM launched

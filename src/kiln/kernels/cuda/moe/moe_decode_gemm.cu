@@ -137,8 +137,8 @@ const MoeDecodeVariant kMoeVariants[] = {
     // 71.2 -> 100.3 / 88.5; t = 32 50.9 / 66.1 -> 98.3 / 89.6; t = 64 37.6 / 51.7 -> 94.5 / 84.9.
     {{DType::kFp8E4M3, false, true, false, true, 6}, reinterpret_cast<const void*>(&moe_decode_wgmma_kernel<6>), kWgmmaSmemBytes<6>},
     // Sparse grids (at most one CTA per SM, so at most 2 slots: batch-1 down, 64 row blocks x 2
-    // experts): 6 tiles in flight per SM are too few bytes. An 8-tile ring of 8-slot x tiles (75 KB
-    // of shared memory, like the 6-tile ring of 32-slot tiles). H100, graph-timed down at t = 1,
+    // experts): 6 tiles in flight per SM are too few bytes. A 16-tile ring of 8-slot x tiles (145
+    // KB; an 8-tile one, 75 KB, until session 28: below). H100, graph-timed down at t = 1,
     // % of 3000 GB/s: ring 6 / 10 / 16 (32-slot tiles) 79.1 / 85.4 / 85.2, ring 8 / 10 / 14 (8-slot)
     // 81.2 / 82.1 / 85.1. Yet in the Mixtral decode step (batch 1, fp8, tok/s, two interleaved
     // runs each) the larger rings lose what they gain: ring 6 167.5 / 167.2, 10 (32-slot, 133 KB)
