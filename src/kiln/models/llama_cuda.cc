@@ -369,7 +369,9 @@ Status CudaLlamaModel::run_layers(const ForwardBatch& b, int64_t n, int64_t rows
     const bool gate_up_fp8 = !fused && lw.experts.empty() && x_fp8(lw.gate_up.tensor, n);
     RmsNormArgs ffn_norm{x, residual, lw.ffn_norm.tensor, h, c.rms_norm_eps};
     // The residual's last writer is the norm before attention (or the embedding): at least qkv,
-    // attention and o_proj launch after it.
+    // attention and o_proj launch after it, and the kernel just before this norm (o_proj) lets it
+    // launch only after its own wait, so that writer has completed (see the field's comment: that
+    // norm now triggers before its wait, so this holds only where another kernel sits between).
     ffn_norm.residual_written_earlier = true;
     MoeRouteArgs route;
     if (fused || gate_up_fp8) KILN_RETURN_IF_ERROR(with_fp8_out(ffn_norm));  // + per-token fp8 h
