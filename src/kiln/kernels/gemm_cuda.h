@@ -119,6 +119,11 @@ class Gemm {
   // Decode sizes whose decode-kernel row quantizes x per token take that row without its pre-pass
   // (contiguous xq); the rest cuBLASLt.
   Status run_quantized(const QuantizedLinearArgs& args, CUstream_st* stream);
+  // SwiGLU fused into the GEMM's epilogue: w [2I, k] = [gate; up] (the fused gate_up layout), y
+  // [m, I] bf16 = silu_mul_cuda(run's [m, 2I] y), the same bits, with no [m, 2I] tensor and no
+  // second kernel. Where run would take the decode kernel's grid rows (fp8 m <= 8, bf16 m = 1 and
+  // small matrices; I % 8 == 0, no bias); elsewhere unimplemented: the caller runs run + silu_mul_cuda.
+  Status run_swiglu(const LinearArgs& args, CUstream_st* stream);
   // Whether run(x) at m rows of w would quantize x per token to e4m3 (quantize_fp8_cuda's bits)
   // before its product, so that run_quantized on x quantized so gives the same result.
   bool quantizes_x_per_token(int64_t m, const Tensor& w, DType y) const;

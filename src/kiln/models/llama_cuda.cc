@@ -1,6 +1,7 @@
 // CudaLlamaModel forward: the same layer sequence as llama.cc, on device tensors.
 //   embed -> [rmsnorm, qkv GEMM, RoPE + paged KV write, paged attention, o GEMM,
-//   rmsnorm(+residual), gate_up GEMM, silu_mul, down GEMM (or MoE), rmsnorm(+residual)] -> lm head
+//   rmsnorm(+residual), gate_up GEMM, silu_mul (decode: in the GEMM's epilogue), down GEMM (or MoE),
+//   rmsnorm(+residual)] -> lm head
 // Scratch buffers grow to the largest step seen; batch metadata is uploaded once per step.
 // Decode steps of dense models are captured once per shape and replayed as CUDA graphs
 // (KILN_CUDA_GRAPHS=0 turns that off); everything runs on the model's own stream.

@@ -412,6 +412,26 @@ Status Gemm::run_quantized(const QuantizedLinearArgs& a, CUstream_st* stream) {
                                             ScaleMode::kFp8Epilogue, a.w_scale.numel() == 1 && n != 1}, stream);
 }
 
+Status Gemm::run_swiglu(const LinearArgs& a, CUstream_st* stream) {
+  if (a.x.dtype != DType::kBF16 || a.y.dtype != DType::kBF16 || (a.w.dtype != DType::kBF16 && a.w.dtype != DType::kFp8E4M3))
+    return unimplemented("gemm run_swiglu: want x bf16, w bf16 | fp8_e4m3, y bf16");
+  if (a.x.ndim != 2 || a.w.ndim != 2 || a.y.ndim != 2 || a.w.shape[1] != a.x.shape[1] || a.y.shape[0] != a.x.shape[0] ||
+      a.w.shape[0] != 2 * a.y.shape[1])
+    return invalid_argument("gemm run_swiglu: want x [m, k], w [2I, k], y [m, I]; got x " + a.x.shape_string() + ", w " +
+                            a.w.shape_string() + ", y " + a.y.shape_string());
+  for (const auto& [t, name] : {std::pair{&a.x, "x"}, std::pair{&a.w, "w"}, std::pair{&a.y, "y"}})
+    KILN_RETURN_IF_ERROR(leading_dim(*t, t->dtype, name).status());
+  const bool fp8 = a.w.dtype == DType::kFp8E4M3;
+  if (!fp8 && !a.w_scale.empty()) return invalid_argument("gemm run_swiglu: w_scale is only for fp8 weights");
+  const int64_t m = a.x.shape[0], n = a.w.shape[0], k = a.x.shape[1];
+  if (gemm_path(impl_->options, m, a.w.dtype, n * k * (fp8 ? 1 : 2)) != GemmPath::kSkinny)
+    return unimplemented("gemm run_swiglu: m = " + std::to_string(m) + " is past the decode kernel");
+  KILN_RETURN_IF_ERROR(skinny_gemm_check(a));
+  SkinnyGemmConfig cfg;
+  cfg.swiglu = true;
+  return skinny_gemm_cuda(a, impl_->skinny, stream, cfg);
+}
+
 GemmPath gemm_path(const GemmOptions& options, int64_t m, DType w, int64_t w_bytes) {
   if (w == DType::kFp8E4M3) {
     const int64_t max_m = w_bytes >= kGemmSkinnyLargeFp8Bytes && options.skinny_max_m_fp8 > 0

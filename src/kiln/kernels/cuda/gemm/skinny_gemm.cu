@@ -478,6 +478,8 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
                         const SkinnyGemmConfig& cfg, SkinnyGemmLaunch* launch, const SkinnyXq* xq) {
   KILN_RETURN_IF_ERROR(skinny_gemm_check(a, xq != nullptr));
   const int64_t m = a.x.shape[0], k = a.x.shape[1], n = a.w.shape[0];
+  if (cfg.swiglu && (n % 16 != 0 || a.y.shape[1] != n / 2 || a.y.dtype != DType::kBF16 || !a.bias.empty() || xq))
+    return unimplemented("skinny_gemm: the fused SwiGLU wants 2I rows (I % 8 == 0), y [m, I] bf16, no bias, x bf16");
   if (m == 0 || n == 0) return ok_status();
   const bool fp8 = a.w.dtype == DType::kFp8E4M3;
   XFp8Region xr;
@@ -524,6 +526,8 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   if (vi < 0) return unimplemented("skinny_gemm: no variant");
   if (xq && !kVariants[vi].v.e4m3)
     return unimplemented("skinny_gemm: pre-quantized x at m = " + std::to_string(m) + ": the row for it keeps x bf16");
+  if (cfg.swiglu && (kVariants[vi].v.stream || kVariants[vi].v.wgmma || kVariants[vi].v.e4m3))
+    return unimplemented("skinny_gemm: the fused SwiGLU is in the grid rows only (this shape takes another row)");
   if (kVariants[vi].v.stream) return stream_cuda(a, ws, stream, cfg, vi, launch);
   if (kVariants[vi].v.wgmma) {  // x_room: checked by the explicit choice, implied by the automatic one
     if (cfg.diag != 0) return invalid_argument("skinny_gemm: diag is for the stream variants");
@@ -585,6 +589,7 @@ Status skinny_gemm_cuda(const LinearArgs& a, const SkinnyGemmWorkspace& ws, CUst
   p.counters = ws.counters;
   p.steps_per_split = static_cast<int>(steps_per_split);
   p.pdl = ws.pdl ? 1 : 0;
+  p.pair_half = cfg.swiglu ? static_cast<int>(n / 2) : 0;
   if (var.v.e4m3) KILN_RETURN_IF_ERROR(set_xq(p, xr, xq, ws.pdl, stream));
   KILN_RETURN_IF_ERROR(launch_kernel(var.kernel, p, dim3(static_cast<unsigned>(row_ctas), static_cast<unsigned>(splits)), warps,
                                      static_cast<int64_t>(warps) * var.smem_per_warp, ws.pdl, stream));

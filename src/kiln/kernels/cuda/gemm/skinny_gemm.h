@@ -73,6 +73,10 @@ struct SkinnyGemmConfig {
   // wgmma rows: split K through the workspace's partials even where the splits fit one
   // thread-block cluster (tests, benchmarks)
   bool workspace_split = false;
+  // y [m, I] = silu(x w_gate^T) * (x w_up^T) of w = [gate; up] (2I rows, I % 8 == 0), each product
+  // rounded to bf16 first (the bits of the GEMM + silu_mul_cuda): only where the choice for the
+  // plain GEMM is a grid row, y bf16, no bias (else unimplemented; Gemm::run_swiglu).
+  bool swiglu = false;
 };
 
 // The launch shape skinny_gemm_cuda picks (for the bench's log).

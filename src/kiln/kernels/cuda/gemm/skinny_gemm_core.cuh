@@ -138,6 +138,13 @@ struct WeightFormat {
 
 // Fragment element c of tile (rt, nt) of lane (g = lane / 4, t = lane % 4): weight row, activation row.
 __device__ __forceinline__ int frag_n(int row_base, int rt, int c, int g) { return row_base + rt * 16 + g + (c >= 2 ? 8 : 0); }
+// The fused SwiGLU's rows (pair_half = I, w = [gate; up] of 2I rows): logical 16-row tile T holds
+// gate rows 8T .. 8T + 7 in its rows 0..7 and the matching up rows I + 8T .. in rows 8..15, so the
+// lane holding gate row j (fragment c = 0, 1) holds up row I + j too (c = 2, 3). pair_half 0: rows as
+// they are.
+__device__ __forceinline__ int pair_row(int r, int pair_half) {
+  return pair_half == 0 ? r : (r >> 4) * 8 + (r & 7) + ((r & 8) ? pair_half : 0);
+}
 __device__ __forceinline__ int frag_m(int nt, int c, int t) { return nt * 8 + 2 * t + (c & 1); }
 
 // f(rt, nt, c) for every element of a thread's accumulators [kRT][kMT][4], in that order (unrolled).
@@ -178,16 +185,17 @@ struct Core {
   // c = warp, warp + nwarps, ... of kU steps. w: [n, k] bytes, row stride ldw_bytes; xrow[nt]:
   // this lane's activation row nt * 8 + g at k = 4 * lane's t... (nullptr: row past m, zeros).
   // smem: this warp's kSmemPerWarp bytes. pdl: wait for the previous kernel after the prologue.
+  // pair_half (the fused SwiGLU, skinny_gemm_kernel): rows are logical, see pair_row.
   __device__ static void stream(const uint8_t* __restrict__ w, int64_t ldw_bytes, int n, int k, int row_base,
                                 const XT* const (&xrow)[kMT], int s_begin, int s_end, int warp, int nwarps,
-                                uint8_t* smem, bool pdl, float (&acc)[kRT][kMT][4]) {
+                                uint8_t* smem, bool pdl, float (&acc)[kRT][kMT][4], int pair_half = 0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const uint8_t* wrow[kRT][2];  // rows g and g + 8 of each tile (clamped into range), at this thread's vector
 #pragma unroll
     for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int r = min(row_base + rt * 16 + g + 8 * h, n - 1);
+        const int r = pair_row(min(row_base + rt * 16 + g + 8 * h, n - 1), pair_half);
         wrow[rt][h] = w + r * ldw_bytes + t * 16;
       }
     const int num_chunks = (s_end - s_begin + kU - 1) / kU;

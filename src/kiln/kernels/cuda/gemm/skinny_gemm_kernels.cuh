@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kiln/kernels/cuda/activation/swiglu_exact.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_wgmma.cuh"
 
@@ -35,6 +36,8 @@ struct SkinnyParams {
   // Stream variants: chunks per tile, chunks in all (tiles x chunks_per_tile), warps in the stream.
   int chunks_per_tile;
   int64_t stream_chunks, stream_warps;
+  // The grid rows' fused SwiGLU (SkinnyGemmConfig::swiglu): I = n / 2, else 0. y is [m, I].
+  int pair_half;
 };
 
 __device__ __forceinline__ void store_y(float* y, float v) { *y = v; }
@@ -50,6 +53,28 @@ __device__ __forceinline__ void store_output(const SkinnyParams& p, int m, int n
   if (p.w_scale) v *= p.w_scale[p.scale_per_tensor ? 0 : n];
   if (p.bias) v += load_bias(static_cast<const Y*>(p.bias) + n);
   store_y(static_cast<Y*>(p.y) + m * p.ldy + n, v);
+}
+
+// The fused SwiGLU's epilogue (p.pair_half = I): y[m, j] = silu(g) * u of gate row j (fragment c = 0,
+// 1) and up row I + j (c + 2, the same lane: pair_row), each first scaled and rounded to bf16 as
+// the plain epilogue stores them, then silu_mul_cuda's f32 arithmetic (swiglu::silu<false>, the
+// bits of its fast path too) rounded to bf16: the bits of the GEMM + silu_mul_cuda.
+template <typename Y, int kRT, int kMT>
+__device__ __forceinline__ void store_swiglu(const SkinnyParams& p, int row_base, int t, int g, const float (&acc)[kRT][kMT][4]) {
+  const int half = p.pair_half;
+#pragma unroll
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < kMT; ++nt)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int j = ((row_base >> 4) + rt) * 8 + g, m = frag_m(nt, c, t);
+        if (j >= half || m >= p.m) continue;
+        float gv = acc[rt][nt][c], uv = acc[rt][nt][c + 2];
+        if (p.w_scale) gv *= p.w_scale[p.scale_per_tensor ? 0 : j], uv *= p.w_scale[p.scale_per_tensor ? 0 : half + j];
+        const float gf = __bfloat162float(__float2bfloat16(gv)), uf = __bfloat162float(__float2bfloat16(uv));
+        store_y(static_cast<Y*>(p.y) + m * p.ldy + j, cuda::swiglu::silu<false>(gf) * uf);
+      }
 }
 
 // store_output for every in-range element of this lane's mma fragments (g = lane / 4, t = lane % 4)
@@ -82,7 +107,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
   const int s_begin = blockIdx.y * p.steps_per_split, s_end = min(num_steps, s_begin + p.steps_per_split);
   float acc[kRT][kMT][4] = {};
   Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, s_begin, s_end, warp, nwarps, smem + warp * Core::kSmemPerWarp,
-               p.pdl != 0, acc);
+               p.pdl != 0, acc, kE4m3 ? 0 : p.pair_half);
   Core::reduce_warps(acc, smem, warp, nwarps);
   if (warp != 0) return;
 
@@ -108,7 +133,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
     });
     if (lane == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
   }
-  store_fragments<kE4m3, Y>(p, row_base, g, t, acc);
+  if (!kE4m3 && p.pair_half)  // (the host takes the e4m3 rows without it)
+    store_swiglu<Y>(p, row_base, t, g, acc);
+  else
+    store_fragments<kE4m3, Y>(p, row_base, g, t, acc);
 }
 
 
