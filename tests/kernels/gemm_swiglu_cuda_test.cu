@@ -1,7 +1,8 @@
 // Gemm::run_swiglu (the decode kernel's grid rows with SwiGLU in their epilogue) on fresh random
 // inputs: bit for bit against Gemm::run + silu_mul_cuda (the path it replaces), and against
 // linear_cpu + silu_mul_cpu within bf16 rounding; bf16 and fp8 weights (per channel / per tensor),
-// I with a partial last tile, split K, and the shapes it refuses. Skipped without a GPU.
+// forced split K and warps, a row of two tiles a CTA past the last rows, and the shapes and rows it
+// refuses. Skipped without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -108,22 +109,37 @@ TEST(GemmSwigluCuda, MatchesGemmThenSiluMulAndTheCpuReference) {
       }
 }
 
+// The first grid row (no stream, wgmma or e4m3) of weights wt with `row_tiles` tiles a CTA, or -1.
+int grid_row(DType wt, int row_tiles) {
+  const auto v = skinny_gemm_variants();
+  for (int i = 0; i < static_cast<int>(v.size()); ++i)
+    if (v[i].w == wt && v[i].y == DType::kBF16 && v[i].row_tiles == row_tiles && !v[i].stream && !v[i].wgmma && !v[i].e4m3)
+      return i;
+  return -1;
+}
+
 // The kernel itself with forced launch shapes (split K reduced by the last CTA, 1..8 warps), with
-// and without programmatic dependent launch; each against the same shape unfused.
-TEST(GemmSwigluCuda, ForcedSplitKAndWarps) {
+// and without programmatic dependent launch, and a row of two 16-row tiles a CTA (m = 17: three
+// activation tiles; I = 200: the last CTA's second tile lies past the rows); each against the
+// same launch unfused.
+TEST(GemmSwigluCuda, ForcedSplitKWarpsAndRows) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(72);
   test::SkinnyWorkspace sw;
-  const SkinnyGemmConfig shapes[] = {{-1, 3, 0}, {-1, 8, 3}, {-1, 1, 1}, {-1, 4, 5}};
+  const int two_tiles = grid_row(DType::kFp8E4M3, 2);
+  ASSERT_GE(two_tiles, 0);
+  ASSERT_GE(skinny_gemm_variants()[static_cast<size_t>(two_tiles)].max_m, 17);
+  const SkinnyGemmConfig shapes[] = {{-1, 3, 0}, {-1, 8, 3}, {-1, 1, 1}, {-1, 4, 5}, {two_tiles, 0, 0}, {two_tiles, 4, 3}};
   int i = 0;
   for (DType wt : {DType::kFp8E4M3, DType::kBF16})
     for (const SkinnyGemmConfig& base : shapes) {
+      if (base.variant >= 0 && wt != DType::kFp8E4M3) continue;
       SkinnyGemmConfig fused = base;
       fused.swiglu = true;
       sw.ws.pdl = (i++ % 2) == 0;
       const SwigluWeights W = make(wt, 200, 2048, false, rng);
       check([&](const LinearArgs& a, bool swiglu) { return skinny_gemm_cuda(a, sw.ws, nullptr, swiglu ? fused : base); },
-            W, 1 + i % 8, 200, 2048, rng);
+            W, base.variant >= 0 ? 17 : 1 + i % 8, 200, 2048, rng);
     }
 }
 
@@ -152,6 +168,18 @@ TEST(GemmSwigluCuda, RefusesWhatItDoesNotRun) {
   EXPECT_EQ(gemm->run_swiglu({xl->tensor, V.dw.tensor, {}, y512, V.dscale.tensor}, nullptr).code(),
             StatusCode::kUnimplemented);  // m = 512: cuBLASLt's range
   EXPECT_EQ(gemm->run_swiglu({x->tensor, V.dw.tensor, {}, y96, {}}, nullptr).code(), StatusCode::kInvalidArgument);  // no scale
+  // The rows without the epilogue: a wgmma row and a stream row chosen explicitly.
+  test::SkinnyWorkspace sw;
+  const auto v = skinny_gemm_variants();
+  for (int i = 0; i < static_cast<int>(v.size()); ++i) {
+    if (v[i].w != DType::kFp8E4M3 || v[i].y != DType::kBF16 || !(v[i].wgmma || v[i].stream)) continue;
+    SkinnyGemmConfig cfg;
+    cfg.variant = i;
+    cfg.swiglu = true;
+    EXPECT_EQ(skinny_gemm_cuda({x->tensor, V.dw.tensor, {}, y96, V.dscale.tensor}, sw.ws, nullptr, cfg).code(),
+              StatusCode::kUnimplemented)
+        << "variant " << i;
+  }
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 

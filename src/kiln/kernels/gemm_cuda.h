@@ -121,8 +121,9 @@ class Gemm {
   Status run_quantized(const QuantizedLinearArgs& args, CUstream_st* stream);
   // SwiGLU fused into the GEMM's epilogue: w [2I, k] = [gate; up] (the fused gate_up layout), y
   // [m, I] bf16 = silu_mul_cuda(run's [m, 2I] y), the same bits, with no [m, 2I] tensor and no
-  // second kernel. Where run would take the decode kernel's grid rows (fp8 m <= 8, bf16 m = 1 and
-  // small matrices; I % 8 == 0, no bias); elsewhere unimplemented: the caller runs run + silu_mul_cuda.
+  // second kernel. Where run would take the decode kernel's grid rows (fp8 weights m <= 8; bf16
+  // weights m = 1, or m <= 8 below 96 MiB; I % 8 == 0, no bias); elsewhere unimplemented, nothing
+  // launched: the caller runs run + silu_mul_cuda.
   Status run_swiglu(const LinearArgs& args, CUstream_st* stream);
   // Whether run(x) at m rows of w would quantize x per token to e4m3 (quantize_fp8_cuda's bits)
   // before its product, so that run_quantized on x quantized so gives the same result.

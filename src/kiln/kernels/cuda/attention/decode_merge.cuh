@@ -258,8 +258,9 @@ __device__ __forceinline__ void write_nan_rows(const PagedAttentionParams& p, in
 
 // The keys [begin, end) that split `split` of sequence b covers, and b's query row. False when the
 // CTA has nothing to do: a q_len != 1 row (its NaN rows written by split 0; so for every split of
-// the sequence) or a split past a shorter sequence's end (it does not count toward the merge; with
-// p.cluster_merge it has taken part in its cluster's barriers when this returns). The three
+// the sequence) or a split past a shorter sequence's end (it does not count toward the merge; it has
+// triggered the next kernel, and with p.cluster_merge taken part in its cluster's barriers when
+// this returns). The three
 // metadata loads go out together: a kernel's start is a chain of dependent loads.
 struct SplitKeys {
   int q_row, kv_len, first, begin, end;  // first: the window's first key (0 without one)

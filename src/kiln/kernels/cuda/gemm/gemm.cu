@@ -423,7 +423,11 @@ Status Gemm::run_swiglu(const LinearArgs& a, CUstream_st* stream) {
     KILN_RETURN_IF_ERROR(leading_dim(*t, t->dtype, name).status());
   const bool fp8 = a.w.dtype == DType::kFp8E4M3;
   if (!fp8 && !a.w_scale.empty()) return invalid_argument("gemm run_swiglu: w_scale is only for fp8 weights");
+  if (fp8 && !a.w_scale.empty() && !a.w_scale.is_contiguous())
+    return invalid_argument("gemm run_swiglu: w_scale must be contiguous, got " + a.w_scale.shape_string());
   const int64_t m = a.x.shape[0], n = a.w.shape[0], k = a.x.shape[1];
+  if (m == 0 || n == 0) return ok_status();
+  if (k == 0) return unimplemented("gemm run_swiglu: k == 0");
   if (gemm_path(impl_->options, m, a.w.dtype, n * k * (fp8 ? 1 : 2)) != GemmPath::kSkinny)
     return unimplemented("gemm run_swiglu: m = " + std::to_string(m) + " is past the decode kernel");
   KILN_RETURN_IF_ERROR(skinny_gemm_check(a));

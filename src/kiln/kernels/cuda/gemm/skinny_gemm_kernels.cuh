@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kiln/kernels/cuda/activation/swiglu_exact.cuh"
 #include "kiln/kernels/cuda/gemm/skinny_gemm_core.cuh"
@@ -60,7 +61,7 @@ __device__ __forceinline__ void store_output(const SkinnyParams& p, int m, int n
 // the plain epilogue stores them, then silu_mul_cuda's f32 arithmetic (swiglu::silu<false>, the
 // bits of its fast path too) rounded to bf16: the bits of the GEMM + silu_mul_cuda.
 template <typename Y, int kRT, int kMT>
-__device__ __forceinline__ void store_swiglu(const SkinnyParams& p, int row_base, int t, int g, const float (&acc)[kRT][kMT][4]) {
+__device__ __forceinline__ void store_swiglu(const SkinnyParams& p, int row_base, int g, int t, const float (&acc)[kRT][kMT][4]) {
   const int half = p.pair_half;
 #pragma unroll
   for (int rt = 0; rt < kRT; ++rt)
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
   const int s_begin = blockIdx.y * p.steps_per_split, s_end = min(num_steps, s_begin + p.steps_per_split);
   float acc[kRT][kMT][4] = {};
   Core::stream(p.w, p.ldw_bytes, p.n, p.k, row_base, xrow, s_begin, s_end, warp, nwarps, smem + warp * Core::kSmemPerWarp,
-               p.pdl != 0, acc, kE4m3 ? 0 : p.pair_half);
+               p.pdl != 0, acc, kE4m3 || !std::is_same_v<Y, __nv_bfloat16> ? 0 : p.pair_half);
   Core::reduce_warps(acc, smem, warp, nwarps);
   if (warp != 0) return;
 
@@ -133,10 +134,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32, kMinBlocks) skinny_gemm_kernel
     });
     if (lane == 0) p.counters[blockIdx.x] = 0;  // ready for the next call (or graph replay)
   }
-  if (!kE4m3 && p.pair_half)  // (the host takes the e4m3 rows without it)
-    store_swiglu<Y>(p, row_base, t, g, acc);
-  else
-    store_fragments<kE4m3, Y>(p, row_base, g, t, acc);
+  // The fused SwiGLU: bf16 y only, never the e4m3 rows (skinny_gemm_cuda refuses those).
+  if constexpr (!kE4m3 && std::is_same_v<Y, __nv_bfloat16>) {
+    if (p.pair_half) {
+      store_swiglu<Y>(p, row_base, g, t, acc);
+      return;
+    }
+  }
+  store_fragments<kE4m3, Y>(p, row_base, g, t, acc);
 }
 
 
