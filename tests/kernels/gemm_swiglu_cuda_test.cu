@@ -18,35 +18,15 @@
 #include "kiln/kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/kernels/skinny_workspace_cuda.h"
+#include "tests/kernels/test_weights_cuda.h"
 
 namespace kiln {
 namespace {
 
-struct SwigluWeights {
-  HostTensor w, scale;  // w [2I, k] (bf16 | fp8), scale [2I] | [1] f32 or empty
-  DeviceTensor dw, dscale;
-};
+using SwigluWeights = test::Weights;  // w [2I, k] = [gate; up]
 
 SwigluWeights make(DType wt, int64_t inter, int64_t k, bool per_tensor, std::mt19937& rng) {
-  SwigluWeights r;
-  if (wt == DType::kBF16) {
-    r.w = test::random_tensor(DType::kBF16, {2 * inter, k}, rng, 0.05f);
-  } else {
-    HostTensor f = test::random_tensor(DType::kF32, {2 * inter, k}, rng, 0.05f);
-    auto q = quantize_fp8_weights_cpu(f.tensor, per_tensor);
-    EXPECT_TRUE(q.ok());
-    r.w = std::move(q->q);
-    r.scale = std::move(q->scale);
-  }
-  auto dw = to_device(r.w.tensor);
-  EXPECT_TRUE(dw.ok());
-  r.dw = std::move(dw).value();
-  if (!r.scale.tensor.empty()) {
-    auto ds = to_device(r.scale.tensor);
-    EXPECT_TRUE(ds.ok());
-    r.dscale = std::move(ds).value();
-  }
-  return r;
+  return test::make_weights(wt, 2 * inter, k, per_tensor, false, rng);
 }
 
 std::vector<uint16_t> bits(const DeviceTensor& t) {
