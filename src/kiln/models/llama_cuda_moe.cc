@@ -23,10 +23,8 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
     KILN_ASSIGN_OR_RETURN(Tensor act, act_.get(DType::kBF16, {n, inter}));
     if (!h_fp8 && !x_fp8(lw.down.tensor, n)) {
       // Decode sizes: SwiGLU in the gate_up GEMM's epilogue (no [n, 2I] tensor, no silu_mul kernel
-      // between the two GEMMs); where the decode kernel does not run it, the two steps below. H100,
-      // batch-1 decode, tok/s (three rounds, one binary, unfused -> fused): Llama-3-8B fp8 280.5 ->
-      // 292.1, + fp8 KV 275.8 -> 288.2, bf16 180.5 -> 184.5; Mistral-7B fp8 + fp8 KV, 1K prompt
-      // 286.7 -> 300.5.
+      // between the two GEMMs); where the decode kernel does not run it, the two steps below.
+      // H100 batch-1 decode: Llama-3-8B fp8 +4.1%, bf16 +2.2% (perf.md, session 29).
       const Status fused_st = gemm_.run_swiglu({h, lw.gate_up.tensor, {}, act, lw.gate_up_scale.tensor}, stream_);
       if (fused_st.ok()) return gemm_.run({act, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
       if (fused_st.code() != StatusCode::kUnimplemented) return fused_st;

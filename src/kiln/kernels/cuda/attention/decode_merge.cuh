@@ -281,10 +281,8 @@ __device__ __forceinline__ bool split_keys(const PagedAttentionParams& p, int b,
   if (r.begin < r.end) return true;
   // The next kernel (PDL) is launched only once every CTA of this grid has triggered or exited, and
   // an idle split of a cluster launch stays in its cluster's barriers until the merge is done: so
-  // it triggers first. (It did not before 2026-11-25: batch-1 decode plans for a CUDA graph's
-  // captured length leave the splits past the sequence idle, so o_proj's CTAs only launched ~2 us
-  // after attention had ended, and streamed its weights cold: H100, %globaltimer stamps, Mixtral fp8
-  // o_proj's first CTA 2.0-2.3 us after attention's last one ended -> resident 7 us before it.)
+  // it triggers first. Batch-1 decode graphs, captured for a longer context than the sequence's,
+  // have such splits; without this o_proj launched only after attention ended (perf.md, session 29).
   cuda::pdl_trigger();
   if (p.cluster_merge) cluster_idle_split();
   return false;
