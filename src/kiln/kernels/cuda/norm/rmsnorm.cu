@@ -225,6 +225,12 @@ __global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_
     reinterpret_cast<uint4*>(out)[c] = xv[j];
     if constexpr (kQuant) amax = fmaxf(amax, cuda::fp8row::abs_max8(xv[j]));
   }
+  // The route row routes before it quantizes: the ids, which the gate_up GEMM after it polls for
+  // before its wait (MoeDecodeGemmArgs::ids_poll), come one block reduction and a store earlier.
+  // H100, Mixtral fp8, tok/s, three rounds (quantize first -> route first): batch-1 decode 187.0 /
+  // 188.2 / 187.5 -> 187.8 / 188.7 / 188.2; fp8 KV, 1K prompt 180.5 / 181.2 / 180.9 -> 182.1 /
+  // 182.0 / 180.6.
+  if constexpr (kRoute) route_row<kVecsPerThread>(p, row, xv, rw);
   if constexpr (kQuant) {
     const float s = cuda::fp8row::scale_for(cuda::block_max(amax));
     if (threadIdx.x == 0) p.q_scale[row] = s;
@@ -235,7 +241,6 @@ __global__ void __launch_bounds__(kRoute ? kRouteThreads : kMaxThreads) rmsnorm_
       if (c < p.num_vecs) reinterpret_cast<uint2*>(q)[c] = cuda::fp8row::quantize8(xv[j], s);
     }
   }
-  if constexpr (kRoute) route_row<kVecsPerThread>(p, row, xv, rw);
 }
 
 template <bool kResidual, bool kCombine, bool kQuant, bool kRoute = false>
