@@ -32,6 +32,12 @@ struct SiluMulFp8Args {
   Tensor q;        // [rows, inter] fp8 e4m3 out, contiguous rows
   Tensor scale;    // [rows] f32 out
   SiluMulFp8Dequant dequant;  // CPU: host tensors and host pointers; CUDA: device ones
+  // CUDA: let the next kernel launch before this one's programmatic-dependent-launch wait (its own
+  // wait still covers this whole kernel; a GEMM after it then requests its first weight tiles
+  // during the kernel before this one). Set only where the kernel after this one waits before it
+  // lets a third one launch (as the decode GEMMs do): otherwise "the kernel before waited first"
+  // no longer holds two kernels on (RmsNormArgs::residual_written_earlier).
+  bool trigger_early = false;
 };
 
 // Host tensors. The reference.

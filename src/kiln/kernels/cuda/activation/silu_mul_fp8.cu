@@ -42,6 +42,7 @@ struct Params {
   const float* row_scale;
   const int64_t* col_scale_ptrs;
   int64_t rows_per_group;
+  int trigger_early;  // SiluMulFp8Args::trigger_early
 };
 
 // ---- one thread's slice of a row: vectors c = i * kThreads + threadIdx.x, i < kVecs ----------
@@ -139,8 +140,9 @@ __device__ __forceinline__ uint4 dequant8(const uint4& v, float rs, const float*
 // kDequant: row blockIdx.x of the padded groups (SiluMulFp8Dequant), scaled after the loads.
 template <int kThreads, int kVecs, bool kDequant>
 __global__ void __launch_bounds__(kThreads) silu_mul_fp8_row_kernel(const __grid_constant__ Params p) {
+  if (p.trigger_early) cuda::pdl_trigger();
   cuda::pdl_wait();
-  cuda::pdl_trigger();
+  if (!p.trigger_early) cuda::pdl_trigger();
   const int64_t r = blockIdx.x;
   const int nvec = static_cast<int>(p.inter / 8);
   const uint4* gate = reinterpret_cast<const uint4*>(p.gate_up + r * p.gu_stride);
@@ -202,7 +204,7 @@ Status launch(const SiluMulFp8Args& a, size_t index, CUstream_st* stream) {
   const Params p{static_cast<const bf16*>(a.gate_up.data), static_cast<uint8_t*>(a.q.data),
                  static_cast<float*>(a.scale.data), a.gate_up.strides[0], a.q.shape[1],
                  static_cast<const int32_t*>(dq.groups.data), static_cast<const float*>(dq.row_scale.data),
-                 static_cast<const int64_t*>(dq.col_scale_ptrs.data), dq.rows_per_group};
+                 static_cast<const int64_t*>(dq.col_scale_ptrs.data), dq.rows_per_group, a.trigger_early ? 1 : 0};
   KILN_CUDA_CHECK(cuda::launch_pdl(v.kernel, dim3(static_cast<unsigned>(a.q.shape[0])),
                                    dim3(static_cast<unsigned>(v.info.threads)), 0, stream, p));
   KILN_CUDA_CHECK_LAUNCH();
