@@ -1,7 +1,7 @@
 // The MoE decode FFN of Mixtral-8x7B (8 fp8 experts, top-2; gate_up [28672, 4096], down [4096,
 // 14336]) at t tokens, as the model's fused decode path runs it, graph-timed: gate_up (x e4m3 per
-// token from the norm, ids_poll), silu_mul_fp8_cuda, down (ids_ready), each alone and the three in
-// a row. GB/s of the distinct experts' bytes each call reads (4 id sets rotated, so consecutive
+// token from the norm, ids_poll), silu_mul_fp8_cuda (trigger_early), down (ids_ready), each alone
+// and the three in a row. GB/s of the distinct experts' bytes each call reads (4 id sets rotated, so consecutive
 // calls read different experts; the chain: gate_up's and down's). t: KILN_MOE_FFN_T (default
 // 1,2,4,8). (Session 30 measured two fusions of the middle kernel with it: docs/perf.md.)
 #include <cuda_runtime.h>
@@ -99,7 +99,11 @@ void bench_t(const bench::Ceilings& c, cudaStream_t s, const ExpertSet& gu, cons
     a.ids_ready = true;
     check(moe_decode_gemm_cuda(a, s), "down");
   };
-  auto swiglu = [&](int) { check(silu_mul_fp8_cuda({gu_y.tensor, aq.tensor, as.tensor}, s), "silu_mul_fp8"); };
+  auto swiglu = [&](int) {
+    SiluMulFp8Args a{gu_y.tensor, aq.tensor, as.tensor};
+    a.trigger_early = true;  // as in the model: down launches before this kernel's wait
+    check(silu_mul_fp8_cuda(a, s), "silu_mul_fp8");
+  };
   const double gu_bytes = distinct * 2 * kInter * kHidden, dn_bytes = distinct * kHidden * kInter;
   const std::string shape = "t=" + std::to_string(t) + " (" + std::to_string(distinct).substr(0, 4) + " experts)";
   struct Row {
