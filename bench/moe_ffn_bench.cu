@@ -1,9 +1,10 @@
 // The MoE decode FFN of Mixtral-8x7B (8 fp8 experts, top-2; gate_up [28672, 4096], down [4096,
 // 14336]) at t tokens, as the model's fused decode path runs it, graph-timed: gate_up (x e4m3 per
 // token from the norm, ids_poll), silu_mul_fp8_cuda (trigger_early), down (ids_ready), each alone
-// and the three in a row. GB/s of the distinct experts' bytes each call reads (4 id sets rotated, so consecutive
-// calls read different experts; the chain: gate_up's and down's). t: KILN_MOE_FFN_T (default
-// 1,2,4,8). (Session 30 measured two fusions of the middle kernel with it: docs/perf.md.)
+// and the three in a row. GB/s of the distinct experts' bytes each call reads (4 id sets rotated,
+// so consecutive calls read different experts; the chain: gate_up's and down's). t:
+// KILN_MOE_FFN_T (default 1,2,4,8). (Session 30 measured three fusions of the middle kernel with
+// it, all slower: docs/perf.md.)
 #include <cuda_runtime.h>
 
 #include <algorithm>
