@@ -39,10 +39,12 @@ Status CudaLlamaModel::ffn(const CudaLayerWeights& lw, int64_t n, MoeSlots* fuse
       // the down GEMM quantizes x per token: SwiGLU straight to per-token fp8 (no bf16 act, no pass in the GEMM)
       KILN_ASSIGN_OR_RETURN(Tensor aq, act_.get(DType::kFp8E4M3, {n, inter}));
       KILN_ASSIGN_OR_RETURN(Tensor as, act_scale_.get(DType::kF32, {n}));
-      // (trigger_early, as in moe_decode below, measured 3.757 / 3.756 -> 3.748 / 3.731 ms a decode
-      // step for Llama-3-8B fp8 at batch 16 on the H100; not set here until the GPU suites have run
-      // with it: perf.md, session 30.)
-      KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda({gu, aq, as}, stream_));
+      // down launches before the SwiGLU's wait (as in moe_decode below; run_quantized's kernels wait
+      // before they trigger). H100, Llama-3-8B fp8 `bench latency` batch 16, decode step ms, two
+      // rounds: 3.757 / 3.756 -> 3.748 / 3.731.
+      SiluMulFp8Args act_q{gu, aq, as};
+      act_q.trigger_early = true;
+      KILN_RETURN_IF_ERROR(silu_mul_fp8_cuda(act_q, stream_));
       return gemm_.run_quantized({aq, as, lw.down.tensor, {}, x, lw.down_scale.tensor}, stream_);
     }
     KILN_RETURN_IF_ERROR(silu_mul_cuda({gu, act}, stream_));
