@@ -471,7 +471,7 @@ void bench_decode_graph(const Ceilings& c, std::vector<Row>& rows) {
 }
 
 // `attention_bench splits [SHAPE]`: batched decode (32/8 heads, d128, bf16 and fp8 caches) at
-// batch 4 .. 64 x 512 .. 4096 cached tokens, graph-timed as bench_decode_graph, with the planner's
+// batch 4 .. 64 x 256 .. 4096 cached tokens, graph-timed as bench_decode_graph, with the planner's
 // split and with 1 .. 8 splits forced: the data behind plan_decode_splits's cost model (and batch
 // 1 to 3 with up to 32, KILN_SPLIT_SWEEP_SMALL=1). One line per shape: us per call (% of copy) by
 // split count.
@@ -483,7 +483,7 @@ void bench_split_sweep(const Ceilings& c) {
   const bool small = std::getenv("KILN_SPLIT_SWEEP_SMALL") && std::string(std::getenv("KILN_SPLIT_SWEEP_SMALL")) == "1";
   const std::vector<int64_t> batches = small ? std::vector<int64_t>{1, 2, 3} : std::vector<int64_t>{4, 8, 16, 32, 64};
   const std::vector<int64_t> contexts =
-      small ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : std::vector<int64_t>{512, 1024, 2048, 4096};
+      small ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : std::vector<int64_t>{256, 512, 1024, 2048, 4096};
   const std::vector<int> split_counts = small ? std::vector<int>{0, 4, 8, 12, 16, 20, 24, 32} : std::vector<int>{0, 1, 2, 3, 4, 5, 6, 8};
   for (DType cache : {kFp8, DType::kBF16})
     for (int64_t batch : batches)

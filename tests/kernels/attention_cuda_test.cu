@@ -292,6 +292,29 @@ TEST(PagedAttentionCuda, PrefillVariantsMatchCpu) {
 
 constexpr DType kCacheDtypes[] = {DType::kBF16, DType::kFp8E4M3};
 
+// The batched plan (at least cuda::kDecodeBatchedCtas (sequence, kv head) pairs) keeps at least 256
+// keys a split: a short context runs whole, a longer one still splits.
+TEST(PagedAttentionCuda, BatchedPlanSplitsOnlyLongerContexts) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937 rng(17);
+  for (DType cache : kCacheDtypes) {
+    Result<const cuda::AttentionVariant*> v =
+        cuda::find_attention_variant(cuda::decode_attention_variants(), "decode_attention", DType::kBF16, cache, 128);
+    ASSERT_TRUE(v.ok()) << v.status().to_string();
+    for (int32_t kv : {256, 384, 2048}) {
+      Result<Problem> p = make_problem({std::vector<Seq>(16, Seq{1, kv}), 32, 8, 16}, 128, rng, cache);
+      ASSERT_TRUE(p.ok()) << p.status().to_string();
+      Result<cuda::PagedAttentionParams> params = cuda::make_paged_attention_params(p->args(true, p->dout.tensor));
+      ASSERT_TRUE(params.ok()) << params.status().to_string();
+      ASSERT_TRUE(cuda::plan_decode_splits(*params, **v, 0).ok());
+      const std::string what = std::string(dtype_name(cache)) + " B16 x " + std::to_string(kv);
+      EXPECT_LE(params->num_splits * 256, std::max(256, params->max_kv_len)) << what;
+      if (kv >= 2048) EXPECT_GT(params->num_splits, 1) << what;
+      else EXPECT_EQ(params->num_splits, 1) << what;
+    }
+  }
+}
+
 TEST(PagedAttentionCuda, SlidingWindowMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(13);
