@@ -144,10 +144,12 @@ static int64_t most_splits(int64_t keys, int64_t ctas) {
 // (29.7), B8 x 4K 35.4 -> 32.9 (32.9); bf16 B8 x 4K 68.1 -> 49.4 (49.4), B4 x 4K 38.0 -> 27.9 (27.9).
 // Clusters of 4..8 splits that fill more than 80% of the resident slots lose a wave (bf16, 2 CTAs
 // per SM: B8 x 4 splits 22.2 us at 1K against 16.3 with 3).
-// Short contexts keep at least 256 keys a split: at B16 x 256 keys (a decode graph
-// of 128-256 cached tokens) the rule above split in 2 and the merge outweighed the shorter loop
-// (Llama-3-8B fp8 `bench latency` batch 16, decode step, one binary, three rounds: 3.745 / 3.720 /
-// 3.723 ms at 2 splits, 3.666 / 3.628 / 3.636 at 1; attention 10.7 -> 7.8 us after qkv).
+// Where the pairs alone fill half the SMs, short contexts keep at least 256 keys a split: at B16 x
+// 256 keys (a decode graph of 128-256 cached tokens) the rule above split in 2 and the merge
+// outweighed the shorter loop. H100, Llama-3-8B fp8 `bench latency` (decode step ms, one binary,
+// two rounds, no floor -> floor): B16 3.722 / 3.723 -> 3.633 / 3.636, + fp8 KV 3.764 / 3.768 ->
+// 3.687 / 3.703; B16 x 512 keys and B8 x 256 unchanged; but B4 x 256 3.519 / 3.521 -> 3.570 / 3.558,
+// B4 x 512 +2%, B8 x 512 +1.2% (more splits win there), so fewer pairs keep the rule above.
 // KILN_DECODE_MIN_SPLIT_KEYS=N sets the floor (0: none, the rule above alone), for tuning.
 static int64_t min_batched_split_keys() {
   static const int64_t keys = [] {
@@ -160,7 +162,8 @@ static int64_t batched_splits(int64_t keys, int64_t ctas, int64_t slots, int64_t
   const int64_t sms = cuda_sm_count();
   int64_t s = (3 * sms + ctas) / (2 * ctas);              // round(1.5 sms / ctas)
   s = std::max(s, std::min(2 * sms / ctas, keys / 512));  // long contexts: up to 2 per SM, >= 512 keys a split
-  if (const int64_t floor_keys = min_batched_split_keys(); floor_keys > 0) s = std::min(s, std::max<int64_t>(1, keys / floor_keys));
+  if (const int64_t floor_keys = min_batched_split_keys(); floor_keys > 0 && 2 * ctas >= sms)
+    s = std::min(s, std::max<int64_t>(1, keys / floor_keys));
   while (s >= 4 && s <= kMaxClusterSplits && 5 * ctas * s > 4 * slots) --s;  // clusters that would not all fit
   return std::clamp<int64_t>(s, 1, most);
 }
