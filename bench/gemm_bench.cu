@@ -406,37 +406,10 @@ void bench_e4m3_ab(const bench::Ceilings& c, cudaStream_t s, const Layer& l) {
 void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64_t n, int64_t k, int64_t t, DType wt,
                int variant = -1, bool workspace = true) {
   const int64_t num_experts = 8, top_k = 2;
-  std::vector<BenchWeights> experts;
-  for (int e = 0; e < num_experts; ++e) experts.push_back(make_weights(wt, n, k, 300 + e));
-  std::vector<int64_t> wp, sp;
-  for (auto& e : experts) {
-    wp.push_back(reinterpret_cast<int64_t>(e.w.tensor.data));
-    sp.push_back(reinterpret_cast<int64_t>(e.scale.tensor.data));
-  }
-  auto dwp = to_device(Tensor::view(wp.data(), DType::kInt64, {num_experts}));
-  auto dsp = to_device(Tensor::view(sp.data(), DType::kInt64, {num_experts}));
-  check(dwp.status(), "ptrs");
-  check(dsp.status(), "ptrs");
+  const ExpertSet experts = make_expert_set(wt, n, k, 300, num_experts);
   std::mt19937 rng(5);
-  std::vector<DeviceTensor> ids;
-  double distinct_total = 0;
-  for (int set = 0; set < 4; ++set) {
-    std::vector<int32_t> h(static_cast<size_t>(t * top_k));
-    std::set<int32_t> distinct;
-    for (int64_t i = 0; i < t; ++i) {
-      std::vector<int32_t> perm(num_experts);
-      for (int e = 0; e < num_experts; ++e) perm[static_cast<size_t>(e)] = e;
-      std::shuffle(perm.begin(), perm.end(), rng);
-      for (int64_t j = 0; j < top_k; ++j) {
-        h[static_cast<size_t>(i * top_k + j)] = perm[static_cast<size_t>(j)];
-        distinct.insert(perm[static_cast<size_t>(j)]);
-      }
-    }
-    distinct_total += static_cast<double>(distinct.size());
-    auto d = to_device(Tensor::view(h.data(), DType::kInt32, {t, top_k}));
-    check(d.status(), "ids");
-    ids.push_back(std::move(d).value());
-  }
+  double distinct = 0;
+  const std::vector<DeviceTensor> ids = rotated_id_sets(t, top_k, num_experts, rng, &distinct);
   auto x = DeviceTensor::empty(DType::kBF16, {t, k});
   auto y = DeviceTensor::empty(DType::kBF16, {t * top_k, n});
   check(x.status(), "x");
@@ -445,15 +418,15 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   auto xws = DeviceTensor::empty(DType::kInt8, {moe_decode_gemm_workspace_bytes(t, k)});
   check(xws.status(), "workspace");
   auto call = [&](int i) {
-    MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, dwp->tensor,
-                        wt == DType::kFp8E4M3 ? dsp->tensor : Tensor{}, wt, n, y->tensor, workspace ? xws->tensor : Tensor{}};
+    MoeDecodeGemmArgs a{x->tensor, ids[static_cast<size_t>(i) % ids.size()].tensor, experts.ptrs.tensor,
+                        wt == DType::kFp8E4M3 ? experts.scale_ptrs.tensor : Tensor{}, wt, n, y->tensor, workspace ? xws->tensor : Tensor{}};
     a.ids_ready = std::string(name) == "down";  // as in the model: down's ids come from an earlier kernel
     check(variant < 0 ? moe_decode_gemm_cuda(a, s) : moe_decode_gemm_cuda_variant(a, variant, s), "moe_decode_gemm_cuda");
   };
   call(0);
   check(cudaStreamSynchronize(s), "sync");
   const double ms = graph_ms(call, s);
-  const double bytes = distinct_total / 4 * static_cast<double>(n) * k * static_cast<double>(dtype_bytes(wt, 1));
+  const double bytes = distinct * static_cast<double>(n) * k * static_cast<double>(dtype_bytes(wt, 1));
   const auto mv = moe_decode_gemm_variants();
   const bool f16 = variant >= 0 && mv[static_cast<size_t>(variant)].f16, e4m3 = variant >= 0 && mv[static_cast<size_t>(variant)].e4m3;
   std::string ring;  // the wgmma rows' ring depth and slot-tile width
@@ -464,7 +437,7 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
   bench::report(std::string("moe_decode ") + name + " " + std::string(dtype_name(wt)) + (f16 ? " f16" : "") + (e4m3 ? " e4m3" : "") + ring +
                     (variant < 0 && wt == DType::kFp8E4M3 ? (workspace ? " auto+ws" : " auto") : ""),
                 "t=" + std::to_string(t) + " top_k=2 E=8 n=" + std::to_string(n) + " k=" + std::to_string(k) + " (" +
-                    std::to_string(distinct_total / 4).substr(0, 4) + " experts)",
+                    std::to_string(distinct).substr(0, 4) + " experts)",
                 ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
 }
 

@@ -1,10 +1,14 @@
-// Shared pieces of the GEMM benchmarks (bench/gemm_bench.cu): the layer shapes, section selection,
-// weight copies that never sit in L2 together, decode activations and graph timing.
+// Shared pieces of the GEMM benchmarks (bench/gemm_bench.cu, bench/moe_ffn_bench.cu): the layer
+// shapes, section selection, weight copies that never sit in L2 together, expert sets and their
+// rotated routing ids, decode activations and graph timing.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <numeric>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,6 +63,53 @@ inline std::vector<BenchWeights> weight_copies(DType wt, int64_t n, int64_t k, b
   std::vector<BenchWeights> ws;
   for (int i = 0; i < copies; ++i) ws.push_back(make_weights(wt, n, k, 100 + i));
   return ws;
+}
+
+// `experts` expert weight copies (seeds seed, seed + 1, ..) and their device pointer tables, as
+// the MoE decode GEMM takes them (int64 [experts] of weight and scale pointers).
+struct ExpertSet {
+  std::vector<BenchWeights> w;
+  DeviceTensor ptrs, scale_ptrs;
+};
+inline ExpertSet make_expert_set(DType wt, int64_t n, int64_t k, uint32_t seed, int64_t experts = 8) {
+  ExpertSet r;
+  std::vector<int64_t> wp, sp;
+  for (int64_t e = 0; e < experts; ++e) {
+    r.w.push_back(make_weights(wt, n, k, seed + static_cast<uint32_t>(e)));
+    wp.push_back(reinterpret_cast<int64_t>(r.w.back().w.tensor.data));
+    sp.push_back(reinterpret_cast<int64_t>(r.w.back().scale.tensor.data));
+  }
+  auto p = to_device(Tensor::view(wp.data(), DType::kInt64, {experts}));
+  auto s = to_device(Tensor::view(sp.data(), DType::kInt64, {experts}));
+  check(p.status(), "expert ptrs");
+  check(s.status(), "expert scale ptrs");
+  r.ptrs = std::move(p).value();
+  r.scale_ptrs = std::move(s).value();
+  return r;
+}
+
+// Four routing id sets [t, top_k] (each token's top_k experts distinct, drawn by rng), which the
+// callers rotate so consecutive calls read different experts; *distinct: the mean number of
+// distinct experts a set uses (the bytes a call reads).
+inline std::vector<DeviceTensor> rotated_id_sets(int64_t t, int64_t top_k, int64_t experts, std::mt19937& rng,
+                                                 double* distinct) {
+  std::vector<DeviceTensor> ids;
+  *distinct = 0;
+  for (int set = 0; set < 4; ++set) {
+    std::vector<int32_t> h(static_cast<size_t>(t * top_k));
+    std::set<int32_t> used;
+    for (int64_t i = 0; i < t; ++i) {
+      std::vector<int32_t> perm(static_cast<size_t>(experts));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int64_t j = 0; j < top_k; ++j) used.insert(h[static_cast<size_t>(i * top_k + j)] = perm[static_cast<size_t>(j)]);
+    }
+    *distinct += static_cast<double>(used.size()) / 4;
+    auto d = to_device(Tensor::view(h.data(), DType::kInt32, {t, top_k}));
+    check(d.status(), "ids");
+    ids.push_back(std::move(d).value());
+  }
+  return ids;
 }
 
 // A decode call's activations on layer l: x [m, k] random bf16 (seed 7), y [m, n] in l.y.

@@ -27,32 +27,12 @@ namespace kiln {
 namespace {
 
 using bench::check;
-using gemm_bench::BenchWeights;
+using gemm_bench::ExpertSet;
 using gemm_bench::graph_ms;
-using gemm_bench::make_weights;
+using gemm_bench::make_expert_set;
+using gemm_bench::rotated_id_sets;
 
 constexpr int64_t kExperts = 8, kTopK = 2, kHidden = 4096, kInter = 14336;
-
-struct ExpertSet {
-  std::vector<BenchWeights> w;
-  DeviceTensor ptrs, scale_ptrs;
-};
-ExpertSet make_set(int64_t n, int64_t k, uint32_t seed) {
-  ExpertSet r;
-  std::vector<int64_t> wp, sp;
-  for (int64_t e = 0; e < kExperts; ++e) {
-    r.w.push_back(make_weights(DType::kFp8E4M3, n, k, seed + static_cast<uint32_t>(e)));
-    wp.push_back(reinterpret_cast<int64_t>(r.w.back().w.tensor.data));
-    sp.push_back(reinterpret_cast<int64_t>(r.w.back().scale.tensor.data));
-  }
-  auto p = to_device(Tensor::view(wp.data(), DType::kInt64, {kExperts}));
-  auto s = to_device(Tensor::view(sp.data(), DType::kInt64, {kExperts}));
-  check(p.status(), "ptrs");
-  check(s.status(), "scale ptrs");
-  r.ptrs = std::move(p).value();
-  r.scale_ptrs = std::move(s).value();
-  return r;
-}
 
 DeviceTensor empty(DType d, std::initializer_list<int64_t> shape) {
   auto t = DeviceTensor::empty(d, shape);
@@ -63,22 +43,8 @@ DeviceTensor empty(DType d, std::initializer_list<int64_t> shape) {
 void bench_t(const bench::Ceilings& c, cudaStream_t s, const ExpertSet& gu, const ExpertSet& dn, int64_t t) {
   const int64_t slots = t * kTopK;
   std::mt19937 rng(static_cast<uint32_t>(11 + t));
-  std::vector<DeviceTensor> ids;
   double distinct = 0;
-  for (int set = 0; set < 4; ++set) {
-    std::vector<int32_t> h(static_cast<size_t>(slots));
-    std::set<int32_t> used;
-    for (int64_t i = 0; i < t; ++i) {
-      std::vector<int32_t> perm(kExperts);
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), rng);
-      for (int64_t j = 0; j < kTopK; ++j) used.insert(h[static_cast<size_t>(i * kTopK + j)] = perm[static_cast<size_t>(j)]);
-    }
-    distinct += static_cast<double>(used.size()) / 4;
-    auto d = to_device(Tensor::view(h.data(), DType::kInt32, {t, kTopK}));
-    check(d.status(), "ids");
-    ids.push_back(std::move(d).value());
-  }
+  const std::vector<DeviceTensor> ids = rotated_id_sets(t, kTopK, kExperts, rng, &distinct);
   // x as the norm leaves it (e4m3 per token + scales), the chain's intermediates.
   DeviceTensor xq = empty(DType::kFp8E4M3, {t, kHidden}), xs = empty(DType::kF32, {t});
   check(fill_bytes(xq.tensor, 0x38), "x");  // e4m3 1.0
@@ -141,7 +107,8 @@ int main() {
   cudaStream_t s;
   check(cudaStreamCreate(&s), "cudaStreamCreate");
   std::printf("experts: 8 x gate_up [28672, 4096] + 8 x down [4096, 14336] fp8 (1.4 GB)\n");
-  const ExpertSet gu = make_set(2 * kInter, kHidden, 500), dn = make_set(kHidden, kInter, 600);
+  const ExpertSet gu = make_expert_set(DType::kFp8E4M3, 2 * kInter, kHidden, 500, kExperts),
+                  dn = make_expert_set(DType::kFp8E4M3, kHidden, kInter, 600, kExperts);
   std::vector<int64_t> ts = {1, 2, 4, 8};
   if (const char* v = std::getenv("KILN_MOE_FFN_T"); v && *v) {
     ts.clear();
