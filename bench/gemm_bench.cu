@@ -441,16 +441,6 @@ void bench_moe(const bench::Ceilings& c, cudaStream_t s, const char* name, int64
                 ms, bytes / ms / 1e6, c.copy_gbps, "GB/s");
 }
 
-// The comma-separated integers of environment variable name (e.g. "16,32"), else def.
-std::vector<int64_t> env_list(const char* name, std::vector<int64_t> def) {
-  const char* list = std::getenv(name);
-  if (!list || !*list) return def;
-  std::vector<int64_t> r;
-  std::stringstream ss(list);
-  for (std::string t; std::getline(ss, t, ',');) r.push_back(std::atoll(t.c_str()));
-  return r;
-}
-
 }  // namespace
 }  // namespace kiln
 

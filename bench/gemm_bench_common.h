@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -139,6 +140,16 @@ double graph_ms(F&& enqueue, cudaStream_t s, int inner = 20, int reps = 11) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   return ms;
+}
+
+// The comma-separated integers of environment variable name (e.g. "16,32"), else def.
+inline std::vector<int64_t> env_list(const char* name, std::vector<int64_t> def) {
+  const char* list = std::getenv(name);
+  if (!list || !*list) return def;
+  std::vector<int64_t> r;
+  std::stringstream ss(list);
+  for (std::string t; std::getline(ss, t, ',');) r.push_back(std::atoll(t.c_str()));
+  return r;
 }
 
 inline std::string shape_of(const Layer& l, int64_t m) {

@@ -13,7 +13,6 @@
 #include <numeric>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -109,13 +108,7 @@ int main() {
   std::printf("experts: 8 x gate_up [28672, 4096] + 8 x down [4096, 14336] fp8 (1.4 GB)\n");
   const ExpertSet gu = make_expert_set(DType::kFp8E4M3, 2 * kInter, kHidden, 500, kExperts),
                   dn = make_expert_set(DType::kFp8E4M3, kHidden, kInter, 600, kExperts);
-  std::vector<int64_t> ts = {1, 2, 4, 8};
-  if (const char* v = std::getenv("KILN_MOE_FFN_T"); v && *v) {
-    ts.clear();
-    std::stringstream ss(v);
-    for (std::string tok; std::getline(ss, tok, ',');) ts.push_back(std::atoll(tok.c_str()));
-  }
-  for (int64_t t : ts) bench_t(c, s, gu, dn, t);
+  for (int64_t t : gemm_bench::env_list("KILN_MOE_FFN_T", {1, 2, 4, 8})) bench_t(c, s, gu, dn, t);
   check(cudaStreamDestroy(s), "cudaStreamDestroy");
   return 0;
 }
